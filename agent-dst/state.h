@@ -1,0 +1,110 @@
+/*
+ * state.h - ferry-dst's durable state in LMDB, one environment per target
+ * (the [target] state directory). Only this module includes lmdb.h.
+ *
+ * What it keeps:
+ *   meta   tenant, source url, the head seq recorded at the start of the
+ *          first copy, phase (copying / streaming), created time
+ *   copy   per table: copy progress (last copied key, msgpack-encoded by the
+ *          caller as opaque bytes; rows copied; done flag)
+ *   hwm    the high-water mark of the changes stream
+ *   runs   one record per sync run (start, end, rows upserted / deleted,
+ *          result code and message)
+ *
+ * Every setter is its own LMDB write transaction, committed before it
+ * returns: the caller commits the target database first, then moves the
+ * mark, so a crash in between only makes the next run re-apply a batch
+ * (idempotent), never skip one.
+ *
+ * Errors: FERRY_EIO (with mdb_strerror detail), FERRY_ENOSPC (MDB_MAP_FULL or
+ * a full disk), FERRY_ECONFIG (the directory cannot be created/opened), and
+ * FERRY_EDATA (a record of the wrong size: state from another version).
+ */
+#ifndef FERRY_STATE_H
+#define FERRY_STATE_H
+
+#include "../common/error.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ferry_state; /* opaque */
+
+enum ferry_phase {
+    FERRY_PHASE_NEW = 0,       /* nothing recorded yet */
+    FERRY_PHASE_COPYING = 1,   /* initial copy under way */
+    FERRY_PHASE_STREAMING = 2, /* copy done, applying deltas */
+};
+
+struct ferry_state_meta {
+    char tenant[256];
+    char source[512];
+    int64_t start_head; /* change-log head recorded before the copy began */
+    int phase;          /* enum ferry_phase */
+    int64_t created;    /* unix seconds */
+    int64_t hwm;        /* last applied seq; -1 none */
+    int64_t last_sync;  /* unix seconds of the last successful sync, 0 never */
+};
+
+struct ferry_copy_progress {
+    char table[256];
+    unsigned char key[1024]; /* opaque (caller-encoded) last key, keylen bytes */
+    size_t keylen;           /* 0: nothing copied yet */
+    int64_t rows;            /* rows copied so far */
+    int done;
+};
+
+struct ferry_run {
+    int64_t id; /* assigned by ferry_state_run_begin, increasing */
+    int64_t started;
+    int64_t ended; /* 0 while running (or when the run died) */
+    int64_t upserted;
+    int64_t deleted;
+    int64_t hwm_before;
+    int64_t hwm_after;
+    int code; /* enum ferry_code of the result */
+    char msg[256];
+    char kind[16]; /* "sync", "verify", "cutover", "follow" */
+};
+
+/*
+ * Open (creating dir and environment when create is set) the state in dir.
+ * Owned, close with ferry_state_close. Only one process may have it open for
+ * writing: a second ferry_state_open fails with FERRY_ECONFIG ("state DIR is
+ * in use by pid N") through a lock file.
+ */
+int ferry_state_open(const char *dir, int create, struct ferry_state **out,
+                     struct ferry_error *err);
+void ferry_state_close(struct ferry_state *st);
+
+/* FERRY_ENOTFOUND when never written; otherwise *m is filled. */
+int ferry_state_meta_get(struct ferry_state *st, struct ferry_state_meta *m,
+                         struct ferry_error *err);
+int ferry_state_meta_put(struct ferry_state *st, const struct ferry_state_meta *m,
+                         struct ferry_error *err);
+/* Convenience: read meta, set hwm (and last_sync when nonzero), write it back. */
+int ferry_state_set_hwm(struct ferry_state *st, int64_t hwm, int64_t last_sync,
+                        struct ferry_error *err);
+
+/* FERRY_ENOTFOUND when the table has no progress yet. */
+int ferry_state_copy_get(struct ferry_state *st, const char *table, struct ferry_copy_progress *p,
+                         struct ferry_error *err);
+int ferry_state_copy_put(struct ferry_state *st, const struct ferry_copy_progress *p,
+                         struct ferry_error *err);
+/*
+ * Call fn for every table's progress in table-name order; fn returning
+ * nonzero stops the walk and that value is returned.
+ */
+int ferry_state_copy_each(struct ferry_state *st,
+                          int (*fn)(const struct ferry_copy_progress *p, void *arg), void *arg,
+                          struct ferry_error *err);
+
+/* Begin a run: fills r->id and r->started, writes it. */
+int ferry_state_run_begin(struct ferry_state *st, struct ferry_run *r, struct ferry_error *err);
+/* Rewrite a run (by r->id), e.g. at its end. */
+int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struct ferry_error *err);
+/* The most recent n runs, newest first; *got set to how many. */
+int ferry_state_runs_last(struct ferry_state *st, struct ferry_run *runs, size_t n, size_t *got,
+                          struct ferry_error *err);
+
+#endif

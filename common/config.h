@@ -1,0 +1,109 @@
+/*
+ * config.h - the INI configuration of both agents (parsed with inih).
+ *
+ * One format serves both agents; each checks that the keys it needs are
+ * there with ferry_config_require_src() / _dst(). Unknown sections and keys
+ * are errors naming the file, line and the closest known key, so a misspelt
+ * key never silently falls back to a default.
+ *
+ *   [source]                     ; on ferry-src: the database it serves
+ *   database = sqlite:///srv/app.db
+ *   listen = 127.0.0.1:7700      ; or http://HOST:PORT, https://HOST:PORT
+ *   batch_rows = 5000            ; rows per snapshot page / changes per batch
+ *   authorized_keys = FILE       ; (auth) target keys, each bound to a tenant
+ *   identity = FILE              ; (auth) the source's private key
+ *   tls_cert = FILE, tls_key = FILE
+ *   url = http://HOST:PORT       ; on ferry-dst: where the source listens
+ *   public_key = FILE            ; on ferry-dst: the pinned source key
+ *   ca = FILE                    ; on ferry-dst: CA or pinned certificate
+ *
+ *   [target]                     ; on ferry-dst
+ *   database = sqlite:///srv/target.db
+ *   state = /var/lib/ferry/team42   ; LMDB environment directory
+ *   tenant = 42
+ *   identity = FILE
+ *
+ *   [scope]
+ *   root = teams                 ; the tenant table; its primary key is the tenant id
+ *   exclude = audit_log, sessions
+ *
+ *   [table posts]                ; per-table overrides
+ *   scope = posts.board_ref IN (SELECT id FROM boards WHERE team = :tenant)
+ *
+ *   [mask]                       ; (follow) TABLE.COLUMN = SQL expression
+ *   users.email = 'user' || id || '@example.invalid'
+ */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include "error.h"
+
+#include <stddef.h>
+
+struct ferry_table_conf {
+    char *name;
+    char *scope; /* SQL predicate using :tenant, or NULL */
+};
+
+struct ferry_mask_conf {
+    char *table;
+    char *column;
+    char *expr;
+};
+
+/* All strings owned by the config; NULL when the key was not given. */
+struct ferry_config {
+    char *path;
+
+    struct {
+        char *database;
+        char *listen;
+        char *authorized_keys;
+        char *identity;
+        char *tls_cert;
+        char *tls_key;
+        char *url;
+        char *public_key;
+        char *ca;
+        long batch_rows; /* default 5000 */
+    } source;
+
+    struct {
+        char *database;
+        char *state;
+        char *tenant;
+        char *identity;
+    } target;
+
+    struct {
+        char *root;
+        char **exclude;
+        size_t nexclude;
+    } scope;
+
+    struct ferry_table_conf *tables;
+    size_t ntables;
+
+    struct ferry_mask_conf *masks;
+    size_t nmasks;
+};
+
+/*
+ * Parse path into *cfg (caller-owned; release with ferry_config_release even
+ * on failure). Returns 0, or FERRY_ECONFIG with "FILE:LINE: ..." in err.
+ */
+int ferry_config_load(const char *path, struct ferry_config *cfg, struct ferry_error *err);
+void ferry_config_release(struct ferry_config *cfg);
+
+/* Check the keys ferry-src needs ([source] database, [scope] root). */
+int ferry_config_require_src(const struct ferry_config *cfg, struct ferry_error *err);
+/* Check the keys ferry-dst needs ([target] database, state, tenant; [source] url). */
+int ferry_config_require_dst(const struct ferry_config *cfg, struct ferry_error *err);
+
+/* The [table NAME] section for name, or NULL. */
+const struct ferry_table_conf *ferry_config_table(const struct ferry_config *cfg,
+                                                  const char *name);
+/* 1 when name is listed in [scope] exclude. */
+int ferry_config_excluded(const struct ferry_config *cfg, const char *name);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * db.h - one interface over the database engines ferry reads and writes:
+ * SQLite (embedded default) and PostgreSQL (libpq).
+ *
+ * URLs: "sqlite:///abs/path.db" (also "sqlite:relative.db"),
+ * "postgresql://..." or "postgres://..." (libpq syntax).
+ *
+ * SQL given to ferry_db_prepare() uses "?" placeholders in every engine; the
+ * PostgreSQL adapter rewrites them to $1, $2, ... (outside quotes). Both
+ * engines accept the SQL that ferry generates: double-quoted identifiers,
+ * row values "(a, b) IN (SELECT ...)", INSERT ... AS alias ... ON CONFLICT
+ * (...) DO UPDATE SET ... WHERE ....
+ *
+ * Handles: a struct ferry_db is one connection, used by one thread. A
+ * struct ferry_stmt belongs to the connection that prepared it and must be
+ * freed before the connection is closed.
+ */
+#ifndef FERRY_DB_H
+#define FERRY_DB_H
+
+#include "../error.h"
+#include "../schema.h"
+#include "../value.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum ferry_engine {
+    FERRY_ENGINE_SQLITE = 1,
+    FERRY_ENGINE_PG = 2,
+};
+
+/* ferry_db_open() flags */
+#define FERRY_DB_READONLY 0x1 /* source side: never writes application tables */
+#define FERRY_DB_CREATE 0x2   /* create the database file when missing (SQLite) */
+
+struct ferry_db;
+struct ferry_stmt;
+
+/*
+ * Open a connection. On SQLite: WAL journal (unless READONLY), a 10 s busy
+ * timeout, foreign_keys OFF (the target checks them after a copy, see
+ * ferry_db_fk_check). Returns 0 or FERRY_ECONFIG (bad URL), FERRY_EDB.
+ * *out is owned, close with ferry_db_close().
+ */
+int ferry_db_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err);
+void ferry_db_close(struct ferry_db *db);
+enum ferry_engine ferry_db_engine(const struct ferry_db *db);
+
+/* Run one or more statements that return no rows. */
+int ferry_db_exec(struct ferry_db *db, const char *sql, struct ferry_error *err);
+
+/*
+ * Transactions. ferry_db_begin_read() opens a read transaction that sees one
+ * consistent snapshot until commit/rollback (SQLite: BEGIN + a first read;
+ * PostgreSQL: REPEATABLE READ READ ONLY). ferry_db_begin() opens a write
+ * transaction (SQLite: BEGIN IMMEDIATE). ferry_db_rollback() never fails
+ * visibly: it is the cleanup path.
+ */
+int ferry_db_begin_read(struct ferry_db *db, struct ferry_error *err);
+int ferry_db_begin(struct ferry_db *db, struct ferry_error *err);
+int ferry_db_commit(struct ferry_db *db, struct ferry_error *err);
+void ferry_db_rollback(struct ferry_db *db);
+
+/* Statements. *out is owned, free with ferry_stmt_free(). */
+int ferry_db_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **out,
+                     struct ferry_error *err);
+/* Bind v to 1-based placeholder idx. The value's bytes are copied. */
+int ferry_stmt_bind(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                    struct ferry_error *err);
+/*
+ * Run or advance. *row is set to 1 when a row is available, 0 when done.
+ * Returns 0 or FERRY_EDB (FERRY_ENOSPC for a full disk).
+ */
+int ferry_stmt_step(struct ferry_stmt *st, int *row, struct ferry_error *err);
+int ferry_stmt_ncols(struct ferry_stmt *st);
+const char *ferry_stmt_colname(struct ferry_stmt *st, int i);
+/*
+ * Column i (0-based) of the current row. The value is borrowed: valid until
+ * the next step, reset or free of st.
+ */
+void ferry_stmt_column(struct ferry_stmt *st, int i, struct ferry_value *out);
+/* Rows inserted, updated or deleted by the last completed step. */
+int64_t ferry_stmt_changes(struct ferry_stmt *st);
+/* Ready to run again with new bindings (old bindings are cleared). */
+void ferry_stmt_reset(struct ferry_stmt *st);
+void ferry_stmt_free(struct ferry_stmt *st);
+
+/*
+ * Introspection. ferry_db_tables() lists the application's tables (not the
+ * engine's own, not ferry's "_ferry_*"), sorted by name; *names is owned,
+ * free each and the array. ferry_db_table_info() fills *out (caller-owned,
+ * release with ferry_table_info_release) or returns FERRY_ENOTFOUND.
+ * Foreign keys that omit the parent columns are completed with the parent's
+ * primary key.
+ */
+int ferry_db_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry_error *err);
+int ferry_db_table_info(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                        struct ferry_error *err);
+/* 1 when the table exists, 0 when not. */
+int ferry_db_table_exists(struct ferry_db *db, const char *table, int *exists,
+                          struct ferry_error *err);
+
+/*
+ * Count rows of table that violate a foreign key (SQLite PRAGMA
+ * foreign_key_check; PostgreSQL enforces them itself and reports 0).
+ */
+int ferry_db_fk_check(struct ferry_db *db, const char *table, int64_t *violations,
+                      struct ferry_error *err);
+
+/* Convenience: run sql (one "?" per value) and read one int64 (0 if no row). */
+int ferry_db_query_int(struct ferry_db *db, const char *sql, const struct ferry_value *args,
+                       size_t nargs, int64_t *out, struct ferry_error *err);
+
+#endif

@@ -1,0 +1,80 @@
+/* error.c - the error table, and helpers that fill struct ferry_error. */
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int status;
+    const char *msg;
+} table[] = {
+#define FERRY_ERR_ROW(name, status, msg) {#name, status, msg},
+    FERRY_ERRORS(FERRY_ERR_ROW)
+#undef FERRY_ERR_ROW
+};
+
+const char *ferry_strcode(int code)
+{
+    if (code < 0 || code >= FERRY_NCODES)
+        return "EUNKNOWN";
+    return table[code].name;
+}
+
+const char *ferry_strerror(int code)
+{
+    if (code < 0 || code >= FERRY_NCODES)
+        return "unknown error";
+    return table[code].msg;
+}
+
+int ferry_exit_status(int code)
+{
+    if (code < 0 || code >= FERRY_NCODES)
+        return 5;
+    return table[code].status;
+}
+
+int ferry_error_set(struct ferry_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err)
+        return code;
+    err->code = code;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    /* A message is one line: fold any newline a foreign library gave us. */
+    for (char *p = err->msg; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    for (size_t n = strlen(err->msg); n > 0 && err->msg[n - 1] == ' '; n--)
+        err->msg[n - 1] = '\0';
+    return code;
+}
+
+int ferry_error_prefix(struct ferry_error *err, const char *fmt, ...)
+{
+    char head[FERRY_ERRMSG_MAX];
+    char old[FERRY_ERRMSG_MAX];
+    va_list ap;
+
+    if (!err)
+        return FERRY_EINTERNAL;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof(head), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof(old));
+    snprintf(err->msg, sizeof(err->msg), "%s: %s", head, old);
+    return err->code;
+}
+
+void ferry_error_clear(struct ferry_error *err)
+{
+    if (!err)
+        return;
+    err->code = FERRY_OK;
+    err->msg[0] = '\0';
+}

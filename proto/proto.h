@@ -1,0 +1,168 @@
+/*
+ * proto.h - ferry's wire format: msgpack encode/decode of every message, its
+ * version, its limits. No I/O here; msgpack-c is used only inside proto/.
+ *
+ * Every message is a msgpack map with "v" = FERRY_PROTO_VERSION. Decoders
+ * accept map keys in any order, ignore no key they do not know (an unknown
+ * key is FERRY_EPROTO, so a newer peer is noticed, not half-understood),
+ * reject a missing field, a wrong type, trailing bytes, and anything over
+ * struct ferry_limits, with FERRY_EPROTO / FERRY_ETOOBIG and a message naming
+ * the field. They never crash and never allocate more than a small multiple
+ * of the input size: a bounded pre-scan checks every length against the
+ * bytes that remain before msgpack-c builds objects.
+ *
+ * Values travel as msgpack nil / int (int64; a uint64 above INT64_MAX is
+ * refused) / float 64 (always 64-bit, so doubles are bit-exact) / str (TEXT,
+ * any bytes) / bin (BLOB).
+ *
+ * Requests (bodies of POST /v1/...):
+ *   manifest  {"v", "tenant": str, "after": int (-1: none), "counts": bool}
+ *   snapshot  {"v", "tenant": str, "table": str, "after": [key values] | nil,
+ *              "limit": int}
+ *   changes   {"v", "tenant": str, "after": int, "limit": int}
+ *   error     {"v", "code": str (ferry_strcode), "msg": str}  (any response)
+ *
+ * Responses:
+ *   manifest  {"v", "tenant": str, "root": str, "head": int,
+ *              "pending": int (-1 unknown), "tables": [table...]}
+ *     table   {"name", "cols": [[name, type, notnull bool, pk int]...],
+ *              "fks": [[parent, [cols], [pcols], cascade bool]...],
+ *              "without_rowid": bool, "scope": str | nil, "rows": int}
+ *   batch     {"v", "kind": "snapshot"|"changes", "sets": [set...],
+ *              "head": int, "more": bool, "last": [key values] | nil}
+ *     set     {"table": str, "op": "upsert"|"delete", "cols": [str...],
+ *              "rows": [[value...]...]}   (delete: cols are the key columns)
+ *
+ * The batch encoder streams: sets and rows are written as they are read from
+ * the database, and array headers are patched when a set or the batch ends.
+ */
+#ifndef FERRY_PROTO_H
+#define FERRY_PROTO_H
+
+#include "../common/error.h"
+#include "../common/schema.h"
+#include "../common/value.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FERRY_PROTO_VERSION 1
+
+struct ferry_limits {
+    size_t max_body;    /* bytes of one message */
+    size_t max_request; /* bytes of one request body */
+    size_t max_objects; /* msgpack objects in one message */
+    size_t max_depth;   /* nesting depth */
+    size_t max_cols;    /* columns of one table */
+    size_t max_tables;  /* tables in a manifest */
+    size_t max_name;    /* bytes of a table, column or tenant name */
+};
+
+/* 64 MiB bodies, 64 KiB requests, 8M objects, depth 8, 1000 cols/tables, 256-byte names */
+extern const struct ferry_limits ferry_limits_default;
+
+enum ferry_op { FERRY_OP_UPSERT = 1, FERRY_OP_DELETE = 2 };
+enum ferry_kind { FERRY_KIND_SNAPSHOT = 1, FERRY_KIND_CHANGES = 2 };
+
+/*
+ * Decoded messages. Strings are NUL-terminated copies or point into the
+ * decoder's memory; either way they are owned by the message and valid until
+ * its _free (or, for requests, until ferry_request_release).
+ */
+struct ferry_request {
+    enum { FERRY_REQ_MANIFEST = 1, FERRY_REQ_SNAPSHOT, FERRY_REQ_CHANGES } type;
+    char *tenant;
+    char *table;          /* snapshot */
+    struct ferry_value *after_key; /* snapshot: nafter key values, NULL = from the start */
+    size_t nafter;
+    int64_t after;        /* manifest, changes */
+    int64_t limit;        /* snapshot, changes: > 0 */
+    int counts;           /* manifest */
+    void *priv_;          /* decoder memory */
+};
+
+struct ferry_manifest {
+    char *tenant;
+    char *root;
+    int64_t head;
+    int64_t pending;
+    struct ferry_table_info *tables; /* parent-first order */
+    size_t ntables;
+};
+
+struct ferry_set {
+    const char *table;
+    enum ferry_op op;
+    const char **cols; /* ncols names */
+    size_t ncols;
+    struct ferry_value *vals; /* nrows * ncols, row-major */
+    size_t nrows;
+};
+
+struct ferry_batch {
+    enum ferry_kind kind;
+    struct ferry_set *sets;
+    size_t nsets;
+    int64_t head;
+    int more;
+    struct ferry_value *last; /* nlast values, NULL when nil */
+    size_t nlast;
+    void *priv_; /* decoder memory: the values point into it */
+};
+
+/* ---- requests ---- */
+
+/*
+ * Encode a request into *out (owned, free with free()). The type field of
+ * req selects the message.
+ */
+int ferry_request_encode(const struct ferry_request *req, char **out, size_t *len,
+                         struct ferry_error *err);
+/* Decode a request body of the given type; release *req with ferry_request_release. */
+int ferry_request_decode(int type, const char *data, size_t len, const struct ferry_limits *lim,
+                         struct ferry_request *req, struct ferry_error *err);
+void ferry_request_release(struct ferry_request *req);
+
+/* ---- error responses ---- */
+int ferry_errmsg_encode(int code, const char *msg, char **out, size_t *len);
+/* Decode an error body into err (code from its name; EPROTO when unknown). */
+int ferry_errmsg_decode(const char *data, size_t len, struct ferry_error *err);
+
+/* ---- manifest ---- */
+int ferry_manifest_encode(const struct ferry_manifest *m, char **out, size_t *len,
+                          struct ferry_error *err);
+/* *out owned, free with ferry_manifest_free. data may be freed after the call. */
+int ferry_manifest_decode(const char *data, size_t len, const struct ferry_limits *lim,
+                          struct ferry_manifest **out, struct ferry_error *err);
+void ferry_manifest_free(struct ferry_manifest *m);
+
+/* ---- batches: streaming encoder ---- */
+struct ferry_enc; /* opaque */
+
+/* New encoder for one batch of kind, at most max_body bytes. Owned, free with ferry_enc_free. */
+struct ferry_enc *ferry_enc_new(enum ferry_kind kind, size_t max_body);
+/* Start a set; names are copied into the output at once. */
+int ferry_enc_set_begin(struct ferry_enc *e, const char *table, enum ferry_op op,
+                        const char *const *cols, size_t ncols);
+/* Append one row (ncols values of the current set). */
+int ferry_enc_row(struct ferry_enc *e, const struct ferry_value *vals, size_t n);
+int ferry_enc_set_end(struct ferry_enc *e);
+/*
+ * Finish: write head, more and last (nlast key values, or last == NULL for
+ * nil). *out points into the encoder (borrowed, valid until ferry_enc_free).
+ */
+int ferry_enc_finish(struct ferry_enc *e, int64_t head, int more, const struct ferry_value *last,
+                     size_t nlast, const char **out, size_t *len);
+/* Bytes written so far: producers stop a batch before it gets too big. */
+size_t ferry_enc_size(const struct ferry_enc *e);
+void ferry_enc_free(struct ferry_enc *e);
+
+/*
+ * Decode a batch. The values point into data (zero-copy for str/bin), so data
+ * must stay valid and unchanged until ferry_batch_free(*out).
+ */
+int ferry_batch_decode(const char *data, size_t len, const struct ferry_limits *lim,
+                       struct ferry_batch **out, struct ferry_error *err);
+void ferry_batch_free(struct ferry_batch *b);
+
+#endif
