@@ -1,0 +1,58 @@
+/*
+ * engine.h - what a database engine adapter provides to db.c. Internal to
+ * common/db/: callers use db.h.
+ *
+ * db.c owns the dispatch: ferry_db_open() picks the adapter by URL scheme,
+ * and every ferry_db_* / ferry_stmt_* call forwards to ops. Each adapter
+ * embeds struct ferry_db / struct ferry_stmt as the first member of its own
+ * connection / statement struct.
+ */
+#ifndef FERRY_DB_ENGINE_H
+#define FERRY_DB_ENGINE_H
+
+#include "db.h"
+
+struct ferry_db_ops;
+
+struct ferry_db {
+    const struct ferry_db_ops *ops;
+    enum ferry_engine engine;
+};
+
+struct ferry_stmt {
+    struct ferry_db *db;
+};
+
+struct ferry_db_ops {
+    /* url is the whole URL; the adapter strips its own scheme */
+    int (*open)(const char *url, int flags, struct ferry_db **out, struct ferry_error *err);
+    void (*close)(struct ferry_db *db);
+    int (*exec)(struct ferry_db *db, const char *sql, struct ferry_error *err);
+    int (*begin_read)(struct ferry_db *db, struct ferry_error *err);
+    int (*begin)(struct ferry_db *db, struct ferry_error *err);
+    int (*commit)(struct ferry_db *db, struct ferry_error *err);
+    void (*rollback)(struct ferry_db *db);
+    int (*prepare)(struct ferry_db *db, const char *sql, struct ferry_stmt **out,
+                   struct ferry_error *err);
+    int (*bind)(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                struct ferry_error *err);
+    int (*step)(struct ferry_stmt *st, int *row, struct ferry_error *err);
+    int (*ncols)(struct ferry_stmt *st);
+    const char *(*colname)(struct ferry_stmt *st, int i);
+    void (*column)(struct ferry_stmt *st, int i, struct ferry_value *out);
+    int64_t (*changes)(struct ferry_stmt *st);
+    void (*reset)(struct ferry_stmt *st);
+    void (*stmt_free)(struct ferry_stmt *st);
+    int (*tables)(struct ferry_db *db, char ***names, size_t *n, struct ferry_error *err);
+    int (*table_info)(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                      struct ferry_error *err);
+    int (*table_exists)(struct ferry_db *db, const char *table, int *exists,
+                        struct ferry_error *err);
+    int (*fk_check)(struct ferry_db *db, const char *table, int64_t *violations,
+                    struct ferry_error *err);
+};
+
+extern const struct ferry_db_ops ferry_sqlite_ops;
+extern const struct ferry_db_ops ferry_pg_ops;
+
+#endif

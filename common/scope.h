@@ -1,0 +1,92 @@
+/*
+ * scope.h - which rows belong to a tenant, and the SQL that says so.
+ *
+ * A tenant is one row of the root table; its primary key (one column) is the
+ * tenant id. A child table is in scope when it reaches the root through
+ * declared foreign keys (breadth-first from the root, shortest path, ties
+ * broken by table then foreign-key order), or when the operator gave it a
+ * predicate ([table NAME] scope = SQL using :tenant). Anything else is out
+ * of scope and never served.
+ *
+ * The same module runs on both sides: the source builds its scope from the
+ * database's own schema (ferry_scope_resolve), the target from the manifest
+ * the source sent (ferry_scope_build), so both evaluate the same paths.
+ */
+#ifndef FERRY_SCOPE_H
+#define FERRY_SCOPE_H
+
+#include "buf.h"
+#include "config.h"
+#include "db/db.h"
+#include "error.h"
+#include "schema.h"
+#include "value.h"
+
+struct ferry_scope_table {
+    struct ferry_table_info info; /* owned; info.scope_sql set for override tables */
+    int parent;                   /* index of the parent on the path to the root; -1 root/override */
+    int fk;                       /* index into info.fks of the key to parent; -1 */
+    int depth;                    /* 0 for the root */
+};
+
+struct ferry_scope {
+    struct ferry_scope_table *tables; /* parent-first: every parent before its children */
+    size_t ntables;
+    int root_int; /* the root key column has integer affinity: tenant ids are int64 */
+};
+
+/*
+ * Build a scope from n table descriptions (taken over: the array and its
+ * contents belong to the scope afterwards, whatever the result). Tables that
+ * do not reach root are dropped. Errors (FERRY_ESCHEMA): no such root, a
+ * root without a one-column primary key, an in-scope table without a primary
+ * key or with more than FERRY_MAX_KEY_COLS key columns.
+ * *out owned, free with ferry_scope_free.
+ */
+int ferry_scope_build(struct ferry_table_info *tables, size_t n, const char *root,
+                      struct ferry_scope **out, struct ferry_error *err);
+
+/*
+ * Introspect db and build the scope from cfg ([scope] root and exclude,
+ * [table] scope). A [table] section or exclude entry naming a table that does
+ * not exist is FERRY_ECONFIG.
+ */
+int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
+                        struct ferry_scope **out, struct ferry_error *err);
+void ferry_scope_free(struct ferry_scope *s);
+
+/* Index of table name in s->tables, or -1 when out of scope. */
+int ferry_scope_find(const struct ferry_scope *s, const char *name);
+static inline const struct ferry_table_info *ferry_scope_root(const struct ferry_scope *s)
+{
+    return &s->tables[0].info;
+}
+
+/*
+ * Parse a tenant id as the root key's type: an int64 when the root key has
+ * integer affinity (FERRY_EDATA if tenant is not a decimal integer), else
+ * text pointing into tenant (borrowed).
+ */
+int ferry_scope_tenant(const struct ferry_scope *s, const char *tenant, struct ferry_value *out,
+                       struct ferry_error *err);
+
+/*
+ * Append to b a predicate, true when the row of table t (referenced by its
+ * bare quoted name, as in "SELECT ... FROM "t" WHERE <pred>") belongs to the
+ * tenant. Every "?" in it is the tenant id; *nparams is set to their count.
+ */
+int ferry_scope_pred(const struct ferry_scope *s, size_t t, struct ferry_buf *b, int *nparams);
+
+/*
+ * Append to b a scalar expression giving the tenant id that the row of table
+ * t belongs to (NULL when it belongs to none), where the row's columns are
+ * written ctx"col" (ctx = "NEW." in a trigger, "\"_o\"." for an aliased
+ * table). ctx must not be the table's bare name. No parameters.
+ */
+int ferry_scope_owner(const struct ferry_scope *s, size_t t, const char *ctx, struct ferry_buf *b);
+
+/* Append "ctx"k1", ctx"k2"..." for the key columns of t (ctx may be ""). */
+int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx,
+                        struct ferry_buf *b);
+
+#endif
