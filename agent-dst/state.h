@@ -67,13 +67,18 @@ struct ferry_run {
     char kind[16]; /* "sync", "verify", "cutover", "follow" */
 };
 
+#define FERRY_STATE_CREATE 0x1   /* create dir and environment when missing */
+#define FERRY_STATE_READONLY 0x2 /* read only (status): no lock, no writes */
+
 /*
- * Open (creating dir and environment when create is set) the state in dir.
- * Owned, close with ferry_state_close. Only one process may have it open for
- * writing: a second ferry_state_open fails with FERRY_ECONFIG ("state DIR is
- * in use by pid N") through a lock file.
+ * Open the state in dir. Owned, close with ferry_state_close. Only one
+ * writer at a time: a second writable open fails with FERRY_ECONFIG ("state
+ * DIR is in use by pid N; wait for it or stop it") through a lock file
+ * (fcntl/flock, released by the kernel when the holder dies). Readers
+ * (FERRY_STATE_READONLY) never wait and see the last committed state;
+ * opening a missing state read-only is FERRY_ENOTFOUND.
  */
-int ferry_state_open(const char *dir, int create, struct ferry_state **out,
+int ferry_state_open(const char *dir, int flags, struct ferry_state **out,
                      struct ferry_error *err);
 void ferry_state_close(struct ferry_state *st);
 
