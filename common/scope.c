@@ -1,0 +1,558 @@
+/*
+ * scope.c - tenant scope: which tables reach the root, and the SQL that
+ * decides whether a row belongs to a tenant.
+ *
+ * Two forms of the same path are generated, because they serve different
+ * queries well:
+ *   pred   "child"."fk" IN (SELECT "parent"."pk" FROM "parent" WHERE <pred>)
+ *          set-oriented, for scans ("all posts of tenant 7");
+ *   owner  (SELECT <owner of parent> FROM "parent" AS "_ferry_pN"
+ *           WHERE "_ferry_pN"."pk" = ctx"fk")
+ *          row-oriented, for one row whose columns are known (a trigger's
+ *          NEW, the existing row of an upsert): its tenant, or NULL.
+ * Both require every hop to exist, so an orphan belongs to no tenant in
+ * either form.
+ */
+#include "scope.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void ferry_scope_free(struct ferry_scope *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->ntables; i++)
+        ferry_table_info_release(&s->tables[i].info);
+    free(s->tables);
+    free(s);
+}
+
+int ferry_scope_find(const struct ferry_scope *s, const char *name)
+{
+    for (size_t i = 0; i < s->ntables; i++)
+        if (strcmp(s->tables[i].info.name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int cmp_table_name(const void *a, const void *b)
+{
+    const struct ferry_table_info *x = a, *y = b;
+
+    return strcmp(x->name, y->name);
+}
+
+static int find_info(const struct ferry_table_info *t, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(t[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Drop foreign keys whose parent is not in the scope: they are not tenant data. */
+static void prune_fks(struct ferry_scope *s)
+{
+    for (size_t i = 0; i < s->ntables; i++) {
+        struct ferry_table_info *t = &s->tables[i].info;
+        size_t keep = 0;
+
+        for (size_t j = 0; j < t->nfks; j++) {
+            if (ferry_scope_find(s, t->fks[j].parent) < 0) {
+                struct ferry_fkey *fk = &t->fks[j];
+
+                for (size_t k = 0; k < fk->ncols; k++) {
+                    free(fk->cols[k]);
+                    free(fk->pcols[k]);
+                }
+                free(fk->cols);
+                free(fk->pcols);
+                free(fk->parent);
+                continue;
+            }
+            if (s->tables[i].fk == (int)j)
+                s->tables[i].fk = (int)keep;
+            t->fks[keep++] = t->fks[j];
+        }
+        t->nfks = keep;
+    }
+}
+
+static int check_keys(const struct ferry_table_info *t, struct ferry_error *err)
+{
+    size_t npk = ferry_table_npk(t);
+
+    if (npk == 0)
+        return ferry_error_set(err, FERRY_ESCHEMA,
+                               "table %s has no primary key; ferry needs one to key its rows: "
+                               "add one, or list %s in [scope] exclude",
+                               t->name, t->name);
+    if (npk > FERRY_MAX_KEY_COLS)
+        return ferry_error_set(err, FERRY_ESCHEMA,
+                               "table %s has a %zu-column primary key; ferry supports up to %d: "
+                               "list it in [scope] exclude",
+                               t->name, npk, FERRY_MAX_KEY_COLS);
+    return FERRY_OK;
+}
+
+int ferry_scope_build(struct ferry_table_info *tables, size_t n, const char *root,
+                      struct ferry_scope **out, struct ferry_error *err)
+{
+    struct ferry_scope *s = NULL;
+    int *order = NULL; /* index into tables, in scope order */
+    int *parent = NULL, *fk = NULL, *depth = NULL;
+    size_t norder = 0;
+    int r;
+    int rc = FERRY_OK;
+
+    *out = NULL;
+    /* Both sides sort first, so breadth-first ties resolve the same way. */
+    qsort(tables, n, sizeof(*tables), cmp_table_name);
+    r = find_info(tables, n, root);
+    if (r < 0) {
+        rc = ferry_error_set(err, FERRY_ESCHEMA, "root table %s does not exist", root);
+        goto out;
+    }
+    if (ferry_table_npk(&tables[r]) != 1) {
+        rc = ferry_error_set(err, FERRY_ESCHEMA,
+                             "root table %s needs a one-column primary key (the tenant id)", root);
+        goto out;
+    }
+    if (tables[r].scope_sql) {
+        rc = ferry_error_set(err, FERRY_ECONFIG,
+                             "[table %s] scope: the root table is scoped by its key, not a "
+                             "predicate; remove the scope line",
+                             root);
+        goto out;
+    }
+    order = calloc(n, sizeof(*order));
+    parent = calloc(n, sizeof(*parent));
+    fk = calloc(n, sizeof(*fk));
+    depth = calloc(n, sizeof(*depth));
+    if (!order || !parent || !fk || !depth) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory resolving scope");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        parent[i] = -2; /* not reached */
+        fk[i] = -1;
+    }
+    parent[r] = -1;
+    order[norder++] = r;
+    /* Operator predicates seed the walk too: their children are reachable. */
+    for (size_t i = 0; i < n; i++) {
+        if (tables[i].scope_sql && (int)i != r) {
+            parent[i] = -1;
+            depth[i] = 1;
+            order[norder++] = (int)i;
+        }
+    }
+    for (size_t q = 0; q < norder; q++) {
+        int p = order[q];
+
+        for (size_t c = 0; c < n; c++) {
+            if (parent[c] != -2)
+                continue;
+            for (size_t j = 0; j < tables[c].nfks; j++) {
+                if (tables[c].fks[j].ncols == 0 ||
+                    strcmp(tables[c].fks[j].parent, tables[p].name) != 0)
+                    continue;
+                parent[c] = p;
+                fk[c] = (int)j;
+                depth[c] = depth[p] + 1;
+                order[norder++] = (int)c;
+                break;
+            }
+        }
+    }
+    /* Parent-first: by depth, stable, so each parent precedes its children. */
+    for (size_t i = 1; i < norder; i++) {
+        int v = order[i];
+        size_t j = i;
+
+        while (j > 0 && depth[order[j - 1]] > depth[v]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    for (size_t i = 0; i < norder; i++) {
+        rc = check_keys(&tables[order[i]], err);
+        if (rc)
+            goto out;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s || !(s->tables = calloc(norder, sizeof(*s->tables)))) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory resolving scope");
+        goto out;
+    }
+    for (size_t i = 0; i < norder; i++) {
+        int t = order[i];
+        struct ferry_scope_table *st = &s->tables[i];
+
+        st->info = tables[t];
+        memset(&tables[t], 0, sizeof(tables[t]));
+        st->fk = fk[t];
+        st->depth = depth[t];
+        st->parent = -1;
+        if (parent[t] >= 0)
+            for (size_t k = 0; k < i; k++)
+                if (order[k] == parent[t])
+                    st->parent = (int)k;
+    }
+    s->ntables = norder;
+    {
+        const struct ferry_table_info *ri = &s->tables[0].info;
+        const char *type = ri->cols[ferry_table_pkcol(ri, 0)].type;
+
+        s->root_int = type && strcasestr(type, "int") != NULL;
+    }
+    prune_fks(s);
+    *out = s;
+    s = NULL;
+out:
+    ferry_scope_free(s);
+    ferry_tables_free(tables, n);
+    free(order);
+    free(parent);
+    free(fk);
+    free(depth);
+    return rc;
+}
+
+static int name_in(char **names, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
+                        struct ferry_scope **out, struct ferry_error *err)
+{
+    char **names = NULL;
+    size_t nnames = 0, ntables = 0;
+    struct ferry_table_info *tables = NULL;
+    int rc;
+
+    *out = NULL;
+    rc = ferry_db_tables(db, &names, &nnames, err);
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < cfg->scope.nexclude; i++) {
+        if (!name_in(names, nnames, cfg->scope.exclude[i])) {
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "config %s: [scope] exclude names table %s, which does not exist",
+                                 cfg->path, cfg->scope.exclude[i]);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < cfg->ntables; i++) {
+        if (!name_in(names, nnames, cfg->tables[i].name)) {
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "config %s: [table %s] names a table that does not exist",
+                                 cfg->path, cfg->tables[i].name);
+            goto out;
+        }
+    }
+    if (cfg->scope.root && ferry_config_excluded(cfg, cfg->scope.root)) {
+        rc = ferry_error_set(err, FERRY_ECONFIG, "config %s: the root table %s is excluded",
+                             cfg->path, cfg->scope.root);
+        goto out;
+    }
+    tables = calloc(nnames ? nnames : 1, sizeof(*tables));
+    if (!tables) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory resolving scope");
+        goto out;
+    }
+    for (size_t i = 0; i < nnames; i++) {
+        const struct ferry_table_conf *tc;
+
+        if (ferry_config_excluded(cfg, names[i]))
+            continue;
+        rc = ferry_db_table_info(db, names[i], &tables[ntables], err);
+        if (rc)
+            goto out;
+        tc = ferry_config_table(cfg, names[i]);
+        if (tc && tc->scope) {
+            tables[ntables].scope_sql = strdup(tc->scope);
+            if (!tables[ntables].scope_sql) {
+                ntables++;
+                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory resolving scope");
+                goto out;
+            }
+        }
+        ntables++;
+    }
+    rc = ferry_scope_build(tables, ntables, cfg->scope.root ? cfg->scope.root : "", out, err);
+    tables = NULL; /* taken over */
+out:
+    ferry_tables_free(tables, ntables);
+    for (size_t i = 0; i < nnames; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+int ferry_scope_tenant(const struct ferry_scope *s, const char *tenant, struct ferry_value *out,
+                       struct ferry_error *err)
+{
+    const char *root = s->tables[0].info.name;
+
+    if (!tenant || !*tenant)
+        return ferry_error_set(err, FERRY_EDATA, "empty tenant id");
+    if (s->root_int) {
+        char *end = NULL;
+        long long v;
+
+        errno = 0;
+        v = strtoll(tenant, &end, 10);
+        if (errno || !end || *end || end == tenant || tenant[0] == ' ' || tenant[0] == '+')
+            return ferry_error_set(err, FERRY_EDATA,
+                                   "tenant '%.64s' is not an integer key of %s", tenant, root);
+        *out = ferry_value_int(v);
+        return FERRY_OK;
+    }
+    *out = ferry_value_text(tenant, strlen(tenant));
+    return FERRY_OK;
+}
+
+/*
+ * Append sql with each :tenant (outside quotes) replaced by repl; *count
+ * receives the number of replacements.
+ */
+static int add_tenant_sql(struct ferry_buf *b, const char *sql, const char *repl, int *count)
+{
+    static const char tok[] = ":tenant";
+    char quote = 0;
+    int rc = FERRY_OK;
+
+    *count = 0;
+    for (const char *p = sql; *p && !rc; p++) {
+        if (quote) {
+            if (*p == quote)
+                quote = 0;
+        } else if (*p == '\'' || *p == '"') {
+            quote = *p;
+        } else if (strncmp(p, tok, sizeof(tok) - 1) == 0 &&
+                   !(p[sizeof(tok) - 1] == '_' ||
+                     (p[sizeof(tok) - 1] >= 'a' && p[sizeof(tok) - 1] <= 'z') ||
+                     (p[sizeof(tok) - 1] >= 'A' && p[sizeof(tok) - 1] <= 'Z') ||
+                     (p[sizeof(tok) - 1] >= '0' && p[sizeof(tok) - 1] <= '9'))) {
+            rc = ferry_buf_adds(b, repl);
+            (*count)++;
+            p += sizeof(tok) - 2;
+            continue;
+        }
+        rc = ferry_buf_add(b, p, 1);
+    }
+    return rc;
+}
+
+/* Append ctx"col" (ctx may be a quoted alias with its dot, or "NEW."). */
+static int add_ref(struct ferry_buf *b, const char *ctx, const char *col)
+{
+    int rc = ferry_buf_adds(b, ctx);
+
+    if (!rc)
+        rc = ferry_buf_add_ident(b, col);
+    return rc;
+}
+
+/* Append "(ctx"a", ctx"b")" or "ctx"a"" for the n columns. */
+static int add_cols(struct ferry_buf *b, const char *ctx, char **cols, size_t n)
+{
+    int rc = n > 1 ? ferry_buf_adds(b, "(") : FERRY_OK;
+
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (i)
+            rc = ferry_buf_adds(b, ", ");
+        if (!rc)
+            rc = add_ref(b, ctx, cols[i]);
+    }
+    if (!rc && n > 1)
+        rc = ferry_buf_adds(b, ")");
+    return rc;
+}
+
+static int table_ctx(struct ferry_buf *ctx, const char *name)
+{
+    ferry_buf_init(ctx, 1024);
+    if (ferry_buf_add_ident(ctx, name) || ferry_buf_adds(ctx, "."))
+        return FERRY_ENOMEM;
+    return FERRY_OK;
+}
+
+int ferry_scope_pred(const struct ferry_scope *s, size_t t, struct ferry_buf *b, int *nparams)
+{
+    const struct ferry_scope_table *st = &s->tables[t];
+    const struct ferry_table_info *ti = &st->info;
+    struct ferry_buf ctx;
+    int rc;
+
+    *nparams = 0;
+    if (t == 0) {
+        rc = table_ctx(&ctx, ti->name);
+        if (!rc)
+            rc = add_ref(b, ctx.data, ti->cols[ferry_table_pkcol(ti, 0)].name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = ?");
+        ferry_buf_release(&ctx);
+        *nparams = 1;
+        return rc;
+    }
+    if (ti->scope_sql) {
+        rc = ferry_buf_adds(b, "(");
+        if (!rc)
+            rc = add_tenant_sql(b, ti->scope_sql, "?", nparams);
+        if (!rc)
+            rc = ferry_buf_adds(b, ")");
+        return rc;
+    }
+    {
+        const struct ferry_fkey *fk = &ti->fks[st->fk];
+        const struct ferry_table_info *pi = &s->tables[st->parent].info;
+        struct ferry_buf pctx;
+
+        rc = table_ctx(&ctx, ti->name);
+        if (!rc)
+            rc = table_ctx(&pctx, pi->name);
+        if (!rc)
+            rc = add_cols(b, ctx.data, fk->cols, fk->ncols);
+        if (!rc)
+            rc = ferry_buf_adds(b, " IN (SELECT ");
+        for (size_t i = 0; i < fk->ncols && !rc; i++) {
+            if (i)
+                rc = ferry_buf_adds(b, ", ");
+            if (!rc)
+                rc = add_ref(b, pctx.data, fk->pcols[i]);
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, " FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, pi->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " WHERE ");
+        if (!rc)
+            rc = ferry_scope_pred(s, (size_t)st->parent, b, nparams);
+        if (!rc)
+            rc = ferry_buf_adds(b, ")");
+        ferry_buf_release(&ctx);
+        ferry_buf_release(&pctx);
+    }
+    return rc;
+}
+
+int ferry_scope_owner(const struct ferry_scope *s, size_t t, const char *ctx, struct ferry_buf *b)
+{
+    const struct ferry_scope_table *st = &s->tables[t];
+    const struct ferry_table_info *ti = &st->info;
+    const struct ferry_table_info *ri = &s->tables[0].info;
+    const char *rootpk = ri->cols[ferry_table_pkcol(ri, 0)].name;
+    int rc = FERRY_OK;
+
+    if (t == 0)
+        return add_ref(b, ctx, rootpk);
+    if (ti->scope_sql) {
+        /*
+         * The row's own table appears unaliased inside EXISTS, so the
+         * operator's predicate (written against the bare table) refers to
+         * the same row whose columns the caller named ctx.
+         */
+        struct ferry_buf tctx;
+        struct ferry_buf repl;
+        size_t npk = ferry_table_npk(ti);
+        int n = 0;
+
+        rc = table_ctx(&tctx, ti->name);
+        ferry_buf_init(&repl, 1024);
+        if (!rc)
+            rc = ferry_buf_adds(&repl, "\"_ferry_r\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&repl, rootpk);
+        if (!rc)
+            rc = ferry_buf_addf(b, "(SELECT %s FROM ", repl.data);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ri->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS \"_ferry_r\" WHERE EXISTS (SELECT 1 FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " WHERE ");
+        for (size_t k = 0; k < npk && !rc; k++) {
+            const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+            if (k)
+                rc = ferry_buf_adds(b, " AND ");
+            if (!rc)
+                rc = add_ref(b, tctx.data, col);
+            if (!rc)
+                rc = ferry_buf_adds(b, " = ");
+            if (!rc)
+                rc = add_ref(b, ctx, col);
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, " AND (");
+        if (!rc)
+            rc = add_tenant_sql(b, ti->scope_sql, repl.data, &n);
+        if (!rc)
+            rc = ferry_buf_adds(b, ")) LIMIT 1)");
+        ferry_buf_release(&tctx);
+        ferry_buf_release(&repl);
+        return rc;
+    }
+    {
+        const struct ferry_fkey *fk = &ti->fks[st->fk];
+        const struct ferry_table_info *pi = &s->tables[st->parent].info;
+        struct ferry_buf pctx;
+
+        /* Alias each hop by depth so nested hops never capture each other. */
+        ferry_buf_init(&pctx, 64);
+        rc = ferry_buf_addf(&pctx, "\"_ferry_p%d\".", s->tables[st->parent].depth);
+        if (!rc)
+            rc = ferry_buf_adds(b, "(SELECT ");
+        if (!rc)
+            rc = ferry_scope_owner(s, (size_t)st->parent, pctx.data, b);
+        if (!rc)
+            rc = ferry_buf_adds(b, " FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, pi->name);
+        if (!rc)
+            rc = ferry_buf_addf(b, " AS \"_ferry_p%d\" WHERE ", s->tables[st->parent].depth);
+        for (size_t i = 0; i < fk->ncols && !rc; i++) {
+            if (i)
+                rc = ferry_buf_adds(b, " AND ");
+            if (!rc)
+                rc = add_ref(b, pctx.data, fk->pcols[i]);
+            if (!rc)
+                rc = ferry_buf_adds(b, " = ");
+            if (!rc)
+                rc = add_ref(b, ctx, fk->cols[i]);
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, ")");
+        ferry_buf_release(&pctx);
+    }
+    return rc;
+}
+
+int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx,
+                        struct ferry_buf *b)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+    int rc = FERRY_OK;
+
+    for (size_t k = 0; k < npk && !rc; k++) {
+        if (k)
+            rc = ferry_buf_adds(b, ", ");
+        if (!rc)
+            rc = add_ref(b, ctx, ti->cols[ferry_table_pkcol(ti, k)].name);
+    }
+    return rc;
+}
