@@ -67,7 +67,21 @@ int ferry_error_prefix(struct ferry_error *err, const char *fmt, ...)
     vsnprintf(head, sizeof(head), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", head, old);
+    /* Truncation is fine: a message is a line for a human, cut at 255 bytes. */
+    {
+        size_t hn = strnlen(head, sizeof(err->msg) - 1);
+        size_t on = strnlen(old, sizeof(old));
+
+        memcpy(err->msg, head, hn);
+        if (hn + 2 < sizeof(err->msg)) {
+            memcpy(err->msg + hn, ": ", 2);
+            hn += 2;
+        }
+        if (on > sizeof(err->msg) - 1 - hn)
+            on = sizeof(err->msg) - 1 - hn;
+        memcpy(err->msg + hn, old, on);
+        err->msg[hn + on] = '\0';
+    }
     return err->code;
 }
 
