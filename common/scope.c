@@ -38,6 +38,15 @@ int ferry_scope_find(const struct ferry_scope *s, const char *name)
     return -1;
 }
 
+/* SQLite's first affinity rule: a declared type containing "INT" is integer. */
+static int has_int_affinity(const char *type)
+{
+    for (const char *p = type; *p; p++)
+        if (strncasecmp(p, "int", 3) == 0)
+            return 1;
+    return 0;
+}
+
 static int cmp_table_name(const void *a, const void *b)
 {
     const struct ferry_table_info *x = a, *y = b;
@@ -208,7 +217,7 @@ int ferry_scope_build(struct ferry_table_info *tables, size_t n, const char *roo
         const struct ferry_table_info *ri = &s->tables[0].info;
         const char *type = ri->cols[ferry_table_pkcol(ri, 0)].type;
 
-        s->root_int = type && strcasestr(type, "int") != NULL;
+        s->root_int = type && has_int_affinity(type);
     }
     prune_fks(s);
     *out = s;
