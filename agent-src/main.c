@@ -1,0 +1,422 @@
+/*
+ * main.c - the ferry-src command line: `ferry-src <command> [options]`.
+ *
+ * Commands are rows of one table: a command names the options it needs and
+ * accepts, and main() checks them before it runs, so each command function
+ * only does its job. Errors end as one line "ferry-src: <msg>" on stderr and
+ * the exit status of their code (DESIGN.md); usage errors exit 2.
+ */
+#include "../common/buf.h"
+#include "../common/config.h"
+#include "../common/db/db.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../common/scope.h"
+#include "capture.h"
+#include "serve.h"
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef FERRY_VERSION
+#define FERRY_VERSION "0.1.0"
+#endif
+
+#define PROG "ferry-src"
+#define SQL_MAX (64 * 1024)
+
+/* Options a command needs or accepts. */
+#define OPT_CONFIG 0x1
+#define OPT_TENANT 0x2
+
+struct cli {
+    const char *config;
+    const char *tenant;
+    char **args; /* positional arguments after the command */
+    int nargs;
+};
+
+struct command {
+    const char *name;
+    int (*run)(const struct cli *cli, struct ferry_error *err);
+    unsigned need;  /* OPT_* that must be given */
+    unsigned allow; /* OPT_* that may be given */
+    int max_args;   /* positional arguments after the command */
+    const char *synopsis;
+    const char *summary;
+};
+
+static int cmd_help(const struct cli *cli, struct ferry_error *err);
+static int cmd_install(const struct cli *cli, struct ferry_error *err);
+static int cmd_uninstall(const struct cli *cli, struct ferry_error *err);
+static int cmd_serve(const struct cli *cli, struct ferry_error *err);
+static int cmd_scope(const struct cli *cli, struct ferry_error *err);
+
+static const struct command commands[] = {
+    {"install", cmd_install, OPT_CONFIG, OPT_CONFIG, 0, "install --config C",
+     "add change capture (log table, triggers) to the source database"},
+    {"uninstall", cmd_uninstall, OPT_CONFIG, OPT_CONFIG, 0, "uninstall --config C",
+     "remove every trigger and table ferry added"},
+    {"serve", cmd_serve, OPT_CONFIG, OPT_CONFIG, 0, "serve --config C",
+     "serve tenant batches over HTTP until SIGINT or SIGTERM"},
+    {"scope", cmd_scope, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT, 0,
+     "scope --config C --tenant ID", "show the tables and row counts of one tenant"},
+    {"help", cmd_help, 0, 0, 0, "help", "show this help"},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage_line(FILE *f)
+{
+    fprintf(f, "usage: " PROG " <command> [options]; try '" PROG " --help'\n");
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: " PROG " <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-30s %s\n", commands[i].synopsis, commands[i].summary);
+    fprintf(f, "\noptions:\n"
+               "  -c, --config FILE              configuration file (INI)\n"
+               "  -t, --tenant ID                tenant id: the root table's key\n"
+               "  -v, --verbose                  debug logging\n"
+               "  -q, --quiet                    warnings and errors only\n"
+               "  -h, --help                     show this help\n"
+               "      --version                  show the version\n"
+               "\nexit status: 0 success, 2 usage or config error, 3 auth refused,\n"
+               "5 data, schema or database error\n");
+}
+
+static int cmd_help(const struct cli *cli, struct ferry_error *err)
+{
+    (void)cli;
+    (void)err;
+    usage(stdout);
+    return FERRY_OK;
+}
+
+/* Load and check the configuration; *cfg is released by the caller whatever happens. */
+static int load_config(const struct cli *cli, struct ferry_config *cfg, struct ferry_error *err)
+{
+    int rc;
+
+    rc = ferry_config_load(cli->config, cfg, err);
+    if (rc)
+        return rc;
+    return ferry_config_require_src(cfg, err);
+}
+
+static int cmd_install(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_db *db = NULL;
+    struct ferry_scope *s = NULL;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = load_config(cli, &cfg, err);
+    if (rc)
+        goto out;
+    rc = ferry_db_open(cfg.source.database, 0, &db, err);
+    if (rc)
+        goto out;
+    rc = ferry_scope_resolve(db, &cfg, &s, err);
+    if (rc)
+        goto out;
+    rc = ferry_capture_install(db, s, err);
+    if (rc)
+        goto out;
+    printf("installed change capture on %zu tables: ", s->ntables);
+    for (size_t i = 0; i < s->ntables; i++)
+        printf("%s%s", i ? ", " : "", s->tables[i].info.name);
+    printf("\n");
+out:
+    ferry_scope_free(s);
+    ferry_db_close(db);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_uninstall(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_db *db = NULL;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = load_config(cli, &cfg, err);
+    if (rc)
+        goto out;
+    /* No scope here: uninstall must work even when the schema no longer resolves. */
+    rc = ferry_db_open(cfg.source.database, 0, &db, err);
+    if (rc)
+        goto out;
+    rc = ferry_capture_uninstall(db, err);
+    if (rc)
+        goto out;
+    printf("removed change capture\n");
+out:
+    ferry_db_close(db);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_serve(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = load_config(cli, &cfg, err);
+    if (rc)
+        goto out;
+    rc = ferry_serve(&cfg, err);
+out:
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+/* Rows of table t of s that belong to the tenant. */
+static int count_rows(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                      const struct ferry_value *tenant, const char *pred, int nparams,
+                      int64_t *count, struct ferry_error *err)
+{
+    struct ferry_buf sql;
+    struct ferry_value *args = NULL;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, s->tables[t].info.name);
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " WHERE %s", pred);
+    if (rc) {
+        ferry_error_set(err, rc, "count query for %s: %s", s->tables[t].info.name,
+                        ferry_strerror(rc));
+        goto out;
+    }
+    if (nparams > 0) {
+        args = calloc((size_t)nparams, sizeof(*args));
+        if (!args) {
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (int i = 0; i < nparams; i++)
+            args[i] = *tenant;
+    }
+    rc = ferry_db_query_int(db, sql.data, args, (size_t)(nparams > 0 ? nparams : 0), count, err);
+out:
+    free(args);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+/* "tables not in scope: a (excluded), b (not reachable from teams)" */
+static int print_out_of_scope(struct ferry_db *db, const struct ferry_config *cfg,
+                              const struct ferry_scope *s, struct ferry_error *err)
+{
+    char **names = NULL;
+    size_t n = 0;
+    size_t shown = 0;
+    int rc;
+
+    rc = ferry_db_tables(db, &names, &n, err);
+    if (rc)
+        goto out;
+    printf("not in scope:");
+    for (size_t i = 0; i < n; i++) {
+        if (ferry_scope_find(s, names[i]) >= 0)
+            continue;
+        printf("%s %s (%s)", shown ? "," : "", names[i],
+               ferry_config_excluded(cfg, names[i]) ? "excluded" : "not reachable from root");
+        shown++;
+    }
+    printf("%s\n", shown ? "" : " none");
+out:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+static int cmd_scope(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_db *db = NULL;
+    struct ferry_scope *s = NULL;
+    struct ferry_value tenant;
+    struct ferry_buf pred;
+    int in_txn = 0;
+    int width = 5;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    ferry_buf_init(&pred, SQL_MAX);
+    rc = load_config(cli, &cfg, err);
+    if (rc)
+        goto out;
+    rc = ferry_db_open(cfg.source.database, FERRY_DB_READONLY, &db, err);
+    if (rc)
+        goto out;
+    rc = ferry_scope_resolve(db, &cfg, &s, err);
+    if (rc)
+        goto out;
+    rc = ferry_scope_tenant(s, cli->tenant, &tenant, err);
+    if (rc)
+        goto out;
+    /* One snapshot, so the counts add up even while the application writes. */
+    rc = ferry_db_begin_read(db, err);
+    if (rc)
+        goto out;
+    in_txn = 1;
+
+    for (size_t t = 0; t < s->ntables; t++) {
+        int len = (int)strlen(s->tables[t].info.name);
+        if (len > width)
+            width = len;
+    }
+    printf("tenant %s of %s: %zu tables in scope\n", cli->tenant, ferry_scope_root(s)->name,
+           s->ntables);
+    printf("%-*s  %5s  %-*s  %10s  %s\n", width, "table", "depth", width, "parent", "rows",
+           "predicate (? = tenant)");
+    for (size_t t = 0; t < s->ntables; t++) {
+        const struct ferry_scope_table *st = &s->tables[t];
+        const char *parent = st->parent >= 0      ? s->tables[st->parent].info.name
+                             : st->info.scope_sql ? "(config)"
+                                                  : "-";
+        int64_t count = 0;
+        int nparams = 0;
+
+        ferry_buf_reset(&pred);
+        rc = ferry_scope_pred(s, t, &pred, &nparams);
+        if (rc) {
+            ferry_error_set(err, rc, "scope predicate of %s: %s", st->info.name,
+                            ferry_strerror(rc));
+            goto out;
+        }
+        rc = count_rows(db, s, t, &tenant, pred.data, nparams, &count, err);
+        if (rc)
+            goto out;
+        if (t == 0 && count == 0)
+            log_warn("no row of %s has key %s: the tenant is empty", st->info.name, cli->tenant);
+        printf("%-*s  %5d  %-*s  %10lld  %s\n", width, st->info.name, st->depth, width, parent,
+               (long long)count, pred.data);
+    }
+    rc = print_out_of_scope(db, &cfg, s, err);
+out:
+    if (in_txn)
+        ferry_db_rollback(db);
+    ferry_buf_release(&pred);
+    ferry_scope_free(s);
+    ferry_db_close(db);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Say what was wrong, then the usage line; returns the usage exit status. */
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, PROG ": ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    usage_line(stderr);
+    return ferry_exit_status(FERRY_EUSAGE);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"tenant", required_argument, NULL, 't'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const struct command *cmd;
+    struct ferry_error err;
+    struct cli cli;
+    unsigned given = 0;
+    int level = FERRY_LOG_INFO;
+    int opt;
+    int rc;
+
+    memset(&cli, 0, sizeof(cli));
+    ferry_error_clear(&err);
+    for (;;) {
+        opt = getopt_long(argc, argv, "c:t:vqh", longopts, NULL);
+        if (opt == -1)
+            break;
+        switch (opt) {
+        case 'c':
+            cli.config = optarg;
+            given |= OPT_CONFIG;
+            break;
+        case 't':
+            cli.tenant = optarg;
+            given |= OPT_TENANT;
+            break;
+        case 'v':
+            level = FERRY_LOG_DEBUG;
+            break;
+        case 'q':
+            level = FERRY_LOG_WARN;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf(PROG " " FERRY_VERSION "\n");
+            return 0;
+        default:
+            /* getopt has said what was wrong */
+            usage_line(stderr);
+            return ferry_exit_status(FERRY_EUSAGE);
+        }
+    }
+    ferry_log_init(PROG, level);
+
+    if (optind >= argc)
+        return usage_error("missing command");
+    cmd = find_command(argv[optind]);
+    if (!cmd)
+        return usage_error("unknown command '%s'", argv[optind]);
+    cli.args = argv + optind + 1;
+    cli.nargs = argc - optind - 1;
+    if (cli.nargs > cmd->max_args)
+        return usage_error("unexpected argument '%s'", cli.args[cmd->max_args]);
+    if ((cmd->need & OPT_CONFIG) && !(given & OPT_CONFIG))
+        return usage_error("%s needs --config FILE", cmd->name);
+    if ((cmd->need & OPT_TENANT) && !(given & OPT_TENANT))
+        return usage_error("%s needs --tenant ID", cmd->name);
+    if ((given & ~cmd->allow) & OPT_CONFIG)
+        return usage_error("%s takes no --config", cmd->name);
+    if ((given & ~cmd->allow) & OPT_TENANT)
+        return usage_error("%s takes no --tenant", cmd->name);
+
+    rc = cmd->run(&cli, &err);
+    if (rc) {
+        fprintf(stderr, PROG ": %s\n", err.msg[0] ? err.msg : ferry_strerror(rc));
+        return ferry_exit_status(rc);
+    }
+    return 0;
+}
