@@ -321,8 +321,8 @@ int ferry_scope_tenant(const struct ferry_scope *s, const char *tenant, struct f
         errno = 0;
         v = strtoll(tenant, &end, 10);
         if (errno || !end || *end || end == tenant || tenant[0] == ' ' || tenant[0] == '+')
-            return ferry_error_set(err, FERRY_EDATA,
-                                   "tenant '%.64s' is not an integer key of %s", tenant, root);
+            return ferry_error_set(err, FERRY_EDATA, "tenant '%.64s' is not an integer key of %s",
+                                   tenant, root);
         *out = ferry_value_int(v);
         return FERRY_OK;
     }
@@ -550,8 +550,7 @@ int ferry_scope_owner(const struct ferry_scope *s, size_t t, const char *ctx, st
     return rc;
 }
 
-int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx,
-                        struct ferry_buf *b)
+int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx, struct ferry_buf *b)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     size_t npk = ferry_table_npk(ti);
