@@ -1,0 +1,264 @@
+/*
+ * db.c - the engine-independent face of common/db/: picks an adapter by URL
+ * scheme and forwards every call to its struct ferry_db_ops. Helpers that
+ * only need prepare/bind/step (ferry_db_query_int) live here, once for all
+ * engines.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Longest URL echoed back in an error message. */
+#define URL_SHOWN_MAX 120
+
+/*
+ * Copy url into out for an error message, with the password of a
+ * "scheme://user:password@host" URL replaced by "***": a misspelt scheme
+ * must not print a PostgreSQL password to the terminal or a log.
+ */
+static void redact_url(const char *url, char *out, size_t size)
+{
+    const char *auth = strstr(url, "://");
+    const char *at;
+    const char *colon;
+
+    snprintf(out, size, "%.*s", URL_SHOWN_MAX, url);
+    if (!auth)
+        return;
+    auth += 3;
+    at = strchr(auth, '@');
+    if (!at)
+        return;
+    colon = memchr(auth, ':', (size_t)(at - auth));
+    if (!colon)
+        return;
+    snprintf(out, size, "%.*s***%.*s", (int)(colon + 1 - url), url, URL_SHOWN_MAX, at);
+}
+
+static int has_scheme(const char *url, const char *scheme)
+{
+    return strncmp(url, scheme, strlen(scheme)) == 0;
+}
+
+int ferry_db_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err)
+{
+    const struct ferry_db_ops *ops = NULL;
+    enum ferry_engine engine = FERRY_ENGINE_SQLITE;
+    char shown[URL_SHOWN_MAX + 64];
+    int rc;
+
+    *out = NULL;
+    if (has_scheme(url, "sqlite:")) {
+        ops = &ferry_sqlite_ops;
+        engine = FERRY_ENGINE_SQLITE;
+    } else if (has_scheme(url, "postgresql:") || has_scheme(url, "postgres:")) {
+        ops = &ferry_pg_ops;
+        engine = FERRY_ENGINE_PG;
+    }
+    if (!ops) {
+        redact_url(url, shown, sizeof(shown));
+        return ferry_error_set(
+            err, FERRY_ECONFIG,
+            "unsupported database URL '%s': use sqlite:///path or postgresql://...", shown);
+    }
+    rc = ops->open(url, flags, out, err);
+    if (rc)
+        return rc;
+    /* The adapter fills these too; set them here so dispatch never depends on it. */
+    (*out)->ops = ops;
+    (*out)->engine = engine;
+    return 0;
+}
+
+void ferry_db_close(struct ferry_db *db)
+{
+    if (db)
+        db->ops->close(db);
+}
+
+enum ferry_engine ferry_db_engine(const struct ferry_db *db)
+{
+    return db->engine;
+}
+
+int ferry_db_exec(struct ferry_db *db, const char *sql, struct ferry_error *err)
+{
+    return db->ops->exec(db, sql, err);
+}
+
+int ferry_db_begin_read(struct ferry_db *db, struct ferry_error *err)
+{
+    return db->ops->begin_read(db, err);
+}
+
+int ferry_db_begin(struct ferry_db *db, struct ferry_error *err)
+{
+    return db->ops->begin(db, err);
+}
+
+int ferry_db_commit(struct ferry_db *db, struct ferry_error *err)
+{
+    return db->ops->commit(db, err);
+}
+
+void ferry_db_rollback(struct ferry_db *db)
+{
+    if (db)
+        db->ops->rollback(db);
+}
+
+int ferry_db_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **out,
+                     struct ferry_error *err)
+{
+    int rc;
+
+    *out = NULL;
+    rc = db->ops->prepare(db, sql, out, err);
+    if (rc)
+        return rc;
+    (*out)->db = db;
+    return 0;
+}
+
+int ferry_stmt_bind(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                    struct ferry_error *err)
+{
+    return st->db->ops->bind(st, idx, v, err);
+}
+
+int ferry_stmt_step(struct ferry_stmt *st, int *row, struct ferry_error *err)
+{
+    return st->db->ops->step(st, row, err);
+}
+
+int ferry_stmt_ncols(struct ferry_stmt *st)
+{
+    return st->db->ops->ncols(st);
+}
+
+const char *ferry_stmt_colname(struct ferry_stmt *st, int i)
+{
+    return st->db->ops->colname(st, i);
+}
+
+void ferry_stmt_column(struct ferry_stmt *st, int i, struct ferry_value *out)
+{
+    st->db->ops->column(st, i, out);
+}
+
+int64_t ferry_stmt_changes(struct ferry_stmt *st)
+{
+    return st->db->ops->changes(st);
+}
+
+void ferry_stmt_reset(struct ferry_stmt *st)
+{
+    st->db->ops->reset(st);
+}
+
+void ferry_stmt_free(struct ferry_stmt *st)
+{
+    if (st)
+        st->db->ops->stmt_free(st);
+}
+
+int ferry_db_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry_error *err)
+{
+    return db->ops->tables(db, names, n, err);
+}
+
+int ferry_db_table_info(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                        struct ferry_error *err)
+{
+    return db->ops->table_info(db, table, out, err);
+}
+
+int ferry_db_table_exists(struct ferry_db *db, const char *table, int *exists,
+                          struct ferry_error *err)
+{
+    return db->ops->table_exists(db, table, exists, err);
+}
+
+int ferry_db_fk_check(struct ferry_db *db, const char *table, int64_t *violations,
+                      struct ferry_error *err)
+{
+    return db->ops->fk_check(db, table, violations, err);
+}
+
+/*
+ * Engines disagree on what an aggregate returns (SQLite: an integer;
+ * PostgreSQL: sum() is numeric, which an adapter may hand over as text), so
+ * accept any value that is exactly an integer and refuse the rest by name.
+ */
+static int value_to_int(const struct ferry_value *v, int64_t *out, struct ferry_error *err)
+{
+    char text[32];
+    char *end;
+    long long ll;
+
+    switch (v->type) {
+    case FERRY_NULL:
+        *out = 0;
+        return 0;
+    case FERRY_INT:
+        *out = v->u.i;
+        return 0;
+    case FERRY_FLOAT:
+        /* 2^63 is exact in a double; every double below it in range fits int64_t */
+        if (v->u.f >= -9223372036854775808.0 && v->u.f < 9223372036854775808.0 &&
+            (double)(int64_t)v->u.f == v->u.f) {
+            *out = (int64_t)v->u.f;
+            return 0;
+        }
+        return ferry_error_set(err, FERRY_EDATA, "query returned %g where an integer was expected",
+                               v->u.f);
+    case FERRY_TEXT:
+        if (v->u.s.n == 0 || v->u.s.n >= sizeof(text))
+            break;
+        memcpy(text, v->u.s.p, v->u.s.n);
+        text[v->u.s.n] = '\0';
+        errno = 0;
+        ll = strtoll(text, &end, 10);
+        if (errno || end == text || *end != '\0')
+            break;
+        *out = (int64_t)ll;
+        return 0;
+    case FERRY_BLOB:
+        break;
+    }
+    return ferry_error_set(err, FERRY_EDATA, "query returned a non-integer value");
+}
+
+int ferry_db_query_int(struct ferry_db *db, const char *sql, const struct ferry_value *args,
+                       size_t nargs, int64_t *out, struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_value v;
+    int row = 0;
+    int rc;
+
+    *out = 0;
+    if (nargs > INT32_MAX) {
+        rc = ferry_error_set(err, FERRY_EINTERNAL, "too many query arguments");
+        goto out;
+    }
+    rc = ferry_db_prepare(db, sql, &st, err);
+    if (rc)
+        goto out;
+    for (size_t i = 0; i < nargs; i++) {
+        rc = ferry_stmt_bind(st, (int)i + 1, &args[i], err);
+        if (rc)
+            goto out;
+    }
+    rc = ferry_stmt_step(st, &row, err);
+    if (rc || !row)
+        goto out;
+    ferry_stmt_column(st, 0, &v);
+    rc = value_to_int(&v, out, err);
+out:
+    ferry_stmt_free(st);
+    return rc;
+}

@@ -1,0 +1,940 @@
+/*
+ * sqlite.c - the SQLite adapter, the only module that includes sqlite3.h.
+ *
+ * Values cross this boundary bit-exactly: TEXT is bound and read with an
+ * explicit length (embedded NULs and invalid UTF-8 survive), a zero-length
+ * BLOB stays a BLOB (never NULL, never TEXT), doubles are bound as doubles.
+ * Two things SQLite itself cannot keep are refused or noted rather than
+ * changed silently: binding a NaN (SQLite would store NULL) is FERRY_EDATA;
+ * a -0.0 stored in a column of REAL affinity comes back as 0.0 (SQLite packs
+ * integral reals as integers there), in a column without a declared type it
+ * survives (see tests/unit/test_db_sqlite.c).
+ *
+ * Introspection uses the pragma table-valued functions with the table name
+ * bound as a parameter, never pasted into SQL, and always on schema "main".
+ * Table names are matched as SQLite matches them (ASCII case-insensitive)
+ * and reported as declared, so that names taken from a REFERENCES clause
+ * written in another case still compare equal with strcmp().
+ */
+#include "engine.h"
+
+#include "../log.h"
+
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#define BUSY_TIMEOUT_MS 10000
+#define SQL_SHOWN 60 /* bytes of a statement quoted in an error message */
+
+struct sq_db {
+    struct ferry_db base; /* first: db.c sees only this */
+    sqlite3 *h;
+    char *path;
+};
+
+struct sq_stmt {
+    struct ferry_stmt base; /* first */
+    sqlite3_stmt *s;
+    int64_t changes;
+    /*
+     * ferry_stmt_column() cannot fail, but SQLite may run out of memory
+     * converting a value; the row is then poisoned and the next step fails,
+     * so a caller that encodes a batch row by row never ships the bad value.
+     */
+    int oom;
+};
+
+static struct sq_db *sq_db(struct ferry_db *db)
+{
+    return (struct sq_db *)db;
+}
+
+static struct sq_stmt *sq_stmt(struct ferry_stmt *st)
+{
+    return (struct sq_stmt *)st;
+}
+
+/* Translate a failed SQLite call on h, with the statement it ran. */
+static int sq_error(sqlite3 *h, int src, const char *sql, struct ferry_error *err)
+{
+    const char *more = sql && strlen(sql) > SQL_SHOWN ? "..." : "";
+
+    switch (src & 0xff) {
+    case SQLITE_FULL:
+        return ferry_error_set(err, FERRY_ENOSPC, "disk full writing DB: free space and rerun");
+    case SQLITE_BUSY:
+        return ferry_error_set(err, FERRY_EDB,
+                               "'%.*s%s': database is locked: another connection held a write "
+                               "lock for over %d s; retry when it is done",
+                               SQL_SHOWN, sql ? sql : "", more, BUSY_TIMEOUT_MS / 1000);
+    default:
+        return ferry_error_set(err, FERRY_EDB, "'%.*s%s': %s", SQL_SHOWN, sql ? sql : "", more,
+                               sqlite3_errmsg(h));
+    }
+}
+
+static int sq_exec_h(sqlite3 *h, const char *sql, struct ferry_error *err)
+{
+    int src = sqlite3_exec(h, sql, NULL, NULL, NULL);
+
+    if (src != SQLITE_OK)
+        return sq_error(h, src, sql, err);
+    return 0;
+}
+
+/*
+ * The file path of a sqlite: URL, or NULL when the URL names none:
+ * "sqlite:///abs/x.db" -> "/abs/x.db", "sqlite:rel.db" -> "rel.db".
+ * "sqlite://host/..." has no meaning for a local file and is refused rather
+ * than guessed.
+ */
+static const char *url_path(const char *url)
+{
+    const char *p = url + strlen("sqlite:");
+
+    if (strncmp(p, "//", 2) == 0) {
+        p += 2;
+        if (*p != '/')
+            return NULL;
+    }
+    if (*p == '\0')
+        return NULL;
+    return p;
+}
+
+static void warn_journal_mode(struct sq_db *d)
+{
+    sqlite3_stmt *s = NULL;
+    const char *mode;
+
+    /* Only reached after PRAGMA journal_mode=WAL succeeded: this re-reads the mode. */
+    if (sqlite3_prepare_v2(d->h, "PRAGMA journal_mode", -1, &s, NULL) != SQLITE_OK)
+        goto out;
+    if (sqlite3_step(s) != SQLITE_ROW)
+        goto out;
+    mode = (const char *)sqlite3_column_text(s, 0);
+    if (mode && strcasecmp(mode, "wal") != 0 && strcasecmp(mode, "memory") != 0)
+        log_warn("database %s stays in %s journal mode (WAL unavailable): readers and the "
+                 "writer will block each other",
+                 d->path, mode);
+out:
+    sqlite3_finalize(s);
+}
+
+static int sq_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err)
+{
+    struct sq_db *d = NULL;
+    const char *path = url_path(url);
+    struct stat sb;
+    int oflags = SQLITE_OPEN_NOMUTEX;
+    int src;
+    int rc = 0;
+
+    *out = NULL;
+    if (!path)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "unsupported database URL '%.120s': use sqlite:///abs/path.db or "
+                               "sqlite:relative/path.db",
+                               url);
+    if (flags & FERRY_DB_READONLY)
+        oflags |= SQLITE_OPEN_READONLY;
+    else
+        oflags |= SQLITE_OPEN_READWRITE | (flags & FERRY_DB_CREATE ? SQLITE_OPEN_CREATE : 0);
+    /* Check first so that a typo in a path is a config error, not an engine message. */
+    if (!(oflags & SQLITE_OPEN_CREATE) && strcmp(path, ":memory:") != 0 && stat(path, &sb) != 0) {
+        if (errno == ENOENT)
+            return ferry_error_set(err, FERRY_ECONFIG, "database %s does not exist", path);
+        return ferry_error_set(err, FERRY_ECONFIG, "cannot access database %s: %s", path,
+                               strerror(errno));
+    }
+
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory opening %s", path);
+    d->base.ops = &ferry_sqlite_ops;
+    d->base.engine = FERRY_ENGINE_SQLITE;
+    d->path = strdup(path);
+    if (!d->path) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory opening %s", path);
+        goto out;
+    }
+    src = sqlite3_open_v2(path, &d->h, oflags, NULL);
+    if (src != SQLITE_OK) {
+        rc = ferry_error_set(err, FERRY_EDB, "cannot open database %s: %s", path,
+                             d->h ? sqlite3_errmsg(d->h) : sqlite3_errstr(src));
+        goto out;
+    }
+    sqlite3_busy_timeout(d->h, BUSY_TIMEOUT_MS);
+    if (!(flags & FERRY_DB_READONLY)) {
+        rc = sq_exec_h(d->h, "PRAGMA journal_mode=WAL", err);
+        if (rc)
+            goto open_failed;
+        warn_journal_mode(d);
+    }
+    rc = sq_exec_h(d->h, "PRAGMA foreign_keys=OFF", err);
+    if (rc)
+        goto open_failed;
+    /* Read the header now: "file is not a database" belongs to open, not to the first query. */
+    rc = sq_exec_h(d->h, "SELECT 1 FROM sqlite_schema LIMIT 1", err);
+    if (rc)
+        goto open_failed;
+    *out = &d->base;
+    d = NULL;
+    goto out;
+open_failed:
+    ferry_error_prefix(err, "cannot open database %s", path);
+out:
+    if (d) {
+        sqlite3_close(d->h);
+        free(d->path);
+        free(d);
+    }
+    return rc;
+}
+
+static void sq_close(struct ferry_db *db)
+{
+    struct sq_db *d = sq_db(db);
+
+    if (sqlite3_close(d->h) != SQLITE_OK) {
+        /* A caller forgot ferry_stmt_free(): close once the statements are gone. */
+        log_error("BUG: database %s closed with statements still open", d->path);
+        sqlite3_close_v2(d->h);
+    }
+    free(d->path);
+    free(d);
+}
+
+static int sq_exec(struct ferry_db *db, const char *sql, struct ferry_error *err)
+{
+    return sq_exec_h(sq_db(db)->h, sql, err);
+}
+
+static int sq_begin_read(struct ferry_db *db, struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+    int rc;
+
+    rc = sq_exec_h(d->h, "BEGIN", err);
+    if (rc)
+        return rc;
+    /* A deferred BEGIN takes no snapshot; the first read does, and holds it until the end. */
+    rc = sq_exec_h(d->h, "SELECT 1 FROM sqlite_schema LIMIT 1", err);
+    if (rc)
+        sq_exec_h(d->h, "ROLLBACK", NULL);
+    return rc;
+}
+
+static int sq_begin(struct ferry_db *db, struct ferry_error *err)
+{
+    return sq_exec_h(sq_db(db)->h, "BEGIN IMMEDIATE", err);
+}
+
+static int sq_commit(struct ferry_db *db, struct ferry_error *err)
+{
+    return sq_exec_h(sq_db(db)->h, "COMMIT", err);
+}
+
+static void sq_rollback(struct ferry_db *db)
+{
+    struct sq_db *d = sq_db(db);
+
+    /* SQLite may have rolled back already (e.g. after SQLITE_FULL). */
+    if (!sqlite3_get_autocommit(d->h))
+        sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* 1 when tail holds another statement (not only blanks, ';' or comments). */
+static int has_more_sql(sqlite3 *h, const char *tail)
+{
+    sqlite3_stmt *s = NULL;
+    int more;
+
+    while (*tail == ' ' || *tail == '\t' || *tail == '\n' || *tail == '\r' || *tail == ';')
+        tail++;
+    if (*tail == '\0')
+        return 0;
+    more = sqlite3_prepare_v2(h, tail, -1, &s, NULL) != SQLITE_OK || s != NULL;
+    sqlite3_finalize(s);
+    return more;
+}
+
+static int sq_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **out,
+                      struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+    struct sq_stmt *st;
+    const char *tail = NULL;
+    int src;
+    int rc = 0;
+
+    *out = NULL;
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory preparing a statement");
+    st->base.db = db;
+    src = sqlite3_prepare_v3(d->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st->s, &tail);
+    if (src != SQLITE_OK) {
+        rc = sq_error(d->h, src, sql, err);
+        goto out;
+    }
+    if (!st->s) {
+        rc = ferry_error_set(err, FERRY_EINTERNAL, "no SQL statement in '%.*s'", SQL_SHOWN, sql);
+        goto out;
+    }
+    if (tail && has_more_sql(d->h, tail)) {
+        rc = ferry_error_set(err, FERRY_EINTERNAL,
+                             "more than one SQL statement in '%.*s': prepare them one by one",
+                             SQL_SHOWN, sql);
+        goto out;
+    }
+    *out = &st->base;
+    st = NULL;
+out:
+    if (st) {
+        sqlite3_finalize(st->s);
+        free(st);
+    }
+    return rc;
+}
+
+static int sq_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
+                   struct ferry_error *err)
+{
+    sqlite3_stmt *s = sq_stmt(st_)->s;
+    int src;
+
+    switch (v->type) {
+    case FERRY_NULL:
+        src = sqlite3_bind_null(s, idx);
+        break;
+    case FERRY_INT:
+        src = sqlite3_bind_int64(s, idx, v->u.i);
+        break;
+    case FERRY_FLOAT:
+        if (isnan(v->u.f))
+            return ferry_error_set(err, FERRY_EDATA,
+                                   "parameter %d is NaN, which SQLite would store as NULL", idx);
+        src = sqlite3_bind_double(s, idx, v->u.f);
+        break;
+    case FERRY_TEXT:
+        /* bind_text64 with a NULL pointer would bind NULL, not '' */
+        src = sqlite3_bind_text64(s, idx, v->u.s.n ? v->u.s.p : "", v->u.s.n, SQLITE_TRANSIENT,
+                                  SQLITE_UTF8);
+        break;
+    case FERRY_BLOB:
+        /* bind_blob64 of zero bytes may bind NULL; a zero-length zeroblob is X'' */
+        if (v->u.s.n == 0)
+            src = sqlite3_bind_zeroblob(s, idx, 0);
+        else
+            src = sqlite3_bind_blob64(s, idx, v->u.s.p, v->u.s.n, SQLITE_TRANSIENT);
+        break;
+    default:
+        return ferry_error_set(err, FERRY_EINTERNAL, "parameter %d has unknown value type %d", idx,
+                               (int)v->type);
+    }
+    if (src != SQLITE_OK)
+        return sq_error(sqlite3_db_handle(s), src, sqlite3_sql(s), err);
+    return 0;
+}
+
+static int sq_step(struct ferry_stmt *st_, int *row, struct ferry_error *err)
+{
+    struct sq_stmt *st = sq_stmt(st_);
+    sqlite3 *h = sqlite3_db_handle(st->s);
+    int src;
+
+    *row = 0;
+    if (st->oom)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading a value of '%.*s'",
+                               SQL_SHOWN, sqlite3_sql(st->s));
+    src = sqlite3_step(st->s);
+    if (src == SQLITE_ROW) {
+        *row = 1;
+        return 0;
+    }
+    if (src == SQLITE_DONE) {
+        /* sqlite3_changes64() is per connection: a SELECT would report the last write's count */
+        st->changes = sqlite3_stmt_readonly(st->s) ? 0 : sqlite3_changes64(h);
+        return 0;
+    }
+    return sq_error(h, src, sqlite3_sql(st->s), err);
+}
+
+static int sq_ncols(struct ferry_stmt *st)
+{
+    return sqlite3_column_count(sq_stmt(st)->s);
+}
+
+static const char *sq_colname(struct ferry_stmt *st, int i)
+{
+    return sqlite3_column_name(sq_stmt(st)->s, i);
+}
+
+static void sq_column(struct ferry_stmt *st_, int i, struct ferry_value *out)
+{
+    struct sq_stmt *st = sq_stmt(st_);
+    sqlite3_stmt *s = st->s;
+    const void *p;
+
+    switch (sqlite3_column_type(s, i)) {
+    case SQLITE_INTEGER:
+        out->type = FERRY_INT;
+        out->u.i = sqlite3_column_int64(s, i);
+        return;
+    case SQLITE_FLOAT:
+        out->type = FERRY_FLOAT;
+        out->u.f = sqlite3_column_double(s, i);
+        return;
+    case SQLITE_TEXT:
+        /* text first, then bytes: the documented order that keeps the pointer valid */
+        p = sqlite3_column_text(s, i);
+        out->type = FERRY_TEXT;
+        out->u.s.n = (size_t)sqlite3_column_bytes(s, i);
+        break;
+    case SQLITE_BLOB:
+        p = sqlite3_column_blob(s, i);
+        out->type = FERRY_BLOB;
+        out->u.s.n = (size_t)sqlite3_column_bytes(s, i);
+        break;
+    default:
+        *out = ferry_value_null();
+        return;
+    }
+    if (!p && out->u.s.n == 0 && sqlite3_errcode(sqlite3_db_handle(s)) != SQLITE_NOMEM)
+        p = ""; /* a zero-length value: callers may rely on p != NULL */
+    if (!p) {
+        log_error("out of memory reading column %d of '%.*s'", i, SQL_SHOWN, sqlite3_sql(s));
+        st->oom = 1;
+        *out = ferry_value_null();
+        return;
+    }
+    out->u.s.p = p;
+}
+
+static int64_t sq_changes(struct ferry_stmt *st)
+{
+    return sq_stmt(st)->changes;
+}
+
+static void sq_reset(struct ferry_stmt *st_)
+{
+    struct sq_stmt *st = sq_stmt(st_);
+
+    /* sqlite3_reset() repeats the last step's error, which step already reported */
+    sqlite3_reset(st->s);
+    sqlite3_clear_bindings(st->s);
+    st->changes = 0;
+    st->oom = 0;
+}
+
+static void sq_stmt_free(struct ferry_stmt *st_)
+{
+    struct sq_stmt *st = sq_stmt(st_);
+
+    sqlite3_finalize(st->s);
+    free(st);
+}
+
+/* Internal queries: prepare sql with an optional text parameter ?1. */
+static int q_prepare(struct sq_db *d, const char *sql, const char *arg, sqlite3_stmt **s,
+                     struct ferry_error *err)
+{
+    int src;
+
+    *s = NULL;
+    src = sqlite3_prepare_v2(d->h, sql, -1, s, NULL);
+    if (src == SQLITE_OK && arg)
+        src = sqlite3_bind_text(*s, 1, arg, -1, SQLITE_TRANSIENT);
+    if (src != SQLITE_OK) {
+        sq_error(d->h, src, sql, err);
+        sqlite3_finalize(*s);
+        *s = NULL;
+        return err ? err->code : FERRY_EDB;
+    }
+    return 0;
+}
+
+/* sqlite3_step() for internal queries: 1 row, 0 done, or -1 with err set. */
+static int q_step(struct sq_db *d, sqlite3_stmt *s, struct ferry_error *err)
+{
+    int src = sqlite3_step(s);
+
+    if (src == SQLITE_ROW)
+        return 1;
+    if (src == SQLITE_DONE)
+        return 0;
+    sq_error(d->h, src, sqlite3_sql(s), err);
+    return -1;
+}
+
+static int q_fail(struct ferry_error *err)
+{
+    return err && err->code ? err->code : FERRY_EDB;
+}
+
+/* strdup of a column as text ("" for NULL). */
+static int q_strdup(sqlite3_stmt *s, int i, char **out, struct ferry_error *err)
+{
+    const char *p = (const char *)sqlite3_column_text(s, i);
+
+    *out = strdup(p ? p : "");
+    if (!*out)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+    return 0;
+}
+
+/* Make room for one more element of size elem in *arr holding n. */
+static int grow(void **arr, size_t *cap, size_t n, size_t elem, struct ferry_error *err)
+{
+    size_t ncap;
+    void *p;
+
+    if (n < *cap)
+        return 0;
+    ncap = *cap ? *cap * 2 : 8;
+    if (ncap > SIZE_MAX / elem)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+    p = realloc(*arr, ncap * elem);
+    if (!p)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+static int sq_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry_error *err)
+{
+    static const char sql[] = "SELECT name FROM main.sqlite_schema WHERE type='table'"
+                              " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                              " AND name NOT LIKE '\\_ferry\\_%' ESCAPE '\\' ORDER BY name";
+    struct sq_db *d = sq_db(db);
+    sqlite3_stmt *s = NULL;
+    char **v = NULL;
+    size_t nv = 0;
+    size_t cap = 0;
+    int r;
+    int rc;
+
+    *names = NULL;
+    *n = 0;
+    rc = q_prepare(d, sql, NULL, &s, err);
+    if (rc)
+        goto out;
+    while ((r = q_step(d, s, err)) == 1) {
+        rc = grow((void **)&v, &cap, nv, sizeof(*v), err);
+        if (rc)
+            goto out;
+        rc = q_strdup(s, 0, &v[nv], err);
+        if (rc)
+            goto out;
+        nv++;
+    }
+    if (r < 0) {
+        rc = q_fail(err);
+        goto out;
+    }
+    *names = v;
+    *n = nv;
+    v = NULL;
+out:
+    sqlite3_finalize(s);
+    for (size_t i = 0; v && i < nv; i++)
+        free(v[i]);
+    free(v);
+    return rc;
+}
+
+/*
+ * The declared name of table (matched as SQLite matches identifiers), or
+ * *name = NULL when there is none. *name is owned, free with free().
+ */
+static int canonical_name(struct sq_db *d, const char *table, char **name, struct ferry_error *err)
+{
+    static const char sql[] =
+        "SELECT name FROM main.sqlite_schema WHERE type='table' AND name=?1 COLLATE NOCASE";
+    sqlite3_stmt *s = NULL;
+    int r;
+    int rc;
+
+    *name = NULL;
+    rc = q_prepare(d, sql, table, &s, err);
+    if (rc)
+        goto out;
+    r = q_step(d, s, err);
+    if (r < 0)
+        rc = q_fail(err);
+    else if (r == 1)
+        rc = q_strdup(s, 0, name, err);
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int read_columns(struct sq_db *d, struct ferry_table_info *t, struct ferry_error *err)
+{
+    /* hidden: 1 virtual-table hidden, 2/3 generated; none of them can be inserted */
+    static const char sql[] = "SELECT name, type, \"notnull\", pk FROM pragma_table_xinfo(?1, "
+                              "'main') WHERE hidden = 0 ORDER BY cid";
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    int r;
+    int rc;
+
+    rc = q_prepare(d, sql, t->name, &s, err);
+    if (rc)
+        goto out;
+    while ((r = q_step(d, s, err)) == 1) {
+        struct ferry_column *c;
+
+        rc = grow((void **)&t->cols, &cap, t->ncols, sizeof(*t->cols), err);
+        if (rc)
+            goto out;
+        c = &t->cols[t->ncols];
+        memset(c, 0, sizeof(*c));
+        t->ncols++;
+        rc = q_strdup(s, 0, &c->name, err);
+        if (!rc)
+            rc = q_strdup(s, 1, &c->type, err);
+        if (rc)
+            goto out;
+        c->notnull = sqlite3_column_int(s, 2) != 0;
+        c->pk = sqlite3_column_int(s, 3);
+    }
+    if (r < 0)
+        rc = q_fail(err);
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Column names of a table in declaration order, with their key positions. */
+struct colset {
+    char **names;
+    int *pk;
+    size_t n;
+};
+
+static void colset_release(struct colset *cs)
+{
+    for (size_t i = 0; i < cs->n; i++)
+        free(cs->names[i]);
+    free(cs->names);
+    free(cs->pk);
+    memset(cs, 0, sizeof(*cs));
+}
+
+static int read_colset(struct sq_db *d, const char *table, struct colset *cs,
+                       struct ferry_error *err)
+{
+    static const char sql[] = "SELECT name, pk FROM pragma_table_info(?1, 'main') ORDER BY cid";
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    size_t pcap = 0;
+    int r;
+    int rc;
+
+    memset(cs, 0, sizeof(*cs));
+    rc = q_prepare(d, sql, table, &s, err);
+    if (rc)
+        goto out;
+    while ((r = q_step(d, s, err)) == 1) {
+        rc = grow((void **)&cs->names, &cap, cs->n, sizeof(*cs->names), err);
+        if (!rc)
+            rc = grow((void **)&cs->pk, &pcap, cs->n, sizeof(*cs->pk), err);
+        if (!rc)
+            rc = q_strdup(s, 0, &cs->names[cs->n], err);
+        if (rc)
+            goto out;
+        cs->pk[cs->n] = sqlite3_column_int(s, 1);
+        cs->n++;
+    }
+    if (r < 0)
+        rc = q_fail(err);
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Replace *name by canon when they name the same column in another case. */
+static int respell(const char *canon, char **name, struct ferry_error *err)
+{
+    char *p;
+
+    if (strcasecmp(canon, *name) != 0 || strcmp(canon, *name) == 0)
+        return 0;
+    p = strdup(canon);
+    if (!p)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+    free(*name);
+    *name = p;
+    return 0;
+}
+
+/*
+ * Complete and normalise one foreign key after its rows are read: parent
+ * table and column names as declared, omitted parent columns (REFERENCES
+ * parent, with no column list) filled with the parent's primary key.
+ */
+static int finish_fkey(struct sq_db *d, struct ferry_table_info *t, struct ferry_fkey *fk,
+                       int implicit, struct ferry_error *err)
+{
+    struct colset par = {.names = NULL};
+    char *parent = NULL;
+    size_t npk = 0;
+    int rc;
+
+    rc = 0;
+    for (size_t j = 0; j < fk->ncols; j++)
+        for (size_t i = 0; !rc && i < t->ncols; i++)
+            rc = respell(t->cols[i].name, &fk->cols[j], err);
+    if (rc)
+        goto out;
+    rc = canonical_name(d, fk->parent, &parent, err);
+    if (rc)
+        goto out;
+    if (!parent) {
+        /* named parent columns need no lookup; omitted ones cannot be completed */
+        if (implicit)
+            rc = ferry_error_set(err, FERRY_ESCHEMA,
+                                 "table '%s' has a foreign key to missing table '%s': create it or "
+                                 "drop the key",
+                                 t->name, fk->parent);
+        goto out;
+    }
+    free(fk->parent);
+    fk->parent = parent;
+    rc = read_colset(d, fk->parent, &par, err);
+    if (rc)
+        goto out;
+    if (!implicit) {
+        for (size_t j = 0; j < fk->ncols; j++)
+            for (size_t i = 0; !rc && i < par.n; i++)
+                rc = respell(par.names[i], &fk->pcols[j], err);
+        goto out;
+    }
+    for (size_t i = 0; i < par.n; i++)
+        if (par.pk[i] > 0)
+            npk++;
+    if (npk != fk->ncols) {
+        rc = ferry_error_set(err, FERRY_ESCHEMA,
+                             "foreign key of table '%s' references '%s' without columns, but "
+                             "'%s' has a primary key of %zu columns, not %zu: name the parent "
+                             "columns",
+                             t->name, fk->parent, fk->parent, npk, fk->ncols);
+        goto out;
+    }
+    for (size_t i = 0; i < par.n; i++) {
+        size_t k = (size_t)par.pk[i];
+
+        if (k == 0 || k > fk->ncols || fk->pcols[k - 1])
+            continue;
+        fk->pcols[k - 1] = strdup(par.names[i]);
+        if (!fk->pcols[k - 1]) {
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+            goto out;
+        }
+    }
+out:
+    colset_release(&par);
+    return rc;
+}
+
+static int read_fkeys(struct sq_db *d, struct ferry_table_info *t, struct ferry_error *err)
+{
+    static const char sql[] = "SELECT id, \"table\", \"from\", \"to\", on_delete"
+                              " FROM pragma_foreign_key_list(?1, 'main') ORDER BY id, seq";
+    sqlite3_stmt *s = NULL;
+    int *implicit = NULL; /* per key: 1 when the parent columns were omitted */
+    size_t cap = 0;
+    size_t icap = 0;
+    int64_t last_id = -1;
+    int r;
+    int rc;
+
+    rc = q_prepare(d, sql, t->name, &s, err);
+    if (rc)
+        goto out;
+    while ((r = q_step(d, s, err)) == 1) {
+        int64_t id = sqlite3_column_int64(s, 0);
+        struct ferry_fkey *fk;
+        char **p;
+
+        if (t->nfks == 0 || id != last_id) {
+            rc = grow((void **)&t->fks, &cap, t->nfks, sizeof(*t->fks), err);
+            if (!rc)
+                rc = grow((void **)&implicit, &icap, t->nfks, sizeof(*implicit), err);
+            if (rc)
+                goto out;
+            fk = &t->fks[t->nfks];
+            memset(fk, 0, sizeof(*fk));
+            implicit[t->nfks] = sqlite3_column_type(s, 3) == SQLITE_NULL;
+            t->nfks++;
+            last_id = id;
+            rc = q_strdup(s, 1, &fk->parent, err);
+            if (rc)
+                goto out;
+            fk->cascade = strcasecmp((const char *)sqlite3_column_text(s, 4), "CASCADE") == 0;
+        }
+        fk = &t->fks[t->nfks - 1];
+        if (fk->ncols >= SIZE_MAX / sizeof(char *) - 1) {
+            rc = ferry_error_set(err, FERRY_ESCHEMA, "foreign key of '%s' is too wide", t->name);
+            goto out;
+        }
+        p = realloc(fk->cols, (fk->ncols + 1) * sizeof(*p));
+        if (!p)
+            goto oom;
+        fk->cols = p;
+        p = realloc(fk->pcols, (fk->ncols + 1) * sizeof(*p));
+        if (!p)
+            goto oom;
+        fk->pcols = p;
+        fk->cols[fk->ncols] = NULL;
+        fk->pcols[fk->ncols] = NULL;
+        fk->ncols++;
+        rc = q_strdup(s, 2, &fk->cols[fk->ncols - 1], err);
+        if (!rc && sqlite3_column_type(s, 3) != SQLITE_NULL)
+            rc = q_strdup(s, 3, &fk->pcols[fk->ncols - 1], err);
+        if (rc)
+            goto out;
+    }
+    if (r < 0) {
+        rc = q_fail(err);
+        goto out;
+    }
+    for (size_t i = 0; i < t->nfks; i++) {
+        rc = finish_fkey(d, t, &t->fks[i], implicit[i], err);
+        if (rc)
+            goto out;
+    }
+    goto out;
+oom:
+    rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+out:
+    sqlite3_finalize(s);
+    free(implicit);
+    return rc;
+}
+
+static int read_without_rowid(struct sq_db *d, struct ferry_table_info *t, struct ferry_error *err)
+{
+    static const char sql[] = "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'";
+    sqlite3_stmt *s = NULL;
+    int r;
+    int rc;
+
+    rc = q_prepare(d, sql, t->name, &s, err);
+    if (rc)
+        goto out;
+    r = q_step(d, s, err);
+    if (r < 0)
+        rc = q_fail(err);
+    else if (r == 1)
+        t->without_rowid = sqlite3_column_int(s, 0) != 0;
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int sq_table_info(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                         struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->rows = -1;
+    rc = canonical_name(d, table, &out->name, err);
+    if (rc)
+        goto out;
+    if (!out->name) {
+        rc = ferry_error_set(err, FERRY_ENOTFOUND, "table '%s' does not exist", table);
+        goto out;
+    }
+    rc = read_columns(d, out, err);
+    if (!rc)
+        rc = read_fkeys(d, out, err);
+    if (!rc)
+        rc = read_without_rowid(d, out, err);
+out:
+    if (rc) {
+        ferry_table_info_release(out);
+        out->rows = -1;
+    }
+    return rc;
+}
+
+static int sq_table_exists(struct ferry_db *db, const char *table, int *exists,
+                           struct ferry_error *err)
+{
+    char *name = NULL;
+    int rc;
+
+    *exists = 0;
+    rc = canonical_name(sq_db(db), table, &name, err);
+    if (!rc)
+        *exists = name != NULL;
+    free(name);
+    return rc;
+}
+
+static int sq_fk_check(struct ferry_db *db, const char *table, int64_t *violations,
+                       struct ferry_error *err)
+{
+    static const char sql[] = "SELECT count(*) FROM pragma_foreign_key_check(?1, 'main')";
+    struct sq_db *d = sq_db(db);
+    sqlite3_stmt *s = NULL;
+    int exists;
+    int r;
+    int rc;
+
+    *violations = 0;
+    rc = sq_table_exists(db, table, &exists, err);
+    if (rc)
+        goto out;
+    if (!exists) {
+        rc = ferry_error_set(err, FERRY_ENOTFOUND, "table '%s' does not exist", table);
+        goto out;
+    }
+    rc = q_prepare(d, sql, table, &s, err);
+    if (rc)
+        goto out;
+    r = q_step(d, s, err);
+    if (r < 0)
+        rc = q_fail(err);
+    else if (r == 1)
+        *violations = sqlite3_column_int64(s, 0);
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+const struct ferry_db_ops ferry_sqlite_ops = {
+    .open = sq_open,
+    .close = sq_close,
+    .exec = sq_exec,
+    .begin_read = sq_begin_read,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .prepare = sq_prepare,
+    .bind = sq_bind,
+    .step = sq_step,
+    .ncols = sq_ncols,
+    .colname = sq_colname,
+    .column = sq_column,
+    .changes = sq_changes,
+    .reset = sq_reset,
+    .stmt_free = sq_stmt_free,
+    .tables = sq_tables,
+    .table_info = sq_table_info,
+    .table_exists = sq_table_exists,
+    .fk_check = sq_fk_check,
+};
