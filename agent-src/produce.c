@@ -1,0 +1,714 @@
+/*
+ * produce.c - ferry-src's producers: manifest, snapshot pages, change
+ * batches for one tenant.
+ *
+ * The tenant's scope predicate is part of every row query, evaluated in the
+ * same read transaction that reads the row: a row that is not the tenant's
+ * at read time is never encoded, whatever the change log says. A changed
+ * key whose row is gone from the tenant becomes a tombstone.
+ */
+#include "produce.h"
+
+#include "../common/buf.h"
+#include "../common/db/db.h"
+#include "../common/log.h"
+#include "../common/scope.h"
+#include "capture.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SQL_MAX (1u << 20)
+
+struct ferry_producer {
+    struct ferry_db *db;
+    struct ferry_scope *scope;
+    struct ferry_producer_stats stats;
+    size_t max_body;
+    long batch_rows;
+};
+
+int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **out,
+                        struct ferry_error *err)
+{
+    struct ferry_producer *p = calloc(1, sizeof(*p));
+    int rc;
+
+    *out = NULL;
+    if (!p)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    p->max_body = ferry_limits_default.max_body;
+    p->batch_rows = cfg->source.batch_rows > 0 ? cfg->source.batch_rows : 5000;
+    rc = ferry_db_open(cfg->source.database, 0, &p->db, err);
+    if (rc)
+        goto fail;
+    rc = ferry_scope_resolve(p->db, cfg, &p->scope, err);
+    if (rc)
+        goto fail;
+    rc = ferry_capture_check(p->db, p->scope, err);
+    if (rc)
+        goto fail;
+    *out = p;
+    return FERRY_OK;
+fail:
+    ferry_producer_close(p);
+    return rc;
+}
+
+void ferry_producer_close(struct ferry_producer *p)
+{
+    if (!p)
+        return;
+    ferry_scope_free(p->scope);
+    ferry_db_close(p->db);
+    free(p);
+}
+
+const struct ferry_producer_stats *ferry_producer_stats(const struct ferry_producer *p)
+{
+    return &p->stats;
+}
+
+int ferry_producer_head(struct ferry_producer *p, int64_t *head, struct ferry_error *err)
+{
+    return ferry_capture_head(p->db, head, err);
+}
+
+/* Bind the tenant to the first n placeholders, starting at 1. */
+static int bind_tenant(struct ferry_stmt *st, const struct ferry_value *tenant, int n,
+                       struct ferry_error *err)
+{
+    for (int i = 1; i <= n; i++) {
+        int rc = ferry_stmt_bind(st, i, tenant, err);
+
+        if (rc)
+            return rc;
+    }
+    return FERRY_OK;
+}
+
+/* SELECT <all columns> FROM "t" WHERE <pred> */
+static int select_sql(const struct ferry_scope *s, size_t t, struct ferry_buf *b, int *npred)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "SELECT ");
+
+    for (size_t i = 0; i < ti->ncols && !rc; i++) {
+        if (i)
+            rc = ferry_buf_adds(b, ", ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, ".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->cols[i].name);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = ferry_scope_pred(s, t, b, npred);
+    return rc;
+}
+
+static int tenant_of(struct ferry_producer *p, const struct ferry_request *req,
+                     struct ferry_value *tv, struct ferry_error *err)
+{
+    const struct ferry_table_info *ri = ferry_scope_root(p->scope);
+    struct ferry_buf sql;
+    int64_t n = 0;
+    int rc;
+
+    rc = ferry_scope_tenant(p->scope, req->tenant, tv, err);
+    if (rc)
+        return rc;
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ri->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WHERE ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ri->cols[ferry_table_pkcol(ri, 0)].name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " = ?");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+    else
+        rc = ferry_db_query_int(p->db, sql.data, tv, 1, &n, err);
+    ferry_buf_release(&sql);
+    if (!rc && n == 0)
+        rc = ferry_error_set(err, FERRY_ENOTFOUND, "tenant %.64s not found in %s", req->tenant,
+                             ri->name);
+    return rc;
+}
+
+static int produce_manifest(struct ferry_producer *p, const struct ferry_request *req,
+                            char **out, size_t *len, struct ferry_error *err)
+{
+    struct ferry_manifest m;
+    struct ferry_table_info *tables = NULL;
+    struct ferry_value tv;
+    struct ferry_buf sql;
+    int rc;
+
+    memset(&m, 0, sizeof(m));
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_db_begin_read(p->db, err);
+    if (rc)
+        return rc;
+    rc = tenant_of(p, req, &tv, err);
+    if (rc)
+        goto out;
+    rc = ferry_capture_head(p->db, &m.head, err);
+    if (rc)
+        goto out;
+    m.pending = -1;
+    if (req->after >= 0) {
+        struct ferry_value args[2] = {tv, ferry_value_int(req->after)};
+
+        rc = ferry_db_query_int(p->db,
+                                "SELECT count(*) FROM _ferry_changes WHERE tenant = ? AND seq > ?",
+                                args, 2, &m.pending, err);
+        if (rc)
+            goto out;
+    }
+    /* Shallow copies of the scope's tables: counts filled per request. */
+    tables = calloc(p->scope->ntables, sizeof(*tables));
+    if (!tables) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t t = 0; t < p->scope->ntables; t++) {
+        tables[t] = p->scope->tables[t].info;
+        tables[t].rows = -1;
+        if (req->counts) {
+            int npred = 0;
+            struct ferry_stmt *st = NULL;
+            int row = 0;
+
+            ferry_buf_reset(&sql);
+            if (ferry_buf_adds(&sql, "SELECT count(*) FROM ") ||
+                ferry_buf_add_ident(&sql, tables[t].name) || ferry_buf_adds(&sql, " WHERE ") ||
+                ferry_scope_pred(p->scope, t, &sql, &npred)) {
+                rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build SQL");
+                goto out;
+            }
+            rc = ferry_db_prepare(p->db, sql.data, &st, err);
+            if (!rc)
+                rc = bind_tenant(st, &tv, npred, err);
+            if (!rc)
+                rc = ferry_stmt_step(st, &row, err);
+            if (!rc && row) {
+                struct ferry_value v;
+
+                ferry_stmt_column(st, 0, &v);
+                tables[t].rows = v.type == FERRY_INT ? v.u.i : -1;
+            }
+            ferry_stmt_free(st);
+            if (rc)
+                goto out;
+        }
+    }
+    m.tenant = req->tenant;
+    m.root = ferry_scope_root(p->scope)->name;
+    m.tables = tables;
+    m.ntables = p->scope->ntables;
+    rc = ferry_manifest_encode(&m, out, len, err);
+out:
+    ferry_db_rollback(p->db);
+    free(tables);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req,
+                            char **out, size_t *len, struct ferry_error *err)
+{
+    const struct ferry_scope *s = p->scope;
+    const struct ferry_table_info *ti;
+    struct ferry_enc *enc = NULL;
+    struct ferry_stmt *st = NULL;
+    struct ferry_value tv;
+    struct ferry_value last[FERRY_MAX_KEY_COLS];
+    struct ferry_buf sql, lastbuf;
+    const char **names = NULL;
+    size_t npk;
+    int64_t limit, nrows = 0;
+    int t, npred = 0, more = 0, row = 0;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    ferry_buf_init(&lastbuf, p->max_body);
+    t = ferry_scope_find(s, req->table);
+    if (t < 0)
+        return ferry_error_set(err, FERRY_ENOTFOUND, "table %.64s is not in the tenant's scope",
+                               req->table);
+    ti = &s->tables[t].info;
+    npk = ferry_table_npk(ti);
+    if (req->after_key && req->nafter != npk)
+        return ferry_error_set(err, FERRY_EPROTO, "snapshot of %s: after has %zu values, key has %zu",
+                               ti->name, req->nafter, npk);
+    limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
+    rc = select_sql(s, (size_t)t, &sql, &npred);
+    if (!rc && req->after_key) {
+        rc = ferry_buf_adds(&sql, " AND (");
+        if (!rc)
+            rc = ferry_scope_keylist(s, (size_t)t, "", &sql);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, npk > 1 ? ") > (" : ") > ");
+        for (size_t k = 0; k < npk && !rc; k++)
+            rc = ferry_buf_adds(&sql, k ? ", ?" : "?");
+        if (!rc && npk > 1)
+            rc = ferry_buf_adds(&sql, ")");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " ORDER BY ");
+    if (!rc)
+        rc = ferry_scope_keylist(s, (size_t)t, "", &sql);
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " LIMIT %lld", (long long)limit);
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+        goto out;
+    }
+    names = calloc(ti->ncols, sizeof(*names));
+    enc = ferry_enc_new(FERRY_KIND_SNAPSHOT, p->max_body);
+    if (!names || !enc) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < ti->ncols; i++)
+        names[i] = ti->cols[i].name;
+    rc = ferry_db_begin_read(p->db, err);
+    if (rc)
+        goto out;
+    rc = ferry_scope_tenant(s, req->tenant, &tv, err);
+    if (!rc)
+        rc = ferry_db_prepare(p->db, sql.data, &st, err);
+    if (!rc)
+        rc = bind_tenant(st, &tv, npred, err);
+    for (size_t k = 0; k < req->nafter && !rc; k++)
+        rc = ferry_stmt_bind(st, npred + 1 + (int)k, &req->after_key[k], err);
+    if (!rc)
+        rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
+    while (!rc) {
+        struct ferry_value vals[1024];
+        size_t nc = ti->ncols < 1024 ? ti->ncols : 1024;
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        for (size_t i = 0; i < nc; i++)
+            ferry_stmt_column(st, (int)i, &vals[i]);
+        rc = ferry_enc_row(enc, vals, nc);
+        if (rc) {
+            rc = ferry_error_set(err, rc, "row of %s too large for one message", ti->name);
+            break;
+        }
+        nrows++;
+        /* Remember the key of the last row (copied: the row goes at the next step). */
+        ferry_buf_reset(&lastbuf);
+        for (size_t k = 0; k < npk && !rc; k++) {
+            struct ferry_value v = vals[ferry_table_pkcol(ti, k)];
+
+            last[k] = v;
+            if (v.type == FERRY_TEXT || v.type == FERRY_BLOB) {
+                /* offsets now, pointers after the buffer stops moving */
+                size_t off = lastbuf.len;
+
+                rc = ferry_buf_add(&lastbuf, v.u.s.p, v.u.s.n);
+                last[k].u.s.p = (const char *)(uintptr_t)off;
+            }
+        }
+        /* Keep pages well under the body limit: stop early, the next page resumes. */
+        if (!rc && ferry_enc_size(enc) > p->max_body / 4) {
+            more = 1;
+            break;
+        }
+    }
+    if (rc)
+        goto rollback;
+    if (nrows == limit)
+        more = 1;
+    for (size_t k = 0; k < npk && nrows; k++)
+        if (last[k].type == FERRY_TEXT || last[k].type == FERRY_BLOB)
+            last[k].u.s.p = (lastbuf.data ? lastbuf.data : "") + (uintptr_t)last[k].u.s.p;
+    rc = ferry_enc_set_end(enc);
+    if (!rc) {
+        const char *body;
+
+        rc = ferry_enc_finish(enc, 0, more, nrows ? last : NULL, nrows ? npk : 0, &body, len);
+        if (!rc) {
+            *out = malloc(*len ? *len : 1);
+            if (!*out)
+                rc = FERRY_ENOMEM;
+            else
+                memcpy(*out, body, *len);
+        }
+        if (rc)
+            rc = ferry_error_set(err, rc, "cannot encode snapshot of %s", ti->name);
+    }
+    if (!rc) {
+        p->stats.batches++;
+        p->stats.rows += (uint64_t)nrows;
+    }
+rollback:
+    ferry_stmt_free(st);
+    st = NULL;
+    ferry_db_rollback(p->db);
+out:
+    ferry_stmt_free(st);
+    ferry_enc_free(enc);
+    free(names);
+    ferry_buf_release(&sql);
+    ferry_buf_release(&lastbuf);
+    return rc;
+}
+
+/*
+ * One changed key: table index, key values serialized into the batch's
+ * arena (type byte, then 8 bytes or length + bytes), for sorting and dedup.
+ */
+struct change {
+    int t;
+    size_t off, n; /* serialized key in arena */
+    int state;     /* CH_TOMBSTONE until a row is found; CH_DUP for repeats */
+};
+
+enum { CH_TOMBSTONE = 0, CH_ROW = 1, CH_DUP = 2 };
+
+/* qsort has no context argument; producers run on the server's one thread. */
+static struct ferry_buf *sort_arena;
+
+static int cmp_change(const void *a, const void *b)
+{
+    const struct change *x = a, *y = b;
+    size_t n;
+    int c;
+
+    if (x->t != y->t)
+        return x->t < y->t ? -1 : 1;
+    n = x->n < y->n ? x->n : y->n;
+    c = memcmp(sort_arena->data + x->off, sort_arena->data + y->off, n);
+    if (c)
+        return c;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+static int key_serialize(struct ferry_buf *b, const struct ferry_value *v)
+{
+    unsigned char tag = (unsigned char)v->type;
+    int rc = ferry_buf_add(b, &tag, 1);
+
+    if (rc)
+        return rc;
+    switch (v->type) {
+    case FERRY_INT:
+        return ferry_buf_add(b, &v->u.i, sizeof(v->u.i));
+    case FERRY_FLOAT:
+        return ferry_buf_add(b, &v->u.f, sizeof(v->u.f));
+    case FERRY_TEXT:
+    case FERRY_BLOB: {
+        uint64_t n = v->u.s.n;
+
+        rc = ferry_buf_add(b, &n, sizeof(n));
+        return rc ? rc : ferry_buf_add(b, v->u.s.p, v->u.s.n);
+    }
+    default:
+        return FERRY_OK;
+    }
+}
+
+/* Parse a serialized key back into values pointing into the arena. */
+static size_t key_parse(const char *p, size_t n, struct ferry_value *vals, size_t max)
+{
+    size_t i = 0, off = 0;
+
+    while (off < n && i < max) {
+        struct ferry_value *v = &vals[i++];
+
+        v->type = (enum ferry_type)(unsigned char)p[off++];
+        switch (v->type) {
+        case FERRY_INT:
+            memcpy(&v->u.i, p + off, 8);
+            off += 8;
+            break;
+        case FERRY_FLOAT:
+            memcpy(&v->u.f, p + off, 8);
+            off += 8;
+            break;
+        case FERRY_TEXT:
+        case FERRY_BLOB: {
+            uint64_t len;
+
+            memcpy(&len, p + off, 8);
+            off += 8;
+            v->u.s.p = p + off;
+            v->u.s.n = (size_t)len;
+            off += (size_t)len;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    return i;
+}
+
+static int produce_changes(struct ferry_producer *p, const struct ferry_request *req,
+                           int64_t limit, char **out, size_t *len, struct ferry_error *err)
+{
+    const struct ferry_scope *s = p->scope;
+    struct ferry_stmt *st = NULL;
+    struct ferry_stmt **rowst = NULL;
+    struct ferry_enc *enc = NULL;
+    struct change *ch = NULL;
+    struct ferry_buf arena, sql;
+    size_t nch = 0, cap = 0, *ndel = NULL;
+    struct ferry_value tv;
+    int64_t head = req->after, nread = 0;
+    int *npred = NULL;
+    int row = 0, rc;
+
+    ferry_buf_init(&arena, (size_t)256 << 20);
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_scope_tenant(s, req->tenant, &tv, err);
+    if (rc)
+        goto out;
+    rc = ferry_db_begin_read(p->db, err);
+    if (rc)
+        goto out;
+    rc = ferry_db_prepare(p->db,
+                          "SELECT seq, tbl, k0, k1, k2, k3 FROM _ferry_changes "
+                          "WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?",
+                          &st, err);
+    if (!rc)
+        rc = ferry_stmt_bind(st, 1, &tv, err);
+    if (!rc) {
+        struct ferry_value a = ferry_value_int(req->after), l = ferry_value_int(limit);
+
+        rc = ferry_stmt_bind(st, 2, &a, err);
+        if (!rc)
+            rc = ferry_stmt_bind(st, 3, &l, err);
+    }
+    while (!rc) {
+        struct ferry_value seq, tbl;
+        char name[512];
+        int t;
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        nread++;
+        ferry_stmt_column(st, 0, &seq);
+        ferry_stmt_column(st, 1, &tbl);
+        if (seq.type == FERRY_INT && seq.u.i > head)
+            head = seq.u.i;
+        snprintf(name, sizeof(name), "%.*s", (int)(tbl.type == FERRY_TEXT ? tbl.u.s.n : 0),
+                 tbl.type == FERRY_TEXT ? tbl.u.s.p : "");
+        t = ferry_scope_find(s, name);
+        if (t < 0) {
+            /* Logged under an older scope: the table is no longer served. */
+            log_debug("change for %s skipped: not in scope", name);
+            continue;
+        }
+        if (nch == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            struct change *nc = realloc(ch, ncap * sizeof(*nc));
+
+            if (!nc) {
+                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+                break;
+            }
+            ch = nc;
+            cap = ncap;
+        }
+        ch[nch].t = t;
+        ch[nch].off = arena.len;
+        for (size_t k = 0; k < ferry_table_npk(&s->tables[t].info) && !rc; k++) {
+            struct ferry_value kv;
+
+            ferry_stmt_column(st, 2 + (int)k, &kv);
+            rc = key_serialize(&arena, &kv);
+        }
+        if (rc) {
+            rc = ferry_error_set(err, rc, "change batch too large");
+            break;
+        }
+        ch[nch].n = arena.len - ch[nch].off;
+        ch[nch].state = CH_TOMBSTONE;
+        nch++;
+    }
+    ferry_stmt_free(st);
+    st = NULL;
+    if (rc)
+        goto rollback;
+    sort_arena = &arena;
+    if (nch)
+        qsort(ch, nch, sizeof(*ch), cmp_change);
+
+    rowst = calloc(s->ntables, sizeof(*rowst));
+    npred = calloc(s->ntables, sizeof(*npred));
+    ndel = calloc(s->ntables, sizeof(*ndel));
+    enc = ferry_enc_new(FERRY_KIND_CHANGES, p->max_body);
+    if (!rowst || !npred || !ndel || !enc) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto rollback;
+    }
+    /* Upserts, parents first; a key whose row is gone from the tenant is a tombstone. */
+    for (size_t i = 0; i < nch && !rc;) {
+        int t = ch[i].t;
+        const struct ferry_table_info *ti = &s->tables[t].info;
+        size_t npk = ferry_table_npk(ti);
+        const char *names[1024];
+        int open = 0;
+
+        for (size_t c = 0; c < ti->ncols && c < 1024; c++)
+            names[c] = ti->cols[c].name;
+        ferry_buf_reset(&sql);
+        rc = select_sql(s, (size_t)t, &sql, &npred[t]);
+        for (size_t k = 0; k < npk && !rc; k++) {
+            rc = ferry_buf_adds(&sql, " AND ");
+            if (!rc)
+                rc = ferry_buf_add_ident(&sql, ti->name);
+            if (!rc)
+                rc = ferry_buf_adds(&sql, ".");
+            if (!rc)
+                rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
+            if (!rc)
+                rc = ferry_buf_adds(&sql, " = ?");
+        }
+        if (rc) {
+            rc = ferry_error_set(err, rc, "cannot build SQL");
+            break;
+        }
+        rc = ferry_db_prepare(p->db, sql.data, &rowst[t], err);
+        for (; !rc && i < nch && ch[i].t == t; i++) {
+            struct ferry_value key[FERRY_MAX_KEY_COLS];
+            size_t nk;
+
+            if (i > 0 && ch[i - 1].t == t && ch[i - 1].n == ch[i].n &&
+                memcmp(arena.data + ch[i - 1].off, arena.data + ch[i].off, ch[i].n) == 0) {
+                ch[i].state = CH_DUP;
+                continue;
+            }
+            nk = key_parse(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS);
+            ferry_stmt_reset(rowst[t]);
+            rc = bind_tenant(rowst[t], &tv, npred[t], err);
+            for (size_t k = 0; k < nk && !rc; k++)
+                rc = ferry_stmt_bind(rowst[t], npred[t] + 1 + (int)k, &key[k], err);
+            if (!rc)
+                rc = ferry_stmt_step(rowst[t], &row, err);
+            if (rc)
+                break;
+            if (!row) {
+                ndel[t]++;
+                continue;
+            }
+            if (!open) {
+                rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
+                open = 1;
+            }
+            if (!rc) {
+                struct ferry_value vals[1024];
+
+                for (size_t c = 0; c < ti->ncols && c < 1024; c++)
+                    ferry_stmt_column(rowst[t], (int)c, &vals[c]);
+                rc = ferry_enc_row(enc, vals, ti->ncols);
+                if (rc)
+                    rc = ferry_error_set(err, rc, "change batch too large");
+                p->stats.rows++;
+            }
+            ch[i].state = CH_ROW;
+        }
+        if (!rc && open)
+            rc = ferry_enc_set_end(enc);
+    }
+    /* Tombstones, children first. */
+    for (size_t t = s->ntables; t-- > 0 && !rc;) {
+        const struct ferry_table_info *ti = &s->tables[t].info;
+        size_t npk = ferry_table_npk(ti);
+        const char *keynames[FERRY_MAX_KEY_COLS];
+
+        if (!ndel[t])
+            continue;
+        for (size_t k = 0; k < npk; k++)
+            keynames[k] = ti->cols[ferry_table_pkcol(ti, k)].name;
+        rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_DELETE, keynames, npk);
+        for (size_t i = 0; i < nch && !rc; i++) {
+            struct ferry_value key[FERRY_MAX_KEY_COLS];
+            size_t nk;
+
+            if (ch[i].t != (int)t || ch[i].state != CH_TOMBSTONE)
+                continue;
+            nk = key_parse(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS);
+            rc = ferry_enc_row(enc, key, nk);
+            if (rc)
+                rc = ferry_error_set(err, rc, "change batch too large");
+            p->stats.deletes++;
+        }
+        if (!rc)
+            rc = ferry_enc_set_end(enc);
+    }
+    if (!rc) {
+        const char *body;
+
+        rc = ferry_enc_finish(enc, head, nread == limit, NULL, 0, &body, len);
+        if (!rc) {
+            *out = malloc(*len ? *len : 1);
+            if (!*out)
+                rc = FERRY_ENOMEM;
+            else
+                memcpy(*out, body, *len);
+        }
+        if (rc)
+            rc = ferry_error_set(err, rc, "cannot encode change batch");
+        else
+            p->stats.batches++;
+    }
+rollback:
+    if (rowst)
+        for (size_t t = 0; t < s->ntables; t++)
+            ferry_stmt_free(rowst[t]);
+    ferry_db_rollback(p->db);
+out:
+    ferry_stmt_free(st);
+    ferry_enc_free(enc);
+    free(rowst);
+    free(npred);
+    free(ndel);
+    free(ch);
+    ferry_buf_release(&arena);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                  size_t *len, struct ferry_error *err)
+{
+    int64_t limit;
+    int rc;
+
+    *out = NULL;
+    *len = 0;
+    switch (req->type) {
+    case FERRY_REQ_MANIFEST:
+        return produce_manifest(p, req, out, len, err);
+    case FERRY_REQ_SNAPSHOT:
+        return produce_snapshot(p, req, out, len, err);
+    case FERRY_REQ_CHANGES:
+        limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
+        /* A batch over the body limit is retried with fewer changes. */
+        for (;;) {
+            rc = produce_changes(p, req, limit, out, len, err);
+            if (rc != FERRY_ETOOBIG || limit == 1)
+                return rc;
+            limit = limit / 2;
+        }
+    }
+    return ferry_error_set(err, FERRY_EPROTO, "unknown request type");
+}
