@@ -11,10 +11,12 @@
 
 #include "../common/buf.h"
 #include "../common/db/db.h"
+#include "../common/keypack.h"
 #include "../common/log.h"
 #include "../common/scope.h"
 #include "capture.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -399,66 +401,6 @@ static int cmp_change(const void *a, const void *b)
     return x->n < y->n ? -1 : x->n > y->n;
 }
 
-static int key_serialize(struct ferry_buf *b, const struct ferry_value *v)
-{
-    unsigned char tag = (unsigned char)v->type;
-    int rc = ferry_buf_add(b, &tag, 1);
-
-    if (rc)
-        return rc;
-    switch (v->type) {
-    case FERRY_INT:
-        return ferry_buf_add(b, &v->u.i, sizeof(v->u.i));
-    case FERRY_FLOAT:
-        return ferry_buf_add(b, &v->u.f, sizeof(v->u.f));
-    case FERRY_TEXT:
-    case FERRY_BLOB: {
-        uint64_t n = v->u.s.n;
-
-        rc = ferry_buf_add(b, &n, sizeof(n));
-        return rc ? rc : ferry_buf_add(b, v->u.s.p, v->u.s.n);
-    }
-    default:
-        return FERRY_OK;
-    }
-}
-
-/* Parse a serialized key back into values pointing into the arena. */
-static size_t key_parse(const char *p, size_t n, struct ferry_value *vals, size_t max)
-{
-    size_t i = 0, off = 0;
-
-    while (off < n && i < max) {
-        struct ferry_value *v = &vals[i++];
-
-        v->type = (enum ferry_type)(unsigned char)p[off++];
-        switch (v->type) {
-        case FERRY_INT:
-            memcpy(&v->u.i, p + off, 8);
-            off += 8;
-            break;
-        case FERRY_FLOAT:
-            memcpy(&v->u.f, p + off, 8);
-            off += 8;
-            break;
-        case FERRY_TEXT:
-        case FERRY_BLOB: {
-            uint64_t len;
-
-            memcpy(&len, p + off, 8);
-            off += 8;
-            v->u.s.p = p + off;
-            v->u.s.n = (size_t)len;
-            off += (size_t)len;
-            break;
-        }
-        default:
-            break;
-        }
-    }
-    return i;
-}
-
 static int produce_changes(struct ferry_producer *p, const struct ferry_request *req,
                            int64_t limit, char **out, size_t *len, struct ferry_error *err)
 {
@@ -533,7 +475,7 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
             struct ferry_value kv;
 
             ferry_stmt_column(st, 2 + (int)k, &kv);
-            rc = key_serialize(&arena, &kv);
+            rc = ferry_key_pack(&arena, &kv, 1);
         }
         if (rc) {
             rc = ferry_error_set(err, rc, "change batch too large");
@@ -596,7 +538,8 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
                 ch[i].state = CH_DUP;
                 continue;
             }
-            nk = key_parse(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS);
+            nk = 0;
+            ferry_key_unpack(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
             ferry_stmt_reset(rowst[t]);
             rc = bind_tenant(rowst[t], &tv, npred[t], err);
             for (size_t k = 0; k < nk && !rc; k++)
@@ -645,7 +588,8 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
 
             if (ch[i].t != (int)t || ch[i].state != CH_TOMBSTONE)
                 continue;
-            nk = key_parse(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS);
+            nk = 0;
+            ferry_key_unpack(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
             rc = ferry_enc_row(enc, key, nk);
             if (rc)
                 rc = ferry_error_set(err, rc, "change batch too large");
