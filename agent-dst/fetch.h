@@ -35,4 +35,12 @@ void ferry_client_free(struct ferry_client *c);
 int ferry_client_post(struct ferry_client *c, const char *path, const char *body, size_t len,
                       size_t max_resp, char **resp, size_t *resplen, struct ferry_error *err);
 
+/*
+ * GET path ("/metrics") on the same connection; *resp as for
+ * ferry_client_post (owned, free with free(); NUL-terminated for text, the
+ * NUL not counted in *resplen). Same errors.
+ */
+int ferry_client_get(struct ferry_client *c, const char *path, size_t max_resp, char **resp,
+                     size_t *resplen, struct ferry_error *err);
+
 #endif
