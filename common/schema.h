@@ -54,6 +54,8 @@ int ferry_table_pkcol(const struct ferry_table_info *t, size_t k);
 /* Index into t->cols of column name, or -1. */
 int ferry_table_colidx(const struct ferry_table_info *t, const char *name);
 
+/* Deep copy src into dst (caller-owned). 0 or FERRY_ENOMEM (dst released). */
+int ferry_table_info_copy(struct ferry_table_info *dst, const struct ferry_table_info *src);
 void ferry_table_info_release(struct ferry_table_info *t);
 /* Release each of n tables and free the array. */
 void ferry_tables_free(struct ferry_table_info *t, size_t n);

@@ -1,0 +1,50 @@
+/*
+ * apply.h - ferry-dst's appliers: create or check the target tables, apply
+ * a batch in one target transaction.
+ *
+ * Ownership rule: a target row may be updated or deleted only when it
+ * belongs to this tenant or to none (an orphan), judged on the target with
+ * the manifest's scope paths. A row of another tenant stops the batch with
+ * FERRY_ECLASH naming the table and key, and nothing of the batch is
+ * committed.
+ */
+#ifndef FERRY_APPLY_H
+#define FERRY_APPLY_H
+
+#include "../common/error.h"
+#include "../proto/proto.h"
+
+#include <stdint.h>
+
+struct ferry_applier; /* opaque */
+
+struct ferry_apply_counts {
+    int64_t upserted;
+    int64_t deleted;
+};
+
+/*
+ * Open the target database (created when missing) for tenant, with the
+ * scope of manifest m (copied: m may be freed after). Creates tables that do
+ * not exist; refuses (FERRY_ESCHEMA) a table whose columns differ from the
+ * source's. With dry_run, nothing is created or written: only checks.
+ * *out owned, free with ferry_applier_close.
+ */
+int ferry_applier_open(const char *url, const struct ferry_manifest *m, const char *tenant,
+                       int dry_run, struct ferry_applier **out, struct ferry_error *err);
+void ferry_applier_close(struct ferry_applier *a);
+
+/*
+ * Apply every set of b, in order, in one transaction. On any error the
+ * transaction is rolled back. counts (may be NULL) are added to.
+ */
+int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
+                        struct ferry_apply_counts *counts, struct ferry_error *err);
+
+/* Rows of the scope's tables that violate a foreign key (after a copy). */
+int ferry_applier_fk_check(struct ferry_applier *a, int64_t *violations, struct ferry_error *err);
+
+/* Does table exist in the target (for dry-run reports)? */
+int ferry_applier_has_table(struct ferry_applier *a, const char *table);
+
+#endif
