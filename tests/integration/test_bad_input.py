@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Bad configs, a source that is down, unknown tenants, and malformed or
+out-of-scope HTTP requests: each gets its exit status or HTTP status and a
+clear error, changes nothing, and the server keeps answering."""
+
+import os
+import random
+import sqlite3
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ferrytest as ft  # noqa: E402
+
+MANIFEST = {"v": 1, "tenant": "1", "after": -1, "counts": False}
+SNAPSHOT = {"v": 1, "tenant": "1", "table": "posts", "after": None, "limit": 100}
+CHANGES = {"v": 1, "tenant": "1", "after": 0, "limit": 100}
+VALID = {"manifest": MANIFEST, "snapshot": SNAPSHOT, "changes": CHANGES}
+
+
+def garbage(valid):
+    """Malformed bodies for an endpoint whose valid request is valid."""
+    rng = random.Random(5)
+    bad = [
+        b"",
+        b"\xc1",
+        bytes(rng.randrange(256) for _ in range(300)),
+        b"not msgpack at all",
+        ft.mp_pack(42),
+        ft.mp_pack([1, 2, 3]),
+        ft.mp_pack({"v": 1}),
+        ft.mp_pack(dict(valid, v=2)),
+        ft.mp_pack(dict(valid, tenant=1)),
+        ft.mp_pack(dict(valid, extra=1)),
+        ft.mp_pack(valid)[:-1],
+        ft.mp_pack(valid) + b"\x00",
+        b"\xdd\xff\xff\xff\xff",
+        b"\xdf\xff\xff\xff\xff",
+        b"\xdb\xff\xff\xff\xf0a",
+        b"\x91" * 2000 + b"\xc0",
+    ]
+    if "limit" in valid:
+        bad += [ft.mp_pack(dict(valid, limit=0)), ft.mp_pack(dict(valid, limit=-5)),
+                ft.mp_pack(dict(valid, limit="100"))]
+    if "after" in valid and valid["after"] is None:
+        bad.append(ft.mp_pack(dict(valid, after=[b"\x00" * 10] * 50)))
+    return bad
+
+
+class BadInputTest(ft.FerryTestCase):
+
+    def assertExit(self, cp, code, *words):
+        self.assertEqual(cp.returncode, code, "exit %d, expected %d\nstdout: %s\nstderr: %s"
+                         % (cp.returncode, code, cp.stdout[-2000:], cp.stderr[-2000:]))
+        self.assertOneLine(cp.stderr)
+        for w in words:
+            self.assertIn(w, cp.stderr)
+
+    def test_source_unreachable(self):
+        self.make_target("http://127.0.0.1:%d" % ft.free_port(), tenant=1)
+        cp = self.sync("--quiet", expect=None, timeout=120)
+        self.assertExit(cp, 4)
+        if os.path.exists(self.dst_db):
+            self.assertEqual(ft.table_names(self.dst_db), [])
+
+    def test_misspelt_key(self):
+        conf = self.path("dst.conf")
+        with open(conf, "w") as f:
+            f.write("[target]\ndatabse = sqlite://%s\nstate = %s\ntenant = 1\n\n"
+                    "[source]\nurl = http://127.0.0.1:1\n"
+                    % (self.path("dst.db"), self.path("state")))
+        cp = ft.run_dst(["sync", "--config", conf])
+        self.assertExit(cp, 2, "databse")
+        cp = ft.run_dst(["status", "--config", conf])
+        self.assertExit(cp, 2, "databse")
+
+        self.make_source(teams=1, posts_per_team=5, install=False)
+        with open(self.src_conf) as f:
+            text = f.read()
+        with open(self.src_conf, "w") as f:
+            f.write(text.replace("database =", "databse ="))
+        for cmd in (["install"], ["serve"], ["scope", "--tenant", "1"]):
+            cp = ft.run_src(cmd + ["--config", self.src_conf], timeout=30)
+            self.assertExit(cp, 2, "databse")
+
+    def test_missing_tenant(self):
+        conf = self.path("dst.conf")
+        with open(conf, "w") as f:
+            f.write("[target]\ndatabase = sqlite://%s\nstate = %s\n\n"
+                    "[source]\nurl = http://127.0.0.1:1\n"
+                    % (self.path("dst.db"), self.path("state")))
+        cp = ft.run_dst(["sync", "--config", conf])
+        self.assertExit(cp, 2, "tenant")
+        self.assertFalse(os.path.exists(self.path("dst.db")))
+
+    def test_unknown_tenant(self):
+        self.make_source(teams=2, posts_per_team=20)
+        # a target that already serves another tenant must stay as it is
+        dst = sqlite3.connect(self.path("dst.db"))
+        dst.execute("CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        dst.execute("INSERT INTO teams VALUES (9, 'Team Nine')")
+        dst.commit()
+        dst.close()
+        before = ft.db_dump(self.path("dst.db"))
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=77)
+            cp = self.sync("--quiet", expect=None)
+        self.assertExit(cp, 2, "77")
+        self.assertEqual(ft.db_dump(self.dst_db) == before, True, "target changed")
+        if os.path.exists(self.state):
+            st = ft.status_json(self.dst_conf)
+            self.assertIn(st["phase"], ("new",), st)
+
+    def test_garbage_requests(self):
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            for name, valid in VALID.items():
+                for i, body in enumerate(garbage(valid)):
+                    status, resp = ft.http_post(srv.url, "/v1/" + name, body)
+                    self.assertEqual(status, 400, "/v1/%s garbage #%d (%r...): HTTP %d %r"
+                                     % (name, i, body[:40], status, resp[:200]))
+                    self.assertTrue(srv.alive(), "server died on /v1/%s garbage #%d" % (name, i))
+            self.assertEqual(ft.http_get(srv.url, "/healthz")[0], 200)
+            status, resp = ft.http_post(srv.url, "/v1/manifest", ft.mp_pack(MANIFEST))
+            self.assertEqual(status, 200, resp[:300])
+            m = ft.mp_unpack(resp)
+            names = [t["name"] for t in m["tables"]]
+            self.assertEqual(sorted(names), sorted(ft.IN_SCOPE))
+            # a sync still works after all that
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
+    def test_out_of_scope_snapshot(self):
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            for table in ("users", "audit_log", "_ferry_changes", "sqlite_schema", "nosuch",
+                          "posts; DROP TABLE teams", "posts\"--"):
+                status, resp = ft.http_post(srv.url, "/v1/snapshot",
+                                            ft.mp_pack(dict(SNAPSHOT, table=table)))
+                # Out of scope is "not found"; a name no table can have may
+                # also be refused as malformed.
+                allowed = (404,) if table in ("users", "audit_log") else (400, 404)
+                self.assertIn(status, allowed, "snapshot of %r: HTTP %d" % (table, status))
+                self.assertNotIn(b"@example.com", resp)
+                self.assertNotIn(b"event 0 of team", resp)
+                body = ft.mp_unpack(resp)
+                self.assertIsInstance(body, dict)
+                self.assertNotIn("sets", body)
+            self.assertIn("teams", ft.table_names(self.src_db))
+            # An in-scope snapshot carries only tenant 1's rows.
+            status, resp = ft.http_post(srv.url, "/v1/snapshot",
+                                        ft.mp_pack(dict(SNAPSHOT, limit=1000)))
+            self.assertEqual(status, 200)
+            batch = ft.mp_unpack(resp)
+            got = set()
+            for s in batch["sets"]:
+                self.assertEqual(s["table"], "posts")
+                k = s["cols"].index("id")
+                got |= {row[k] for row in s["rows"]}
+            want = {r[0][1] for r in ft.tenant_rows(self.src_db, "posts", 1)}
+            self.assertEqual(got, want)
+            self.assertTrue(srv.alive())
+
+    def test_request_too_big(self):
+        self.make_source(teams=1, posts_per_team=5)
+        with self.serve() as srv:
+            body = ft.mp_pack(dict(MANIFEST, tenant="1" * (70 * 1024)))
+            self.assertGreater(len(body), 64 * 1024)
+            for name in VALID:
+                status, _ = ft.http_post(srv.url, "/v1/" + name, body)
+                self.assertIn(status, (400, 413), "/v1/%s with %d bytes: HTTP %d"
+                              % (name, len(body), status))
+            status, _ = ft.http_post(srv.url, "/v1/manifest", ft.mp_pack(MANIFEST))
+            self.assertEqual(status, 200)
+
+    def test_missing_database(self):
+        missing = self.path("missing.db")
+        conf = ft.write_src_conf(self.path("src.conf"), missing)
+        for cmd in (["serve"], ["install"]):
+            cp = ft.run_src(cmd + ["--config", conf], timeout=20)
+            self.assertExit(cp, 2)
+            self.assertFalse(os.path.exists(missing), "%s created the database" % cmd[0])
+
+
+if __name__ == "__main__":
+    ft.main()

@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""ferry-src + ferry-dst on loopback, SQLite to SQLite: bulk copy, deltas,
+tenant moves, idempotence, dry-run, scope listing, status, install and
+uninstall, and a clash with another tenant already on the target.
+
+Every check compares with the hand-written oracle of ferrytest.tenant_rows().
+"""
+
+import os
+import re
+import sqlite3
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ferrytest as ft  # noqa: E402
+
+
+def ids(conn, sql, *params):
+    return [r[0] for r in conn.execute(sql, params)]
+
+
+def team_channels(conn, team):
+    return ids(conn, "SELECT id FROM channels WHERE team_id = ? ORDER BY id", team)
+
+
+def ferry_objects(db):
+    conn = sqlite3.connect(db)
+    try:
+        return sorted(conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_schema "
+            "WHERE lower(name) LIKE '\\_ferry%' ESCAPE '\\' "
+            "OR lower(tbl_name) LIKE '\\_ferry%' ESCAPE '\\'").fetchall())
+    finally:
+        conn.close()
+
+
+def app_dump(db):
+    """The application's own tables (no _ferry objects): content unchanged
+    by install/uninstall."""
+    d = ft.db_dump(db)
+    return {k: v for k, v in d["data"].items() if not k.lower().startswith("_ferry")}
+
+
+def last_run(status):
+    runs = status.get("runs") or []
+    if not runs:
+        raise AssertionError("status has no runs: %r" % status)
+    return max(runs, key=lambda r: r["id"])
+
+
+class SyncTest(ft.FerryTestCase):
+
+    def mutate(self, conn):
+        """Inserts, updates and deletes in team 1 and team 2, including
+        cascades, tenant moves and primary key changes. Returns what the
+        test must then see (for its own sanity checks)."""
+        c1 = team_channels(conn, 1)
+        c2 = team_channels(conn, 2)
+        p1 = ids(conn, "SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
+                       "WHERE c.team_id = 1 AND p.channel_id <> ? ORDER BY p.id", c1[1])
+        p1_reacted = ids(conn, "SELECT DISTINCT post_id FROM reactions WHERE post_id IN (%s) "
+                               "ORDER BY post_id" % ",".join(map(str, p1)))
+        p1_quiet = [p for p in p1 if p not in set(p1_reacted)]
+        p2 = ids(conn, "SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
+                       "WHERE c.team_id = 2 AND p.channel_id NOT IN (?, ?) ORDER BY p.id",
+                 c2[0], c2[1])
+        conn.execute("BEGIN")
+        # --- team 1
+        cur = conn.execute("INSERT INTO posts(channel_id, user_id, body, score, data) "
+                           "VALUES (?, 3, 'new post \u2713', 2.5, x'00ff00')", (c1[0],))
+        new_post = cur.lastrowid
+        conn.execute("INSERT INTO reactions(post_id, emoji, user_id) VALUES (?, 'tada', 7)",
+                     (new_post,))
+        conn.execute("UPDATE posts SET body = 'edited', score = 1e-300, data = NULL "
+                     "WHERE id = ?", (p1[0],))
+        conn.execute("DELETE FROM posts WHERE id = ?", (p1_reacted[0],))  # reactions cascade
+        conn.execute("DELETE FROM reactions WHERE post_id = ?", (p1_reacted[1],))
+        conn.execute("UPDATE posts SET id = 900001 WHERE id = ?", (p1_quiet[0],))  # key change
+        conn.execute("UPDATE settings SET value = 'now text' WHERE team_id = 1 "
+                     "AND key = 'max_upload'")
+        conn.execute("INSERT INTO settings(team_id, key, value) VALUES (1, 'new', x'00ff')")
+        conn.execute("DELETE FROM settings WHERE team_id = 1 AND key = 'nothing'")
+        conn.execute("UPDATE kinds SET v = -0.0 WHERE v IS NULL AND channel_id IN "
+                     "(SELECT id FROM channels WHERE team_id = 1)")
+        conn.execute("UPDATE teams SET name = 'Team One' WHERE id = 1")
+        conn.execute("INSERT INTO tags(name, team_ref) VALUES ('team1-new', 1)")
+        conn.execute("UPDATE tags SET team_ref = 2 WHERE name = 'team1-tag0'")  # leaves team 1
+        conn.execute("UPDATE tags SET team_ref = 1 WHERE name = 'team2-tag0'")  # enters team 1
+        conn.execute("UPDATE tags SET name = 'team1-renamed' WHERE name = 'team1-tag1'")
+        conn.execute("DELETE FROM channels WHERE id = ?", (c1[1],))  # posts, reactions, kinds
+        conn.execute("UPDATE channels SET team_id = 1 WHERE id = ?", (c2[0],))  # enters team 1
+        # --- team 2 and out of scope: none of it may reach the target
+        for i in range(5):
+            conn.execute("INSERT INTO posts(channel_id, body) VALUES (?, ?)",
+                         (c2[2], "team 2 post %d" % i))
+        conn.execute("UPDATE posts SET body = 'team 2 edit' WHERE id = ?", (p2[0],))
+        conn.execute("DELETE FROM posts WHERE id = ?", (p2[1],))
+        conn.execute("DELETE FROM channels WHERE id = ?", (c2[1],))
+        conn.execute("UPDATE teams SET name = 'Team Two' WHERE id = 2")
+        conn.execute("INSERT INTO settings(team_id, key, value) VALUES (2, 'secret', 'x')")
+        conn.execute("INSERT INTO audit_log(team_id, what) VALUES (1, 'audited')")
+        conn.execute("UPDATE users SET email = 'changed@example.com' WHERE id = 3")
+        conn.execute("COMMIT")
+        return {"deleted_channel": c1[1], "moved_channel": c2[0], "new_post": new_post,
+                "deleted_post": p1_reacted[0], "rekeyed_post": p1_quiet[0]}
+
+    def test_sync_deltas_and_idempotence(self):
+        self.make_source(teams=3, posts_per_team=200)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
+            conn = ft.source_conn(self.src_db)
+            try:
+                m = self.mutate(conn)
+            finally:
+                conn.close()
+            # The oracle itself must see the changes the test means to make.
+            posts = {r[0][1] for r in ft.tenant_rows(self.src_db, "posts", 1)}
+            chans = {r[0][1] for r in ft.tenant_rows(self.src_db, "channels", 1)}
+            tags = {r[0][1] for r in ft.tenant_rows(self.src_db, "tags", 1)}
+            self.assertIn(m["moved_channel"], chans)
+            self.assertNotIn(m["deleted_channel"], chans)
+            self.assertIn(m["new_post"], posts)
+            self.assertIn(900001, posts)
+            self.assertNotIn(m["rekeyed_post"], posts)
+            self.assertNotIn(b"team1-tag0", tags)
+            self.assertIn(b"team2-tag0", tags)
+            # The target still holds what must go, so the second sync has work.
+            dst_posts = {r[0][1] for r in ft.table_rows(self.dst_db, "posts")}
+            self.assertIn(m["deleted_post"], dst_posts)
+
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+            moved = [r for r in ft.table_rows(self.dst_db, "posts")
+                     if r[1] == ("integer", m["moved_channel"])]
+            self.assertGreater(len(moved), 0, "posts of the channel moved into team 1 missing")
+            st = ft.status_json(self.dst_conf)
+            run = last_run(st)
+            self.assertGreater(run["upserted"], 0, run)
+            self.assertGreater(run["deleted"], 0, run)
+
+            # Nothing changed on the source: a third sync changes nothing.
+            before = ft.db_dump(self.dst_db)
+            self.sync()
+            self.assertEqual(ft.db_dump(self.dst_db) == before, True,
+                             "a sync without source changes changed the target")
+            st = ft.status_json(self.dst_conf)
+            run = last_run(st)
+            self.assertEqual((run["kind"], run["code"], run["upserted"], run["deleted"]),
+                             ("sync", "OK", 0, 0), run)
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
+    def test_move_channel_out_of_tenant(self):
+        # A channel that moves from team 1 to team 3 leaves team 1 with its
+        # posts, reactions and kinds, though none of those rows changed.
+        self.make_source(teams=3, posts_per_team=100)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            conn = ft.source_conn(self.src_db)
+            try:
+                ch = team_channels(conn, 1)[0]
+                conn.execute("UPDATE channels SET team_id = 3 WHERE id = ?", (ch,))
+            finally:
+                conn.close()
+            self.assertIn(("integer", ch), [r[1] for r in ft.table_rows(self.dst_db, "posts")])
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
+    def test_dry_run_changes_nothing(self):
+        self.make_source(teams=3, posts_per_team=50)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            cp = self.sync("--dry-run")
+            out = cp.stdout + cp.stderr
+            for t in ft.IN_SCOPE:
+                self.assertRegex(out, r"\b%s\b" % t, "dry-run does not name table %s" % t)
+            if os.path.exists(self.dst_db):
+                self.assertEqual(ft.table_names(self.dst_db), [],
+                                 "dry-run created tables in the target")
+            if os.path.exists(self.state):
+                self.assertEqual(os.listdir(self.state), [], "dry-run wrote state")
+            # and a real sync afterwards starts from scratch and is complete
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
+    def test_scope_lists_tables_and_counts(self):
+        self.make_source(teams=3, posts_per_team=120)
+        for tenant in (1, 2):
+            cp = ft.run_src(["scope", "--config", self.src_conf, "--tenant", str(tenant)])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            lines = cp.stdout.splitlines()
+            for t in ft.IN_SCOPE:
+                n = len(ft.tenant_rows(self.src_db, t, tenant))
+                hit = [l for l in lines if re.search(r"\b%s\b" % t, l)
+                       and re.search(r"(?<![\w.])%d(?![\w.])" % n, l)]
+                self.assertTrue(hit, "scope output has no line naming %s with %d rows:\n%s"
+                                % (t, n, cp.stdout))
+            for t in ft.OUT_OF_SCOPE:
+                listed = [l for l in lines if re.search(r"\b%s\b" % t, l)
+                          and not re.search(r"exclu|skip|not in scope|shared|unreach", l, re.I)]
+                self.assertEqual(listed, [], "scope lists out-of-scope table %s:\n%s"
+                                 % (t, cp.stdout))
+
+    def test_status_json_after_sync(self):
+        self.make_source(teams=3, posts_per_team=80)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            t0 = time.time()
+            self.sync()
+            st = ft.status_json(self.dst_conf)
+        self.assertEqual(st["tenant"], "1")
+        self.assertEqual(st["source"].rstrip("/"), srv.url)
+        self.assertEqual(st["phase"], "streaming")
+        self.assertIsInstance(st["start_head"], int)
+        self.assertIsInstance(st["hwm"], int)
+        self.assertGreaterEqual(st["hwm"], st["start_head"])
+        self.assertLessEqual(abs(st["last_sync"] - t0), 120)
+        tables = {t["table"]: t for t in st["tables"]}
+        self.assertEqual(set(tables), set(ft.IN_SCOPE))
+        total = 0
+        for t in ft.IN_SCOPE:
+            n = len(ft.tenant_rows(self.src_db, t, 1))
+            total += n
+            self.assertEqual((tables[t]["rows"], tables[t]["done"]), (n, True), t)
+        runs = st["runs"]
+        self.assertEqual(len(runs), 1, runs)
+        run = runs[0]
+        self.assertEqual((run["kind"], run["code"], run["upserted"], run["deleted"]),
+                         ("sync", "OK", total, 0), run)
+        self.assertLessEqual(run["started"], run["ended"])
+
+    def test_install_twice_and_uninstall(self):
+        self.make_source(teams=2, posts_per_team=30, install=False)
+        data = app_dump(self.src_db)
+        self.assertEqual(ferry_objects(self.src_db), [])
+        for _ in range(2):
+            cp = ft.run_src(["install", "--config", self.src_conf])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            if _ == 0:
+                first = ferry_objects(self.src_db)
+        self.assertTrue(first, "install created no _ferry objects")
+        self.assertEqual(ferry_objects(self.src_db), first, "second install changed the objects")
+        self.assertEqual(app_dump(self.src_db), data, "install changed application data")
+        # Capture works after the second install: a change still syncs.
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            conn = ft.source_conn(self.src_db)
+            conn.execute("UPDATE teams SET name = 'renamed' WHERE id = 1")
+            conn.close()
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+        data = app_dump(self.src_db)
+        cp = ft.run_src(["uninstall", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(ferry_objects(self.src_db), [], "uninstall left _ferry objects")
+        self.assertEqual(app_dump(self.src_db), data, "uninstall changed application data")
+        conn = sqlite3.connect(self.src_db)
+        triggers = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'").fetchall()
+        conn.close()
+        self.assertEqual(triggers, [], "uninstall left triggers")
+
+    def test_clash_with_other_tenant(self):
+        self.make_source(teams=3, posts_per_team=40)
+        conn = sqlite3.connect(self.src_db)
+        ddl = dict(conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'"))
+        clash = conn.execute("SELECT min(id) FROM channels WHERE team_id = 1").fetchone()[0]
+        conn.close()
+        # A target that already serves team 9, whose channel has the same id
+        # as one of team 1's channels.
+        dst = sqlite3.connect(self.path("dst.db"))
+        for t in ft.IN_SCOPE:
+            dst.execute(ddl[t])
+        dst.execute("INSERT INTO teams(id, name) VALUES (9, 'Team Nine')")
+        dst.execute("INSERT INTO channels(id, team_id, name) VALUES (?, 9, 'nine')", (clash,))
+        dst.execute("INSERT INTO settings(team_id, key, value) VALUES (9, 'theme', 'light')")
+        dst.commit()
+        dst.close()
+        before = ft.db_dump(self.path("dst.db"))
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            cp = self.sync("--quiet", expect=5)
+        self.assertOneLine(cp.stderr)
+        self.assertRegex(cp.stderr, r"\bchannels\b", "error does not name the table")
+        self.assertRegex(cp.stderr, r"(?<!\d)%d(?!\d)" % clash, "error does not name the key")
+        self.assertEqual(ft.db_dump(self.dst_db) == before, True,
+                         "the target changed although the sync was refused")
+
+
+if __name__ == "__main__":
+    ft.main()
