@@ -53,7 +53,7 @@ static inline const char *test_tmpdir(const char *name)
 {
     static char path[512];
     const char *base = getenv("FERRY_TEST_TMP");
-    char cmd[600];
+    char cmd[1200];
 
     snprintf(path, sizeof(path), "%s/%s.%d", base ? base : "/tmp", name, (int)getpid());
     snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -p '%s'", path, path);

@@ -1,0 +1,156 @@
+/*
+ * main.c - the ferry-dst command line.
+ */
+#include "../common/config.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "sync.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: ferry-dst <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  sync    --config C [--dry-run]   bulk copy, then deltas; resumable\n"
+    "  status  --config C [--json]      what the state says, without the source\n"
+    "\n"
+    "options: -v/--verbose, -q/--quiet, -h/--help, --version\n"
+    "exit status: 0 ok, 1 a check failed, 2 usage or config error, 3 auth refused,\n"
+    "             4 source unreachable, 5 data or schema error\n";
+
+struct opts {
+    const char *config;
+    int dry_run;
+    int json;
+    int quiet;
+    int verbose;
+};
+
+static int fail(const struct ferry_error *err)
+{
+    fprintf(stderr, "ferry-dst: %s\n", err->msg[0] ? err->msg : ferry_strerror(err->code));
+    return ferry_exit_status(err->code);
+}
+
+static int load(const struct opts *o, struct ferry_config *cfg, struct ferry_error *err)
+{
+    int rc;
+
+    if (!o->config)
+        return ferry_error_set(err, FERRY_EUSAGE, "--config is required");
+    rc = ferry_config_load(o->config, cfg, err);
+    if (!rc)
+        rc = ferry_config_require_dst(cfg, err);
+    return rc;
+}
+
+static int cmd_sync(const struct opts *o, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_sync_opts so = {o->dry_run, o->quiet};
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = load(o, &cfg, err);
+    if (!rc)
+        rc = ferry_sync(&cfg, &so, err);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_status(const struct opts *o, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = load(o, &cfg, err);
+    if (!rc)
+        rc = ferry_status(&cfg, o->json, err);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(const struct opts *o, struct ferry_error *err);
+} commands[] = {
+    {"sync", cmd_sync},
+    {"status", cmd_status},
+};
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"dry-run", no_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},         {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+    };
+    struct ferry_error err;
+    struct opts o;
+    const char *cmd;
+    int c, rc;
+
+    memset(&o, 0, sizeof(o));
+    ferry_error_clear(&err);
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        puts("ferry-dst 0.1.0");
+        return 0;
+    }
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "c:nqvh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            o.config = optarg;
+            break;
+        case 'n':
+            o.dry_run = 1;
+            break;
+        case 'j':
+            o.json = 1;
+            break;
+        case 'q':
+            o.quiet = 1;
+            break;
+        case 'v':
+            o.verbose = 1;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ferry-dst: unexpected argument '%s'\n%s", argv[optind], usage);
+        return 2;
+    }
+    ferry_log_init("ferry-dst", o.verbose ? FERRY_LOG_DEBUG
+                                          : (o.quiet ? FERRY_LOG_WARN : FERRY_LOG_INFO));
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(cmd, commands[i].name) != 0)
+            continue;
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = commands[i].fn(&o, &err);
+        curl_global_cleanup();
+        return rc ? fail(&err) : 0;
+    }
+    fprintf(stderr, "ferry-dst: unknown command '%s'\n%s", cmd, usage);
+    return 2;
+}

@@ -1,0 +1,522 @@
+/*
+ * sync.c - the sync loop of ferry-dst.
+ *
+ * Order of durability, everywhere: the target transaction commits first,
+ * then the mark moves in LMDB. A crash between the two re-applies one batch
+ * on the next run; applying current images by key is idempotent, so nothing
+ * is lost and nothing is duplicated.
+ */
+#include "sync.h"
+
+#include "../common/buf.h"
+#include "../common/keypack.h"
+#include "../common/log.h"
+#include "../proto/proto.h"
+#include "apply.h"
+#include "fetch.h"
+#include "state.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct run {
+    const struct ferry_config *cfg;
+    const struct ferry_sync_opts *opts;
+    struct ferry_client *client;
+    struct ferry_state *state;
+    struct ferry_applier *applier;
+    struct ferry_manifest *manifest;
+    struct ferry_state_meta meta;
+    struct ferry_apply_counts counts;
+    int64_t copied;
+    size_t max_body;
+    long batch;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* POST a request, return the body (owned). */
+static int call(struct run *r, const char *path, const struct ferry_request *req, char **resp,
+                size_t *len, struct ferry_error *err)
+{
+    char *body = NULL;
+    size_t blen = 0;
+    int rc;
+
+    rc = ferry_request_encode(req, &body, &blen, err);
+    if (rc)
+        return rc;
+    rc = ferry_client_post(r->client, path, body, blen, r->max_body, resp, len, err);
+    free(body);
+    return rc;
+}
+
+static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry_error *err)
+{
+    struct ferry_request req;
+    char *resp = NULL;
+    size_t len = 0;
+    int rc;
+
+    memset(&req, 0, sizeof(req));
+    req.type = FERRY_REQ_MANIFEST;
+    req.tenant = r->cfg->target.tenant;
+    req.after = after;
+    req.counts = counts;
+    rc = call(r, "/v1/manifest", &req, &resp, &len, err);
+    if (rc == FERRY_ENOTFOUND)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "%s; check [target] tenant in %s", err->msg, r->cfg->path);
+    if (rc)
+        return rc;
+    rc = ferry_manifest_decode(resp, len, &ferry_limits_default, &r->manifest, err);
+    free(resp);
+    if (rc)
+        return ferry_error_prefix(err, "manifest from the source");
+    if (strcmp(r->manifest->tenant, r->cfg->target.tenant) != 0)
+        return ferry_error_set(err, FERRY_EPROTO, "manifest is for tenant %.64s, not %.64s",
+                               r->manifest->tenant, r->cfg->target.tenant);
+    return FERRY_OK;
+}
+
+static int copy_table(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
+{
+    struct ferry_copy_progress p;
+    double t0 = now_s();
+    int rc;
+
+    rc = ferry_state_copy_get(r->state, ti->name, &p, err);
+    if (rc == FERRY_ENOTFOUND) {
+        memset(&p, 0, sizeof(p));
+        snprintf(p.table, sizeof(p.table), "%s", ti->name);
+        rc = FERRY_OK;
+    }
+    if (rc || p.done)
+        return rc;
+    if (p.rows && !r->opts->quiet)
+        log_info("copy %s: resuming after %" PRId64 " rows", ti->name, p.rows);
+    for (;;) {
+        struct ferry_value after[FERRY_MAX_KEY_COLS];
+        struct ferry_request req;
+        struct ferry_batch *b = NULL;
+        struct ferry_apply_counts c = {0, 0};
+        char *resp = NULL;
+        size_t len = 0, nafter = 0;
+        struct ferry_buf key;
+
+        memset(&req, 0, sizeof(req));
+        req.type = FERRY_REQ_SNAPSHOT;
+        req.tenant = r->cfg->target.tenant;
+        req.table = ti->name;
+        req.limit = r->batch;
+        if (p.keylen) {
+            rc = ferry_key_unpack((const char *)p.key, p.keylen, after, FERRY_MAX_KEY_COLS,
+                                  &nafter);
+            if (rc)
+                return ferry_error_set(err, FERRY_EDATA,
+                                       "copy progress of %s in the state is corrupt; remove the "
+                                       "state directory and copy again",
+                                       ti->name);
+            req.after_key = after;
+            req.nafter = nafter;
+        }
+        rc = call(r, "/v1/snapshot", &req, &resp, &len, err);
+        if (rc)
+            return rc;
+        rc = ferry_batch_decode(resp, len, &ferry_limits_default, &b, err);
+        if (rc) {
+            free(resp);
+            return ferry_error_prefix(err, "snapshot of %s", ti->name);
+        }
+        rc = ferry_applier_apply(r->applier, b, &c, err);
+        if (!rc) {
+            ferry_buf_init(&key, sizeof(p.key));
+            if (b->last) {
+                rc = ferry_key_pack(&key, b->last, b->nlast);
+                if (rc)
+                    rc = ferry_error_set(err, FERRY_ETOOBIG,
+                                         "a key of %s is over %zu bytes; ferry cannot resume "
+                                         "within this table",
+                                         ti->name, sizeof(p.key));
+                else {
+                    memcpy(p.key, key.data, key.len);
+                    p.keylen = key.len;
+                }
+            }
+            ferry_buf_release(&key);
+        }
+        if (!rc) {
+            p.rows += c.upserted;
+            p.done = !b->more;
+            rc = ferry_state_copy_put(r->state, &p, err);
+        }
+        ferry_batch_free(b);
+        free(resp);
+        if (rc)
+            return rc;
+        r->counts.upserted += c.upserted;
+        r->copied += c.upserted;
+        if (p.done)
+            break;
+    }
+    if (!r->opts->quiet) {
+        double dt = now_s() - t0;
+
+        log_info("copy %s: %" PRId64 " rows in %.2f s (%.0f rows/s)", ti->name, p.rows, dt,
+                 dt > 0 ? (double)p.rows / dt : 0.0);
+    }
+    return FERRY_OK;
+}
+
+static int apply_deltas(struct run *r, struct ferry_error *err)
+{
+    int64_t before = r->meta.hwm;
+    int rc;
+
+    for (;;) {
+        struct ferry_request req;
+        struct ferry_batch *b = NULL;
+        char *resp = NULL;
+        size_t len = 0;
+        int more;
+
+        memset(&req, 0, sizeof(req));
+        req.type = FERRY_REQ_CHANGES;
+        req.tenant = r->cfg->target.tenant;
+        req.after = r->meta.hwm;
+        req.limit = r->batch;
+        rc = call(r, "/v1/changes", &req, &resp, &len, err);
+        if (rc)
+            return rc;
+        rc = ferry_batch_decode(resp, len, &ferry_limits_default, &b, err);
+        if (rc) {
+            free(resp);
+            return ferry_error_prefix(err, "change batch");
+        }
+        if (b->head < r->meta.hwm) {
+            rc = ferry_error_set(err, FERRY_EPROTO,
+                                 "source sent a change batch ending at %" PRId64
+                                 ", behind the mark %" PRId64 "; was the source's change log "
+                                 "reset? copy again with a fresh state",
+                                 b->head, r->meta.hwm);
+        }
+        if (!rc)
+            rc = ferry_applier_apply(r->applier, b, &r->counts, err);
+        if (!rc && b->head != r->meta.hwm) {
+            r->meta.hwm = b->head;
+            rc = ferry_state_set_hwm(r->state, b->head, 0, err);
+        }
+        more = b->more;
+        ferry_batch_free(b);
+        free(resp);
+        if (rc)
+            return rc;
+        if (!more)
+            break;
+    }
+    if (!r->opts->quiet && r->meta.hwm != before)
+        log_info("deltas: mark %" PRId64 " -> %" PRId64, before, r->meta.hwm);
+    return FERRY_OK;
+}
+
+static int dry_run(struct run *r, struct ferry_error *err)
+{
+    int64_t total = 0;
+    int rc;
+
+    rc = ferry_applier_open(r->cfg->target.database, r->manifest, r->cfg->target.tenant, 1,
+                            &r->applier, err);
+    if (rc)
+        return rc;
+    printf("dry run: tenant %s from %s (root %s, source head %" PRId64 ")\n",
+           r->cfg->target.tenant, r->cfg->source.url, r->manifest->root, r->manifest->head);
+    if (r->meta.phase == FERRY_PHASE_STREAMING) {
+        printf("copy done; %" PRId64 " changes pending after mark %" PRId64 "\n",
+               r->manifest->pending, r->meta.hwm);
+        return FERRY_OK;
+    }
+    for (size_t i = 0; i < r->manifest->ntables; i++) {
+        const struct ferry_table_info *ti = &r->manifest->tables[i];
+
+        printf("  %-24s %10" PRId64 " rows  %s\n", ti->name, ti->rows,
+               ferry_applier_has_table(r->applier, ti->name) ? "(table exists)"
+                                                            : "(table would be created)");
+        total += ti->rows > 0 ? ti->rows : 0;
+    }
+    printf("would copy %" PRId64 " rows in %zu tables; nothing was changed\n", total,
+           r->manifest->ntables);
+    return FERRY_OK;
+}
+
+static int open_state(struct run *r, struct ferry_error *err)
+{
+    int rc;
+
+    rc = ferry_state_open(r->cfg->target.state,
+                          r->opts->dry_run ? FERRY_STATE_READONLY : FERRY_STATE_CREATE, &r->state,
+                          err);
+    if (rc == FERRY_ENOTFOUND && r->opts->dry_run) {
+        ferry_error_clear(err);
+        memset(&r->meta, 0, sizeof(r->meta));
+        r->meta.hwm = -1;
+        return FERRY_OK;
+    }
+    if (rc)
+        return rc;
+    rc = ferry_state_meta_get(r->state, &r->meta, err);
+    if (rc == FERRY_ENOTFOUND) {
+        ferry_error_clear(err);
+        memset(&r->meta, 0, sizeof(r->meta));
+        r->meta.phase = FERRY_PHASE_NEW;
+        r->meta.hwm = -1;
+        return FERRY_OK;
+    }
+    if (rc)
+        return rc;
+    if (strcmp(r->meta.tenant, r->cfg->target.tenant) != 0)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "state %s belongs to tenant %s, not %s; use another [target] "
+                               "state directory",
+                               r->cfg->target.state, r->meta.tenant, r->cfg->target.tenant);
+    return FERRY_OK;
+}
+
+int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opts,
+               struct ferry_error *err)
+{
+    struct run r;
+    struct ferry_run run;
+    double t0 = now_s();
+    int rc;
+
+    memset(&r, 0, sizeof(r));
+    memset(&run, 0, sizeof(run));
+    r.cfg = cfg;
+    r.opts = opts;
+    r.max_body = ferry_limits_default.max_body;
+    r.batch = cfg->source.batch_rows > 0 ? cfg->source.batch_rows : 5000;
+    rc = open_state(&r, err);
+    if (rc)
+        goto out;
+    rc = ferry_client_new(cfg, &r.client, err);
+    if (rc)
+        goto out;
+    rc = fetch_manifest(&r, r.meta.phase == FERRY_PHASE_STREAMING ? r.meta.hwm : -1,
+                        opts->dry_run || r.meta.phase != FERRY_PHASE_STREAMING, err);
+    if (rc)
+        goto out;
+    if (opts->dry_run) {
+        rc = dry_run(&r, err);
+        goto out;
+    }
+    rc = ferry_applier_open(cfg->target.database, r.manifest, cfg->target.tenant, 0, &r.applier,
+                            err);
+    if (rc)
+        goto out;
+    snprintf(run.kind, sizeof(run.kind), "sync");
+    run.hwm_before = r.meta.hwm;
+    rc = ferry_state_run_begin(r.state, &run, err);
+    if (rc)
+        goto out;
+    if (r.meta.phase == FERRY_PHASE_NEW) {
+        /* The head comes first: whatever is written during the copy is in the deltas. */
+        snprintf(r.meta.tenant, sizeof(r.meta.tenant), "%s", cfg->target.tenant);
+        snprintf(r.meta.source, sizeof(r.meta.source), "%s", cfg->source.url);
+        r.meta.start_head = r.manifest->head;
+        r.meta.hwm = r.manifest->head;
+        r.meta.phase = FERRY_PHASE_COPYING;
+        r.meta.created = (int64_t)time(NULL);
+        rc = ferry_state_meta_put(r.state, &r.meta, err);
+        if (rc)
+            goto end;
+        if (!opts->quiet)
+            log_info("initial copy of tenant %s, change log head %" PRId64, cfg->target.tenant,
+                     r.meta.start_head);
+    }
+    if (r.meta.phase == FERRY_PHASE_COPYING) {
+        for (size_t i = 0; i < r.manifest->ntables && !rc; i++)
+            rc = copy_table(&r, &r.manifest->tables[i], err);
+        if (rc)
+            goto end;
+        r.meta.phase = FERRY_PHASE_STREAMING;
+        rc = ferry_state_meta_put(r.state, &r.meta, err);
+        if (rc)
+            goto end;
+    }
+    rc = apply_deltas(&r, err);
+    if (rc)
+        goto end;
+    {
+        int64_t bad = 0;
+
+        rc = ferry_applier_fk_check(r.applier, &bad, err);
+        if (!rc && bad)
+            log_warn("%" PRId64 " target rows reference a parent that is not there (foreign "
+                     "key check); run sync again, and verify if it persists",
+                     bad);
+    }
+    if (!rc)
+        rc = ferry_state_set_hwm(r.state, r.meta.hwm, (int64_t)time(NULL), err);
+end:
+    run.ended = (int64_t)time(NULL);
+    run.upserted = r.counts.upserted;
+    run.deleted = r.counts.deleted;
+    run.hwm_after = r.meta.hwm;
+    run.code = rc;
+    snprintf(run.msg, sizeof(run.msg), "%s", rc ? err->msg : "");
+    if (run.id) {
+        struct ferry_error e2;
+
+        if (ferry_state_run_put(r.state, &run, &e2))
+            log_warn("cannot record the run: %s", e2.msg);
+    }
+    if (!rc && !opts->quiet)
+        log_info("sync done in %.2f s: %" PRId64 " rows copied, %" PRId64 " upserted and %" PRId64
+                 " deleted by deltas, mark %" PRId64,
+                 now_s() - t0, r.copied, r.counts.upserted - r.copied, r.counts.deleted,
+                 r.meta.hwm);
+out:
+    ferry_applier_close(r.applier);
+    ferry_manifest_free(r.manifest);
+    ferry_client_free(r.client);
+    ferry_state_close(r.state);
+    return rc;
+}
+
+static const char *phase_name(int phase)
+{
+    switch (phase) {
+    case FERRY_PHASE_COPYING:
+        return "copying";
+    case FERRY_PHASE_STREAMING:
+        return "streaming";
+    default:
+        return "new";
+    }
+}
+
+/* JSON string with escapes; s is text we wrote or the operator's config. */
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+struct status_walk {
+    int json;
+    int n;
+};
+
+static int print_progress(const struct ferry_copy_progress *p, void *arg)
+{
+    struct status_walk *w = arg;
+
+    if (w->json) {
+        printf("%s{\"table\":", w->n ? "," : "");
+        json_str(stdout, p->table);
+        printf(",\"rows\":%" PRId64 ",\"done\":%s}", p->rows, p->done ? "true" : "false");
+    } else {
+        printf("  %-24s %10" PRId64 " rows  %s\n", p->table, p->rows,
+               p->done ? "copied" : "copying");
+    }
+    w->n++;
+    return 0;
+}
+
+int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *err)
+{
+    struct ferry_state *st = NULL;
+    struct ferry_state_meta m;
+    struct ferry_run runs[10];
+    struct status_walk w = {json, 0};
+    size_t nruns = 0;
+    int rc;
+
+    rc = ferry_state_open(cfg->target.state, FERRY_STATE_READONLY, &st, err);
+    if (rc)
+        return rc;
+    rc = ferry_state_meta_get(st, &m, err);
+    if (rc == FERRY_ENOTFOUND) {
+        memset(&m, 0, sizeof(m));
+        snprintf(m.tenant, sizeof(m.tenant), "%s", cfg->target.tenant);
+        m.hwm = -1;
+        rc = FERRY_OK;
+    }
+    if (!rc)
+        rc = ferry_state_runs_last(st, runs, 10, &nruns, err);
+    if (rc)
+        goto out;
+    if (json) {
+        printf("{\"tenant\":");
+        json_str(stdout, m.tenant);
+        printf(",\"source\":");
+        json_str(stdout, m.source);
+        printf(",\"phase\":\"%s\",\"start_head\":%" PRId64 ",\"hwm\":%" PRId64
+               ",\"last_sync\":%" PRId64 ",\"tables\":[",
+               phase_name(m.phase), m.start_head, m.hwm, m.last_sync);
+    } else {
+        printf("tenant %s from %s\nphase %s, start head %" PRId64 ", mark %" PRId64 "\n",
+               m.tenant, m.source[0] ? m.source : "(never synced)", phase_name(m.phase),
+               m.start_head, m.hwm);
+        if (m.last_sync) {
+            time_t t = (time_t)m.last_sync;
+            char when[64];
+            struct tm tm;
+
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+            printf("last successful sync %s\n", when);
+        }
+        printf("tables:\n");
+    }
+    rc = ferry_state_copy_each(st, print_progress, &w, err);
+    if (rc)
+        goto out;
+    if (json)
+        printf("],\"runs\":[");
+    else
+        printf("recent runs:\n");
+    for (size_t i = 0; i < nruns; i++) {
+        const struct ferry_run *r = &runs[i];
+
+        if (json) {
+            printf("%s{\"id\":%" PRId64 ",\"kind\":", i ? "," : "", r->id);
+            json_str(stdout, r->kind);
+            printf(",\"started\":%" PRId64 ",\"ended\":%" PRId64 ",\"upserted\":%" PRId64
+                   ",\"deleted\":%" PRId64 ",\"hwm_before\":%" PRId64 ",\"hwm_after\":%" PRId64
+                   ",\"code\":\"%s\",\"msg\":",
+                   r->started, r->ended, r->upserted, r->deleted, r->hwm_before, r->hwm_after,
+                   ferry_strcode(r->code));
+            json_str(stdout, r->msg);
+            printf("}");
+        } else {
+            printf("  #%" PRId64 " %-6s %s  %" PRId64 " upserted, %" PRId64
+                   " deleted, mark %" PRId64 " -> %" PRId64 "%s%s\n",
+                   r->id, r->kind, r->ended ? ferry_strcode(r->code) : "UNFINISHED",
+                   r->upserted, r->deleted, r->hwm_before, r->hwm_after, r->msg[0] ? ": " : "",
+                   r->msg);
+        }
+    }
+    if (json)
+        printf("]}\n");
+out:
+    ferry_state_close(st);
+    return rc;
+}
