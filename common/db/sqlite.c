@@ -454,30 +454,22 @@ static int q_prepare(struct sq_db *d, const char *sql, const char *arg, sqlite3_
     if (src == SQLITE_OK && arg)
         src = sqlite3_bind_text(*s, 1, arg, -1, SQLITE_TRANSIENT);
     if (src != SQLITE_OK) {
-        sq_error(d->h, src, sql, err);
         sqlite3_finalize(*s);
         *s = NULL;
-        return err ? err->code : FERRY_EDB;
+        return sq_error(d->h, src, sql, err);
     }
     return 0;
 }
 
-/* sqlite3_step() for internal queries: 1 row, 0 done, or -1 with err set. */
-static int q_step(struct sq_db *d, sqlite3_stmt *s, struct ferry_error *err)
+/* sqlite3_step() for internal queries: *row is 1 for a row, 0 when done. */
+static int q_step(struct sq_db *d, sqlite3_stmt *s, int *row, struct ferry_error *err)
 {
     int src = sqlite3_step(s);
 
-    if (src == SQLITE_ROW)
-        return 1;
-    if (src == SQLITE_DONE)
+    *row = src == SQLITE_ROW;
+    if (src == SQLITE_ROW || src == SQLITE_DONE)
         return 0;
-    sq_error(d->h, src, sqlite3_sql(s), err);
-    return -1;
-}
-
-static int q_fail(struct ferry_error *err)
-{
-    return err && err->code ? err->code : FERRY_EDB;
+    return sq_error(d->h, src, sqlite3_sql(s), err);
 }
 
 /* strdup of a column as text ("" for NULL). */
@@ -520,7 +512,7 @@ static int sq_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry
     char **v = NULL;
     size_t nv = 0;
     size_t cap = 0;
-    int r;
+    int row;
     int rc;
 
     *names = NULL;
@@ -528,7 +520,10 @@ static int sq_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry
     rc = q_prepare(d, sql, NULL, &s, err);
     if (rc)
         goto out;
-    while ((r = q_step(d, s, err)) == 1) {
+    for (;;) {
+        rc = q_step(d, s, &row, err);
+        if (rc || !row)
+            break;
         rc = grow((void **)&v, &cap, nv, sizeof(*v), err);
         if (rc)
             goto out;
@@ -537,10 +532,8 @@ static int sq_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry
             goto out;
         nv++;
     }
-    if (r < 0) {
-        rc = q_fail(err);
+    if (rc)
         goto out;
-    }
     *names = v;
     *n = nv;
     v = NULL;
@@ -561,17 +554,15 @@ static int canonical_name(struct sq_db *d, const char *table, char **name, struc
     static const char sql[] =
         "SELECT name FROM main.sqlite_schema WHERE type='table' AND name=?1 COLLATE NOCASE";
     sqlite3_stmt *s = NULL;
-    int r;
+    int row;
     int rc;
 
     *name = NULL;
     rc = q_prepare(d, sql, table, &s, err);
     if (rc)
         goto out;
-    r = q_step(d, s, err);
-    if (r < 0)
-        rc = q_fail(err);
-    else if (r == 1)
+    rc = q_step(d, s, &row, err);
+    if (!rc && row)
         rc = q_strdup(s, 0, name, err);
 out:
     sqlite3_finalize(s);
@@ -584,16 +575,18 @@ static int read_columns(struct sq_db *d, struct ferry_table_info *t, struct ferr
     static const char sql[] = "SELECT name, type, \"notnull\", pk FROM pragma_table_xinfo(?1, "
                               "'main') WHERE hidden = 0 ORDER BY cid";
     sqlite3_stmt *s = NULL;
+    struct ferry_column *c;
     size_t cap = 0;
-    int r;
+    int row;
     int rc;
 
     rc = q_prepare(d, sql, t->name, &s, err);
     if (rc)
         goto out;
-    while ((r = q_step(d, s, err)) == 1) {
-        struct ferry_column *c;
-
+    for (;;) {
+        rc = q_step(d, s, &row, err);
+        if (rc || !row)
+            break;
         rc = grow((void **)&t->cols, &cap, t->ncols, sizeof(*t->cols), err);
         if (rc)
             goto out;
@@ -608,8 +601,6 @@ static int read_columns(struct sq_db *d, struct ferry_table_info *t, struct ferr
         c->notnull = sqlite3_column_int(s, 2) != 0;
         c->pk = sqlite3_column_int(s, 3);
     }
-    if (r < 0)
-        rc = q_fail(err);
 out:
     sqlite3_finalize(s);
     return rc;
@@ -638,14 +629,17 @@ static int read_colset(struct sq_db *d, const char *table, struct colset *cs,
     sqlite3_stmt *s = NULL;
     size_t cap = 0;
     size_t pcap = 0;
-    int r;
+    int row;
     int rc;
 
     memset(cs, 0, sizeof(*cs));
     rc = q_prepare(d, sql, table, &s, err);
     if (rc)
         goto out;
-    while ((r = q_step(d, s, err)) == 1) {
+    for (;;) {
+        rc = q_step(d, s, &row, err);
+        if (rc || !row)
+            break;
         rc = grow((void **)&cs->names, &cap, cs->n, sizeof(*cs->names), err);
         if (!rc)
             rc = grow((void **)&cs->pk, &pcap, cs->n, sizeof(*cs->pk), err);
@@ -656,8 +650,6 @@ static int read_colset(struct sq_db *d, const char *table, struct colset *cs,
         cs->pk[cs->n] = sqlite3_column_int(s, 1);
         cs->n++;
     }
-    if (r < 0)
-        rc = q_fail(err);
 out:
     sqlite3_finalize(s);
     return rc;
@@ -689,9 +681,8 @@ static int finish_fkey(struct sq_db *d, struct ferry_table_info *t, struct ferry
     struct colset par = {.names = NULL};
     char *parent = NULL;
     size_t npk = 0;
-    int rc;
+    int rc = 0;
 
-    rc = 0;
     for (size_t j = 0; j < fk->ncols; j++)
         for (size_t i = 0; !rc && i < t->ncols; i++)
             rc = respell(t->cols[i].name, &fk->cols[j], err);
@@ -756,17 +747,21 @@ static int read_fkeys(struct sq_db *d, struct ferry_table_info *t, struct ferry_
     size_t cap = 0;
     size_t icap = 0;
     int64_t last_id = -1;
-    int r;
+    int64_t id;
+    struct ferry_fkey *fk;
+    const char *on_delete;
+    char **p;
+    int row;
     int rc;
 
     rc = q_prepare(d, sql, t->name, &s, err);
     if (rc)
         goto out;
-    while ((r = q_step(d, s, err)) == 1) {
-        int64_t id = sqlite3_column_int64(s, 0);
-        struct ferry_fkey *fk;
-        char **p;
-
+    for (;;) {
+        rc = q_step(d, s, &row, err);
+        if (rc || !row)
+            break;
+        id = sqlite3_column_int64(s, 0);
         if (t->nfks == 0 || id != last_id) {
             rc = grow((void **)&t->fks, &cap, t->nfks, sizeof(*t->fks), err);
             if (!rc)
@@ -781,7 +776,8 @@ static int read_fkeys(struct sq_db *d, struct ferry_table_info *t, struct ferry_
             rc = q_strdup(s, 1, &fk->parent, err);
             if (rc)
                 goto out;
-            fk->cascade = strcasecmp((const char *)sqlite3_column_text(s, 4), "CASCADE") == 0;
+            on_delete = (const char *)sqlite3_column_text(s, 4);
+            fk->cascade = on_delete && strcasecmp(on_delete, "CASCADE") == 0;
         }
         fk = &t->fks[t->nfks - 1];
         if (fk->ncols >= SIZE_MAX / sizeof(char *) - 1) {
@@ -805,10 +801,8 @@ static int read_fkeys(struct sq_db *d, struct ferry_table_info *t, struct ferry_
         if (rc)
             goto out;
     }
-    if (r < 0) {
-        rc = q_fail(err);
+    if (rc)
         goto out;
-    }
     for (size_t i = 0; i < t->nfks; i++) {
         rc = finish_fkey(d, t, &t->fks[i], implicit[i], err);
         if (rc)
@@ -827,16 +821,14 @@ static int read_without_rowid(struct sq_db *d, struct ferry_table_info *t, struc
 {
     static const char sql[] = "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'";
     sqlite3_stmt *s = NULL;
-    int r;
+    int row;
     int rc;
 
     rc = q_prepare(d, sql, t->name, &s, err);
     if (rc)
         goto out;
-    r = q_step(d, s, err);
-    if (r < 0)
-        rc = q_fail(err);
-    else if (r == 1)
+    rc = q_step(d, s, &row, err);
+    if (!rc && row)
         t->without_rowid = sqlite3_column_int(s, 0) != 0;
 out:
     sqlite3_finalize(s);
@@ -892,7 +884,7 @@ static int sq_fk_check(struct ferry_db *db, const char *table, int64_t *violatio
     struct sq_db *d = sq_db(db);
     sqlite3_stmt *s = NULL;
     int exists;
-    int r;
+    int row;
     int rc;
 
     *violations = 0;
@@ -906,10 +898,8 @@ static int sq_fk_check(struct ferry_db *db, const char *table, int64_t *violatio
     rc = q_prepare(d, sql, table, &s, err);
     if (rc)
         goto out;
-    r = q_step(d, s, err);
-    if (r < 0)
-        rc = q_fail(err);
-    else if (r == 1)
+    rc = q_step(d, s, &row, err);
+    if (!rc && row)
         *violations = sqlite3_column_int64(s, 0);
 out:
     sqlite3_finalize(s);
