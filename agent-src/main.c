@@ -362,8 +362,10 @@ int main(int argc, char **argv)
 
     memset(&cli, 0, sizeof(cli));
     ferry_error_clear(&err);
+    /* Our own messages, under our name rather than argv[0]'s path. */
+    opterr = 0;
     for (;;) {
-        opt = getopt_long(argc, argv, "c:t:vqh", longopts, NULL);
+        opt = getopt_long(argc, argv, ":c:t:vqh", longopts, NULL);
         if (opt == -1)
             break;
         switch (opt) {
@@ -387,10 +389,12 @@ int main(int argc, char **argv)
         case 'V':
             printf(PROG " " FERRY_VERSION "\n");
             return 0;
+        case ':':
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
-            /* getopt has said what was wrong */
-            usage_line(stderr);
-            return ferry_exit_status(FERRY_EUSAGE);
+            if (optopt)
+                return usage_error("unknown option '-%c'", optopt);
+            return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
     ferry_log_init(PROG, level);

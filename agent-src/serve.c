@@ -322,7 +322,7 @@ static void sanitize(const char *in, char *out, size_t outsz)
  * code and its generic message.
  */
 static void reply_error(struct server *sv, struct evhttp_request *req, enum endpoint ep, int status,
-                        const struct ferry_error *e, const char *peer, const char *path)
+                        const struct ferry_error *e, const char *peer, const char *what)
 {
     const char *msg = e->msg[0] ? e->msg : ferry_strerror(e->code);
     char generic[FERRY_ERRMSG_MAX];
@@ -331,7 +331,7 @@ static void reply_error(struct server *sv, struct evhttp_request *req, enum endp
     int code = e->code > 0 && e->code < FERRY_NCODES ? e->code : FERRY_EINTERNAL;
 
     sv->errors[ep][code]++;
-    log_warn("%s %s: %s: %s", peer, path, ferry_strcode(code), msg);
+    log_warn("%s %s: %s: %s", peer, what, ferry_strcode(code), msg);
     if (status >= 500) {
         snprintf(generic, sizeof(generic), "%s (details in the ferry-src log)",
                  ferry_strerror(code));
@@ -347,7 +347,7 @@ static void reply_error(struct server *sv, struct evhttp_request *req, enum endp
 /* ---- handlers ---- */
 
 static void handle_msgpack(struct server *sv, struct evhttp_request *req, const struct route *r,
-                           const char *peer, const char *path)
+                           const char *peer, const char *what)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     struct ferry_request rq;
@@ -387,10 +387,10 @@ static void handle_msgpack(struct server *sv, struct evhttp_request *req, const 
     sent = send_owned(req, 200, "application/msgpack", out, outlen);
     out = NULL;
     sv->bytes += sent;
-    log_debug("%s POST %s: 200, %zu bytes", peer, path, sent);
+    log_debug("%s %s: 200, %zu bytes", peer, what, sent);
 out:
     if (rc)
-        reply_error(sv, req, r->ep, http_status(rc), &e, peer, path);
+        reply_error(sv, req, r->ep, http_status(rc), &e, peer, what);
     if (decoded)
         ferry_request_release(&rq);
     free(out);
@@ -446,7 +446,7 @@ static int render_metrics(struct server *sv, struct ferry_buf *b)
 }
 
 static void handle_metrics(struct server *sv, struct evhttp_request *req, const char *peer,
-                           const char *path)
+                           const char *what)
 {
     struct ferry_buf b;
     struct ferry_error e;
@@ -458,14 +458,14 @@ static void handle_metrics(struct server *sv, struct evhttp_request *req, const 
     rc = render_metrics(sv, &b);
     if (rc) {
         ferry_error_set(&e, rc, "cannot render metrics: %s", ferry_strerror(rc));
-        reply_error(sv, req, EP_METRICS, 500, &e, peer, path);
+        reply_error(sv, req, EP_METRICS, 500, &e, peer, what);
         goto out;
     }
     body = ferry_buf_detach(&b, &len);
     if (!body) {
         /* Only an empty buffer detaches to NULL; the metrics are never empty. */
         ferry_error_set(&e, FERRY_EINTERNAL, "empty metrics");
-        reply_error(sv, req, EP_METRICS, 500, &e, peer, path);
+        reply_error(sv, req, EP_METRICS, 500, &e, peer, what);
         goto out;
     }
     send_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8", body, len);
@@ -518,12 +518,14 @@ static void on_request(struct evhttp_request *req, void *arg)
     ev_uint16_t port = 0;
     char peer[INET6_ADDRSTRLEN + 16];
     char path[128];
+    char what[144]; /* "METHOD path" for the log */
 
     if (conn)
         evhttp_connection_get_peer(conn, &addr, &port);
     snprintf(peer, sizeof(peer), "%s:%u", addr ? addr : "?", (unsigned)port);
     sanitize(rawpath && *rawpath ? rawpath : "/", path, sizeof(path));
-    log_debug("%s %s %s", peer, method_name(method), path);
+    snprintf(what, sizeof(what), "%s %s", method_name(method), path);
+    log_debug("%s %s", peer, what);
 
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (rawpath && strcmp(rawpath, routes[i].path) == 0)
@@ -531,7 +533,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (!r) {
         sv->requests[EP_OTHER]++;
         ferry_error_set(&e, FERRY_ENOTFOUND, "no such endpoint: %s", path);
-        reply_error(sv, req, EP_OTHER, 404, &e, peer, path);
+        reply_error(sv, req, EP_OTHER, 404, &e, peer, what);
         return;
     }
     sv->requests[r->ep]++;
@@ -539,18 +541,18 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", r->allow);
         ferry_error_set(&e, FERRY_EPROTO, "method %s not allowed on %s; use %s",
                         method_name(method), path, r->allow);
-        reply_error(sv, req, r->ep, 405, &e, peer, path);
+        reply_error(sv, req, r->ep, 405, &e, peer, what);
         return;
     }
     switch (r->ep) {
     case EP_METRICS:
-        handle_metrics(sv, req, peer, path);
+        handle_metrics(sv, req, peer, what);
         break;
     case EP_HEALTHZ:
         handle_healthz(req);
         break;
     default:
-        handle_msgpack(sv, req, r, peer, path);
+        handle_msgpack(sv, req, r, peer, what);
         break;
     }
 }
