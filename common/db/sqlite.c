@@ -504,7 +504,9 @@ static int grow(void **arr, size_t *cap, size_t n, size_t elem, struct ferry_err
 
 static int sq_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry_error *err)
 {
-    static const char sql[] = "SELECT name FROM main.sqlite_schema WHERE type='table'"
+    /* pragma_table_list tells virtual and FTS shadow tables apart: no triggers there */
+    static const char sql[] = "SELECT name FROM pragma_table_list WHERE schema = 'main'"
+                              " AND type = 'table'"
                               " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
                               " AND name NOT LIKE '\\_ferry\\_%' ESCAPE '\\' ORDER BY name";
     struct sq_db *d = sq_db(db);
