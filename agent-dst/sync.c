@@ -73,9 +73,13 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
     req.after = after;
     req.counts = counts;
     rc = call(r, "/v1/manifest", &req, &resp, &len, err);
-    if (rc == FERRY_ENOTFOUND)
-        return ferry_error_set(err, FERRY_ECONFIG,
-                               "%s; check [target] tenant in %s", err->msg, r->cfg->path);
+    if (rc == FERRY_ENOTFOUND) {
+        char why[FERRY_ERRMSG_MAX];
+
+        memcpy(why, err->msg, sizeof(why));
+        return ferry_error_set(err, FERRY_ECONFIG, "%.200s; check [target] tenant in %s", why,
+                               r->cfg->path);
+    }
     if (rc)
         return rc;
     rc = ferry_manifest_decode(resp, len, &ferry_limits_default, &r->manifest, err);

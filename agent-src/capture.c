@@ -296,8 +296,19 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
         rc = add_keymap_name(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, "(");
-    if (!rc)
-        rc = add_keys(b, s, t, "");
+    /*
+     * Key columns keep the table's declared types: the same affinity on both
+     * sides of "km.k = OLD.k" is what lets SQLite use the key map's index.
+     */
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        const struct ferry_column *col = &ti->cols[ferry_table_pkcol(ti, k)];
+
+        rc = ferry_buf_adds(b, k ? ", " : "");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col->name);
+        if (!rc && col->type && *col->type)
+            rc = ferry_buf_addf(b, " %s", col->type);
+    }
     if (!rc)
         rc = ferry_buf_adds(b, ", \"_ferry_tenant\" NOT NULL, PRIMARY KEY(");
     if (!rc)
@@ -450,10 +461,15 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
     rc = ferry_db_begin(db, err);
     if (rc)
         goto out;
-    /* Triggers are dropped and re-created, the log is kept: seqs keep growing. */
+    /*
+     * Triggers are dropped and re-created, the log is kept: seqs keep growing.
+     * No AUTOINCREMENT (it would add sqlite_sequence to the application's
+     * schema): a rowid key grows as long as the newest entry is never
+     * removed, which pruning must respect.
+     */
     rc = ferry_db_exec(db,
                        "CREATE TABLE IF NOT EXISTS _ferry_changes("
-                       "seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, "
+                       "seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, "
                        "op TEXT NOT NULL, tenant NOT NULL, txid INTEGER, k0, k1, k2, k3);\n"
                        "CREATE INDEX IF NOT EXISTS _ferry_changes_tenant "
                        "ON _ferry_changes(tenant, seq);\n",
