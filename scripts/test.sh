@@ -21,6 +21,7 @@ jobs=${FERRY_TEST_JOBS:-2}
 fuzz_seconds=${FERRY_FUZZ_SECONDS:-30}
 passed=0
 failed=0
+build_failed=0
 
 say() { printf '\n=== %s\n' "$*"; }
 
@@ -34,7 +35,8 @@ summary() {
 }
 
 # Configure and build into $1 with the remaining arguments to cmake.
-# Returns nonzero (and counts a failure) when either step fails.
+# Returns nonzero (and counts a failure) when configuring fails; a failed
+# build counts a failure and sets build_failed.
 build() {
     local dir=$1
     shift
@@ -46,10 +48,12 @@ build() {
         return 1
     fi
     rm -f "$root/$dir.configure.log"
-    if ! cmake --build "$root/$dir" -j"$jobs"; then
+    # Keep going past a failing file, so that ctest can still run (and
+    # report) everything else; the failed build itself counts as a failure.
+    if ! cmake --build "$root/$dir" -j"$jobs" -- -k; then
         echo "test.sh: build failed for $dir" >&2
         failed=$((failed + 1))
-        return 1
+        build_failed=1
     fi
 }
 
@@ -153,7 +157,9 @@ if [[ "$fuzz_seconds" == 0 ]]; then
 elif ! command -v clang >/dev/null 2>&1; then
     say "fuzz: skipped (clang is not installed; scripts/deps.sh --fuzz installs it)"
 else
-    if CC=clang build build-fuzz -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON -DFERRY_SANITIZE=ON; then
+    build_failed=0
+    if CC=clang build build-fuzz -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON -DFERRY_SANITIZE=ON &&
+        ((build_failed == 0)); then
         say "fuzz (${fuzz_seconds}s per target)"
         ASAN_OPTIONS="detect_leaks=$leaks" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
             run_fuzz

@@ -179,6 +179,28 @@ def db_dump(path):
         conn.close()
 
 
+def dump_diff(before, after):
+    """A short description of how two db_dump() results differ ('' if not)."""
+    if before == after:
+        return ""
+    if before is None or after is None:
+        return "database %s" % ("created" if before is None else "removed")
+    out = []
+    sb, sa = set(before["schema"]), set(after["schema"])
+    for o in sorted(sa - sb):
+        out.append("schema added: %s %s" % (o[0].decode(), o[1].decode()))
+    for o in sorted(sb - sa):
+        out.append("schema removed: %s %s" % (o[0].decode(), o[1].decode()))
+    for t in sorted(set(before["data"]) | set(after["data"])):
+        rb, ra = before["data"].get(t, []), after["data"].get(t, [])
+        if rb != ra:
+            added = [r for r in ra if r not in rb]
+            gone = [r for r in rb if r not in ra]
+            out.append("table %s: %d rows added (e.g. %s), %d removed (e.g. %s)"
+                       % (t, len(added), _short(added[:2]), len(gone), _short(gone[:2])))
+    return "\n".join(out)
+
+
 def source_conn(db):
     """A writable connection to the source with foreign keys (and so the
     schema's ON DELETE CASCADE) on, as the application would have."""
@@ -539,9 +561,11 @@ class FerryTestCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        # A missing agent is an error, not a skip: a broken build must not
+        # turn into passing integration tests.
         for exe in (FERRY_SRC, FERRY_DST):
             if not os.access(exe, os.X_OK):
-                raise unittest.SkipTest("%s is not built" % exe)
+                raise AssertionError("%s is not built (FERRY_BIN=%s)" % (exe, FERRY_BIN))
 
     def setUp(self):
         os.makedirs(FERRY_TEST_TMP, exist_ok=True)
@@ -606,6 +630,11 @@ class FerryTestCase(unittest.TestCase):
                   "%d missing, %d unexpected (duplicates: %d)\nmissing e.g. %s\nunexpected e.g. %s"
                   % (table, len(expected), len(actual), len(exp - act), len(act - exp),
                      len(actual) - len(act), _short(missing), _short(extra)))
+
+    def assertUnchanged(self, before, path, what):
+        diff = dump_diff(before, db_dump(path))
+        if diff:
+            self.fail("%s changed the database %s:\n%s" % (what, os.path.basename(path), diff))
 
     def assertTenantCopy(self, src_db, dst_db, tenant, others=()):
         """The target holds exactly the tenant's rows of every in-scope table

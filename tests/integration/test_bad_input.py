@@ -104,8 +104,12 @@ class BadInputTest(ft.FerryTestCase):
         with self.serve() as srv:
             self.make_target(srv.url, tenant=77)
             cp = self.sync("--quiet", expect=None)
-        self.assertExit(cp, 2, "77")
-        self.assertEqual(ft.db_dump(self.dst_db) == before, True, "target changed")
+        self.assertExit(cp, 2, "tenant")
+        # (without the temporary path: the test's own name says "unknown")
+        self.assertRegex(cp.stderr.replace(self.dir, "DIR"),
+                         r"\b77\b|not found|no such|unknown|does not exist",
+                         "the error does not say that the tenant is not on the source")
+        self.assertUnchanged(before, self.dst_db, "a sync of an unknown tenant")
         if os.path.exists(self.state):
             st = ft.status_json(self.dst_conf)
             self.assertIn(st["phase"], ("new",), st)

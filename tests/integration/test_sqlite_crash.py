@@ -118,7 +118,7 @@ class CrashTest(ft.FerryTestCase):
             # nothing new on the source: another run is a no-op
             before = ft.db_dump(self.dst_db)
             self.sync()
-            self.assertEqual(ft.db_dump(self.dst_db) == before, True)
+            self.assertUnchanged(before, self.dst_db, "a sync without source changes")
 
     def churn(self, n):
         """n changes on the source in many small transactions: updates,
