@@ -1,18 +1,1409 @@
 /*
- * pg.c - placeholder for the PostgreSQL adapter so that the build links
- * before the real one lands. The PostgreSQL adapter's author replaces this
- * whole file.
+ * pg.c - the PostgreSQL adapter, the only module that includes libpq-fe.h.
+ *
+ * Every connection is set up so that values read back are canonical and
+ * exact whatever the server's configuration: client_encoding UTF8, DateStyle
+ * ISO, IntervalStyle iso_8601, TimeZone UTC, extra_float_digits 3 (shortest
+ * exact floats), bytea_output hex, standard_conforming_strings on.
+ *
+ * Reading: by the result column's type OID (a domain reports its base type)
+ *
+ *   PostgreSQL                          ferry value
+ *   ----------------------------------  ------------------------------------
+ *   int2, int4, int8, oid, xid, xid8    INT
+ *   float4                              FLOAT, the float4 widened (exact)
+ *   float8                              FLOAT, bit-exact (-0, subnormals,
+ *                                       Infinity, -Infinity, NaN included)
+ *   bool                                INT 1 / 0
+ *   bytea                               BLOB (hex text form decoded)
+ *   numeric                             TEXT, the exact decimal ("NaN" too)
+ *   every other type: text, varchar,    TEXT, PostgreSQL's text output with
+ *   bpchar, json, jsonb, uuid, date,    the settings above (timestamptz
+ *   time, timetz, timestamp,            "2024-01-02 03:04:05.5+00",
+ *   timestamptz, interval, arrays, ...  interval "P1Y2M3DT4H5M6S")
+ *   SQL NULL                            NULL
+ *
+ * Binding: statements are prepared with untyped parameters, so the server
+ * infers each one's type from where it is used (the column it is compared
+ * with or stored into); a parameter whose type cannot be inferred
+ * ("SELECT ? IS NULL") is typed text. Values are then sent so that the
+ * server's input function for that type reads them exactly:
+ *
+ *   ferry value  sent as
+ *   -----------  -----------------------------------------------------------
+ *   NULL         SQL NULL
+ *   INT          decimal text: an int8 for an integer parameter, 1/0 for a
+ *                bool one, a decimal for numeric, a string for text
+ *   FLOAT        shortest text that strtod() reads back to the same bits
+ *                ("Infinity", "-Infinity", "NaN", "-0", "5e-324")
+ *   TEXT         text; FERRY_EDATA when it holds a NUL byte, which
+ *                PostgreSQL text cannot hold (raw bytes for a bytea param)
+ *   BLOB         binary bytea for a bytea parameter; for any other type the
+ *                bytes as text (FERRY_EDATA when they hold a NUL byte)
+ *
+ * Statements run in single-row mode, so a large result is never held in
+ * memory whole. A connection carries one result stream at a time: when
+ * another statement (or exec, begin, ...) needs the connection while a
+ * statement's rows are still streaming, the rest of those rows are read into
+ * that statement's queue first, so interleaved statements behave as they do
+ * on SQLite, at the cost of memory for the rows that were buffered.
+ *
+ * "?" placeholders become $1, $2, ... outside string literals, quoted
+ * identifiers, dollar-quoted bodies and comments. PostgreSQL's own "?"
+ * operators (jsonb ? key) therefore cannot be written: use jsonb_exists().
+ *
+ * Errors carry the SQLSTATE; disk full (53100) is FERRY_ENOSPC.
+ *
+ * Numbers are formatted and parsed with snprintf/strtod, which assumes the
+ * C locale's decimal point (ferry never calls setlocale()).
  */
 #include "engine.h"
 
+#include "../buf.h"
+#include "../log.h"
+
+#include <libpq-fe.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Type OIDs from PostgreSQL's pg_type.dat: stable across releases. */
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_TEXT 25
+#define OID_OID 26
+#define OID_XID 28
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+#define OID_XID8 5069
+
+#define SQL_SHOWN 60                /* bytes of a statement quoted in an error message */
+#define MAX_PARAMS 65535            /* the protocol counts parameters in 16 bits */
+#define MAX_SQL ((size_t)256 << 20) /* rewritten statement text */
+#define MAX_VALUE ((size_t)1 << 30) /* PostgreSQL's limit on one field */
+#define MIN_SERVER_VERSION 120000   /* attgenerated, shortest-exact float output */
+
+static const char session_sql[] = "SET client_encoding = 'UTF8';"
+                                  "SET DateStyle = 'ISO, MDY';"
+                                  "SET IntervalStyle = 'iso_8601';"
+                                  "SET extra_float_digits = 3;"
+                                  "SET TimeZone = 'UTC';"
+                                  "SET standard_conforming_strings = on;"
+                                  "SET bytea_output = 'hex'";
+
+struct pg_stmt;
+
+struct pg_db {
+    struct ferry_db base; /* first: db.c sees only this */
+    PGconn *conn;
+    struct pg_stmt *active; /* statement whose rows are streaming on conn, or NULL */
+    unsigned long next_id;  /* for statement names */
+    /* DEALLOCATEs of statements freed inside a transaction, run after it ends */
+    struct ferry_buf deferred;
+};
+
+enum st_state {
+    ST_IDLE = 0, /* not executed since prepare/reset */
+    ST_RUNNING,  /* executed, rows may follow */
+    ST_DONE,     /* every result read */
+};
+
+struct pg_param {
+    char *p; /* owned; NULL for SQL NULL; NUL-terminated in text format */
+    int n;
+    int fmt; /* 0 text, 1 binary */
+};
+
+struct pg_stmt {
+    struct ferry_stmt base; /* first */
+    char name[32];
+    char *sql;      /* as given, for error messages; owned */
+    PGresult *desc; /* PQdescribePrepared: parameter and column types */
+    int nparams;
+    int ncols;
+    struct pg_param *params; /* nparams */
+    enum st_state state;
+    PGresult *cur;           /* the current row (a PGRES_SINGLE_TUPLE result) */
+    struct ferry_value *row; /* ncols values of cur, borrowing from cur or bufs */
+    struct ferry_buf *bufs;  /* ncols, decoded bytea */
+    /* results read off the connection early, see pg_detach() */
+    PGresult **queue;
+    size_t qhead, qlen, qcap;
+    int lost;    /* buffering failed for lack of memory: the rows are gone */
+    int aborted; /* a rollback ended it while its rows were streaming */
+    int64_t changes;
+};
+
+static struct pg_db *pg_db(struct ferry_db *db)
+{
+    return (struct pg_db *)db;
+}
+
+static struct pg_stmt *pg_stmt(struct ferry_stmt *st)
+{
+    return (struct pg_stmt *)st;
+}
+
+/* libpq messages end with a newline and may continue on tab-indented lines. */
+static void one_line(const char *in, char *out, size_t size)
+{
+    size_t n = 0;
+    int space = 0;
+
+    for (const char *p = in ? in : ""; *p && n + 1 < size; p++) {
+        if (*p == '\n' || *p == '\r' || *p == '\t' || *p == ' ') {
+            space = n > 0;
+            continue;
+        }
+        if (space && n + 2 < size)
+            out[n++] = ' ';
+        space = 0;
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+}
+
+/*
+ * Translate a failed result (or, with res NULL, the connection's last
+ * error) about sql into err. The server's DETAIL is left out: it can quote
+ * whole rows ("Failing row contains ..."), which must not reach a log.
+ */
+static int pg_error(struct pg_db *d, const PGresult *res, const char *sql, struct ferry_error *err)
+{
+    const char *more = sql && strlen(sql) > SQL_SHOWN ? "..." : "";
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char msg[FERRY_ERRMSG_MAX];
+
+    if (primary)
+        one_line(primary, msg, sizeof(msg));
+    else if (res && *PQresultErrorMessage(res))
+        one_line(PQresultErrorMessage(res), msg, sizeof(msg));
+    else
+        one_line(PQerrorMessage(d->conn), msg, sizeof(msg));
+    if (PQstatus(d->conn) == CONNECTION_BAD)
+        return ferry_error_set(err, FERRY_EDB,
+                               "'%.*s%s': connection to PostgreSQL lost: %s: reconnect and rerun",
+                               SQL_SHOWN, sql ? sql : "", more, msg);
+    if (state && strcmp(state, "53100") == 0)
+        return ferry_error_set(err, FERRY_ENOSPC,
+                               "disk full on the PostgreSQL server: %s: free space and rerun", msg);
+    return ferry_error_set(err, FERRY_EDB, "'%.*s%s': %s (SQLSTATE %s)", SQL_SHOWN, sql ? sql : "",
+                           more, msg, state ? state : "none");
+}
+
+/* Read and drop the rest of the results of the command in flight. */
+static void drain(PGconn *conn)
+{
+    for (;;) {
+        PGresult *res = PQgetResult(conn);
+
+        if (!res)
+            break;
+        PQclear(res);
+    }
+}
+
+/*
+ * A COPY started where rows or a status were expected: leave the copy state
+ * so that the connection stays usable (COPY has its own API).
+ */
+static void end_copy(struct pg_db *d, ExecStatusType status)
+{
+    char *buf = NULL;
+
+    if (status == PGRES_COPY_IN) {
+        PQputCopyEnd(d->conn, "COPY cannot run through this call");
+    } else if (status == PGRES_COPY_OUT) {
+        while (PQgetCopyData(d->conn, &buf, 0) > 0)
+            PQfreemem(buf);
+    }
+}
+
+/* A PQexec/PQexecParams result that should be status ok; consumes res. */
+static int check_result(struct pg_db *d, PGresult *res, ExecStatusType ok, const char *sql,
+                        struct ferry_error *err)
+{
+    ExecStatusType status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int rc = 0;
+
+    if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT) {
+        end_copy(d, status);
+        drain(d->conn);
+        rc = ferry_error_set(err, FERRY_EINTERNAL, "'%.*s': COPY cannot run through this call",
+                             SQL_SHOWN, sql);
+    } else if (status != ok && !(ok == PGRES_COMMAND_OK &&
+                                 (status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY))) {
+        rc = pg_error(d, res, sql, err);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static void buffer_result(struct pg_stmt *st, PGresult *res)
+{
+    PGresult **q;
+    size_t cap;
+
+    if (st->lost) {
+        PQclear(res);
+        return;
+    }
+    if (st->qlen == st->qcap) {
+        cap = st->qcap ? st->qcap * 2 : 64;
+        q = cap < SIZE_MAX / sizeof(*q) ? realloc(st->queue, cap * sizeof(*q)) : NULL;
+        if (!q) {
+            log_error("out of memory buffering the rows of '%.*s'", SQL_SHOWN, st->sql);
+            st->lost = 1;
+            PQclear(res);
+            return;
+        }
+        st->queue = q;
+        st->qcap = cap;
+    }
+    st->queue[st->qlen++] = res;
+}
+
+/*
+ * Free the connection of the statement streaming on it: its remaining
+ * results move to its queue. Called before any other use of the connection.
+ */
+static void pg_detach(struct pg_db *d)
+{
+    struct pg_stmt *st = d->active;
+
+    if (!st)
+        return;
+    log_debug("buffering the remaining rows of '%.*s' to run another statement", SQL_SHOWN,
+              st->sql);
+    for (;;) {
+        PGresult *res = PQgetResult(d->conn);
+
+        if (!res)
+            break;
+        buffer_result(st, res);
+    }
+    d->active = NULL;
+}
+
+/*
+ * Run deferred DEALLOCATEs once the connection is outside any transaction:
+ * one that failed there would abort the caller's transaction.
+ */
+static void flush_deferred(struct pg_db *d)
+{
+    PGresult *res;
+
+    if (d->deferred.len == 0 || PQtransactionStatus(d->conn) != PQTRANS_IDLE)
+        return;
+    res = PQexec(d->conn, d->deferred.data);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        log_debug("postgresql: deferred deallocation failed: %s", PQresultErrorMessage(res));
+    PQclear(res);
+    ferry_buf_reset(&d->deferred);
+}
+
+/* Run sql (no parameters, no rows wanted) on the connection. */
+static int pg_run(struct pg_db *d, const char *sql, struct ferry_error *err)
+{
+    pg_detach(d);
+    return check_result(d, PQexec(d->conn, sql), PGRES_COMMAND_OK, sql, err);
+}
+
+/* Internal query with text parameters; *res is owned, PQclear it. */
+static int pg_query(struct pg_db *d, const char *sql, int n, const char *const *vals,
+                    PGresult **res, struct ferry_error *err)
+{
+    PGresult *r;
+
+    pg_detach(d);
+    r = PQexecParams(d->conn, sql, n, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        *res = NULL;
+        return check_result(d, r, PGRES_TUPLES_OK, sql, err);
+    }
+    *res = r;
+    return 0;
+}
+
+static void notice_cb(void *arg, const char *message)
+{
+    char line[FERRY_ERRMSG_MAX];
+
+    (void)arg;
+    one_line(message, line, sizeof(line));
+    log_debug("postgresql: %s", line);
+}
+
 static int pg_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err)
 {
-    (void)url;
-    (void)flags;
+    struct pg_db *d = NULL;
+    PQconninfoOption *opts;
+    char *perr = NULL;
+    char msg[FERRY_ERRMSG_MAX];
+    int rc = 0;
+
     *out = NULL;
-    return ferry_error_set(err, FERRY_ECONFIG, "postgresql support is not built yet");
+    /* Parse first: a malformed URL is a configuration error, not a failed connection. */
+    opts = PQconninfoParse(url, &perr);
+    if (!opts) {
+        one_line(perr ? perr : "out of memory", msg, sizeof(msg));
+        PQfreemem(perr);
+        return ferry_error_set(err, FERRY_ECONFIG, "invalid PostgreSQL URL: %s", msg);
+    }
+    PQconninfoFree(opts);
+
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory opening a PostgreSQL connection");
+    d->base.ops = &ferry_pg_ops;
+    d->base.engine = FERRY_ENGINE_PG;
+    ferry_buf_init(&d->deferred, (size_t)1 << 20);
+    d->conn = PQconnectdb(url);
+    if (!d->conn) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory opening a PostgreSQL connection");
+        goto out;
+    }
+    if (PQstatus(d->conn) != CONNECTION_OK) {
+        const char *host = PQhost(d->conn);
+        const char *port = PQport(d->conn);
+
+        one_line(PQerrorMessage(d->conn), msg, sizeof(msg));
+        rc = ferry_error_set(err, FERRY_EDB, "cannot connect to PostgreSQL at %s%s%s: %s",
+                             host && *host ? host : "localhost", port && *port ? ":" : "",
+                             port ? port : "", msg);
+        goto out;
+    }
+    if (PQserverVersion(d->conn) < MIN_SERVER_VERSION) {
+        rc = ferry_error_set(err, FERRY_EDB,
+                             "PostgreSQL server version %d is too old: ferry needs 12 or later",
+                             PQserverVersion(d->conn));
+        goto out;
+    }
+    PQsetNoticeProcessor(d->conn, notice_cb, NULL);
+    rc = pg_run(d, session_sql, err);
+    if (!rc && (flags & FERRY_DB_READONLY))
+        rc = pg_run(d, "SET default_transaction_read_only = on", err);
+    if (rc) {
+        ferry_error_prefix(err, "cannot set up the PostgreSQL session");
+        goto out;
+    }
+    *out = &d->base;
+    d = NULL;
+out:
+    if (d) {
+        PQfinish(d->conn);
+        ferry_buf_release(&d->deferred);
+        free(d);
+    }
+    return rc;
+}
+
+static void pg_close(struct ferry_db *db)
+{
+    struct pg_db *d = pg_db(db);
+
+    if (d->active)
+        log_error("BUG: PostgreSQL connection closed with a statement still running");
+    PQfinish(d->conn);
+    ferry_buf_release(&d->deferred);
+    free(d);
+}
+
+static int pg_exec(struct ferry_db *db, const char *sql, struct ferry_error *err)
+{
+    return pg_run(pg_db(db), sql, err);
+}
+
+static int pg_begin_read(struct ferry_db *db, struct ferry_error *err)
+{
+    return pg_run(pg_db(db), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
+}
+
+static int pg_begin(struct ferry_db *db, struct ferry_error *err)
+{
+    return pg_run(pg_db(db), "BEGIN", err);
+}
+
+static int pg_commit(struct ferry_db *db, struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    PGresult *res;
+    int rc = 0;
+
+    pg_detach(d);
+    res = PQexec(d->conn, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = check_result(d, res, PGRES_COMMAND_OK, "COMMIT", err);
+        goto out;
+    }
+    /* COMMIT of a failed transaction "succeeds" with the tag ROLLBACK: that is a failure here */
+    if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
+        rc = ferry_error_set(err, FERRY_EDB,
+                             "commit failed: PostgreSQL rolled the transaction back after an "
+                             "earlier error in it");
+    PQclear(res);
+out:
+    flush_deferred(d);
+    return rc;
+}
+
+static void pg_rollback(struct ferry_db *db)
+{
+    struct pg_db *d = pg_db(db);
+
+    /*
+     * A statement still streaming is dropped, not buffered: a rollback is
+     * the cleanup path, and the rest of a big result is not worth reading.
+     */
+    if (d->active) {
+        struct pg_stmt *st = d->active;
+
+        drain(d->conn);
+        d->active = NULL;
+        st->aborted = 1;
+    }
+    if (PQtransactionStatus(d->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(d->conn, "ROLLBACK"));
+    flush_deferred(d);
+}
+
+static int is_ident_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '$' || (unsigned char)c >= 0x80;
+}
+
+/*
+ * Length of the dollar-quote tag ("$$", "$body$") at s, or 0 when s does
+ * not start one.
+ */
+static size_t dollar_tag(const char *s)
+{
+    size_t n = 1;
+
+    if (s[1] >= '0' && s[1] <= '9')
+        return 0; /* $1 is a parameter */
+    while (s[n] && s[n] != '$' && is_ident_char(s[n]))
+        n++;
+    return s[n] == '$' ? n + 1 : 0;
+}
+
+/*
+ * Rewrite "?" placeholders to $1..$n in *out (owned, free with free()).
+ * The lexer knows just enough of PostgreSQL's: '...' (with '' and, after E,
+ * backslash escapes), "..." identifiers, $tag$...$tag$ bodies, -- and nested
+ * block comments.
+ */
+static int rewrite_params(const char *sql, char **out, int *nparams, struct ferry_error *err)
+{
+    struct ferry_buf b;
+    const char *p = sql;
+    const char *start;
+    int n = 0;
+    int rc = 0;
+
+    *out = NULL;
+    *nparams = 0;
+    ferry_buf_init(&b, MAX_SQL);
+    while (*p && !rc) {
+        start = p;
+        if (*p == '\'') {
+            int esc = p > sql && (p[-1] == 'E' || p[-1] == 'e') &&
+                      (p - 1 == sql || !is_ident_char(p[-2]));
+
+            for (p++; *p; p++) {
+                if (esc && *p == '\\' && p[1]) {
+                    p++;
+                } else if (*p == '\'') {
+                    if (p[1] != '\'')
+                        break;
+                    p++;
+                }
+            }
+            if (*p)
+                p++;
+        } else if (*p == '"') {
+            for (p++; *p; p++)
+                if (*p == '"') {
+                    if (p[1] != '"')
+                        break;
+                    p++;
+                }
+            if (*p)
+                p++;
+        } else if (p[0] == '-' && p[1] == '-') {
+            while (*p && *p != '\n')
+                p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 0;
+
+            while (*p) {
+                if (p[0] == '/' && p[1] == '*') {
+                    depth++;
+                    p += 2;
+                } else if (p[0] == '*' && p[1] == '/') {
+                    p += 2;
+                    if (--depth == 0)
+                        break;
+                } else {
+                    p++;
+                }
+            }
+        } else if (*p == '$' && (p == sql || !is_ident_char(p[-1])) && dollar_tag(p)) {
+            size_t tn = dollar_tag(p);
+            const char *end;
+
+            p += tn;
+            end = p;
+            for (;;) {
+                end = strchr(end, '$');
+                if (!end || strncmp(end, start, tn) == 0)
+                    break;
+                end++;
+            }
+            p = end ? end + tn : p + strlen(p);
+        } else if (*p == '?') {
+            if (n == MAX_PARAMS) {
+                rc = ferry_error_set(err, FERRY_EDB,
+                                     "'%.*s...': more than %d parameters in one statement",
+                                     SQL_SHOWN, sql, MAX_PARAMS);
+                break;
+            }
+            rc = ferry_buf_addf(&b, "$%d", ++n);
+            p++;
+            continue;
+        } else {
+            p++;
+            while (*p && *p != '\'' && *p != '"' && *p != '-' && *p != '/' && *p != '$' &&
+                   *p != '?')
+                p++;
+        }
+        rc = ferry_buf_add(&b, start, (size_t)(p - start));
+    }
+    if (rc == FERRY_ETOOBIG || rc == FERRY_ENOMEM)
+        rc = ferry_error_set(err, rc, "statement too long to prepare (%zu bytes)", strlen(sql));
+    if (!rc) {
+        *out = ferry_buf_detach(&b, NULL);
+        if (!*out)
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory preparing a statement");
+        *nparams = n;
+    }
+    ferry_buf_release(&b);
+    return rc;
+}
+
+/* 1-based parameter number from "could not determine data type of parameter $N", or 0. */
+static int undetermined_param(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *dollar = msg ? strrchr(msg, '$') : NULL;
+    long v;
+
+    if (!state || strcmp(state, "42P18") != 0 || !dollar)
+        return 0;
+    v = strtol(dollar + 1, NULL, 10);
+    return v > 0 && v <= MAX_PARAMS ? (int)v : 0;
+}
+
+static void stmt_release_row(struct pg_stmt *st)
+{
+    PQclear(st->cur);
+    st->cur = NULL;
+}
+
+/* Read the statement's results to the end (whatever is left) and mark it done. */
+static void stmt_finish(struct pg_stmt *st)
+{
+    struct pg_db *d = pg_db(st->base.db);
+
+    stmt_release_row(st);
+    while (st->qhead < st->qlen)
+        PQclear(st->queue[st->qhead++]);
+    st->qhead = st->qlen = 0;
+    if (d->active == st) {
+        drain(d->conn);
+        d->active = NULL;
+    }
+    if (st->state == ST_RUNNING)
+        st->state = ST_DONE;
+}
+
+static void clear_params(struct pg_stmt *st)
+{
+    for (int i = 0; i < st->nparams; i++) {
+        free(st->params[i].p);
+        st->params[i].p = NULL;
+        st->params[i].n = 0;
+        st->params[i].fmt = 0;
+    }
+}
+
+static void pg_stmt_free(struct ferry_stmt *st_)
+{
+    struct pg_stmt *st = pg_stmt(st_);
+    struct pg_db *d;
+
+    if (!st)
+        return;
+    d = pg_db(st->base.db);
+    stmt_finish(st);
+    if (st->desc) {
+        /* a statement that was prepared: drop it on the server too */
+        char sql[64];
+
+        snprintf(sql, sizeof(sql), "DEALLOCATE %s", st->name);
+        pg_detach(d);
+        if (PQtransactionStatus(d->conn) != PQTRANS_IDLE) {
+            if (ferry_buf_addf(&d->deferred, "%s;", sql))
+                log_debug("postgresql: statement %s stays allocated until disconnect", st->name);
+        } else {
+            PQclear(PQexec(d->conn, sql));
+        }
+    }
+    clear_params(st);
+    free(st->params);
+    for (int i = 0; st->bufs && i < st->ncols; i++)
+        ferry_buf_release(&st->bufs[i]);
+    free(st->bufs);
+    free(st->row);
+    free(st->queue);
+    PQclear(st->desc);
+    free(st->sql);
+    free(st);
+}
+
+/*
+ * PQprepare sql as st->name, typing text each parameter whose type the
+ * server cannot infer. Returns the final PQprepare result (owned).
+ */
+static PGresult *prepare_inferred(struct pg_db *d, struct pg_stmt *st, const char *text, int n,
+                                  Oid *types, int in_tx)
+{
+    PGresult *res = NULL;
+    int k;
+
+    for (int tries = 0; tries <= n; tries++) {
+        res = PQprepare(d->conn, st->name, text, n, types);
+        if (PQresultStatus(res) == PGRES_COMMAND_OK)
+            break;
+        k = undetermined_param(res);
+        if (!k || k > n || types[k - 1] != 0)
+            break;
+        types[k - 1] = OID_TEXT;
+        PQclear(res);
+        res = NULL;
+        if (in_tx)
+            PQclear(PQexec(d->conn, "ROLLBACK TO SAVEPOINT ferry_prepare"));
+    }
+    return res;
+}
+
+static int pg_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **out,
+                      struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    struct pg_stmt *st;
+    char *text = NULL;
+    Oid *types = NULL;
+    PGresult *res = NULL;
+    int in_tx = 0;
+    int n = 0;
+    int rc;
+
+    *out = NULL;
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory preparing a statement");
+    st->base.db = db;
+    st->sql = strdup(sql);
+    if (!st->sql) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory preparing a statement");
+        goto out;
+    }
+    rc = rewrite_params(sql, &text, &n, err);
+    if (rc)
+        goto out;
+    types = calloc((size_t)n + 1, sizeof(*types));
+    if (!types) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory preparing a statement");
+        goto out;
+    }
+    pg_detach(d);
+    flush_deferred(d);
+    snprintf(st->name, sizeof(st->name), "ferry_%lu", ++d->next_id);
+    /*
+     * A failed command aborts the whole transaction in PostgreSQL; a failed
+     * prepare (or the retry below) must not, as it does not in SQLite.
+     */
+    if (PQtransactionStatus(d->conn) == PQTRANS_INTRANS) {
+        rc = pg_run(d, "SAVEPOINT ferry_prepare", err);
+        if (rc)
+            goto out;
+        in_tx = 1;
+    }
+    /*
+     * Untyped parameters take their type from context. Where there is none,
+     * the server names the parameter: type it text, as PostgreSQL types an
+     * unknown literal, and try again.
+     */
+    res = prepare_inferred(d, st, text, n, types, in_tx);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        rc = check_result(d, res, PGRES_COMMAND_OK, sql, err);
+        res = NULL;
+        goto out;
+    }
+    st->desc = PQdescribePrepared(d->conn, st->name);
+    if (PQresultStatus(st->desc) != PGRES_COMMAND_OK) {
+        char drop[64];
+
+        rc = pg_error(d, st->desc, sql, err);
+        PQclear(st->desc);
+        st->desc = NULL;
+        snprintf(drop, sizeof(drop), "DEALLOCATE %s", st->name);
+        PQclear(PQexec(d->conn, drop));
+        goto out;
+    }
+    st->nparams = PQnparams(st->desc);
+    st->ncols = PQnfields(st->desc);
+    st->params = calloc((size_t)st->nparams + 1, sizeof(*st->params));
+    st->row = calloc((size_t)st->ncols + 1, sizeof(*st->row));
+    st->bufs = calloc((size_t)st->ncols + 1, sizeof(*st->bufs));
+    if (!st->params || !st->row || !st->bufs) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory preparing a statement");
+        goto out;
+    }
+    for (int i = 0; i < st->ncols; i++)
+        ferry_buf_init(&st->bufs[i], MAX_VALUE);
+    *out = &st->base;
+    st = NULL;
+out:
+    if (in_tx) {
+        if (rc)
+            PQclear(PQexec(d->conn, "ROLLBACK TO SAVEPOINT ferry_prepare"));
+        PQclear(PQexec(d->conn, "RELEASE SAVEPOINT ferry_prepare"));
+    }
+    PQclear(res);
+    free(types);
+    free(text);
+    if (st)
+        pg_stmt_free(&st->base);
+    return rc;
+}
+
+/*
+ * The shortest decimal that reads back to exactly d (17 significant digits
+ * always do; fewer usually do and store nicer in numeric or text columns).
+ */
+static void format_double(double v, char *out, size_t size)
+{
+    if (isnan(v)) {
+        snprintf(out, size, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(out, size, "%s", v < 0 ? "-Infinity" : "Infinity");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, size, "%.*g", prec, v);
+        if (strtod(out, NULL) == v && (v != 0 || signbit(strtod(out, NULL)) == signbit(v)))
+            return;
+    }
+}
+
+static int pg_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
+                   struct ferry_error *err)
+{
+    struct pg_stmt *st = pg_stmt(st_);
+    struct pg_param *par;
+    char num[64];
+    const char *src = NULL;
+    size_t n = 0;
+    Oid type;
+    int fmt = 0;
+
+    if (idx < 1 || idx > st->nparams)
+        return ferry_error_set(err, FERRY_EDB, "'%.*s': parameter %d out of range (1..%d)",
+                               SQL_SHOWN, st->sql, idx, st->nparams);
+    if (st->state != ST_IDLE)
+        return ferry_error_set(err, FERRY_EINTERNAL,
+                               "'%.*s': binding parameter %d of a statement that ran: reset it "
+                               "first",
+                               SQL_SHOWN, st->sql, idx);
+    par = &st->params[idx - 1];
+    type = PQparamtype(st->desc, idx - 1);
+    switch (v->type) {
+    case FERRY_NULL:
+        break;
+    case FERRY_INT:
+        snprintf(num, sizeof(num), "%" PRId64, v->u.i);
+        src = num;
+        n = strlen(num);
+        break;
+    case FERRY_FLOAT:
+        format_double(v->u.f, num, sizeof(num));
+        src = num;
+        n = strlen(num);
+        break;
+    case FERRY_TEXT:
+    case FERRY_BLOB:
+        src = v->u.s.n ? v->u.s.p : "";
+        n = v->u.s.n;
+        if (n >= MAX_VALUE)
+            return ferry_error_set(err, FERRY_ETOOBIG,
+                                   "parameter %d is %zu bytes, over PostgreSQL's 1 GB limit", idx,
+                                   n);
+        if (type == OID_BYTEA) {
+            fmt = 1; /* raw bytes: exact, and no escaping to get wrong */
+        } else if (memchr(src, '\0', n)) {
+            if (v->type == FERRY_TEXT)
+                return ferry_error_set(err, FERRY_EDATA,
+                                       "parameter %d: text value contains a NUL byte, which "
+                                       "PostgreSQL text cannot hold",
+                                       idx);
+            return ferry_error_set(err, FERRY_EDATA,
+                                   "parameter %d: blob value contains a NUL byte and goes to a "
+                                   "PostgreSQL column that is not bytea",
+                                   idx);
+        }
+        break;
+    default:
+        return ferry_error_set(err, FERRY_EINTERNAL, "parameter %d has unknown value type %d", idx,
+                               (int)v->type);
+    }
+    free(par->p);
+    par->p = NULL;
+    par->n = 0;
+    par->fmt = 0;
+    if (!src)
+        return 0;
+    par->p = malloc(n + 1);
+    if (!par->p)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory binding parameter %d", idx);
+    memcpy(par->p, src, n);
+    par->p[n] = '\0';
+    par->n = (int)n;
+    par->fmt = fmt;
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Convert column i of the current row to st->row[i]. */
+static int decode_value(struct pg_stmt *st, int i, struct ferry_error *err)
+{
+    struct ferry_value *v = &st->row[i];
+    const char *s = PQgetvalue(st->cur, 0, i);
+    size_t n = (size_t)PQgetlength(st->cur, 0, i);
+    Oid type = PQftype(st->cur, i);
+    char *end = NULL;
+    const char *what;
+
+    if (PQgetisnull(st->cur, 0, i)) {
+        *v = ferry_value_null();
+        return 0;
+    }
+    switch (type) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+    case OID_OID:
+    case OID_XID:
+    case OID_XID8:
+        what = "integer";
+        errno = 0;
+        v->type = FERRY_INT;
+        v->u.i = (int64_t)strtoll(s, &end, 10);
+        if (errno || end == s || *end)
+            goto bad;
+        return 0;
+    case OID_FLOAT4:
+        what = "float4";
+        v->type = FERRY_FLOAT;
+        v->u.f = (double)strtof(s, &end); /* shortest float4 text reads back to that float */
+        if (end == s || *end)
+            goto bad;
+        return 0;
+    case OID_FLOAT8:
+        what = "float8";
+        v->type = FERRY_FLOAT;
+        v->u.f = strtod(s, &end); /* ERANGE for subnormals: the value is still exact */
+        if (end == s || *end)
+            goto bad;
+        return 0;
+    case OID_BOOL:
+        what = "bool";
+        v->type = FERRY_INT;
+        v->u.i = s[0] == 't';
+        if (n != 1 || (s[0] != 't' && s[0] != 'f'))
+            goto bad;
+        return 0;
+    case OID_BYTEA: {
+        struct ferry_buf *b = &st->bufs[i];
+
+        what = "bytea";
+        if (n < 2 || s[0] != '\\' || s[1] != 'x' || n % 2)
+            goto bad;
+        /* size the buffer in one step, then decode into it */
+        ferry_buf_reset(b);
+        if (ferry_buf_add(b, s + 2, (n - 2) / 2))
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading column %d of '%.*s'",
+                                   i, SQL_SHOWN, st->sql);
+        for (size_t k = 2; k < n; k += 2) {
+            int hi = hexval(s[k]);
+            int lo = hexval(s[k + 1]);
+
+            if (hi < 0 || lo < 0)
+                goto bad;
+            b->data[(k - 2) / 2] = (char)(hi << 4 | lo);
+        }
+        v->type = FERRY_BLOB;
+        v->u.s.p = b->data ? b->data : "";
+        v->u.s.n = b->len;
+        return 0;
+    }
+    default:
+        v->type = FERRY_TEXT;
+        v->u.s.p = s;
+        v->u.s.n = n;
+        return 0;
+    }
+bad:
+    /* the value itself stays out of the message: it is row content */
+    return ferry_error_set(err, FERRY_EDB, "'%.*s': column %d: malformed %s value from the server",
+                           SQL_SHOWN, st->sql, i, what);
+}
+
+static int64_t command_changes(const PGresult *res)
+{
+    const char *tag = PQcmdStatus((PGresult *)res);
+    const char *n = PQcmdTuples((PGresult *)res);
+
+    /* SELECT also reports a count; like SQLite, only writes count as changes */
+    if (strncmp(tag, "INSERT", 6) != 0 && strncmp(tag, "UPDATE", 6) != 0 &&
+        strncmp(tag, "DELETE", 6) != 0 && strncmp(tag, "MERGE", 5) != 0)
+        return 0;
+    return *n ? (int64_t)strtoll(n, NULL, 10) : 0;
+}
+
+static int pg_step(struct ferry_stmt *st_, int *row, struct ferry_error *err)
+{
+    struct pg_stmt *st = pg_stmt(st_);
+    struct pg_db *d = pg_db(st->base.db);
+    const char **vals = NULL;
+    int *lens = NULL;
+    int *fmts = NULL;
+    PGresult *res = NULL;
+    int rc = 0;
+
+    *row = 0;
+    if (st->state == ST_DONE)
+        return 0;
+    if (st->state == ST_IDLE) {
+        vals = calloc((size_t)st->nparams + 1, sizeof(*vals));
+        lens = calloc((size_t)st->nparams + 1, sizeof(*lens));
+        fmts = calloc((size_t)st->nparams + 1, sizeof(*fmts));
+        if (!vals || !lens || !fmts) {
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory running '%.*s'", SQL_SHOWN,
+                                 st->sql);
+            goto out;
+        }
+        for (int i = 0; i < st->nparams; i++) {
+            vals[i] = st->params[i].p;
+            lens[i] = st->params[i].n;
+            fmts[i] = st->params[i].fmt;
+        }
+        pg_detach(d);
+        st->changes = 0;
+        if (!PQsendQueryPrepared(d->conn, st->name, st->nparams, vals, lens, fmts, 0)) {
+            rc = pg_error(d, NULL, st->sql, err);
+            goto out;
+        }
+        st->state = ST_RUNNING;
+        d->active = st;
+        if (!PQsetSingleRowMode(d->conn)) {
+            rc = ferry_error_set(err, FERRY_EINTERNAL, "'%.*s': cannot enter single-row mode",
+                                 SQL_SHOWN, st->sql);
+            goto fail;
+        }
+    }
+
+    stmt_release_row(st);
+    if (st->qhead < st->qlen) {
+        res = st->queue[st->qhead++];
+    } else if (st->lost) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory buffering the rows of '%.*s'",
+                             SQL_SHOWN, st->sql);
+        goto fail;
+    } else if (st->aborted) {
+        rc = ferry_error_set(err, FERRY_EDB, "'%.*s': statement ended by a rollback", SQL_SHOWN,
+                             st->sql);
+        goto fail;
+    } else if (d->active == st) {
+        res = PQgetResult(d->conn);
+    }
+    if (!res) {
+        stmt_finish(st);
+        goto out;
+    }
+    switch (PQresultStatus(res)) {
+    case PGRES_SINGLE_TUPLE:
+        st->cur = res;
+        res = NULL;
+        for (int i = 0; i < st->ncols && i < PQnfields(st->cur); i++) {
+            rc = decode_value(st, i, err);
+            if (rc)
+                goto fail;
+        }
+        *row = 1;
+        goto out;
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+        st->changes = command_changes(res);
+        /* fall through */
+    case PGRES_EMPTY_QUERY:
+        stmt_finish(st);
+        goto out;
+    case PGRES_COPY_IN:
+    case PGRES_COPY_OUT:
+        if (d->active == st)
+            end_copy(d, PQresultStatus(res));
+        rc = ferry_error_set(err, FERRY_EINTERNAL,
+                             "'%.*s': COPY cannot run through a prepared statement", SQL_SHOWN,
+                             st->sql);
+        goto fail;
+    default:
+        rc = pg_error(d, res, st->sql, err);
+        goto fail;
+    }
+fail:
+    stmt_finish(st);
+    st->state = ST_DONE;
+out:
+    PQclear(res);
+    free(vals);
+    free(lens);
+    free(fmts);
+    return rc;
+}
+
+static int pg_ncols(struct ferry_stmt *st)
+{
+    return pg_stmt(st)->ncols;
+}
+
+static const char *pg_colname(struct ferry_stmt *st_, int i)
+{
+    struct pg_stmt *st = pg_stmt(st_);
+
+    if (i < 0 || i >= st->ncols)
+        return NULL;
+    return PQfname(st->desc, i);
+}
+
+static void pg_column(struct ferry_stmt *st_, int i, struct ferry_value *out)
+{
+    struct pg_stmt *st = pg_stmt(st_);
+
+    if (!st->cur || i < 0 || i >= st->ncols) {
+        *out = ferry_value_null();
+        return;
+    }
+    *out = st->row[i];
+}
+
+static int64_t pg_changes(struct ferry_stmt *st)
+{
+    return pg_stmt(st)->changes;
+}
+
+static void pg_reset(struct ferry_stmt *st_)
+{
+    struct pg_stmt *st = pg_stmt(st_);
+
+    stmt_finish(st);
+    st->lost = 0;
+    st->aborted = 0;
+    st->state = ST_IDLE;
+    st->changes = 0;
+    clear_params(st);
+}
+
+/* strdup of field (r, c) into *out. */
+static int dup_field(const PGresult *res, int r, int c, char **out, struct ferry_error *err)
+{
+    *out = strdup(PQgetvalue(res, r, c));
+    if (!*out)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+    return 0;
+}
+
+static int pg_tables(struct ferry_db *db, char ***names, size_t *n, struct ferry_error *err)
+{
+    /* partitions are reached through their parent table, which is listed instead */
+    static const char sql[] = "SELECT c.relname FROM pg_catalog.pg_class c"
+                              " JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace"
+                              " WHERE ns.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+                              " AND NOT c.relispartition"
+                              " AND c.relname NOT LIKE '\\_ferry\\_%'"
+                              " ORDER BY c.relname COLLATE \"C\"";
+    PGresult *res = NULL;
+    char **v = NULL;
+    size_t nv = 0;
+    int rc;
+
+    *names = NULL;
+    *n = 0;
+    rc = pg_query(pg_db(db), sql, 0, NULL, &res, err);
+    if (rc)
+        goto out;
+    v = calloc((size_t)PQntuples(res) + 1, sizeof(*v));
+    if (!v) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+        goto out;
+    }
+    for (; nv < (size_t)PQntuples(res); nv++) {
+        rc = dup_field(res, (int)nv, 0, &v[nv], err);
+        if (rc)
+            goto out;
+    }
+    *names = v;
+    *n = nv;
+    v = NULL;
+out:
+    for (size_t i = 0; v && i < nv; i++)
+        free(v[i]);
+    free(v);
+    PQclear(res);
+    return rc;
+}
+
+/*
+ * The OID (as text, in oid[]) and spelling of table in the current schema:
+ * an exact match, else the one table whose name matches ignoring case (as
+ * SQLite matches), else *found = 0.
+ */
+static int find_table(struct pg_db *d, const char *table, char *oid, size_t size, char **name,
+                      int *found, struct ferry_error *err)
+{
+    static const char sql[] = "SELECT c.oid, c.relname, c.relname = $1 FROM pg_catalog.pg_class c"
+                              " JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace"
+                              " WHERE ns.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+                              " AND lower(c.relname) = lower($1)"
+                              " ORDER BY c.relname = $1 DESC";
+    const char *vals[1] = {table};
+    PGresult *res = NULL;
+    int rc;
+
+    *found = 0;
+    if (name)
+        *name = NULL;
+    rc = pg_query(d, sql, 1, vals, &res, err);
+    if (rc)
+        goto out;
+    if (PQntuples(res) == 0 || (PQntuples(res) > 1 && PQgetvalue(res, 0, 2)[0] != 't'))
+        goto out;
+    *found = 1;
+    if (oid)
+        snprintf(oid, size, "%s", PQgetvalue(res, 0, 0));
+    if (name)
+        rc = dup_field(res, 0, 1, name, err);
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int read_columns(struct pg_db *d, const char *oid, struct ferry_table_info *t,
+                        struct ferry_error *err)
+{
+    static const char sql[] =
+        "SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+        " COALESCE((SELECT k.ord FROM pg_catalog.pg_index i,"
+        "   unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
+        "   WHERE i.indrelid = a.attrelid AND i.indisprimary AND k.attnum = a.attnum), 0)"
+        " FROM pg_catalog.pg_attribute a"
+        " WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " AND a.attgenerated = '' ORDER BY a.attnum";
+    const char *vals[1] = {oid};
+    PGresult *res = NULL;
+    int rc;
+
+    rc = pg_query(d, sql, 1, vals, &res, err);
+    if (rc)
+        goto out;
+    t->cols = calloc((size_t)PQntuples(res) + 1, sizeof(*t->cols));
+    if (!t->cols) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+        goto out;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        struct ferry_column *c = &t->cols[t->ncols++];
+
+        rc = dup_field(res, r, 0, &c->name, err);
+        if (!rc)
+            rc = dup_field(res, r, 1, &c->type, err);
+        if (rc)
+            goto out;
+        c->notnull = PQgetvalue(res, r, 2)[0] == 't';
+        c->pk = (int)strtol(PQgetvalue(res, r, 3), NULL, 10);
+    }
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int read_fkeys(struct pg_db *d, const char *oid, struct ferry_table_info *t,
+                      struct ferry_error *err)
+{
+    /*
+     * conparentid <> 0 marks the per-partition copies PostgreSQL makes of a
+     * key that references a partitioned table: the parent's row is the key.
+     */
+    static const char sql[] =
+        "SELECT con.oid, p.relname, con.confdeltype = 'c', a.attname, pa.attname"
+        " FROM pg_catalog.pg_constraint con"
+        " JOIN pg_catalog.pg_class p ON p.oid = con.confrelid"
+        " CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(att, patt, ord)"
+        " JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.att"
+        " JOIN pg_catalog.pg_attribute pa ON pa.attrelid = con.confrelid AND pa.attnum = k.patt"
+        " WHERE con.conrelid = $1::oid AND con.contype = 'f' AND con.conparentid = 0"
+        " ORDER BY con.conname COLLATE \"C\", con.oid, k.ord";
+    const char *vals[1] = {oid};
+    PGresult *res = NULL;
+    const char *last = NULL;
+    struct ferry_fkey *fk = NULL;
+    int nrows;
+    int rc;
+
+    rc = pg_query(d, sql, 1, vals, &res, err);
+    if (rc)
+        goto out;
+    nrows = PQntuples(res);
+    /* at most one key per row: allocate for the worst case, no regrowing */
+    t->fks = calloc((size_t)nrows + 1, sizeof(*t->fks));
+    if (!t->fks)
+        goto oom;
+    for (int r = 0; r < nrows; r++) {
+        const char *id = PQgetvalue(res, r, 0);
+
+        if (!last || strcmp(last, id) != 0) {
+            int width = 1;
+
+            while (r + width < nrows && strcmp(PQgetvalue(res, r + width, 0), id) == 0)
+                width++;
+            fk = &t->fks[t->nfks++];
+            fk->cols = calloc((size_t)width, sizeof(*fk->cols));
+            fk->pcols = calloc((size_t)width, sizeof(*fk->pcols));
+            if (!fk->cols || !fk->pcols)
+                goto oom;
+            rc = dup_field(res, r, 1, &fk->parent, err);
+            if (rc)
+                goto out;
+            fk->cascade = PQgetvalue(res, r, 2)[0] == 't';
+            last = id;
+        }
+        rc = dup_field(res, r, 3, &fk->cols[fk->ncols], err);
+        if (!rc)
+            rc = dup_field(res, r, 4, &fk->pcols[fk->ncols], err);
+        fk->ncols++;
+        if (rc)
+            goto out;
+    }
+    goto out;
+oom:
+    rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the schema");
+out:
+    PQclear(res);
+    return rc;
+}
+
+static int pg_table_info(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                         struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    char oid[32];
+    int found;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->rows = -1;
+    rc = find_table(d, table, oid, sizeof(oid), &out->name, &found, err);
+    if (rc)
+        goto out;
+    if (!found) {
+        rc = ferry_error_set(err, FERRY_ENOTFOUND, "table '%s' does not exist", table);
+        goto out;
+    }
+    rc = read_columns(d, oid, out, err);
+    if (!rc)
+        rc = read_fkeys(d, oid, out, err);
+out:
+    if (rc) {
+        ferry_table_info_release(out);
+        out->rows = -1;
+    }
+    return rc;
+}
+
+static int pg_table_exists(struct ferry_db *db, const char *table, int *exists,
+                           struct ferry_error *err)
+{
+    return find_table(pg_db(db), table, NULL, 0, NULL, exists, err);
+}
+
+static int pg_fk_check(struct ferry_db *db, const char *table, int64_t *violations,
+                       struct ferry_error *err)
+{
+    int exists;
+    int rc;
+
+    /* PostgreSQL checks every foreign key itself, at the latest at commit */
+    *violations = 0;
+    rc = pg_table_exists(db, table, &exists, err);
+    if (!rc && !exists)
+        rc = ferry_error_set(err, FERRY_ENOTFOUND, "table '%s' does not exist", table);
+    return rc;
 }
 
 const struct ferry_db_ops ferry_pg_ops = {
     .open = pg_open,
+    .close = pg_close,
+    .exec = pg_exec,
+    .begin_read = pg_begin_read,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .prepare = pg_prepare,
+    .bind = pg_bind,
+    .step = pg_step,
+    .ncols = pg_ncols,
+    .colname = pg_colname,
+    .column = pg_column,
+    .changes = pg_changes,
+    .reset = pg_reset,
+    .stmt_free = pg_stmt_free,
+    .tables = pg_tables,
+    .table_info = pg_table_info,
+    .table_exists = pg_table_exists,
+    .fk_check = pg_fk_check,
 };
