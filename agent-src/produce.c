@@ -288,7 +288,8 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     rc = ferry_db_begin_read(p->db, err);
     if (rc)
         goto out;
-    rc = ferry_scope_tenant(s, req->tenant, &tv, err);
+    /* An unknown tenant is an error, not an empty table. */
+    rc = tenant_of(p, req, &tv, err);
     if (!rc)
         rc = ferry_db_prepare(p->db, sql.data, &st, err);
     if (!rc)
