@@ -314,7 +314,20 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = add_keys(b, s, t, "");
     if (!rc)
-        rc = ferry_buf_adds(b, "));\nINSERT INTO ");
+        rc = ferry_buf_adds(b, "));\nCREATE INDEX ");
+    /* (tenant, key): snapshot pages walk one tenant's keys in order */
+    if (!rc)
+        rc = add_trigger_name(b, "ki", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " ON ");
+    if (!rc)
+        rc = add_keymap_name(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, "(\"_ferry_tenant\", ");
+    if (!rc)
+        rc = add_keys(b, s, t, "");
+    if (!rc)
+        rc = ferry_buf_adds(b, ");\nINSERT INTO ");
     if (!rc)
         rc = add_keymap_name(b, ti->name);
     if (!rc)

@@ -89,30 +89,62 @@ static int bind_tenant(struct ferry_stmt *st, const struct ferry_value *tenant, 
     return FERRY_OK;
 }
 
-/* SELECT <all columns> FROM "t" WHERE <pred> */
-static int select_sql(const struct ferry_scope *s, size_t t, struct ferry_buf *b, int *npred)
+/*
+ * SELECT <all columns> FROM "t" AS "_ferry_s" [JOIN key map] WHERE <owner> = ?
+ * The row-oriented form of the scope: a few key lookups per row, where the
+ * set form (pred) would rebuild its IN (...) lists on every execution.
+ * With keymap set, the rows are walked through the key map's (tenant, key)
+ * index, so a page costs what the tenant's rows cost, not the table's.
+ */
+static int select_owned_sql(const struct ferry_scope *s, size_t t, int keymap, struct ferry_buf *b)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
     int rc = ferry_buf_adds(b, "SELECT ");
 
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
-        if (i)
-            rc = ferry_buf_adds(b, ", ");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(b, ".");
+        rc = ferry_buf_adds(b, i ? ", \"_ferry_s\"." : "\"_ferry_s\".");
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->cols[i].name);
     }
-    if (!rc)
+    if (!rc && keymap) {
+        char name[600];
+
+        snprintf(name, sizeof(name), "_ferry_k_%s", ti->name);
         rc = ferry_buf_adds(b, " FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS \"_ferry_km\" JOIN ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS \"_ferry_s\" ON ");
+        for (size_t k = 0; k < npk && !rc; k++) {
+            const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+            rc = ferry_buf_adds(b, k ? " AND \"_ferry_s\"." : "\"_ferry_s\".");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, col);
+            if (!rc)
+                rc = ferry_buf_adds(b, " = \"_ferry_km\".");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, col);
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, " WHERE \"_ferry_km\".\"_ferry_tenant\" = ? AND ");
+    } else {
+        if (!rc)
+            rc = ferry_buf_adds(b, " FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS \"_ferry_s\" WHERE ");
+    }
     if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
+        rc = ferry_scope_owner(s, t, "\"_ferry_s\".", b);
     if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_pred(s, t, b, npred);
+        rc = ferry_buf_adds(b, " = ?");
     return rc;
 }
 
@@ -255,11 +287,12 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         return ferry_error_set(err, FERRY_EPROTO, "snapshot of %s: after has %zu values, key has %zu",
                                ti->name, req->nafter, npk);
     limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
-    rc = select_sql(s, (size_t)t, &sql, &npred);
+    rc = select_owned_sql(s, (size_t)t, 1, &sql);
+    npred = 2; /* the key map's tenant and the owner check */
     if (!rc && req->after_key) {
         rc = ferry_buf_adds(&sql, " AND (");
         if (!rc)
-            rc = ferry_scope_keylist(s, (size_t)t, "", &sql);
+            rc = ferry_scope_keylist(s, (size_t)t, "\"_ferry_km\".", &sql);
         if (!rc)
             rc = ferry_buf_adds(&sql, npk > 1 ? ") > (" : ") > ");
         for (size_t k = 0; k < npk && !rc; k++)
@@ -270,7 +303,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     if (!rc)
         rc = ferry_buf_adds(&sql, " ORDER BY ");
     if (!rc)
-        rc = ferry_scope_keylist(s, (size_t)t, "", &sql);
+        rc = ferry_scope_keylist(s, (size_t)t, "\"_ferry_km\".", &sql);
     if (!rc)
         rc = ferry_buf_addf(&sql, " LIMIT %lld", (long long)limit);
     if (rc) {
@@ -513,13 +546,10 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
         for (size_t c = 0; c < ti->ncols && c < 1024; c++)
             names[c] = ti->cols[c].name;
         ferry_buf_reset(&sql);
-        rc = select_sql(s, (size_t)t, &sql, &npred[t]);
+        rc = select_owned_sql(s, (size_t)t, 0, &sql);
+        npred[t] = 1;
         for (size_t k = 0; k < npk && !rc; k++) {
-            rc = ferry_buf_adds(&sql, " AND ");
-            if (!rc)
-                rc = ferry_buf_add_ident(&sql, ti->name);
-            if (!rc)
-                rc = ferry_buf_adds(&sql, ".");
+            rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
             if (!rc)
                 rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
             if (!rc)

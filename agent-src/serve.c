@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -628,6 +629,17 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
         rc = ferry_error_set(err, FERRY_ECONFIG, "cannot listen on %s:%u: %s", la.host,
                              (unsigned)la.port, e ? strerror(e) : "bind failed");
         goto out;
+    }
+    {
+        /*
+         * No Nagle: a response's last partial segment must not wait for the
+         * client's delayed ACK (40 ms a page). Linux hands the option from
+         * the listening socket to every accepted one.
+         */
+        int one = 1;
+
+        setsockopt(evhttp_bound_socket_get_fd(bound), IPPROTO_TCP, TCP_NODELAY, &one,
+                   sizeof(one));
     }
     if (sockname(evhttp_bound_socket_get_fd(bound), where, sizeof(where), &loopback) != 0) {
         rc = ferry_error_set(err, FERRY_EIO, "cannot read the listening address: %s",

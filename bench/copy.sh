@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bench/copy.sh - ferry's initial copy of one big team (SQLite -> SQLite)
+# against the in-process baseline, in the same run, on the same data.
+#
+#   bench/copy.sh [ROWS]        (default 1000000 rows in the big team)
+#
+# Prints: baseline time (sqlite3 ATTACH + INSERT ... SELECT ... WHERE scope),
+# ferry's copy time and the ratio; a 1,000-row delta and its share of the
+# copy; peak RSS of each agent. Needs a built tree (build/bin) or FERRY_BIN.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${FERRY_BIN:-$here/build/bin}
+rows=${1:-1000000}
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench.XXXXXX")
+trap 'kill $srcpid 2>/dev/null || true; [ -n "${FERRY_BENCH_KEEP:-}" ] || rm -rf "$work"' EXIT
+srcpid=
+
+[ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+other=$((rows / 5))
+echo "bench: generating a team of $rows posts (+ reactions) and two teams of $other posts in $work"
+FERRY_HERE="$here" python3 - "$work/src.db" "$rows" "$other" <<'PY'
+import importlib.util, os, sqlite3, sys
+path, rows, other = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+spec = importlib.util.spec_from_file_location(
+    "sample_app", os.path.join(os.environ["FERRY_HERE"], "scripts", "sample_app.py"))
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+db = sqlite3.connect(path)
+db.executescript("PRAGMA journal_mode=WAL;" + app.SCHEMA)
+db.execute("BEGIN")
+db.executemany("INSERT INTO teams VALUES (?, ?)", [(t, "team %d" % t) for t in (1, 2, 3)])
+db.executemany("INSERT INTO channels VALUES (?, ?, ?)",
+               [(c, 1 + (c - 1) % 3, "channel %d" % c) for c in range(1, 61)])
+# posts interleave teams: ids of the big team are not one contiguous range
+db.execute("""
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+INSERT INTO posts(id, channel_id, user_id, body, score, data)
+SELECT i, 3 * (i % 20) + CASE WHEN i % 7 < 5 THEN 1 WHEN i % 7 = 5 THEN 2 ELSE 3 END,
+       NULL, printf('post %d: lorem ipsum dolor sit amet, consectetur adipiscing elit', i),
+       i * 0.25, randomblob(16)
+FROM n""", (rows * 7 // 5,))
+db.execute("""
+INSERT INTO reactions SELECT id, ':+1:', id % 97 FROM posts WHERE id % 5 = 0""")
+db.execute("COMMIT")
+db.close()
+PY
+scope_pred_posts='channel_id IN (SELECT id FROM channels WHERE team_id = 1)'
+team_rows=$(sqlite3 "$work/src.db" "SELECT (SELECT count(*) FROM posts WHERE $scope_pred_posts) + (SELECT count(*) FROM reactions WHERE post_id IN (SELECT id FROM posts WHERE $scope_pred_posts))")
+all_rows=$(sqlite3 "$work/src.db" "SELECT (SELECT count(*) FROM posts) + (SELECT count(*) FROM reactions)")
+echo "bench: team 1 has $team_rows rows; the database $all_rows"
+
+cat > "$work/src.conf" <<CONF
+[source]
+database = sqlite://$work/src.db
+listen = 127.0.0.1:0
+[scope]
+root = teams
+exclude = audit_log
+CONF
+"$bin/ferry-src" install --config "$work/src.conf" >/dev/null
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print('%.3f' % ($2 - $1))"; }
+
+# Baseline: the same rows, in-process, one transaction, no network, no checks.
+schema=$(sqlite3 "$work/src.db" "SELECT sql || ';' FROM sqlite_schema WHERE type = 'table' AND name IN ('teams', 'channels', 'posts', 'reactions')")
+t0=$(now)
+sqlite3 "$work/base.db" <<SQL
+PRAGMA journal_mode=WAL;
+$schema
+ATTACH '$work/src.db' AS s;
+BEGIN;
+INSERT INTO main.teams SELECT * FROM s.teams WHERE id = 1;
+INSERT INTO main.channels SELECT * FROM s.channels WHERE team_id IN (SELECT id FROM s.teams WHERE id = 1);
+INSERT INTO main.posts SELECT * FROM s.posts WHERE channel_id IN (SELECT id FROM s.channels WHERE team_id IN (SELECT id FROM s.teams WHERE id = 1));
+INSERT INTO main.reactions SELECT * FROM s.reactions WHERE post_id IN (SELECT id FROM s.posts WHERE channel_id IN (SELECT id FROM s.channels WHERE team_id = 1));
+COMMIT;
+SQL
+t1=$(now)
+base=$(elapsed "$t0" "$t1")
+
+"$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
+srcpid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
+port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log")
+cat > "$work/dst.conf" <<CONF
+[target]
+database = sqlite://$work/dst.db
+state = $work/state
+tenant = 1
+[source]
+url = http://127.0.0.1:$port
+CONF
+t0=$(now)
+/usr/bin/time -f "%M" -o "$work/dst.rss" "$bin/ferry-dst" sync --quiet --config "$work/dst.conf"
+t1=$(now)
+copy=$(elapsed "$t0" "$t1")
+copied=$(sqlite3 "$work/dst.db" "SELECT (SELECT count(*) FROM posts) + (SELECT count(*) FROM reactions)")
+
+sqlite3 "$work/src.db" "UPDATE posts SET body = body || ' (edited)' WHERE id IN (SELECT id FROM posts WHERE $scope_pred_posts LIMIT 1000)"
+t0=$(now)
+/usr/bin/time -f "%M" -o "$work/dst2.rss" "$bin/ferry-dst" sync --quiet --config "$work/dst.conf"
+t1=$(now)
+delta=$(elapsed "$t0" "$t1")
+src_rss=$(awk '/VmHWM/ {print $2}' "/proc/$srcpid/status")
+dst_rss=$(sort -n "$work/dst.rss" "$work/dst2.rss" | tail -1)
+
+python3 - "$base" "$copy" "$delta" "$team_rows" "$copied" "$src_rss" "$dst_rss" <<'PY'
+import sys
+base, copy, delta = map(float, sys.argv[1:4])
+team, copied, src_rss, dst_rss = map(int, sys.argv[4:8])
+print("rows in team 1            %d (posts + reactions copied: %d)" % (team, copied))
+print("baseline ATTACH+INSERT    %.3f s" % base)
+print("ferry initial copy        %.3f s   ratio %.2fx (target <= 2x, aim 1.3x)" % (copy, copy / base))
+print("ferry 1,000-row delta     %.3f s   %.2f%% of the copy (target < 1%%)" % (delta, 100 * delta / copy))
+print("peak RSS ferry-src        %.1f MB (target < 64 MB)" % (src_rss / 1024))
+print("peak RSS ferry-dst        %.1f MB (target < 64 MB)" % (dst_rss / 1024))
+PY
