@@ -17,6 +17,7 @@
 #include "state.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,12 +93,87 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
     return FERRY_OK;
 }
 
+/*
+ * One snapshot request in flight on a thread of its own, so the source
+ * reads and encodes page N+1 while this process applies page N. The client
+ * is used by one thread at a time: the main thread never touches it while a
+ * fetch is running, and joins before anything the fetch reads is freed.
+ */
+struct fetch {
+    pthread_t th;
+    int running;
+    struct run *r;
+    struct ferry_request req;
+    char *resp;
+    size_t len;
+    int rc;
+    struct ferry_error err;
+};
+
+static void *fetch_main(void *arg)
+{
+    struct fetch *f = arg;
+
+    f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+    return NULL;
+}
+
+static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_info *ti,
+                       const struct ferry_value *after, size_t nafter, struct ferry_error *err)
+{
+    memset(f, 0, sizeof(*f));
+    f->r = r;
+    f->req.type = FERRY_REQ_SNAPSHOT;
+    f->req.tenant = r->cfg->target.tenant;
+    f->req.table = ti->name;
+    f->req.limit = r->batch;
+    f->req.after_key = nafter ? (struct ferry_value *)after : NULL;
+    f->req.nafter = nafter;
+    if (pthread_create(&f->th, NULL, fetch_main, f) != 0)
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
+    f->running = 1;
+    return FERRY_OK;
+}
+
+/* Wait for f; on success *resp (owned) holds the body. */
+static int fetch_join(struct fetch *f, char **resp, size_t *len, struct ferry_error *err)
+{
+    if (!f->running)
+        return FERRY_OK;
+    pthread_join(f->th, NULL);
+    f->running = 0;
+    if (f->rc) {
+        free(f->resp);
+        if (err)
+            *err = f->err;
+        return f->rc;
+    }
+    *resp = f->resp;
+    *len = f->len;
+    return FERRY_OK;
+}
+
+/* Wait for f and drop whatever it fetched (an error path). */
+static void fetch_cancel(struct fetch *f)
+{
+    char *resp = NULL;
+    size_t len = 0;
+
+    if (fetch_join(f, &resp, &len, NULL) == FERRY_OK)
+        free(resp);
+}
+
 static int copy_table(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
 {
     struct ferry_copy_progress p;
+    struct ferry_value after[FERRY_MAX_KEY_COLS];
+    struct fetch f;
+    char *resp = NULL;
+    size_t len = 0, nafter = 0;
     double t0 = now_s();
     int rc;
 
+    memset(&f, 0, sizeof(f));
     rc = ferry_state_copy_get(r->state, ti->name, &p, err);
     if (rc == FERRY_ENOTFOUND) {
         memset(&p, 0, sizeof(p));
@@ -108,70 +184,71 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
         return rc;
     if (p.rows && !r->opts->quiet)
         log_info("copy %s: resuming after %" PRId64 " rows", ti->name, p.rows);
-    for (;;) {
-        struct ferry_value after[FERRY_MAX_KEY_COLS];
-        struct ferry_request req;
+    if (p.keylen &&
+        ferry_key_unpack((const char *)p.key, p.keylen, after, FERRY_MAX_KEY_COLS, &nafter))
+        return ferry_error_set(err, FERRY_EDATA,
+                               "copy progress of %s in the state is corrupt; remove the state "
+                               "directory and copy again",
+                               ti->name);
+    rc = fetch_start(&f, r, ti, after, nafter, err);
+    while (!rc) {
         struct ferry_batch *b = NULL;
         struct ferry_apply_counts c = {0, 0};
-        char *resp = NULL;
-        size_t len = 0, nafter = 0;
         struct ferry_buf key;
 
-        memset(&req, 0, sizeof(req));
-        req.type = FERRY_REQ_SNAPSHOT;
-        req.tenant = r->cfg->target.tenant;
-        req.table = ti->name;
-        req.limit = r->batch;
-        if (p.keylen) {
-            rc = ferry_key_unpack((const char *)p.key, p.keylen, after, FERRY_MAX_KEY_COLS,
-                                  &nafter);
-            if (rc)
-                return ferry_error_set(err, FERRY_EDATA,
-                                       "copy progress of %s in the state is corrupt; remove the "
-                                       "state directory and copy again",
-                                       ti->name);
-            req.after_key = after;
-            req.nafter = nafter;
-        }
-        rc = call(r, "/v1/snapshot", &req, &resp, &len, err);
+        rc = fetch_join(&f, &resp, &len, err);
         if (rc)
-            return rc;
+            break;
         rc = ferry_batch_decode(resp, len, &ferry_limits_default, &b, err);
         if (rc) {
-            free(resp);
-            return ferry_error_prefix(err, "snapshot of %s", ti->name);
+            ferry_error_prefix(err, "snapshot of %s", ti->name);
+            break;
         }
-        rc = ferry_applier_apply(r->applier, b, &c, err);
-        if (!rc) {
-            ferry_buf_init(&key, sizeof(p.key));
-            if (b->last) {
-                rc = ferry_key_pack(&key, b->last, b->nlast);
-                if (rc)
-                    rc = ferry_error_set(err, FERRY_ETOOBIG,
-                                         "a key of %s is over %zu bytes; ferry cannot resume "
-                                         "within this table",
-                                         ti->name, sizeof(p.key));
-                else {
-                    memcpy(p.key, key.data, key.len);
-                    p.keylen = key.len;
-                }
+        /* The next page's request reads b->last, which lives until after the join. */
+        if (b->more && b->last)
+            rc = fetch_start(&f, r, ti, b->last, b->nlast, err);
+        if (!rc)
+            rc = ferry_applier_apply(r->applier, b, &c, err);
+        ferry_buf_init(&key, sizeof(p.key));
+        if (!rc && b->last) {
+            if (ferry_key_pack(&key, b->last, b->nlast))
+                rc = ferry_error_set(err, FERRY_ETOOBIG,
+                                     "a key of %s is over %zu bytes; ferry cannot resume within "
+                                     "this table",
+                                     ti->name, sizeof(p.key));
+            else {
+                memcpy(p.key, key.data, key.len);
+                p.keylen = key.len;
             }
-            ferry_buf_release(&key);
         }
+        ferry_buf_release(&key);
         if (!rc) {
             p.rows += c.upserted;
             p.done = !b->more;
             rc = ferry_state_copy_put(r->state, &p, err);
         }
+        /* b->last may still be read by the running fetch: join before freeing. */
+        if (rc)
+            fetch_cancel(&f);
         ferry_batch_free(b);
         free(resp);
+        resp = NULL;
         if (rc)
-            return rc;
+            break;
         r->counts.upserted += c.upserted;
         r->copied += c.upserted;
         if (p.done)
             break;
+        if (!f.running) {
+            rc = ferry_error_set(err, FERRY_EPROTO,
+                                 "snapshot of %s: the source said more rows follow but sent no "
+                                 "key to continue from",
+                                 ti->name);
+            break;
+        }
     }
+    if (rc)
+        return rc;
     if (!r->opts->quiet) {
         double dt = now_s() - t0;
 
