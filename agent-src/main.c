@@ -13,6 +13,7 @@
 #include "../common/log.h"
 #include "../common/scope.h"
 #include "capture.h"
+#include "freeze.h"
 #include "serve.h"
 
 #include <getopt.h>
@@ -31,11 +32,13 @@
 /* Options a command needs or accepts. */
 #define OPT_CONFIG 0x1
 #define OPT_TENANT 0x2
+#define OPT_REASON 0x4
 
 struct cli {
     const char *config;
     const char *tenant;
-    char **args; /* positional arguments after the command */
+    const char *reason; /* freeze */
+    char **args;        /* positional arguments after the command */
     int nargs;
 };
 
@@ -54,6 +57,8 @@ static int cmd_install(const struct cli *cli, struct ferry_error *err);
 static int cmd_uninstall(const struct cli *cli, struct ferry_error *err);
 static int cmd_serve(const struct cli *cli, struct ferry_error *err);
 static int cmd_scope(const struct cli *cli, struct ferry_error *err);
+static int cmd_freeze(const struct cli *cli, struct ferry_error *err);
+static int cmd_unfreeze(const struct cli *cli, struct ferry_error *err);
 
 static const struct command commands[] = {
     {"install", cmd_install, OPT_CONFIG, OPT_CONFIG, 0, "install --config C",
@@ -64,6 +69,10 @@ static const struct command commands[] = {
      "serve tenant batches over HTTP until SIGINT or SIGTERM"},
     {"scope", cmd_scope, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT, 0,
      "scope --config C --tenant ID", "show the tables and row counts of one tenant"},
+    {"freeze", cmd_freeze, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT | OPT_REASON, 0,
+     "freeze --config C --tenant ID", "refuse writes to the tenant's rows (migration mode)"},
+    {"unfreeze", cmd_unfreeze, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT, 0,
+     "unfreeze --config C --tenant ID", "accept writes to the tenant's rows again"},
     {"help", cmd_help, 0, 0, 0, "help", "show this help"},
 };
 
@@ -82,6 +91,7 @@ static void usage(FILE *f)
     fprintf(f, "\noptions:\n"
                "  -c, --config FILE              configuration file (INI)\n"
                "  -t, --tenant ID                tenant id: the root table's key\n"
+               "  -r, --reason TEXT              freeze: why (kept with the freeze)\n"
                "  -v, --verbose                  debug logging\n"
                "  -q, --quiet                    warnings and errors only\n"
                "  -h, --help                     show this help\n"
@@ -129,6 +139,10 @@ static int cmd_install(const struct cli *cli, struct ferry_error *err)
     rc = ferry_capture_install(db, s, err);
     if (rc)
         goto out;
+    /* After capture: its install drops every _ferry_ trigger, ours too. */
+    rc = ferry_freeze_install(db, s, err);
+    if (rc)
+        goto out;
     printf("installed change capture on %zu tables: ", s->ntables);
     for (size_t i = 0; i < s->ntables; i++)
         printf("%s%s", i ? ", " : "", s->tables[i].info.name);
@@ -152,6 +166,9 @@ static int cmd_uninstall(const struct cli *cli, struct ferry_error *err)
         goto out;
     /* No scope here: uninstall must work even when the schema no longer resolves. */
     rc = ferry_db_open(cfg.source.database, 0, &db, err);
+    if (rc)
+        goto out;
+    rc = ferry_freeze_uninstall(db, err);
     if (rc)
         goto out;
     rc = ferry_capture_uninstall(db, err);
@@ -317,6 +334,42 @@ out:
     return rc;
 }
 
+/* freeze / unfreeze: the same switch the target flips with POST /v1/freeze. */
+static int set_frozen(const struct cli *cli, int on, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_freezer *f = NULL;
+    int64_t head = 0;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = load_config(cli, &cfg, err);
+    if (!rc)
+        rc = ferry_freeze_open(&cfg, &f, err);
+    if (!rc)
+        rc = ferry_freeze_set(f, cli->tenant, on, cli->reason ? cli->reason : "ferry-src freeze",
+                              &head, err);
+    if (!rc && on)
+        printf("tenant %s is frozen (change log head %lld): writes to its rows are refused "
+               "until ferry-src unfreeze --config %s --tenant %s\n",
+               cli->tenant, (long long)head, cli->config, cli->tenant);
+    else if (!rc)
+        printf("tenant %s is no longer frozen: writes to its rows are accepted\n", cli->tenant);
+    ferry_freeze_close(f);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_freeze(const struct cli *cli, struct ferry_error *err)
+{
+    return set_frozen(cli, 1, err);
+}
+
+static int cmd_unfreeze(const struct cli *cli, struct ferry_error *err)
+{
+    return set_frozen(cli, 0, err);
+}
+
 static const struct command *find_command(const char *name)
 {
     for (size_t i = 0; i < NCOMMANDS; i++)
@@ -346,6 +399,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"tenant", required_argument, NULL, 't'},
+        {"reason", required_argument, NULL, 'r'},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -365,7 +419,7 @@ int main(int argc, char **argv)
     /* Our own messages, under our name rather than argv[0]'s path. */
     opterr = 0;
     for (;;) {
-        opt = getopt_long(argc, argv, ":c:t:vqh", longopts, NULL);
+        opt = getopt_long(argc, argv, ":c:t:r:vqh", longopts, NULL);
         if (opt == -1)
             break;
         switch (opt) {
@@ -376,6 +430,10 @@ int main(int argc, char **argv)
         case 't':
             cli.tenant = optarg;
             given |= OPT_TENANT;
+            break;
+        case 'r':
+            cli.reason = optarg;
+            given |= OPT_REASON;
             break;
         case 'v':
             level = FERRY_LOG_DEBUG;
@@ -416,6 +474,8 @@ int main(int argc, char **argv)
         return usage_error("%s takes no --config", cmd->name);
     if ((given & ~cmd->allow) & OPT_TENANT)
         return usage_error("%s takes no --tenant", cmd->name);
+    if ((given & ~cmd->allow) & OPT_REASON)
+        return usage_error("%s takes no --reason", cmd->name);
 
     rc = cmd->run(&cli, &err);
     if (rc) {

@@ -1,0 +1,674 @@
+/*
+ * freeze.c - migration mode: the source database refuses writes to a
+ * frozen tenant's rows (see freeze.h for the trigger design).
+ *
+ * Why the triggers check both sides of a write: an UPDATE that moves a row
+ * out of a frozen tenant would remove data the final delta is about to
+ * carry, and one that moves a row in would add data after the freeze; both
+ * are refused, as are inserts into and deletes from the tenant.
+ */
+#include "freeze.h"
+
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "capture.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SQL_MAX ((size_t)16 << 20)
+/* Frozen tenants at once: each is one WHEN in every SQLite trigger. */
+#define MAX_FROZEN 1000
+#define WAIT_POLL_NS (20 * 1000 * 1000)
+
+struct ferry_freezer {
+    struct ferry_db *db;
+    struct ferry_scope *scope;
+};
+
+static const char frozen_msg[] =
+    "is frozen for migration by ferry; writes are refused until ferry-src unfreeze";
+
+/* "_ferry_frz_<kind>_<table>", quoted. */
+static int add_name(struct ferry_buf *b, const char *kind, const char *table)
+{
+    struct ferry_buf n;
+    int rc;
+
+    ferry_buf_init(&n, 1024);
+    rc = ferry_buf_addf(&n, "_ferry_frz_%s_%s", kind, table);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, n.data);
+    ferry_buf_release(&n);
+    return rc;
+}
+
+static int add_keymap(struct ferry_buf *b, const char *table)
+{
+    struct ferry_buf n;
+    int rc;
+
+    ferry_buf_init(&n, 1024);
+    rc = ferry_buf_addf(&n, "_ferry_k_%s", table);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, n.data);
+    ferry_buf_release(&n);
+    return rc;
+}
+
+/* (SELECT km."_ferry_tenant"[cast] FROM "_ferry_k_t" AS km WHERE km.k = OLD.k ...) */
+static int add_old_tenant(struct ferry_buf *b, const struct ferry_table_info *ti, const char *cast)
+{
+    size_t npk = ferry_table_npk(ti);
+    int rc = ferry_buf_addf(b, "(SELECT km.\"_ferry_tenant\"%s FROM ", cast);
+
+    if (!rc)
+        rc = add_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE ");
+    for (size_t k = 0; k < npk && !rc; k++) {
+        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        rc = ferry_buf_adds(b, k ? " AND km." : "km.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = OLD.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, ")");
+    return rc;
+}
+
+/* A tenant id for a message: printable, bounded (it is the operator's input). */
+static void printable(const char *in, size_t n, char *out, size_t outsz)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < n && j + 1 < outsz; i++) {
+        unsigned char c = (unsigned char)in[i];
+
+        out[j++] = c >= 0x20 && c < 0x7f && c != '\'' ? (char)c : '?';
+    }
+    out[j] = '\0';
+}
+
+/* ---- SQLite: triggers rebuilt from _ferry_frozen ---- */
+
+static int sqlite_drop_triggers(struct ferry_db *db, struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_buf sql;
+    int row = 0;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_db_prepare(db,
+                          "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE "
+                          "'\\_ferry\\_frz\\_%' ESCAPE '\\'",
+                          &st, err);
+    while (!rc) {
+        struct ferry_value name;
+        char nm[600];
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        ferry_stmt_column(st, 0, &name);
+        snprintf(nm, sizeof(nm), "%.*s", (int)name.u.s.n, name.u.s.p);
+        if (ferry_buf_adds(&sql, "DROP TRIGGER IF EXISTS ") || ferry_buf_add_ident(&sql, nm) ||
+            ferry_buf_adds(&sql, ";\n"))
+            rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build the freeze SQL");
+    }
+    ferry_stmt_free(st);
+    if (!rc && sql.len)
+        rc = ferry_db_exec(db, sql.data, err);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+/* " WHEN 7 THEN RAISE(ABORT, 'tenant 7 is frozen ...')" for every frozen tenant. */
+static int sqlite_cases(struct ferry_db *db, struct ferry_buf *cases, size_t *n,
+                        struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_buf msg;
+    int row = 0;
+    int rc;
+
+    *n = 0;
+    ferry_buf_init(&msg, 1024);
+    rc = ferry_db_prepare(db, "SELECT tenant FROM _ferry_frozen ORDER BY tenant", &st, err);
+    while (!rc) {
+        struct ferry_value v;
+        char shown[80];
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        if (++*n > MAX_FROZEN) {
+            rc =
+                ferry_error_set(err, FERRY_ETOOBIG,
+                                "more than %d tenants are frozen; unfreeze some first", MAX_FROZEN);
+            break;
+        }
+        ferry_stmt_column(st, 0, &v);
+        rc = ferry_buf_adds(cases, " WHEN ");
+        if (rc)
+            break;
+        if (v.type == FERRY_INT) {
+            rc = ferry_buf_addf(cases, "%" PRId64, v.u.i);
+            snprintf(shown, sizeof(shown), "%" PRId64, v.u.i);
+        } else if (v.type == FERRY_TEXT) {
+            struct ferry_buf lit;
+
+            ferry_buf_init(&lit, 4096);
+            rc = ferry_buf_add(&lit, v.u.s.p, v.u.s.n);
+            if (!rc && memchr(v.u.s.p, '\0', v.u.s.n))
+                rc = FERRY_EDATA;
+            if (!rc)
+                rc = ferry_buf_add_literal(cases, lit.data ? lit.data : "");
+            ferry_buf_release(&lit);
+            printable(v.u.s.p, v.u.s.n, shown, 65);
+        } else {
+            rc = ferry_error_set(err, FERRY_EDATA,
+                                 "_ferry_frozen holds a tenant that is neither an integer nor "
+                                 "text; run ferry-src unfreeze for it, or uninstall");
+            break;
+        }
+        ferry_buf_reset(&msg);
+        if (!rc)
+            rc = ferry_buf_addf(&msg, "tenant %s %s", shown, frozen_msg);
+        if (!rc)
+            rc = ferry_buf_adds(cases, " THEN RAISE(ABORT, ");
+        if (!rc)
+            rc = ferry_buf_add_literal(cases, msg.data);
+        if (!rc)
+            rc = ferry_buf_adds(cases, ")");
+        if (rc) {
+            rc = ferry_error_set(err, rc, "cannot build the freeze triggers");
+            break;
+        }
+    }
+    ferry_stmt_free(st);
+    ferry_buf_release(&msg);
+    return rc;
+}
+
+/* CREATE TRIGGER name WHEN ON t BEGIN SELECT CASE <subject> <cases> END; END; */
+static int sqlite_trigger(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                          const char *kind, const char *when, int old, const char *cases)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "CREATE TRIGGER ");
+
+    if (!rc)
+        rc = add_name(b, kind, ti->name);
+    if (!rc)
+        rc = ferry_buf_addf(b, " %s ON ", when);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " BEGIN SELECT CASE ");
+    if (!rc)
+        rc = old ? add_old_tenant(b, ti, "") : ferry_scope_owner(s, t, "NEW.", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, cases);
+    if (!rc)
+        rc = ferry_buf_adds(b, " END; END;\n");
+    return rc;
+}
+
+/* In the caller's write transaction: the triggers now match _ferry_frozen. */
+static int sqlite_rebuild(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+{
+    struct ferry_buf cases, sql;
+    size_t n = 0;
+    int rc;
+
+    ferry_buf_init(&cases, SQL_MAX);
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = sqlite_drop_triggers(db, err);
+    if (!rc)
+        rc = sqlite_cases(db, &cases, &n, err);
+    for (size_t t = 0; t < s->ntables && !rc && n; t++) {
+        ferry_buf_reset(&sql);
+        rc = sqlite_trigger(&sql, s, t, "bu", "BEFORE UPDATE", 1, cases.data);
+        if (!rc)
+            rc = sqlite_trigger(&sql, s, t, "bd", "BEFORE DELETE", 1, cases.data);
+        if (!rc)
+            rc = sqlite_trigger(&sql, s, t, "ai", "AFTER INSERT", 0, cases.data);
+        if (!rc)
+            rc = sqlite_trigger(&sql, s, t, "au", "AFTER UPDATE", 0, cases.data);
+        if (rc) {
+            rc = ferry_error_set(err, rc, "cannot build the freeze triggers of %s",
+                                 s->tables[t].info.name);
+            break;
+        }
+        log_debug("freeze SQL for %s:\n%s", s->tables[t].info.name, sql.data);
+        rc = ferry_db_exec(db, sql.data, err);
+        if (rc)
+            ferry_error_prefix(err, "installing the freeze triggers on %s", s->tables[t].info.name);
+    }
+    ferry_buf_release(&cases);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+/* ---- PostgreSQL: static triggers that read _ferry_frozen ---- */
+
+static const char pg_drop_sql[] =
+    "DO $ferry$ DECLARE r record; BEGIN\n"
+    "  FOR r IN SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t\n"
+    "      WHERE t.tgname LIKE '\\_ferry\\_frz\\_%' LOOP\n"
+    "    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', r.tgname, r.rel);\n"
+    "  END LOOP;\n"
+    "  FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p\n"
+    "      WHERE p.proname LIKE '\\_ferry\\_frz\\_%' AND pg_function_is_visible(p.oid) LOOP\n"
+    "    EXECUTE format('DROP FUNCTION IF EXISTS %s', r.fn);\n"
+    "  END LOOP;\n"
+    "END $ferry$;\n";
+
+static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "CREATE OR REPLACE FUNCTION ");
+
+    if (!rc)
+        rc = add_name(b, "fn", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, "() RETURNS trigger LANGUAGE plpgsql AS $ferry$\n"
+                               "DECLARE t text;\n"
+                               "BEGIN\n"
+                               "  IF EXISTS (SELECT 1 FROM _ferry_frozen) THEN\n"
+                               "    IF TG_WHEN = 'BEFORE' THEN\n"
+                               "      t := ");
+    if (!rc)
+        rc = add_old_tenant(b, ti, "::text");
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n    ELSE\n      t := (");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "NEW.", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, ")::text;\n    END IF;\n"
+                               "    IF t IS NOT NULL AND EXISTS (SELECT 1 FROM _ferry_frozen f "
+                               "WHERE f.tenant = t) THEN\n"
+                               "      RAISE EXCEPTION 'tenant % ");
+    if (!rc)
+        rc = ferry_buf_adds(b, frozen_msg);
+    if (!rc)
+        rc = ferry_buf_adds(b, "', t USING ERRCODE = 'object_not_in_prerequisite_state';\n"
+                               "    END IF;\n"
+                               "  END IF;\n"
+                               "  IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;\n"
+                               "  RETURN NEW;\n"
+                               "END $ferry$;\n");
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        rc = ferry_buf_adds(b, "CREATE TRIGGER ");
+        if (!rc)
+            rc = add_name(b, pass ? "a" : "b", ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, pass ? " AFTER INSERT OR UPDATE ON "
+                                        : " BEFORE UPDATE OR DELETE ON ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " FOR EACH ROW EXECUTE FUNCTION ");
+        if (!rc)
+            rc = add_name(b, "fn", ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, "();\n");
+    }
+    return rc;
+}
+
+/* ---- install ---- */
+
+int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+{
+    int pg = ferry_db_engine(db) == FERRY_ENGINE_PG;
+    struct ferry_buf sql;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_db_begin(db, err);
+    if (rc)
+        goto out;
+    rc = ferry_db_exec(db,
+                       pg ? "CREATE TABLE IF NOT EXISTS _ferry_frozen(tenant text PRIMARY KEY, "
+                            "since bigint NOT NULL, reason text)"
+                          : "CREATE TABLE IF NOT EXISTS _ferry_frozen(tenant NOT NULL PRIMARY KEY, "
+                            "since INTEGER NOT NULL, reason TEXT)",
+                       err);
+    if (rc)
+        goto rollback;
+    if (!pg) {
+        rc = sqlite_rebuild(db, s, err);
+        if (rc)
+            goto rollback;
+        rc = ferry_db_commit(db, err);
+        goto out;
+    }
+    rc = ferry_db_exec(db, pg_drop_sql, err);
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        ferry_buf_reset(&sql);
+        rc = pg_table_sql(&sql, s, t);
+        if (rc) {
+            rc = ferry_error_set(err, rc, "cannot build the freeze triggers of %s",
+                                 s->tables[t].info.name);
+            break;
+        }
+        log_debug("freeze SQL for %s:\n%s", s->tables[t].info.name, sql.data);
+        rc = ferry_db_exec(db, sql.data, err);
+        if (rc)
+            ferry_error_prefix(err, "installing the freeze triggers on %s", s->tables[t].info.name);
+    }
+    if (rc)
+        goto rollback;
+    rc = ferry_db_commit(db, err);
+    goto out;
+rollback:
+    ferry_db_rollback(db);
+out:
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+int ferry_freeze_uninstall(struct ferry_db *db, struct ferry_error *err)
+{
+    int rc;
+
+    rc = ferry_db_begin(db, err);
+    if (rc)
+        return rc;
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG)
+        rc = ferry_db_exec(db, pg_drop_sql, err);
+    else
+        rc = sqlite_drop_triggers(db, err);
+    if (!rc)
+        rc = ferry_db_exec(db, "DROP TABLE IF EXISTS _ferry_frozen", err);
+    if (rc) {
+        ferry_db_rollback(db);
+        return rc;
+    }
+    return ferry_db_commit(db, err);
+}
+
+/* ---- the freezer ---- */
+
+int ferry_freeze_open(const struct ferry_config *cfg, struct ferry_freezer **out,
+                      struct ferry_error *err)
+{
+    struct ferry_freezer *f = calloc(1, sizeof(*f));
+    int exists = 0;
+    int rc;
+
+    *out = NULL;
+    if (!f)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    rc = ferry_db_open(cfg->source.database, 0, &f->db, err);
+    if (!rc)
+        rc = ferry_scope_resolve(f->db, cfg, &f->scope, err);
+    if (!rc)
+        rc = ferry_capture_check(f->db, f->scope, err);
+    if (!rc)
+        rc = ferry_db_table_exists(f->db, "_ferry_frozen", &exists, err);
+    if (!rc && !exists)
+        rc = ferry_error_set(err, FERRY_ECONFIG,
+                             "migration mode is not installed; run ferry-src install --config %s",
+                             cfg->path ? cfg->path : "C");
+    if (rc) {
+        ferry_freeze_close(f);
+        return rc;
+    }
+    *out = f;
+    return FERRY_OK;
+}
+
+void ferry_freeze_close(struct ferry_freezer *f)
+{
+    if (!f)
+        return;
+    ferry_scope_free(f->scope);
+    ferry_db_close(f->db);
+    free(f);
+}
+
+/*
+ * The tenant as _ferry_frozen stores it: the typed value on SQLite (so the
+ * triggers compare like with like), canonical text on PostgreSQL (one
+ * column type whatever the root key's type). num backs an integer's text.
+ */
+static int frozen_key(struct ferry_freezer *f, const char *tenant, struct ferry_value *typed,
+                      struct ferry_value *key, char *num, size_t numsz, struct ferry_error *err)
+{
+    int rc = ferry_scope_tenant(f->scope, tenant, typed, err);
+
+    if (rc)
+        return rc;
+    *key = *typed;
+    if (ferry_db_engine(f->db) == FERRY_ENGINE_PG && typed->type == FERRY_INT) {
+        snprintf(num, numsz, "%" PRId64, typed->u.i);
+        *key = ferry_value_text(num, strlen(num));
+    }
+    return FERRY_OK;
+}
+
+static int tenant_exists(struct ferry_freezer *f, const struct ferry_value *tv, int *exists,
+                         struct ferry_error *err)
+{
+    const struct ferry_table_info *ri = ferry_scope_root(f->scope);
+    struct ferry_buf sql;
+    int64_t n = 0;
+    int rc;
+
+    ferry_buf_init(&sql, 4096);
+    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ri->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WHERE ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ri->cols[ferry_table_pkcol(ri, 0)].name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " = ?");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+    else
+        rc = ferry_db_query_int(f->db, sql.data, tv, 1, &n, err);
+    ferry_buf_release(&sql);
+    *exists = n > 0;
+    return rc;
+}
+
+static void sleep_ns(long ns)
+{
+    struct timespec ts = {0, ns};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Text of column 0 of the one row of sql into out. */
+static int query_text(struct ferry_db *db, const char *sql, char *out, size_t outsz,
+                      struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_value v;
+    int row = 0;
+    int rc;
+
+    rc = ferry_db_prepare(db, sql, &st, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    if (!rc && !row)
+        rc = ferry_error_set(err, FERRY_EDB, "'%s' returned no row", sql);
+    if (!rc) {
+        ferry_stmt_column(st, 0, &v);
+        if (v.type != FERRY_TEXT || v.u.s.n >= outsz)
+            rc = ferry_error_set(err, FERRY_EDB, "'%s' returned no text, or too much", sql);
+        else
+            snprintf(out, outsz, "%.*s", (int)v.u.s.n, v.u.s.p);
+    }
+    ferry_stmt_free(st);
+    return rc;
+}
+
+/*
+ * After the freeze committed: wait until every transaction that was in
+ * flight then has ended. Those with an xid are in the snapshot's xip; one
+ * that has only read so far has no xid yet, but under REPEATABLE READ its
+ * old snapshot would not see the freeze row, so backends whose transaction
+ * began before the freeze count too (pg_stat_activity shows other roles'
+ * xact_start only to privileged roles: the xip part is what always holds).
+ */
+static int pg_wait_in_flight(struct ferry_db *db, const char *tenant, struct ferry_error *err)
+{
+    char snap[8192];
+    char when[64];
+    struct timespec t0, now;
+    int rc;
+
+    rc = query_text(db, "SELECT pg_current_snapshot()::text", snap, sizeof(snap), err);
+    if (!rc)
+        rc = query_text(db, "SELECT clock_timestamp()::text", when, sizeof(when), err);
+    if (rc)
+        return rc;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct ferry_value args[2] = {ferry_value_text(snap, strlen(snap)),
+                                      ferry_value_text(when, strlen(when))};
+        int64_t running = 0;
+
+        rc = ferry_db_query_int(
+            db,
+            "SELECT (SELECT count(*) FROM pg_snapshot_xip(CAST(? AS pg_snapshot)) AS x "
+            "WHERE pg_xact_status(x) = 'in progress') + "
+            "(SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND datname = current_database() AND backend_type = 'client backend' "
+            "AND xact_start < CAST(? AS timestamptz))",
+            args, 2, &running, err);
+        if (rc)
+            return rc;
+        if (running == 0)
+            return FERRY_OK;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec >= FERRY_FREEZE_WAIT_SECS)
+            return ferry_error_set(err, FERRY_EDB,
+                                   "tenant %.64s is frozen, but %" PRId64 " transactions that "
+                                   "began before the freeze are still running after %d s (see "
+                                   "pg_stat_activity); end them and freeze again",
+                                   tenant, running, FERRY_FREEZE_WAIT_SECS);
+        sleep_ns(WAIT_POLL_NS);
+    }
+}
+
+int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
+                     int64_t *head, struct ferry_error *err)
+{
+    int pg = ferry_db_engine(f->db) == FERRY_ENGINE_PG;
+    struct ferry_value typed, key;
+    struct ferry_stmt *st = NULL;
+    char num[32];
+    int exists = 0;
+    int row = 0;
+    int64_t h = 0;
+    int rc;
+
+    rc = frozen_key(f, tenant, &typed, &key, num, sizeof(num), err);
+    if (rc)
+        return rc;
+    /* SQLite: BEGIN IMMEDIATE, the database's write lock, until the commit. */
+    rc = ferry_db_begin(f->db, err);
+    if (rc)
+        return rc;
+    if (on) {
+        struct ferry_value why =
+            reason ? ferry_value_text(reason, strlen(reason)) : ferry_value_null();
+        struct ferry_value since = ferry_value_int((int64_t)time(NULL));
+
+        rc = tenant_exists(f, &typed, &exists, err);
+        if (!rc && !exists)
+            rc = ferry_error_set(err, FERRY_ENOTFOUND, "tenant %.64s not found in %s", tenant,
+                                 ferry_scope_root(f->scope)->name);
+        if (!rc)
+            rc = ferry_db_prepare(f->db,
+                                  "INSERT INTO _ferry_frozen(tenant, since, reason) VALUES (?, ?, "
+                                  "?) ON CONFLICT (tenant) DO NOTHING",
+                                  &st, err);
+        if (!rc)
+            rc = ferry_stmt_bind(st, 1, &key, err);
+        if (!rc)
+            rc = ferry_stmt_bind(st, 2, &since, err);
+        if (!rc)
+            rc = ferry_stmt_bind(st, 3, &why, err);
+    } else {
+        rc = ferry_db_prepare(f->db, "DELETE FROM _ferry_frozen WHERE tenant = ?", &st, err);
+        if (!rc)
+            rc = ferry_stmt_bind(st, 1, &key, err);
+    }
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    ferry_stmt_free(st);
+    if (!rc && !pg)
+        rc = sqlite_rebuild(f->db, f->scope, err);
+    if (!rc && !pg)
+        rc = ferry_capture_head(f->db, &h, err);
+    if (rc) {
+        ferry_db_rollback(f->db);
+        return rc;
+    }
+    rc = ferry_db_commit(f->db, err);
+    if (!rc && pg && on)
+        rc = pg_wait_in_flight(f->db, tenant, err);
+    if (!rc && pg)
+        rc = ferry_capture_head(f->db, &h, err);
+    if (!rc && head)
+        *head = h;
+    if (!rc)
+        log_info("tenant %.64s %s, change log head %" PRId64, tenant, on ? "frozen" : "unfrozen",
+                 h);
+    return rc;
+}
+
+int ferry_freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, int64_t *since,
+                     struct ferry_error *err)
+{
+    struct ferry_value typed, key;
+    char num[32];
+    int64_t s = -1;
+    int rc;
+
+    rc = frozen_key(f, tenant, &typed, &key, num, sizeof(num), err);
+    if (!rc)
+        rc = ferry_db_query_int(f->db,
+                                "SELECT COALESCE((SELECT since FROM _ferry_frozen WHERE tenant = "
+                                "?), -1)",
+                                &key, 1, &s, err);
+    if (rc)
+        return rc;
+    *frozen = s >= 0;
+    if (since)
+        *since = s >= 0 ? s : 0;
+    return FERRY_OK;
+}
+
+int ferry_freeze_tenant_head(struct ferry_freezer *f, const char *tenant, int64_t *head,
+                             struct ferry_error *err)
+{
+    struct ferry_value tv;
+    int rc;
+
+    rc = ferry_scope_tenant(f->scope, tenant, &tv, err);
+    if (rc)
+        return rc;
+    return ferry_db_query_int(f->db,
+                              "SELECT COALESCE(max(seq), 0) FROM _ferry_changes WHERE tenant = ?",
+                              &tv, 1, head, err);
+}

@@ -1,0 +1,90 @@
+/*
+ * freeze.h - migration mode on the source: the database itself refuses
+ * writes to a frozen tenant's rows, while the other tenants keep writing.
+ *
+ *   _ferry_frozen(tenant, since, reason)   one row per frozen tenant
+ *
+ * Triggers on every in-scope table raise
+ *   "tenant 7 is frozen for migration by ferry; writes are refused until
+ *    ferry-src unfreeze"
+ * when a write touches a frozen tenant's row: the tenant the row belonged to
+ * (OLD, read from capture's key map _ferry_k_<table> BEFORE an update or
+ * delete) or the tenant it would belong to (NEW, the scope's owner
+ * expression AFTER an insert or update: after, so that a [table] scope
+ * predicate that reads the row's own table sees the row). The raise aborts
+ * the application's statement, whatever connection or language it uses.
+ *
+ * SQLite: RAISE takes a literal message only, so the triggers are rebuilt
+ * from _ferry_frozen in the same transaction as every freeze and unfreeze,
+ * with one WHEN per frozen tenant; while nothing is frozen there are none,
+ * and the application pays nothing. PostgreSQL: one trigger function per
+ * table reads _ferry_frozen (a cheap EXISTS while it is empty).
+ *
+ * Capture must be installed first (the key maps); `ferry-src install` does
+ * both, in that order, and `ferry-src uninstall` removes both (which also
+ * unfreezes every tenant).
+ */
+#ifndef FERRY_FREEZE_H
+#define FERRY_FREEZE_H
+
+#include "../common/config.h"
+#include "../common/db/db.h"
+#include "../common/error.h"
+#include "../common/scope.h"
+
+#include <stdint.h>
+
+/* How long a PostgreSQL freeze waits for transactions that began before it. */
+#define FERRY_FREEZE_WAIT_SECS 60
+
+/*
+ * Create _ferry_frozen when missing and (re)create the freeze triggers for
+ * every table of s, in one transaction; frozen tenants stay frozen.
+ * Idempotent. Call after ferry_capture_install (which drops every _ferry_
+ * trigger it finds).
+ */
+int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err);
+/* Drop the freeze triggers, functions and _ferry_frozen. Idempotent. */
+int ferry_freeze_uninstall(struct ferry_db *db, struct ferry_error *err);
+
+struct ferry_freezer; /* opaque: its own connection to the source and the scope */
+
+/*
+ * Open the source database of cfg (writable) and resolve the scope; checks
+ * that capture and freeze are installed (FERRY_ECONFIG: "run ferry-src
+ * install"). *out owned, close with ferry_freeze_close.
+ */
+int ferry_freeze_open(const struct ferry_config *cfg, struct ferry_freezer **out,
+                      struct ferry_error *err);
+void ferry_freeze_close(struct ferry_freezer *f);
+
+/*
+ * Freeze (on) or unfreeze tenant. Idempotent: freezing a frozen tenant keeps
+ * its original time and reason. reason may be NULL.
+ *
+ * Freezing returns only when no transaction that could still write to the
+ * tenant is in flight. SQLite: the freeze holds the write lock (BEGIN
+ * IMMEDIATE) while it commits, so nothing else is writing then, and a reader
+ * that began earlier cannot write later (its snapshot is stale). PostgreSQL:
+ * after the commit it waits until every transaction in flight at that moment
+ * has ended (pg_current_snapshot's xip, and pg_stat_activity for those that
+ * hold a snapshot without an xid yet), up to FERRY_FREEZE_WAIT_SECS; then the
+ * freeze stays in place and the error (FERRY_EDB) names the backends.
+ *
+ * *head (may be NULL) is set to the change-log head once the freeze holds:
+ * every change of the tenant is at or below it.
+ * Errors: FERRY_ENOTFOUND (freezing a tenant that does not exist),
+ * FERRY_EDATA (a tenant id of the wrong type), FERRY_EDB.
+ */
+int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
+                     int64_t *head, struct ferry_error *err);
+
+/* *frozen = 1 when tenant is frozen; *since (may be NULL) its unix time, 0 when not. */
+int ferry_freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, int64_t *since,
+                     struct ferry_error *err);
+
+/* Largest seq logged for tenant (0 when none), for metrics. */
+int ferry_freeze_tenant_head(struct ferry_freezer *f, const char *tenant, int64_t *head,
+                             struct ferry_error *err);
+
+#endif
