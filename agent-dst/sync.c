@@ -436,7 +436,11 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     rc = apply_deltas(&r, err);
     if (rc)
         goto end;
-    {
+    /*
+     * Foreign keys are checked once, after the copy and its first deltas:
+     * the check scans whole tables, too much for every small delta run.
+     */
+    if (r.copied > 0) {
         int64_t bad = 0;
 
         rc = ferry_applier_fk_check(r.applier, &bad, err);
