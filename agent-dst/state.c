@@ -37,15 +37,20 @@
 #define FSIZE(type, field) sizeof(((type *)0)->field)
 
 /* Serialized sizes: they follow the header, so changing a field changes them. */
-#define META_SIZE                                                                                  \
+#define META_SIZE_V1                                                                               \
     (1 + FSIZE(struct ferry_state_meta, tenant) + FSIZE(struct ferry_state_meta, source) + 8 + 4 + \
      8 + 8 + 8)
+/* The same version with source_head and source_seen appended: older records still read. */
+#define META_SIZE (META_SIZE_V1 + 8 + 8)
+#define CUTOVER_HEAD_SIZE (1 + 8 + 4 + 8 + 8 + 4)
+#define CUTOVER_TABLE_SIZE (FSIZE(struct ferry_cutover_table, table) + 8 + 8)
 #define COPY_SIZE                                                                                  \
     (1 + FSIZE(struct ferry_copy_progress, table) + 8 + FSIZE(struct ferry_copy_progress, key) +   \
      8 + 4)
 #define RUN_SIZE (1 + 7 * 8 + 4 + FSIZE(struct ferry_run, msg) + FSIZE(struct ferry_run, kind))
 
 static const char META_KEY[] = "meta";
+static const char CUTOVER_KEY[] = "cutover";
 
 struct ferry_state {
     MDB_env *env;
@@ -173,6 +178,8 @@ static void meta_encode(const struct ferry_state_meta *m, unsigned char *out)
     put_i64(&w, m->created);
     put_i64(&w, m->hwm);
     put_i64(&w, m->last_sync);
+    put_i64(&w, m->source_head);
+    put_i64(&w, m->source_seen);
 }
 
 static int bad_record(const struct ferry_state *st, const char *what, struct ferry_error *err)
@@ -189,7 +196,7 @@ static int meta_decode(const struct ferry_state *st, const MDB_val *v, struct fe
     struct rd r = {v->mv_data, 0};
     int bad = 0;
 
-    if (v->mv_size != META_SIZE || get_u8(&r) != STATE_VERSION)
+    if ((v->mv_size != META_SIZE && v->mv_size != META_SIZE_V1) || get_u8(&r) != STATE_VERSION)
         return bad_record(st, "meta", err);
     bad |= get_str(&r, m->tenant, sizeof(m->tenant));
     bad |= get_str(&r, m->source, sizeof(m->source));
@@ -198,6 +205,8 @@ static int meta_decode(const struct ferry_state *st, const MDB_val *v, struct fe
     m->created = get_i64(&r);
     m->hwm = get_i64(&r);
     m->last_sync = get_i64(&r);
+    m->source_head = v->mv_size == META_SIZE ? get_i64(&r) : 0;
+    m->source_seen = v->mv_size == META_SIZE ? get_i64(&r) : 0;
     if (bad)
         return bad_record(st, "meta", err);
     return FERRY_OK;
@@ -663,6 +672,151 @@ int ferry_state_set_hwm(struct ferry_state *st, int64_t hwm, int64_t last_sync,
 out:
     if (txn)
         mdb_txn_abort(txn);
+    return rc;
+}
+
+int ferry_state_set_source_head(struct ferry_state *st, int64_t head, int64_t seen,
+                                struct ferry_error *err)
+{
+    MDB_val k = {sizeof(META_KEY) - 1, (void *)META_KEY};
+    unsigned char rec[META_SIZE];
+    struct ferry_state_meta m;
+    MDB_txn *txn;
+    MDB_val v;
+    int rc;
+
+    rc = txn_begin(st, 0, &txn, err);
+    if (rc)
+        return rc;
+    rc = meta_read(st, txn, &m, err);
+    if (rc)
+        goto out;
+    m.source_head = head;
+    m.source_seen = seen;
+    meta_encode(&m, rec);
+    v.mv_size = sizeof(rec);
+    v.mv_data = rec;
+    rc = mdb_put(txn, st->meta, &k, &v, 0);
+    if (rc) {
+        rc = mdb_fail(st->dir, rc, "write the source head", err);
+        goto out;
+    }
+    rc = txn_commit(st, txn, "write the source head", err);
+    txn = NULL;
+out:
+    if (txn)
+        mdb_txn_abort(txn);
+    return rc;
+}
+
+/* ---- cutover ---- */
+
+void ferry_cutover_release(struct ferry_cutover *c)
+{
+    if (!c)
+        return;
+    free(c->tables);
+    c->tables = NULL;
+    c->ntables = 0;
+}
+
+int ferry_state_cutover_get(struct ferry_state *st, struct ferry_cutover *c,
+                            struct ferry_error *err)
+{
+    MDB_val k = {sizeof(CUTOVER_KEY) - 1, (void *)CUTOVER_KEY};
+    struct rd r;
+    MDB_txn *txn;
+    MDB_val v;
+    uint32_t n;
+    int bad = 0;
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    rc = txn_begin(st, 1, &txn, err);
+    if (rc)
+        return rc;
+    rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        rc = ferry_error_set(err, FERRY_ENOTFOUND, "no cutover recorded in state %s", st->dir);
+        goto out;
+    }
+    if (rc) {
+        rc = mdb_fail(st->dir, rc, "read the cutover record", err);
+        goto out;
+    }
+    r.p = v.mv_data;
+    r.off = 0;
+    if (v.mv_size < CUTOVER_HEAD_SIZE || get_u8(&r) != STATE_VERSION) {
+        rc = bad_record(st, "cutover", err);
+        goto out;
+    }
+    c->at = get_i64(&r);
+    c->done = get_i32(&r);
+    c->head = get_i64(&r);
+    c->hwm = get_i64(&r);
+    n = (uint32_t)get_i32(&r);
+    /* The count is checked against the record's size before anything is allocated. */
+    if (n > FERRY_CUTOVER_MAX_TABLES || v.mv_size != CUTOVER_HEAD_SIZE + n * CUTOVER_TABLE_SIZE) {
+        rc = bad_record(st, "cutover", err);
+        goto out;
+    }
+    c->tables = calloc(n ? n : 1, sizeof(*c->tables));
+    if (!c->tables) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the cutover record");
+        goto out;
+    }
+    c->ntables = n;
+    for (uint32_t i = 0; i < n; i++) {
+        bad |= get_str(&r, c->tables[i].table, sizeof(c->tables[i].table));
+        c->tables[i].rows = get_i64(&r);
+        c->tables[i].checksum = get_u64(&r);
+    }
+    if (bad)
+        rc = bad_record(st, "cutover", err);
+out:
+    mdb_txn_abort(txn);
+    if (rc)
+        ferry_cutover_release(c);
+    return rc;
+}
+
+int ferry_state_cutover_put(struct ferry_state *st, const struct ferry_cutover *c,
+                            struct ferry_error *err)
+{
+    unsigned char *rec;
+    struct wr w;
+    size_t size;
+    int rc;
+
+    if (c->ntables > FERRY_CUTOVER_MAX_TABLES)
+        return ferry_error_set(err, FERRY_ETOOBIG,
+                               "cutover of %zu tables, over the %d the state keeps", c->ntables,
+                               FERRY_CUTOVER_MAX_TABLES);
+    for (size_t i = 0; i < c->ntables; i++) {
+        rc = check_str(c->tables[i].table, sizeof(c->tables[i].table), "cutover table", err);
+        if (rc)
+            return rc;
+    }
+    size = CUTOVER_HEAD_SIZE + c->ntables * CUTOVER_TABLE_SIZE;
+    rec = malloc(size);
+    if (!rec)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory writing the cutover record");
+    w.p = rec;
+    w.off = 0;
+    put_u8(&w, STATE_VERSION);
+    put_i64(&w, c->at);
+    put_i32(&w, c->done);
+    put_i64(&w, c->head);
+    put_i64(&w, c->hwm);
+    put_i32(&w, (int)c->ntables);
+    for (size_t i = 0; i < c->ntables; i++) {
+        put_str(&w, c->tables[i].table, sizeof(c->tables[i].table));
+        put_i64(&w, c->tables[i].rows);
+        put_u64(&w, c->tables[i].checksum);
+    }
+    rc = put_one(st, st->meta, CUTOVER_KEY, sizeof(CUTOVER_KEY) - 1, rec, size,
+                 "write the cutover record", err);
+    free(rec);
     return rc;
 }
 

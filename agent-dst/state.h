@@ -10,6 +10,8 @@
  *   hwm    the high-water mark of the changes stream
  *   runs   one record per sync run (start, end, rows upserted / deleted,
  *          result code and message)
+ *   cutover the cutover record: when, marks, per-table counts and checksums
+ *          (kept in the meta database under its own key)
  *
  * Every setter is its own LMDB write transaction, committed before it
  * returns: the caller commits the target database first, then moves the
@@ -44,6 +46,13 @@ struct ferry_state_meta {
     int64_t created;    /* unix seconds */
     int64_t hwm;        /* last applied seq; -1 none */
     int64_t last_sync;  /* unix seconds of the last successful sync, 0 never */
+    /*
+     * The source's change-log head seen by the last successful sync, and
+     * when (unix seconds): every change of the tenant up to then is applied.
+     * 0 and 0 before the first.
+     */
+    int64_t source_head;
+    int64_t source_seen;
 };
 
 struct ferry_copy_progress {
@@ -91,6 +100,13 @@ int ferry_state_meta_put(struct ferry_state *st, const struct ferry_state_meta *
 int ferry_state_set_hwm(struct ferry_state *st, int64_t hwm, int64_t last_sync,
                         struct ferry_error *err);
 
+/*
+ * Convenience: read meta, set source_head and source_seen, write it back
+ * (the lag that status shows is measured from source_seen).
+ */
+int ferry_state_set_source_head(struct ferry_state *st, int64_t head, int64_t seen,
+                                struct ferry_error *err);
+
 /* FERRY_ENOTFOUND when the table has no progress yet. */
 int ferry_state_copy_get(struct ferry_state *st, const char *table, struct ferry_copy_progress *p,
                          struct ferry_error *err);
@@ -111,5 +127,35 @@ int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struc
 /* The most recent n runs, newest first; *got set to how many. */
 int ferry_state_runs_last(struct ferry_state *st, struct ferry_run *runs, size_t n, size_t *got,
                           struct ferry_error *err);
+
+/* ---- cutover ---- */
+
+struct ferry_cutover_table {
+    char table[256];
+    int64_t rows;      /* the tenant's rows, equal on both sides when recorded */
+    uint64_t checksum; /* checksum.h's sum over the whole table */
+};
+
+struct ferry_cutover {
+    int64_t at;                         /* unix seconds the cutover was recorded */
+    int done;                           /* 1 once every --then hook succeeded */
+    int64_t head;                       /* source change-log head reported by the freeze */
+    int64_t hwm;                        /* the mark after the final delta */
+    size_t ntables;                     /* at most FERRY_CUTOVER_MAX_TABLES */
+    struct ferry_cutover_table *tables; /* ntables; see get/put for ownership */
+};
+
+#define FERRY_CUTOVER_MAX_TABLES 1000
+
+/*
+ * Read the cutover record: FERRY_ENOTFOUND when there is none. c->tables is
+ * owned by the caller afterwards: free with ferry_cutover_release.
+ */
+int ferry_state_cutover_get(struct ferry_state *st, struct ferry_cutover *c,
+                            struct ferry_error *err);
+/* Write (replace) the cutover record; c is borrowed. */
+int ferry_state_cutover_put(struct ferry_state *st, const struct ferry_cutover *c,
+                            struct ferry_error *err);
+void ferry_cutover_release(struct ferry_cutover *c);
 
 #endif
