@@ -15,6 +15,7 @@
 #include "../common/log.h"
 #include "../common/scope.h"
 #include "capture.h"
+#include "digest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -435,23 +436,155 @@ static int cmp_change(const void *a, const void *b)
     return x->n < y->n ? -1 : x->n > y->n;
 }
 
+/*
+ * Encode into enc the current image of each key of ch (nch keys of the
+ * scope's tables, packed in arena), as read now under the tenant's owner
+ * check: upserts parents first for the keys whose row is the tenant's,
+ * then tombstones children first for the others. Sorts ch and skips
+ * repeated keys. Shared by change batches and rows requests (repair).
+ */
+static int encode_current(struct ferry_producer *p, const struct ferry_value *tv, struct change *ch,
+                          size_t nch, struct ferry_buf *arena, struct ferry_enc *enc,
+                          struct ferry_error *err)
+{
+    const struct ferry_scope *s = p->scope;
+    struct ferry_stmt **rowst = NULL;
+    struct ferry_buf sql;
+    size_t *ndel = NULL;
+    int *npred = NULL;
+    int row = 0, rc = FERRY_OK;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    sort_arena = arena;
+    if (nch)
+        qsort(ch, nch, sizeof(*ch), cmp_change);
+
+    rowst = calloc(s->ntables, sizeof(*rowst));
+    npred = calloc(s->ntables, sizeof(*npred));
+    ndel = calloc(s->ntables, sizeof(*ndel));
+    if (!rowst || !npred || !ndel) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* Upserts, parents first; a key whose row is gone from the tenant is a tombstone. */
+    for (size_t i = 0; i < nch && !rc;) {
+        int t = ch[i].t;
+        const struct ferry_table_info *ti = &s->tables[t].info;
+        size_t npk = ferry_table_npk(ti);
+        const char *names[1024];
+        int open = 0;
+
+        for (size_t c = 0; c < ti->ncols && c < 1024; c++)
+            names[c] = ti->cols[c].name;
+        ferry_buf_reset(&sql);
+        rc = select_owned_sql(s, (size_t)t, 0, &sql);
+        npred[t] = 1;
+        for (size_t k = 0; k < npk && !rc; k++) {
+            rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
+            if (!rc)
+                rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
+            if (!rc)
+                rc = ferry_buf_adds(&sql, " = ?");
+        }
+        if (rc) {
+            rc = ferry_error_set(err, rc, "cannot build SQL");
+            break;
+        }
+        rc = ferry_db_prepare(p->db, sql.data, &rowst[t], err);
+        for (; !rc && i < nch && ch[i].t == t; i++) {
+            struct ferry_value key[FERRY_MAX_KEY_COLS];
+            size_t nk;
+
+            if (i > 0 && ch[i - 1].t == t && ch[i - 1].n == ch[i].n &&
+                memcmp(arena->data + ch[i - 1].off, arena->data + ch[i].off, ch[i].n) == 0) {
+                ch[i].state = CH_DUP;
+                continue;
+            }
+            nk = 0;
+            ferry_key_unpack(arena->data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
+            ferry_stmt_reset(rowst[t]);
+            rc = bind_tenant(rowst[t], tv, npred[t], err);
+            for (size_t k = 0; k < nk && !rc; k++)
+                rc = ferry_stmt_bind(rowst[t], npred[t] + 1 + (int)k, &key[k], err);
+            if (!rc)
+                rc = ferry_stmt_step(rowst[t], &row, err);
+            if (rc)
+                break;
+            if (!row) {
+                ndel[t]++;
+                continue;
+            }
+            if (!open) {
+                rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
+                open = 1;
+            }
+            if (!rc) {
+                struct ferry_value vals[1024];
+
+                for (size_t c = 0; c < ti->ncols && c < 1024; c++)
+                    ferry_stmt_column(rowst[t], (int)c, &vals[c]);
+                rc = ferry_enc_row(enc, vals, ti->ncols);
+                if (rc)
+                    rc = ferry_error_set(err, rc, "change batch too large");
+                p->stats.rows++;
+            }
+            ch[i].state = CH_ROW;
+        }
+        if (!rc && open)
+            rc = ferry_enc_set_end(enc);
+    }
+    /* Tombstones, children first. */
+    for (size_t t = s->ntables; t-- > 0 && !rc;) {
+        const struct ferry_table_info *ti = &s->tables[t].info;
+        size_t npk = ferry_table_npk(ti);
+        const char *keynames[FERRY_MAX_KEY_COLS];
+
+        if (!ndel[t])
+            continue;
+        for (size_t k = 0; k < npk; k++)
+            keynames[k] = ti->cols[ferry_table_pkcol(ti, k)].name;
+        rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_DELETE, keynames, npk);
+        for (size_t i = 0; i < nch && !rc; i++) {
+            struct ferry_value key[FERRY_MAX_KEY_COLS];
+            size_t nk;
+
+            if (ch[i].t != (int)t || ch[i].state != CH_TOMBSTONE)
+                continue;
+            nk = 0;
+            ferry_key_unpack(arena->data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
+            rc = ferry_enc_row(enc, key, nk);
+            if (rc)
+                rc = ferry_error_set(err, rc, "change batch too large");
+            p->stats.deletes++;
+        }
+        if (!rc)
+            rc = ferry_enc_set_end(enc);
+    }
+out:
+    if (rowst)
+        for (size_t t = 0; t < s->ntables; t++)
+            ferry_stmt_free(rowst[t]);
+    free(rowst);
+    free(npred);
+    free(ndel);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
 static int produce_changes(struct ferry_producer *p, const struct ferry_request *req,
                            int64_t limit, char **out, size_t *len, struct ferry_error *err)
 {
     const struct ferry_scope *s = p->scope;
     struct ferry_stmt *st = NULL;
-    struct ferry_stmt **rowst = NULL;
     struct ferry_enc *enc = NULL;
     struct change *ch = NULL;
-    struct ferry_buf arena, sql;
-    size_t nch = 0, cap = 0, *ndel = NULL;
+    struct ferry_buf arena;
+    size_t nch = 0, cap = 0;
     struct ferry_value tv;
     int64_t head = req->after, nread = 0;
-    int *npred = NULL;
     int row = 0, rc;
 
     ferry_buf_init(&arena, (size_t)256 << 20);
-    ferry_buf_init(&sql, SQL_MAX);
     rc = ferry_scope_tenant(s, req->tenant, &tv, err);
     if (rc)
         goto out;
@@ -523,112 +656,12 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     st = NULL;
     if (rc)
         goto rollback;
-    sort_arena = &arena;
-    if (nch)
-        qsort(ch, nch, sizeof(*ch), cmp_change);
-
-    rowst = calloc(s->ntables, sizeof(*rowst));
-    npred = calloc(s->ntables, sizeof(*npred));
-    ndel = calloc(s->ntables, sizeof(*ndel));
     enc = ferry_enc_new(FERRY_KIND_CHANGES, p->max_body);
-    if (!rowst || !npred || !ndel || !enc) {
+    if (!enc) {
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         goto rollback;
     }
-    /* Upserts, parents first; a key whose row is gone from the tenant is a tombstone. */
-    for (size_t i = 0; i < nch && !rc;) {
-        int t = ch[i].t;
-        const struct ferry_table_info *ti = &s->tables[t].info;
-        size_t npk = ferry_table_npk(ti);
-        const char *names[1024];
-        int open = 0;
-
-        for (size_t c = 0; c < ti->ncols && c < 1024; c++)
-            names[c] = ti->cols[c].name;
-        ferry_buf_reset(&sql);
-        rc = select_owned_sql(s, (size_t)t, 0, &sql);
-        npred[t] = 1;
-        for (size_t k = 0; k < npk && !rc; k++) {
-            rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
-            if (!rc)
-                rc = ferry_buf_adds(&sql, " = ?");
-        }
-        if (rc) {
-            rc = ferry_error_set(err, rc, "cannot build SQL");
-            break;
-        }
-        rc = ferry_db_prepare(p->db, sql.data, &rowst[t], err);
-        for (; !rc && i < nch && ch[i].t == t; i++) {
-            struct ferry_value key[FERRY_MAX_KEY_COLS];
-            size_t nk;
-
-            if (i > 0 && ch[i - 1].t == t && ch[i - 1].n == ch[i].n &&
-                memcmp(arena.data + ch[i - 1].off, arena.data + ch[i].off, ch[i].n) == 0) {
-                ch[i].state = CH_DUP;
-                continue;
-            }
-            nk = 0;
-            ferry_key_unpack(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
-            ferry_stmt_reset(rowst[t]);
-            rc = bind_tenant(rowst[t], &tv, npred[t], err);
-            for (size_t k = 0; k < nk && !rc; k++)
-                rc = ferry_stmt_bind(rowst[t], npred[t] + 1 + (int)k, &key[k], err);
-            if (!rc)
-                rc = ferry_stmt_step(rowst[t], &row, err);
-            if (rc)
-                break;
-            if (!row) {
-                ndel[t]++;
-                continue;
-            }
-            if (!open) {
-                rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
-                open = 1;
-            }
-            if (!rc) {
-                struct ferry_value vals[1024];
-
-                for (size_t c = 0; c < ti->ncols && c < 1024; c++)
-                    ferry_stmt_column(rowst[t], (int)c, &vals[c]);
-                rc = ferry_enc_row(enc, vals, ti->ncols);
-                if (rc)
-                    rc = ferry_error_set(err, rc, "change batch too large");
-                p->stats.rows++;
-            }
-            ch[i].state = CH_ROW;
-        }
-        if (!rc && open)
-            rc = ferry_enc_set_end(enc);
-    }
-    /* Tombstones, children first. */
-    for (size_t t = s->ntables; t-- > 0 && !rc;) {
-        const struct ferry_table_info *ti = &s->tables[t].info;
-        size_t npk = ferry_table_npk(ti);
-        const char *keynames[FERRY_MAX_KEY_COLS];
-
-        if (!ndel[t])
-            continue;
-        for (size_t k = 0; k < npk; k++)
-            keynames[k] = ti->cols[ferry_table_pkcol(ti, k)].name;
-        rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_DELETE, keynames, npk);
-        for (size_t i = 0; i < nch && !rc; i++) {
-            struct ferry_value key[FERRY_MAX_KEY_COLS];
-            size_t nk;
-
-            if (ch[i].t != (int)t || ch[i].state != CH_TOMBSTONE)
-                continue;
-            nk = 0;
-            ferry_key_unpack(arena.data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
-            rc = ferry_enc_row(enc, key, nk);
-            if (rc)
-                rc = ferry_error_set(err, rc, "change batch too large");
-            p->stats.deletes++;
-        }
-        if (!rc)
-            rc = ferry_enc_set_end(enc);
-    }
+    rc = encode_current(p, &tv, ch, nch, &arena, enc, err);
     if (!rc) {
         const char *body;
 
@@ -646,19 +679,99 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
             p->stats.batches++;
     }
 rollback:
-    if (rowst)
-        for (size_t t = 0; t < s->ntables; t++)
-            ferry_stmt_free(rowst[t]);
     ferry_db_rollback(p->db);
 out:
     ferry_stmt_free(st);
     ferry_enc_free(enc);
-    free(rowst);
-    free(npred);
-    free(ndel);
     free(ch);
     ferry_buf_release(&arena);
-    ferry_buf_release(&sql);
+    return rc;
+}
+
+/*
+ * A rows request (repair): the current image of each key asked for, as in
+ * a change batch: an upsert when the row is the tenant's now, else a
+ * tombstone.
+ */
+static int produce_rows(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                        size_t *len, struct ferry_error *err)
+{
+    struct ferry_enc *enc = NULL;
+    struct change *ch = NULL;
+    struct ferry_buf arena;
+    struct ferry_value tv;
+    int t = ferry_scope_find(p->scope, req->table);
+    int rc;
+
+    if (t < 0)
+        return ferry_error_set(err, FERRY_ENOTFOUND, "table %.64s is not in the tenant's scope",
+                               req->table);
+    if (req->keywidth != ferry_table_npk(&p->scope->tables[t].info))
+        return ferry_error_set(err, FERRY_EPROTO, "rows of %s: keys of %zu values, key has %zu",
+                               req->table, req->keywidth,
+                               ferry_table_npk(&p->scope->tables[t].info));
+    ferry_buf_init(&arena, p->max_body);
+    ch = calloc(req->nkeys ? req->nkeys : 1, sizeof(*ch));
+    enc = ferry_enc_new(FERRY_KIND_CHANGES, p->max_body);
+    if (!ch || !enc) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = FERRY_OK;
+    for (size_t i = 0; i < req->nkeys && !rc; i++) {
+        ch[i].t = t;
+        ch[i].off = arena.len;
+        rc = ferry_key_pack(&arena, &req->keys[i * req->keywidth], req->keywidth);
+        ch[i].n = arena.len - ch[i].off;
+        ch[i].state = CH_TOMBSTONE;
+    }
+    if (rc) {
+        rc = ferry_error_set(err, rc, "rows request too large");
+        goto out;
+    }
+    rc = ferry_db_begin_read(p->db, err);
+    if (rc)
+        goto out;
+    rc = tenant_of(p, req, &tv, err);
+    if (!rc)
+        rc = encode_current(p, &tv, ch, req->nkeys, &arena, enc, err);
+    if (!rc) {
+        const char *body;
+
+        rc = ferry_enc_finish(enc, 0, 0, NULL, 0, &body, len);
+        if (!rc) {
+            *out = malloc(*len ? *len : 1);
+            if (!*out)
+                rc = FERRY_ENOMEM;
+            else
+                memcpy(*out, body, *len);
+        }
+        if (rc)
+            rc = ferry_error_set(err, rc, "cannot encode rows of %s", req->table);
+        else
+            p->stats.batches++;
+    }
+    ferry_db_rollback(p->db);
+out:
+    ferry_enc_free(enc);
+    free(ch);
+    ferry_buf_release(&arena);
+    return rc;
+}
+
+/* A digest request (verify): counts and checksums of key ranges, in one read transaction. */
+static int produce_digest(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                          size_t *len, struct ferry_error *err)
+{
+    struct ferry_value tv;
+    int rc = ferry_db_begin_read(p->db, err);
+
+    if (rc)
+        return rc;
+    rc = tenant_of(p, req, &tv, err);
+    if (!rc)
+        rc = ferry_digest_produce(p->db, p->scope, &tv, req, out, len, err);
+    ferry_db_rollback(p->db);
     return rc;
 }
 
@@ -684,6 +797,10 @@ int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, cha
                 return rc;
             limit = limit / 2;
         }
+    case FERRY_REQ_DIGEST:
+        return produce_digest(p, req, out, len, err);
+    case FERRY_REQ_ROWS:
+        return produce_rows(p, req, out, len, err);
     }
     return ferry_error_set(err, FERRY_EPROTO, "unknown request type");
 }

@@ -186,6 +186,65 @@ static int writer_finish(struct writer *w, const char *what, char **out, size_t 
 /* Encoders other than the batch one have no size limit of their own: the peer's decoder has. */
 #define ENCODE_MAX (SIZE_MAX / 2)
 
+/* The digest and rows requests of verify/repair. */
+static int pack_verify_request(struct writer *w, const struct ferry_request *req,
+                               struct ferry_error *err)
+{
+    int rc = 0;
+
+    if (!req->table)
+        return ferry_error_set(err, FERRY_EINTERNAL, "request: table is NULL");
+    if (req->type == FERRY_REQ_DIGEST) {
+        if ((req->lo && (req->nlo == 0 || req->nlo > FERRY_MAX_KEY_COLS)) ||
+            (req->hi && (req->nhi == 0 || req->nhi > FERRY_MAX_KEY_COLS)))
+            return ferry_error_set(err, FERRY_EINTERNAL,
+                                   "digest request: bound of %zu values, expected 1 to %d",
+                                   req->lo ? req->nlo : req->nhi, FERRY_MAX_KEY_COLS);
+        if (req->parts < 1 || req->parts > FERRY_DIGEST_MAX_PARTS)
+            return ferry_error_set(err, FERRY_EINTERNAL,
+                                   "digest request: parts %" PRId64 " is not 1 to %d", req->parts,
+                                   FERRY_DIGEST_MAX_PARTS);
+        msgpack_pack_map(&w->pk, 6);
+    } else {
+        if (req->nkeys == 0 || req->nkeys > FERRY_ROWS_MAX_KEYS || !req->keys ||
+            req->keywidth == 0 || req->keywidth > FERRY_MAX_KEY_COLS)
+            return ferry_error_set(err, FERRY_EINTERNAL,
+                                   "rows request: %zu keys of %zu values, expected 1 to %d keys "
+                                   "of 1 to %d",
+                                   req->nkeys, req->keywidth, FERRY_ROWS_MAX_KEYS,
+                                   FERRY_MAX_KEY_COLS);
+        msgpack_pack_map(&w->pk, 4);
+    }
+    pack_cstr(w, "v");
+    msgpack_pack_int(&w->pk, FERRY_PROTO_VERSION);
+    pack_cstr(w, "tenant");
+    pack_cstr(w, req->tenant);
+    pack_cstr(w, "table");
+    pack_cstr(w, req->table);
+    if (req->type == FERRY_REQ_DIGEST) {
+        pack_cstr(w, "lo");
+        if (req->lo)
+            rc = pack_values(w, req->lo, req->nlo);
+        else
+            msgpack_pack_nil(&w->pk);
+        pack_cstr(w, "hi");
+        if (!rc && req->hi)
+            rc = pack_values(w, req->hi, req->nhi);
+        else
+            msgpack_pack_nil(&w->pk);
+        pack_cstr(w, "parts");
+        msgpack_pack_int64(&w->pk, req->parts);
+    } else {
+        pack_cstr(w, "keys");
+        msgpack_pack_array(&w->pk, req->nkeys);
+        for (size_t i = 0; i < req->nkeys && !rc; i++)
+            rc = pack_values(w, &req->keys[i * req->keywidth], req->keywidth);
+    }
+    if (rc)
+        return ferry_error_set(err, rc, "request: a key value cannot be encoded");
+    return 0;
+}
+
 int ferry_request_encode(const struct ferry_request *req, char **out, size_t *len,
                          struct ferry_error *err)
 {
@@ -259,6 +318,12 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         msgpack_pack_int64(&w.pk, req->after);
         pack_cstr(&w, "limit");
         msgpack_pack_int64(&w.pk, req->limit);
+        break;
+    case FERRY_REQ_DIGEST:
+    case FERRY_REQ_ROWS:
+        rc = pack_verify_request(&w, req, err);
+        if (rc)
+            goto out;
         break;
     default:
         rc = ferry_error_set(err, FERRY_EINTERNAL, "request: unknown type %d", (int)req->type);
@@ -1108,18 +1173,107 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
     return 0;
 }
 
+/* The digest and rows requests of verify/repair. */
+static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
+                               struct ferry_request *req)
+{
+    struct field f[6] = {{"v", NULL}, {"tenant", NULL}, {"table", NULL}};
+    const msgpack_object_array *a;
+    size_t nf;
+    int rc;
+
+    rc = check_version(d, o);
+    if (rc)
+        return rc;
+    if (type == FERRY_REQ_DIGEST) {
+        f[3].key = "lo";
+        f[4].key = "hi";
+        f[5].key = "parts";
+        nf = 6;
+    } else {
+        f[3].key = "keys";
+        nf = 4;
+    }
+    rc = get_fields(d, o, NULL, f, nf);
+    if (rc)
+        return rc;
+    rc = get_name(d, f[1].val, "tenant", &req->tenant);
+    if (!rc)
+        rc = get_name(d, f[2].val, "table", &req->table);
+    if (rc)
+        return rc;
+    if (type == FERRY_REQ_DIGEST) {
+        rc = get_key(d, f[3].val, "lo", 1, &req->lo, &req->nlo);
+        if (!rc)
+            rc = get_key(d, f[4].val, "hi", 1, &req->hi, &req->nhi);
+        if (!rc)
+            rc = get_int(d, f[5].val, "parts", &req->parts);
+        if (rc)
+            return rc;
+        if (req->lo && req->hi && req->nlo != req->nhi)
+            return fail(d, FERRY_EPROTO, "hi", "%zu values, lo has %zu", req->nhi, req->nlo);
+        if (req->parts < 1 || req->parts > FERRY_DIGEST_MAX_PARTS)
+            return fail(d, FERRY_EPROTO, "parts", "%" PRId64 " is not 1 to %d", req->parts,
+                        FERRY_DIGEST_MAX_PARTS);
+        return 0;
+    }
+    rc = want(d, f[3].val, MSGPACK_OBJECT_ARRAY, "keys", "array");
+    if (rc)
+        return rc;
+    a = &f[3].val->via.array;
+    if (a->size == 0 || a->size > FERRY_ROWS_MAX_KEYS)
+        return fail(d, a->size ? FERRY_ETOOBIG : FERRY_EPROTO, "keys",
+                    "%" PRIu32 " keys, expected 1 to %d", a->size, FERRY_ROWS_MAX_KEYS);
+    /* Shapes first: nkeys * width is allocated once every key is seen to exist. */
+    for (uint32_t i = 0; i < a->size; i++) {
+        const msgpack_object *k = &a->ptr[i];
+
+        if (k->type != MSGPACK_OBJECT_ARRAY)
+            return fail(d, FERRY_EPROTO, NULL, "keys %" PRIu32 " is %s, expected array", i,
+                        type_name(k));
+        if (k->via.array.size == 0 || k->via.array.size > FERRY_MAX_KEY_COLS ||
+            k->via.array.size != a->ptr[0].via.array.size)
+            return fail(d, FERRY_EPROTO, NULL,
+                        "keys %" PRIu32 " has %" PRIu32 " values, expected 1 to %d, as many as "
+                        "keys 0",
+                        i, k->via.array.size, FERRY_MAX_KEY_COLS);
+    }
+    req->keywidth = a->ptr[0].via.array.size;
+    req->keys = dec_array(d, "keys", (size_t)a->size * req->keywidth, sizeof(*req->keys), &rc);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < a->size; i++) {
+        struct ferry_value *kv = NULL;
+        size_t n = 0;
+        char w[WHERE_MAX];
+
+        snprintf(w, sizeof(w), "keys %" PRIu32, i);
+        rc = get_key(d, &a->ptr[i], w, 1, &kv, &n);
+        if (rc)
+            return rc;
+        memcpy(&req->keys[(size_t)i * req->keywidth], kv, n * sizeof(*kv));
+    }
+    req->nkeys = a->size;
+    return 0;
+}
+
 int ferry_request_decode(int type, const char *data, size_t len, const struct ferry_limits *lim,
                          struct ferry_request *req, struct ferry_error *err)
 {
-    static const char *const names[] = {"", "manifest request", "snapshot request",
-                                        "changes request"};
+    static const char *const names[] = {"",
+                                        "manifest request",
+                                        "snapshot request",
+                                        "changes request",
+                                        "digest request",
+                                        "rows request"};
     struct dec d;
     msgpack_unpacked u;
     int rc;
 
     memset(req, 0, sizeof(*req));
     msgpack_unpacked_init(&u);
-    if (type != FERRY_REQ_MANIFEST && type != FERRY_REQ_SNAPSHOT && type != FERRY_REQ_CHANGES)
+    if (type != FERRY_REQ_MANIFEST && type != FERRY_REQ_SNAPSHOT && type != FERRY_REQ_CHANGES &&
+        type != FERRY_REQ_DIGEST && type != FERRY_REQ_ROWS)
         return ferry_error_set(err, FERRY_EINTERNAL, "request: unknown type %d", type);
     d.what = names[type];
     d.lim = lim ? lim : &ferry_limits_default;
@@ -1135,7 +1289,10 @@ int ferry_request_decode(int type, const char *data, size_t len, const struct fe
     }
     req->priv_ = d.zone;
     req->type = type;
-    rc = request_walk(&d, type, &u.data, req);
+    if (type == FERRY_REQ_DIGEST || type == FERRY_REQ_ROWS)
+        rc = verify_request_walk(&d, type, &u.data, req);
+    else
+        rc = request_walk(&d, type, &u.data, req);
 out:
     msgpack_unpacked_destroy(&u);
     if (rc)
@@ -1511,6 +1668,152 @@ void ferry_manifest_free(struct ferry_manifest *m)
     free(m->root);
     ferry_tables_free(m->tables, m->ntables);
     free(m);
+}
+
+/* ---- digest responses ---- */
+
+int ferry_digest_encode(const struct ferry_range *r, size_t n, char **out, size_t *len,
+                        struct ferry_error *err)
+{
+    struct writer w;
+    int rc = 0;
+
+    *out = NULL;
+    *len = 0;
+    if (n > FERRY_DIGEST_MAX_PARTS)
+        return ferry_error_set(err, FERRY_EINTERNAL, "digest: %zu ranges, at most %d", n,
+                               FERRY_DIGEST_MAX_PARTS);
+    writer_init(&w, ferry_limits_default.max_body);
+    msgpack_pack_map(&w.pk, 2);
+    pack_cstr(&w, "v");
+    msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
+    pack_cstr(&w, "ranges");
+    msgpack_pack_array(&w.pk, n);
+    for (size_t i = 0; i < n; i++) {
+        int64_t sum;
+
+        if (r[i].nfirst == 0 || r[i].nfirst > FERRY_MAX_KEY_COLS || r[i].count < 1) {
+            rc = ferry_error_set(err, FERRY_EINTERNAL, "digest: range %zu is malformed", i);
+            goto out;
+        }
+        /* The bits of the uint64, so that the decoder's int64 rule holds. */
+        memcpy(&sum, &r[i].sum, sizeof(sum));
+        msgpack_pack_array(&w.pk, 3);
+        rc = pack_values(&w, r[i].first, r[i].nfirst);
+        if (rc) {
+            rc = ferry_error_set(err, rc, "digest: a key of range %zu cannot be encoded", i);
+            goto out;
+        }
+        msgpack_pack_int64(&w.pk, r[i].count);
+        msgpack_pack_int64(&w.pk, sum);
+    }
+    rc = writer_finish(&w, "digest", out, len, err);
+out:
+    ferry_buf_release(&w.buf);
+    return rc;
+}
+
+static int digest_walk(struct dec *d, const msgpack_object *o, struct ferry_digest *g)
+{
+    struct field f[2] = {{"v", NULL}, {"ranges", NULL}};
+    const msgpack_object_array *a;
+    int rc;
+
+    rc = check_version(d, o);
+    if (rc)
+        return rc;
+    rc = get_fields(d, o, NULL, f, 2);
+    if (rc)
+        return rc;
+    rc = want(d, f[1].val, MSGPACK_OBJECT_ARRAY, "ranges", "array");
+    if (rc)
+        return rc;
+    a = &f[1].val->via.array;
+    if (a->size > FERRY_DIGEST_MAX_PARTS)
+        return fail(d, FERRY_ETOOBIG, "ranges", "%" PRIu32 " ranges, at most %d", a->size,
+                    FERRY_DIGEST_MAX_PARTS);
+    g->ranges = dec_array(d, "ranges", a->size, sizeof(*g->ranges), &rc);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < a->size; i++) {
+        const msgpack_object *ro = &a->ptr[i];
+        struct ferry_range *r = &g->ranges[i];
+        struct ferry_value *key = NULL;
+        char w[WHERE_MAX];
+        int64_t sum;
+
+        snprintf(w, sizeof(w), "range %" PRIu32, i);
+        rc = want(d, ro, MSGPACK_OBJECT_ARRAY, w, "array [first key, count, checksum]");
+        if (rc)
+            return rc;
+        if (ro->via.array.size != 3)
+            return fail(d, FERRY_EPROTO, w,
+                        "%" PRIu32 " items, expected [first key, count, checksum]",
+                        ro->via.array.size);
+        snprintf(w, sizeof(w), "range %" PRIu32 " first", i);
+        rc = get_key(d, &ro->via.array.ptr[0], w, 0, &key, &r->nfirst);
+        if (rc)
+            return rc;
+        if (!key)
+            return fail(d, FERRY_EPROTO, w, "is nil");
+        if (r->nfirst != g->ranges[0].nfirst)
+            return fail(d, FERRY_EPROTO, w, "%zu values, range 0 has %zu", r->nfirst,
+                        g->ranges[0].nfirst);
+        memcpy(r->first, key, r->nfirst * sizeof(*key));
+        snprintf(w, sizeof(w), "range %" PRIu32 " count", i);
+        rc = get_int(d, &ro->via.array.ptr[1], w, &r->count);
+        if (rc)
+            return rc;
+        if (r->count < 1)
+            return fail(d, FERRY_EPROTO, w, "%" PRId64 " is not positive", r->count);
+        snprintf(w, sizeof(w), "range %" PRIu32 " checksum", i);
+        rc = get_int(d, &ro->via.array.ptr[2], w, &sum);
+        if (rc)
+            return rc;
+        memcpy(&r->sum, &sum, sizeof(sum));
+    }
+    g->nranges = a->size;
+    return 0;
+}
+
+int ferry_digest_decode(const char *data, size_t len, const struct ferry_limits *lim,
+                        struct ferry_digest **out, struct ferry_error *err)
+{
+    struct dec d = {"digest", lim ? lim : &ferry_limits_default, err, NULL};
+    struct ferry_digest *g = NULL;
+    msgpack_unpacked u;
+    int rc;
+
+    *out = NULL;
+    msgpack_unpacked_init(&u);
+    rc = parse(&d, data, len, d.lim->max_body, &u);
+    if (rc)
+        goto out;
+    g = calloc(1, sizeof(*g));
+    if (g)
+        d.zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (!g || !d.zone) {
+        rc = fail(&d, FERRY_ENOMEM, NULL, "out of memory");
+        goto out;
+    }
+    g->priv_ = d.zone;
+    rc = digest_walk(&d, &u.data, g);
+out:
+    msgpack_unpacked_destroy(&u);
+    if (rc)
+        ferry_digest_free(g);
+    else
+        *out = g;
+    return rc;
+}
+
+void ferry_digest_free(struct ferry_digest *d)
+{
+    if (!d)
+        return;
+    if (d->priv_)
+        msgpack_zone_free(d->priv_);
+    free(d);
 }
 
 /* ---- batches ---- */

@@ -20,6 +20,10 @@
  *   snapshot  {"v", "tenant": str, "table": str, "after": [key values] | nil,
  *              "limit": int}
  *   changes   {"v", "tenant": str, "after": int, "limit": int}
+ *   digest    {"v", "tenant": str, "table": str, "lo": [key values] | nil,
+ *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS}
+ *   rows      {"v", "tenant": str, "table": str,
+ *              "keys": [[key values]...] (1..FERRY_ROWS_MAX_KEYS, one width)}
  *   error     {"v", "code": str (ferry_strcode), "msg": str}  (any response)
  *
  * Responses:
@@ -32,6 +36,9 @@
  *              "head": int, "more": bool, "last": [key values] | nil}
  *     set     {"table": str, "op": "upsert"|"delete", "cols": [str...],
  *              "rows": [[value...]...]}   (delete: cols are the key columns)
+ *   digest    {"v", "ranges": [[first key values, count int >= 1,
+ *              checksum int (the uint64's bits as int64)]...]}
+ *              (checksum.h; a rows request is answered with a changes batch)
  *
  * The batch encoder streams: sets and rows are written as they are read from
  * the database, and array headers are patched when a set or the batch ends.
@@ -39,6 +46,7 @@
 #ifndef FERRY_PROTO_H
 #define FERRY_PROTO_H
 
+#include "../common/checksum.h"
 #include "../common/error.h"
 #include "../common/schema.h"
 #include "../common/value.h"
@@ -47,6 +55,9 @@
 #include <stdint.h>
 
 #define FERRY_PROTO_VERSION 1
+
+/* Most keys in one rows request. */
+#define FERRY_ROWS_MAX_KEYS 1000
 
 struct ferry_limits {
     size_t max_body;    /* bytes of one message */
@@ -70,14 +81,25 @@ enum ferry_kind { FERRY_KIND_SNAPSHOT = 1, FERRY_KIND_CHANGES = 2 };
  * its _free (or, for requests, until ferry_request_release).
  */
 struct ferry_request {
-    enum { FERRY_REQ_MANIFEST = 1, FERRY_REQ_SNAPSHOT, FERRY_REQ_CHANGES } type;
+    enum {
+        FERRY_REQ_MANIFEST = 1,
+        FERRY_REQ_SNAPSHOT,
+        FERRY_REQ_CHANGES,
+        FERRY_REQ_DIGEST,
+        FERRY_REQ_ROWS
+    } type;
     char *tenant;
-    char *table;          /* snapshot */
+    char *table;          /* snapshot, digest, rows */
     struct ferry_value *after_key; /* snapshot: nafter key values, NULL = from the start */
     size_t nafter;
     int64_t after;        /* manifest, changes */
     int64_t limit;        /* snapshot, changes: > 0 */
     int counts;           /* manifest */
+    struct ferry_value *lo, *hi; /* digest: nlo / nhi key values, NULL = open end */
+    size_t nlo, nhi;
+    int64_t parts;               /* digest: 1..FERRY_DIGEST_MAX_PARTS */
+    struct ferry_value *keys;    /* rows: nkeys keys of keywidth values, row-major */
+    size_t nkeys, keywidth;
     void *priv_;          /* decoder memory */
 };
 
@@ -135,6 +157,26 @@ int ferry_manifest_encode(const struct ferry_manifest *m, char **out, size_t *le
 int ferry_manifest_decode(const char *data, size_t len, const struct ferry_limits *lim,
                           struct ferry_manifest **out, struct ferry_error *err);
 void ferry_manifest_free(struct ferry_manifest *m);
+
+/* ---- digest responses ---- */
+
+struct ferry_digest {
+    struct ferry_range *ranges; /* key values point into the decoded data */
+    size_t nranges;
+    void *priv_;
+};
+
+/* Encode n ranges (n <= FERRY_DIGEST_MAX_PARTS) into *out (owned, free with free()). */
+int ferry_digest_encode(const struct ferry_range *r, size_t n, char **out, size_t *len,
+                        struct ferry_error *err);
+/*
+ * Decode a digest response. The key values point into data, which must stay
+ * valid and unchanged until ferry_digest_free(*out). Every range has a key
+ * of the same width and a count of at least 1.
+ */
+int ferry_digest_decode(const char *data, size_t len, const struct ferry_limits *lim,
+                        struct ferry_digest **out, struct ferry_error *err);
+void ferry_digest_free(struct ferry_digest *d);
 
 /* ---- batches: streaming encoder ---- */
 struct ferry_enc; /* opaque */

@@ -1,0 +1,412 @@
+/*
+ * checksum.c - counts and checksums of a tenant's rows over key ranges.
+ *
+ * Every query filters with the row-oriented scope, "<owner of the row> = ?"
+ * (scope.h): a few key lookups per row read, where the set form would
+ * rebuild its IN (...) lists at every execution, and bisection executes the
+ * same statement many times over smaller and smaller ranges. It reads the
+ * table itself, never ferry's change log or key maps: verify is the safety
+ * net for when those are wrong.
+ *
+ * Hashing is done here in C rather than in SQL so that SQLite and
+ * PostgreSQL, which share no hash function, compute the very same numbers
+ * from the values the adapters return.
+ */
+#include "checksum.h"
+
+#include "crypto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SQL_MAX (1u << 20)
+/* Largest row hashed: as large as a message may be. */
+#define ROW_MAX ((size_t)64 << 20)
+
+enum { Q_COUNT, Q_ORDERED, Q_SCAN, NQ };
+
+struct ferry_checksum {
+    struct ferry_db *db;
+    const struct ferry_scope *scope;
+    size_t t;
+    size_t npk;
+    struct ferry_value tenant;
+    char *tenant_bytes; /* copy of a TEXT tenant */
+    /* [query kind][lo bound present + 2 * hi bound present] */
+    struct ferry_stmt *st[NQ][4];
+    struct ferry_buf scratch;
+};
+
+void ferry_ranges_init(struct ferry_ranges *rs)
+{
+    rs->r = NULL;
+    rs->n = 0;
+    ferry_buf_init(&rs->arena, ROW_MAX);
+}
+
+void ferry_ranges_release(struct ferry_ranges *rs)
+{
+    free(rs->r);
+    rs->r = NULL;
+    rs->n = 0;
+    ferry_buf_release(&rs->arena);
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)v;
+        v >>= 8;
+    }
+}
+
+int ferry_checksum_row(const struct ferry_value *vals, size_t n, struct ferry_buf *scratch,
+                       uint64_t *out, struct ferry_error *err)
+{
+    unsigned char md[FERRY_SHA256_LEN];
+    int rc = FERRY_OK;
+
+    ferry_buf_reset(scratch);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const struct ferry_value *v = &vals[i];
+        unsigned char hdr[9];
+        uint64_t bits = 0;
+
+        hdr[0] = (unsigned char)v->type;
+        switch (v->type) {
+        case FERRY_NULL:
+            rc = ferry_buf_add(scratch, hdr, 1);
+            break;
+        case FERRY_INT:
+            put_be64(hdr + 1, (uint64_t)v->u.i);
+            rc = ferry_buf_add(scratch, hdr, 9);
+            break;
+        case FERRY_FLOAT:
+            memcpy(&bits, &v->u.f, sizeof(bits));
+            put_be64(hdr + 1, bits);
+            rc = ferry_buf_add(scratch, hdr, 9);
+            break;
+        case FERRY_TEXT:
+        case FERRY_BLOB:
+            put_be64(hdr + 1, (uint64_t)v->u.s.n);
+            rc = ferry_buf_add(scratch, hdr, 9);
+            if (!rc && v->u.s.n)
+                rc = ferry_buf_add(scratch, v->u.s.p, v->u.s.n);
+            break;
+        default:
+            return ferry_error_set(err, FERRY_EINTERNAL, "checksum: value of unknown type %d",
+                                   (int)v->type);
+        }
+    }
+    if (rc)
+        return ferry_error_set(err, rc, "checksum: a row of %zu values is too large to hash", n);
+    rc = ferry_sha256(scratch->data ? scratch->data : "", scratch->len, md, err);
+    if (rc)
+        return rc;
+    *out = 0;
+    for (int i = 0; i < 8; i++)
+        *out = (*out << 8) | md[i];
+    return FERRY_OK;
+}
+
+void ferry_checksum_free(struct ferry_checksum *c)
+{
+    if (!c)
+        return;
+    for (int q = 0; q < NQ; q++)
+        for (int s = 0; s < 4; s++)
+            ferry_stmt_free(c->st[q][s]);
+    ferry_buf_release(&c->scratch);
+    free(c->tenant_bytes);
+    free(c);
+}
+
+int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                       const struct ferry_value *tenant, struct ferry_checksum **out,
+                       struct ferry_error *err)
+{
+    struct ferry_checksum *c;
+
+    *out = NULL;
+    if (t >= s->ntables)
+        return ferry_error_set(err, FERRY_EINTERNAL, "checksum: no table %zu in scope", t);
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    c->db = db;
+    c->scope = s;
+    c->t = t;
+    c->npk = ferry_table_npk(&s->tables[t].info);
+    c->tenant = *tenant;
+    ferry_buf_init(&c->scratch, ROW_MAX);
+    if (tenant->type == FERRY_TEXT || tenant->type == FERRY_BLOB) {
+        c->tenant_bytes = malloc(tenant->u.s.n ? tenant->u.s.n : 1);
+        if (!c->tenant_bytes) {
+            ferry_checksum_free(c);
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        }
+        if (tenant->u.s.n)
+            memcpy(c->tenant_bytes, tenant->u.s.p, tenant->u.s.n);
+        c->tenant.u.s.p = c->tenant_bytes;
+    }
+    *out = c;
+    return FERRY_OK;
+}
+
+/* Append " AND (k1, k2) op (?, ?)" (no parentheses for a one-column key). */
+static int add_bound(struct ferry_checksum *c, struct ferry_buf *b, const char *op)
+{
+    int rc = ferry_buf_adds(b, c->npk > 1 ? " AND (" : " AND ");
+
+    if (!rc)
+        rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+    if (!rc)
+        rc = ferry_buf_addf(b, c->npk > 1 ? ") %s (" : " %s ", op);
+    for (size_t k = 0; k < c->npk && !rc; k++)
+        rc = ferry_buf_adds(b, k ? ", ?" : "?");
+    if (!rc && c->npk > 1)
+        rc = ferry_buf_adds(b, ")");
+    return rc;
+}
+
+static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_buf *b)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    int rc = ferry_buf_adds(b, "SELECT ");
+
+    if (!rc && q == Q_COUNT)
+        rc = ferry_buf_adds(b, "count(*)");
+    for (size_t i = 0; i < ti->ncols && !rc && q != Q_COUNT; i++) {
+        rc = ferry_buf_adds(b, i ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->cols[i].name);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_s\" WHERE ");
+    if (!rc)
+        rc = ferry_scope_owner(c->scope, c->t, "\"_ferry_s\".", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " = ?");
+    if (!rc && (shape & 1))
+        rc = add_bound(c, b, ">=");
+    if (!rc && (shape & 2))
+        rc = add_bound(c, b, "<");
+    if (!rc && q == Q_ORDERED) {
+        rc = ferry_buf_adds(b, " ORDER BY ");
+        if (!rc)
+            rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+    }
+    return rc;
+}
+
+/* The statement of kind q for these bounds, prepared on first use, reset and bound. */
+static int stmt_for(struct ferry_checksum *c, int q, const struct ferry_value *lo, size_t nlo,
+                    const struct ferry_value *hi, size_t nhi, struct ferry_stmt **out,
+                    struct ferry_error *err)
+{
+    const char *name = c->scope->tables[c->t].info.name;
+    int shape = (lo ? 1 : 0) | (hi ? 2 : 0);
+    struct ferry_stmt *st;
+    int idx = 1;
+    int rc;
+
+    *out = NULL;
+    if ((lo && nlo != c->npk) || (hi && nhi != c->npk))
+        return ferry_error_set(err, FERRY_EDATA, "range bound of %zu values for %s, key has %zu",
+                               lo && nlo != c->npk ? nlo : nhi, name, c->npk);
+    if (!c->st[q][shape]) {
+        struct ferry_buf sql;
+
+        ferry_buf_init(&sql, SQL_MAX);
+        rc = build_sql(c, q, shape, &sql);
+        if (rc)
+            rc = ferry_error_set(err, rc, "cannot build the checksum query of %s", name);
+        else
+            rc = ferry_db_prepare(c->db, sql.data, &c->st[q][shape], err);
+        ferry_buf_release(&sql);
+        if (rc)
+            return rc;
+    }
+    st = c->st[q][shape];
+    ferry_stmt_reset(st);
+    rc = ferry_stmt_bind(st, idx++, &c->tenant, err);
+    for (size_t k = 0; lo && k < nlo && !rc; k++)
+        rc = ferry_stmt_bind(st, idx++, &lo[k], err);
+    for (size_t k = 0; hi && k < nhi && !rc; k++)
+        rc = ferry_stmt_bind(st, idx++, &hi[k], err);
+    if (rc)
+        return rc;
+    *out = st;
+    return FERRY_OK;
+}
+
+/* Hash the current row of st (all columns) and borrow its key values. */
+static int row_of(struct ferry_checksum *c, struct ferry_stmt *st, struct ferry_value *vals,
+                  struct ferry_value *key, uint64_t *hash, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+
+    for (size_t i = 0; i < ti->ncols; i++)
+        ferry_stmt_column(st, (int)i, &vals[i]);
+    for (size_t k = 0; k < c->npk; k++)
+        key[k] = vals[ferry_table_pkcol(ti, k)];
+    return ferry_checksum_row(vals, ti->ncols, &c->scratch, hash, err);
+}
+
+int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
+                        const struct ferry_value *hi, size_t nhi,
+                        int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
+                                  uint64_t hash),
+                        void *arg, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    struct ferry_value *vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));
+    struct ferry_value key[FERRY_MAX_KEY_COLS];
+    struct ferry_stmt *st = NULL;
+    int row = 0;
+    int rc;
+
+    if (!vals)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    rc = stmt_for(c, Q_SCAN, lo, nlo, hi, nhi, &st, err);
+    while (!rc) {
+        uint64_t h = 0;
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        rc = row_of(c, st, vals, key, &h, err);
+        if (!rc)
+            rc = fn(arg, key, c->npk, h);
+    }
+    if (st)
+        ferry_stmt_reset(st);
+    free(vals);
+    return rc;
+}
+
+struct sum_acc {
+    int64_t count;
+    uint64_t sum;
+};
+
+static int add_to_sum(void *arg, const struct ferry_value *key, size_t nkey, uint64_t hash)
+{
+    struct sum_acc *a = arg;
+
+    (void)key;
+    (void)nkey;
+    a->count++;
+    a->sum += hash;
+    return 0;
+}
+
+int ferry_checksum_sum(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
+                       const struct ferry_value *hi, size_t nhi, int64_t *count, uint64_t *sum,
+                       struct ferry_error *err)
+{
+    struct sum_acc a = {0, 0};
+    int rc = ferry_checksum_each(c, lo, nlo, hi, nhi, add_to_sum, &a, err);
+
+    *count = a.count;
+    *sum = a.sum;
+    return rc;
+}
+
+/* Row index at which range j of k starts, for n rows: floor(j * n / k) without overflow. */
+static int64_t range_start(int64_t j, int64_t n, int64_t k)
+{
+    return j * (n / k) + (j * (n % k)) / k;
+}
+
+int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
+                         const struct ferry_value *hi, size_t nhi, size_t parts,
+                         struct ferry_ranges *out, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    struct ferry_value *vals = NULL;
+    struct ferry_stmt *st = NULL;
+    size_t *offs = NULL; /* arena offset of each TEXT/BLOB key value */
+    int64_t n = 0, k, i = 0, next = 0;
+    size_t j = 0, filled = 0;
+    int row = 0;
+    int rc;
+
+    ferry_ranges_init(out);
+    if (parts < 1 || parts > FERRY_DIGEST_MAX_PARTS)
+        return ferry_error_set(err, FERRY_EINTERNAL, "checksum: %zu parts", parts);
+    rc = stmt_for(c, Q_COUNT, lo, nlo, hi, nhi, &st, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    if (!rc && row) {
+        struct ferry_value v;
+
+        ferry_stmt_column(st, 0, &v);
+        n = v.type == FERRY_INT ? v.u.i : 0;
+    }
+    if (st)
+        ferry_stmt_reset(st);
+    if (rc || n <= 0)
+        return rc;
+    k = n < (int64_t)parts ? n : (int64_t)parts;
+    out->r = calloc((size_t)k, sizeof(*out->r));
+    offs = calloc((size_t)k * FERRY_MAX_KEY_COLS, sizeof(*offs));
+    vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));
+    if (!out->r || !offs || !vals) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = stmt_for(c, Q_ORDERED, lo, nlo, hi, nhi, &st, err);
+    while (!rc) {
+        struct ferry_value key[FERRY_MAX_KEY_COLS];
+        uint64_t h = 0;
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        rc = row_of(c, st, vals, key, &h, err);
+        if (rc)
+            break;
+        /* A range starts here: keep its first key (bytes copied, the row goes at the next step). */
+        if (i == next && filled < (size_t)k) {
+            j = filled++;
+            out->r[j].nfirst = c->npk;
+            for (size_t q = 0; q < c->npk && !rc; q++) {
+                out->r[j].first[q] = key[q];
+                if (key[q].type == FERRY_TEXT || key[q].type == FERRY_BLOB) {
+                    offs[j * FERRY_MAX_KEY_COLS + q] = out->arena.len;
+                    rc = ferry_buf_add(&out->arena, key[q].u.s.p, key[q].u.s.n);
+                }
+            }
+            if (rc) {
+                rc = ferry_error_set(err, rc, "checksum: keys of %s too large", ti->name);
+                break;
+            }
+            next = filled < (size_t)k ? range_start((int64_t)filled, n, k) : INT64_MAX;
+        }
+        out->r[j].count++;
+        out->r[j].sum += h;
+        i++;
+    }
+    if (st)
+        ferry_stmt_reset(st);
+    if (rc)
+        goto out;
+    out->n = filled;
+    /* The arena has stopped moving: point the keys into it. */
+    for (size_t r = 0; r < filled; r++)
+        for (size_t q = 0; q < out->r[r].nfirst; q++)
+            if (out->r[r].first[q].type == FERRY_TEXT || out->r[r].first[q].type == FERRY_BLOB)
+                out->r[r].first[q].u.s.p =
+                    out->arena.data ? out->arena.data + offs[r * FERRY_MAX_KEY_COLS + q] : "";
+out:
+    if (rc)
+        ferry_ranges_release(out);
+    free(offs);
+    free(vals);
+    return rc;
+}

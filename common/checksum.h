@@ -1,0 +1,115 @@
+/*
+ * checksum.h - row counts and checksums of one tenant's rows of one table
+ * over primary-key ranges, computed the same way on the source (the digest
+ * endpoint) and on the target (verify), so that the two can be compared.
+ *
+ * Row hash: the first 8 bytes, read big-endian, of SHA-256 over the
+ * canonical encoding of the row's values, in the table's column order (the
+ * manifest's). Each value is one tag byte, 0 NULL, 1 INT, 2 FLOAT, 3 TEXT,
+ * 4 BLOB, then: INT 8 bytes big-endian two's complement; FLOAT the 8 bytes
+ * of its IEEE-754 bits big-endian (so -0.0 and 0.0 differ, as they do for
+ * the copy); TEXT and BLOB an 8-byte big-endian length and the bytes.
+ *
+ * Range checksum: the sum modulo 2^64 of the row hashes. A sum does not
+ * depend on the order the rows are read in, adds up over sub-ranges (a
+ * table's checksum is the sum of its ranges'), and, unlike XOR, does not
+ * cancel two identical rows.
+ *
+ * A range is lo <= key < hi in the database's own key order (row-value
+ * comparison); a NULL bound is open. Only rows whose owner on this database
+ * (ferry_scope_owner) is the tenant are read: the same rule on both sides,
+ * and the reason no count or checksum of another tenant's rows can come out
+ * of here.
+ */
+#ifndef FERRY_CHECKSUM_H
+#define FERRY_CHECKSUM_H
+
+#include "buf.h"
+#include "db/db.h"
+#include "error.h"
+#include "schema.h"
+#include "scope.h"
+#include "value.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Most ranges one digest may be split into. */
+#define FERRY_DIGEST_MAX_PARTS 1024
+
+/*
+ * One range of a split: the key of its first row, its row count and
+ * checksum. Who owns the bytes of first[] TEXT/BLOB values is said where a
+ * struct ferry_range is handed out.
+ */
+struct ferry_range {
+    struct ferry_value first[FERRY_MAX_KEY_COLS];
+    size_t nfirst;
+    int64_t count;
+    uint64_t sum;
+};
+
+/* Ranges of one split, with the bytes their keys point into. Caller-owned. */
+struct ferry_ranges {
+    struct ferry_range *r; /* n ranges, in key order */
+    size_t n;
+    struct ferry_buf arena; /* TEXT/BLOB key bytes; valid until ferry_ranges_release */
+};
+
+void ferry_ranges_init(struct ferry_ranges *rs);
+void ferry_ranges_release(struct ferry_ranges *rs);
+
+/*
+ * Hash of one row of n values into *out. scratch is caller-owned working
+ * memory (init it once, release it when done; its max bounds a row).
+ * Errors: FERRY_ETOOBIG (row over scratch's max), FERRY_ENOMEM, FERRY_EINTERNAL.
+ */
+int ferry_checksum_row(const struct ferry_value *vals, size_t n, struct ferry_buf *scratch,
+                       uint64_t *out, struct ferry_error *err);
+
+struct ferry_checksum; /* opaque: one table of one tenant on one connection */
+
+/*
+ * Prepare checksums of table t of scope s for tenant (copied) on db. Both
+ * borrowed: they must outlive the handle. *out owned, free with
+ * ferry_checksum_free before db is closed. Statements are prepared on
+ * first use and kept.
+ */
+int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                       const struct ferry_value *tenant, struct ferry_checksum **out,
+                       struct ferry_error *err);
+void ferry_checksum_free(struct ferry_checksum *c);
+
+/*
+ * Count and checksum of the tenant's rows in [lo, hi) (nlo, nhi key
+ * values, equal to the key's width; lo/hi NULL for an open end).
+ * FERRY_EDATA for a bound of the wrong width.
+ */
+int ferry_checksum_sum(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
+                       const struct ferry_value *hi, size_t nhi, int64_t *count, uint64_t *sum,
+                       struct ferry_error *err);
+
+/*
+ * Split the tenant's rows in [lo, hi) into min(rows, parts) consecutive
+ * ranges of nearly equal counts (parts 1 to FERRY_DIGEST_MAX_PARTS), into
+ * *out (initialised here; release it with ferry_ranges_release whatever the
+ * result). With rows <= parts every range is one row: its first key is the
+ * row's key and its sum the row's hash. No rows: no ranges. The caller
+ * holds a read transaction, so the count and the scan see the same rows.
+ */
+int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
+                         const struct ferry_value *hi, size_t nhi, size_t parts,
+                         struct ferry_ranges *out, struct ferry_error *err);
+
+/*
+ * Call fn for every tenant row in [lo, hi), in no particular order, with
+ * its key (borrowed, valid during the call) and hash. fn returning nonzero
+ * stops the walk, and that value is returned.
+ */
+int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
+                        const struct ferry_value *hi, size_t nhi,
+                        int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
+                                  uint64_t hash),
+                        void *arg, struct ferry_error *err);
+
+#endif
