@@ -6,8 +6,10 @@
  * only does its job. Errors end as one line "ferry-src: <msg>" on stderr and
  * the exit status of their code (DESIGN.md); usage errors exit 2.
  */
+#include "../common/authkeys.h"
 #include "../common/buf.h"
 #include "../common/config.h"
+#include "../common/crypto.h"
 #include "../common/db/db.h"
 #include "../common/error.h"
 #include "../common/log.h"
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "0.1.0"
@@ -33,12 +36,18 @@
 #define OPT_CONFIG 0x1
 #define OPT_TENANT 0x2
 #define OPT_REASON 0x4
+#define OPT_OUT 0x8
+#define OPT_BITS 0x10
+#define OPT_COMMENT 0x20
 
 struct cli {
     const char *config;
     const char *tenant;
-    const char *reason; /* freeze */
-    char **args;        /* positional arguments after the command */
+    const char *reason;  /* freeze */
+    const char *out;     /* keygen */
+    const char *bits;    /* keygen */
+    const char *comment; /* keys add */
+    char **args;         /* positional arguments after the command */
     int nargs;
 };
 
@@ -59,6 +68,10 @@ static int cmd_serve(const struct cli *cli, struct ferry_error *err);
 static int cmd_scope(const struct cli *cli, struct ferry_error *err);
 static int cmd_freeze(const struct cli *cli, struct ferry_error *err);
 static int cmd_unfreeze(const struct cli *cli, struct ferry_error *err);
+static int cmd_keygen(const struct cli *cli, struct ferry_error *err);
+static int cmd_keys_add(const struct cli *cli, struct ferry_error *err);
+static int cmd_keys_list(const struct cli *cli, struct ferry_error *err);
+static int cmd_keys_revoke(const struct cli *cli, struct ferry_error *err);
 
 static const struct command commands[] = {
     {"install", cmd_install, OPT_CONFIG, OPT_CONFIG, 0, "install --config C",
@@ -73,6 +86,14 @@ static const struct command commands[] = {
      "freeze --config C --tenant ID", "refuse writes to the tenant's rows (migration mode)"},
     {"unfreeze", cmd_unfreeze, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT, 0,
      "unfreeze --config C --tenant ID", "accept writes to the tenant's rows again"},
+    {"keygen", cmd_keygen, OPT_OUT, OPT_OUT | OPT_BITS, 0, "keygen --out FILE [--bits N]",
+     "create the source's key pair: FILE (mode 0600) and FILE.pub"},
+    {"keys add", cmd_keys_add, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT | OPT_COMMENT, 1,
+     "keys add -c C -t ID FILE.pub", "authorise a target's key (FILE.pub) for one tenant"},
+    {"keys list", cmd_keys_list, OPT_CONFIG, OPT_CONFIG, 0, "keys list --config C",
+     "show the authorised keys: tenant, fingerprint, comment"},
+    {"keys revoke", cmd_keys_revoke, OPT_CONFIG, OPT_CONFIG, 1, "keys revoke -c C SHA256:...",
+     "revoke a key, open sessions included, without a restart"},
     {"help", cmd_help, 0, 0, 0, "help", "show this help"},
 };
 
@@ -92,6 +113,9 @@ static void usage(FILE *f)
                "  -c, --config FILE              configuration file (INI)\n"
                "  -t, --tenant ID                tenant id: the root table's key\n"
                "  -r, --reason TEXT              freeze: why (kept with the freeze)\n"
+               "      --out FILE                 keygen: private key file (FILE.pub: public)\n"
+               "      --bits N                   keygen: RSA key size (default 3072)\n"
+               "      --comment TEXT             keys add: a note shown by keys list\n"
                "  -v, --verbose                  debug logging\n"
                "  -q, --quiet                    warnings and errors only\n"
                "  -h, --help                     show this help\n"
@@ -370,10 +394,149 @@ static int cmd_unfreeze(const struct cli *cli, struct ferry_error *err)
     return set_frozen(cli, 0, err);
 }
 
-static const struct command *find_command(const char *name)
+/* ---- keys ---- */
+
+static int cmd_keygen(const struct cli *cli, struct ferry_error *err)
 {
+    struct ferry_key *k = NULL;
+    unsigned long bits = 0;
+    char pub[4096];
+    struct stat st;
+    char *end = NULL;
+    int rc;
+
+    if (cli->bits) {
+        bits = strtoul(cli->bits, &end, 10);
+        if (end == cli->bits || *end || bits < FERRY_KEY_BITS_MIN || bits > FERRY_KEY_BITS_MAX)
+            return ferry_error_set(err, FERRY_EUSAGE, "--bits must be %d..%d", FERRY_KEY_BITS_MIN,
+                                   FERRY_KEY_BITS_MAX);
+    }
+    /* Refuse before the slow generation; ferry_key_save checks again, atomically. */
+    snprintf(pub, sizeof(pub), "%s.pub", cli->out);
+    if (lstat(cli->out, &st) == 0 || lstat(pub, &st) == 0)
+        return ferry_error_set(err, FERRY_ECONFIG, "%s exists; remove it or choose another --out",
+                               lstat(cli->out, &st) == 0 ? cli->out : pub);
+    rc = ferry_key_generate((unsigned)bits, &k, err);
+    if (!rc)
+        rc = ferry_key_save(k, cli->out, err);
+    if (!rc)
+        printf("wrote %s (private, mode 0600) and %s\nfingerprint %s\n", cli->out, pub,
+               ferry_key_fingerprint(k));
+    ferry_key_free(k);
+    return rc;
+}
+
+/* The authorised keys file named by the config; *ak owned, free with ferry_authkeys_free. */
+static int open_authkeys(const struct cli *cli, struct ferry_authkeys **ak, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    *ak = NULL;
+    rc = ferry_config_load(cli->config, &cfg, err);
+    if (!rc && !cfg.source.authorized_keys)
+        rc = ferry_error_set(err, FERRY_ECONFIG,
+                             "config %s: [source] authorized_keys is missing: set it to the file "
+                             "that lists the targets' keys",
+                             cli->config);
+    if (!rc)
+        rc = ferry_authkeys_open(cfg.source.authorized_keys, ak, err);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_keys_add(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_authkeys *ak = NULL;
+    const struct ferry_authkey *k;
+    int rc;
+
+    if (cli->nargs != 1)
+        return ferry_error_set(err, FERRY_EUSAGE,
+                               "keys add needs the target's public key file (ferry-dst keygen "
+                               "wrote it as FILE.pub)");
+    rc = open_authkeys(cli, &ak, err);
+    if (!rc)
+        rc = ferry_authkeys_add(ak, cli->tenant, cli->args[0], cli->comment, err);
+    if (rc)
+        goto out;
+    k = ferry_authkeys_get(ak, ferry_authkeys_count(ak) - 1);
+    printf("authorised %s for tenant %s\n", k->fingerprint, k->tenant);
+out:
+    ferry_authkeys_free(ak);
+    return rc;
+}
+
+static int cmd_keys_list(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_authkeys *ak = NULL;
+    size_t n;
+    int width = 6;
+    int rc;
+
+    rc = open_authkeys(cli, &ak, err);
+    if (rc)
+        goto out;
+    n = ferry_authkeys_count(ak);
+    for (size_t i = 0; i < n; i++) {
+        int len = (int)strlen(ferry_authkeys_get(ak, i)->tenant);
+        if (len > width)
+            width = len;
+    }
+    printf("%-*s  %-*s  %s\n", width, "tenant", FERRY_FPR_LEN, "fingerprint", "comment");
+    for (size_t i = 0; i < n; i++) {
+        const struct ferry_authkey *k = ferry_authkeys_get(ak, i);
+        printf("%-*s  %s  %s\n", width, k->tenant, k->fingerprint, k->comment);
+    }
+out:
+    ferry_authkeys_free(ak);
+    return rc;
+}
+
+static int cmd_keys_revoke(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_authkeys *ak = NULL;
+    const struct ferry_authkey *k = NULL;
+    char tenant[FERRY_TENANT_MAX + 1];
+    int rc;
+
+    if (cli->nargs != 1)
+        return ferry_error_set(err, FERRY_EUSAGE,
+                               "keys revoke needs the key's fingerprint (SHA256:..., as keys list "
+                               "shows it)");
+    rc = open_authkeys(cli, &ak, err);
+    if (rc)
+        goto out;
+    tenant[0] = '\0';
+    if (ferry_authkeys_find(ak, cli->args[0], &k, NULL) == FERRY_OK)
+        snprintf(tenant, sizeof(tenant), "%s", k->tenant);
+    rc = ferry_authkeys_revoke(ak, cli->args[0], err);
+    if (rc)
+        goto out;
+    printf("revoked %s (tenant %s); its open sessions end at their next request\n", cli->args[0],
+           tenant);
+out:
+    ferry_authkeys_free(ak);
+    return rc;
+}
+
+/* A command of one word ("serve") or two ("keys add"); *used: how many words it took. */
+static const struct command *find_command(char **words, int nwords, int *used)
+{
+    char two[64];
+
+    if (nwords >= 2) {
+        snprintf(two, sizeof(two), "%s %s", words[0], words[1]);
+        for (size_t i = 0; i < NCOMMANDS; i++)
+            if (strcmp(commands[i].name, two) == 0) {
+                *used = 2;
+                return &commands[i];
+            }
+    }
+    *used = 1;
     for (size_t i = 0; i < NCOMMANDS; i++)
-        if (strcmp(commands[i].name, name) == 0)
+        if (strcmp(commands[i].name, words[0]) == 0)
             return &commands[i];
     return NULL;
 }
@@ -400,6 +563,9 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"tenant", required_argument, NULL, 't'},
         {"reason", required_argument, NULL, 'r'},
+        {"out", required_argument, NULL, 'o'},
+        {"bits", required_argument, NULL, 'b'},
+        {"comment", required_argument, NULL, 'm'},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -410,6 +576,7 @@ int main(int argc, char **argv)
     struct ferry_error err;
     struct cli cli;
     unsigned given = 0;
+    int words = 1;
     int level = FERRY_LOG_INFO;
     int opt;
     int rc;
@@ -435,6 +602,18 @@ int main(int argc, char **argv)
             cli.reason = optarg;
             given |= OPT_REASON;
             break;
+        case 'o':
+            cli.out = optarg;
+            given |= OPT_OUT;
+            break;
+        case 'b':
+            cli.bits = optarg;
+            given |= OPT_BITS;
+            break;
+        case 'm':
+            cli.comment = optarg;
+            given |= OPT_COMMENT;
+            break;
         case 'v':
             level = FERRY_LOG_DEBUG;
             break;
@@ -459,11 +638,13 @@ int main(int argc, char **argv)
 
     if (optind >= argc)
         return usage_error("missing command");
-    cmd = find_command(argv[optind]);
+    cmd = find_command(argv + optind, argc - optind, &words);
+    if (!cmd && strcmp(argv[optind], "keys") == 0)
+        return usage_error("keys needs add, list or revoke");
     if (!cmd)
         return usage_error("unknown command '%s'", argv[optind]);
-    cli.args = argv + optind + 1;
-    cli.nargs = argc - optind - 1;
+    cli.args = argv + optind + words;
+    cli.nargs = argc - optind - words;
     if (cli.nargs > cmd->max_args)
         return usage_error("unexpected argument '%s'", cli.args[cmd->max_args]);
     if ((cmd->need & OPT_CONFIG) && !(given & OPT_CONFIG))
@@ -476,6 +657,14 @@ int main(int argc, char **argv)
         return usage_error("%s takes no --tenant", cmd->name);
     if ((given & ~cmd->allow) & OPT_REASON)
         return usage_error("%s takes no --reason", cmd->name);
+    if ((cmd->need & OPT_OUT) && !(given & OPT_OUT))
+        return usage_error("%s needs --out FILE", cmd->name);
+    if ((given & ~cmd->allow) & OPT_OUT)
+        return usage_error("%s takes no --out", cmd->name);
+    if ((given & ~cmd->allow) & OPT_BITS)
+        return usage_error("%s takes no --bits", cmd->name);
+    if ((given & ~cmd->allow) & OPT_COMMENT)
+        return usage_error("%s takes no --comment", cmd->name);
 
     rc = cmd->run(&cli, &err);
     if (rc) {

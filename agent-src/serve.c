@@ -8,18 +8,35 @@
  * Request bodies are small (a few fields) and capped by lim.max_request
  * before evhttp buffers them; responses are handed to evbuffer by reference,
  * never copied.
+ *
+ * Authentication (DESIGN.md, common/handshake.h): POST /v1/session/hello and
+ * /v1/session/proof carry the handshake. Every other /v1/ request carries
+ * X-Ferry-Session, X-Ferry-Counter and X-Ferry-Mac, which are checked before
+ * its body is decoded, and it is served for the session's tenant only,
+ * whatever its body says. Every answer to an authenticated request, errors
+ * included, carries X-Ferry-Mac over its status, counter and body. A refusal
+ * that a new handshake cures (session unknown or expired) says so with
+ * X-Ferry-Auth: renew. Refusals are logged with the peer address, the key
+ * fingerprint and the reason; never secrets, MACs or whole session ids.
  */
 #include "serve.h"
 
+#include "../common/authkeys.h"
 #include "../common/buf.h"
+#include "../common/crypto.h"
+#include "../common/handshake.h"
 #include "../common/log.h"
 #include "../proto/proto.h"
 #include "produce.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define DEFAULT_LISTEN "127.0.0.1:7700"
@@ -40,11 +58,25 @@
 /* Inactivity limit per connection: a stalled peer must not hold a socket forever. */
 #define IO_TIMEOUT_SECS 60
 #define METRICS_MAX (256 * 1024)
+/* Session lifetime in seconds (default FERRY_HS_TTL_DEFAULT); short in tests of renewal. */
+#define SESSION_TTL_ENV "FERRY_SESSION_TTL"
+/* Characters of a session id shown in the log: enough to follow one, not to use it. */
+#define SESSION_SHOWN 8
 
-enum endpoint { EP_MANIFEST, EP_SNAPSHOT, EP_CHANGES, EP_METRICS, EP_HEALTHZ, EP_OTHER, NEP };
+enum endpoint {
+    EP_MANIFEST,
+    EP_SNAPSHOT,
+    EP_CHANGES,
+    EP_HELLO,
+    EP_PROOF,
+    EP_METRICS,
+    EP_HEALTHZ,
+    EP_OTHER,
+    NEP
+};
 
-static const char *const ep_names[NEP] = {"manifest", "snapshot", "changes",
-                                          "metrics",  "healthz",  "other"};
+static const char *const ep_names[NEP] = {"manifest", "snapshot", "changes", "hello",
+                                          "proof",    "metrics",  "healthz", "other"};
 
 struct server {
     struct event_base *base;
@@ -54,7 +86,20 @@ struct server {
     time_t started;
     uint64_t requests[NEP];
     uint64_t errors[NEP][FERRY_NCODES];
-    uint64_t bytes; /* response bodies of /v1/ endpoints */
+    uint64_t bytes;              /* response bodies of /v1/ endpoints */
+    struct ferry_key *identity;  /* the source's private key */
+    struct ferry_authkeys *keys; /* authorised target keys, re-read when they change */
+    struct ferry_hs_server *hs;  /* handshakes and sessions */
+    SSL_CTX *tls;                /* NULL for http:// */
+    uint64_t sessions_opened;
+};
+
+/* What authenticating one request established; wiped after the answer. */
+struct auth {
+    int ok;                    /* authenticated: every answer carries a MAC */
+    int renew;                 /* refused in a way a new handshake cures */
+    uint64_t counter;          /* the request's, repeated in the response MAC */
+    struct ferry_hs_peer peer; /* key, tenant and session as far as known; secret when ok */
 };
 
 struct route {
@@ -69,6 +114,8 @@ static const struct route routes[] = {
     {"/v1/manifest", EP_MANIFEST, EVHTTP_REQ_POST, "POST", FERRY_REQ_MANIFEST},
     {"/v1/snapshot", EP_SNAPSHOT, EVHTTP_REQ_POST, "POST", FERRY_REQ_SNAPSHOT},
     {"/v1/changes", EP_CHANGES, EVHTTP_REQ_POST, "POST", FERRY_REQ_CHANGES},
+    {"/v1/session/hello", EP_HELLO, EVHTTP_REQ_POST, "POST", 0},
+    {"/v1/session/proof", EP_PROOF, EVHTTP_REQ_POST, "POST", 0},
     {"/metrics", EP_METRICS, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", 0},
     {"/healthz", EP_HEALTHZ, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", 0},
 };
@@ -182,40 +229,148 @@ static int sa_is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
-/*
- * Until requests are authenticated, anyone who can connect can read any
- * tenant: only loopback is safe. Every address the host resolves to must be
- * loopback, since evhttp binds the first one.
- */
-static int check_loopback(const struct listen_addr *a, struct ferry_error *err)
-{
-    struct addrinfo hints;
-    struct addrinfo *res = NULL;
-    int rc = FERRY_OK;
-    int gai;
+/* ---- authentication and TLS setup ---- */
 
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    gai = getaddrinfo(a->host, NULL, &hints, &res);
-    if (gai) {
-        rc = ferry_error_set(err, FERRY_ECONFIG, "cannot listen on %s:%u: %s", a->host,
-                             (unsigned)a->port, gai_strerror(gai));
+static int session_ttl(uint32_t *ttl, struct ferry_error *err)
+{
+    const char *s = getenv(SESSION_TTL_ENV);
+    char *end = NULL;
+    long v;
+
+    *ttl = 0;
+    if (!s)
+        return FERRY_OK;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > FERRY_HS_TTL_MAX)
+        return ferry_error_set(err, FERRY_ECONFIG, "%s must be a session lifetime of 1..%d seconds",
+                               SESSION_TTL_ENV, FERRY_HS_TTL_MAX);
+    *ttl = (uint32_t)v;
+    return FERRY_OK;
+}
+
+/* The source's key, the authorised keys and the handshake state, or a config error saying how. */
+static int auth_open(const struct ferry_config *cfg, struct server *sv, struct ferry_error *err)
+{
+    const char *path = cfg->path ? cfg->path : "C";
+    struct ferry_hs_server_opts o;
+    size_t n;
+    int rc;
+
+    if (!cfg->source.identity)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "config %s: [source] identity is missing: create the source's key "
+                               "with 'ferry-src keygen --out FILE' and set identity = FILE",
+                               path);
+    if (!cfg->source.authorized_keys)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "config %s: [source] authorized_keys is missing: set it to a file "
+                               "and authorise targets with 'ferry-src keys add'",
+                               path);
+    memset(&o, 0, sizeof(o));
+    rc = session_ttl(&o.ttl, err);
+    if (!rc)
+        rc = ferry_key_load_private(cfg->source.identity, &sv->identity, err);
+    if (!rc)
+        rc = ferry_authkeys_open(cfg->source.authorized_keys, &sv->keys, err);
+    if (!rc)
+        rc = ferry_hs_server_new(sv->identity, sv->keys, &o, &sv->hs, err);
+    if (rc)
+        return rc;
+    n = ferry_authkeys_count(sv->keys);
+    log_info("source key %s; %zu authorised target key%s", ferry_key_fingerprint(sv->identity), n,
+             n == 1 ? "" : "s");
+    if (n == 0)
+        log_warn("no target key is authorised yet: add one with 'ferry-src keys add --config %s "
+                 "--tenant ID FILE.pub'",
+                 path);
+    return FERRY_OK;
+}
+
+/* err from OpenSSL's first queued error, prefixed with what; the queue is cleared. */
+static int tls_fail(struct ferry_error *err, const char *what, const char *file)
+{
+    char detail[200];
+    unsigned long e = ERR_get_error();
+
+    detail[0] = '\0';
+    if (e)
+        ERR_error_string_n(e, detail, sizeof(detail));
+    ERR_clear_error();
+    return ferry_error_set(err, FERRY_ECONFIG, "%s %s%s%s", what, file ? file : "",
+                           detail[0] ? ": " : "", detail);
+}
+
+static int tls_open(const struct ferry_config *cfg, SSL_CTX **out, struct ferry_error *err)
+{
+    const char *cert = cfg->source.tls_cert;
+    const char *key = cfg->source.tls_key;
+    SSL_CTX *ctx = NULL;
+    struct stat st;
+    int rc = FERRY_OK;
+
+    *out = NULL;
+    if (!cert || !key)
+        return ferry_error_set(
+            err, FERRY_ECONFIG,
+            "config %s: listen = https://... needs [source] tls_cert and tls_key",
+            cfg->path ? cfg->path : "C");
+    if (stat(key, &st) != 0)
+        return ferry_error_set(err, FERRY_ECONFIG, "cannot read tls_key %s: %s", key,
+                               strerror(errno));
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "private key %s is readable by others; run chmod 600 %s", key, key);
+    ERR_clear_error();
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        rc = tls_fail(err, "cannot create the TLS context", NULL);
         goto out;
     }
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        if (!sa_is_loopback(ai->ai_addr)) {
-            rc = ferry_error_set(err, FERRY_ECONFIG,
-                                 "refusing to listen on %s: authentication is not built yet; "
-                                 "use 127.0.0.1",
-                                 a->host);
-            goto out;
-        }
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        rc = tls_fail(err, "cannot require TLS 1.2", NULL);
+        goto out;
     }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        rc = tls_fail(err, "cannot load tls_cert", cert);
+        goto out;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        rc = tls_fail(err, "cannot load tls_key", key);
+        goto out;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        rc = tls_fail(err, "tls_key does not match tls_cert:", key);
+        goto out;
+    }
+    *out = ctx;
+    ctx = NULL;
 out:
-    if (res)
-        freeaddrinfo(res);
+    SSL_CTX_free(ctx);
     return rc;
+}
+
+/*
+ * evhttp's connection factory for https. evhttp falls back to a plain
+ * socket when this returns NULL, which would answer in clear on a TLS port:
+ * out of memory here stops the server instead.
+ */
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    SSL *ssl = SSL_new(arg);
+    struct bufferevent *bev = NULL;
+
+    if (ssl)
+        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        log_error("cannot set up a TLS connection (out of memory); stopping rather than "
+                  "answering in clear");
+        abort();
+    }
+    return bev;
 }
 
 /* "127.0.0.1:7700" or "[::1]:7700" of a bound socket. */
@@ -286,16 +441,43 @@ static void free_ref(const void *data, size_t len, void *extra)
     free((void *)data);
 }
 
+/* X-Ferry-Mac of an answer to an authenticated request: status, counter and body. */
+static int add_mac(struct evhttp_request *req, const struct auth *au, int status, const char *body,
+                   size_t len)
+{
+    unsigned char hash[FERRY_SHA256_LEN];
+    unsigned char mac[FERRY_HMAC_LEN];
+    char hex[2 * FERRY_HMAC_LEN + 1];
+    int rc;
+
+    rc = ferry_sha256(body ? body : "", body ? len : 0, hash, NULL);
+    if (!rc)
+        rc = ferry_hs_mac_response(au->peer.secret, au->counter, status, hash, mac, NULL);
+    if (rc)
+        return rc;
+    ferry_hex_encode(mac, sizeof(mac), hex);
+    if (evhttp_add_header(evhttp_request_get_output_headers(req), "X-Ferry-Mac", hex) != 0)
+        return FERRY_ENOMEM;
+    return FERRY_OK;
+}
+
 /*
- * Send body (owned, taken over whatever happens) with status. Returns the
+ * Send body (owned, taken over whatever happens) with status, with its MAC
+ * when au says the request was authenticated (au may be NULL). Returns the
  * number of body bytes queued.
  */
 static size_t send_owned(struct evhttp_request *req, int status, const char *ctype, char *body,
-                         size_t len)
+                         size_t len, const struct auth *au)
 {
     struct evbuffer *ob = evhttp_request_get_output_buffer(req);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 
+    /* Without its MAC the target would refuse the answer anyway: say so plainly instead. */
+    if (au && au->ok && add_mac(req, au, status, body, len) != FERRY_OK) {
+        free(body);
+        evhttp_send_error(req, 500, NULL);
+        return 0;
+    }
     if (body && evbuffer_add_reference(ob, body, len, free_ref, NULL) != 0) {
         free(body);
         evhttp_send_error(req, 500, NULL);
@@ -323,26 +505,167 @@ static void sanitize(const char *in, char *out, size_t outsz)
  * code and its generic message.
  */
 static void reply_error(struct server *sv, struct evhttp_request *req, enum endpoint ep, int status,
-                        const struct ferry_error *e, const char *peer, const char *what)
+                        const struct ferry_error *e, const char *peer, const char *what,
+                        const struct auth *au)
 {
     const char *msg = e->msg[0] ? e->msg : ferry_strerror(e->code);
     char generic[FERRY_ERRMSG_MAX];
+    char who[FERRY_FPR_SIZE + FERRY_TENANT_MAX + 64];
     char *body = NULL;
     size_t len = 0;
     int code = e->code > 0 && e->code < FERRY_NCODES ? e->code : FERRY_EINTERNAL;
 
     sv->errors[ep][code]++;
-    log_warn("%s %s: %s: %s", peer, what, ferry_strcode(code), msg);
+    who[0] = '\0';
+    if (au && au->peer.fingerprint[0])
+        snprintf(who, sizeof(who), " (key %s, tenant %s, session %.*s%s)", au->peer.fingerprint,
+                 au->peer.tenant[0] ? au->peer.tenant : "?", SESSION_SHOWN,
+                 au->peer.session[0] ? au->peer.session : "-", au->peer.session[0] ? "..." : "");
+    log_warn("%s %s: %s: %s%s", peer, what, ferry_strcode(code), msg, who);
     if (status >= 500) {
         snprintf(generic, sizeof(generic), "%s (details in the ferry-src log)",
                  ferry_strerror(code));
         msg = generic;
     }
+    if (au && au->renew)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "X-Ferry-Auth", "renew");
     if (ferry_errmsg_encode(code, msg, &body, &len) != 0) {
         evhttp_send_error(req, status, NULL);
         return;
     }
-    send_owned(req, status, "application/msgpack", body, len);
+    send_owned(req, status, "application/msgpack", body, len, au);
+}
+
+/* ---- authentication ---- */
+
+/* A copy of body[0..len) of req, at most max bytes; *out owned (free), never NULL on success. */
+static int read_body(struct evhttp_request *req, size_t max, char **out, size_t *outlen,
+                     struct ferry_error *e)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    char *data;
+
+    *out = NULL;
+    *outlen = 0;
+    if (len > max)
+        return ferry_error_set(e, FERRY_ETOOBIG,
+                               "request body of %zu bytes is over the limit of %zu", len, max);
+    data = malloc(len ? len : 1);
+    if (!data)
+        return ferry_error_set(e, FERRY_ENOMEM, "out of memory reading a request of %zu bytes",
+                               len);
+    if (evbuffer_copyout(in, data, len) != (ev_ssize_t)len) {
+        free(data);
+        return ferry_error_set(e, FERRY_EINTERNAL, "cannot read the request body");
+    }
+    *out = data;
+    *outlen = len;
+    return FERRY_OK;
+}
+
+/*
+ * Check the session, counter and MAC of a request whose body is body[0..len),
+ * before anything reads the body. The MAC covers the request target exactly
+ * as it came (still percent-encoded), split at the first '?'.
+ */
+static int authenticate(struct server *sv, struct evhttp_request *req, const char *method,
+                        const char *body, size_t len, struct auth *au, struct ferry_error *e)
+{
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *sid = evhttp_find_header(h, "X-Ferry-Session");
+    const char *ctr = evhttp_find_header(h, "X-Ferry-Counter");
+    const char *machex = evhttp_find_header(h, "X-Ferry-Mac");
+    const char *uri = evhttp_request_get_uri(req);
+    const char *q = uri ? strchr(uri, '?') : NULL;
+    unsigned char hash[FERRY_SHA256_LEN];
+    unsigned char mac[FERRY_HMAC_LEN];
+    char *path = NULL;
+    int rc;
+
+    if (!sid || !ctr || !machex) {
+        rc = ferry_error_set(e, FERRY_EAUTH,
+                             "request without X-Ferry-Session, X-Ferry-Counter and X-Ferry-Mac: "
+                             "every request needs a session (POST /v1/session/hello)");
+        goto out;
+    }
+    if (ferry_hs_parse_counter(ctr, &au->counter, NULL) != FERRY_OK) {
+        rc = ferry_error_set(e, FERRY_EAUTH, "malformed X-Ferry-Counter");
+        goto out;
+    }
+    if (ferry_hex_decode(machex, strlen(machex), mac, sizeof(mac), NULL) != FERRY_OK) {
+        rc = ferry_error_set(e, FERRY_EAUTH, "malformed X-Ferry-Mac");
+        goto out;
+    }
+    path = uri ? strndup(uri, q ? (size_t)(q - uri) : strlen(uri)) : NULL;
+    if (!path) {
+        rc = ferry_error_set(e, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = ferry_sha256(body, len, hash, e);
+    if (rc)
+        goto out;
+    rc = ferry_hs_server_request(sv->hs, sid, au->counter, method, path, q ? q + 1 : "", hash, mac,
+                                 sizeof(mac), (int64_t)time(NULL), &au->peer, e);
+    /* handshake.h names these two refusals; every other one stands. */
+    if (rc == FERRY_EAUTH && (strncmp(e->msg, "unknown session", 15) == 0 ||
+                              strncmp(e->msg, "session expired", 15) == 0))
+        au->renew = 1;
+    if (!rc)
+        au->ok = 1;
+out:
+    free(path);
+    return rc;
+}
+
+static const char *method_name(int m);
+
+/* POST /v1/session/hello and /v1/session/proof: handshake messages in and out. */
+static void handle_handshake(struct server *sv, struct evhttp_request *req, const struct route *r,
+                             const char *peer, const char *what)
+{
+    struct ferry_buf out;
+    struct ferry_error e;
+    struct auth au;
+    char *data = NULL;
+    char *body;
+    size_t len = 0;
+    size_t blen = 0;
+    int rc;
+
+    memset(&au, 0, sizeof(au));
+    ferry_error_clear(&e);
+    ferry_buf_init(&out, FERRY_HS_MSG_MAX);
+    rc = read_body(req, FERRY_HS_MSG_MAX, &data, &len, &e);
+    if (rc)
+        goto out;
+    if (r->ep == EP_HELLO) {
+        rc = ferry_hs_server_hello(sv->hs, data, len, (int64_t)time(NULL), &out, &au.peer, &e);
+        if (rc)
+            goto out;
+        body = ferry_buf_detach(&out, &blen);
+        if (!body) {
+            rc = ferry_error_set(&e, FERRY_EINTERNAL, "empty handshake challenge");
+            goto out;
+        }
+        send_owned(req, 200, "application/octet-stream", body, blen, NULL);
+        log_debug("%s %s: challenge for key %s, tenant %s", peer, what, au.peer.fingerprint,
+                  au.peer.tenant);
+    } else {
+        rc = ferry_hs_server_proof(sv->hs, data, len, (int64_t)time(NULL), &au.peer, &e);
+        if (rc)
+            goto out;
+        sv->sessions_opened++;
+        log_info("%s: session %.*s... opened for key %s, tenant %s", peer, SESSION_SHOWN,
+                 au.peer.session, au.peer.fingerprint, au.peer.tenant);
+        send_owned(req, 200, "application/octet-stream", NULL, 0, NULL);
+    }
+out:
+    if (rc)
+        reply_error(sv, req, r->ep, http_status(rc), &e, peer, what, &au);
+    ferry_hs_peer_clear(&au.peer);
+    ferry_buf_release(&out);
+    free(data);
 }
 
 /* ---- handlers ---- */
@@ -350,48 +673,57 @@ static void reply_error(struct server *sv, struct evhttp_request *req, enum endp
 static void handle_msgpack(struct server *sv, struct evhttp_request *req, const struct route *r,
                            const char *peer, const char *what)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    const char *uri = evhttp_request_get_uri(req);
     struct ferry_request rq;
     struct ferry_error e;
+    struct auth au;
     char *data = NULL;
     char *out = NULL;
-    size_t len = evbuffer_get_length(in);
+    size_t len = 0;
     size_t outlen = 0;
     size_t sent;
     int decoded = 0;
     int rc;
 
     memset(&rq, 0, sizeof(rq));
+    memset(&au, 0, sizeof(au));
     ferry_error_clear(&e);
-    if (len > sv->lim.max_request) {
-        rc =
-            ferry_error_set(&e, FERRY_ETOOBIG, "request body of %zu bytes is over the limit of %zu",
-                            len, sv->lim.max_request);
+    rc = read_body(req, sv->lim.max_request, &data, &len, &e);
+    if (rc)
         goto out;
+    if (sv->hs) {
+        rc = authenticate(sv, req, method_name((int)evhttp_request_get_command(req)), data, len,
+                          &au, &e);
+        if (rc)
+            goto out;
     }
-    data = malloc(len ? len : 1);
-    if (!data) {
-        rc = ferry_error_set(&e, FERRY_ENOMEM, "out of memory reading a request of %zu bytes", len);
-        goto out;
-    }
-    if (evbuffer_copyout(in, data, len) != (ev_ssize_t)len) {
-        rc = ferry_error_set(&e, FERRY_EINTERNAL, "cannot read the request body");
+    /* Everything a request says is in its body: a query string is a mistake or a probe. */
+    if (uri && strchr(uri, '?')) {
+        rc = ferry_error_set(&e, FERRY_EPROTO, "%s takes no query string", r->path);
         goto out;
     }
     rc = ferry_request_decode(r->reqtype, data, len, &sv->lim, &rq, &e);
     if (rc)
         goto out;
     decoded = 1;
+    /* The session decides the tenant: no producer ever runs for another one. */
+    if (sv->hs && strcmp(rq.tenant, au.peer.tenant) != 0) {
+        rc = ferry_error_set(&e, FERRY_EFORBIDDEN,
+                             "this session is for tenant %s; the request names another tenant",
+                             au.peer.tenant);
+        goto out;
+    }
     rc = ferry_produce(sv->prod, &rq, &out, &outlen, &e);
     if (rc)
         goto out;
-    sent = send_owned(req, 200, "application/msgpack", out, outlen);
+    sent = send_owned(req, 200, "application/msgpack", out, outlen, &au);
     out = NULL;
     sv->bytes += sent;
     log_debug("%s %s: 200, %zu bytes", peer, what, sent);
 out:
     if (rc)
-        reply_error(sv, req, r->ep, http_status(rc), &e, peer, what);
+        reply_error(sv, req, r->ep, http_status(rc), &e, peer, what, &au);
+    ferry_hs_peer_clear(&au.peer);
     if (decoded)
         ferry_request_release(&rq);
     free(out);
@@ -439,6 +771,16 @@ static int render_metrics(struct server *sv, struct ferry_buf *b)
         rc = metric(b, "ferry_bytes_served_total", "counter", "Bytes of msgpack response bodies.");
     if (!rc)
         rc = ferry_buf_addf(b, "ferry_bytes_served_total %llu\n", (unsigned long long)sv->bytes);
+    if (!rc && sv->hs)
+        rc = metric(b, "ferry_sessions_opened_total", "counter", "Handshakes completed.");
+    if (!rc && sv->hs)
+        rc = ferry_buf_addf(b, "ferry_sessions_opened_total %llu\n",
+                            (unsigned long long)sv->sessions_opened);
+    if (!rc && sv->hs)
+        rc = metric(b, "ferry_sessions", "gauge", "Sessions held, pending ones included.");
+    if (!rc && sv->hs)
+        rc = ferry_buf_addf(b, "ferry_sessions %zu\n",
+                            ferry_hs_server_sessions(sv->hs, (int64_t)time(NULL)));
     if (!rc)
         rc = metric(b, "process_start_time_seconds", "gauge", "Start time since the epoch.");
     if (!rc)
@@ -459,17 +801,17 @@ static void handle_metrics(struct server *sv, struct evhttp_request *req, const 
     rc = render_metrics(sv, &b);
     if (rc) {
         ferry_error_set(&e, rc, "cannot render metrics: %s", ferry_strerror(rc));
-        reply_error(sv, req, EP_METRICS, 500, &e, peer, what);
+        reply_error(sv, req, EP_METRICS, 500, &e, peer, what, NULL);
         goto out;
     }
     body = ferry_buf_detach(&b, &len);
     if (!body) {
         /* Only an empty buffer detaches to NULL; the metrics are never empty. */
         ferry_error_set(&e, FERRY_EINTERNAL, "empty metrics");
-        reply_error(sv, req, EP_METRICS, 500, &e, peer, what);
+        reply_error(sv, req, EP_METRICS, 500, &e, peer, what, NULL);
         goto out;
     }
-    send_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8", body, len);
+    send_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8", body, len, NULL);
 out:
     ferry_buf_release(&b);
 }
@@ -534,7 +876,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (!r) {
         sv->requests[EP_OTHER]++;
         ferry_error_set(&e, FERRY_ENOTFOUND, "no such endpoint: %s", path);
-        reply_error(sv, req, EP_OTHER, 404, &e, peer, what);
+        reply_error(sv, req, EP_OTHER, 404, &e, peer, what, NULL);
         return;
     }
     sv->requests[r->ep]++;
@@ -542,7 +884,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", r->allow);
         ferry_error_set(&e, FERRY_EPROTO, "method %s not allowed on %s; use %s",
                         method_name(method), path, r->allow);
-        reply_error(sv, req, r->ep, 405, &e, peer, what);
+        reply_error(sv, req, r->ep, 405, &e, peer, what, NULL);
         return;
     }
     switch (r->ep) {
@@ -551,6 +893,15 @@ static void on_request(struct evhttp_request *req, void *arg)
         break;
     case EP_HEALTHZ:
         handle_healthz(req);
+        break;
+    case EP_HELLO:
+    case EP_PROOF:
+        if (sv->hs)
+            handle_handshake(sv, req, r, peer, what);
+        else
+            reply_error(sv, req, r->ep, 404,
+                        &(struct ferry_error){FERRY_ENOTFOUND, "no authentication configured"},
+                        peer, what, NULL);
         break;
     default:
         handle_msgpack(sv, req, r, peer, what);
@@ -587,17 +938,16 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
     rc = parse_listen(cfg->source.listen ? cfg->source.listen : DEFAULT_LISTEN, &la, err);
     if (rc)
         goto out;
-    if (la.tls) {
-        if (!cfg->source.tls_cert || !cfg->source.tls_key)
-            rc = ferry_error_set(err, FERRY_ECONFIG, "https listen needs tls_cert and tls_key");
-        else
-            rc = ferry_error_set(err, FERRY_ECONFIG,
-                                 "https listen is not built yet; use http:// on 127.0.0.1");
-        goto out;
+    if (cfg->source.identity || cfg->source.authorized_keys) {
+        rc = auth_open(cfg, &sv, err);
+        if (rc)
+            goto out;
     }
-    rc = check_loopback(&la, err);
-    if (rc)
-        goto out;
+    if (la.tls) {
+        rc = tls_open(cfg, &sv.tls, err);
+        if (rc)
+            goto out;
+    }
 
     /* Before evhttp writes to a peer that has gone: a closed socket is an error, not a kill. */
     signal(SIGPIPE, SIG_IGN);
@@ -621,6 +971,8 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(sv.http, on_request, &sv);
+    if (sv.tls)
+        evhttp_set_bevcb(sv.http, tls_bev, sv.tls);
 
     errno = 0;
     bound = evhttp_bind_socket_with_handle(sv.http, la.host, la.port);
@@ -646,13 +998,17 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
                              strerror(errno));
         goto out;
     }
-    if (!loopback) {
+    if (!loopback && !sv.hs) {
         rc = ferry_error_set(err, FERRY_ECONFIG,
-                             "refusing to listen on %s: authentication is not built yet; "
-                             "use 127.0.0.1",
+                             "refusing to listen on %s without authentication; set [source] "
+                             "identity and authorized_keys",
                              where);
         goto out;
     }
+    if (!loopback && !sv.tls)
+        log_warn("listening on %s without TLS: rows cross the network in clear (authenticated, "
+                 "not encrypted); use listen = https://... with tls_cert and tls_key",
+                 where);
 
     sigint = evsignal_new(sv.base, SIGINT, on_signal, sv.base);
     sigterm = evsignal_new(sv.base, SIGTERM, on_signal, sv.base);
@@ -662,7 +1018,7 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
         goto out;
     }
 
-    log_info("listening on %s", where);
+    log_info("listening on %s%s", where, sv.tls ? " (https)" : "");
     if (event_base_dispatch(sv.base) < 0) {
         rc = ferry_error_set(err, FERRY_EINTERNAL, "event loop failed");
         goto out;
@@ -679,5 +1035,9 @@ out:
         event_base_free(sv.base);
     if (sv.prod)
         ferry_producer_close(sv.prod);
+    SSL_CTX_free(sv.tls);
+    ferry_hs_server_free(sv.hs);
+    ferry_authkeys_free(sv.keys);
+    ferry_key_free(sv.identity);
     return rc;
 }
