@@ -14,6 +14,7 @@
 #include "../proto/proto.h"
 #include "apply.h"
 #include "fetch.h"
+#include "progress.h"
 #include "state.h"
 
 #include <inttypes.h>
@@ -30,6 +31,7 @@ struct run {
     struct ferry_state *state;
     struct ferry_applier *applier;
     struct ferry_manifest *manifest;
+    struct ferry_progress *prog;
     struct ferry_state_meta meta;
     struct ferry_apply_counts counts;
     int64_t copied;
@@ -170,7 +172,6 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
     struct fetch f;
     char *resp = NULL;
     size_t len = 0, nafter = 0;
-    double t0 = now_s();
     int rc;
 
     memset(&f, 0, sizeof(f));
@@ -184,6 +185,7 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
         return rc;
     if (p.rows && !r->opts->quiet)
         log_info("copy %s: resuming after %" PRId64 " rows", ti->name, p.rows);
+    ferry_progress_table(r->prog, ti->name, p.rows, ti->rows, 0);
     if (p.keylen &&
         ferry_key_unpack((const char *)p.key, p.keylen, after, FERRY_MAX_KEY_COLS, &nafter))
         return ferry_error_set(err, FERRY_EDATA,
@@ -237,8 +239,15 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
             break;
         r->counts.upserted += c.upserted;
         r->copied += c.upserted;
+        ferry_progress_table(r->prog, ti->name, p.rows, ti->rows, p.done);
         if (p.done)
             break;
+        if (r->opts->stop && *r->opts->stop) {
+            fetch_cancel(&f);
+            rc = ferry_error_set(err, FERRY_EINTR,
+                                 "stopped during the copy of %s; sync again to resume", ti->name);
+            break;
+        }
         if (!f.running) {
             rc = ferry_error_set(err, FERRY_EPROTO,
                                  "snapshot of %s: the source said more rows follow but sent no "
@@ -247,15 +256,7 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
             break;
         }
     }
-    if (rc)
-        return rc;
-    if (!r->opts->quiet) {
-        double dt = now_s() - t0;
-
-        log_info("copy %s: %" PRId64 " rows in %.2f s (%.0f rows/s)", ti->name, p.rows, dt,
-                 dt > 0 ? (double)p.rows / dt : 0.0);
-    }
-    return FERRY_OK;
+    return rc;
 }
 
 static int apply_deltas(struct run *r, struct ferry_error *err)
@@ -303,9 +304,13 @@ static int apply_deltas(struct run *r, struct ferry_error *err)
             return rc;
         if (!more)
             break;
+        if (r->opts->stop && *r->opts->stop)
+            return ferry_error_set(err, FERRY_EINTR, "stopped between change batches");
     }
     if (!r->opts->quiet && r->meta.hwm != before)
         log_info("deltas: mark %" PRId64 " -> %" PRId64, before, r->meta.hwm);
+    ferry_progress_deltas(r->prog, before, r->meta.hwm, r->counts.upserted - r->copied,
+                          r->counts.deleted);
     return FERRY_OK;
 }
 
@@ -377,6 +382,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     struct run r;
     struct ferry_run run;
     double t0 = now_s();
+    int64_t seen;
     int rc;
 
     memset(&r, 0, sizeof(r));
@@ -391,6 +397,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     rc = ferry_client_new(cfg, &r.client, err);
     if (rc)
         goto out;
+    seen = (int64_t)time(NULL);
     rc = fetch_manifest(&r, r.meta.phase == FERRY_PHASE_STREAMING ? r.meta.hwm : -1,
                         opts->dry_run || r.meta.phase != FERRY_PHASE_STREAMING, err);
     if (rc)
@@ -403,11 +410,13 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
                             err);
     if (rc)
         goto out;
-    snprintf(run.kind, sizeof(run.kind), "sync");
+    snprintf(run.kind, sizeof(run.kind), "%s", opts->kind ? opts->kind : "sync");
     run.hwm_before = r.meta.hwm;
     rc = ferry_state_run_begin(r.state, &run, err);
     if (rc)
         goto out;
+    r.prog = ferry_progress_open(cfg->target.state, run.kind, run.id, cfg->target.tenant,
+                                 r.meta.hwm, opts->quiet);
     if (r.meta.phase == FERRY_PHASE_NEW) {
         /* The head comes first: whatever is written during the copy is in the deltas. */
         snprintf(r.meta.tenant, sizeof(r.meta.tenant), "%s", cfg->target.tenant);
@@ -451,6 +460,18 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     }
     if (!rc)
         rc = ferry_state_set_hwm(r.state, r.meta.hwm, (int64_t)time(NULL), err);
+    /* Everything the source had committed when the manifest was read is applied now. */
+    if (!rc)
+        rc = ferry_state_set_source_head(r.state, r.manifest->head, seen, err);
+    if (!rc && opts->report) {
+        opts->report->head = r.manifest->head;
+        opts->report->pending = r.manifest->pending;
+        opts->report->seen = seen;
+        opts->report->hwm = r.meta.hwm;
+        opts->report->copied = r.copied;
+        opts->report->upserted = r.counts.upserted - r.copied;
+        opts->report->deleted = r.counts.deleted;
+    }
 end:
     run.ended = (int64_t)time(NULL);
     run.upserted = r.counts.upserted;
@@ -464,12 +485,15 @@ end:
         if (ferry_state_run_put(r.state, &run, &e2))
             log_warn("cannot record the run: %s", e2.msg);
     }
+    ferry_progress_end(r.prog, rc, rc ? err->msg : "", r.meta.hwm, r.copied,
+                       r.counts.upserted - r.copied, r.counts.deleted);
     if (!rc && !opts->quiet)
         log_info("sync done in %.2f s: %" PRId64 " rows copied, %" PRId64 " upserted and %" PRId64
                  " deleted by deltas, mark %" PRId64,
                  now_s() - t0, r.copied, r.counts.upserted - r.copied, r.counts.deleted,
                  r.meta.hwm);
 out:
+    ferry_progress_close(r.prog);
     ferry_applier_close(r.applier);
     ferry_manifest_free(r.manifest);
     ferry_client_free(r.client);
@@ -531,9 +555,13 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
     struct ferry_state_meta m;
     struct ferry_run runs[10];
     struct status_walk w = {json, 0};
+    struct ferry_cutover co;
     size_t nruns = 0;
+    int64_t lag;
+    int have_co = 0;
     int rc;
 
+    memset(&co, 0, sizeof(co));
     rc = ferry_state_open(cfg->target.state, FERRY_STATE_READONLY, &st, err);
     if (rc)
         return rc;
@@ -546,16 +574,33 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
     }
     if (!rc)
         rc = ferry_state_runs_last(st, runs, 10, &nruns, err);
+    if (!rc) {
+        rc = ferry_state_cutover_get(st, &co, err);
+        have_co = rc == FERRY_OK;
+        if (rc == FERRY_ENOTFOUND)
+            rc = FERRY_OK;
+    }
     if (rc)
         goto out;
+    /* Lag as the state knows it: how old the newest source head fully applied is. */
+    lag = m.source_seen ? (int64_t)time(NULL) - m.source_seen : -1;
     if (json) {
         printf("{\"tenant\":");
         json_str(stdout, m.tenant);
         printf(",\"source\":");
         json_str(stdout, m.source);
         printf(",\"phase\":\"%s\",\"start_head\":%" PRId64 ",\"hwm\":%" PRId64
-               ",\"last_sync\":%" PRId64 ",\"tables\":[",
-               phase_name(m.phase), m.start_head, m.hwm, m.last_sync);
+               ",\"last_sync\":%" PRId64 ",\"source_head\":%" PRId64 ",\"source_seen\":%" PRId64
+               ",\"lag_seconds\":%" PRId64,
+               phase_name(m.phase), m.start_head, m.hwm, m.last_sync, m.source_head, m.source_seen,
+               lag);
+        if (have_co)
+            printf(",\"cutover\":{\"at\":%" PRId64 ",\"done\":%s,\"head\":%" PRId64
+                   ",\"hwm\":%" PRId64 ",\"tables\":%zu}",
+                   co.at, co.done ? "true" : "false", co.head, co.hwm, co.ntables);
+        else
+            printf(",\"cutover\":null");
+        printf(",\"tables\":[");
     } else {
         printf("tenant %s from %s\nphase %s, start head %" PRId64 ", mark %" PRId64 "\n",
                m.tenant, m.source[0] ? m.source : "(never synced)", phase_name(m.phase),
@@ -569,6 +614,14 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
             strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
             printf("last successful sync %s\n", when);
         }
+        if (lag >= 0)
+            printf("lag: %" PRId64 " s (everything the source had logged up to head %" PRId64
+                   " then is applied; run sync or follow to catch up)\n",
+                   lag, m.source_head);
+        if (have_co)
+            printf("cutover: %s at mark %" PRId64 " (source head %" PRId64 "), %zu tables "
+                   "verified\n",
+                   co.done ? "done" : "recorded, hooks not all run", co.hwm, co.head, co.ntables);
         printf("tables:\n");
     }
     rc = ferry_state_copy_each(st, print_progress, &w, err);
@@ -602,6 +655,7 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
     if (json)
         printf("]}\n");
 out:
+    ferry_cutover_release(&co);
     ferry_state_close(st);
     return rc;
 }
