@@ -2,6 +2,7 @@
  * main.c - the ferry-dst command line.
  */
 #include "../common/config.h"
+#include "../common/crypto.h"
 #include "../common/error.h"
 #include "../common/log.h"
 #include "sync.h"
@@ -9,7 +10,9 @@
 #include <curl/curl.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char usage[] =
     "usage: ferry-dst <command> [options]\n"
@@ -17,6 +20,7 @@ static const char usage[] =
     "commands:\n"
     "  sync    --config C [--dry-run]   bulk copy, then deltas; resumable\n"
     "  status  --config C [--json]      what the state says, without the source\n"
+    "  keygen  --out FILE [--bits N]    this target's key pair: FILE (0600), FILE.pub\n"
     "\n"
     "options: -v/--verbose, -q/--quiet, -h/--help, --version\n"
     "exit status: 0 ok, 1 a check failed, 2 usage or config error, 3 auth refused,\n"
@@ -24,6 +28,8 @@ static const char usage[] =
 
 struct opts {
     const char *config;
+    const char *out;  /* keygen */
+    const char *bits; /* keygen */
     int dry_run;
     int json;
     int quiet;
@@ -75,12 +81,46 @@ static int cmd_status(const struct opts *o, struct ferry_error *err)
     return rc;
 }
 
+/* The key the source's operator authorises with ferry-src keys add (FILE.pub). */
+static int cmd_keygen(const struct opts *o, struct ferry_error *err)
+{
+    struct ferry_key *k = NULL;
+    unsigned long bits = 0;
+    char pub[4096];
+    struct stat st;
+    char *end = NULL;
+    int rc;
+
+    if (!o->out)
+        return ferry_error_set(err, FERRY_EUSAGE, "keygen needs --out FILE");
+    if (o->bits) {
+        bits = strtoul(o->bits, &end, 10);
+        if (end == o->bits || *end || bits < FERRY_KEY_BITS_MIN || bits > FERRY_KEY_BITS_MAX)
+            return ferry_error_set(err, FERRY_EUSAGE, "--bits must be %d..%d", FERRY_KEY_BITS_MIN,
+                                   FERRY_KEY_BITS_MAX);
+    }
+    /* Refuse before the slow generation; ferry_key_save checks again, atomically. */
+    snprintf(pub, sizeof(pub), "%s.pub", o->out);
+    if (lstat(o->out, &st) == 0 || lstat(pub, &st) == 0)
+        return ferry_error_set(err, FERRY_ECONFIG, "%s exists; remove it or choose another --out",
+                               lstat(o->out, &st) == 0 ? o->out : pub);
+    rc = ferry_key_generate((unsigned)bits, &k, err);
+    if (!rc)
+        rc = ferry_key_save(k, o->out, err);
+    if (!rc)
+        printf("wrote %s (private, mode 0600) and %s\nfingerprint %s\n", o->out, pub,
+               ferry_key_fingerprint(k));
+    ferry_key_free(k);
+    return rc;
+}
+
 static const struct {
     const char *name;
     int (*fn)(const struct opts *o, struct ferry_error *err);
 } commands[] = {
     {"sync", cmd_sync},
     {"status", cmd_status},
+    {"keygen", cmd_keygen},
 };
 
 int main(int argc, char **argv)
@@ -89,7 +129,8 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'}, {"dry-run", no_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, 'V'},      {"out", required_argument, NULL, 'o'},
+        {"bits", required_argument, NULL, 'b'},   {NULL, 0, NULL, 0},
     };
     struct ferry_error err;
     struct opts o;
@@ -122,6 +163,12 @@ int main(int argc, char **argv)
             break;
         case 'j':
             o.json = 1;
+            break;
+        case 'o':
+            o.out = optarg;
+            break;
+        case 'b':
+            o.bits = optarg;
             break;
         case 'q':
             o.quiet = 1;
