@@ -6,6 +6,7 @@
 #include "../common/error.h"
 #include "../common/log.h"
 #include "sync.h"
+#include "verify.h"
 
 #include <curl/curl.h>
 #include <getopt.h>
@@ -21,6 +22,9 @@ static const char usage[] =
     "  sync    --config C [--dry-run]   bulk copy, then deltas; resumable\n"
     "  status  --config C [--json]      what the state says, without the source\n"
     "  keygen  --out FILE [--bits N]    this target's key pair: FILE (0600), FILE.pub\n"
+    "  verify  --config C [--repair] [--json]\n"
+    "                                   compare with the source (counts, checksums, keys);\n"
+    "                                   --repair pulls the differing keys again\n"
     "\n"
     "options: -v/--verbose, -q/--quiet, -h/--help, --version\n"
     "exit status: 0 ok, 1 a check failed, 2 usage or config error, 3 auth refused,\n"
@@ -31,6 +35,7 @@ struct opts {
     const char *out;  /* keygen */
     const char *bits; /* keygen */
     int dry_run;
+    int repair; /* verify */
     int json;
     int quiet;
     int verbose;
@@ -81,6 +86,26 @@ static int cmd_status(const struct opts *o, struct ferry_error *err)
     return rc;
 }
 
+static int cmd_verify(const struct opts *o, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_verify_opts vo;
+    struct ferry_verify_report rep;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&vo, 0, sizeof(vo));
+    vo.repair = o->repair;
+    vo.json = o->json;
+    rc = load(o, &cfg, err);
+    if (!rc) {
+        rc = ferry_verify(&cfg, &vo, &rep, err);
+        ferry_verify_report_release(&rep);
+    }
+    ferry_config_release(&cfg);
+    return rc;
+}
+
 /* The key the source's operator authorises with ferry-src keys add (FILE.pub). */
 static int cmd_keygen(const struct opts *o, struct ferry_error *err)
 {
@@ -121,6 +146,7 @@ static const struct {
     {"sync", cmd_sync},
     {"status", cmd_status},
     {"keygen", cmd_keygen},
+    {"verify", cmd_verify},
 };
 
 int main(int argc, char **argv)
@@ -130,7 +156,8 @@ int main(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},      {"out", required_argument, NULL, 'o'},
-        {"bits", required_argument, NULL, 'b'},   {NULL, 0, NULL, 0},
+        {"bits", required_argument, NULL, 'b'},   {"repair", no_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
     };
     struct ferry_error err;
     struct opts o;
@@ -160,6 +187,9 @@ int main(int argc, char **argv)
             break;
         case 'n':
             o.dry_run = 1;
+            break;
+        case 'r':
+            o.repair = 1;
             break;
         case 'j':
             o.json = 1;
