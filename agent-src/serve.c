@@ -67,6 +67,8 @@ enum endpoint {
     EP_MANIFEST,
     EP_SNAPSHOT,
     EP_CHANGES,
+    EP_DIGEST,
+    EP_ROWS,
     EP_HELLO,
     EP_PROOF,
     EP_METRICS,
@@ -75,8 +77,9 @@ enum endpoint {
     NEP
 };
 
-static const char *const ep_names[NEP] = {"manifest", "snapshot", "changes", "hello",
-                                          "proof",    "metrics",  "healthz", "other"};
+static const char *const ep_names[NEP] = {"manifest", "snapshot", "changes", "digest",
+                                          "rows",     "hello",    "proof",   "metrics",
+                                          "healthz",  "other"};
 
 struct server {
     struct event_base *base;
@@ -114,6 +117,8 @@ static const struct route routes[] = {
     {"/v1/manifest", EP_MANIFEST, EVHTTP_REQ_POST, "POST", FERRY_REQ_MANIFEST},
     {"/v1/snapshot", EP_SNAPSHOT, EVHTTP_REQ_POST, "POST", FERRY_REQ_SNAPSHOT},
     {"/v1/changes", EP_CHANGES, EVHTTP_REQ_POST, "POST", FERRY_REQ_CHANGES},
+    {"/v1/digest", EP_DIGEST, EVHTTP_REQ_POST, "POST", FERRY_REQ_DIGEST},
+    {"/v1/rows", EP_ROWS, EVHTTP_REQ_POST, "POST", FERRY_REQ_ROWS},
     {"/v1/session/hello", EP_HELLO, EVHTTP_REQ_POST, "POST", 0},
     {"/v1/session/proof", EP_PROOF, EVHTTP_REQ_POST, "POST", 0},
     {"/metrics", EP_METRICS, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", 0},
