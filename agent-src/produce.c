@@ -188,10 +188,15 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     struct ferry_table_info *tables = NULL;
     struct ferry_value tv;
     struct ferry_buf sql;
+    int64_t safe = 0;
     int rc;
 
     memset(&m, 0, sizeof(m));
     ferry_buf_init(&sql, SQL_MAX);
+    /* the copy starts from this head: below it, every change must be visible to the copy */
+    rc = ferry_capture_safe_head(p->db, &safe, err);
+    if (rc)
+        return rc;
     rc = ferry_db_begin_read(p->db, err);
     if (rc)
         return rc;
@@ -201,6 +206,8 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     rc = ferry_capture_head(p->db, &m.head, err);
     if (rc)
         goto out;
+    if (m.head > safe)
+        m.head = safe;
     m.pending = -1;
     if (req->after >= 0) {
         struct ferry_value args[2] = {tv, ferry_value_int(req->after)};
@@ -578,14 +585,19 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     struct ferry_stmt *st = NULL;
     struct ferry_enc *enc = NULL;
     struct change *ch = NULL;
-    struct ferry_buf arena;
+    struct ferry_buf arena, keytmp;
     size_t nch = 0, cap = 0;
     struct ferry_value tv;
-    int64_t head = req->after, nread = 0;
+    int64_t head = req->after, nread = 0, safe = 0;
     int row = 0, rc;
 
     ferry_buf_init(&arena, (size_t)256 << 20);
+    ferry_buf_init(&keytmp, p->max_body);
     rc = ferry_scope_tenant(s, req->tenant, &tv, err);
+    if (rc)
+        goto out;
+    /* never past a seq whose transaction may still commit (PostgreSQL) */
+    rc = ferry_capture_safe_head(p->db, &safe, err);
     if (rc)
         goto out;
     rc = ferry_db_begin_read(p->db, err);
@@ -593,16 +605,19 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
         goto out;
     rc = ferry_db_prepare(p->db,
                           "SELECT seq, tbl, k0, k1, k2, k3 FROM _ferry_changes "
-                          "WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?",
+                          "WHERE tenant = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                           &st, err);
     if (!rc)
         rc = ferry_stmt_bind(st, 1, &tv, err);
     if (!rc) {
         struct ferry_value a = ferry_value_int(req->after), l = ferry_value_int(limit);
+        struct ferry_value sv = ferry_value_int(safe);
 
         rc = ferry_stmt_bind(st, 2, &a, err);
         if (!rc)
-            rc = ferry_stmt_bind(st, 3, &l, err);
+            rc = ferry_stmt_bind(st, 3, &sv, err);
+        if (!rc)
+            rc = ferry_stmt_bind(st, 4, &l, err);
     }
     while (!rc) {
         struct ferry_value seq, tbl;
@@ -639,9 +654,15 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
         ch[nch].t = t;
         ch[nch].off = arena.len;
         for (size_t k = 0; k < ferry_table_npk(&s->tables[t].info) && !rc; k++) {
+            const struct ferry_table_info *ti = &s->tables[t].info;
             struct ferry_value kv;
 
             ferry_stmt_column(st, 2 + (int)k, &kv);
+            ferry_buf_reset(&keytmp);
+            rc = ferry_capture_key(p->db, ti->cols[ferry_table_pkcol(ti, k)].type, &kv, &keytmp,
+                                   err);
+            if (rc)
+                goto rollback;
             rc = ferry_key_pack(&arena, &kv, 1);
         }
         if (rc) {
@@ -685,6 +706,7 @@ out:
     ferry_enc_free(enc);
     free(ch);
     ferry_buf_release(&arena);
+    ferry_buf_release(&keytmp);
     return rc;
 }
 
@@ -801,6 +823,8 @@ int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, cha
         return produce_digest(p, req, out, len, err);
     case FERRY_REQ_ROWS:
         return produce_rows(p, req, out, len, err);
+    case FERRY_REQ_FREEZE: /* served by freeze.c, not a producer */
+        break;
     }
     return ferry_error_set(err, FERRY_EPROTO, "unknown request type");
 }

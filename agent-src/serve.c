@@ -27,6 +27,7 @@
 #include "../common/handshake.h"
 #include "../common/log.h"
 #include "../proto/proto.h"
+#include "freeze.h"
 #include "produce.h"
 
 #include <event2/buffer.h>
@@ -67,6 +68,7 @@ enum endpoint {
     EP_MANIFEST,
     EP_SNAPSHOT,
     EP_CHANGES,
+    EP_FREEZE,
     EP_DIGEST,
     EP_ROWS,
     EP_HELLO,
@@ -77,9 +79,18 @@ enum endpoint {
     NEP
 };
 
-static const char *const ep_names[NEP] = {"manifest", "snapshot", "changes", "digest",
-                                          "rows",     "hello",    "proof",   "metrics",
-                                          "healthz",  "other"};
+static const char *const ep_names[NEP] = {"manifest", "snapshot", "changes", "freeze",
+                                          "digest",   "rows",     "hello",   "proof",
+                                          "metrics",  "healthz",  "other"};
+
+/* Tenants whose marks /metrics shows; a source serves a few at a time. */
+#define MAX_TENANT_METRICS 64
+
+/* What the server has seen of one tenant (ids are not tenant data; no row value is kept). */
+struct tenant_mark {
+    char tenant[FERRY_FREEZE_TENANT_MAX + 1];
+    int64_t served; /* highest mark a target asked changes after: it applied everything to it */
+};
 
 struct server {
     struct event_base *base;
@@ -95,6 +106,9 @@ struct server {
     struct ferry_hs_server *hs;  /* handshakes and sessions */
     SSL_CTX *tls;                /* NULL for http:// */
     uint64_t sessions_opened;
+    struct ferry_freezer *freezer; /* migration mode, on its own connection */
+    struct tenant_mark marks[MAX_TENANT_METRICS];
+    size_t nmarks;
 };
 
 /* What authenticating one request established; wiped after the answer. */
@@ -117,6 +131,7 @@ static const struct route routes[] = {
     {"/v1/manifest", EP_MANIFEST, EVHTTP_REQ_POST, "POST", FERRY_REQ_MANIFEST},
     {"/v1/snapshot", EP_SNAPSHOT, EVHTTP_REQ_POST, "POST", FERRY_REQ_SNAPSHOT},
     {"/v1/changes", EP_CHANGES, EVHTTP_REQ_POST, "POST", FERRY_REQ_CHANGES},
+    {"/v1/freeze", EP_FREEZE, EVHTTP_REQ_POST, "POST", FERRY_REQ_FREEZE},
     {"/v1/digest", EP_DIGEST, EVHTTP_REQ_POST, "POST", FERRY_REQ_DIGEST},
     {"/v1/rows", EP_ROWS, EVHTTP_REQ_POST, "POST", FERRY_REQ_ROWS},
     {"/v1/session/hello", EP_HELLO, EVHTTP_REQ_POST, "POST", 0},
@@ -675,6 +690,45 @@ out:
 
 /* ---- handlers ---- */
 
+/* The tenant's entry in sv->marks, added when there is room; NULL when there is none. */
+static struct tenant_mark *tenant_mark(struct server *sv, const char *tenant)
+{
+    struct tenant_mark *m;
+
+    for (size_t i = 0; i < sv->nmarks; i++)
+        if (strcmp(sv->marks[i].tenant, tenant) == 0)
+            return &sv->marks[i];
+    if (sv->nmarks == MAX_TENANT_METRICS || strlen(tenant) > FERRY_FREEZE_TENANT_MAX)
+        return NULL;
+    m = &sv->marks[sv->nmarks++];
+    snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+    m->served = -1;
+    return m;
+}
+
+/*
+ * POST /v1/freeze: migration mode for the request's tenant (the session's,
+ * when authentication is on). Freezing waits for writes in flight (see
+ * freeze.h), which holds this loop as long: cutover is the one moment when
+ * nothing else is expected of this tenant's source.
+ */
+static int serve_freeze(struct server *sv, const struct ferry_request *rq, char **out,
+                        size_t *outlen, struct ferry_error *e)
+{
+    struct ferry_freeze_reply fr;
+    int rc;
+
+    memset(&fr, 0, sizeof(fr));
+    rc = ferry_freeze_set(sv->freezer, rq->tenant, rq->on,
+                          rq->on ? "cutover requested by ferry-dst" : NULL, &fr.head, e);
+    if (rc)
+        return rc;
+    tenant_mark(sv, rq->tenant);
+    snprintf(fr.tenant, sizeof(fr.tenant), "%s", rq->tenant);
+    fr.frozen = rq->on;
+    return ferry_freeze_reply_encode(&fr, out, outlen, e);
+}
+
 static void handle_msgpack(struct server *sv, struct evhttp_request *req, const struct route *r,
                            const char *peer, const char *what)
 {
@@ -718,9 +772,18 @@ static void handle_msgpack(struct server *sv, struct evhttp_request *req, const 
                              au.peer.tenant);
         goto out;
     }
-    rc = ferry_produce(sv->prod, &rq, &out, &outlen, &e);
+    if (rq.type == FERRY_REQ_FREEZE)
+        rc = serve_freeze(sv, &rq, &out, &outlen, &e);
+    else
+        rc = ferry_produce(sv->prod, &rq, &out, &outlen, &e);
     if (rc)
         goto out;
+    if (rq.type == FERRY_REQ_CHANGES) {
+        struct tenant_mark *m = tenant_mark(sv, rq.tenant);
+
+        if (m && rq.after > m->served)
+            m->served = rq.after;
+    }
     sent = send_owned(req, 200, "application/msgpack", out, outlen, &au);
     out = NULL;
     sv->bytes += sent;
@@ -738,6 +801,65 @@ out:
 static int metric(struct ferry_buf *b, const char *name, const char *type, const char *help)
 {
     return ferry_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped, other control bytes '?'. */
+static int add_label(struct ferry_buf *b, const char *v)
+{
+    int rc = FERRY_OK;
+
+    for (; *v && !rc; v++) {
+        if (*v == '\\' || *v == '"')
+            rc = ferry_buf_addf(b, "\\%c", *v);
+        else if (*v == '\n')
+            rc = ferry_buf_adds(b, "\\n");
+        else
+            rc = ferry_buf_add(b, (unsigned char)*v < 0x20 ? "?" : v, 1);
+    }
+    return rc;
+}
+
+/*
+ * Per tenant the server has served: the change-log head of the tenant, the
+ * highest mark a target asked changes after, and whether it is frozen. A
+ * database error leaves the gauge out rather than failing the scrape.
+ */
+static int render_tenants(struct server *sv, struct ferry_buf *b)
+{
+    static const char *const names[3] = {"ferry_tenant_head", "ferry_served_hwm",
+                                         "ferry_tenant_frozen"};
+    static const char *const help[3] = {
+        "Largest change-log seq of the tenant.",
+        "Highest mark a target asked changes after (it applied everything up to it).",
+        "1 while the tenant is frozen for migration."};
+    int rc = FERRY_OK;
+
+    for (int g = 0; g < 3 && !rc; g++) {
+        if (sv->nmarks)
+            rc = metric(b, names[g], "gauge", help[g]);
+        for (size_t i = 0; i < sv->nmarks && !rc; i++) {
+            struct ferry_error e;
+            int64_t v = 0;
+            int frozen = 0;
+
+            if (g == 0 && ferry_freeze_tenant_head(sv->freezer, sv->marks[i].tenant, &v, &e))
+                continue;
+            if (g == 1 && sv->marks[i].served < 0)
+                continue;
+            if (g == 1)
+                v = sv->marks[i].served;
+            if (g == 2 && ferry_freeze_get(sv->freezer, sv->marks[i].tenant, &frozen, NULL, &e))
+                continue;
+            if (g == 2)
+                v = frozen;
+            rc = ferry_buf_addf(b, "%s{tenant=\"", names[g]);
+            if (!rc)
+                rc = add_label(b, sv->marks[i].tenant);
+            if (!rc)
+                rc = ferry_buf_addf(b, "\"} %lld\n", (long long)v);
+        }
+    }
+    return rc;
 }
 
 static int render_metrics(struct server *sv, struct ferry_buf *b)
@@ -786,6 +908,8 @@ static int render_metrics(struct server *sv, struct ferry_buf *b)
     if (!rc && sv->hs)
         rc = ferry_buf_addf(b, "ferry_sessions %zu\n",
                             ferry_hs_server_sessions(sv->hs, (int64_t)time(NULL)));
+    if (!rc)
+        rc = render_tenants(sv, b);
     if (!rc)
         rc = metric(b, "process_start_time_seconds", "gauge", "Start time since the epoch.");
     if (!rc)
@@ -960,6 +1084,9 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
     rc = ferry_producer_open(cfg, &sv.prod, err);
     if (rc)
         goto out;
+    rc = ferry_freeze_open(cfg, &sv.freezer, err);
+    if (rc)
+        goto out;
 
     sv.base = event_base_new();
     if (sv.base)
@@ -1040,6 +1167,7 @@ out:
         event_base_free(sv.base);
     if (sv.prod)
         ferry_producer_close(sv.prod);
+    ferry_freeze_close(sv.freezer);
     SSL_CTX_free(sv.tls);
     ferry_hs_server_free(sv.hs);
     ferry_authkeys_free(sv.keys);

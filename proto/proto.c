@@ -325,6 +325,15 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         if (rc)
             goto out;
         break;
+    case FERRY_REQ_FREEZE:
+        msgpack_pack_map(&w.pk, 3);
+        pack_cstr(&w, "v");
+        msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
+        pack_cstr(&w, "tenant");
+        pack_cstr(&w, req->tenant);
+        pack_cstr(&w, "on");
+        pack_bool(&w, req->on);
+        break;
     default:
         rc = ferry_error_set(err, FERRY_EINTERNAL, "request: unknown type %d", (int)req->type);
         goto out;
@@ -1148,6 +1157,10 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         f[3].key = "limit";
         nf = 4;
         break;
+    case FERRY_REQ_FREEZE:
+        f[2].key = "on";
+        nf = 3;
+        break;
     }
     rc = get_fields(d, o, NULL, f, nf);
     if (rc)
@@ -1155,6 +1168,8 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
     rc = get_name(d, f[1].val, "tenant", &req->tenant);
     if (rc)
         return rc;
+    if (type == FERRY_REQ_FREEZE)
+        return get_bool(d, f[2].val, "on", &req->on);
     if (type == FERRY_REQ_SNAPSHOT)
         rc = get_key(d, f[2].val, "after", 1, &req->after_key, &req->nafter);
     else
@@ -1265,7 +1280,8 @@ int ferry_request_decode(int type, const char *data, size_t len, const struct fe
                                         "snapshot request",
                                         "changes request",
                                         "digest request",
-                                        "rows request"};
+                                        "rows request",
+                                        "freeze request"};
     struct dec d;
     msgpack_unpacked u;
     int rc;
@@ -1273,7 +1289,7 @@ int ferry_request_decode(int type, const char *data, size_t len, const struct fe
     memset(req, 0, sizeof(*req));
     msgpack_unpacked_init(&u);
     if (type != FERRY_REQ_MANIFEST && type != FERRY_REQ_SNAPSHOT && type != FERRY_REQ_CHANGES &&
-        type != FERRY_REQ_DIGEST && type != FERRY_REQ_ROWS)
+        type != FERRY_REQ_DIGEST && type != FERRY_REQ_ROWS && type != FERRY_REQ_FREEZE)
         return ferry_error_set(err, FERRY_EINTERNAL, "request: unknown type %d", type);
     d.what = names[type];
     d.lim = lim ? lim : &ferry_limits_default;
@@ -1814,6 +1830,67 @@ void ferry_digest_free(struct ferry_digest *d)
     if (d->priv_)
         msgpack_zone_free(d->priv_);
     free(d);
+}
+
+/* ---- freeze responses ---- */
+
+int ferry_freeze_reply_encode(const struct ferry_freeze_reply *r, char **out, size_t *len,
+                              struct ferry_error *err)
+{
+    struct writer w;
+    int rc;
+
+    writer_init(&w, ENCODE_MAX);
+    msgpack_pack_map(&w.pk, 4);
+    pack_cstr(&w, "v");
+    msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
+    pack_cstr(&w, "tenant");
+    pack_cstr(&w, r->tenant);
+    pack_cstr(&w, "frozen");
+    pack_bool(&w, r->frozen);
+    pack_cstr(&w, "head");
+    msgpack_pack_int64(&w.pk, r->head);
+    rc = writer_finish(&w, "freeze response", out, len, err);
+    ferry_buf_release(&w.buf);
+    return rc;
+}
+
+int ferry_freeze_reply_decode(const char *data, size_t len, const struct ferry_limits *lim,
+                              struct ferry_freeze_reply *r, struct ferry_error *err)
+{
+    struct field f[4] = {{"v", NULL}, {"tenant", NULL}, {"frozen", NULL}, {"head", NULL}};
+    struct dec d = {"freeze response", lim ? lim : &ferry_limits_default, err, NULL};
+    const msgpack_object_str *t;
+    msgpack_unpacked u;
+    size_t max;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    msgpack_unpacked_init(&u);
+    rc = parse(&d, data, len, d.lim->max_request, &u);
+    if (!rc)
+        rc = check_version(&d, &u.data);
+    if (!rc)
+        rc = get_fields(&d, &u.data, NULL, f, 4);
+    if (!rc)
+        rc = want(&d, f[1].val, MSGPACK_OBJECT_STR, "tenant", "str");
+    if (rc)
+        goto out;
+    t = &f[1].val->via.str;
+    max = d.lim->max_name < FERRY_FREEZE_TENANT_MAX ? d.lim->max_name : FERRY_FREEZE_TENANT_MAX;
+    if (t->size == 0 || t->size > max || memchr(t->ptr, '\0', t->size)) {
+        rc = fail(&d, t->size > max ? FERRY_ETOOBIG : FERRY_EPROTO, "tenant",
+                  "%" PRIu32 " bytes: expected 1 to %zu, no NUL", t->size, max);
+        goto out;
+    }
+    memcpy(r->tenant, t->ptr, t->size);
+    r->tenant[t->size] = '\0';
+    rc = get_bool(&d, f[2].val, "frozen", &r->frozen);
+    if (!rc)
+        rc = get_int(&d, f[3].val, "head", &r->head);
+out:
+    msgpack_unpacked_destroy(&u);
+    return rc;
 }
 
 /* ---- batches ---- */

@@ -24,6 +24,7 @@
  *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS}
  *   rows      {"v", "tenant": str, "table": str,
  *              "keys": [[key values]...] (1..FERRY_ROWS_MAX_KEYS, one width)}
+ *   freeze    {"v", "tenant": str, "on": bool}   (migration mode on / off)
  *   error     {"v", "code": str (ferry_strcode), "msg": str}  (any response)
  *
  * Responses:
@@ -39,6 +40,8 @@
  *   digest    {"v", "ranges": [[first key values, count int >= 1,
  *              checksum int (the uint64's bits as int64)]...]}
  *              (checksum.h; a rows request is answered with a changes batch)
+ *   freeze    {"v", "tenant": str, "frozen": bool, "head": int}
+ *              (head: the change-log head once no write to the tenant is in flight)
  *
  * The batch encoder streams: sets and rows are written as they are read from
  * the database, and array headers are patched when a set or the batch ends.
@@ -86,7 +89,8 @@ struct ferry_request {
         FERRY_REQ_SNAPSHOT,
         FERRY_REQ_CHANGES,
         FERRY_REQ_DIGEST,
-        FERRY_REQ_ROWS
+        FERRY_REQ_ROWS,
+        FERRY_REQ_FREEZE
     } type;
     char *tenant;
     char *table;          /* snapshot, digest, rows */
@@ -95,6 +99,7 @@ struct ferry_request {
     int64_t after;        /* manifest, changes */
     int64_t limit;        /* snapshot, changes: > 0 */
     int counts;           /* manifest */
+    int on;               /* freeze: 1 freeze, 0 unfreeze */
     struct ferry_value *lo, *hi; /* digest: nlo / nhi key values, NULL = open end */
     size_t nlo, nhi;
     int64_t parts;               /* digest: 1..FERRY_DIGEST_MAX_PARTS */
@@ -177,6 +182,23 @@ int ferry_digest_encode(const struct ferry_range *r, size_t n, char **out, size_
 int ferry_digest_decode(const char *data, size_t len, const struct ferry_limits *lim,
                         struct ferry_digest **out, struct ferry_error *err);
 void ferry_digest_free(struct ferry_digest *d);
+
+/* ---- freeze responses ---- */
+
+#define FERRY_FREEZE_TENANT_MAX 256
+
+struct ferry_freeze_reply {
+    char tenant[FERRY_FREEZE_TENANT_MAX + 1];
+    int frozen;
+    int64_t head;
+};
+
+/* Encode into *out (owned, free with free()). */
+int ferry_freeze_reply_encode(const struct ferry_freeze_reply *r, char **out, size_t *len,
+                              struct ferry_error *err);
+/* Decode into *r (caller-owned, nothing to release). */
+int ferry_freeze_reply_decode(const char *data, size_t len, const struct ferry_limits *lim,
+                              struct ferry_freeze_reply *r, struct ferry_error *err);
 
 /* ---- batches: streaming encoder ---- */
 struct ferry_enc; /* opaque */
