@@ -1,6 +1,17 @@
 /*
  * fetch.h - ferry-dst's HTTP client (libcurl; only this module includes
  * curl/). One struct ferry_client per run, reusing its connection.
+ *
+ * The client owns the authenticated session (common/handshake.h): the first
+ * POST runs the handshake with the pinned source key ([source] public_key)
+ * and this target's key ([target] identity) for [target] tenant; every POST
+ * is signed, and its answer is handed back only after its MAC verified. A
+ * session is renewed before it expires, and once, transparently, when the
+ * source asks for it (X-Ferry-Auth: renew). GET (/metrics, /healthz) is
+ * neither signed nor verified: never use it for tenant data.
+ *
+ * FERRY_TEST_CLOCK_OFFSET (seconds, tests only) shifts this target's clock
+ * in the handshake, so tests can show that a stale timestamp is refused.
  */
 #ifndef FERRY_FETCH_H
 #define FERRY_FETCH_H
@@ -13,8 +24,12 @@
 struct ferry_client; /* opaque */
 
 /*
- * New client for cfg->source.url ("http://HOST:PORT", later https). Owned,
- * free with ferry_client_free. Needs curl_global_init done once by main.
+ * New client for cfg->source.url ("http://HOST:PORT" or "https://HOST:PORT";
+ * with https the certificate is checked against [source] ca when given,
+ * else the system's CAs, and the host name too). Loads the keys: FERRY_ECONFIG
+ * naming the missing key and the command that creates it, or a private key
+ * readable by others ("run chmod 600 FILE"). Owned, free with
+ * ferry_client_free. Needs curl_global_init done once by main.
  */
 int ferry_client_new(const struct ferry_config *cfg, struct ferry_client **out,
                      struct ferry_error *err);
@@ -28,6 +43,12 @@ void ferry_client_free(struct ferry_client *c);
  *                       reach the source at URL: <curl detail>; check that
  *                       ferry-src serve is running and [source] url"
  *   FERRY_ETOOBIG       response larger than max_resp
+ *   FERRY_EAUTH         the handshake or the request was refused (401), the
+ *                       source is not the pinned one, its TLS certificate is
+ *                       not trusted, or the answer failed authentication
+ *                       ("response from the source failed authentication"):
+ *                       nothing of it reaches the caller
+ *   FERRY_EFORBIDDEN    the key is not bound to [target] tenant (403)
  *   the code of the source's error body (proto.h error message) for a
  *   non-200 answer with one, with the source's message; FERRY_EPROTO for a
  *   non-200 without a decodable one ("source answered HTTP 502")
