@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh - ferry end to end on one machine, in ./demo-run/ (recreated):
 #
-#   a sample chat application (3 teams) in SQLite  ->  ferry-src serve
+#   a sample chat application (3 teams) in SQLite  ->  keys  ->  ferry-src serve
 #   ferry-dst sync of team 1 into an empty target  ->  counts, source vs target
 #   changes on the source (insert, update, cascaded delete)  ->  sync again
 #   ferry-dst status; the server is stopped on exit, whatever happens.
@@ -91,10 +91,17 @@ sqlite3 -column -header "$run/src.db" \
             (SELECT count(*) FROM posts p JOIN channels c ON c.id = p.channel_id
               WHERE c.team_id = t.id) AS posts FROM teams t"
 
+step "keys: the source's, and the target's (authorised for team $tenant only)"
+"$bin/ferry-src" keygen --out "$run/src.key"
+"$bin/ferry-dst" keygen --out "$run/dst.key"
+: >"$run/authorized_keys"
+
 cat >"$run/src.conf" <<EOF
 [source]
 database = sqlite://$run/src.db
 listen = 127.0.0.1:0
+identity = $run/src.key
+authorized_keys = $run/authorized_keys
 
 [scope]
 root = teams
@@ -103,6 +110,8 @@ exclude = audit_log
 [table tags]
 scope = tags.team_ref = :tenant
 EOF
+
+"$bin/ferry-src" keys add --config "$run/src.conf" --tenant "$tenant" "$run/dst.key.pub"
 
 step "ferry-src install (change capture on the source)"
 "$bin/ferry-src" install --config "$run/src.conf"
@@ -136,9 +145,11 @@ cat >"$run/dst.conf" <<EOF
 database = sqlite://$run/dst.db
 state = $run/state
 tenant = $tenant
+identity = $run/dst.key
 
 [source]
 url = http://$addr
+public_key = $run/src.key.pub
 EOF
 
 step "ferry-dst sync (team $tenant into an empty target, demo-run/dst.db)"

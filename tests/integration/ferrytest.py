@@ -12,6 +12,7 @@ bytes (it may be invalid UTF-8) and REAL as its 8 IEEE bytes (so -0.0 and
 +0.0 differ, and no rounding is forgiven).
 """
 
+import atexit
 import importlib.util
 import json
 import os
@@ -218,11 +219,17 @@ def make_sample_db(path, teams=3, posts_per_team=200, seed=1, channels_per_team=
 # ---------------------------------------------------------------------------
 # Configs
 
-def write_src_conf(path, db, listen="127.0.0.1:0", batch_rows=None, extra=""):
+def write_src_conf(path, db, listen="127.0.0.1:0", batch_rows=None, extra="",
+                   identity=None, authorized_keys=None):
+    """A source config; with identity and authorized_keys, authenticated."""
     lines = ["[source]", "database = sqlite://%s" % os.path.abspath(db),
              "listen = %s" % listen]
     if batch_rows is not None:
         lines.append("batch_rows = %d" % batch_rows)
+    if identity:
+        lines.append("identity = %s" % os.path.abspath(identity))
+    if authorized_keys:
+        lines.append("authorized_keys = %s" % os.path.abspath(authorized_keys))
     lines += ["", "[scope]", "root = teams", "exclude = audit_log", "",
               "[table tags]", "scope = tags.team_ref = :tenant", ""]
     with open(path, "w") as f:
@@ -230,13 +237,43 @@ def write_src_conf(path, db, listen="127.0.0.1:0", batch_rows=None, extra=""):
     return path
 
 
-def write_dst_conf(path, db, state, tenant, url, extra=""):
+def write_dst_conf(path, db, state, tenant, url, extra="", identity=None, public_key=None):
+    """A target config; with identity and public_key (the pinned source key),
+    authenticated."""
     lines = ["[target]", "database = sqlite://%s" % os.path.abspath(db),
-             "state = %s" % os.path.abspath(state), "tenant = %s" % tenant, "",
-             "[source]", "url = %s" % url, ""]
+             "state = %s" % os.path.abspath(state), "tenant = %s" % tenant]
+    if identity:
+        lines.append("identity = %s" % os.path.abspath(identity))
+    lines += ["", "[source]", "url = %s" % url]
+    if public_key:
+        lines.append("public_key = %s" % os.path.abspath(public_key))
+    lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines) + extra)
     return path
+
+
+_KEYS = {}
+_KEYDIR = []
+
+
+def test_key(name):
+    """The private key file of a test identity ("src", "dst-1", ...): made
+    once per process with keygen (2048 bits: quick), FILE.pub beside it.
+    A target key is bound to one tenant, hence one per tenant."""
+    if name not in _KEYS:
+        if not _KEYDIR:
+            os.makedirs(FERRY_TEST_TMP, exist_ok=True)
+            _KEYDIR.append(tempfile.mkdtemp(prefix="keys-", dir=FERRY_TEST_TMP))
+            atexit.register(shutil.rmtree, _KEYDIR[0], True)
+        path = os.path.join(_KEYDIR[0], name + ".key")
+        exe = FERRY_SRC if name == "src" else FERRY_DST
+        cp = _run(exe, ["keygen", "--out", path, "--bits", "2048"], 120)
+        if cp.returncode != 0 or not os.path.exists(path + ".pub"):
+            raise AssertionError("%s keygen failed (exit %d): %s"
+                                 % (os.path.basename(exe), cp.returncode, cp.stderr))
+        _KEYS[name] = path
+    return _KEYS[name]
 
 
 # ---------------------------------------------------------------------------
@@ -584,11 +621,22 @@ class FerryTestCase(unittest.TestCase):
 
     # -- fixtures -----------------------------------------------------------
 
-    def make_source(self, teams=3, posts_per_team=200, batch_rows=None, install=True):
-        """src.db with the sample app, src.conf, and (by default) install."""
+    def make_source(self, teams=3, posts_per_team=200, batch_rows=None, install=True, auth=True):
+        """src.db with the sample app, src.conf, and (by default) install.
+        With auth, the source has a key and an authorized_keys file, and
+        make_target() authorises a target key for its tenant: the agents
+        run as they are deployed. Raw HTTP tests use auth=False (the
+        stdlib cannot do the RSA handshake)."""
         self.src_db = make_sample_db(self.path("src.db"), teams=teams,
                                      posts_per_team=posts_per_team)
-        self.src_conf = write_src_conf(self.path("src.conf"), self.src_db, batch_rows=batch_rows)
+        self.auth = auth
+        self.authorized = set()
+        self.src_conf = write_src_conf(
+            self.path("src.conf"), self.src_db, batch_rows=batch_rows,
+            identity=test_key("src") if auth else None,
+            authorized_keys=self.path("authorized_keys") if auth else None)
+        if auth:
+            open(self.path("authorized_keys"), "a").close()
         if install:
             cp = run_src(["install", "--config", self.src_conf])
             self.assertEqual(cp.returncode, 0, "ferry-src install failed: %s" % cp.stderr)
@@ -601,8 +649,18 @@ class FerryTestCase(unittest.TestCase):
     def make_target(self, url, tenant=1, extra=""):
         self.dst_db = self.path("dst.db")
         self.state = self.path("state")
+        identity = public_key = None
+        if getattr(self, "auth", False):
+            identity = test_key("dst-%s" % tenant)
+            public_key = test_key("src") + ".pub"
+            if tenant not in self.authorized:
+                cp = run_src(["keys", "add", "--config", self.src_conf, "--tenant", str(tenant),
+                              identity + ".pub"])
+                self.assertEqual(cp.returncode, 0, "ferry-src keys add: %s" % cp.stderr)
+                self.authorized.add(tenant)
         self.dst_conf = write_dst_conf(self.path("dst.conf"), self.dst_db, self.state,
-                                       tenant, url, extra=extra)
+                                       tenant, url, extra=extra, identity=identity,
+                                       public_key=public_key)
 
     def sync(self, *args, expect=0, timeout=300):
         """ferry-dst sync on dst.conf; asserts the exit status unless expect is None."""

@@ -115,7 +115,7 @@ class BadInputTest(ft.FerryTestCase):
             self.assertIn(st["phase"], ("new",), st)
 
     def test_garbage_requests(self):
-        self.make_source(teams=2, posts_per_team=20)
+        self.make_source(teams=2, posts_per_team=20, auth=False)
         with self.serve() as srv:
             for name, valid in VALID.items():
                 for i, body in enumerate(garbage(valid)):
@@ -135,7 +135,7 @@ class BadInputTest(ft.FerryTestCase):
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
     def test_out_of_scope_snapshot(self):
-        self.make_source(teams=2, posts_per_team=20)
+        self.make_source(teams=2, posts_per_team=20, auth=False)
         with self.serve() as srv:
             for table in ("users", "audit_log", "_ferry_changes", "sqlite_schema", "nosuch",
                           "posts; DROP TABLE teams", "posts\"--"):
@@ -165,8 +165,25 @@ class BadInputTest(ft.FerryTestCase):
             self.assertEqual(got, want)
             self.assertTrue(srv.alive())
 
+    def test_unauthenticated_refused(self):
+        # With keys configured, a request without a session is refused
+        # before its body is even decoded, and nothing leaks.
+        self.make_source(teams=2, posts_per_team=20, auth=True)
+        with self.serve() as srv:
+            for name, valid in VALID.items():
+                for body in (ft.mp_pack(valid), b"\xc1garbage"):
+                    status, resp = ft.http_post(srv.url, "/v1/" + name, body)
+                    self.assertEqual(status, 401, "/v1/%s without a session: HTTP %d %r"
+                                     % (name, status, resp[:200]))
+                    self.assertNotIn(b"@example.com", resp)
+                    self.assertNotIn(b"team1-channel", resp)
+            # and the authenticated agent still gets its tenant
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_request_too_big(self):
-        self.make_source(teams=1, posts_per_team=5)
+        self.make_source(teams=1, posts_per_team=5, auth=False)
         with self.serve() as srv:
             body = ft.mp_pack(dict(MANIFEST, tenant="1" * (70 * 1024)))
             self.assertGreater(len(body), 64 * 1024)
