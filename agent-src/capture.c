@@ -23,9 +23,12 @@
 #include "../common/buf.h"
 #include "../common/log.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SQL_MAX (1u << 20)
 
@@ -111,7 +114,7 @@ static int add_log_head(struct ferry_buf *b, const struct ferry_table_info *ti, 
  * tenant computed from the database as it is now, then log a 'U' for the
  * tenant it landed in (none when it belongs to no tenant).
  */
-static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     int rc;
@@ -135,8 +138,10 @@ static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, siz
         rc = ferry_buf_adds(b, ", o FROM (SELECT ");
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", b);
+    /* PostgreSQL before 16 wants every subquery in FROM named */
     if (!rc)
-        rc = ferry_buf_adds(b, " AS o) WHERE o IS NOT NULL;\n");
+        rc = ferry_buf_adds(b, pg ? " AS o) AS \"_ferry_o\" WHERE o IS NOT NULL;\n"
+                                  : " AS o) WHERE o IS NOT NULL;\n");
     if (!rc)
         rc = add_log_head(b, ti, "U");
     if (!rc)
@@ -183,11 +188,12 @@ static int add_tombstone_old(struct ferry_buf *b, const struct ferry_scope *s, s
 }
 
 /* SQL condition: the tenant of the updated row, or its key, changed. */
-static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, size_t t)
+static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, size_t t, int pg)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     size_t npk = ferry_table_npk(ti);
-    int rc = ferry_buf_adds(c, "km.\"_ferry_tenant\" IS NOT ");
+    const char *ne = pg ? " IS DISTINCT FROM " : " IS NOT ";
+    int rc = ferry_buf_addf(c, "km.\"_ferry_tenant\"%s", ne);
 
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", c);
@@ -198,7 +204,7 @@ static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, si
         if (!rc)
             rc = ferry_buf_add_ident(c, col);
         if (!rc)
-            rc = ferry_buf_adds(c, " IS NOT NEW.");
+            rc = ferry_buf_addf(c, "%sNEW.", ne);
         if (!rc)
             rc = ferry_buf_add_ident(c, col);
     }
@@ -210,9 +216,10 @@ static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, si
  * write to each child that references the row (by its old or new values)
  * fires the child's own update trigger, which recomputes its tenant.
  */
-static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
+    const char *ne = pg ? " IS DISTINCT FROM " : " IS NOT ";
     int rc = FERRY_OK;
 
     for (size_t c = t + 1; c < s->ntables && !rc; c++) {
@@ -259,7 +266,7 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
         if (!rc)
             rc = add_key_match(b, ti, "km.", "OLD.");
         if (!rc)
-            rc = ferry_buf_adds(b, " AND km.\"_ferry_tenant\" IS NOT ");
+            rc = ferry_buf_addf(b, " AND km.\"_ferry_tenant\"%s", ne);
         if (!rc)
             rc = ferry_scope_owner(s, t, "NEW.", b);
         if (!rc)
@@ -357,14 +364,14 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, " BEGIN\n");
     if (!rc)
-        rc = add_refresh_new(b, s, t);
+        rc = add_refresh_new(b, s, t, 0);
     if (!rc)
         rc = ferry_buf_adds(b, "END;\n");
 
     /* update */
     ferry_buf_init(&cond, SQL_MAX);
     if (!rc)
-        rc = build_moved_cond(&cond, s, t);
+        rc = build_moved_cond(&cond, s, t, 0);
     if (!rc)
         rc = ferry_buf_adds(b, "CREATE TRIGGER ");
     if (!rc)
@@ -376,7 +383,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, " BEGIN\n");
     if (!rc)
-        rc = add_touch_children(b, s, t);
+        rc = add_touch_children(b, s, t, 0);
     if (!rc)
         rc = add_tombstone_old(b, s, t, cond.data);
     if (!rc)
@@ -390,7 +397,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, ";\n");
     if (!rc)
-        rc = add_refresh_new(b, s, t);
+        rc = add_refresh_new(b, s, t, 0);
     if (!rc)
         rc = ferry_buf_adds(b, "END;\n");
     ferry_buf_release(&cond);
@@ -418,6 +425,358 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
         rc = add_key_match(b, ti, "", "OLD.");
     if (!rc)
         rc = ferry_buf_adds(b, ";\nEND;\n");
+    return rc;
+}
+
+/* ---- PostgreSQL ---- */
+
+/*
+ * Key types whose text form does not depend on the session's settings
+ * (DateStyle, TimeZone, IntervalStyle, extra_float_digits, bytea_output):
+ * the triggers of a table keyed by any other type pin those settings, so
+ * the key text logged by any application session is the one ferry's own
+ * sessions read and write (see pg.c's session settings).
+ */
+static int pg_stable_key_type(const char *type)
+{
+    static const char *const stable[] = {"smallint",  "integer", "bigint", "text",
+                                         "uuid",      "boolean", "oid",    "character varying",
+                                         "character", "numeric"};
+
+    for (size_t i = 0; i < sizeof(stable) / sizeof(stable[0]); i++) {
+        size_t n = strlen(stable[i]);
+
+        if (strncmp(type, stable[i], n) == 0 && (type[n] == '\0' || type[n] == '('))
+            return 1;
+    }
+    return 0;
+}
+
+/* Type of column name of ti as format_type() wrote it ("" when unknown). */
+static const char *col_type(const struct ferry_table_info *ti, const char *name)
+{
+    int c = ferry_table_colidx(ti, name);
+
+    return c >= 0 && ti->cols[c].type ? ti->cols[c].type : "";
+}
+
+/* One trigger function and its AFTER ... FOR EACH ROW trigger. body ends with ";\n". */
+static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti, const char *kind,
+                          const char *event, const char *settings, const char *body)
+{
+    int rc;
+
+    /* the body is pasted between dollar quotes: it must not close them */
+    if (strstr(body, "$ferry$"))
+        return FERRY_ESCHEMA;
+    rc = ferry_buf_adds(b, "CREATE FUNCTION ");
+    if (!rc)
+        rc = add_trigger_name(b, kind, ti->name);
+    if (!rc)
+        rc = ferry_buf_addf(b,
+                            "() RETURNS trigger LANGUAGE plpgsql%s AS $ferry$\nBEGIN\n%s"
+                            "RETURN NULL;\nEND\n$ferry$;\nCREATE TRIGGER ",
+                            settings, body);
+    if (!rc)
+        rc = add_trigger_name(b, kind, ti->name);
+    if (!rc)
+        rc = ferry_buf_addf(b, " AFTER %s ON ", event);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " FOR EACH ROW EXECUTE FUNCTION ");
+    if (!rc)
+        rc = add_trigger_name(b, kind, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, "();\n");
+    return rc;
+}
+
+/*
+ * The same statements as the SQLite triggers, in PL/pgSQL functions. Each
+ * function pins search_path to the schema ferry was installed in, so the
+ * bare table names in its statements resolve there whatever the
+ * application's session says.
+ */
+static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                        const char *schema)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    const struct ferry_table_info *ri = ferry_scope_root(s);
+    struct ferry_buf settings, body, cond;
+    int stable = 1;
+    int rc;
+
+    ferry_buf_init(&settings, 4096);
+    ferry_buf_init(&body, SQL_MAX);
+    ferry_buf_init(&cond, SQL_MAX);
+    rc = ferry_buf_adds(&settings, " SET search_path TO ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&settings, schema);
+    for (size_t k = 0; k < ferry_table_npk(ti); k++)
+        stable &= pg_stable_key_type(ti->cols[ferry_table_pkcol(ti, k)].type);
+    if (!rc && !stable)
+        rc = ferry_buf_adds(&settings, " SET DateStyle TO 'ISO, MDY' SET IntervalStyle TO "
+                                       "'iso_8601' SET TimeZone TO 'UTC' SET extra_float_digits "
+                                       "TO 3 SET bytea_output TO 'hex'");
+
+    /* key map: the key columns with their types, the tenant with the root key's */
+    if (!rc)
+        rc = ferry_buf_adds(b, "DROP TABLE IF EXISTS ");
+    if (!rc)
+        rc = add_keymap_name(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\nCREATE TABLE ");
+    if (!rc)
+        rc = add_keymap_name(b, ti->name);
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        const struct ferry_column *col = &ti->cols[ferry_table_pkcol(ti, k)];
+
+        rc = ferry_buf_adds(b, k ? ", " : "(");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col->name);
+        if (!rc)
+            rc = ferry_buf_addf(b, " %s", col->type);
+    }
+    if (!rc)
+        rc = ferry_buf_addf(b, ", \"_ferry_tenant\" %s NOT NULL, PRIMARY KEY(",
+                            col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name));
+    if (!rc)
+        rc = add_keys(b, s, t, "");
+    if (!rc)
+        rc = ferry_buf_adds(b, "));\nINSERT INTO ");
+    if (!rc)
+        rc = add_keymap_name(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " SELECT * FROM (SELECT ");
+    if (!rc)
+        rc = add_keys(b, s, t, "\"_ferry_s\".");
+    if (!rc)
+        rc = ferry_buf_adds(b, ", ");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "\"_ferry_s\".", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS o FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_s\") AS \"_ferry_b\" WHERE o IS NOT NULL;\n");
+
+    /* insert */
+    if (!rc)
+        rc = add_refresh_new(&body, s, t, 1);
+    if (!rc)
+        rc = pg_add_trigger(b, ti, "i", "INSERT", settings.data, body.data);
+
+    /* update */
+    ferry_buf_reset(&body);
+    if (!rc)
+        rc = build_moved_cond(&cond, s, t, 1);
+    if (!rc)
+        rc = add_touch_children(&body, s, t, 1);
+    if (!rc)
+        rc = add_tombstone_old(&body, s, t, cond.data);
+    if (!rc)
+        rc = ferry_buf_adds(&body, "DELETE FROM ");
+    if (!rc)
+        rc = add_keymap_name(&body, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&body, " WHERE ");
+    if (!rc)
+        rc = add_key_match(&body, ti, "", "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(&body, ";\n");
+    if (!rc)
+        rc = add_refresh_new(&body, s, t, 1);
+    if (!rc)
+        rc = pg_add_trigger(b, ti, "u", "UPDATE", settings.data, body.data);
+
+    /* delete */
+    ferry_buf_reset(&body);
+    if (!rc)
+        rc = add_tombstone_old(&body, s, t, NULL);
+    if (!rc)
+        rc = ferry_buf_adds(&body, "DELETE FROM ");
+    if (!rc)
+        rc = add_keymap_name(&body, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&body, " WHERE ");
+    if (!rc)
+        rc = add_key_match(&body, ti, "", "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(&body, ";\n");
+    if (!rc)
+        rc = pg_add_trigger(b, ti, "d", "DELETE", settings.data, body.data);
+    ferry_buf_release(&settings);
+    ferry_buf_release(&body);
+    ferry_buf_release(&cond);
+    return rc;
+}
+
+/*
+ * Drop statements for ferry's objects in the current schema, built by the
+ * server (format %I quotes): capture's triggers and their functions only
+ * (all_objects 0: a re-install keeps the log and the freeze triggers), or
+ * every _ferry_ trigger, function and table (all_objects 1: uninstall).
+ */
+static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err)
+{
+    static const char sql[] =
+        "SELECT string_agg(stmt, E'\n' ORDER BY ord, name) FROM ("
+        " SELECT 1 AS ord, t.tgname AS name,"
+        "  format('DROP TRIGGER IF EXISTS %I ON %I.%I;', t.tgname, n.nspname, c.relname) AS stmt"
+        "  FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
+        "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        "  WHERE NOT t.tgisinternal AND n.nspname = current_schema() AND t.tgname ~ ?"
+        " UNION ALL SELECT 2, p.proname,"
+        "  format('DROP FUNCTION IF EXISTS %I.%I();', n.nspname, p.proname)"
+        "  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+        "  WHERE n.nspname = current_schema() AND p.pronargs = 0"
+        "  AND p.prorettype = 'pg_catalog.trigger'::pg_catalog.regtype AND p.proname ~ ?"
+        " UNION ALL SELECT 3, c.relname, format('DROP TABLE IF EXISTS %I.%I;', n.nspname, "
+        "c.relname)"
+        "  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        "  WHERE ? AND n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+        "  AND c.relname LIKE '\\_ferry\\_%') AS x";
+    const char *re = all_objects ? "^_ferry_" : "^_ferry_[iud]_";
+    struct ferry_value args[3];
+    struct ferry_stmt *st = NULL;
+    struct ferry_value v;
+    char *drop = NULL;
+    int row = 0;
+    int rc;
+
+    args[0] = ferry_value_text(re, strlen(re));
+    args[1] = args[0];
+    args[2] = ferry_value_int(all_objects);
+    rc = ferry_db_prepare(db, sql, &st, err);
+    for (int i = 0; i < 3 && !rc; i++)
+        rc = ferry_stmt_bind(st, i + 1, &args[i], err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    if (!rc && row) {
+        ferry_stmt_column(st, 0, &v);
+        if (v.type == FERRY_TEXT) {
+            drop = malloc(v.u.s.n + 1);
+            if (!drop) {
+                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+            } else {
+                memcpy(drop, v.u.s.p, v.u.s.n);
+                drop[v.u.s.n] = '\0';
+            }
+        }
+    }
+    ferry_stmt_free(st);
+    if (!rc && drop) {
+        log_debug("dropping:\n%s", drop);
+        rc = ferry_db_exec(db, drop, err);
+    }
+    free(drop);
+    return rc;
+}
+
+/* The schema the connection resolves bare names in (current_schema()). */
+static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_value v;
+    int row = 0;
+    int rc;
+
+    rc = ferry_db_prepare(db, "SELECT current_schema()", &st, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    if (!rc) {
+        if (row)
+            ferry_stmt_column(st, 0, &v);
+        if (!row || v.type != FERRY_TEXT || v.u.s.n >= size)
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "PostgreSQL has no current schema: check search_path (or the "
+                                 "[source] schema setting)");
+        else
+            snprintf(out, size, "%.*s", (int)v.u.s.n, v.u.s.p);
+    }
+    ferry_stmt_free(st);
+    return rc;
+}
+
+static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+{
+    const struct ferry_table_info *ri = ferry_scope_root(s);
+    char schema[256];
+    struct ferry_buf sql;
+    int rc;
+
+    ferry_buf_init(&sql, (size_t)64 << 20);
+    rc = ferry_db_begin(db, err);
+    if (rc)
+        goto out;
+    rc = pg_schema(db, schema, sizeof(schema), err);
+    if (rc)
+        goto rollback;
+    /*
+     * Writers wait until the install commits: a row written between a key
+     * map's backfill and its trigger would be in neither. Parents first, as
+     * the application's own statements take them.
+     */
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        rc = ferry_buf_adds(&sql, t ? ", " : "LOCK TABLE ");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, s->tables[t].info.name);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " IN SHARE ROW EXCLUSIVE MODE;\n");
+    /*
+     * The log. Keys are stored as text, the output of each key column's
+     * type (pinned settings, see pg_stable_key_type), and read back through
+     * the column's type where they are used (producers bind them to a
+     * comparison with the typed column; ferry_capture_key gives tombstones
+     * the value kind the row itself would have): one set of columns serves
+     * every key type exactly, and the (tenant, seq) index stays narrow. The
+     * tenant has the root key's type, so "tenant = ?" compares as the
+     * root's key does (uuid, case, ...). txid lets an operator match an
+     * entry to a transaction; the safe head does not need it.
+     */
+    if (!rc)
+        rc = ferry_buf_addf(&sql,
+                            "CREATE TABLE IF NOT EXISTS _ferry_changes("
+                            "seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                            "tbl text NOT NULL, op text NOT NULL, tenant %s NOT NULL, "
+                            "txid bigint NOT NULL DEFAULT txid_current(), "
+                            "k0 text, k1 text, k2 text, k3 text);\n"
+                            "CREATE INDEX IF NOT EXISTS _ferry_changes_tenant "
+                            "ON _ferry_changes(tenant, seq);\n",
+                            col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name));
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot build capture SQL");
+        goto rollback;
+    }
+    rc = ferry_db_exec(db, sql.data, err);
+    if (!rc)
+        rc = pg_drop(db, 0, err);
+    if (rc)
+        goto rollback;
+    for (size_t t = 0; t < s->ntables; t++) {
+        ferry_buf_reset(&sql);
+        rc = pg_table_sql(&sql, s, t, schema);
+        if (rc) {
+            rc =
+                ferry_error_set(err, rc, "cannot build capture SQL for %s", s->tables[t].info.name);
+            goto rollback;
+        }
+        log_debug("capture SQL for %s:\n%s", s->tables[t].info.name, sql.data);
+        rc = ferry_db_exec(db, sql.data, err);
+        if (rc) {
+            ferry_error_prefix(err, "installing capture on %s", s->tables[t].info.name);
+            goto rollback;
+        }
+    }
+    rc = ferry_db_commit(db, err);
+    goto out;
+rollback:
+    ferry_db_rollback(db);
+out:
+    ferry_buf_release(&sql);
     return rc;
 }
 
@@ -467,9 +826,8 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
     struct ferry_buf sql;
     int rc;
 
-    if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE)
-        return ferry_error_set(err, FERRY_ECONFIG,
-                               "change capture on this engine is not built yet");
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG)
+        return pg_install(db, s, err);
     ferry_buf_init(&sql, (size_t)64 << 20);
     rc = ferry_db_begin(db, err);
     if (rc)
@@ -547,13 +905,13 @@ int ferry_capture_uninstall(struct ferry_db *db, struct ferry_error *err)
 {
     int rc;
 
-    if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE)
-        return ferry_error_set(err, FERRY_ECONFIG,
-                               "change capture on this engine is not built yet");
     rc = ferry_db_begin(db, err);
     if (rc)
         return rc;
-    rc = drop_all_sqlite(db, err);
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG)
+        rc = pg_drop(db, 1, err);
+    else
+        rc = drop_all_sqlite(db, err);
     if (rc) {
         ferry_db_rollback(db);
         return rc;
@@ -582,10 +940,29 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
 
             snprintf(name, sizeof(name), "_ferry_%s_%s", kinds[k], s->tables[t].info.name);
             v = ferry_value_text(name, strlen(name));
-            rc = ferry_db_query_int(db,
-                                    "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' "
-                                    "AND name = ?",
-                                    &v, 1, &n, err);
+            if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
+                struct ferry_value args[2];
+                struct ferry_buf rel;
+
+                /* an enabled trigger on the table itself; the table as regclass reads it */
+                ferry_buf_init(&rel, 1024);
+                rc = ferry_buf_add_ident(&rel, s->tables[t].info.name);
+                if (rc)
+                    return ferry_error_set(err, rc, "table name too long");
+                args[0] = ferry_value_text(rel.data, rel.len);
+                args[1] = v;
+                rc = ferry_db_query_int(db,
+                                        "SELECT count(*) FROM pg_catalog.pg_trigger WHERE "
+                                        "tgrelid = CAST(? AS pg_catalog.regclass) AND tgname = ? "
+                                        "AND tgenabled <> 'D'",
+                                        args, 2, &n, err);
+                ferry_buf_release(&rel);
+            } else {
+                rc = ferry_db_query_int(db,
+                                        "SELECT count(*) FROM sqlite_schema WHERE type = "
+                                        "'trigger' AND name = ?",
+                                        &v, 1, &n, err);
+            }
             if (rc)
                 return rc;
             if (n == 0)
@@ -602,4 +979,190 @@ int ferry_capture_head(struct ferry_db *db, int64_t *head, struct ferry_error *e
 {
     return ferry_db_query_int(db, "SELECT COALESCE(max(seq), 0) FROM _ferry_changes", NULL, 0, head,
                               err);
+}
+
+/*
+ * Why locks and not only snapshots: a transaction that inserts into the log
+ * takes a RowExclusiveLock on _ferry_changes before its INSERT draws a seq
+ * and keeps it until it ends, and PostgreSQL releases it only after the
+ * transaction is visible as ended to new snapshots. So after reading the
+ * sequence's last value S, the transactions that may still hold a seq at or
+ * below S are exactly those holding such a lock then; once all of them are
+ * gone, a new snapshot sees every seq <= S that will ever exist. Waiting for
+ * the xids of pg_current_snapshot() instead would also wait for writers of
+ * unrelated tables and databases, and pg_xact_status() can report a commit
+ * a moment before new snapshots see it.
+ */
+static int64_t pg_last_safe; /* process-wide: ferry-src serves one database */
+
+static int pg_lockers(struct ferry_db *db, const char *vxids, int64_t *n, char *out, size_t size,
+                      struct ferry_error *err)
+{
+    static const char list_sql[] =
+        "SELECT COALESCE(array_agg(DISTINCT l.virtualtransaction)::text, '{}') FROM "
+        "pg_catalog.pg_locks l WHERE l.locktype = 'relation' AND l.database = (SELECT oid FROM "
+        "pg_catalog.pg_database WHERE datname = current_database()) AND l.relation = "
+        "'_ferry_changes'::regclass AND l.mode <> 'AccessShareLock' AND l.pid IS DISTINCT FROM "
+        "pg_backend_pid()";
+    static const char count_sql[] =
+        "SELECT count(*) FROM pg_catalog.pg_locks l WHERE l.locktype = 'relation' AND "
+        "l.relation = '_ferry_changes'::regclass AND l.mode <> 'AccessShareLock' AND "
+        "l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = "
+        "current_database()) AND l.virtualtransaction = ANY (CAST(? AS text[]))";
+    struct ferry_stmt *st = NULL;
+    struct ferry_value v;
+    int row = 0;
+    int rc;
+
+    if (vxids) {
+        v = ferry_value_text(vxids, strlen(vxids));
+        return ferry_db_query_int(db, count_sql, &v, 1, n, err);
+    }
+    rc = ferry_db_prepare(db, list_sql, &st, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    if (!rc && row) {
+        ferry_stmt_column(st, 0, &v);
+        if (v.type != FERRY_TEXT || v.u.s.n >= size)
+            /* thousands of writers: wait for all that are on the log now */
+            snprintf(out, size, "%s", "*");
+        else
+            snprintf(out, size, "%.*s", (int)v.u.s.n, v.u.s.p);
+    }
+    ferry_stmt_free(st);
+    return rc;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+int ferry_capture_safe_head(struct ferry_db *db, int64_t *safe, struct ferry_error *err)
+{
+    char vxids[8192];
+    int64_t s = 0, n = 0;
+    long waited = 0, step = 1;
+    int rc;
+
+    *safe = INT64_MAX;
+    if (ferry_db_engine(db) != FERRY_ENGINE_PG)
+        return FERRY_OK;
+    rc = ferry_db_query_int(db,
+                            "SELECT COALESCE(pg_catalog.pg_sequence_last_value("
+                            "pg_catalog.pg_get_serial_sequence('_ferry_changes', 'seq')::regclass)"
+                            ", 0)",
+                            NULL, 0, &s, err);
+    if (!rc)
+        rc = pg_lockers(db, NULL, NULL, vxids, sizeof(vxids), err);
+    if (rc)
+        return rc;
+    for (;;) {
+        if (strcmp(vxids, "*") == 0)
+            rc = ferry_db_query_int(db,
+                                    "SELECT count(*) FROM pg_catalog.pg_locks l WHERE "
+                                    "l.locktype = 'relation' AND l.relation = "
+                                    "'_ferry_changes'::regclass AND l.mode <> 'AccessShareLock' "
+                                    "AND l.pid IS DISTINCT FROM pg_backend_pid()",
+                                    NULL, 0, &n, err);
+        else if (strcmp(vxids, "{}") != 0)
+            rc = pg_lockers(db, vxids, &n, NULL, 0, err);
+        else
+            n = 0;
+        if (rc)
+            return rc;
+        if (n == 0) {
+            if (s > pg_last_safe)
+                pg_last_safe = s;
+            *safe = s;
+            return FERRY_OK;
+        }
+        if (waited >= FERRY_CAPTURE_SAFE_WAIT_MS)
+            break;
+        sleep_ms(step);
+        waited += step;
+        step = step * 2 > 100 ? 100 : step * 2;
+    }
+    log_warn("change log: %" PRId64 " transaction(s) writing to it (%.200s) still open after %d "
+             "ms; serving changes up to %" PRId64 " only, the rest once they end",
+             n, vxids, FERRY_CAPTURE_SAFE_WAIT_MS, pg_last_safe);
+    *safe = pg_last_safe;
+    return FERRY_OK;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The kinds of pg.c's value table, by format_type() name. */
+int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value *v,
+                      struct ferry_buf *tmp, struct ferry_error *err)
+{
+    char text[64];
+    char *end = NULL;
+
+    if (ferry_db_engine(db) != FERRY_ENGINE_PG || v->type != FERRY_TEXT || !type)
+        return FERRY_OK;
+    if (strcmp(type, "bytea") == 0) {
+        const char *p = v->u.s.p;
+        size_t n = v->u.s.n, at;
+
+        if (n < 2 || p[0] != '\\' || p[1] != 'x' || n % 2)
+            goto bad;
+        at = tmp->len;
+        if (ferry_buf_add(tmp, p + 2, (n - 2) / 2))
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        for (size_t k = 2; k < n; k += 2) {
+            int hi = hexval(p[k]), lo = hexval(p[k + 1]);
+
+            if (hi < 0 || lo < 0)
+                goto bad;
+            tmp->data[at + (k - 2) / 2] = (char)(hi << 4 | lo);
+        }
+        v->type = FERRY_BLOB;
+        v->u.s.p = tmp->data + at;
+        v->u.s.n = (n - 2) / 2;
+        return FERRY_OK;
+    }
+    if (v->u.s.n >= sizeof(text))
+        return FERRY_OK;
+    memcpy(text, v->u.s.p, v->u.s.n);
+    text[v->u.s.n] = '\0';
+    if (strcmp(type, "smallint") == 0 || strcmp(type, "integer") == 0 ||
+        strcmp(type, "bigint") == 0 || strcmp(type, "oid") == 0) {
+        long long ll;
+
+        errno = 0;
+        ll = strtoll(text, &end, 10);
+        if (errno || end == text || *end)
+            goto bad;
+        *v = ferry_value_int((int64_t)ll);
+    } else if (strcmp(type, "boolean") == 0) {
+        /* bool's cast to text says true/false, its output t/f */
+        if (strcmp(text, "true") == 0 || strcmp(text, "t") == 0)
+            *v = ferry_value_int(1);
+        else if (strcmp(text, "false") == 0 || strcmp(text, "f") == 0)
+            *v = ferry_value_int(0);
+        else
+            goto bad;
+    } else if (strcmp(type, "real") == 0 || strcmp(type, "double precision") == 0) {
+        double d = strcmp(type, "real") == 0 ? (double)strtof(text, &end) : strtod(text, &end);
+
+        if (end == text || *end)
+            goto bad;
+        v->type = FERRY_FLOAT;
+        v->u.f = d;
+    }
+    return FERRY_OK;
+bad:
+    return ferry_error_set(err, FERRY_EDATA, "change log holds a key that is not a %s value", type);
 }

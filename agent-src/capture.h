@@ -17,6 +17,7 @@
 #ifndef FERRY_CAPTURE_H
 #define FERRY_CAPTURE_H
 
+#include "../common/buf.h"
 #include "../common/db/db.h"
 #include "../common/error.h"
 #include "../common/scope.h"
@@ -36,5 +37,36 @@ int ferry_capture_uninstall(struct ferry_db *db, struct ferry_error *err);
 int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err);
 /* Largest seq in the change log (0 when empty). */
 int ferry_capture_head(struct ferry_db *db, int64_t *head, struct ferry_error *err);
+
+/* How long ferry_capture_safe_head() waits for writers in flight. */
+#define FERRY_CAPTURE_SAFE_WAIT_MS 2000
+
+/*
+ * *safe = a seq up to which the change log may be served: every change
+ * with a seq at or below it has committed (or rolled back) and is visible
+ * to any snapshot taken after the call returns. Call it before opening the
+ * read transaction that serves the changes.
+ *
+ * SQLite commits in seq order (one writer at a time): INT64_MAX, no bound.
+ * PostgreSQL allocates seqs before commit, so a transaction may commit a
+ * lower seq after a higher one was read. Here *safe is the sequence's last
+ * value S once every transaction that held the log open for writing when S
+ * was read has ended; if one is still open after FERRY_CAPTURE_SAFE_WAIT_MS,
+ * *safe is the last S this process found safe (0 at first), never past a
+ * writer in flight, and a warning names the waiting backends.
+ */
+int ferry_capture_safe_head(struct ferry_db *db, int64_t *safe, struct ferry_error *err);
+
+/*
+ * A key value read from the change log (k0..k3), turned into the value kind
+ * the key column's rows have (type: the column's declared type): on
+ * PostgreSQL the log holds keys as text, and a tombstone must carry the key
+ * as the row would (an INT for a bigint, a BLOB for a bytea...). SQLite's
+ * log keeps each value's own class: nothing to do. *v is rewritten in
+ * place; decoded bytes go to tmp (caller-owned), valid until it changes.
+ * FERRY_EDATA for text that is not a value of type.
+ */
+int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value *v,
+                      struct ferry_buf *tmp, struct ferry_error *err);
 
 #endif

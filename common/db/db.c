@@ -188,6 +188,22 @@ int ferry_db_fk_check(struct ferry_db *db, const char *table, int64_t *violation
     return db->ops->fk_check(db, table, violations, err);
 }
 
+int ferry_db_copy_begin(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
+                        struct ferry_error *err)
+{
+    return db->ops->copy_begin(db, table, cols, n, err);
+}
+
+int ferry_db_copy_row(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err)
+{
+    return db->ops->copy_row(db, vals, err);
+}
+
+int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err)
+{
+    return db->ops->copy_end(db, rows, err);
+}
+
 /*
  * Engines disagree on what an aggregate returns (SQLite: an integer;
  * PostgreSQL: sum() is numeric, which an adapter may hand over as text), so

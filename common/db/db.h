@@ -108,6 +108,24 @@ int ferry_db_table_exists(struct ferry_db *db, const char *table, int *exists,
 int ferry_db_fk_check(struct ferry_db *db, const char *table, int64_t *violations,
                       struct ferry_error *err);
 
+/*
+ * Bulk load: rows into columns cols[0..n-1] of table, inside the caller's
+ * transaction. PostgreSQL streams them with COPY ... FROM STDIN (text
+ * format), converting values as ferry_stmt_bind() does (a TEXT with a NUL
+ * byte is FERRY_EDATA; BLOB and TEXT go to a bytea column as bytes); SQLite
+ * runs one prepared INSERT per row. Between copy_begin and copy_end (or a
+ * failed copy_row, which ends the copy itself) the connection is busy with
+ * the copy: no other call may use it but ferry_db_rollback(), which also
+ * abandons an open copy. A failed copy leaves the transaction unusable:
+ * roll it back. Errors name the column ("column body: ..."), not the value.
+ * table and cols are copied; vals (n values) are read during the call.
+ * *rows (may be NULL) receives the number of rows loaded.
+ */
+int ferry_db_copy_begin(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
+                        struct ferry_error *err);
+int ferry_db_copy_row(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err);
+int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
+
 /* Convenience: run sql (one "?" per value) and read one int64 (0 if no row). */
 int ferry_db_query_int(struct ferry_db *db, const char *sql, const struct ferry_value *args,
                        size_t nargs, int64_t *out, struct ferry_error *err);

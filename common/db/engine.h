@@ -50,6 +50,11 @@ struct ferry_db_ops {
                         struct ferry_error *err);
     int (*fk_check)(struct ferry_db *db, const char *table, int64_t *violations,
                     struct ferry_error *err);
+    /* bulk load, see ferry_db_copy_begin(); rollback abandons an open copy */
+    int (*copy_begin)(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
+                      struct ferry_error *err);
+    int (*copy_row)(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err);
+    int (*copy_end)(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
 };
 
 extern const struct ferry_db_ops ferry_sqlite_ops;

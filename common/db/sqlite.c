@@ -18,6 +18,7 @@
  */
 #include "engine.h"
 
+#include "../buf.h"
 #include "../log.h"
 
 #include <sqlite3.h>
@@ -31,12 +32,16 @@
 #include <sys/stat.h>
 
 #define BUSY_TIMEOUT_MS 10000
-#define SQL_SHOWN 60 /* bytes of a statement quoted in an error message */
+#define SQL_SHOWN 60                          /* bytes of a statement quoted in an error message */
+#define SQLITE_MAX_VARIABLE_NUMBER_SAFE 32766 /* SQLite's default limit since 3.32 */
+
+struct sq_copy;
 
 struct sq_db {
     struct ferry_db base; /* first: db.c sees only this */
     sqlite3 *h;
     char *path;
+    struct sq_copy *copy; /* open bulk load, or NULL */
 };
 
 struct sq_stmt {
@@ -199,9 +204,35 @@ out:
     return rc;
 }
 
+/*
+ * Bulk load on SQLite: one prepared INSERT stepped per row. SQLite has no
+ * faster path to offer (an INSERT in an open transaction is already a
+ * B-tree append), so this exists to give both engines one interface.
+ */
+struct sq_copy {
+    sqlite3_stmt *s;
+    char **cols; /* n column names, for error messages */
+    size_t n;
+    int64_t rows;
+};
+
+static void copy_free(struct sq_copy *c)
+{
+    if (!c)
+        return;
+    sqlite3_finalize(c->s);
+    for (size_t i = 0; c->cols && i < c->n; i++)
+        free(c->cols[i]);
+    free(c->cols);
+    free(c);
+}
+
 static void sq_close(struct ferry_db *db)
 {
     struct sq_db *d = sq_db(db);
+
+    copy_free(d->copy);
+    d->copy = NULL;
 
     if (sqlite3_close(d->h) != SQLITE_OK) {
         /* A caller forgot ferry_stmt_free(): close once the statements are gone. */
@@ -246,6 +277,8 @@ static void sq_rollback(struct ferry_db *db)
 {
     struct sq_db *d = sq_db(db);
 
+    copy_free(d->copy);
+    d->copy = NULL;
     /* SQLite may have rolled back already (e.g. after SQLITE_FULL). */
     if (!sqlite3_get_autocommit(d->h))
         sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
@@ -908,6 +941,105 @@ out:
     return rc;
 }
 
+static int sq_copy_begin(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
+                         struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+    struct ferry_buf sql;
+    struct sq_copy *c = NULL;
+    int rc = 0;
+    int src;
+
+    if (d->copy)
+        return ferry_error_set(err, FERRY_EINTERNAL, "a bulk load is already open on %s", d->path);
+    if (n == 0 || n > SQLITE_MAX_VARIABLE_NUMBER_SAFE)
+        return ferry_error_set(err, FERRY_EINTERNAL, "bulk load of %s: %zu columns", table, n);
+    ferry_buf_init(&sql, (size_t)1 << 20);
+    c = calloc(1, sizeof(*c));
+    if (!c || !(c->cols = calloc(n, sizeof(*c->cols)))) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory starting a bulk load");
+        goto out;
+    }
+    c->n = n;
+    rc = ferry_buf_adds(&sql, "INSERT INTO ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, table);
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = ferry_buf_adds(&sql, i ? ", " : " (");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, cols[i]);
+        c->cols[i] = strdup(cols[i]);
+        if (!c->cols[i])
+            rc = FERRY_ENOMEM;
+    }
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = ferry_buf_adds(&sql, i ? ", ?" : ") VALUES (?");
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ")");
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot build the bulk load of %s", table);
+        goto out;
+    }
+    src = sqlite3_prepare_v2(d->h, sql.data, -1, &c->s, NULL);
+    if (src != SQLITE_OK) {
+        rc = sq_error(d->h, src, sql.data, err);
+        goto out;
+    }
+    d->copy = c;
+    c = NULL;
+out:
+    copy_free(c);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+static int sq_copy_row(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+    struct sq_copy *c = d->copy;
+    struct sq_stmt st;
+    int src;
+    int rc = 0;
+
+    if (!c)
+        return ferry_error_set(err, FERRY_EINTERNAL, "no bulk load open on %s", d->path);
+    memset(&st, 0, sizeof(st));
+    st.s = c->s;
+    for (size_t i = 0; i < c->n && !rc; i++) {
+        rc = sq_bind(&st.base, (int)i + 1, &vals[i], err);
+        if (rc)
+            ferry_error_prefix(err, "column %s", c->cols[i]);
+    }
+    if (!rc) {
+        src = sqlite3_step(c->s);
+        if (src != SQLITE_DONE)
+            rc = sq_error(d->h, src, sqlite3_sql(c->s), err);
+    }
+    sqlite3_reset(c->s);
+    sqlite3_clear_bindings(c->s);
+    if (rc) {
+        /* as on PostgreSQL, a failed row ends the load */
+        copy_free(c);
+        d->copy = NULL;
+        return rc;
+    }
+    c->rows++;
+    return 0;
+}
+
+static int sq_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+
+    if (!d->copy)
+        return ferry_error_set(err, FERRY_EINTERNAL, "no bulk load open on %s", d->path);
+    if (rows)
+        *rows = d->copy->rows;
+    copy_free(d->copy);
+    d->copy = NULL;
+    return 0;
+}
+
 const struct ferry_db_ops ferry_sqlite_ops = {
     .open = sq_open,
     .close = sq_close,
@@ -929,4 +1061,7 @@ const struct ferry_db_ops ferry_sqlite_ops = {
     .table_info = sq_table_info,
     .table_exists = sq_table_exists,
     .fk_check = sq_fk_check,
+    .copy_begin = sq_copy_begin,
+    .copy_row = sq_copy_row,
+    .copy_end = sq_copy_end,
 };

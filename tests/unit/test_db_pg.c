@@ -1012,6 +1012,101 @@ static void test_connect_errors(void)
     ferry_db_close(db);
 }
 
+/*
+ * Bulk load: every kind of value, escapes, bytea from BLOB and TEXT, a
+ * table name that needs quoting; the oracle is psql reading the rows back.
+ * A NUL in text is refused naming the column, and the transaction is then
+ * rolled back with nothing loaded.
+ */
+static void test_copy(struct ferry_db *db)
+{
+    static const char *const cols[] = {"id", "t", "b", "f", "ok", "n"};
+    struct ferry_error err = {0};
+    struct ferry_value row[6];
+    int64_t rows = -1;
+    int rc;
+
+    exec_ok(db, "CREATE TABLE \"Copy Me\" (id bigint PRIMARY KEY, t text, b bytea,"
+                " f double precision, ok boolean, n numeric)");
+    exec_ok(db, "BEGIN");
+    rc = ferry_db_copy_begin(db, "Copy Me", cols, 6, &err);
+    if (rc)
+        fprintf(stderr, "copy_begin: %s\n", err.msg);
+    ASSERT_EQ(rc, 0);
+    row[0] = ferry_value_int(1);
+    row[1] = ferry_value_text("tab\there\nnew\\line\r", 18);
+    row[2] = fv_blob("\0\x01\xff\\", 4);
+    row[3] = fv_float(0.1);
+    row[4] = ferry_value_int(1);
+    row[5] = ferry_value_text("12345678901234567890.000000000000000001", 39);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    row[0] = ferry_value_int(2);
+    row[1] = ferry_value_text("\\N", 2);
+    row[2] = ferry_value_text("as text", 7);
+    row[3] = fv_float(-0.0);
+    row[4] = ferry_value_int(0);
+    row[5] = ferry_value_null();
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    row[0] = ferry_value_int(3);
+    row[1] = ferry_value_null();
+    row[2] = ferry_value_null();
+    row[3] = fv_float(5e-324);
+    row[4] = ferry_value_null();
+    row[5] = ferry_value_int(-7);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    for (int i = 4; i < 2004; i++) {
+        row[0] = ferry_value_int(i);
+        row[3] = fv_float(i / 3.0);
+        ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    }
+    rc = ferry_db_copy_end(db, &rows, &err);
+    if (rc)
+        fprintf(stderr, "copy_end: %s\n", err.msg);
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(rows, 2003);
+    exec_ok(db, "COMMIT");
+    ASSERT_STR(
+        psql("SELECT id, t, b, f, ok, n FROM \"Copy Me\" WHERE id < 4 ORDER BY id"),
+        "1|tab\there\nnew\\line\r|\\x0001ff5c|0.1|t|12345678901234567890.000000000000000001\n"
+        "2|\\N|\\x61732074657874|-0|f|\n"
+        "3|||5e-324||-7");
+    ASSERT_EQ(psql_int("SELECT count(*) FROM \"Copy Me\" WHERE f = id / 3.0::float8"), 2000);
+
+    /* a NUL in text: refused by name, nothing loaded */
+    exec_ok(db, "BEGIN");
+    ASSERT_EQ(ferry_db_copy_begin(db, "Copy Me", cols, 6, &err), 0);
+    row[0] = ferry_value_int(5000);
+    row[1] = ferry_value_text("a\0b", 3);
+    row[2] = ferry_value_null();
+    row[3] = fv_float(1);
+    row[4] = ferry_value_null();
+    row[5] = ferry_value_null();
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), FERRY_EDATA);
+    ASSERT(strstr(err.msg, "column t") != NULL);
+    ASSERT(strstr(err.msg, "NUL") != NULL);
+    ferry_db_rollback(db);
+    ASSERT_EQ(psql_int("SELECT count(*) FROM \"Copy Me\""), 2003);
+
+    /* a value the column type rejects: the server's error at the end, then rollback */
+    exec_ok(db, "BEGIN");
+    ASSERT_EQ(ferry_db_copy_begin(db, "Copy Me", cols, 6, &err), 0);
+    row[0] = ferry_value_int(5001);
+    row[1] = ferry_value_null();
+    row[5] = ferry_value_text("not a number", 12);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    ASSERT_EQ(ferry_db_copy_end(db, &rows, &err), FERRY_EDB);
+    ASSERT(strstr(err.msg, "Copy Me") != NULL);
+    ferry_db_rollback(db);
+    /* abandoned mid-copy by a rollback: the connection stays usable */
+    exec_ok(db, "BEGIN");
+    ASSERT_EQ(ferry_db_copy_begin(db, "Copy Me", cols, 6, &err), 0);
+    row[5] = ferry_value_null();
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    ferry_db_rollback(db);
+    ASSERT_EQ(psql_int("SELECT count(*) FROM \"Copy Me\""), 2003);
+    exec_ok(db, "DROP TABLE \"Copy Me\"");
+}
+
 int main(void)
 {
     struct ferry_db *db;
@@ -1025,6 +1120,7 @@ int main(void)
     test_rewrite(db);
     test_big_result(db);
     test_transactions(db);
+    test_copy(db);
     ferry_db_close(db);
     test_introspection();
     all_passed = 1;

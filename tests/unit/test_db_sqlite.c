@@ -560,6 +560,50 @@ static void test_introspection(const char *dir)
     ferry_db_close(db);
 }
 
+/* Bulk load: rows land with their storage classes; a NaN is refused by column name. */
+static void test_copy(struct ferry_db *db)
+{
+    static const char *const cols[] = {"id", "v"};
+    struct ferry_error err = {0};
+    struct ferry_value row[2];
+    int64_t rows = -1;
+    sqlite3 *h;
+
+    ASSERT_EQ(ferry_db_exec(db, "CREATE TABLE \"copy me\"(id INTEGER PRIMARY KEY, v)", &err), 0);
+    ASSERT_EQ(ferry_db_begin(db, &err), 0);
+    ASSERT_EQ(ferry_db_copy_begin(db, "copy me", cols, 2, &err), 0);
+    row[0] = ferry_value_int(1);
+    row[1] = ferry_value_text("a\0b", 3);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    row[0] = ferry_value_int(2);
+    row[1] = val_blob("", 0);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    row[0] = ferry_value_int(3);
+    row[1] = val_float(-0.0);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), 0);
+    ASSERT_EQ(ferry_db_copy_end(db, &rows, &err), 0);
+    ASSERT_EQ(rows, 3);
+    ASSERT_EQ(ferry_db_commit(db, &err), 0);
+    h = raw_open();
+    ASSERT_EQ(raw_int(h, "SELECT count(*) FROM \"copy me\" WHERE id = 1 AND typeof(v) = 'text' "
+                         "AND length(CAST(v AS BLOB)) = 3"),
+              1);
+    ASSERT_EQ(raw_int(h, "SELECT count(*) FROM \"copy me\" WHERE id = 2 AND typeof(v) = 'blob'"),
+              1);
+    ASSERT_EQ(raw_int(h, "SELECT count(*) FROM \"copy me\" WHERE id = 3 AND typeof(v) = 'real'"),
+              1);
+
+    ASSERT_EQ(ferry_db_begin(db, &err), 0);
+    ASSERT_EQ(ferry_db_copy_begin(db, "copy me", cols, 2, &err), 0);
+    row[0] = ferry_value_int(4);
+    row[1] = val_float(NAN);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), FERRY_EDATA);
+    ASSERT(strstr(err.msg, "column v") != NULL);
+    ferry_db_rollback(db);
+    ASSERT_EQ(raw_int(h, "SELECT count(*) FROM \"copy me\""), 3);
+    sqlite3_close(h);
+}
+
 int main(void)
 {
     const char *dir = test_tmpdir("db_sqlite");
@@ -575,6 +619,7 @@ int main(void)
     test_values(db);
     test_statements(db);
     test_transactions(db);
+    test_copy(db);
     ferry_db_close(db);
     test_introspection(dir);
     return TEST_DONE();
