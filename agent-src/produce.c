@@ -29,7 +29,72 @@ struct ferry_producer {
     struct ferry_producer_stats stats;
     size_t max_body;
     long batch_rows;
+    const struct ferry_config *cfg; /* borrowed: [mask] expressions */
 };
+
+static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap,
+                            struct ferry_buf *b);
+
+/* The [mask] expression of table.col, or NULL. */
+static const char *mask_of(const struct ferry_producer *p, const char *table, const char *col)
+{
+    for (size_t i = 0; p->cfg && i < p->cfg->nmasks; i++)
+        if (strcmp(p->cfg->masks[i].table, table) == 0 && strcmp(p->cfg->masks[i].column, col) == 0)
+            return p->cfg->masks[i].expr;
+    return NULL;
+}
+
+/*
+ * Every mask must name a column of a table in scope, and its expression
+ * must compile in the query that serves the table: a typo is found at
+ * start, not by the first snapshot (or, worse, by a value that leaks).
+ */
+static int check_masks(struct ferry_producer *p, struct ferry_error *err)
+{
+    struct ferry_buf sql;
+    int rc = FERRY_OK;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    for (size_t i = 0; i < p->cfg->nmasks && !rc; i++) {
+        const struct ferry_mask_conf *m = &p->cfg->masks[i];
+        int t = ferry_scope_find(p->scope, m->table);
+        struct ferry_stmt *st = NULL;
+        int found = 0;
+
+        if (t < 0) {
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "[mask] %s.%s: table %s is not in the scope; fix %s", m->table,
+                                 m->column, m->table, p->cfg->path ? p->cfg->path : "the config");
+            break;
+        }
+        for (size_t c = 0; c < p->scope->tables[t].info.ncols; c++)
+            found |= strcmp(p->scope->tables[t].info.cols[c].name, m->column) == 0;
+        if (!found) {
+            rc = ferry_error_set(err, FERRY_ECONFIG, "[mask] %s.%s: table %s has no column %s",
+                                 m->table, m->column, m->table, m->column);
+            break;
+        }
+        ferry_buf_reset(&sql);
+        rc = select_owned_sql(p, (size_t)t, 0, &sql);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, " LIMIT 0");
+        if (rc) {
+            rc = ferry_error_set(err, rc, "cannot build SQL");
+            break;
+        }
+        rc = ferry_db_prepare(p->db, sql.data, &st, err);
+        ferry_stmt_free(st);
+        if (rc) {
+            char why[FERRY_ERRMSG_MAX];
+
+            memcpy(why, err->msg, sizeof(why));
+            rc = ferry_error_set(err, FERRY_ECONFIG, "[mask] %s.%s = %s: %s", m->table, m->column,
+                                 m->expr, why);
+        }
+    }
+    ferry_buf_release(&sql);
+    return rc;
+}
 
 int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **out,
                         struct ferry_error *err)
@@ -49,6 +114,10 @@ int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **
     if (rc)
         goto fail;
     rc = ferry_capture_check(p->db, p->scope, err);
+    if (rc)
+        goto fail;
+    p->cfg = cfg;
+    rc = check_masks(p, err);
     if (rc)
         goto fail;
     *out = p;
@@ -97,14 +166,41 @@ static int bind_tenant(struct ferry_stmt *st, const struct ferry_value *tenant, 
  * With keymap set, the rows are walked through the key map's (tenant, key)
  * index, so a page costs what the tenant's rows cost, not the table's.
  */
-static int select_owned_sql(const struct ferry_scope *s, size_t t, int keymap, struct ferry_buf *b)
+static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap,
+                            struct ferry_buf *b)
 {
+    const struct ferry_scope *s = p->scope;
     const struct ferry_table_info *ti = &s->tables[t].info;
     size_t npk = ferry_table_npk(ti);
     int rc = ferry_buf_adds(b, "SELECT ");
 
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
-        rc = ferry_buf_adds(b, i ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+        const char *mask = mask_of(p, ti->name, ti->cols[i].name);
+
+        if (i)
+            rc = ferry_buf_adds(b, ", ");
+        /*
+         * A masked column is the operator's expression over the row's own
+         * columns, named bare: the derived table gives them their names
+         * whatever else this query joins. The real value never leaves.
+         */
+        if (!rc && mask) {
+            rc = ferry_buf_addf(b, "(SELECT %s FROM (SELECT ", mask);
+            for (size_t j = 0; j < ti->ncols && !rc; j++) {
+                rc = ferry_buf_adds(b, j ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+                if (!rc)
+                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
+                if (!rc)
+                    rc = ferry_buf_adds(b, " AS ");
+                if (!rc)
+                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
+            }
+            if (!rc)
+                rc = ferry_buf_adds(b, ") AS \"_ferry_m\")");
+            continue;
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, "\"_ferry_s\".");
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->cols[i].name);
     }
@@ -295,7 +391,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         return ferry_error_set(err, FERRY_EPROTO, "snapshot of %s: after has %zu values, key has %zu",
                                ti->name, req->nafter, npk);
     limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
-    rc = select_owned_sql(s, (size_t)t, 1, &sql);
+    rc = select_owned_sql(p, (size_t)t, 1, &sql);
     npred = 2; /* the key map's tenant and the owner check */
     if (!rc && req->after_key) {
         rc = ferry_buf_adds(&sql, " AND (");
@@ -484,7 +580,7 @@ static int encode_current(struct ferry_producer *p, const struct ferry_value *tv
         for (size_t c = 0; c < ti->ncols && c < 1024; c++)
             names[c] = ti->cols[c].name;
         ferry_buf_reset(&sql);
-        rc = select_owned_sql(s, (size_t)t, 0, &sql);
+        rc = select_owned_sql(p, (size_t)t, 0, &sql);
         npred[t] = 1;
         for (size_t k = 0; k < npk && !rc; k++) {
             rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
