@@ -277,6 +277,9 @@ static int tenant_of(struct ferry_producer *p, const struct ferry_request *req,
     return rc;
 }
 
+static char engine_pg[] = "postgresql";
+static char engine_sqlite[] = "sqlite";
+
 static int produce_manifest(struct ferry_producer *p, const struct ferry_request *req,
                             char **out, size_t *len, struct ferry_error *err)
 {
@@ -355,6 +358,8 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     m.root = ferry_scope_root(p->scope)->name;
     m.tables = tables;
     m.ntables = p->scope->ntables;
+    /* the target reads the declared types by the source's engine (apply.c) */
+    m.engine = ferry_db_engine(p->db) == FERRY_ENGINE_PG ? engine_pg : engine_sqlite;
     rc = ferry_manifest_encode(&m, out, len, err);
 out:
     ferry_db_rollback(p->db);

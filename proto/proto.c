@@ -429,9 +429,13 @@ int ferry_manifest_encode(const struct ferry_manifest *m, char **out, size_t *le
     if (!m->tenant || !m->root)
         return ferry_error_set(err, FERRY_EINTERNAL, "manifest: tenant or root is NULL");
     writer_init(&w, ENCODE_MAX);
-    msgpack_pack_map(&w.pk, 6);
+    msgpack_pack_map(&w.pk, m->engine ? 7 : 6);
     pack_cstr(&w, "v");
     msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
+    if (m->engine) {
+        pack_cstr(&w, "engine");
+        pack_cstr(&w, m->engine);
+    }
     pack_cstr(&w, "tenant");
     pack_cstr(&w, m->tenant);
     pack_cstr(&w, "root");
@@ -1606,17 +1610,25 @@ out:
 
 static int manifest_walk(struct dec *d, const msgpack_object *o, struct ferry_manifest *m)
 {
-    struct field f[6] = {{"v", NULL},    {"tenant", NULL},  {"root", NULL},
-                         {"head", NULL}, {"pending", NULL}, {"tables", NULL}};
+    struct field f[7] = {{"v", NULL},    {"tenant", NULL},  {"root", NULL},   {"head", NULL},
+                         {"pending", NULL}, {"tables", NULL}, {"engine", NULL}};
     const msgpack_object_array *a;
+    size_t nf;
     int rc;
 
     rc = check_version(d, o);
     if (rc)
         return rc;
-    rc = get_fields(d, o, NULL, f, 6);
+    /* "engine" is optional (sources from before it was added): 7 keys when present */
+    nf = o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 7 ? 7 : 6;
+    rc = get_fields(d, o, NULL, f, nf);
     if (rc)
         return rc;
+    if (nf == 7) {
+        rc = get_name(d, f[6].val, "engine", &m->engine);
+        if (rc)
+            return rc;
+    }
     rc = get_name(d, f[1].val, "tenant", &m->tenant);
     if (rc)
         return rc;
@@ -1682,6 +1694,7 @@ void ferry_manifest_free(struct ferry_manifest *m)
         return;
     free(m->tenant);
     free(m->root);
+    free(m->engine);
     ferry_tables_free(m->tables, m->ntables);
     free(m);
 }

@@ -29,7 +29,8 @@
  *
  * Responses:
  *   manifest  {"v", "tenant": str, "root": str, "head": int,
- *              "pending": int (-1 unknown), "tables": [table...]}
+ *              "pending": int (-1 unknown), "tables": [table...],
+ *              "engine": str (optional: "sqlite" | "postgresql")}
  *     table   {"name", "cols": [[name, type, notnull bool, pk int]...],
  *              "fks": [[parent, [cols], [pcols], cascade bool]...],
  *              "without_rowid": bool, "scope": str | nil, "rows": int}
@@ -115,6 +116,11 @@ struct ferry_manifest {
     int64_t pending;
     struct ferry_table_info *tables; /* parent-first order */
     size_t ntables;
+    /*
+     * The source's engine ("sqlite", "postgresql"), which says how to read
+     * the columns' declared types; NULL when the source did not send it.
+     */
+    char *engine;
 };
 
 struct ferry_set {
