@@ -542,7 +542,7 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
         return rc;
     vt->present = exists;
     if (exists) {
-        rc = ferry_checksum_new(r->db, r->scope, t, &r->tenant, &cs, err);
+        rc = ferry_checksum_new(r->db, r->scope, t, &r->tenant, NULL, &cs, err);
         if (!rc)
             rc = ferry_db_begin_read(r->db, err);
         if (rc) {

@@ -13,8 +13,9 @@
 #include <stdlib.h>
 
 int ferry_digest_produce(struct ferry_db *db, const struct ferry_scope *s,
-                         const struct ferry_value *tenant, const struct ferry_request *req,
-                         char **out, size_t *len, struct ferry_error *err)
+                         const struct ferry_value *tenant, const char *const *masks,
+                         const struct ferry_request *req, char **out, size_t *len,
+                         struct ferry_error *err)
 {
     struct ferry_checksum *c = NULL;
     struct ferry_ranges rs;
@@ -27,7 +28,7 @@ int ferry_digest_produce(struct ferry_db *db, const struct ferry_scope *s,
     if (t < 0)
         return ferry_error_set(err, FERRY_ENOTFOUND, "table %.64s is not in the tenant's scope",
                                req->table);
-    rc = ferry_checksum_new(db, s, (size_t)t, tenant, &c, err);
+    rc = ferry_checksum_new(db, s, (size_t)t, tenant, masks, &c, err);
     if (!rc)
         rc = ferry_checksum_split(c, req->lo, req->nlo, req->hi, req->nhi, (size_t)req->parts, &rs,
                                   err);

@@ -882,19 +882,35 @@ out:
     return rc;
 }
 
-/* A digest request (verify): counts and checksums of key ranges, in one read transaction. */
+/*
+ * A digest request (verify): counts and checksums of key ranges, in one
+ * read transaction, hashing masked columns as they are served.
+ */
 static int produce_digest(struct ferry_producer *p, const struct ferry_request *req, char **out,
                           size_t *len, struct ferry_error *err)
 {
+    int t = ferry_scope_find(p->scope, req->table);
+    const char **masks = NULL;
     struct ferry_value tv;
-    int rc = ferry_db_begin_read(p->db, err);
+    int rc;
 
-    if (rc)
-        return rc;
-    rc = tenant_of(p, req, &tv, err);
-    if (!rc)
-        rc = ferry_digest_produce(p->db, p->scope, &tv, req, out, len, err);
-    ferry_db_rollback(p->db);
+    if (t >= 0) {
+        const struct ferry_table_info *ti = &p->scope->tables[t].info;
+
+        masks = calloc(ti->ncols ? ti->ncols : 1, sizeof(*masks));
+        if (!masks)
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        for (size_t i = 0; i < ti->ncols; i++)
+            masks[i] = mask_of(p, ti->name, ti->cols[i].name);
+    }
+    rc = ferry_db_begin_read(p->db, err);
+    if (!rc) {
+        rc = tenant_of(p, req, &tv, err);
+        if (!rc)
+            rc = ferry_digest_produce(p->db, p->scope, &tv, masks, req, out, len, err);
+        ferry_db_rollback(p->db);
+    }
+    free(masks);
     return rc;
 }
 

@@ -32,6 +32,7 @@ struct ferry_checksum {
     size_t npk;
     struct ferry_value tenant;
     char *tenant_bytes; /* copy of a TEXT tenant */
+    char **masks;       /* NULL, or one per column: NULL or the mask expression */
     /* [query kind][lo bound present + 2 * hi bound present] */
     struct ferry_stmt *st[NQ][4];
     struct ferry_buf scratch;
@@ -118,12 +119,15 @@ void ferry_checksum_free(struct ferry_checksum *c)
             ferry_stmt_free(c->st[q][s]);
     ferry_buf_release(&c->scratch);
     free(c->tenant_bytes);
+    for (size_t i = 0; c->masks && i < c->scope->tables[c->t].info.ncols; i++)
+        free(c->masks[i]);
+    free(c->masks);
     free(c);
 }
 
 int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t t,
-                       const struct ferry_value *tenant, struct ferry_checksum **out,
-                       struct ferry_error *err)
+                       const struct ferry_value *tenant, const char *const *masks,
+                       struct ferry_checksum **out, struct ferry_error *err)
 {
     struct ferry_checksum *c;
 
@@ -148,6 +152,16 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
         if (tenant->u.s.n)
             memcpy(c->tenant_bytes, tenant->u.s.p, tenant->u.s.n);
         c->tenant.u.s.p = c->tenant_bytes;
+    }
+    for (size_t i = 0; masks && i < s->tables[t].info.ncols; i++) {
+        if (!masks[i])
+            continue;
+        if (!c->masks)
+            c->masks = calloc(s->tables[t].info.ncols, sizeof(*c->masks));
+        if (!c->masks || !(c->masks[i] = strdup(masks[i]))) {
+            ferry_checksum_free(c);
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        }
     }
     *out = c;
     return FERRY_OK;
@@ -177,7 +191,26 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
     if (!rc && q == Q_COUNT)
         rc = ferry_buf_adds(b, "count(*)");
     for (size_t i = 0; i < ti->ncols && !rc && q != Q_COUNT; i++) {
-        rc = ferry_buf_adds(b, i ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+        if (i)
+            rc = ferry_buf_adds(b, ", ");
+        /* The mask over the row's own columns, named bare, as the producer serves it. */
+        if (!rc && c->masks && c->masks[i]) {
+            rc = ferry_buf_addf(b, "(SELECT %s FROM (SELECT ", c->masks[i]);
+            for (size_t j = 0; j < ti->ncols && !rc; j++) {
+                rc = ferry_buf_adds(b, j ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+                if (!rc)
+                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
+                if (!rc)
+                    rc = ferry_buf_adds(b, " AS ");
+                if (!rc)
+                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
+            }
+            if (!rc)
+                rc = ferry_buf_adds(b, ") AS \"_ferry_m\")");
+            continue;
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, "\"_ferry_s\".");
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->cols[i].name);
     }

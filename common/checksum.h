@@ -16,10 +16,11 @@
  * cancel two identical rows.
  *
  * A range is lo <= key < hi in the database's own key order (row-value
- * comparison); a NULL bound is open. Only rows whose owner on this database
- * (ferry_scope_owner) is the tenant are read: the same rule on both sides,
- * and the reason no count or checksum of another tenant's rows can come out
- * of here.
+ * comparison); a NULL bound is open. A column the source masks ([mask],
+ * follow) is hashed as its mask expression's value, the value the target
+ * was sent; a mask that is not deterministic (random()) never verifies. Only rows whose owner on
+ * this database (ferry_scope_owner) is the tenant are read: the same rule on both sides, and the
+ * reason no count or checksum of another tenant's rows can come out of here.
  */
 #ifndef FERRY_CHECKSUM_H
 #define FERRY_CHECKSUM_H
@@ -70,14 +71,16 @@ int ferry_checksum_row(const struct ferry_value *vals, size_t n, struct ferry_bu
 struct ferry_checksum; /* opaque: one table of one tenant on one connection */
 
 /*
- * Prepare checksums of table t of scope s for tenant (copied) on db. Both
- * borrowed: they must outlive the handle. *out owned, free with
- * ferry_checksum_free before db is closed. Statements are prepared on
- * first use and kept.
+ * Prepare checksums of table t of scope s for tenant (copied) on db. masks
+ * is NULL, or one entry per column of t: NULL, or an SQL expression over
+ * the row's bare column names whose value is hashed instead of the column
+ * (copied). db and s are borrowed: they must outlive the handle. *out
+ * owned, free with ferry_checksum_free before db is closed. Statements are
+ * prepared on first use and kept.
  */
 int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t t,
-                       const struct ferry_value *tenant, struct ferry_checksum **out,
-                       struct ferry_error *err);
+                       const struct ferry_value *tenant, const char *const *masks,
+                       struct ferry_checksum **out, struct ferry_error *err);
 void ferry_checksum_free(struct ferry_checksum *c);
 
 /*

@@ -171,7 +171,7 @@ static struct ferry_checksum *open_table(const char *name, int64_t tenant)
     int t = ferry_scope_find(scope, name);
 
     ASSERT(t >= 0);
-    ASSERT_EQ(ferry_checksum_new(db, scope, (size_t)t, &tv, &c, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_new(db, scope, (size_t)t, &tv, NULL, &c, &err), FERRY_OK);
     return c;
 }
 
