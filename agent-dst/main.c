@@ -5,6 +5,8 @@
 #include "../common/crypto.h"
 #include "../common/error.h"
 #include "../common/log.h"
+#include "cutover.h"
+#include "follow.h"
 #include "sync.h"
 #include "verify.h"
 
@@ -25,6 +27,12 @@ static const char usage[] =
     "  verify  --config C [--repair] [--json]\n"
     "                                   compare with the source (counts, checksums, keys);\n"
     "                                   --repair pulls the differing keys again\n"
+    "  cutover --config C [--then CMD]... [--force] [--json]\n"
+    "                                   freeze the tenant on the source, final delta, verify,\n"
+    "                                   record, then run each CMD (sh -c); the source stays\n"
+    "                                   frozen whatever happens\n"
+    "  follow  --config C --interval SECONDS [--json]\n"
+    "                                   delta syncs until SIGINT/SIGTERM, with the lag\n"
     "\n"
     "options: -v/--verbose, -q/--quiet, -h/--help, --version\n"
     "exit status: 0 ok, 1 a check failed, 2 usage or config error, 3 auth refused,\n"
@@ -36,6 +44,11 @@ struct opts {
     const char *bits; /* keygen */
     int dry_run;
     int repair; /* verify */
+    /* cutover: hooks in order, --force; follow: --interval */
+    const char *then[FERRY_CUTOVER_MAX_HOOKS];
+    size_t nthen;
+    int force;
+    const char *interval;
     int json;
     int quiet;
     int verbose;
@@ -106,6 +119,50 @@ static int cmd_verify(const struct opts *o, struct ferry_error *err)
     return rc;
 }
 
+static int cmd_cutover(const struct opts *o, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_cutover_opts co;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&co, 0, sizeof(co));
+    co.hooks = o->then;
+    co.nhooks = o->nthen;
+    co.force = o->force;
+    co.json = o->json;
+    co.quiet = o->quiet;
+    rc = load(o, &cfg, err);
+    if (!rc)
+        rc = ferry_cutover(&cfg, &co, err);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_follow(const struct opts *o, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_follow_opts fo;
+    char *end = NULL;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&fo, 0, sizeof(fo));
+    if (!o->interval)
+        return ferry_error_set(err, FERRY_EUSAGE, "follow needs --interval SECONDS");
+    fo.interval = strtod(o->interval, &end);
+    if (end == o->interval || *end || !(fo.interval > 0) || fo.interval > 86400)
+        return ferry_error_set(err, FERRY_EUSAGE,
+                               "--interval must be a number of seconds above 0, at most 86400");
+    fo.quiet = o->quiet;
+    fo.json = o->json;
+    rc = load(o, &cfg, err);
+    if (!rc)
+        rc = ferry_follow(&cfg, &fo, err);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
 /* The key the source's operator authorises with ferry-src keys add (FILE.pub). */
 static int cmd_keygen(const struct opts *o, struct ferry_error *err)
 {
@@ -147,6 +204,8 @@ static const struct {
     {"status", cmd_status},
     {"keygen", cmd_keygen},
     {"verify", cmd_verify},
+    {"cutover", cmd_cutover},
+    {"follow", cmd_follow},
 };
 
 int main(int argc, char **argv)
@@ -157,6 +216,8 @@ int main(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},      {"out", required_argument, NULL, 'o'},
         {"bits", required_argument, NULL, 'b'},   {"repair", no_argument, NULL, 'r'},
+        {"then", required_argument, NULL, 't'},   {"force", no_argument, NULL, 'f'},
+        {"interval", required_argument, NULL, 'i'},
         {NULL, 0, NULL, 0},
     };
     struct ferry_error err;
@@ -190,6 +251,19 @@ int main(int argc, char **argv)
             break;
         case 'r':
             o.repair = 1;
+            break;
+        case 't':
+            if (o.nthen == FERRY_CUTOVER_MAX_HOOKS) {
+                fprintf(stderr, "ferry-dst: at most %d --then hooks\n", FERRY_CUTOVER_MAX_HOOKS);
+                return 2;
+            }
+            o.then[o.nthen++] = optarg;
+            break;
+        case 'f':
+            o.force = 1;
+            break;
+        case 'i':
+            o.interval = optarg;
             break;
         case 'j':
             o.json = 1;

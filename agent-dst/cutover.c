@@ -1,0 +1,459 @@
+/*
+ * cutover.c - freeze, final delta, verify, record, hooks (see cutover.h).
+ *
+ * Why the order: verify only proves something once nothing can change on
+ * the source, so the freeze comes first and the delta after it; the record
+ * is written before the hooks, so that a hook that fails (or a crash while
+ * one runs) leaves a verified record behind, not done, and a retry redoes
+ * only cheap and idempotent work.
+ */
+#include "cutover.h"
+
+#include "../common/log.h"
+#include "../proto/proto.h"
+#include "fetch.h"
+#include "state.h"
+#include "sync.h"
+#include "verify.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum step { STEP_CHECK, STEP_FREEZE, STEP_DELTA, STEP_VERIFY, STEP_RECORD, STEP_HOOKS, STEP_DONE };
+
+static const char *const step_names[] = {"check",  "freeze", "delta", "verify",
+                                         "record", "hooks",  "done"};
+
+/* Everything the report says, filled as the steps go. */
+struct report {
+    enum step step; /* the step that failed, or STEP_DONE */
+    int code;
+    int already;  /* a cutover was already done: nothing was run */
+    int frozen;   /* the source confirmed the freeze */
+    int64_t head; /* the change-log head the freeze reported */
+    struct ferry_sync_report delta;
+    struct ferry_cutover rec; /* tables owned here */
+    int *hook_status;         /* per hook: exit status, -1 not run */
+    size_t nhooks_run;
+    int64_t verify_diffs;
+    double t0;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- steps ---- */
+
+/* The state must show a finished copy; a cutover that is done is reported, not redone. */
+static int check_state(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
+                       struct report *rp, struct ferry_error *err)
+{
+    struct ferry_state *st = NULL;
+    struct ferry_state_meta m;
+    int rc;
+
+    rc = ferry_state_open(cfg->target.state, FERRY_STATE_READONLY, &st, err);
+    if (!rc)
+        rc = ferry_state_meta_get(st, &m, err);
+    if (rc == FERRY_ENOTFOUND || (!rc && m.phase != FERRY_PHASE_STREAMING)) {
+        rc = ferry_error_set(err, FERRY_ECONFIG,
+                             "tenant %s has not been copied yet; run ferry-dst sync --config %s "
+                             "first (a cutover freezes the tenant: the copy must be done before)",
+                             cfg->target.tenant, cfg->path);
+        goto out;
+    }
+    if (rc)
+        goto out;
+    rc = ferry_state_cutover_get(st, &rp->rec, err);
+    if (rc == FERRY_ENOTFOUND) {
+        ferry_error_clear(err);
+        rc = FERRY_OK;
+    } else if (!rc && rp->rec.done && !o->force) {
+        rp->already = 1;
+        rp->head = rp->rec.head;
+        rp->delta.hwm = rp->rec.hwm;
+    } else if (!rc) {
+        ferry_cutover_release(&rp->rec);
+    }
+out:
+    ferry_state_close(st);
+    return rc;
+}
+
+static int freeze_source(const struct ferry_config *cfg, struct report *rp, struct ferry_error *err)
+{
+    struct ferry_client *c = NULL;
+    struct ferry_request req;
+    struct ferry_freeze_reply fr;
+    char *body = NULL, *resp = NULL;
+    size_t blen = 0, rlen = 0;
+    int rc;
+
+    memset(&req, 0, sizeof(req));
+    req.type = FERRY_REQ_FREEZE;
+    req.tenant = cfg->target.tenant;
+    req.on = 1;
+    rc = ferry_client_new(cfg, &c, err);
+    if (!rc)
+        rc = ferry_request_encode(&req, &body, &blen, err);
+    if (!rc)
+        rc = ferry_client_post(c, "/v1/freeze", body, blen, ferry_limits_default.max_request, &resp,
+                               &rlen, err);
+    if (!rc)
+        rc = ferry_freeze_reply_decode(resp, rlen, &ferry_limits_default, &fr, err);
+    if (!rc && (strcmp(fr.tenant, cfg->target.tenant) != 0 || !fr.frozen))
+        rc = ferry_error_set(err, FERRY_EPROTO,
+                             "the source answered the freeze of tenant %s with tenant %.64s, "
+                             "frozen %s",
+                             cfg->target.tenant, fr.tenant, fr.frozen ? "yes" : "no");
+    if (!rc) {
+        rp->frozen = 1;
+        rp->head = fr.head;
+    }
+    free(body);
+    free(resp);
+    ferry_client_free(c);
+    return rc;
+}
+
+static int final_delta(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
+                       struct report *rp, struct ferry_error *err)
+{
+    struct ferry_sync_opts so;
+    int rc;
+
+    memset(&so, 0, sizeof(so));
+    so.quiet = o->quiet;
+    so.kind = "cutover";
+    so.report = &rp->delta;
+    rc = ferry_sync(cfg, &so, err);
+    if (rc)
+        return rc;
+    /* The manifest was read after the freeze answered: it cannot be behind it. */
+    if (rp->delta.head < rp->head)
+        return ferry_error_set(err, FERRY_EPROTO,
+                               "the source's head went back from %" PRId64 " to %" PRId64
+                               " during the cutover; was its change log reset?",
+                               rp->head, rp->delta.head);
+    return FERRY_OK;
+}
+
+static int verify_and_record(const struct ferry_config *cfg, struct ferry_state *st,
+                             struct report *rp, struct ferry_error *err)
+{
+    struct ferry_verify_report vr;
+    struct ferry_verify_opts vo;
+    struct ferry_state_meta m;
+    int rc;
+
+    memset(&vo, 0, sizeof(vo));
+    memset(&vr, 0, sizeof(vr));
+    vo.quiet = 1;
+    vo.state = st;
+    rc = ferry_verify(cfg, &vo, &vr, err);
+    rp->verify_diffs = vr.total_remaining;
+    if (rc == FERRY_EMISMATCH) {
+        char why[FERRY_ERRMSG_MAX];
+
+        memcpy(why, err->msg, sizeof(why));
+        ferry_error_set(err, FERRY_EMISMATCH,
+                        "%.180s; with the source frozen this is real: see ferry-dst verify "
+                        "--config %s, repair with --repair, then run the cutover again",
+                        why, cfg->path);
+    }
+    if (rc) {
+        rp->step = STEP_VERIFY;
+        goto out;
+    }
+    rp->step = STEP_RECORD;
+    if (vr.ntables > FERRY_CUTOVER_MAX_TABLES) {
+        rc = ferry_error_set(err, FERRY_ETOOBIG, "%zu tables: the cutover record keeps %d",
+                             vr.ntables, FERRY_CUTOVER_MAX_TABLES);
+        goto out;
+    }
+    rp->rec.tables = calloc(vr.ntables ? vr.ntables : 1, sizeof(*rp->rec.tables));
+    if (!rp->rec.tables) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    rp->rec.ntables = vr.ntables;
+    for (size_t i = 0; i < vr.ntables; i++) {
+        snprintf(rp->rec.tables[i].table, sizeof(rp->rec.tables[i].table), "%s", vr.tables[i].name);
+        rp->rec.tables[i].rows = vr.tables[i].src_rows;
+        rp->rec.tables[i].checksum = vr.tables[i].src_sum;
+    }
+    rc = ferry_state_meta_get(st, &m, err);
+    if (rc)
+        goto out;
+    rp->rec.at = (int64_t)time(NULL);
+    rp->rec.done = 0;
+    rp->rec.head = rp->head;
+    rp->rec.hwm = m.hwm;
+    rp->delta.hwm = m.hwm;
+    rc = ferry_state_cutover_put(st, &rp->rec, err);
+out:
+    ferry_verify_report_release(&vr);
+    return rc;
+}
+
+/* One hook through sh -c; *status its exit status (128 + signal when killed). */
+static int run_hook(const struct ferry_config *cfg, const struct report *rp, const char *cmd,
+                    int *status, struct ferry_error *err)
+{
+    char head[32], hwm[32];
+    pid_t pid;
+    int ws = 0;
+
+    snprintf(head, sizeof(head), "%" PRId64, rp->head);
+    snprintf(hwm, sizeof(hwm), "%" PRId64, rp->delta.hwm);
+    /* Buffered output must not be written twice, once by the child. */
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0)
+        return ferry_error_set(err, FERRY_EIO, "cannot start hook '%.100s': %s", cmd,
+                               strerror(errno));
+    if (pid == 0) {
+        setenv("FERRY_TENANT", cfg->target.tenant, 1);
+        setenv("FERRY_HEAD", head, 1);
+        setenv("FERRY_HWM", hwm, 1);
+        setenv("FERRY_SOURCE_URL", cfg->source.url ? cfg->source.url : "", 1);
+        setenv("FERRY_TARGET_DATABASE", cfg->target.database, 1);
+        setenv("FERRY_STATE", cfg->target.state, 1);
+        setenv("FERRY_CONFIG", cfg->path ? cfg->path : "", 1);
+        /* stdout is the report's (it may be JSON): the hook talks on stderr. */
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    while (waitpid(pid, &ws, 0) < 0) {
+        if (errno != EINTR)
+            return ferry_error_set(err, FERRY_EIO, "cannot wait for hook '%.100s': %s", cmd,
+                                   strerror(errno));
+    }
+    *status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
+    if (*status)
+        return ferry_error_set(err, FERRY_EIO,
+                               "hook '%.100s' exited with status %d; the cutover is verified and "
+                               "recorded but not done: fix the hook and run the cutover again",
+                               cmd, *status);
+    return FERRY_OK;
+}
+
+static int run_hooks(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
+                     struct report *rp, struct ferry_error *err)
+{
+    for (size_t i = 0; i < o->nhooks; i++) {
+        int rc;
+
+        if (!o->quiet)
+            log_info("cutover: running hook %zu of %zu: %s", i + 1, o->nhooks, o->hooks[i]);
+        rc = run_hook(cfg, rp, o->hooks[i], &rp->hook_status[i], err);
+        rp->nhooks_run = i + 1;
+        if (rc)
+            return rc;
+    }
+    return FERRY_OK;
+}
+
+/* ---- report ---- */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(f, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(f, "\\u%04x", *c);
+        else
+            fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+static void print_json(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
+                       const struct report *rp, const struct ferry_error *err)
+{
+    char cmd[1024];
+
+    printf("{\"tenant\":");
+    json_str(stdout, cfg->target.tenant);
+    printf(",\"ok\":%s,\"already_done\":%s,\"step\":\"%s\",\"code\":\"%s\",\"msg\":",
+           rp->code ? "false" : "true", rp->already ? "true" : "false", step_names[rp->step],
+           ferry_strcode(rp->code));
+    json_str(stdout, rp->code ? err->msg : "");
+    printf(",\"frozen\":%s,\"head\":%" PRId64 ",\"hwm\":%" PRId64 ",\"upserted\":%" PRId64
+           ",\"deleted\":%" PRId64 ",\"differences\":%" PRId64 ",\"tables\":[",
+           rp->frozen || rp->already ? "true" : "false", rp->head, rp->delta.hwm,
+           rp->delta.upserted, rp->delta.deleted, rp->verify_diffs);
+    for (size_t i = 0; i < rp->rec.ntables; i++) {
+        printf("%s{\"table\":", i ? "," : "");
+        json_str(stdout, rp->rec.tables[i].table);
+        printf(",\"rows\":%" PRId64 ",\"checksum\":\"%016" PRIx64 "\"}", rp->rec.tables[i].rows,
+               rp->rec.tables[i].checksum);
+    }
+    printf("],\"hooks\":[");
+    for (size_t i = 0; i < o->nhooks; i++) {
+        printf("%s{\"cmd\":", i ? "," : "");
+        json_str(stdout, o->hooks[i]);
+        if (i < rp->nhooks_run)
+            printf(",\"status\":%d}", rp->hook_status[i]);
+        else
+            printf(",\"status\":null}");
+    }
+    printf("]");
+    if (rp->code && rp->step != STEP_CHECK) {
+        snprintf(cmd, sizeof(cmd), "ferry-dst cutover --config %s", cfg->path);
+        printf(",\"retry\":");
+        json_str(stdout, cmd);
+        snprintf(cmd, sizeof(cmd), "ferry-src unfreeze --config SOURCE_CONFIG --tenant %s",
+                 cfg->target.tenant);
+        printf(",\"unfreeze\":");
+        json_str(stdout, cmd);
+    }
+    printf(",\"seconds\":%.3f}\n", now_s() - rp->t0);
+}
+
+static void print_text(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
+                       const struct report *rp)
+{
+    const char *t = cfg->target.tenant;
+
+    if (rp->already) {
+        char when[64];
+        time_t at = (time_t)rp->rec.at;
+        struct tm tm;
+
+        gmtime_r(&at, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+        printf("cutover of tenant %s is already done (%s, source head %" PRId64 ", mark %" PRId64
+               ", %zu tables verified); nothing to do (--force redoes it)\n",
+               t, when, rp->rec.head, rp->rec.hwm, rp->rec.ntables);
+        return;
+    }
+    if (rp->code && rp->step == STEP_CHECK)
+        return; /* nothing was done: the error line says it all */
+    if (rp->code) {
+        /* What to do now goes where errors go, before the error line itself. */
+        fflush(stdout);
+        if (rp->frozen)
+            fprintf(stderr,
+                    "cutover of tenant %s stopped at step %s; the source stays frozen (writes to "
+                    "tenant %s are refused there)\n",
+                    t, step_names[rp->step], t);
+        else
+            fprintf(stderr,
+                    "cutover of tenant %s stopped at step %s; the freeze was not confirmed, so "
+                    "the source may or may not be frozen\n",
+                    t, step_names[rp->step]);
+        fprintf(stderr,
+                "  to retry:    ferry-dst cutover --config %s\n"
+                "  to unfreeze: ferry-src unfreeze --config SOURCE_CONFIG --tenant %s   (on the "
+                "source, with its config)\n",
+                cfg->path, t);
+        return;
+    }
+    printf("cutover of tenant %s done in %.2f s\n", t, now_s() - rp->t0);
+    printf("  source frozen at change-log head %" PRId64 ": writes to tenant %s are refused "
+           "there\n",
+           rp->head, t);
+    printf("  final delta: %" PRId64 " rows upserted, %" PRId64 " deleted; mark %" PRId64 "\n",
+           rp->delta.upserted, rp->delta.deleted, rp->delta.hwm);
+    printf("  verified: %zu tables equal on both sides\n", rp->rec.ntables);
+    for (size_t i = 0; i < rp->rec.ntables; i++)
+        printf("    %-24s %10" PRId64 " rows  checksum %016" PRIx64 "\n", rp->rec.tables[i].table,
+               rp->rec.tables[i].rows, rp->rec.tables[i].checksum);
+    if (o->nhooks)
+        printf("  hooks: %zu run, all succeeded\n", o->nhooks);
+    printf("the target now holds the tenant; point the application at it. The source stays "
+           "frozen (ferry-src unfreeze --config SOURCE_CONFIG --tenant %s to write there "
+           "again)\n",
+           t);
+}
+
+/* ---- entry ---- */
+
+int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
+                  struct ferry_error *err)
+{
+    struct ferry_state *st = NULL;
+    struct report rp;
+    int rc;
+
+    memset(&rp, 0, sizeof(rp));
+    rp.t0 = now_s();
+    rp.step = STEP_CHECK;
+    if (o->nhooks > FERRY_CUTOVER_MAX_HOOKS) {
+        rc = ferry_error_set(err, FERRY_EUSAGE, "at most %d --then hooks", FERRY_CUTOVER_MAX_HOOKS);
+        goto out;
+    }
+    rp.hook_status = calloc(o->nhooks ? o->nhooks : 1, sizeof(*rp.hook_status));
+    if (!rp.hook_status) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = check_state(cfg, o, &rp, err);
+    if (rc || rp.already)
+        goto out;
+
+    rp.step = STEP_FREEZE;
+    if (!o->quiet)
+        log_info("cutover: freezing tenant %s on the source", cfg->target.tenant);
+    rc = freeze_source(cfg, &rp, err);
+    if (rc)
+        goto out;
+    if (!o->quiet)
+        log_info("cutover: tenant %s frozen at change-log head %" PRId64, cfg->target.tenant,
+                 rp.head);
+
+    rp.step = STEP_DELTA;
+    rc = final_delta(cfg, o, &rp, err);
+    if (rc)
+        goto out;
+
+    /* Held from here to the end: no other ferry-dst moves the marks under the record. */
+    rp.step = STEP_VERIFY;
+    rc = ferry_state_open(cfg->target.state, 0, &st, err);
+    if (rc)
+        goto out;
+    if (!o->quiet)
+        log_info("cutover: verifying every table with the source frozen");
+    rc = verify_and_record(cfg, st, &rp, err);
+    if (rc)
+        goto out;
+
+    rp.step = STEP_HOOKS;
+    rc = run_hooks(cfg, o, &rp, err);
+    if (rc)
+        goto out;
+
+    rp.step = STEP_RECORD;
+    rp.rec.done = 1;
+    rc = ferry_state_cutover_put(st, &rp.rec, err);
+    if (rc)
+        goto out;
+    rp.step = STEP_DONE;
+out:
+    rp.code = rc;
+    if (o->json)
+        print_json(cfg, o, &rp, err);
+    else
+        print_text(cfg, o, &rp);
+    ferry_state_close(st);
+    ferry_cutover_release(&rp.rec);
+    free(rp.hook_status);
+    return rc;
+}
