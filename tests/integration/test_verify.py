@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""ferry-dst verify and verify --repair against the real agents, SQLite to
+SQLite: an unchanged team is equal and nothing is touched; target rows
+changed, deleted or added behind ferry's back, and a source row changed
+with change capture bypassed, are each found with exactly their keys and
+fixed by --repair; rows of another tenant on the same target are never
+read, reported nor touched; a target table that is missing; masked
+columns; the /v1/digest and /v1/rows endpoints over raw HTTP.
+
+Oracles: the keys the test itself changed, and ferrytest.tenant_rows(),
+hand-written SQL that never uses ferry's notion of scope.
+"""
+
+import json
+import os
+import shutil
+import sqlite3
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ferrytest as ft  # noqa: E402
+
+
+def ids(db, sql, *params):
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def execute(db, *statements):
+    """Run statements ((sql, params) or sql) on db in one transaction, as an
+    application (or an operator with a shell) would, behind ferry's back."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for st in statements:
+            sql, params = (st, ()) if isinstance(st, str) else st
+            conn.execute(sql, params)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def write_bypassing_capture(db, table, sql, params=()):
+    """One statement on the source that change capture never sees: ferry's
+    triggers on table are dropped for the statement and created again, in
+    the same transaction."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        trig = conn.execute(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? "
+            "AND name LIKE '\\_ferry\\_%' ESCAPE '\\'", (table,)).fetchall()
+        if not trig:
+            raise AssertionError("no ferry trigger on %s: is capture installed?" % table)
+        conn.execute("BEGIN IMMEDIATE")
+        for name, _ in trig:
+            conn.execute('DROP TRIGGER "%s"' % name)
+        cur = conn.execute(sql, params)
+        if cur.rowcount != 1:
+            raise AssertionError("bypassing write changed %d rows" % cur.rowcount)
+        for _, text in trig:
+            conn.execute(text)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def diff_set(report_diffs):
+    """{(table, kind, ((col, value), ...))} of a report's difference list."""
+    out = set()
+    for d in report_diffs:
+        out.add((d["table"], d["kind"], tuple(sorted(d["key"].items()))))
+    return out
+
+
+def key(**cols):
+    return tuple(sorted(cols.items()))
+
+
+def last_runs(conf, kind):
+    st = ft.status_json(conf)
+    return sorted((r for r in st.get("runs", []) if r["kind"] == kind), key=lambda r: r["id"])
+
+
+class VerifyTest(ft.FerryTestCase):
+
+    def verify(self, *args, expect=None, conf=None):
+        cp = ft.run_dst(["verify", "--config", conf or self.dst_conf] + list(args))
+        if expect is not None:
+            self.assertEqual(cp.returncode, expect,
+                             "ferry-dst verify %s: exit %d, expected %d\nstdout: %s\nstderr: %s"
+                             % (" ".join(args), cp.returncode, expect, cp.stdout[-4000:],
+                                cp.stderr[-4000:]))
+        return cp
+
+    def verify_json(self, *args, expect=None, conf=None):
+        cp = self.verify("--json", *args, expect=expect, conf=conf)
+        try:
+            return json.loads(cp.stdout)
+        except ValueError as e:
+            raise AssertionError("verify --json is not JSON (%s): %r" % (e, cp.stdout[-2000:]))
+
+    def assertTenantEqual(self, tenant, dst_db=None):
+        """The tenant's rows on the target are the oracle's rows on the source."""
+        for t in ft.IN_SCOPE:
+            self.assertTableEqual(ft.tenant_rows(self.src_db, t, tenant),
+                                  ft.tenant_rows(dst_db or self.dst_db, t, tenant), t)
+
+    def assertEqualReport(self, rep, tenant):
+        self.assertTrue(rep["equal"], rep)
+        self.assertEqual(rep["differences"], [])
+        names = [t["table"] for t in rep["tables"]]
+        self.assertEqual(sorted(names), sorted(ft.IN_SCOPE))
+        for t in rep["tables"]:
+            n = len(ft.tenant_rows(self.src_db, t["table"], tenant))
+            self.assertEqual((t["source_rows"], t["target_rows"]), (n, n), t)
+            self.assertEqual(t["source_checksum"], t["target_checksum"], t)
+            self.assertTrue(t["equal"], t)
+
+    def second_tenant_on_target(self, url, tenant=2):
+        """Sync tenant into the same target database with its own state and
+        config (a target that hosts two teams); returns that config."""
+        self.make_target(url, tenant=tenant)
+        self.sync()
+        state2 = self.path("state%s" % tenant)
+        os.rename(self.state, state2)
+        conf2 = self.path("dst%s.conf" % tenant)
+        with open(self.dst_conf) as f:
+            text = f.read()
+        self.assertIn("state = %s\n" % os.path.abspath(self.state), text)
+        with open(conf2, "w") as f:
+            f.write(text.replace("state = %s\n" % os.path.abspath(self.state),
+                                 "state = %s\n" % state2))
+        os.unlink(self.dst_conf)
+        return conf2
+
+    # ------------------------------------------------------------------
+
+    def test_unchanged_team_is_equal_and_untouched(self):
+        self.make_source(teams=3, posts_per_team=200)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            src_before = ft.db_dump(self.src_db)
+            dst_before = ft.db_dump(self.dst_db)
+
+            cp = self.verify(expect=0)
+            self.assertIn("result: equal", cp.stdout)
+            rep = self.verify_json(expect=0)
+            self.assertEqualReport(rep, 1)
+            self.assertIsNone(rep["repair"])
+            self.assertEqual(rep["code"], "OK")
+
+            # --repair on an equal team repairs nothing
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqualReport(rep, 1)
+            self.assertIsNone(rep["repair"])
+
+            self.assertUnchanged(dst_before, self.dst_db, "verify of an unchanged team")
+            self.assertUnchanged(src_before, self.src_db, "verify (source side)")
+            runs = last_runs(self.dst_conf, "verify")
+            self.assertEqual([(r["code"], r["upserted"], r["deleted"]) for r in runs],
+                             [("OK", 0, 0)] * 3, runs)
+
+    def test_finds_and_repairs_exact_keys(self):
+        self.make_source(teams=3, posts_per_team=200)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            db = self.dst_db
+            posts = ids(self.src_db, "SELECT p.id FROM posts p JOIN channels c "
+                        "ON c.id = p.channel_id WHERE c.team_id = 1 AND NOT EXISTS "
+                        "(SELECT 1 FROM reactions r WHERE r.post_id = p.id) ORDER BY p.id")
+            chan = ids(self.src_db, "SELECT id FROM channels WHERE team_id = 1 ORDER BY id")[0]
+            changed, deleted, bypassed = posts[3], posts[10], posts[20]
+            reaction = sqlite3.connect(self.src_db).execute(
+                "SELECT r.post_id, r.emoji, r.user_id FROM reactions r JOIN posts p "
+                "ON p.id = r.post_id JOIN channels c ON c.id = p.channel_id "
+                "WHERE c.team_id = 1 ORDER BY 1, 2, 3 LIMIT 1 OFFSET 7").fetchone()
+            execute(db,
+                    ("UPDATE posts SET body = 'tampered' WHERE id = ?", (changed,)),
+                    ("DELETE FROM posts WHERE id = ?", (deleted,)),
+                    ("INSERT INTO posts(id, channel_id, user_id, body, score, data) "
+                     "VALUES (900500, ?, 1, 'extra', 1.5, NULL)", (chan,)),
+                    ("DELETE FROM reactions WHERE post_id = ? AND emoji = ? AND user_id = ?",
+                     reaction),
+                    "UPDATE settings SET value = 'light' WHERE team_id = 1 AND key = 'theme'")
+            write_bypassing_capture(self.src_db, "posts",
+                                    "UPDATE posts SET score = 42.5, body = 'unseen' WHERE id = ?",
+                                    (bypassed,))
+            # The premise: a sync does not see the bypassing write.
+            self.sync()
+            self.assertNotEqual(
+                [r for r in ft.tenant_rows(self.src_db, "posts", 1) if r[0][1] == bypassed],
+                [r for r in ft.tenant_rows(db, "posts", 1) if r[0][1] == bypassed])
+            expected = {
+                ("posts", "differs", key(id=changed)),
+                ("posts", "missing", key(id=deleted)),
+                ("posts", "extra", key(id=900500)),
+                ("posts", "differs", key(id=bypassed)),
+                ("reactions", "missing", key(post_id=reaction[0], emoji=reaction[1],
+                                             user_id=reaction[2])),
+                ("settings", "differs", key(team_id=1, key="theme")),
+            }
+            before = ft.db_dump(db)
+
+            rep = self.verify_json(expect=1)
+            self.assertFalse(rep["equal"])
+            self.assertEqual(rep["code"], "EMISMATCH")
+            self.assertEqual(diff_set(rep["differences"]), expected)
+            self.assertEqual(rep["differences_total"], len(expected))
+            by_table = {t["table"]: t for t in rep["tables"]}
+            self.assertEqual((by_table["posts"]["missing"], by_table["posts"]["extra"],
+                              by_table["posts"]["differs"]), (1, 1, 2))
+            for t in ("teams", "channels", "tags", "kinds"):
+                self.assertTrue(by_table[t]["equal"], by_table[t])
+
+            cp = self.verify(expect=1)
+            for line in ("posts id=%d: differs" % changed,
+                         "posts id=%d: missing on target" % deleted,
+                         "posts id=900500: extra on target",
+                         "posts id=%d: differs" % bypassed,
+                         "reactions post_id=%d, emoji='%s', user_id=%d: missing on target"
+                         % reaction,
+                         "settings team_id=1, key='theme': differs"):
+                self.assertIn(line, cp.stdout)
+            self.assertIn("differences", cp.stderr)
+            self.assertUnchanged(before, db, "verify without --repair")
+
+            rep = self.verify_json("--repair", expect=0)
+            self.assertTrue(rep["equal"], rep)
+            self.assertEqual(diff_set(rep["differences"]), expected)
+            self.assertEqual((rep["repair"]["upserted"], rep["repair"]["deleted"]), (5, 1))
+            self.assertEqual(rep["repair"]["remaining"], [])
+            self.assertTenantEqual(1)
+            rep = self.verify_json(expect=0)
+            self.assertEqualReport(rep, 1)
+
+            runs = last_runs(self.dst_conf, "verify")
+            self.assertEqual([(r["code"], r["upserted"], r["deleted"]) for r in runs],
+                             [("EMISMATCH", 0, 0), ("EMISMATCH", 0, 0), ("OK", 5, 1),
+                              ("OK", 0, 0)], runs)
+
+    def test_other_tenant_never_read_reported_nor_touched(self):
+        self.make_source(teams=3, posts_per_team=150)
+        with self.serve() as srv:
+            conf2 = self.second_tenant_on_target(srv.url, tenant=2)
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            db = self.dst_db
+            self.assertTenantEqual(1)
+            self.assertTenantEqual(2)
+            p2 = [r[0][1] for r in ft.tenant_rows(db, "posts", 2)]
+            c2 = [r[0][1] for r in ft.tenant_rows(db, "channels", 2)]
+            # Tenant 2's rows on the target drift from its source.
+            execute(db,
+                    ("UPDATE posts SET body = 'team 2 local edit' WHERE id = ?", (p2[0],)),
+                    ("DELETE FROM posts WHERE id = ?", (p2[1],)),
+                    ("INSERT INTO posts(id, channel_id, body) VALUES (900900, ?, 'local')",
+                     (c2[0],)),
+                    "UPDATE teams SET name = 'Two, renamed here' WHERE id = 2",
+                    "INSERT INTO tags(name, team_ref) VALUES ('local-2', 2)")
+            before = ft.db_dump(db)
+            rep = self.verify_json(expect=0)
+            self.assertEqualReport(rep, 1)
+            rep = self.verify_json("--repair", expect=0)
+            self.assertIsNone(rep["repair"])
+            self.assertUnchanged(before, db, "verify --repair of tenant 1 (tenant 2 drifted)")
+
+            # A difference of tenant 1 is repaired; tenant 2's rows stay as they were. The
+            # deleted post's reactions are left without a parent on the target: orphans
+            # belong to no tenant, so they too are missing from tenant 1.
+            p1 = [r[0][1] for r in ft.tenant_rows(db, "posts", 1)][0]
+            orphans = sqlite3.connect(db).execute(
+                "SELECT post_id, emoji, user_id FROM reactions WHERE post_id = ?", (p1,)).fetchall()
+            self.assertGreater(len(orphans), 0, "the sample's first post has reactions")
+            execute(db, ("DELETE FROM posts WHERE id = ?", (p1,)))
+            t2_before = {t: ft.tenant_rows(db, t, 2) for t in ft.IN_SCOPE}
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqual(diff_set(rep["differences"]),
+                             {("posts", "missing", key(id=p1))} |
+                             {("reactions", "missing", key(post_id=a, emoji=b, user_id=c))
+                              for a, b, c in orphans})
+            self.assertTenantEqual(1)
+            for t in ft.IN_SCOPE:
+                self.assertEqual(ft.tenant_rows(db, t, 2), t2_before[t],
+                                 "tenant 2's %s touched by tenant 1's repair" % t)
+
+            # Tenant 2's own verify sees exactly its drift.
+            rep = self.verify_json(conf=conf2, expect=1)
+            self.assertEqual(diff_set(rep["differences"]), {
+                ("posts", "differs", key(id=p2[0])),
+                ("posts", "missing", key(id=p2[1])),
+                ("posts", "extra", key(id=900900)),
+                ("teams", "differs", key(id=2)),
+                ("tags", "extra", key(name="local-2")),
+            })
+
+    def test_missing_target_table_and_extra_children(self):
+        self.make_source(teams=2, posts_per_team=100)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            db = self.dst_db
+            chan = ids(self.src_db, "SELECT id FROM channels WHERE team_id = 1 ORDER BY id")[0]
+            # An extra channel of the tenant with an extra post and reaction under it.
+            execute(db, "DROP TABLE tags",
+                    ("INSERT INTO channels(id, team_id, name) VALUES (700000, 1, 'local')", ()),
+                    "INSERT INTO posts(id, channel_id, body) VALUES (700001, 700000, 'local')",
+                    "INSERT INTO reactions(post_id, emoji, user_id) VALUES (700001, 'x', 1)")
+            rep = self.verify_json(expect=1)
+            tags = {("tags", "missing", key(name="team1-tag%d" % i)) for i in range(5)}
+            self.assertEqual(diff_set(rep["differences"]), tags | {
+                ("channels", "extra", key(id=700000)),
+                ("posts", "extra", key(id=700001)),
+                ("reactions", "extra", key(post_id=700001, emoji="x", user_id=1)),
+            })
+            by_table = {t["table"]: t for t in rep["tables"]}
+            self.assertEqual((by_table["tags"]["source_rows"], by_table["tags"]["target_rows"]),
+                             (5, 0))
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqual((rep["repair"]["upserted"], rep["repair"]["deleted"]), (5, 3))
+            self.assertTenantEqual(1)
+            self.assertIn("tags", ft.table_names(db))
+            self.assertEqual(ids(db, "SELECT count(*) FROM posts WHERE channel_id = ?", chan),
+                             ids(self.src_db, "SELECT count(*) FROM posts WHERE channel_id = ?",
+                                 chan))
+
+    def test_masked_columns_verify(self):
+        self.make_source(teams=2, posts_per_team=100)
+        with open(self.src_conf, "a") as f:
+            f.write("\n[mask]\nposts.body = 'post ' || id\n")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            bodies = ids(self.dst_db, "SELECT DISTINCT body FROM posts WHERE body NOT LIKE 'post %'")
+            self.assertEqual(bodies, [], "mask not applied: the test's premise")
+            self.verify_json(expect=0)
+            p = ids(self.dst_db, "SELECT min(id) FROM posts")[0]
+            execute(self.dst_db, ("UPDATE posts SET body = 'real body' WHERE id = ?", (p,)))
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqual(diff_set(rep["differences"]), {("posts", "differs", key(id=p))})
+            self.assertEqual(ids(self.dst_db, "SELECT body FROM posts WHERE id = ?", p),
+                             ["post %d" % p])
+
+    def test_verify_needs_the_source(self):
+        self.make_source(teams=1, posts_per_team=10)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+        before = ft.db_dump(self.dst_db)
+        cp = self.verify(expect=4)
+        self.assertIn("source", cp.stderr)
+        self.assertUnchanged(before, self.dst_db, "verify with the source down")
+        runs = last_runs(self.dst_conf, "verify")
+        self.assertEqual([r["code"] for r in runs], ["EUNREACHABLE"])
+
+
+class DigestEndpointTest(ft.FerryTestCase):
+    """POST /v1/digest and /v1/rows by hand: scoped to the tenant, strict."""
+
+    def post(self, url, path, obj):
+        st, body = ft.http_post(url, path, ft.mp_pack(obj))
+        return st, ft.mp_unpack(body) if body else None
+
+    def test_digest_and_rows(self):
+        self.make_source(teams=3, posts_per_team=120, auth=False)
+        with self.serve() as srv:
+            for tenant in (1, 2):
+                for t in ft.IN_SCOPE:
+                    st, rep = self.post(srv.url, "/v1/digest",
+                                        {"v": 1, "tenant": str(tenant), "table": t,
+                                         "lo": None, "hi": None, "parts": 4})
+                    self.assertEqual(st, 200, rep)
+                    n = len(ft.tenant_rows(self.src_db, t, tenant))
+                    self.assertEqual(sum(r[1] for r in rep["ranges"]), n, (tenant, t, rep))
+                    self.assertEqual(len(rep["ranges"]), min(4, n))
+            # One range per row: its first key is a key of the tenant, nothing else.
+            st, rep = self.post(srv.url, "/v1/digest", {"v": 1, "tenant": "2", "table": "posts",
+                                                        "lo": None, "hi": None, "parts": 1024})
+            self.assertEqual(st, 200)
+            self.assertEqual([r[0][0] for r in rep["ranges"]],
+                             [r[0][1] for r in ft.tenant_rows(self.src_db, "posts", 2)])
+            self.assertTrue(all(r[1] == 1 for r in rep["ranges"]))
+            # Bounds: [lo, hi)
+            keys = [r[0][1] for r in ft.tenant_rows(self.src_db, "posts", 1)]
+            st, rep = self.post(srv.url, "/v1/digest",
+                                {"v": 1, "tenant": "1", "table": "posts", "lo": [keys[10]],
+                                 "hi": [keys[20]], "parts": 1024})
+            self.assertEqual([r[0][0] for r in rep["ranges"]], keys[10:20])
+
+            # rows: tenant 1's keys come back as rows, tenant 2's as tombstones only.
+            mine = keys[:3]
+            theirs = [r[0][1] for r in ft.tenant_rows(self.src_db, "posts", 2)][:3]
+            st, batch = self.post(srv.url, "/v1/rows", {"v": 1, "tenant": "1", "table": "posts",
+                                                        "keys": [[k] for k in mine + theirs]})
+            self.assertEqual(st, 200, batch)
+            sets = {(s["table"], s["op"]): s for s in batch["sets"]}
+            self.assertEqual(set(sets), {("posts", "upsert"), ("posts", "delete")})
+            self.assertEqual([r[0] for r in sets[("posts", "upsert")]["rows"]], mine)
+            self.assertEqual(sorted(r[0] for r in sets[("posts", "delete")]["rows"]),
+                             sorted(theirs))
+            self.assertEqual(sets[("posts", "delete")]["cols"], ["id"])
+
+            bad = [
+                ("/v1/digest", {"v": 1, "tenant": "1", "table": "audit_log", "lo": None,
+                                "hi": None, "parts": 1}, 404, "ENOTFOUND"),
+                ("/v1/digest", {"v": 1, "tenant": "1", "table": "users", "lo": None,
+                                "hi": None, "parts": 1}, 404, "ENOTFOUND"),
+                ("/v1/digest", {"v": 1, "tenant": "999", "table": "posts", "lo": None,
+                                "hi": None, "parts": 1}, 404, "ENOTFOUND"),
+                ("/v1/digest", {"v": 1, "tenant": "1", "table": "posts", "lo": None,
+                                "hi": None, "parts": 0}, 400, "EPROTO"),
+                ("/v1/digest", {"v": 1, "tenant": "1", "table": "posts", "lo": None,
+                                "hi": None, "parts": 1025}, 400, "EPROTO"),
+                ("/v1/digest", {"v": 1, "tenant": "1", "table": "posts", "lo": [1, 2],
+                                "hi": None, "parts": 2}, 400, "EDATA"),
+                ("/v1/digest", {"v": 1, "tenant": "1", "table": "posts", "lo": None,
+                                "hi": None, "parts": 2, "rows": True}, 400, "EPROTO"),
+                ("/v1/rows", {"v": 1, "tenant": "1", "table": "posts", "keys": []}, 400,
+                 "EPROTO"),
+                ("/v1/rows", {"v": 1, "tenant": "1", "table": "posts",
+                              "keys": [[1]] * 1001}, 400, "ETOOBIG"),
+                ("/v1/rows", {"v": 1, "tenant": "1", "table": "reactions", "keys": [[1]]},
+                 400, "EPROTO"),
+                ("/v1/rows", {"v": 1, "tenant": "1", "table": "audit_log", "keys": [[1]]},
+                 404, "ENOTFOUND"),
+            ]
+            for path, obj, status, code in bad:
+                st, rep = self.post(srv.url, path, obj)
+                self.assertEqual((st, rep.get("code") if isinstance(rep, dict) else rep),
+                                 (status, code), (path, obj if len(str(obj)) < 300 else path))
+            # still answering
+            st, rep = self.post(srv.url, "/v1/digest", {"v": 1, "tenant": "1", "table": "teams",
+                                                        "lo": None, "hi": None, "parts": 1})
+            self.assertEqual((st, [r[0] for r in rep["ranges"]]), (200, [[1]]))
+
+
+if __name__ == "__main__":
+    ft.main()
