@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Migration mode and cutover, SQLite to SQLite, with the real agents.
+
+The application is played by Python's sqlite3 module on the source file: its
+writes to a frozen tenant must fail with the error that names the migration,
+and its writes to the other tenants must go on. The end state of a migration
+is checked against the hand-written oracle of ferrytest.tenant_rows(), never
+against ferry's own notion of scope.
+"""
+
+import json
+import os
+import random
+import socket
+import sqlite3
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ferrytest as ft  # noqa: E402
+
+FROZEN = "is frozen for migration by ferry; writes are refused until ferry-src unfreeze"
+
+
+def team_channel(conn, team):
+    return conn.execute("SELECT min(id) FROM channels WHERE team_id = ?", (team,)).fetchone()[0]
+
+
+def team_post(conn, team):
+    return conn.execute("SELECT min(p.id) FROM posts p JOIN channels c ON c.id = p.channel_id "
+                        "WHERE c.team_id = ?", (team,)).fetchone()[0]
+
+
+def try_sql(conn, sql, *params):
+    """(True, None) when the statement ran, (False, message) when the
+    database refused it."""
+    try:
+        conn.execute(sql, params)
+        return True, None
+    except sqlite3.DatabaseError as e:
+        return False, str(e)
+
+
+def app_writes(conn, team):
+    """One insert, one update and one delete of the team's rows, as the
+    application would: [(what, ok, message)]."""
+    out = []
+    ch = team_channel(conn, team)
+    post = team_post(conn, team)
+    out.append(("insert",) + try_sql(
+        conn, "INSERT INTO posts(channel_id, user_id, body, score) VALUES (?, 2, 'app write', 1.5)",
+        ch))
+    out.append(("update",) + try_sql(conn, "UPDATE posts SET body = 'app edit' WHERE id = ?", post))
+    out.append(("delete",) + try_sql(conn, "DELETE FROM posts WHERE id = ?", post))
+    out.append(("insert settings",) + try_sql(
+        conn, "INSERT OR REPLACE INTO settings(team_id, key, value) VALUES (?, 'k', 'v')", team))
+    return out
+
+
+class Writer(threading.Thread):
+    """The application writing all the time: inserts, updates and deletes of
+    posts in each of its teams, round robin. Every attempt is logged as
+    (seq, team, ok, message)."""
+
+    def __init__(self, db, teams, pause=0.003):
+        super().__init__(daemon=True)
+        self.db = db
+        self.teams = teams
+        self.pause = pause
+        self.log = []
+        self.stop = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            conn = ft.source_conn(self.db)
+            rng = random.Random(5)
+            chans = {t: [r[0] for r in conn.execute(
+                "SELECT id FROM channels WHERE team_id = ?", (t,))] for t in self.teams}
+            i = 0
+            while not self.stop.is_set():
+                for t in self.teams:
+                    op = i % 3
+                    if op == 0:
+                        r = try_sql(conn, "INSERT INTO posts(channel_id, user_id, body, score) "
+                                    "VALUES (?, ?, ?, ?)", rng.choice(chans[t]), rng.randint(1, 40),
+                                    "writer %d in team %d" % (i, t), i / 7.0)
+                    else:
+                        post = conn.execute(
+                            "SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
+                            "WHERE c.team_id = ? ORDER BY p.id LIMIT 1 OFFSET ?",
+                            (t, rng.randint(0, 50))).fetchone()
+                        if post is None:
+                            continue
+                        if op == 1:
+                            r = try_sql(conn, "UPDATE posts SET body = ?, score = ? WHERE id = ?",
+                                        "edited %d" % i, -i / 3.0, post[0])
+                        else:
+                            r = try_sql(conn, "DELETE FROM posts WHERE id = ?", post[0])
+                    self.log.append((len(self.log), t) + r)
+                i += 1
+                time.sleep(self.pause)
+            conn.close()
+        except Exception as e:  # reported by the test, not lost in a thread
+            self.error = e
+
+    def attempts(self, team):
+        return [e for e in self.log if e[1] == team]
+
+
+class DropAfterFreeze:
+    """A TCP relay in front of the source that goes away as soon as it has
+    passed on the source's answer to POST /v1/freeze: the source is then
+    frozen and unreachable, as when the network drops mid-cutover."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.ls.getsockname()[1]
+        self.socks = []
+        self.froze = False
+        self.dead = threading.Event()
+        self.answered = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.dead.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            s = socket.create_connection(self.target)
+            self.socks += [c, s]
+            threading.Thread(target=self._up, args=(c, s), daemon=True).start()
+            threading.Thread(target=self._down, args=(s, c), daemon=True).start()
+
+    def _up(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                if b"POST /v1/freeze " in d:
+                    self.froze = True
+                b.sendall(d)
+        except OSError:
+            pass
+
+    def _down(self, a, b):
+        pending = b""
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+                if self.froze:
+                    pending += d
+                    head, sep, body = pending.partition(b"\r\n\r\n")
+                    if sep:
+                        length = 0
+                        for line in head.split(b"\r\n"):
+                            if line.lower().startswith(b"content-length:"):
+                                length = int(line.split(b":", 1)[1])
+                        if len(body) >= length:
+                            self.answered.set()
+                            self.kill()
+                            return
+        except OSError:
+            pass
+
+    def kill(self):
+        self.dead.set()
+        try:
+            self.ls.close()
+        except OSError:
+            pass
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+class CutoverTest(ft.FerryTestCase):
+
+    def cutover(self, *args, expect=0, timeout=300):
+        cp = ft.run_dst(["cutover", "--config", self.dst_conf] + list(args), timeout=timeout)
+        if expect is not None:
+            self.assertEqual(cp.returncode, expect, "ferry-dst cutover %s: exit %d, expected %d\n"
+                             "stdout: %s\nstderr: %s" % (" ".join(args), cp.returncode, expect,
+                                                        cp.stdout[-3000:], cp.stderr[-3000:]))
+        return cp
+
+    def assertFrozen(self, team, frozen=True):
+        """The application's writes to team are refused (or accepted) by the
+        source database itself."""
+        conn = ft.source_conn(self.src_db)
+        try:
+            conn.execute("BEGIN")
+            results = app_writes(conn, team)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        for what, ok, msg in results:
+            if frozen:
+                self.assertFalse(ok, "%s in frozen team %d was accepted" % (what, team))
+                self.assertIn("tenant %d %s" % (team, FROZEN), msg)
+            else:
+                self.assertTrue(ok, "%s in team %d was refused: %s" % (what, team, msg))
+
+    # -- freeze ---------------------------------------------------------------
+
+    def test_freeze_refuses_writes_of_that_tenant_only(self):
+        self.make_source(teams=3, posts_per_team=40)
+        self.assertFrozen(1, frozen=False)
+        before = ft.tenant_rows(self.src_db, "posts", 1)
+        cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "1",
+                         "--reason", "moving to self-hosted"])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("ferry-src unfreeze", cp.stdout)
+        conn = ft.source_conn(self.src_db)
+        try:
+            ch, post = team_channel(conn, 1), team_post(conn, 1)
+            for what, ok, msg in app_writes(conn, 1):
+                self.assertFalse(ok, "%s in frozen team 1 was accepted" % what)
+                self.assertIn("tenant 1 " + FROZEN, msg)
+            # a row moved into or out of the frozen tenant is refused too
+            ch2 = team_channel(conn, 2)
+            self.assertEqual(try_sql(conn, "UPDATE posts SET channel_id = ? WHERE id = ?",
+                                     ch2, post)[0], False)
+            post2 = team_post(conn, 2)
+            self.assertEqual(try_sql(conn, "UPDATE posts SET channel_id = ? WHERE id = ?",
+                                     ch, post2)[0], False)
+            # a scope predicate table ([table tags] scope) and the root row itself
+            self.assertFalse(try_sql(conn, "INSERT INTO tags VALUES ('new-tag', 1)")[0])
+            self.assertFalse(try_sql(conn, "DELETE FROM teams WHERE id = 1")[0])
+            self.assertFalse(try_sql(conn, "DELETE FROM channels WHERE id = ?", ch)[0])
+            # the other tenants write as before, the tables out of scope too
+            for what, ok, msg in app_writes(conn, 2):
+                self.assertTrue(ok, "%s in team 2 was refused: %s" % (what, msg))
+            self.assertTrue(try_sql(conn, "INSERT INTO tags VALUES ('t3-tag', 3)")[0])
+            self.assertTrue(try_sql(conn, "INSERT INTO audit_log(team_id, what) "
+                                    "VALUES (1, 'login')")[0])
+            self.assertTrue(try_sql(conn, "UPDATE users SET email = 'x@y' WHERE id = 1")[0])
+        finally:
+            conn.close()
+        self.assertEqual(ft.tenant_rows(self.src_db, "posts", 1), before,
+                         "a refused write changed the frozen tenant")
+        # idempotent: freezing again keeps it frozen, and a missing tenant is an error
+        self.assertEqual(ft.run_src(["freeze", "--config", self.src_conf,
+                                     "--tenant", "1"]).returncode, 0)
+        cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "99"])
+        self.assertEqual(cp.returncode, 5, cp.stderr)
+        self.assertIn("tenant 99 not found", cp.stderr)
+        cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertFrozen(1, frozen=False)
+        # nothing of the freeze is left behind while nothing is frozen
+        conn = sqlite3.connect(self.src_db)
+        try:
+            left = conn.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' "
+                                "AND name LIKE '\\_ferry\\_frz%' ESCAPE '\\'").fetchone()[0]
+        finally:
+            conn.close()
+        self.assertEqual(left, 0)
+
+    def test_freeze_survives_reinstall_and_uninstall_removes_it(self):
+        self.make_source(teams=2, posts_per_team=20)
+        self.assertEqual(ft.run_src(["freeze", "--config", self.src_conf,
+                                     "--tenant", "2"]).returncode, 0)
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertFrozen(2)
+        self.assertFrozen(1, frozen=False)
+        cp = ft.run_src(["uninstall", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertFrozen(2, frozen=False)
+        cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "2"])
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn("ferry-src install", cp.stderr)
+
+    # -- the whole migration --------------------------------------------------
+
+    def test_migration_story(self):
+        self.make_source(teams=3, posts_per_team=1500, batch_rows=100)
+        writer = Writer(self.src_db, (1, 2, 3))
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            writer.start()
+            try:
+                time.sleep(0.2)
+                self.sync()                       # bulk copy while the writer writes
+                for _ in range(3):                # several deltas
+                    time.sleep(0.2)
+                    self.sync()
+                cp = self.cutover("--json", "--then", "echo hook for $FERRY_TENANT at $FERRY_HWM")
+                n = len(writer.log)
+                deadline = time.monotonic() + 10  # the writer keeps trying after the cutover
+                while len(writer.log) < n + 60 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                writer.stop.set()
+                writer.join(30)
+            self.assertIsNone(writer.error, "the writer thread failed: %r" % writer.error)
+            report = json.loads(cp.stdout)
+            self.assertTrue(report["ok"], report)
+            self.assertEqual(report["step"], "done")
+            self.assertIn("hook for 1 at", cp.stderr, "the hook's output goes to stderr")
+
+            # verify on its own, with the source still frozen: equal
+            v = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(v.returncode, 0, "verify after cutover: %s\n%s" % (v.stdout,
+                                                                                v.stderr))
+            # running it again is harmless
+            again = self.cutover()
+            self.assertIn("already done", again.stdout)
+
+        # the writer: refused on tenant 1 from the freeze on, never again accepted
+        t1 = writer.attempts(1)
+        refused = [e for e in t1 if not e[2]]
+        self.assertGreater(len(refused), 0, "no write to tenant 1 was refused")
+        for e in refused:
+            self.assertIn("tenant 1 " + FROZEN, e[3])
+        first = refused[0][0]
+        late_ok = [e for e in t1 if e[2] and e[0] > first]
+        self.assertEqual(late_ok, [], "tenant 1 accepted writes after the freeze")
+        self.assertGreater(len([e for e in t1 if e[2]]), 0, "no write to tenant 1 before it")
+        for team in (2, 3):
+            others = writer.attempts(team)
+            self.assertEqual([e for e in others if not e[2]], [],
+                             "team %d was refused a write" % team)
+            self.assertGreater(len([e for e in others if e[0] > first]), 0,
+                               "team %d stopped writing during the freeze" % team)
+
+        # the target equals the oracle, which the freeze holds still
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+        tables = {t["table"]: t for t in report["tables"]}
+        self.assertEqual(sorted(tables), sorted(ft.IN_SCOPE))
+        for t in ft.IN_SCOPE:
+            self.assertEqual(tables[t]["rows"], len(ft.tenant_rows(self.src_db, t, 1)), t)
+
+        # the record in the state, and the run log beside it
+        st = ft.status_json(self.dst_conf)
+        self.assertTrue(st["cutover"]["done"], st)
+        self.assertEqual(st["cutover"]["tables"], len(ft.IN_SCOPE))
+        self.assertEqual(st["cutover"]["hwm"], report["hwm"])
+        with open(os.path.join(self.state, "runs.log")) as f:
+            events = [json.loads(line) for line in f]
+        kinds = {e.get("kind") for e in events if e["event"] == "start"}
+        self.assertIn("cutover", kinds)
+        self.assertTrue(any(e["event"] == "table" and e["table"] == "posts" for e in events))
+        self.assertEqual(events[-1]["event"], "end")
+
+    # -- failures -------------------------------------------------------------
+
+    def test_source_unreachable_mid_cutover(self):
+        self.make_source(teams=2, posts_per_team=50)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            proxy = DropAfterFreeze(srv.host, srv.port)
+            with open(self.dst_conf) as f:
+                conf = f.read()
+            with open(self.dst_conf, "w") as f:
+                f.write(conf.replace("url = %s" % srv.url, "url = %s" % proxy.url))
+            cp = self.cutover(expect=None)
+            self.assertTrue(proxy.answered.is_set(), "the freeze never went through the relay")
+            self.assertEqual(cp.returncode, 4, "exit %d\n%s" % (cp.returncode, cp.stderr))
+            self.assertIn("stopped at step delta", cp.stderr)
+            self.assertIn("ferry-src unfreeze --config", cp.stderr)
+            self.assertIn("--tenant 1", cp.stderr)
+            self.assertIn("ferry-dst cutover --config %s" % self.dst_conf, cp.stderr)
+            self.assertFrozen(1)                      # left frozen
+            self.assertFrozen(2, frozen=False)
+            self.assertIsNone(ft.status_json(self.dst_conf)["cutover"], "nothing recorded")
+            # the retry, once the source is back in reach, finishes the job
+            with open(self.dst_conf, "w") as f:
+                f.write(conf)
+            cp = self.cutover()
+            self.assertIn("done", cp.stdout)
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
+    def test_failing_hook_fails_the_cutover(self):
+        self.make_source(teams=2, posts_per_team=50)
+        mark = self.path("hook-ran")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            cp = self.cutover("--then", "touch %s" % mark, "--then", "exit 3",
+                              "--then", "touch %s.never" % mark, expect=None)
+            self.assertEqual(cp.returncode, 5, cp.stderr)
+            self.assertIn("hook 'exit 3' exited with status 3", cp.stderr)
+            self.assertIn("ferry-src unfreeze --config", cp.stderr)
+            self.assertTrue(os.path.exists(mark), "the first hook did not run")
+            self.assertFalse(os.path.exists(mark + ".never"), "a hook after the failure ran")
+            self.assertFrozen(1)
+            st = ft.status_json(self.dst_conf)
+            self.assertFalse(st["cutover"]["done"], "a cutover with a failed hook is not done")
+            # JSON report of a retry that fails the same way
+            cp = self.cutover("--json", "--then", "false", expect=5)
+            rep = json.loads(cp.stdout)
+            self.assertFalse(rep["ok"])
+            self.assertEqual(rep["step"], "hooks")
+            self.assertEqual(rep["hooks"][0]["status"], 1)
+            self.assertIn("--tenant 1", rep["unfreeze"])
+            # fixed: done, and the hook sees the tenant in its environment
+            cp = self.cutover("--then", "echo tenant=$FERRY_TENANT >&2")
+            self.assertIn("tenant=1", cp.stderr)
+            self.assertTrue(ft.status_json(self.dst_conf)["cutover"]["done"])
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
+    def test_cutover_needs_a_copy(self):
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            cp = self.cutover(expect=2)
+            self.assertIn("run ferry-dst sync", cp.stderr)
+        self.assertFrozen(1, frozen=False)
+
+
+if __name__ == "__main__":
+    ft.main()
