@@ -219,10 +219,18 @@ def make_sample_db(path, teams=3, posts_per_team=200, seed=1, channels_per_team=
 # ---------------------------------------------------------------------------
 # Configs
 
+def db_url(db):
+    """The database URL for db: a path (SQLite) or already a URL (postgresql:...)."""
+    if db.startswith(("postgresql:", "postgres:", "sqlite:")):
+        return db
+    return "sqlite://%s" % os.path.abspath(db)
+
+
 def write_src_conf(path, db, listen="127.0.0.1:0", batch_rows=None, extra="",
                    identity=None, authorized_keys=None):
-    """A source config; with identity and authorized_keys, authenticated."""
-    lines = ["[source]", "database = sqlite://%s" % os.path.abspath(db),
+    """A source config; with identity and authorized_keys, authenticated.
+    db: a SQLite path or a database URL."""
+    lines = ["[source]", "database = %s" % db_url(db),
              "listen = %s" % listen]
     if batch_rows is not None:
         lines.append("batch_rows = %d" % batch_rows)
@@ -239,8 +247,8 @@ def write_src_conf(path, db, listen="127.0.0.1:0", batch_rows=None, extra="",
 
 def write_dst_conf(path, db, state, tenant, url, extra="", identity=None, public_key=None):
     """A target config; with identity and public_key (the pinned source key),
-    authenticated."""
-    lines = ["[target]", "database = sqlite://%s" % os.path.abspath(db),
+    authenticated. db: a SQLite path or a database URL."""
+    lines = ["[target]", "database = %s" % db_url(db),
              "state = %s" % os.path.abspath(state), "tenant = %s" % tenant]
     if identity:
         lines.append("identity = %s" % os.path.abspath(identity))
@@ -646,8 +654,9 @@ class FerryTestCase(unittest.TestCase):
         self._nserve = getattr(self, "_nserve", 0) + 1
         return SrcServer(self.src_conf, self.path("src-%d.log" % self._nserve))
 
-    def make_target(self, url, tenant=1, extra=""):
-        self.dst_db = self.path("dst.db")
+    def make_target(self, url, tenant=1, extra="", db=None):
+        """dst.conf for tenant; db: the target (default dst.db; or a URL)."""
+        self.dst_db = db or self.path("dst.db")
         self.state = self.path("state")
         identity = public_key = None
         if getattr(self, "auth", False):
