@@ -244,11 +244,10 @@ int ferry_client_new(const struct ferry_config *cfg, struct ferry_client **out,
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory creating the http client");
         goto out;
     }
-    if (cfg->target.identity || cfg->source.public_key) {
-        rc = auth_open(c, cfg, err);
-        if (rc)
-            goto out;
-    }
+    /* No unauthenticated mode: without keys there is no client. */
+    rc = auth_open(c, cfg, err);
+    if (rc)
+        goto out;
 
     rc = add_header(&c->post_headers, "Content-Type: application/msgpack");
     if (!rc)
@@ -664,7 +663,7 @@ static int request(struct ferry_client *c, int post, const char *path, const cha
     struct curl_slist *headers = NULL;
     uint64_t counter = 0;
     long status = 0;
-    int auth = post && c->hs;
+    int auth = post;
     int rc;
 
     *resp = NULL;

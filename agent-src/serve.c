@@ -750,12 +750,10 @@ static void handle_msgpack(struct server *sv, struct evhttp_request *req, const 
     rc = read_body(req, sv->lim.max_request, &data, &len, &e);
     if (rc)
         goto out;
-    if (sv->hs) {
-        rc = authenticate(sv, req, method_name((int)evhttp_request_get_command(req)), data, len,
-                          &au, &e);
-        if (rc)
-            goto out;
-    }
+    rc = authenticate(sv, req, method_name((int)evhttp_request_get_command(req)), data, len, &au,
+                      &e);
+    if (rc)
+        goto out;
     /* Everything a request says is in its body: a query string is a mistake or a probe. */
     if (uri && strchr(uri, '?')) {
         rc = ferry_error_set(&e, FERRY_EPROTO, "%s takes no query string", r->path);
@@ -766,7 +764,7 @@ static void handle_msgpack(struct server *sv, struct evhttp_request *req, const 
         goto out;
     decoded = 1;
     /* The session decides the tenant: no producer ever runs for another one. */
-    if (sv->hs && strcmp(rq.tenant, au.peer.tenant) != 0) {
+    if (strcmp(rq.tenant, au.peer.tenant) != 0) {
         rc = ferry_error_set(&e, FERRY_EFORBIDDEN,
                              "this session is for tenant %s; the request names another tenant",
                              au.peer.tenant);
@@ -898,14 +896,14 @@ static int render_metrics(struct server *sv, struct ferry_buf *b)
         rc = metric(b, "ferry_bytes_served_total", "counter", "Bytes of msgpack response bodies.");
     if (!rc)
         rc = ferry_buf_addf(b, "ferry_bytes_served_total %llu\n", (unsigned long long)sv->bytes);
-    if (!rc && sv->hs)
+    if (!rc)
         rc = metric(b, "ferry_sessions_opened_total", "counter", "Handshakes completed.");
-    if (!rc && sv->hs)
+    if (!rc)
         rc = ferry_buf_addf(b, "ferry_sessions_opened_total %llu\n",
                             (unsigned long long)sv->sessions_opened);
-    if (!rc && sv->hs)
+    if (!rc)
         rc = metric(b, "ferry_sessions", "gauge", "Sessions held, pending ones included.");
-    if (!rc && sv->hs)
+    if (!rc)
         rc = ferry_buf_addf(b, "ferry_sessions %zu\n",
                             ferry_hs_server_sessions(sv->hs, (int64_t)time(NULL)));
     if (!rc)
@@ -1025,12 +1023,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         break;
     case EP_HELLO:
     case EP_PROOF:
-        if (sv->hs)
-            handle_handshake(sv, req, r, peer, what);
-        else
-            reply_error(sv, req, r->ep, 404,
-                        &(struct ferry_error){FERRY_ENOTFOUND, "no authentication configured"},
-                        peer, what, NULL);
+        handle_handshake(sv, req, r, peer, what);
         break;
     default:
         handle_msgpack(sv, req, r, peer, what);
@@ -1067,11 +1060,10 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
     rc = parse_listen(cfg->source.listen ? cfg->source.listen : DEFAULT_LISTEN, &la, err);
     if (rc)
         goto out;
-    if (cfg->source.identity || cfg->source.authorized_keys) {
-        rc = auth_open(cfg, &sv, err);
-        if (rc)
-            goto out;
-    }
+    /* No unauthenticated mode: a source without keys does not start. */
+    rc = auth_open(cfg, &sv, err);
+    if (rc)
+        goto out;
     if (la.tls) {
         rc = tls_open(cfg, &sv.tls, err);
         if (rc)
@@ -1128,13 +1120,6 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
     if (sockname(evhttp_bound_socket_get_fd(bound), where, sizeof(where), &loopback) != 0) {
         rc = ferry_error_set(err, FERRY_EIO, "cannot read the listening address: %s",
                              strerror(errno));
-        goto out;
-    }
-    if (!loopback && !sv.hs) {
-        rc = ferry_error_set(err, FERRY_ECONFIG,
-                             "refusing to listen on %s without authentication; set [source] "
-                             "identity and authorized_keys",
-                             where);
         goto out;
     }
     if (!loopback && !sv.tls)

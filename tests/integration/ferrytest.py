@@ -361,9 +361,11 @@ class SrcServer:
     holds a sanitizer report.
     """
 
-    def __init__(self, conf, log_path):
+    def __init__(self, conf, log_path, sign_http=False, env=None):
         self.conf = conf
         self.log_path = log_path
+        self.sign_http = sign_http  # http_post() to it signs (ferryauth), see make_source
+        self.env = env              # extra environment, e.g. FERRY_SESSION_TTL
         self.proc = None
         self.url = None
         self.host = None
@@ -383,7 +385,8 @@ class SrcServer:
         log = open(self.log_path, "wb")
         try:
             self.proc = subprocess.Popen([FERRY_SRC, "serve", "--config", self.conf],
-                                         stdout=log, stderr=log)
+                                         stdout=log, stderr=log,
+                                         env=dict(os.environ, **(self.env or {})))
         finally:
             log.close()
         deadline = time.monotonic() + 10
@@ -391,7 +394,10 @@ class SrcServer:
             m = re.search(r"listening on (\S+):(\d+)", self.log())
             if m:
                 self.host, self.port = m.group(1), int(m.group(2))
-                self.url = "http://%s:%d" % (self.host, self.port)
+                tls = re.search(r"listening on \S+ \(https\)", self.log())
+                self.url = "%s://%s:%d" % ("https" if tls else "http", self.host, self.port)
+                if self.sign_http:
+                    _SIGNED[self.url] = self.conf
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError("ferry-src serve exited %d before listening:\n%s" % (
@@ -423,6 +429,7 @@ class SrcServer:
         if bad:
             problem = "ferry-src serve sanitizer report: %s" % bad
         self.proc = None
+        _SIGNED.pop(self.url, None)
         return problem
 
     def __exit__(self, exc_type, exc, tb):
@@ -576,9 +583,18 @@ def _map(d, p, n):
     return out, p
 
 
+# url -> source config of the servers whose http_post() requests are signed
+_SIGNED = {}
+
+
 def http_post(url, path, body, timeout=30, content_type="application/msgpack"):
     """POST body to url+path: (status, response bytes). Never raises for an
-    HTTP error status."""
+    HTTP error status. To a source made with make_source(auth=False) the
+    request is signed in a session for the body's tenant (ferryauth); to
+    any other it goes without a session."""
+    if url in _SIGNED:
+        import ferryauth
+        return ferryauth.signed_post(url, _SIGNED[url], path, body)
     req = urllib.request.Request(url + path, data=body, method="POST",
                                  headers={"Content-Type": content_type})
     try:
@@ -631,42 +647,42 @@ class FerryTestCase(unittest.TestCase):
 
     def make_source(self, teams=3, posts_per_team=200, batch_rows=None, install=True, auth=True):
         """src.db with the sample app, src.conf, and (by default) install.
-        With auth, the source has a key and an authorized_keys file, and
-        make_target() authorises a target key for its tenant: the agents
-        run as they are deployed. Raw HTTP tests use auth=False (the
-        stdlib cannot do the RSA handshake)."""
+        The source always has a key and an authorized_keys file (there is no
+        unauthenticated source), and make_target() authorises a target key
+        for its tenant: the agents run as they are deployed. auth only
+        decides what ft.http_post() does to this source: with auth=False
+        (raw HTTP tests) it signs each request in a session for the body's
+        tenant, as a target would (ferryauth); with auth=True it sends them
+        without a session, to be refused."""
         self.src_db = make_sample_db(self.path("src.db"), teams=teams,
                                      posts_per_team=posts_per_team)
         self.auth = auth
         self.authorized = set()
         self.src_conf = write_src_conf(
             self.path("src.conf"), self.src_db, batch_rows=batch_rows,
-            identity=test_key("src") if auth else None,
-            authorized_keys=self.path("authorized_keys") if auth else None)
-        if auth:
-            open(self.path("authorized_keys"), "a").close()
+            identity=test_key("src"), authorized_keys=self.path("authorized_keys"))
+        open(self.path("authorized_keys"), "a").close()
         if install:
             cp = run_src(["install", "--config", self.src_conf])
             self.assertEqual(cp.returncode, 0, "ferry-src install failed: %s" % cp.stderr)
 
-    def serve(self):
-        """A SrcServer for src.conf (use in a with block)."""
+    def serve(self, env=None):
+        """A SrcServer for src.conf (use in a with block); env: extra environment."""
         self._nserve = getattr(self, "_nserve", 0) + 1
-        return SrcServer(self.src_conf, self.path("src-%d.log" % self._nserve))
+        return SrcServer(self.src_conf, self.path("src-%d.log" % self._nserve),
+                         sign_http=not getattr(self, "auth", True), env=env)
 
     def make_target(self, url, tenant=1, extra="", db=None):
         """dst.conf for tenant; db: the target (default dst.db; or a URL)."""
         self.dst_db = db or self.path("dst.db")
         self.state = self.path("state")
-        identity = public_key = None
-        if getattr(self, "auth", False):
-            identity = test_key("dst-%s" % tenant)
-            public_key = test_key("src") + ".pub"
-            if tenant not in self.authorized:
-                cp = run_src(["keys", "add", "--config", self.src_conf, "--tenant", str(tenant),
-                              identity + ".pub"])
-                self.assertEqual(cp.returncode, 0, "ferry-src keys add: %s" % cp.stderr)
-                self.authorized.add(tenant)
+        # Keys even without a source (a test of an unreachable one): ferry-dst needs them.
+        identity = test_key("dst-%s" % tenant)
+        public_key = test_key("src") + ".pub"
+        if hasattr(self, "src_conf") and tenant not in getattr(self, "authorized", set()):
+            import ferryauth
+            ferryauth.authorize(self.src_conf, tenant, identity)
+            self.authorized.add(tenant)
         self.dst_conf = write_dst_conf(self.path("dst.conf"), self.dst_db, self.state,
                                        tenant, url, extra=extra, identity=identity,
                                        public_key=public_key)

@@ -1,11 +1,18 @@
 /*
  * test_fetch.c - agent-dst/fetch against a tiny HTTP server forked by the
  * test: byte-exact bodies, keep-alive, size limits, unreachable and vanishing
- * sources, and error answers with and without a ferry error body.
+ * sources, and error answers with and without a ferry error body. The
+ * server is a source as far as authentication goes (common/handshake.h: the
+ * handshake, request MACs checked, every answer MACed), so the client runs as
+ * it does for real; a few paths answer without a MAC, with a wrong one, or
+ * ask for a new session, to show what the client makes of that.
  */
 #include "test.h"
 
 #include "agent-dst/fetch.h"
+#include "common/authkeys.h"
+#include "common/crypto.h"
+#include "common/handshake.h"
 #include "proto/proto.h"
 
 #include <curl/curl.h>
@@ -15,12 +22,27 @@
 #include <signal.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #define BIG 5000
 
 static char errbody[512], protobody[512];
 static size_t errbody_len, protobody_len;
+
+/* Key files, made once by main(). */
+static char src_key[600], src_pub[600], dst_key[600], dst_pub[600], authkeys[600];
+
+/* The child's authentication state, and what the request being answered established. */
+static struct ferry_key *srv_identity;
+static struct ferry_authkeys *srv_keys;
+static struct ferry_hs_server *srv_hs;
+static struct ferry_hs_peer cur;
+static uint64_t cur_counter;
+static int cur_ok;      /* the request was authenticated: answers carry a MAC */
+static int mac_mode;    /* 0 right MAC, 1 none, 2 a wrong one */
+static int hellos;      /* handshakes started */
+static int renew_asked; /* /v1/renew-once has asked once */
 
 static int listen_any(int *port)
 {
@@ -57,13 +79,33 @@ static void write_all(int fd, const void *p, size_t n)
     }
 }
 
+/* "X-Ferry-Mac: ...\r\n" for an answer to the current request, or "" when it gets none. */
+static void mac_line(int status, const void *body, size_t len, char *out, size_t outsz)
+{
+    unsigned char hash[FERRY_SHA256_LEN], mac[FERRY_HMAC_LEN];
+    char hex[2 * FERRY_HMAC_LEN + 1];
+
+    out[0] = '\0';
+    if (!cur_ok || mac_mode == 1)
+        return;
+    if (ferry_sha256(body, len, hash, NULL) ||
+        ferry_hs_mac_response(cur.secret, cur_counter, status, hash, mac, NULL))
+        _exit(7);
+    if (mac_mode == 2)
+        mac[0] ^= 1;
+    ferry_hex_encode(mac, sizeof(mac), hex);
+    snprintf(out, outsz, "X-Ferry-Mac: %s\r\n", hex);
+}
+
 static void respond(int fd, int status, const char *type, const void *body, size_t len)
 {
-    char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", status,
-                     type, len);
+    char head[512], mac[128];
+    int n;
 
+    mac_line(status, body, len, mac, sizeof(mac));
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status, type,
+                 len, mac);
     write_all(fd, head, (size_t)n);
     write_all(fd, body, len);
 }
@@ -76,6 +118,101 @@ static const char *header(const char *head, const char *name)
         if (strncasecmp(p + 2, name, n) == 0 && p[2 + n] == ':')
             return p + 3 + n;
     return NULL;
+}
+
+/* The trimmed value of header name in head, into out; 0 when absent or too long. */
+static int hval(const char *head, const char *name, char *out, size_t outsz)
+{
+    const char *v = header(head, name);
+    size_t n;
+
+    if (!v)
+        return 0;
+    while (*v == ' ')
+        v++;
+    n = strcspn(v, "\r\n");
+    if (n >= outsz)
+        return 0;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return 1;
+}
+
+static void refuse(int fd, int status, const char *msg, int renew)
+{
+    char *b = NULL;
+    size_t n = 0;
+    char head[256];
+    int hn;
+
+    if (ferry_errmsg_encode(status == 403 ? FERRY_EFORBIDDEN : FERRY_EAUTH, msg, &b, &n))
+        _exit(8);
+    hn = snprintf(head, sizeof(head),
+                  "HTTP/1.1 %d X\r\nContent-Type: application/msgpack\r\nContent-Length: "
+                  "%zu\r\n%s\r\n",
+                  status, n, renew ? "X-Ferry-Auth: renew\r\n" : "");
+    write_all(fd, head, (size_t)hn);
+    write_all(fd, b, n);
+    free(b);
+}
+
+/*
+ * The source's side of authentication for one POST: the handshake paths
+ * are answered here, and so is a request that fails its check. Returns 1
+ * when it answered, 0 when the request is authenticated (cur_ok) and the
+ * path is to be served.
+ */
+static int auth_step(int fd, const char *path, const char *head, const char *body, size_t len)
+{
+    struct ferry_error e = {0};
+    struct ferry_buf out;
+    char sid[64], ctr[32], machex[80];
+    unsigned char hash[FERRY_SHA256_LEN], mac[FERRY_HMAC_LEN];
+    int64_t now = (int64_t)time(NULL);
+    int rc;
+
+    if (strcmp(path, "/v1/session/hello") == 0) {
+        hellos++;
+        ferry_buf_init(&out, FERRY_HS_MSG_MAX);
+        rc = ferry_hs_server_hello(srv_hs, body, len, now, &out, NULL, &e);
+        if (rc)
+            refuse(fd, rc == FERRY_EFORBIDDEN ? 403 : 401, e.msg, 0);
+        else
+            respond(fd, 200, "application/octet-stream", out.data, out.len);
+        ferry_buf_release(&out);
+        return 1;
+    }
+    if (strcmp(path, "/v1/session/proof") == 0) {
+        rc = ferry_hs_server_proof(srv_hs, body, len, now, NULL, &e);
+        if (rc)
+            refuse(fd, 401, e.msg, 0);
+        else
+            respond(fd, 200, "application/octet-stream", "", 0);
+        return 1;
+    }
+    if (strcmp(path, "/v1/renew-once") == 0 && !renew_asked) {
+        renew_asked = 1;
+        refuse(fd, 401, "session expired (renew it)", 1);
+        return 1;
+    }
+    if (!hval(head, "X-Ferry-Session", sid, sizeof(sid)) ||
+        !hval(head, "X-Ferry-Counter", ctr, sizeof(ctr)) ||
+        !hval(head, "X-Ferry-Mac", machex, sizeof(machex)) ||
+        ferry_hs_parse_counter(ctr, &cur_counter, NULL) ||
+        ferry_hex_decode(machex, strlen(machex), mac, sizeof(mac), NULL)) {
+        refuse(fd, 401, "request without a session", 0);
+        return 1;
+    }
+    if (ferry_sha256(body, len, hash, NULL))
+        _exit(9);
+    rc = ferry_hs_server_request(srv_hs, sid, cur_counter, "POST", path, "", hash, mac, sizeof(mac),
+                                 now, &cur, &e);
+    if (rc) {
+        refuse(fd, 401, e.msg, strncmp(e.msg, "unknown session", 15) == 0);
+        return 1;
+    }
+    cur_ok = 1;
+    return 0;
 }
 
 /*
@@ -113,6 +250,10 @@ static int serve_one(int fd, int conn, int *nreq)
     if (sscanf(req, "%15s %255s", method, path) != 2)
         _exit(5);
     (*nreq)++;
+    cur_ok = 0;
+    mac_mode = 0;
+    if (strcmp(method, "POST") == 0 && auth_step(fd, path, req, req + hlen, clen))
+        return 0;
 
     if (strcmp(path, "/v1/echo") == 0) {
         const char *ct = header(req, "Content-Type");
@@ -128,6 +269,15 @@ static int serve_one(int fd, int conn, int *nreq)
         int n = snprintf(text, sizeof(text), "conn=%d req=%d", conn, *nreq);
 
         respond(fd, 200, "text/plain", text, (size_t)n);
+    } else if (strcmp(path, "/v1/hellos") == 0) {
+        int n = snprintf(text, sizeof(text), "hellos=%d", hellos);
+
+        respond(fd, 200, "text/plain", text, (size_t)n);
+    } else if (strcmp(path, "/v1/renew-once") == 0) {
+        respond(fd, 200, "text/plain", "renewed", 7);
+    } else if (strcmp(path, "/v1/nomac") == 0 || strcmp(path, "/v1/badmac") == 0) {
+        mac_mode = path[4] == 'n' ? 1 : 2;
+        respond(fd, 200, "application/msgpack", "rows", 4);
     } else if (strcmp(path, "/metrics") == 0) {
         respond(fd, strcmp(method, "GET") == 0 ? 200 : 405, "text/plain", "ferry_up 1\n", 11);
     } else if (strcmp(path, "/v1/big") == 0) {
@@ -137,10 +287,16 @@ static int serve_one(int fd, int conn, int *nreq)
         respond(fd, 200, "application/msgpack", big, sizeof(big));
     } else if (strcmp(path, "/v1/bigchunked") == 0) {
         /* no Content-Length: only the write callback can notice the size */
-        static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        static char all[BIG];
+        char head[256], mac[128];
         char chunk[1000 + 16];
+        int hn;
 
-        write_all(fd, head, sizeof(head) - 1);
+        memset(all, 'c', sizeof(all));
+        mac_line(200, all, sizeof(all), mac, sizeof(mac));
+        hn = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n%s\r\n",
+                      mac);
+        write_all(fd, head, (size_t)hn);
         for (int i = 0; i < BIG / 1000; i++) {
             int n = snprintf(chunk, sizeof(chunk), "3e8\r\n");
 
@@ -176,9 +332,14 @@ static pid_t start_server(int *port)
 
     ASSERT(pid >= 0);
     if (pid == 0) {
+        struct ferry_error err = {0};
         int conn = 0, nreq = 0;
 
         alarm(60); /* never outlive a broken test */
+        if (ferry_key_load_private(src_key, &srv_identity, &err) ||
+            ferry_authkeys_open(authkeys, &srv_keys, &err) ||
+            ferry_hs_server_new(srv_identity, srv_keys, NULL, &srv_hs, &err))
+            _exit(10);
         for (;;) {
             int fd = accept(lfd, NULL, NULL);
 
@@ -196,6 +357,18 @@ static pid_t start_server(int *port)
 
 /* ---- the tests ---- */
 
+/* A config naming the test's keys, for tenant 42 (cfg borrows the strings). */
+static void auth_config(struct ferry_config *cfg, char *url)
+{
+    static char tenant[] = "42";
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->source.url = url;
+    cfg->source.public_key = src_pub;
+    cfg->target.identity = dst_key;
+    cfg->target.tenant = tenant;
+}
+
 static struct ferry_client *client_for(int port)
 {
     struct ferry_config cfg;
@@ -203,9 +376,8 @@ static struct ferry_client *client_for(int port)
     struct ferry_client *c = NULL;
     char url[64];
 
-    memset(&cfg, 0, sizeof(cfg));
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port); /* trailing '/' is dropped */
-    cfg.source.url = url;
+    auth_config(&cfg, url);
     ASSERT_EQ(ferry_client_new(&cfg, &c, &err), FERRY_OK);
     ASSERT(c != NULL);
     return c;
@@ -217,12 +389,46 @@ static void test_config(void)
     struct ferry_error err = {0};
     struct ferry_client *c = NULL;
     char url[] = "ftp://example.invalid/";
+    char http[] = "http://127.0.0.1:1";
+    char loose[700];
 
     memset(&cfg, 0, sizeof(cfg));
     ASSERT_EQ(ferry_client_new(&cfg, &c, &err), FERRY_ECONFIG);
     ASSERT(strstr(err.msg, "[source] url") != NULL);
     cfg.source.url = url;
     ASSERT_EQ(ferry_client_new(&cfg, &c, &err), FERRY_ECONFIG);
+    ASSERT(c == NULL);
+
+    /* no unauthenticated client: each key missing is named, with the command that makes it */
+    auth_config(&cfg, http);
+    cfg.target.identity = NULL;
+    ASSERT_EQ(ferry_client_new(&cfg, &c, &err), FERRY_ECONFIG);
+    ASSERT(strstr(err.msg, "[target] identity is missing") != NULL);
+    ASSERT(strstr(err.msg, "ferry-dst keygen") != NULL);
+    auth_config(&cfg, http);
+    cfg.source.public_key = NULL;
+    ASSERT_EQ(ferry_client_new(&cfg, &c, &err), FERRY_ECONFIG);
+    ASSERT(strstr(err.msg, "[source] public_key is missing") != NULL);
+    ASSERT(c == NULL);
+
+    /* a private key others can read is refused, saying how to fix it */
+    snprintf(loose, sizeof(loose), "%s/loose.key", test_tmpdir("fetch-loose"));
+    {
+        FILE *in = fopen(dst_key, "rb"), *out = fopen(loose, "wb");
+        char buf[8192];
+        size_t n;
+
+        ASSERT(in && out);
+        n = fread(buf, 1, sizeof(buf), in);
+        ASSERT_EQ(fwrite(buf, 1, n, out), n);
+        fclose(in);
+        fclose(out);
+    }
+    ASSERT_EQ(chmod(loose, 0644), 0);
+    auth_config(&cfg, http);
+    cfg.target.identity = loose;
+    ASSERT_EQ(ferry_client_new(&cfg, &c, &err), FERRY_ECONFIG);
+    ASSERT(strstr(err.msg, "chmod 600") != NULL);
     ASSERT(c == NULL);
 }
 
@@ -262,16 +468,35 @@ static void test_server(void)
     ASSERT(resp[0] == 'b' && resp[BIG - 1] == 'b' && resp[BIG] == '\0');
     free(resp);
 
-    /* keep-alive: consecutive requests share one connection */
+    /* keep-alive: consecutive requests share one connection (the handshake's two first) */
     ASSERT_EQ(ferry_client_post(c, "/v1/count", "", 0, 100, &resp, &len, &err), FERRY_OK);
-    ASSERT_STR(resp, "conn=1 req=4");
+    ASSERT_STR(resp, "conn=1 req=6");
     free(resp);
     ASSERT_EQ(ferry_client_get(c, "/metrics", 100, &resp, &len, &err), FERRY_OK);
     ASSERT_STR(resp, "ferry_up 1\n");
     ASSERT_EQ(len, 11);
     free(resp);
     ASSERT_EQ(ferry_client_post(c, "/v1/count", "x", 1, 100, &resp, &len, &err), FERRY_OK);
-    ASSERT_STR(resp, "conn=1 req=6");
+    ASSERT_STR(resp, "conn=1 req=8");
+    free(resp);
+
+    /* an answer is handed over only when its MAC verifies: none, or a wrong one, is refused */
+    resp = (char *)1;
+    ASSERT_EQ(ferry_client_post(c, "/v1/nomac", "", 0, 100, &resp, &len, &err), FERRY_EAUTH);
+    ASSERT(strstr(err.msg, "response from the source failed authentication") != NULL);
+    ASSERT(resp == NULL);
+    ASSERT_EQ(ferry_client_post(c, "/v1/badmac", "", 0, 100, &resp, &len, &err), FERRY_EAUTH);
+    ASSERT(strstr(err.msg, "response from the source failed authentication") != NULL);
+    ASSERT(resp == NULL);
+    /* the session survives a bad answer, and a source that asks for a new one gets it, once */
+    ASSERT_EQ(ferry_client_post(c, "/v1/hellos", "", 0, 100, &resp, &len, &err), FERRY_OK);
+    ASSERT_STR(resp, "hellos=1");
+    free(resp);
+    ASSERT_EQ(ferry_client_post(c, "/v1/renew-once", "", 0, 100, &resp, &len, &err), FERRY_OK);
+    ASSERT_STR(resp, "renewed");
+    free(resp);
+    ASSERT_EQ(ferry_client_post(c, "/v1/hellos", "", 0, 100, &resp, &len, &err), FERRY_OK);
+    ASSERT_STR(resp, "hellos=2");
     free(resp);
 
     /* over max_resp: by Content-Length, and by counting a chunked body */
@@ -311,9 +536,12 @@ static void test_server(void)
     ASSERT(strstr(err.msg, "check that ferry-src serve is running and [source] url") != NULL);
     ASSERT(resp == NULL);
 
-    /* and the client still works afterwards, on a new connection */
+    /* and the client still works afterwards, on a new connection, in the same session */
     ASSERT_EQ(ferry_client_post(c, "/v1/count", "", 0, 100, &resp, &len, &err), FERRY_OK);
-    ASSERT_STR(resp, "conn=4 req=15");
+    ASSERT_STR(resp, "conn=4 req=25");
+    free(resp);
+    ASSERT_EQ(ferry_client_post(c, "/v1/hellos", "", 0, 100, &resp, &len, &err), FERRY_OK);
+    ASSERT_STR(resp, "hellos=2");
     free(resp);
 
     ASSERT_EQ(ferry_client_get(c, "/quit", 100, &resp, &len, &err), FERRY_OK);
@@ -322,6 +550,60 @@ static void test_server(void)
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     ASSERT(WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* A source that is not the pinned one is refused in the handshake; nothing is returned. */
+static void test_pinned(void)
+{
+    struct ferry_error err = {0};
+    struct ferry_config cfg;
+    struct ferry_client *c;
+    char *resp = (char *)1;
+    char url[64];
+    size_t len;
+    int port, status;
+    pid_t pid = start_server(&port);
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    auth_config(&cfg, url);
+    cfg.source.public_key = dst_pub;
+    ASSERT_EQ(ferry_client_new(&cfg, &c, &err), FERRY_OK);
+    ASSERT_EQ(ferry_client_post(c, "/v1/count", "", 0, 100, &resp, &len, &err), FERRY_EAUTH);
+    ASSERT(strstr(err.msg, "is not the pinned source key") != NULL);
+    ASSERT(resp == NULL);
+    ferry_client_free(c);
+
+    c = client_for(port);
+    ASSERT_EQ(ferry_client_get(c, "/quit", 100, &resp, &len, &err), FERRY_OK);
+    free(resp);
+    ferry_client_free(c);
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* Key files for both sides, and the source's authorised keys (the target's, tenant 42). */
+static void make_keys(void)
+{
+    const char *dir = test_tmpdir("fetch-keys");
+    struct ferry_error err = {0};
+    struct ferry_authkeys *ak = NULL;
+    struct ferry_key *k = NULL;
+
+    snprintf(src_key, sizeof(src_key), "%s/src.key", dir);
+    snprintf(src_pub, sizeof(src_pub), "%s/src.key.pub", dir);
+    snprintf(dst_key, sizeof(dst_key), "%s/dst.key", dir);
+    snprintf(dst_pub, sizeof(dst_pub), "%s/dst.key.pub", dir);
+    snprintf(authkeys, sizeof(authkeys), "%s/authorized_keys", dir);
+    ASSERT_EQ(ferry_key_generate(2048, &k, &err), FERRY_OK);
+    ASSERT_EQ(ferry_key_save(k, src_key, &err), FERRY_OK);
+    ferry_key_free(k);
+    ASSERT_EQ(ferry_key_generate(2048, &k, &err), FERRY_OK);
+    ASSERT_EQ(ferry_key_save(k, dst_key, &err), FERRY_OK);
+    ASSERT_EQ(ferry_authkeys_open(authkeys, &ak, &err), FERRY_OK);
+    ASSERT_EQ(ferry_authkeys_add_key(ak, "42", k, NULL, &err), FERRY_OK);
+    ferry_authkeys_free(ak);
+    ferry_key_free(k);
 }
 
 static void test_refused(void)
@@ -363,9 +645,11 @@ int main(void)
     free(eb);
 
     signal(SIGPIPE, SIG_IGN);
+    make_keys();
     ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
     test_config();
     test_server();
+    test_pinned();
     test_refused();
     curl_global_cleanup();
     return TEST_DONE();
