@@ -1,11 +1,60 @@
 /*
  * apply.c - target tables and batch application.
  *
- * Upsert: INSERT INTO "t" AS "_o" (...) VALUES (...) ON CONFLICT (key)
- * DO UPDATE SET ... WHERE <owner of _o> IS NULL OR <owner of _o> = tenant.
- * When the existing row belongs to another tenant the WHERE is false, the
- * statement changes nothing, and that is how a clash is seen: one statement
- * per row, no extra lookup on the hot path.
+ * SQLite upsert: INSERT INTO "t" AS "_o" (...) VALUES (...) ON CONFLICT
+ * (key) DO UPDATE SET ... WHERE <owner of _o> IS NULL OR <owner of _o> =
+ * tenant. When the existing row belongs to another tenant the WHERE is
+ * false, the statement changes nothing, and that is how a clash is seen: one
+ * statement per row, no extra lookup on the hot path.
+ *
+ * PostgreSQL upsert, per set: COPY the rows into a temporary staging table
+ * (the set's columns, the target's types), find any staged key whose target
+ * row belongs to another tenant with one join (FERRY_ECLASH, nothing
+ * committed), then INSERT INTO "t" SELECT ... FROM staging ON CONFLICT (key)
+ * DO UPDATE ... WHERE the row's text form differs, so that unchanged rows
+ * are not rewritten (no dead tuples, no WAL, no trigger on the target for a
+ * no-op). A snapshot page first tries a plain COPY into the table, under a
+ * savepoint: an initial copy into an empty table is then as fast as COPY
+ * itself; any failure (a key already there: a resumed or repeated copy)
+ * rolls back to the savepoint and takes the staging path, which decides.
+ * Deletes are one owner-checked statement per key on both engines.
+ *
+ * Declared types, when ferry creates a target table, by source engine:
+ *
+ *   SQLite source, by SQLite's affinity rules on the declared type:
+ *   declared type                      SQLite target   PostgreSQL target
+ *   ---------------------------------  --------------  -------------------
+ *   contains INT                       as declared     bigint
+ *   contains CHAR, CLOB or TEXT        as declared     text
+ *   contains BLOB                      as declared     bytea
+ *   none                               none            text
+ *   contains REAL, FLOA or DOUB        as declared     double precision
+ *   BOOL, BOOLEAN                      as declared     boolean
+ *   NUMERIC, DECIMAL(p,s)              as declared     numeric
+ *   any other (DATE, DATETIME, JSON)   as declared     text
+ *
+ *   PostgreSQL source, by format_type() name:
+ *   PostgreSQL type                    SQLite target   PostgreSQL target
+ *   ---------------------------------  --------------  -------------------
+ *   smallint, integer, bigint, oid     INTEGER         as declared
+ *   boolean                            INTEGER (1/0)   as declared
+ *   real, double precision             REAL            as declared
+ *   bytea                              BLOB            as declared
+ *   numeric(p,s)                       TEXT (exact)    as declared
+ *   any other: text, varchar, char,    TEXT            as declared
+ *   json, jsonb, uuid, date, time(tz),
+ *   timestamp(tz), interval, arrays
+ *
+ * so that every value keeps its ferry kind (pg.c's table: numeric and the
+ * text-form types arrive as TEXT, bool as INT). What a target cannot hold is
+ * refused naming table, column and key: a NUL byte in text (or in a blob
+ * bound for a PostgreSQL column that is not bytea), a NaN for SQLite; and a
+ * value the PostgreSQL column type rejects (SQLite's dynamic typing: 'abc'
+ * in an INTEGER column) fails the batch with the server's message. SQLite
+ * stores -0.0 in a REAL column as 0.0. Types PostgreSQL does not know yet
+ * (enums, domains, extension types) are for the operator to create, or to
+ * create the target tables; ferry creates none, and no defaults, sequences
+ * or indexes beyond the primary key.
  */
 #include "apply.h"
 
@@ -17,8 +66,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define SQL_MAX (1u << 20)
+
+/* A sequence that feeds a column of a target table (serial, identity). */
+struct seq_col {
+    int col;       /* index into the table's columns */
+    char *seq;     /* owned: the sequence's name as regclass reads it */
+    int64_t last;  /* largest value known set on it, INT64_MIN when unknown */
+    int64_t batch; /* largest value of col in the current batch, INT64_MIN if none */
+};
 
 struct table_stmts {
     struct ferry_stmt *upsert;
@@ -26,6 +84,14 @@ struct table_stmts {
     int *colmap; /* set column i -> target column index (for the check) */
     struct ferry_stmt *del;
     struct ferry_stmt *exists;
+    /* PostgreSQL: staging for upserts, see the header comment */
+    struct ferry_stmt *clash; /* a staged key whose target row is another tenant's */
+    struct ferry_stmt *merge; /* INSERT ... SELECT FROM staging ON CONFLICT ... */
+    int staged;               /* the staging table exists with colmap's columns */
+    int stage_dirty;          /* rows were staged in the current transaction */
+    int no_direct;            /* a direct COPY of a page failed: stage from now on */
+    struct seq_col *seqs;
+    size_t nseqs;
 };
 
 struct ferry_applier {
@@ -35,23 +101,86 @@ struct ferry_applier {
     char *tenant_str;
     struct table_stmts *st; /* one per scope table */
     int dry_run;
-    int *present; /* table exists on the target */
+    int *present;  /* table exists on the target */
+    int pg;        /* the target is PostgreSQL */
+    int src_pg;    /* the source is PostgreSQL (declared types are format_type names) */
+    int src_known; /* the manifest named the source's engine */
+    int replica;   /* PostgreSQL session_replication_role = replica: no FK triggers */
 };
 
-/* A type from the wire goes into DDL: letters, digits, spaces, (),._ only. */
+/* A type from the wire goes into DDL: letters, digits, spaces, (),._[] only. */
 static int safe_type(const char *t)
 {
     for (const char *p = t; *p; p++) {
         char c = *p;
 
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == ' ' || c == '(' || c == ')' || c == ',' || c == '.' || c == '_'))
+              c == ' ' || c == '(' || c == ')' || c == ',' || c == '.' || c == '_' || c == '[' ||
+              c == ']'))
             return 0;
     }
     return 1;
 }
 
-static int create_sql(const struct ferry_table_info *ti, struct ferry_buf *b)
+static int has_ci(const char *s, const char *sub)
+{
+    size_t n = strlen(sub);
+
+    for (const char *p = s; *p; p++)
+        if (strncasecmp(p, sub, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* type is name or name(...) */
+static int is_type(const char *type, const char *name)
+{
+    size_t n = strlen(name);
+
+    return strncasecmp(type, name, n) == 0 && (type[n] == '\0' || type[n] == '(');
+}
+
+/*
+ * The type a target table created by ferry declares for a source column
+ * (the table in the header comment). Returns declared itself when it goes
+ * into the DDL verbatim, else a static string.
+ */
+static const char *target_type(int target_pg, int src_pg, int src_known, const char *declared)
+{
+    const char *t = declared ? declared : "";
+
+    if (!src_known || target_pg == src_pg)
+        return t;
+    if (src_pg) {
+        if (is_type(t, "smallint") || is_type(t, "integer") || is_type(t, "bigint") ||
+            is_type(t, "oid") || is_type(t, "boolean"))
+            return "INTEGER";
+        if (is_type(t, "real") || is_type(t, "double precision"))
+            return "REAL";
+        if (is_type(t, "bytea"))
+            return "BLOB";
+        return "TEXT";
+    }
+    /* SQLite's affinity rules, in SQLite's order */
+    if (has_ci(t, "INT"))
+        return "bigint";
+    if (has_ci(t, "CHAR") || has_ci(t, "CLOB") || has_ci(t, "TEXT"))
+        return "text";
+    if (has_ci(t, "BLOB"))
+        return "bytea";
+    if (!*t)
+        return "text";
+    if (has_ci(t, "REAL") || has_ci(t, "FLOA") || has_ci(t, "DOUB"))
+        return "double precision";
+    if (is_type(t, "BOOL") || is_type(t, "BOOLEAN"))
+        return "boolean";
+    if (is_type(t, "NUMERIC") || is_type(t, "DECIMAL"))
+        return "numeric";
+    return "text";
+}
+
+static int create_sql(const struct ferry_applier *a, const struct ferry_table_info *ti,
+                      struct ferry_buf *b)
 {
     size_t npk = ferry_table_npk(ti);
     int rc = ferry_buf_adds(b, "CREATE TABLE ");
@@ -61,11 +190,13 @@ static int create_sql(const struct ferry_table_info *ti, struct ferry_buf *b)
     if (!rc)
         rc = ferry_buf_adds(b, " (");
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
+        const char *type = target_type(a->pg, a->src_pg, a->src_known, ti->cols[i].type);
+
         rc = ferry_buf_adds(b, i ? ", " : "");
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->cols[i].name);
-        if (!rc && ti->cols[i].type && *ti->cols[i].type)
-            rc = ferry_buf_addf(b, " %s", ti->cols[i].type);
+        if (!rc && *type)
+            rc = ferry_buf_addf(b, " %s", type);
         if (!rc && ti->cols[i].notnull)
             rc = ferry_buf_adds(b, " NOT NULL");
     }
@@ -100,9 +231,12 @@ static int create_sql(const struct ferry_table_info *ti, struct ferry_buf *b)
         }
         if (!rc)
             rc = ferry_buf_adds(b, fk->cascade ? ") ON DELETE CASCADE" : ")");
+        /* checked at each batch's commit, as SQLite's are checked after the copy */
+        if (!rc && a->pg)
+            rc = ferry_buf_adds(b, " DEFERRABLE INITIALLY DEFERRED");
     }
     if (!rc)
-        rc = ferry_buf_adds(b, ti->without_rowid ? ") WITHOUT ROWID" : ")");
+        rc = ferry_buf_adds(b, ti->without_rowid && !a->pg ? ") WITHOUT ROWID" : ")");
     return rc;
 }
 
@@ -150,7 +284,12 @@ void ferry_applier_close(struct ferry_applier *a)
             ferry_stmt_free(a->st[t].upsert);
             ferry_stmt_free(a->st[t].del);
             ferry_stmt_free(a->st[t].exists);
+            ferry_stmt_free(a->st[t].clash);
+            ferry_stmt_free(a->st[t].merge);
             free(a->st[t].colmap);
+            for (size_t i = 0; i < a->st[t].nseqs; i++)
+                free(a->st[t].seqs[i].seq);
+            free(a->st[t].seqs);
         }
     free(a->st);
     free(a->present);
@@ -167,6 +306,114 @@ int ferry_applier_has_table(struct ferry_applier *a, const char *table)
     return t >= 0 && a->present[t];
 }
 
+/*
+ * "<table>" as regclass and pg_get_serial_sequence read a name: quoted,
+ * so its case is kept. Into b (reset first).
+ */
+static int quoted_name(struct ferry_buf *b, const char *table)
+{
+    ferry_buf_reset(b);
+    return ferry_buf_add_ident(b, table);
+}
+
+/* The sequences (serial, identity; ascending) that feed columns of table t. */
+static int find_sequences(struct ferry_applier *a, size_t t, struct ferry_error *err)
+{
+    static const char sql[] =
+        "SELECT a.attname, pg_catalog.pg_get_serial_sequence(?, a.attname)"
+        " FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_sequence q"
+        "  ON q.seqrelid = pg_catalog.pg_get_serial_sequence(?, a.attname)::regclass"
+        " WHERE a.attrelid = CAST(? AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
+        " AND q.seqincrement > 0 ORDER BY a.attnum";
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct table_stmts *ts = &a->st[t];
+    struct ferry_stmt *st = NULL;
+    struct ferry_buf name;
+    struct ferry_value v;
+    int row = 0;
+    int rc;
+
+    ferry_buf_init(&name, 1024);
+    rc = quoted_name(&name, ti->name);
+    if (rc) {
+        rc = ferry_error_set(err, rc, "table name too long");
+        goto out;
+    }
+    v = ferry_value_text(name.data, name.len);
+    rc = ferry_db_prepare(a->db, sql, &st, err);
+    for (int i = 1; i <= 3 && !rc; i++)
+        rc = ferry_stmt_bind(st, i, &v, err);
+    while (!rc) {
+        struct ferry_value col, seq;
+        struct seq_col *grown;
+        char cname[512];
+        int c;
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        ferry_stmt_column(st, 0, &col);
+        ferry_stmt_column(st, 1, &seq);
+        snprintf(cname, sizeof(cname), "%.*s", (int)col.u.s.n, col.u.s.p);
+        c = ferry_table_colidx(ti, cname);
+        if (c < 0 || seq.type != FERRY_TEXT)
+            continue;
+        grown = realloc(ts->seqs, (ts->nseqs + 1) * sizeof(*grown));
+        if (!grown) {
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+            break;
+        }
+        ts->seqs = grown;
+        ts->seqs[ts->nseqs].col = c;
+        ts->seqs[ts->nseqs].last = INT64_MIN;
+        ts->seqs[ts->nseqs].batch = INT64_MIN;
+        ts->seqs[ts->nseqs].seq = malloc(seq.u.s.n + 1);
+        if (!ts->seqs[ts->nseqs].seq) {
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(ts->seqs[ts->nseqs].seq, seq.u.s.p, seq.u.s.n);
+        ts->seqs[ts->nseqs].seq[seq.u.s.n] = '\0';
+        ts->nseqs++;
+    }
+out:
+    ferry_stmt_free(st);
+    ferry_buf_release(&name);
+    return rc;
+}
+
+/*
+ * PostgreSQL session of the applier. session_replication_role = replica is
+ * what logical replication's apply workers run with: foreign-key triggers
+ * (and the application's ordinary triggers) do not fire for ferry's writes,
+ * so a child that arrives before its parent (a copy while the source keeps
+ * writing, a current image that references a newer row) does not fail the
+ * batch, as on SQLite with foreign_keys off; ferry_applier_fk_check() counts
+ * what is left. It needs a superuser or (PostgreSQL 15) GRANT SET ON
+ * PARAMETER session_replication_role; without it the foreign keys stay
+ * enforced, at each batch's commit for the tables ferry creates
+ * (DEFERRABLE INITIALLY DEFERRED).
+ */
+static int pg_setup(struct ferry_applier *a, struct ferry_error *err)
+{
+    struct ferry_error e2;
+    int rc;
+
+    if (ferry_db_exec(a->db, "SET session_replication_role = replica", &e2) == 0)
+        a->replica = 1;
+    else
+        log_info("target: foreign keys stay enforced during the sync (%s); a child copied "
+                 "before its parent then fails its batch until the parent is there",
+                 e2.msg);
+    for (size_t t = 0; t < a->scope->ntables; t++) {
+        rc = find_sequences(a, t, err);
+        if (rc)
+            return ferry_error_prefix(err, "sequences of %s", a->scope->tables[t].info.name);
+    }
+    return FERRY_OK;
+}
+
 int ferry_applier_open(const char *url, const struct ferry_manifest *m, const char *tenant,
                        int dry_run, struct ferry_applier **out, struct ferry_error *err)
 {
@@ -180,6 +427,9 @@ int ferry_applier_open(const char *url, const struct ferry_manifest *m, const ch
     if (!a)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     a->dry_run = dry_run;
+    a->pg = strncmp(url, "postgres", 8) == 0;
+    a->src_known = m->engine != NULL;
+    a->src_pg = m->engine && strcmp(m->engine, "postgresql") == 0;
     a->tenant_str = strdup(tenant);
     copy = calloc(m->ntables ? m->ntables : 1, sizeof(*copy));
     if (!a->tenant_str || !copy) {
@@ -189,7 +439,8 @@ int ferry_applier_open(const char *url, const struct ferry_manifest *m, const ch
     }
     for (size_t i = 0; i < m->ntables; i++) {
         for (size_t c = 0; c < m->tables[i].ncols; c++)
-            if (m->tables[i].cols[c].type && !safe_type(m->tables[i].cols[c].type)) {
+            if (!safe_type(
+                    target_type(a->pg, a->src_pg, a->src_known, m->tables[i].cols[c].type))) {
                 ferry_tables_free(copy, i);
                 rc = ferry_error_set(err, FERRY_EPROTO,
                                      "manifest: column %s.%s has a type ferry will not put in "
@@ -254,7 +505,7 @@ int ferry_applier_open(const char *url, const struct ferry_manifest *m, const ch
         if (dry_run)
             continue;
         ferry_buf_reset(&sql);
-        if (create_sql(ti, &sql)) {
+        if (create_sql(a, ti, &sql)) {
             rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build DDL for %s", ti->name);
             break;
         }
@@ -270,6 +521,8 @@ int ferry_applier_open(const char *url, const struct ferry_manifest *m, const ch
         else
             rc = ferry_db_commit(a->db, err);
     }
+    if (!rc && a->pg && !dry_run)
+        rc = pg_setup(a, err);
     if (rc)
         goto fail;
     ferry_buf_release(&sql);
@@ -281,6 +534,197 @@ fail:
     return rc;
 }
 
+/* ---- PostgreSQL upserts through a staging table ---- */
+
+/* "_ferry_s_<table>": a temporary table, so in the session's own schema. */
+static int add_stage_name(struct ferry_buf *b, const char *table)
+{
+    struct ferry_buf n;
+    int rc;
+
+    ferry_buf_init(&n, 1024);
+    rc = ferry_buf_addf(&n, "_ferry_s_%s", table);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, n.data);
+    ferry_buf_release(&n);
+    return rc;
+}
+
+static void forget_stage(struct table_stmts *ts)
+{
+    ferry_stmt_free(ts->clash);
+    ferry_stmt_free(ts->merge);
+    ts->clash = NULL;
+    ts->merge = NULL;
+    ts->staged = 0;
+    ts->stage_dirty = 0;
+}
+
+static int pg_drop_stage(struct ferry_applier *a, size_t t, struct ferry_error *err)
+{
+    struct ferry_buf sql;
+    int rc;
+
+    forget_stage(&a->st[t]);
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "DROP TABLE IF EXISTS pg_temp.");
+    if (!rc)
+        rc = add_stage_name(&sql, a->scope->tables[t].info.name);
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+    else
+        rc = ferry_db_exec(a->db, sql.data, err);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+/* "c1", "c2", ... of the set, each prefixed with ctx */
+static int add_set_cols(struct ferry_buf *b, const struct ferry_set *set, const char *ctx)
+{
+    int rc = FERRY_OK;
+
+    for (size_t i = 0; i < set->ncols && !rc; i++) {
+        rc = ferry_buf_adds(b, i ? ", " : "");
+        if (!rc)
+            rc = ferry_buf_adds(b, ctx);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, set->cols[i]);
+    }
+    return rc;
+}
+
+/*
+ * The staging table for the set's columns (created within the batch's
+ * transaction: a rollback takes it away, see forget_stage) and its two
+ * statements.
+ */
+static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                            struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct table_stmts *ts = &a->st[t];
+    size_t npk = ferry_table_npk(ti);
+    struct ferry_buf sql, owner, stage;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    ferry_buf_init(&owner, SQL_MAX);
+    ferry_buf_init(&stage, 1024);
+    rc = add_stage_name(&stage, ti->name);
+    if (!rc)
+        rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
+    /* the target's own column types, no constraints; emptied at each commit */
+    /* one left by an earlier batch whose rollback did not take it away */
+    if (!rc)
+        rc = ferry_buf_addf(&sql, "DROP TABLE IF EXISTS pg_temp.%s;\n", stage.data);
+    if (!rc)
+        rc = ferry_buf_addf(&sql, "CREATE TEMP TABLE %s ON COMMIT DELETE ROWS AS SELECT ",
+                            stage.data);
+    if (!rc)
+        rc = add_set_cols(&sql, set, "");
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WITH NO DATA");
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot build the staging table of %s", ti->name);
+        goto out;
+    }
+    rc = ferry_db_exec(a->db, sql.data, err);
+    if (rc)
+        goto out;
+    ts->staged = 1;
+    ts->upsert_ncols = set->ncols;
+
+    /* clash: a staged key whose target row belongs to another tenant */
+    ferry_buf_reset(&sql);
+    rc = ferry_buf_adds(&sql, "SELECT ");
+    if (!rc)
+        rc = ferry_scope_keylist(a->scope, t, "\"_s\".", &sql);
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " FROM %s AS \"_s\" JOIN ", stage.data);
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_o\" ON ");
+    for (size_t k = 0; k < npk && !rc; k++) {
+        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        rc = ferry_buf_adds(&sql, k ? " AND \"_o\"." : "\"_o\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, col);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, " = \"_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, col);
+    }
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " WHERE %s IS NOT NULL AND %s <> ? LIMIT 1", owner.data,
+                            owner.data);
+    if (!rc) {
+        rc = ferry_db_prepare(a->db, sql.data, &ts->clash, err);
+    } else {
+        rc = ferry_error_set(err, rc, "cannot build the clash check of %s", ti->name);
+        goto out;
+    }
+    if (rc)
+        goto out;
+
+    /*
+     * merge: the text forms of the rows compare exactly where "=" does not
+     * (-0 and 0, json, which has no "=" at all), so a row is rewritten only
+     * when some value really changed
+     */
+    ferry_buf_reset(&sql);
+    rc = ferry_buf_adds(&sql, "INSERT INTO ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_o\" (");
+    if (!rc)
+        rc = add_set_cols(&sql, set, "");
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ") SELECT ");
+    if (!rc)
+        rc = add_set_cols(&sql, set, "");
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " FROM %s ON CONFLICT (", stage.data);
+    if (!rc)
+        rc = ferry_scope_keylist(a->scope, t, "", &sql);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ") DO UPDATE SET ");
+    for (size_t i = 0; i < set->ncols && !rc; i++) {
+        rc = ferry_buf_adds(&sql, i ? ", " : "");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, set->cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, " = excluded.");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, set->cols[i]);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WHERE ROW(");
+    if (!rc)
+        rc = add_set_cols(&sql, set, "\"_o\".");
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ")::text IS DISTINCT FROM ROW(");
+    if (!rc)
+        rc = add_set_cols(&sql, set, "excluded.");
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ")::text");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the upsert of %s", ti->name);
+    else
+        rc = ferry_db_prepare(a->db, sql.data, &ts->merge, err);
+out:
+    ferry_buf_release(&sql);
+    ferry_buf_release(&owner);
+    ferry_buf_release(&stage);
+    return rc;
+}
+
 static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_set *set,
                           struct ferry_error *err)
 {
@@ -289,7 +733,7 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     struct ferry_buf sql, owner;
     int rc = FERRY_OK;
 
-    if (ts->upsert && ts->upsert_ncols == set->ncols) {
+    if ((ts->upsert || ts->staged) && ts->upsert_ncols == set->ncols) {
         int same = 1;
 
         for (size_t i = 0; i < set->ncols && same; i++)
@@ -299,6 +743,11 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     }
     ferry_stmt_free(ts->upsert);
     ts->upsert = NULL;
+    if (ts->staged) {
+        rc = pg_drop_stage(a, t, err);
+        if (rc)
+            return rc;
+    }
     free(ts->colmap);
     ts->colmap = calloc(set->ncols ? set->ncols : 1, sizeof(int));
     if (!ts->colmap)
@@ -318,9 +767,11 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
         for (size_t i = 0; i < set->ncols; i++)
             found |= strcmp(set->cols[i], kc) == 0;
         if (!found)
-            return ferry_error_set(err, FERRY_EPROTO, "batch for %s lacks key column %s",
-                                   ti->name, kc);
+            return ferry_error_set(err, FERRY_EPROTO, "batch for %s lacks key column %s", ti->name,
+                                   kc);
     }
+    if (a->pg)
+        return pg_prepare_stage(a, t, set, err);
     ferry_buf_init(&sql, SQL_MAX);
     ferry_buf_init(&owner, SQL_MAX);
     rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
@@ -463,6 +914,142 @@ static int clash(struct ferry_applier *a, size_t t, const struct ferry_set *set,
                            ti->name, key, a->tenant_str);
 }
 
+/* Prefix err with the table and the row's key: "applying posts (id=5): ..." */
+static int row_error(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                     const struct ferry_value *row, struct ferry_error *err)
+{
+    char key[200];
+
+    describe_key(&a->scope->tables[t].info, set->cols, row, set->ncols, key, sizeof(key));
+    return ferry_error_prefix(err, "applying %s (%s)", set->table, key);
+}
+
+/* COPY the set's rows into table (the target itself, or its staging table). */
+static int pg_copy_set(struct ferry_applier *a, size_t t, const char *table,
+                       const struct ferry_set *set, struct ferry_error *err)
+{
+    int rc = ferry_db_copy_begin(a->db, table, set->cols, set->ncols, err);
+
+    for (size_t r = 0; r < set->nrows && !rc; r++) {
+        rc = ferry_db_copy_row(a->db, &set->vals[r * set->ncols], err);
+        if (rc)
+            return row_error(a, t, set, &set->vals[r * set->ncols], err);
+    }
+    if (!rc)
+        rc = ferry_db_copy_end(a->db, NULL, err);
+    if (rc)
+        ferry_error_prefix(err, "applying %s", set->table);
+    return rc;
+}
+
+/* Largest value of each sequence-fed column in the set (see pg_move_sequences). */
+static void note_sequences(struct ferry_applier *a, size_t t, const struct ferry_set *set)
+{
+    struct table_stmts *ts = &a->st[t];
+
+    for (size_t q = 0; q < ts->nseqs; q++) {
+        struct seq_col *sc = &ts->seqs[q];
+
+        for (size_t i = 0; i < set->ncols; i++) {
+            if (ts->colmap[i] != sc->col)
+                continue;
+            for (size_t r = 0; r < set->nrows; r++) {
+                const struct ferry_value *v = &set->vals[r * set->ncols + i];
+
+                if (v->type == FERRY_INT && v->u.i > sc->batch)
+                    sc->batch = v->u.i;
+            }
+        }
+    }
+}
+
+static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                            int snapshot, struct ferry_apply_counts *c, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct table_stmts *ts = &a->st[t];
+    struct ferry_buf stage;
+    int has = 0;
+    int rc;
+
+    rc = prepare_upsert(a, t, set, err);
+    if (rc)
+        return rc;
+    if (set->nrows == 0)
+        return FERRY_OK;
+    if (snapshot && !ts->no_direct) {
+        struct ferry_error e2;
+
+        rc = ferry_db_exec(a->db, "SAVEPOINT ferry_direct", err);
+        if (rc)
+            return rc;
+        if (pg_copy_set(a, t, ti->name, set, &e2) == 0) {
+            rc = ferry_db_exec(a->db, "RELEASE SAVEPOINT ferry_direct", err);
+            if (!rc) {
+                note_sequences(a, t, set);
+                c->upserted += (int64_t)set->nrows;
+            }
+            return rc;
+        }
+        /* a key already there (a resumed copy), or a bad row: staging decides */
+        log_debug("direct copy into %s failed (%s); staging from now on", ti->name, e2.msg);
+        ts->no_direct = 1;
+        rc = ferry_db_exec(a->db, "ROLLBACK TO SAVEPOINT ferry_direct", err);
+        if (rc)
+            return rc;
+    }
+    ferry_buf_init(&stage, 1024);
+    if (ts->stage_dirty) {
+        rc = ferry_buf_adds(&stage, "TRUNCATE ");
+        if (!rc)
+            rc = add_stage_name(&stage, ti->name);
+        if (!rc)
+            rc = ferry_db_exec(a->db, stage.data, err);
+        ferry_buf_reset(&stage);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&stage, "_ferry_s_");
+    if (!rc)
+        rc = ferry_buf_adds(&stage, ti->name);
+    ts->stage_dirty = 1;
+    if (!rc)
+        rc = pg_copy_set(a, t, stage.data, set, err);
+    ferry_buf_release(&stage);
+    if (rc)
+        return rc;
+    ferry_stmt_reset(ts->clash);
+    rc = ferry_stmt_bind(ts->clash, 1, &a->tenant, err);
+    if (!rc)
+        rc = ferry_stmt_step(ts->clash, &has, err);
+    if (!rc && has) {
+        struct ferry_value key[FERRY_MAX_KEY_COLS];
+        const char *names[FERRY_MAX_KEY_COLS];
+        char desc[200];
+        size_t npk = ferry_table_npk(ti);
+
+        for (size_t k = 0; k < npk; k++) {
+            names[k] = ti->cols[ferry_table_pkcol(ti, k)].name;
+            ferry_stmt_column(ts->clash, (int)k, &key[k]);
+        }
+        describe_key(ti, names, key, npk, desc, sizeof(desc));
+        return ferry_error_set(err, FERRY_ECLASH,
+                               "target row %s (%s) belongs to another tenant than %s; nothing of "
+                               "this batch was committed: resolve the clash on the target and "
+                               "rerun",
+                               ti->name, desc, a->tenant_str);
+    }
+    ferry_stmt_reset(ts->clash);
+    if (!rc) {
+        ferry_stmt_reset(ts->merge);
+        rc = ferry_stmt_step(ts->merge, &has, err);
+    }
+    if (rc)
+        return ferry_error_prefix(err, "applying %s", set->table);
+    note_sequences(a, t, set);
+    c->upserted += (int64_t)set->nrows;
+    return FERRY_OK;
+}
+
 static int apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_set *set,
                          struct ferry_apply_counts *c, struct ferry_error *err)
 {
@@ -474,8 +1061,13 @@ static int apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_s
         int has = 0;
 
         ferry_stmt_reset(ts->upsert);
-        for (size_t i = 0; i < set->ncols && !rc; i++)
+        for (size_t i = 0; i < set->ncols && !rc; i++) {
             rc = ferry_stmt_bind(ts->upsert, (int)i + 1, &row[i], err);
+            if (rc) {
+                ferry_error_prefix(err, "column %s", set->cols[i]);
+                return row_error(a, t, set, row, err);
+            }
+        }
         if (!rc)
             rc = ferry_stmt_bind(ts->upsert, (int)set->ncols + 1, &a->tenant, err);
         if (!rc)
@@ -500,8 +1092,9 @@ static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_s
     int rc;
 
     if (set->ncols != npk)
-        return ferry_error_set(err, FERRY_EPROTO, "delete set for %s has %zu key values, key has %zu",
-                               ti->name, set->ncols, npk);
+        return ferry_error_set(err, FERRY_EPROTO,
+                               "delete set for %s has %zu key values, key has %zu", ti->name,
+                               set->ncols, npk);
     for (size_t k = 0; k < npk; k++)
         if (strcmp(set->cols[k], ti->cols[ferry_table_pkcol(ti, k)].name) != 0)
             return ferry_error_set(err, FERRY_EPROTO, "delete set for %s: key column %zu is %s",
@@ -536,6 +1129,52 @@ static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_s
     return rc;
 }
 
+/*
+ * Move each sequence that feeds a column past the largest value the batch
+ * wrote there (never backwards), so that the application on the target can
+ * keep inserting without a key collision. setval is not transactional: a
+ * batch rolled back afterwards leaves a gap, which sequences allow.
+ */
+static int pg_move_sequences(struct ferry_applier *a, struct ferry_error *err)
+{
+    static const char sql[] = "SELECT pg_catalog.setval(CAST(? AS regclass), ?) WHERE ? > "
+                              "COALESCE(pg_catalog.pg_sequence_last_value(CAST(? AS regclass)), 0)";
+    int rc = FERRY_OK;
+
+    for (size_t t = 0; t < a->scope->ntables && !rc; t++) {
+        for (size_t q = 0; q < a->st[t].nseqs && !rc; q++) {
+            struct seq_col *sc = &a->st[t].seqs[q];
+            struct ferry_value args[4];
+            int64_t ignored;
+
+            if (sc->batch == INT64_MIN || sc->batch <= sc->last)
+                continue;
+            args[0] = ferry_value_text(sc->seq, strlen(sc->seq));
+            args[1] = ferry_value_int(sc->batch);
+            args[2] = args[1];
+            args[3] = args[0];
+            rc = ferry_db_query_int(a->db, sql, args, 4, &ignored, err);
+            if (rc)
+                ferry_error_prefix(err, "moving sequence %s", sc->seq);
+            else
+                sc->last = sc->batch;
+        }
+    }
+    return rc;
+}
+
+/* After a rollback: staging tables created in it are gone, batch maxima are void. */
+static void pg_after_rollback(struct ferry_applier *a)
+{
+    for (size_t t = 0; t < a->scope->ntables; t++) {
+        struct table_stmts *ts = &a->st[t];
+
+        forget_stage(ts);
+        for (size_t q = 0; q < ts->nseqs; q++)
+            ts->seqs[q].batch = INT64_MIN;
+    }
+}
+
 int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
                         struct ferry_apply_counts *counts, struct ferry_error *err)
 {
@@ -547,6 +1186,9 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
     rc = ferry_db_begin(a->db, err);
     if (rc)
         return rc;
+    if (a->pg)
+        for (size_t t = 0; t < a->scope->ntables; t++)
+            a->st[t].stage_dirty = 0; /* ON COMMIT DELETE ROWS emptied them */
     for (size_t i = 0; i < b->nsets && !rc; i++) {
         const struct ferry_set *set = &b->sets[i];
         int t = ferry_scope_find(a->scope, set->table);
@@ -557,20 +1199,77 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
                                  set->table);
             break;
         }
-        if (set->op == FERRY_OP_UPSERT)
+        if (set->op == FERRY_OP_UPSERT && a->pg)
+            rc = pg_apply_upserts(a, (size_t)t, set, b->kind == FERRY_KIND_SNAPSHOT, &c, err);
+        else if (set->op == FERRY_OP_UPSERT)
             rc = apply_upserts(a, (size_t)t, set, &c, err);
         else
             rc = apply_deletes(a, (size_t)t, set, &c, err);
     }
+    if (!rc && a->pg)
+        rc = pg_move_sequences(a, err);
+    if (!rc)
+        rc = ferry_db_commit(a->db, err);
     if (rc) {
         ferry_db_rollback(a->db);
+        if (a->pg)
+            pg_after_rollback(a);
         return rc;
     }
-    rc = ferry_db_commit(a->db, err);
     if (!rc && counts) {
         counts->upserted += c.upserted;
         counts->deleted += c.deleted;
     }
+    return rc;
+}
+
+/*
+ * Rows of child table t whose foreign key fk (every column set, MATCH
+ * SIMPLE) finds no parent row: what PostgreSQL would have refused, had the
+ * replica role not turned its checks off for ferry's writes.
+ */
+static int pg_fk_violations(struct ferry_applier *a, size_t t, const struct ferry_fkey *fk,
+                            int64_t *n, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct ferry_buf sql;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_c\" WHERE ");
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_adds(&sql, i ? " AND \"_c\"." : "\"_c\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, fk->cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, " IS NOT NULL");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AND NOT EXISTS (SELECT 1 FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, fk->parent);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_p\" WHERE ");
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_adds(&sql, i ? " AND \"_p\"." : "\"_p\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, fk->pcols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, " = \"_c\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, fk->cols[i]);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ")");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the foreign key check of %s", ti->name);
+    else
+        rc = ferry_db_query_int(a->db, sql.data, NULL, 0, n, err);
+    ferry_buf_release(&sql);
     return rc;
 }
 
@@ -579,6 +1278,22 @@ int ferry_applier_fk_check(struct ferry_applier *a, int64_t *violations, struct 
     *violations = 0;
     if (!a->db)
         return FERRY_OK;
+    if (a->pg) {
+        /* without the replica role PostgreSQL checked every row at commit */
+        for (size_t t = 0; t < a->scope->ntables && a->replica; t++) {
+            const struct ferry_table_info *ti = &a->scope->tables[t].info;
+
+            for (size_t f = 0; f < ti->nfks; f++) {
+                int64_t n = 0;
+                int rc = pg_fk_violations(a, t, &ti->fks[f], &n, err);
+
+                if (rc)
+                    return rc;
+                *violations += n;
+            }
+        }
+        return FERRY_OK;
+    }
     for (size_t t = 0; t < a->scope->ntables; t++) {
         int64_t n = 0;
         int rc = ferry_db_fk_check(a->db, a->scope->tables[t].info.name, &n, err);

@@ -487,8 +487,21 @@ static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti
         rc = ferry_buf_adds(b, " FOR EACH ROW EXECUTE FUNCTION ");
     if (!rc)
         rc = add_trigger_name(b, kind, ti->name);
+    /*
+     * ALWAYS: also under session_replication_role = replica, which ferry's
+     * own applier (and logical replication) use when this database is also
+     * a target: its writes must reach this log too.
+     */
     if (!rc)
-        rc = ferry_buf_adds(b, "();\n");
+        rc = ferry_buf_adds(b, "();\nALTER TABLE ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " ENABLE ALWAYS TRIGGER ");
+    if (!rc)
+        rc = add_trigger_name(b, kind, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
     return rc;
 }
 

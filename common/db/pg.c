@@ -1530,12 +1530,58 @@ out:
 
 static const char hexdigits[] = "0123456789abcdef";
 
-/* Append n bytes of p as a COPY text field: backslash escapes, no NUL. */
+/*
+ * 1 when p[0..n) is well-formed UTF-8 (no overlongs, no surrogates, nothing
+ * above U+10FFFF): what a UTF8 database accepts, checked here so that the
+ * error can name the column instead of a line of the COPY stream.
+ */
+static int valid_utf8(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = p[i];
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF)
+            len = 3;
+        else if (c >= 0xF0 && c <= 0xF4)
+            len = 4;
+        else
+            return 0;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+        else if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+        if (n - i < len || p[i + 1] < lo || p[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k < len; k++)
+            if (p[i + k] < 0x80 || p[i + k] > 0xBF)
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* Append n bytes of p as a COPY text field: backslash escapes, no NUL, UTF-8. */
 static int copy_text(struct ferry_buf *b, const char *p, size_t n)
 {
     size_t start = 0;
     int rc = 0;
 
+    if (!valid_utf8((const unsigned char *)p, n))
+        return FERRY_EDATA;
     for (size_t i = 0; i < n && !rc; i++) {
         const char *esc = NULL;
 
@@ -1654,7 +1700,12 @@ static int pg_copy_row(struct ferry_db *db, const struct ferry_value *vals, stru
         const char *col = c->cols[i < c->n ? i : c->n - 1];
 
         c->out.len = mark;
-        if (rc == FERRY_EDATA && vals[i].type == FERRY_TEXT)
+        if (rc == FERRY_EDATA && !memchr(vals[i].u.s.p, '\0', vals[i].u.s.n))
+            ferry_error_set(err, rc,
+                            "column %s: %s value is not valid UTF-8, which PostgreSQL text cannot "
+                            "hold",
+                            col, vals[i].type == FERRY_TEXT ? "text" : "blob");
+        else if (rc == FERRY_EDATA && vals[i].type == FERRY_TEXT)
             ferry_error_set(err, rc,
                             "column %s: text value contains a NUL byte, which PostgreSQL text "
                             "cannot hold",

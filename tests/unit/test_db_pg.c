@@ -1085,6 +1085,19 @@ static void test_copy(struct ferry_db *db)
     ASSERT(strstr(err.msg, "column t") != NULL);
     ASSERT(strstr(err.msg, "NUL") != NULL);
     ferry_db_rollback(db);
+    /* invalid UTF-8 (a lone continuation byte, a surrogate): refused by name too */
+    exec_ok(db, "BEGIN");
+    ASSERT_EQ(ferry_db_copy_begin(db, "Copy Me", cols, 6, &err), 0);
+    row[1] = ferry_value_text("ok \xe2\x9c\x93 \x80", 8);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), FERRY_EDATA);
+    ASSERT(strstr(err.msg, "column t") != NULL);
+    ASSERT(strstr(err.msg, "UTF-8") != NULL);
+    ferry_db_rollback(db);
+    exec_ok(db, "BEGIN");
+    ASSERT_EQ(ferry_db_copy_begin(db, "Copy Me", cols, 6, &err), 0);
+    row[1] = ferry_value_text("\xed\xa0\x80", 3);
+    ASSERT_EQ(ferry_db_copy_row(db, row, &err), FERRY_EDATA);
+    ferry_db_rollback(db);
     ASSERT_EQ(psql_int("SELECT count(*) FROM \"Copy Me\""), 2003);
 
     /* a value the column type rejects: the server's error at the end, then rollback */
