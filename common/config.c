@@ -83,6 +83,8 @@ static const struct key {
     {SEC_TARGET, "state", K_STRING, offsetof(struct ferry_config, target.state)},
     {SEC_TARGET, "tenant", K_STRING, offsetof(struct ferry_config, target.tenant)},
     {SEC_TARGET, "identity", K_STRING, offsetof(struct ferry_config, target.identity)},
+    {SEC_SOURCE, "schema", K_STRING, offsetof(struct ferry_config, source.schema)},
+    {SEC_TARGET, "schema", K_STRING, offsetof(struct ferry_config, target.schema)},
     {SEC_SCOPE, "root", K_STRING, offsetof(struct ferry_config, scope.root)},
     {SEC_SCOPE, "exclude", K_EXCLUDE, 0},
     {SEC_TABLE, "scope", K_TABLE_SCOPE, 0},
@@ -507,6 +509,61 @@ static int split_exclude(struct parse *ps)
     return 0;
 }
 
+/*
+ * schema = NAME for a PostgreSQL database: the URL gains libpq's
+ * options=-c search_path="NAME", so every connection of every command
+ * resolves the application's tables (and creates ferry's) in that schema.
+ */
+static int apply_schema(const struct ferry_config *cfg, char **url, const char *schema,
+                        const char *sec, struct ferry_error *err)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n, at;
+    char *out;
+
+    if (!schema || !*url)
+        return 0;
+    if (strncmp(*url, "postgresql://", 13) != 0 && strncmp(*url, "postgres://", 11) != 0)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "config %s: [%s] schema applies to a postgresql:// database only",
+                               cfg->path, sec);
+    if (strstr(*url, "options="))
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "config %s: [%s] schema and an options= parameter in the database "
+                               "URL: set search_path in one place",
+                               cfg->path, sec);
+    n = strlen(schema);
+    if (n > 63)
+        return ferry_error_set(err, FERRY_ECONFIG, "config %s: [%s] schema is over 63 bytes",
+                               cfg->path, sec);
+    for (size_t i = 0; i < n; i++) {
+        char c = schema[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_'))
+            return ferry_error_set(err, FERRY_ECONFIG,
+                                   "config %s: [%s] schema '%s': letters, digits and _ only",
+                                   cfg->path, sec, schema);
+    }
+    at = strlen(*url);
+    out = malloc(at + 64 + 3 * n);
+    if (!out)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the configuration");
+    memcpy(out, *url, at);
+    /* -c search_path="NAME", percent-encoded: quoted, so its case is kept */
+    at += (size_t)snprintf(out + at, 64, "%soptions=-c%%20search_path%%3D%%22",
+                           strchr(*url, '?') ? "&" : "?");
+    for (size_t i = 0; i < n; i++)
+        out[at++] = schema[i];
+    out[at++] = '%';
+    out[at++] = hex[0x22 >> 4];
+    out[at++] = hex[0x22 & 15];
+    out[at] = '\0';
+    free(*url);
+    *url = out;
+    return 0;
+}
+
 int ferry_config_load(const char *path, struct ferry_config *cfg, struct ferry_error *err)
 {
     struct parse ps;
@@ -548,6 +605,10 @@ int ferry_config_load(const char *path, struct ferry_config *cfg, struct ferry_e
     }
     if (ps.exclude)
         rc = split_exclude(&ps);
+    if (!rc)
+        rc = apply_schema(cfg, &cfg->source.database, cfg->source.schema, "source", err);
+    if (!rc)
+        rc = apply_schema(cfg, &cfg->target.database, cfg->target.schema, "target", err);
 out:
     fclose(ps.f);
     free(ps.exclude);
@@ -572,6 +633,8 @@ void ferry_config_release(struct ferry_config *cfg)
     free(cfg->target.state);
     free(cfg->target.tenant);
     free(cfg->target.identity);
+    free(cfg->source.schema);
+    free(cfg->target.schema);
     free(cfg->scope.root);
     for (size_t i = 0; i < cfg->scope.nexclude; i++)
         free(cfg->scope.exclude[i]);

@@ -16,6 +16,8 @@
  *   url = http://HOST:PORT       ; on ferry-dst: where the source listens
  *   public_key = FILE            ; on ferry-dst: the pinned source key
  *   ca = FILE                    ; on ferry-dst: CA or pinned certificate
+ *   schema = app                 ; PostgreSQL: the schema of the tables (default: the
+ *                                ; URL's search_path, usually public); also [target]
  *
  *   [target]                     ; on ferry-dst
  *   database = sqlite:///srv/target.db
@@ -65,6 +67,7 @@ struct ferry_config {
         char *url;
         char *public_key;
         char *ca;
+        char *schema; /* PostgreSQL schema, applied to database as search_path */
         long batch_rows; /* default 5000 */
     } source;
 
@@ -73,6 +76,7 @@ struct ferry_config {
         char *state;
         char *tenant;
         char *identity;
+        char *schema; /* as source.schema */
     } target;
 
     struct {
