@@ -8,14 +8,17 @@ is checked against the hand-written oracle of ferrytest.tenant_rows(), never
 against ferry's own notion of scope.
 """
 
+import atexit
 import json
 import os
 import random
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ferrytest as ft  # noqa: E402
@@ -422,6 +425,184 @@ class CutoverTest(ft.FerryTestCase):
             cp = self.cutover(expect=2)
             self.assertIn("run ferry-dst sync", cp.stderr)
         self.assertFrozen(1, frozen=False)
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL source (skipped, loudly, where no server binaries exist)
+
+PGCLUSTER = os.path.join(ft.ROOT, "scripts", "pgcluster.sh")
+_PG = {}
+
+PG_SCHEMA = """
+CREATE TABLE teams(id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE users(id bigint PRIMARY KEY, email text UNIQUE);
+CREATE TABLE channels(id bigserial PRIMARY KEY,
+    team_id bigint NOT NULL REFERENCES teams(id) ON DELETE CASCADE, name text);
+CREATE TABLE posts(id bigserial PRIMARY KEY,
+    channel_id bigint NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+    user_id bigint REFERENCES users(id), body text, score double precision);
+CREATE TABLE tags(name text PRIMARY KEY, team_ref bigint);
+CREATE TABLE audit_log(id bigserial PRIMARY KEY, team_id bigint, what text);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two'), (3, 'three');
+INSERT INTO users SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 20) g;
+INSERT INTO channels(team_id, name) SELECT 1 + g % 3, 'c' || g FROM generate_series(1, 9) g;
+INSERT INTO posts(channel_id, user_id, body, score)
+    SELECT 1 + g % 9, 1 + g % 20, 'post ' || g, g / 7.0 FROM generate_series(1, 900) g;
+INSERT INTO tags SELECT 'tag' || g, 1 + g % 3 FROM generate_series(1, 12) g;
+"""
+
+
+def pg_url(db):
+    """A fresh database db in this process's test cluster (started once)."""
+    if "dir" not in _PG:
+        d = os.path.join(ft.FERRY_TEST_TMP, "pg-cutover-%d" % os.getpid())
+        cp = subprocess.run([PGCLUSTER, "start", d], capture_output=True, text=True)
+        if cp.returncode == 77:
+            raise unittest.SkipTest("no PostgreSQL server binaries: %s" % cp.stderr.strip())
+        if cp.returncode != 0:
+            raise AssertionError("pgcluster.sh start failed: %s" % cp.stderr)
+        _PG["dir"] = d
+        atexit.register(lambda: subprocess.run([PGCLUSTER, "stop", d], capture_output=True))
+    cp = subprocess.run([PGCLUSTER, "createdb", _PG["dir"], db], capture_output=True, text=True)
+    if cp.returncode != 0:
+        raise AssertionError("pgcluster.sh createdb failed: %s" % cp.stderr)
+    return cp.stdout.strip()
+
+
+def psql(url, sql):
+    """Run sql as the application would: (ok, stdout, stderr)."""
+    cp = subprocess.run(["psql", url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                        capture_output=True, text=True, timeout=60)
+    return cp.returncode == 0, cp.stdout, cp.stderr
+
+
+class PgCutoverTest(CutoverTest):
+    """The same story with a PostgreSQL source, psql as the application."""
+
+    def make_pg_source(self, name):
+        self.src_db = pg_url(name)
+        ok, _, err = psql(self.src_db, PG_SCHEMA)
+        self.assertTrue(ok, err)
+        self.auth = True
+        self.authorized = set()
+        self.src_conf = ft.write_src_conf(
+            self.path("src.conf"), self.src_db, identity=ft.test_key("src"),
+            authorized_keys=self.path("authorized_keys"))
+        open(self.path("authorized_keys"), "a").close()
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+
+    def assertPgFrozen(self, team, frozen=True):
+        for sql in ("INSERT INTO posts(channel_id, body) SELECT min(id), 'x' FROM channels "
+                    "WHERE team_id = %d" % team,
+                    "UPDATE posts SET body = 'y' WHERE channel_id IN "
+                    "(SELECT id FROM channels WHERE team_id = %d)" % team,
+                    "DELETE FROM posts WHERE id = (SELECT min(p.id) FROM posts p JOIN channels c "
+                    "ON c.id = p.channel_id WHERE c.team_id = %d)" % team,
+                    "INSERT INTO tags VALUES ('new%d', %d)" % (team, team)):
+            ok, _, err = psql(self.src_db, "BEGIN; %s; ROLLBACK" % sql)
+            if frozen:
+                self.assertFalse(ok, "accepted in frozen team %d: %s" % (team, sql))
+                self.assertIn("tenant %d %s" % (team, FROZEN), err)
+            else:
+                self.assertTrue(ok, "refused in team %d: %s: %s" % (team, sql, err))
+
+    def pg_rows(self, sql):
+        ok, out, err = psql(self.src_db, sql)
+        self.assertTrue(ok, err)
+        return sorted(tuple(line.split("|")) for line in out.splitlines())
+
+    def test_pg_freeze_waits_for_writes_in_flight(self):
+        self.make_pg_source("freeze_%d" % os.getpid())
+        self.assertPgFrozen(1, frozen=False)
+        # A transaction of tenant 1 that began before the freeze and commits after it asked.
+        slow = subprocess.Popen(
+            ["psql", self.src_db, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+             "BEGIN; INSERT INTO posts(channel_id, body) VALUES (1, 'in flight'); "
+             "SELECT pg_sleep(1.5); COMMIT"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "1"])
+        took = time.monotonic() - t0
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        _, slow_err = slow.communicate(timeout=30)
+        self.assertEqual(slow.returncode, 0, slow_err)
+        self.assertGreater(took, 0.8, "the freeze did not wait for the transaction in flight")
+        head = int(cp.stdout.split("change log head ")[1].split(")")[0])
+        (logged,), = self.pg_rows("SELECT max(seq) FROM _ferry_changes")
+        self.assertEqual(head, int(logged), "the head left out the write in flight")
+        self.assertPgFrozen(1)
+        self.assertPgFrozen(2, frozen=False)
+        cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertPgFrozen(1, frozen=False)
+
+    def test_pg_migration_story(self):
+        self.make_pg_source("story_%d" % os.getpid())
+        log = []
+        stop = threading.Event()
+
+        def writer():
+            i = 0
+            while not stop.is_set():
+                for team in (1, 2):
+                    sql = ("INSERT INTO posts(channel_id, body) SELECT min(id), 'w%d' FROM "
+                           "channels WHERE team_id = %d" % (i, team)) if i % 2 == 0 else (
+                           "UPDATE posts SET body = 'e%d' WHERE id = (SELECT max(p.id) FROM "
+                           "posts p JOIN channels c ON c.id = p.channel_id WHERE c.team_id = %d)"
+                           % (i, team))
+                    ok, _, err = psql(self.src_db, sql)
+                    log.append((len(log), team, ok, err))
+                i += 1
+
+        th = threading.Thread(target=writer, daemon=True)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            th.start()
+            try:
+                self.sync()
+                time.sleep(0.3)
+                self.sync()
+                cp = self.cutover("--json")
+                n = len(log)
+                deadline = time.monotonic() + 10
+                while len(log) < n + 10 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                stop.set()
+                th.join(30)
+            self.assertTrue(json.loads(cp.stdout)["ok"])
+            v = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(v.returncode, 0, v.stdout + v.stderr)
+        t1 = [e for e in log if e[1] == 1]
+        refused = [e for e in t1 if not e[2]]
+        self.assertGreater(len(refused), 0)
+        for e in refused:
+            self.assertIn("tenant 1 " + FROZEN, e[3])
+        self.assertEqual([e for e in t1 if e[2] and e[0] > refused[0][0]], [])
+        self.assertEqual([e for e in log if e[1] == 2 and not e[2]], [])
+        # the oracle: the tenant's rows, read from the source with psql
+        dst = sqlite3.connect(self.dst_db)
+        try:
+            for table, cols, where in (
+                    ("posts", "p.id, p.body", "FROM posts p JOIN channels c ON c.id = p.channel_id "
+                                              "WHERE c.team_id = 1"),
+                    ("channels", "p.id, p.name", "FROM channels p WHERE p.team_id = 1"),
+                    ("tags", "p.name, p.team_ref", "FROM tags p WHERE p.team_ref = 1")):
+                want = self.pg_rows("SELECT %s %s" % (cols, where))
+                got = sorted(tuple(str(v) for v in r) for r in dst.execute(
+                    "SELECT %s FROM %s p" % (cols, table)))
+                self.assertEqual(got, want, table)
+        finally:
+            dst.close()
+
+    # the SQLite-only tests of the base class are not repeated here
+    test_freeze_refuses_writes_of_that_tenant_only = None
+    test_freeze_survives_reinstall_and_uninstall_removes_it = None
+    test_migration_story = None
+    test_source_unreachable_mid_cutover = None
+    test_failing_hook_fails_the_cutover = None
+    test_cutover_needs_a_copy = None
 
 
 if __name__ == "__main__":
