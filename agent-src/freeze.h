@@ -35,7 +35,7 @@
 #include <stdint.h>
 
 /* How long a PostgreSQL freeze waits for transactions that began before it. */
-#define FERRY_FREEZE_WAIT_SECS 60
+#define FERRY_FREEZE_WAIT_SECS 45
 
 /*
  * Create _ferry_frozen when missing and (re)create the freeze triggers for
