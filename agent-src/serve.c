@@ -274,7 +274,6 @@ static int auth_open(const struct ferry_config *cfg, struct server *sv, struct f
 {
     const char *path = cfg->path ? cfg->path : "C";
     struct ferry_hs_server_opts o;
-    size_t n;
     int rc;
 
     if (!cfg->source.identity)
@@ -295,16 +294,20 @@ static int auth_open(const struct ferry_config *cfg, struct server *sv, struct f
         rc = ferry_authkeys_open(cfg->source.authorized_keys, &sv->keys, err);
     if (!rc)
         rc = ferry_hs_server_new(sv->identity, sv->keys, &o, &sv->hs, err);
-    if (rc)
-        return rc;
-    n = ferry_authkeys_count(sv->keys);
+    return rc;
+}
+
+/* Said once the server is up, so that a failed start prints its error alone. */
+static void auth_report(const struct ferry_config *cfg, const struct server *sv)
+{
+    size_t n = ferry_authkeys_count(sv->keys);
+
     log_info("source key %s; %zu authorised target key%s", ferry_key_fingerprint(sv->identity), n,
              n == 1 ? "" : "s");
     if (n == 0)
         log_warn("no target key is authorised yet: add one with 'ferry-src keys add --config %s "
                  "--tenant ID FILE.pub'",
-                 path);
-    return FERRY_OK;
+                 cfg->path ? cfg->path : "C");
 }
 
 /* err from OpenSSL's first queued error, prefixed with what; the queue is cleared. */
@@ -1060,6 +1063,13 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
     rc = parse_listen(cfg->source.listen ? cfg->source.listen : DEFAULT_LISTEN, &la, err);
     if (rc)
         goto out;
+
+    /* Before evhttp writes to a peer that has gone: a closed socket is an error, not a kill. */
+    signal(SIGPIPE, SIG_IGN);
+
+    rc = ferry_producer_open(cfg, &sv.prod, err);
+    if (rc)
+        goto out;
     /* No unauthenticated mode: a source without keys does not start. */
     rc = auth_open(cfg, &sv, err);
     if (rc)
@@ -1069,13 +1079,6 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
         if (rc)
             goto out;
     }
-
-    /* Before evhttp writes to a peer that has gone: a closed socket is an error, not a kill. */
-    signal(SIGPIPE, SIG_IGN);
-
-    rc = ferry_producer_open(cfg, &sv.prod, err);
-    if (rc)
-        goto out;
     rc = ferry_freeze_open(cfg, &sv.freezer, err);
     if (rc)
         goto out;
@@ -1114,8 +1117,7 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
          */
         int one = 1;
 
-        setsockopt(evhttp_bound_socket_get_fd(bound), IPPROTO_TCP, TCP_NODELAY, &one,
-                   sizeof(one));
+        setsockopt(evhttp_bound_socket_get_fd(bound), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     if (sockname(evhttp_bound_socket_get_fd(bound), where, sizeof(where), &loopback) != 0) {
         rc = ferry_error_set(err, FERRY_EIO, "cannot read the listening address: %s",
@@ -1135,6 +1137,7 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
         goto out;
     }
 
+    auth_report(cfg, &sv);
     log_info("listening on %s%s", where, sv.tls ? " (https)" : "");
     if (event_base_dispatch(sv.base) < 0) {
         rc = ferry_error_set(err, FERRY_EINTERNAL, "event loop failed");

@@ -278,9 +278,10 @@ class Client:
         return self.raw("/v1/session/hello", self.hello() if msg is None else msg,
                         {"Content-Type": "application/octet-stream"})
 
-    def answer(self, challenge, bad_signature=False):
+    def answer(self, challenge, bad_signature=False, sign_key=None):
         """Check a challenge (when source_pub is known), unwrap the secret,
-        and return the proof; the session becomes current."""
+        and return the proof (signed with sign_key instead when given, or
+        with one bit of the signature flipped); the session becomes current."""
         ch = decode_challenge(challenge)
         t = dict(tenant=self.tenant, tfpr=self.fpr, sfpr=ch["fingerprint"], tnonce=self._nonce,
                  snonce=ch["nonce"], session=ch["session"], hts=self._hts,
@@ -288,7 +289,7 @@ class Client:
         if self.source_pub and not pss_verify(self.source_pub, transcript(LABEL_SOURCE, **t),
                                               ch["sig"]):
             raise AssertionError("the source's challenge signature does not verify")
-        sig = pss_sign(self.keypath, transcript(LABEL_TARGET, **t))
+        sig = pss_sign(sign_key or self.keypath, transcript(LABEL_TARGET, **t))
         if bad_signature:
             sig = bytes((sig[0] ^ 1,)) + sig[1:]
         self.challenge = ch
