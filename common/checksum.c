@@ -10,11 +10,17 @@
  *
  * Hashing is done here in C rather than in SQL so that SQLite and
  * PostgreSQL, which share no hash function, compute the very same numbers
- * from the values the adapters return.
+ * from the values the adapters return. It is the hot loop of verify: the
+ * SHA-256 implementation is fetched once and its context reused row after
+ * row (crypto.h's one-shot ferry_sha256 sets both up per call, five times
+ * the cost of the digest of a 100-byte row).
  */
 #include "checksum.h"
 
-#include "crypto.h"
+#include "keypack.h"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +29,7 @@
 /* Largest row hashed: as large as a message may be. */
 #define ROW_MAX ((size_t)64 << 20)
 
-enum { Q_COUNT, Q_ORDERED, Q_SCAN, NQ };
+enum { Q_ORDERED, Q_SCAN, NQ };
 
 struct ferry_checksum {
     struct ferry_db *db;
@@ -35,7 +41,13 @@ struct ferry_checksum {
     char **masks;       /* NULL, or one per column: NULL or the mask expression */
     /* [query kind][lo bound present + 2 * hi bound present] */
     struct ferry_stmt *st[NQ][4];
-    struct ferry_buf scratch;
+    struct ferry_rowhash *hash;
+};
+
+struct ferry_rowhash {
+    EVP_MD *md;
+    EVP_MD_CTX *ctx;
+    struct ferry_buf row;
 };
 
 void ferry_ranges_init(struct ferry_ranges *rs)
@@ -61,10 +73,46 @@ static void put_be64(unsigned char *p, uint64_t v)
     }
 }
 
-int ferry_checksum_row(const struct ferry_value *vals, size_t n, struct ferry_buf *scratch,
-                       uint64_t *out, struct ferry_error *err)
+void ferry_rowhash_free(struct ferry_rowhash *h)
 {
-    unsigned char md[FERRY_SHA256_LEN];
+    if (!h)
+        return;
+    EVP_MD_CTX_free(h->ctx);
+    EVP_MD_free(h->md);
+    ferry_buf_release(&h->row);
+    free(h);
+}
+
+int ferry_rowhash_new(size_t max_row, struct ferry_rowhash **out, struct ferry_error *err)
+{
+    struct ferry_rowhash *h = calloc(1, sizeof(*h));
+
+    *out = NULL;
+    if (!h)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    ferry_buf_init(&h->row, max_row);
+    h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    h->ctx = EVP_MD_CTX_new();
+    if (!h->md || !h->ctx) {
+        unsigned long e = ERR_get_error();
+        char detail[160];
+
+        ERR_error_string_n(e, detail, sizeof(detail));
+        ERR_clear_error();
+        ferry_rowhash_free(h);
+        return ferry_error_set(err, FERRY_EINTERNAL, "sha-256 unavailable: %s",
+                               e ? detail : "no detail");
+    }
+    *out = h;
+    return FERRY_OK;
+}
+
+int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, size_t n,
+                      uint64_t *out, struct ferry_error *err)
+{
+    struct ferry_buf *scratch = &h->row;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
     int rc = FERRY_OK;
 
     ferry_buf_reset(scratch);
@@ -101,9 +149,12 @@ int ferry_checksum_row(const struct ferry_value *vals, size_t n, struct ferry_bu
     }
     if (rc)
         return ferry_error_set(err, rc, "checksum: a row of %zu values is too large to hash", n);
-    rc = ferry_sha256(scratch->data ? scratch->data : "", scratch->len, md, err);
-    if (rc)
-        return rc;
+    if (EVP_DigestInit_ex2(h->ctx, h->md, NULL) != 1 ||
+        EVP_DigestUpdate(h->ctx, scratch->data ? scratch->data : "", scratch->len) != 1 ||
+        EVP_DigestFinal_ex(h->ctx, md, &mdlen) != 1 || mdlen < 8) {
+        ERR_clear_error();
+        return ferry_error_set(err, FERRY_EINTERNAL, "sha-256 of a row failed");
+    }
     *out = 0;
     for (int i = 0; i < 8; i++)
         *out = (*out << 8) | md[i];
@@ -117,7 +168,7 @@ void ferry_checksum_free(struct ferry_checksum *c)
     for (int q = 0; q < NQ; q++)
         for (int s = 0; s < 4; s++)
             ferry_stmt_free(c->st[q][s]);
-    ferry_buf_release(&c->scratch);
+    ferry_rowhash_free(c->hash);
     free(c->tenant_bytes);
     for (size_t i = 0; c->masks && i < c->scope->tables[c->t].info.ncols; i++)
         free(c->masks[i]);
@@ -142,7 +193,14 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
     c->t = t;
     c->npk = ferry_table_npk(&s->tables[t].info);
     c->tenant = *tenant;
-    ferry_buf_init(&c->scratch, ROW_MAX);
+    {
+        int rc = ferry_rowhash_new(ROW_MAX, &c->hash, err);
+
+        if (rc) {
+            ferry_checksum_free(c);
+            return rc;
+        }
+    }
     if (tenant->type == FERRY_TEXT || tenant->type == FERRY_BLOB) {
         c->tenant_bytes = malloc(tenant->u.s.n ? tenant->u.s.n : 1);
         if (!c->tenant_bytes) {
@@ -188,9 +246,7 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     int rc = ferry_buf_adds(b, "SELECT ");
 
-    if (!rc && q == Q_COUNT)
-        rc = ferry_buf_adds(b, "count(*)");
-    for (size_t i = 0; i < ti->ncols && !rc && q != Q_COUNT; i++) {
+    for (size_t i = 0; i < ti->ncols && !rc; i++) {
         if (i)
             rc = ferry_buf_adds(b, ", ");
         /* The mask over the row's own columns, named bare, as the producer serves it. */
@@ -287,7 +343,7 @@ static int row_of(struct ferry_checksum *c, struct ferry_stmt *st, struct ferry_
         ferry_stmt_column(st, (int)i, &vals[i]);
     for (size_t k = 0; k < c->npk; k++)
         key[k] = vals[ferry_table_pkcol(ti, k)];
-    return ferry_checksum_row(vals, ti->ncols, &c->scratch, hash, err);
+    return ferry_rowhash_row(c->hash, vals, ti->ncols, hash, err);
 }
 
 int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
@@ -350,46 +406,73 @@ int ferry_checksum_sum(struct ferry_checksum *c, const struct ferry_value *lo, s
     return rc;
 }
 
-/* Row index at which range j of k starts, for n rows: floor(j * n / k) without overflow. */
-static int64_t range_start(int64_t j, int64_t n, int64_t k)
+/*
+ * A possible range start seen during a split: row index, the count and sum
+ * of the rows before it, and its key (packed, keypack.h, in the arena).
+ */
+struct mark {
+    int64_t before; /* also its row index */
+    uint64_t sum_before;
+    size_t off, len;
+};
+
+/*
+ * Keep every other mark (rows at multiples of twice the stride), and only
+ * their keys in the arena: the marks and the arena stay within 2 * parts.
+ */
+static int decimate(struct mark *m, size_t *nm, struct ferry_buf *arena)
 {
-    return j * (n / k) + (j * (n % k)) / k;
+    struct ferry_buf kept;
+    size_t w = 0;
+    int rc = FERRY_OK;
+
+    ferry_buf_init(&kept, arena->max);
+    for (size_t i = 0; i < *nm && !rc; i += 2) {
+        size_t off = kept.len;
+
+        rc = ferry_buf_add(&kept, arena->data + m[i].off, m[i].len);
+        m[w] = m[i];
+        m[w++].off = off;
+    }
+    if (rc) {
+        ferry_buf_release(&kept);
+        return rc;
+    }
+    ferry_buf_release(arena);
+    *arena = kept;
+    *nm = w;
+    return FERRY_OK;
 }
 
+/*
+ * One ordered pass, no count: the number of rows is not known until the
+ * end, so range starts are kept as marks every `stride` rows, at most
+ * 2 * parts of them, the stride doubling (and every other mark dropped)
+ * when they fill up. At the end min(parts, marks) ranges start at evenly
+ * spaced marks; their counts and sums are differences of the running
+ * totals kept in the marks. With no more rows than 2 * parts every row is
+ * a mark, so up to `parts` rows give one range per row.
+ */
 int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
                          const struct ferry_value *hi, size_t nhi, size_t parts,
                          struct ferry_ranges *out, struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    size_t cap = 2 * parts, nm = 0, k;
     struct ferry_value *vals = NULL;
     struct ferry_stmt *st = NULL;
-    size_t *offs = NULL; /* arena offset of each TEXT/BLOB key value */
-    int64_t n = 0, k, i = 0, next = 0;
-    size_t j = 0, filled = 0;
+    struct mark *marks = NULL;
+    int64_t stride = 1, n = 0;
+    uint64_t sum = 0;
     int row = 0;
     int rc;
 
     ferry_ranges_init(out);
     if (parts < 1 || parts > FERRY_DIGEST_MAX_PARTS)
         return ferry_error_set(err, FERRY_EINTERNAL, "checksum: %zu parts", parts);
-    rc = stmt_for(c, Q_COUNT, lo, nlo, hi, nhi, &st, err);
-    if (!rc)
-        rc = ferry_stmt_step(st, &row, err);
-    if (!rc && row) {
-        struct ferry_value v;
-
-        ferry_stmt_column(st, 0, &v);
-        n = v.type == FERRY_INT ? v.u.i : 0;
-    }
-    if (st)
-        ferry_stmt_reset(st);
-    if (rc || n <= 0)
-        return rc;
-    k = n < (int64_t)parts ? n : (int64_t)parts;
-    out->r = calloc((size_t)k, sizeof(*out->r));
-    offs = calloc((size_t)k * FERRY_MAX_KEY_COLS, sizeof(*offs));
+    marks = calloc(cap, sizeof(*marks));
     vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));
-    if (!out->r || !offs || !vals) {
+    if (!marks || !vals) {
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         goto out;
     }
@@ -404,42 +487,53 @@ int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo,
         rc = row_of(c, st, vals, key, &h, err);
         if (rc)
             break;
-        /* A range starts here: keep its first key (bytes copied, the row goes at the next step). */
-        if (i == next && filled < (size_t)k) {
-            j = filled++;
-            out->r[j].nfirst = c->npk;
-            for (size_t q = 0; q < c->npk && !rc; q++) {
-                out->r[j].first[q] = key[q];
-                if (key[q].type == FERRY_TEXT || key[q].type == FERRY_BLOB) {
-                    offs[j * FERRY_MAX_KEY_COLS + q] = out->arena.len;
-                    rc = ferry_buf_add(&out->arena, key[q].u.s.p, key[q].u.s.n);
-                }
-            }
-            if (rc) {
-                rc = ferry_error_set(err, rc, "checksum: keys of %s too large", ti->name);
-                break;
-            }
-            next = filled < (size_t)k ? range_start((int64_t)filled, n, k) : INT64_MAX;
+        if (n % stride == 0 && nm == cap) {
+            rc = decimate(marks, &nm, &out->arena);
+            stride *= 2;
         }
-        out->r[j].count++;
-        out->r[j].sum += h;
-        i++;
+        if (!rc && n % stride == 0) {
+            marks[nm].before = n;
+            marks[nm].sum_before = sum;
+            marks[nm].off = out->arena.len;
+            rc = ferry_key_pack(&out->arena, key, c->npk);
+            marks[nm].len = out->arena.len - marks[nm].off;
+            nm++;
+        }
+        if (rc) {
+            rc = ferry_error_set(err, rc, "checksum: keys of %s too large", ti->name);
+            break;
+        }
+        n++;
+        sum += h;
     }
     if (st)
         ferry_stmt_reset(st);
-    if (rc)
+    if (rc || n == 0)
         goto out;
-    out->n = filled;
-    /* The arena has stopped moving: point the keys into it. */
-    for (size_t r = 0; r < filled; r++)
-        for (size_t q = 0; q < out->r[r].nfirst; q++)
-            if (out->r[r].first[q].type == FERRY_TEXT || out->r[r].first[q].type == FERRY_BLOB)
-                out->r[r].first[q].u.s.p =
-                    out->arena.data ? out->arena.data + offs[r * FERRY_MAX_KEY_COLS + q] : "";
+    k = nm < parts ? nm : parts;
+    out->r = calloc(k, sizeof(*out->r));
+    if (!out->r) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* The arena has stopped moving: the keys point into it. */
+    for (size_t j = 0; j < k && !rc; j++) {
+        const struct mark *a = &marks[j * nm / k];
+        const struct mark *b = j + 1 < k ? &marks[(j + 1) * nm / k] : NULL;
+
+        rc = ferry_key_unpack(out->arena.data + a->off, a->len, out->r[j].first, FERRY_MAX_KEY_COLS,
+                              &out->r[j].nfirst);
+        out->r[j].count = (b ? b->before : n) - a->before;
+        out->r[j].sum = (b ? b->sum_before : sum) - a->sum_before;
+    }
+    if (rc)
+        rc = ferry_error_set(err, FERRY_EINTERNAL, "checksum: a key kept in a split is corrupt");
+    else
+        out->n = k;
 out:
     if (rc)
         ferry_ranges_release(out);
-    free(offs);
+    free(marks);
     free(vals);
     return rc;
 }

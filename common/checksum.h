@@ -60,13 +60,22 @@ struct ferry_ranges {
 void ferry_ranges_init(struct ferry_ranges *rs);
 void ferry_ranges_release(struct ferry_ranges *rs);
 
+struct ferry_rowhash; /* opaque: a reusable SHA-256 context and a row buffer */
+
 /*
- * Hash of one row of n values into *out. scratch is caller-owned working
- * memory (init it once, release it when done; its max bounds a row).
- * Errors: FERRY_ETOOBIG (row over scratch's max), FERRY_ENOMEM, FERRY_EINTERNAL.
+ * A row hasher for rows of at most max_row encoded bytes. Owned, free with
+ * ferry_rowhash_free. One per thread: it keeps state between rows so that
+ * hashing a row costs the digest, not setting one up.
  */
-int ferry_checksum_row(const struct ferry_value *vals, size_t n, struct ferry_buf *scratch,
-                       uint64_t *out, struct ferry_error *err);
+int ferry_rowhash_new(size_t max_row, struct ferry_rowhash **out, struct ferry_error *err);
+void ferry_rowhash_free(struct ferry_rowhash *h);
+
+/*
+ * Hash of one row of n values into *out.
+ * Errors: FERRY_ETOOBIG (a row over max_row), FERRY_ENOMEM, FERRY_EINTERNAL.
+ */
+int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, size_t n,
+                      uint64_t *out, struct ferry_error *err);
 
 struct ferry_checksum; /* opaque: one table of one tenant on one connection */
 
@@ -93,12 +102,13 @@ int ferry_checksum_sum(struct ferry_checksum *c, const struct ferry_value *lo, s
                        struct ferry_error *err);
 
 /*
- * Split the tenant's rows in [lo, hi) into min(rows, parts) consecutive
- * ranges of nearly equal counts (parts 1 to FERRY_DIGEST_MAX_PARTS), into
+ * Split the tenant's rows in [lo, hi) into at most `parts` consecutive
+ * ranges (parts 1 to FERRY_DIGEST_MAX_PARTS) in one ordered pass, into
  * *out (initialised here; release it with ferry_ranges_release whatever the
- * result). With rows <= parts every range is one row: its first key is the
- * row's key and its sum the row's hash. No rows: no ranges. The caller
- * holds a read transaction, so the count and the scan see the same rows.
+ * result). Ranges hold about equal counts, within a factor of two: the
+ * split does not count first. With rows <= parts every range is one row:
+ * its first key is the row's key and its sum the row's hash. No rows: no
+ * ranges.
  */
 int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
                          const struct ferry_value *hi, size_t nhi, size_t parts,

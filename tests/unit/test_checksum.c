@@ -23,13 +23,14 @@
 
 static uint64_t row_hash(const struct ferry_value *v, size_t n)
 {
-    struct ferry_buf scratch;
+    static struct ferry_rowhash *rh;
     struct ferry_error err;
     uint64_t h = 0;
 
-    ferry_buf_init(&scratch, 1 << 20);
-    ASSERT_EQ(ferry_checksum_row(v, n, &scratch, &h, &err), FERRY_OK);
-    ferry_buf_release(&scratch);
+    /* one hasher for every row, as verify uses it: no state leaks between rows */
+    if (!rh)
+        ASSERT_EQ(ferry_rowhash_new(1 << 20, &rh, &err), FERRY_OK);
+    ASSERT_EQ(ferry_rowhash_row(rh, v, n, &h, &err), FERRY_OK);
     return h;
 }
 
@@ -88,16 +89,19 @@ static void test_vectors(void)
     row[0] = flt(1.0);
     ASSERT(row_hash(row, 1) == UINT64_C(0xc701170e1364e328));
 
-    /* a row over the scratch buffer's limit is refused, not truncated */
+    /* a row over the hasher's limit is refused, not truncated */
     {
-        struct ferry_buf small;
+        struct ferry_rowhash *small = NULL;
         struct ferry_error err;
         uint64_t h = 0;
 
-        ferry_buf_init(&small, 8);
+        ASSERT_EQ(ferry_rowhash_new(10, &small, &err), FERRY_OK);
         row[0] = ferry_value_text("0123456789", 10);
-        ASSERT_EQ(ferry_checksum_row(row, 1, &small, &h, &err), FERRY_ETOOBIG);
-        ferry_buf_release(&small);
+        ASSERT_EQ(ferry_rowhash_row(small, row, 1, &h, &err), FERRY_ETOOBIG);
+        row[0] = ferry_value_text("0", 1);
+        ASSERT_EQ(ferry_rowhash_row(small, row, 1, &h, &err), FERRY_OK);
+        ASSERT(h == UINT64_C(0x0eecaee0239c370f)); /* the row of TEXT "0" */
+        ferry_rowhash_free(small);
     }
 }
 
@@ -244,12 +248,16 @@ static void test_split(void)
     uint64_t total = 0;
     int64_t rows = 0;
 
-    /* 15 rows in 4 parts start at rows 0, 3, 7, 11: ids 1, 7, 15, 23 */
+    /*
+     * 15 rows in 4 parts, in one pass: marks at rows 0..7, then every other
+     * row (0, 2, ..., 14); 4 ranges start at marks 0, 2, 4, 6: rows 0, 4, 8,
+     * 12, ids 1, 9, 17, 25.
+     */
     ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 4, &rs, &err), FERRY_OK);
     ASSERT_EQ(rs.n, 4);
     {
-        static const int64_t first[4] = {1, 7, 15, 23};
-        static const int64_t count[4] = {3, 4, 4, 4};
+        static const int64_t first[4] = {1, 9, 17, 25};
+        static const int64_t count[4] = {4, 4, 4, 3};
 
         for (size_t i = 0; i < 4; i++) {
             ASSERT_EQ(rs.r[i].nfirst, 1);
@@ -273,6 +281,14 @@ static void test_split(void)
         ASSERT_EQ(n, rs.r[1].count);
         ASSERT(sum == rs.r[1].sum);
     }
+    ferry_ranges_release(&rs);
+
+    /* one part: the whole, from the first row */
+    ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 1, &rs, &err), FERRY_OK);
+    ASSERT_EQ(rs.n, 1);
+    ASSERT_EQ(rs.r[0].first[0].u.i, 1);
+    ASSERT_EQ(rs.r[0].count, 15);
+    ASSERT(rs.r[0].sum == total);
     ferry_ranges_release(&rs);
 
     /* more parts than rows: one range per row, its sum the row's hash */
@@ -307,7 +323,50 @@ static void test_split(void)
     ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 8, &rs, &err), FERRY_OK);
     ASSERT_EQ(rs.n, 0);
     ferry_ranges_release(&rs);
+    ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 1, &rs, &err), FERRY_OK);
+    ASSERT_EQ(rs.n, 0);
+    ferry_ranges_release(&rs);
     ferry_checksum_free(c);
+}
+
+/* A split of many rows: stride doubling several times, ranges of about equal size. */
+static void test_split_many(void)
+{
+    struct ferry_checksum *c;
+    struct ferry_ranges rs;
+    struct ferry_error err;
+    uint64_t total = 0, sum = 0, parts_sum = 0;
+    int64_t n = 0, rows = 0;
+
+    ASSERT_EQ(ferry_db_exec(db,
+                            "WITH RECURSIVE s(i) AS (SELECT 1001 UNION ALL SELECT i + 1 FROM s "
+                            " WHERE i < 3000) INSERT INTO channels SELECT i, 3, 'c' || i FROM s",
+                            &err),
+              FERRY_OK);
+    c = open_table("channels", 3);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &n, &total, &err), FERRY_OK);
+    ASSERT_EQ(n, 2000);
+    ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 32, &rs, &err), FERRY_OK);
+    ASSERT_EQ(rs.n, 32);
+    for (size_t i = 0; i < rs.n; i++) {
+        const struct ferry_value *hi = i + 1 < rs.n ? rs.r[i + 1].first : NULL;
+
+        /* 2000 / 32 = 62.5 rows a range, within a factor of two */
+        ASSERT(rs.r[i].count >= 31 && rs.r[i].count <= 126);
+        ASSERT(i == 0 || rs.r[i].first[0].u.i > rs.r[i - 1].first[0].u.i);
+        ASSERT_EQ(ferry_checksum_sum(c, rs.r[i].first, 1, hi, hi ? 1 : 0, &n, &sum, &err),
+                  FERRY_OK);
+        ASSERT_EQ(n, rs.r[i].count);
+        ASSERT(sum == rs.r[i].sum);
+        rows += rs.r[i].count;
+        parts_sum += rs.r[i].sum;
+    }
+    ASSERT_EQ(rs.r[0].first[0].u.i, 1001);
+    ASSERT_EQ(rows, 2000);
+    ASSERT(parts_sum == total);
+    ferry_ranges_release(&rs);
+    ferry_checksum_free(c);
+    ASSERT_EQ(ferry_db_exec(db, "DELETE FROM channels WHERE team_id = 3", &err), FERRY_OK);
 }
 
 /* A two-column key with text: row-value bounds, and key bytes that outlive the statement. */
@@ -320,24 +379,25 @@ static void test_composite_key(void)
     int64_t n = 0;
 
     ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 3, &rs, &err), FERRY_OK);
-    /* k0..k9 of team 2 in 3 parts: rows 0, 3, 6 */
+    /* k0..k9 of team 2 in 3 parts: marks at rows 0..5, then 0, 2, 4, 6, 8; ranges at 0, 2, 6 */
     ASSERT_EQ(rs.n, 3);
     ASSERT_EQ(rs.r[0].nfirst, 2);
     ASSERT_EQ(rs.r[0].first[0].u.i, 2);
     ASSERT_EQ(rs.r[1].first[1].type, FERRY_TEXT);
     ASSERT_EQ(rs.r[1].first[1].u.s.n, 2);
-    ASSERT(memcmp(rs.r[1].first[1].u.s.p, "k3", 2) == 0);
+    ASSERT(memcmp(rs.r[1].first[1].u.s.p, "k2", 2) == 0);
     ASSERT(memcmp(rs.r[2].first[1].u.s.p, "k6", 2) == 0);
+    ASSERT_EQ(rs.r[0].count, 2);
     ASSERT_EQ(rs.r[2].count, 4);
     ASSERT_EQ(ferry_checksum_sum(c, rs.r[1].first, 2, rs.r[2].first, 2, &n, &sum, &err), FERRY_OK);
-    ASSERT_EQ(n, 3);
+    ASSERT_EQ(n, 4);
     ASSERT(sum == rs.r[1].sum);
     {
-        /* (2, 'k3') <= key < (2, 'k6'): the row values of team 2 only */
+        /* (2, 'k2') <= key < (2, 'k6'): the row values of team 2 only */
         struct ferry_value row[3];
         uint64_t want = 0;
 
-        for (int i = 3; i < 6; i++) {
+        for (int i = 2; i < 6; i++) {
             char k[4];
 
             snprintf(k, sizeof(k), "k%d", i);
@@ -358,6 +418,7 @@ int main(void)
     setup();
     test_sums();
     test_split();
+    test_split_many();
     test_composite_key();
     ferry_scope_free(scope);
     ferry_db_close(db);
