@@ -106,6 +106,8 @@ struct fetch {
     int running;
     struct run *r;
     struct ferry_request req;
+    struct ferry_value after[FERRY_MAX_KEY_COLS]; /* point into keybuf */
+    struct ferry_buf keybuf;                      /* the fetch's own copy of the key */
     char *resp;
     size_t len;
     int rc;
@@ -123,16 +125,30 @@ static void *fetch_main(void *arg)
 static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_info *ti,
                        const struct ferry_value *after, size_t nafter, struct ferry_error *err)
 {
+    size_t n = 0;
+
+    ferry_buf_release(&f->keybuf);
     memset(f, 0, sizeof(*f));
     f->r = r;
     f->req.type = FERRY_REQ_SNAPSHOT;
     f->req.tenant = r->cfg->target.tenant;
     f->req.table = ti->name;
     f->req.limit = r->batch;
-    f->req.after_key = nafter ? (struct ferry_value *)after : NULL;
-    f->req.nafter = nafter;
-    if (pthread_create(&f->th, NULL, fetch_main, f) != 0)
+    /* Copied: the batch the key came from is freed while the fetch runs. */
+    ferry_buf_init(&f->keybuf, (size_t)1 << 20);
+    if (nafter) {
+        if (ferry_key_pack(&f->keybuf, after, nafter) ||
+            ferry_key_unpack(f->keybuf.data, f->keybuf.len, f->after, FERRY_MAX_KEY_COLS, &n)) {
+            ferry_buf_release(&f->keybuf);
+            return ferry_error_set(err, FERRY_ETOOBIG, "a key of %s is too large", ti->name);
+        }
+        f->req.after_key = f->after;
+        f->req.nafter = n;
+    }
+    if (pthread_create(&f->th, NULL, fetch_main, f) != 0) {
+        ferry_buf_release(&f->keybuf);
         return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
+    }
     f->running = 1;
     return FERRY_OK;
 }
@@ -144,6 +160,7 @@ static int fetch_join(struct fetch *f, char **resp, size_t *len, struct ferry_er
         return FERRY_OK;
     pthread_join(f->th, NULL);
     f->running = 0;
+    ferry_buf_release(&f->keybuf);
     if (f->rc) {
         free(f->resp);
         if (err)
@@ -206,7 +223,6 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
             ferry_error_prefix(err, "snapshot of %s", ti->name);
             break;
         }
-        /* The next page's request reads b->last, which lives until after the join. */
         if (b->more && b->last)
             rc = fetch_start(&f, r, ti, b->last, b->nlast, err);
         if (!rc)
@@ -229,7 +245,6 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
             p.done = !b->more;
             rc = ferry_state_copy_put(r->state, &p, err);
         }
-        /* b->last may still be read by the running fetch: join before freeing. */
         if (rc)
             fetch_cancel(&f);
         ferry_batch_free(b);
