@@ -297,7 +297,32 @@ class SyncTest(ft.FerryTestCase):
         self.assertOneLine(cp.stderr)
         self.assertRegex(cp.stderr, r"\bchannels\b", "error does not name the table")
         self.assertRegex(cp.stderr, r"(?<!\d)%d(?!\d)" % clash, "error does not name the key")
-        self.assertUnchanged(before, self.dst_db, "a refused sync (clash)")
+        # The clash stops the run inside the channels batch: nothing of that
+        # batch is committed and nothing of team 9 is touched. Batches that
+        # committed before it hold only team 1's rows (teams, tags: parents
+        # first), as DESIGN.md's "nothing of that batch is committed" says.
+        after = ft.db_dump(self.dst_db)
+        for t, rows in before.items():
+            for row in rows:
+                self.assertIn(row, after[t], "team 9's row in %s was changed or removed" % t)
+        dst = sqlite3.connect(self.dst_db)
+        self.assertEqual(dst.execute("SELECT id, team_id, name FROM channels").fetchall(),
+                         [(clash, 9, "nine")], "channels of the refused batch were committed")
+        for t in ("posts", "reactions", "kinds", "settings"):
+            rows = dst.execute('SELECT count(*) FROM "%s"' % t).fetchone()[0]
+            self.assertEqual(rows, 1 if t == "settings" else 0,
+                             "%s was written after the clash stopped the run" % t)
+        # The operator resolves the clash (team 9 leaves this target); a rerun
+        # resumes and converges to the source's team 1 exactly.
+        dst.execute("DELETE FROM settings WHERE team_id = 9")
+        dst.execute("DELETE FROM channels WHERE team_id = 9")
+        dst.execute("DELETE FROM teams WHERE id = 9")
+        dst.commit()
+        dst.close()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
 
 if __name__ == "__main__":
