@@ -47,7 +47,8 @@ struct ferry_checksum {
 struct ferry_rowhash {
     EVP_MD *md;
     EVP_MD_CTX *ctx;
-    struct ferry_buf row;
+    unsigned char *row; /* the encoding of the row being hashed */
+    size_t cap, max;
 };
 
 void ferry_ranges_init(struct ferry_ranges *rs)
@@ -79,7 +80,7 @@ void ferry_rowhash_free(struct ferry_rowhash *h)
         return;
     EVP_MD_CTX_free(h->ctx);
     EVP_MD_free(h->md);
-    ferry_buf_release(&h->row);
+    free(h->row);
     free(h);
 }
 
@@ -90,7 +91,7 @@ int ferry_rowhash_new(size_t max_row, struct ferry_rowhash **out, struct ferry_e
     *out = NULL;
     if (!h)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
-    ferry_buf_init(&h->row, max_row);
+    h->max = max_row;
     h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
     h->ctx = EVP_MD_CTX_new();
     if (!h->md || !h->ctx) {
@@ -110,47 +111,69 @@ int ferry_rowhash_new(size_t max_row, struct ferry_rowhash **out, struct ferry_e
 int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, size_t n,
                       uint64_t *out, struct ferry_error *err)
 {
-    struct ferry_buf *scratch = &h->row;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    int rc = FERRY_OK;
+    unsigned char *p;
+    size_t need = 0;
 
-    ferry_buf_reset(scratch);
-    for (size_t i = 0; i < n && !rc; i++) {
+    /* Size first, so the buffer is checked and grown once a row, then filled. */
+    for (size_t i = 0; i < n; i++) {
         const struct ferry_value *v = &vals[i];
-        unsigned char hdr[9];
+        size_t len = v->type == FERRY_NULL                            ? 1
+                     : v->type == FERRY_TEXT || v->type == FERRY_BLOB ? 9 + v->u.s.n
+                                                                      : 9;
+
+        if (v->type > FERRY_BLOB)
+            return ferry_error_set(err, FERRY_EINTERNAL, "checksum: value of unknown type %d",
+                                   (int)v->type);
+        if (len > h->max - need)
+            return ferry_error_set(err, FERRY_ETOOBIG,
+                                   "checksum: a row of %zu values is over %zu bytes", n, h->max);
+        need += len;
+    }
+    if (need > h->cap) {
+        size_t cap = h->cap ? h->cap : 256;
+        unsigned char *np;
+
+        while (cap < need)
+            cap = cap > h->max / 2 ? h->max : cap * 2;
+        np = realloc(h->row, cap);
+        if (!np)
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory hashing a row of %zu bytes",
+                                   need);
+        h->row = np;
+        h->cap = cap;
+    }
+    p = h->row;
+    for (size_t i = 0; i < n; i++) {
+        const struct ferry_value *v = &vals[i];
         uint64_t bits = 0;
 
-        hdr[0] = (unsigned char)v->type;
+        *p++ = (unsigned char)v->type;
         switch (v->type) {
         case FERRY_NULL:
-            rc = ferry_buf_add(scratch, hdr, 1);
             break;
         case FERRY_INT:
-            put_be64(hdr + 1, (uint64_t)v->u.i);
-            rc = ferry_buf_add(scratch, hdr, 9);
+            put_be64(p, (uint64_t)v->u.i);
+            p += 8;
             break;
         case FERRY_FLOAT:
             memcpy(&bits, &v->u.f, sizeof(bits));
-            put_be64(hdr + 1, bits);
-            rc = ferry_buf_add(scratch, hdr, 9);
+            put_be64(p, bits);
+            p += 8;
             break;
         case FERRY_TEXT:
         case FERRY_BLOB:
-            put_be64(hdr + 1, (uint64_t)v->u.s.n);
-            rc = ferry_buf_add(scratch, hdr, 9);
-            if (!rc && v->u.s.n)
-                rc = ferry_buf_add(scratch, v->u.s.p, v->u.s.n);
+            put_be64(p, (uint64_t)v->u.s.n);
+            p += 8;
+            if (v->u.s.n)
+                memcpy(p, v->u.s.p, v->u.s.n);
+            p += v->u.s.n;
             break;
-        default:
-            return ferry_error_set(err, FERRY_EINTERNAL, "checksum: value of unknown type %d",
-                                   (int)v->type);
         }
     }
-    if (rc)
-        return ferry_error_set(err, rc, "checksum: a row of %zu values is too large to hash", n);
     if (EVP_DigestInit_ex2(h->ctx, h->md, NULL) != 1 ||
-        EVP_DigestUpdate(h->ctx, scratch->data ? scratch->data : "", scratch->len) != 1 ||
+        EVP_DigestUpdate(h->ctx, h->row ? h->row : md, need) != 1 ||
         EVP_DigestFinal_ex(h->ctx, md, &mdlen) != 1 || mdlen < 8) {
         ERR_clear_error();
         return ferry_error_set(err, FERRY_EINTERNAL, "sha-256 of a row failed");
@@ -241,6 +264,66 @@ static int add_bound(struct ferry_checksum *c, struct ferry_buf *b, const char *
     return rc;
 }
 
+/*
+ * Append the joins and the WHERE that keep the rows the tenant owns:
+ *   CROSS JOIN "parent" AS "_ferry_j1" ... WHERE "_ferry_j1"."pk" = "_ferry_s"."fk"
+ *   AND ... AND "_ferry_jN"."root_pk" = ?
+ * the same rule as ferry_scope_owner (every hop must exist; a NULL key
+ * joins nothing), but joined: SQLite keeps one cursor per hop open for the
+ * whole scan where the correlated form opens and closes them for every row
+ * (half the cost of the filter), and CROSS JOIN keeps the table itself the
+ * outer loop, so an ORDER BY on its key needs no sort. A path that ends at
+ * a table scoped by an operator's predicate ends with that table's owner
+ * expression.
+ */
+static int add_owner_join(struct ferry_checksum *c, struct ferry_buf *b)
+{
+    const struct ferry_scope *s = c->scope;
+    struct ferry_buf cond, alias;
+    size_t cur = c->t;
+    int hop = 0;
+    int rc = FERRY_OK;
+
+    ferry_buf_init(&cond, SQL_MAX);
+    ferry_buf_init(&alias, 64);
+    rc = ferry_buf_adds(&alias, "\"_ferry_s\".");
+    while (!rc && cur != 0 && s->tables[cur].parent >= 0) {
+        const struct ferry_scope_table *st = &s->tables[cur];
+        const struct ferry_fkey *fk = &st->info.fks[st->fk];
+        size_t parent = (size_t)st->parent;
+        char palias[32];
+
+        snprintf(palias, sizeof(palias), "\"_ferry_j%d\".", ++hop);
+        rc = ferry_buf_adds(b, " CROSS JOIN ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, s->tables[parent].info.name);
+        if (!rc)
+            rc = ferry_buf_addf(b, " AS \"_ferry_j%d\"", hop);
+        for (size_t i = 0; i < fk->ncols && !rc; i++) {
+            rc = ferry_buf_addf(&cond, "%s%s", cond.len ? " AND " : "", palias);
+            if (!rc)
+                rc = ferry_buf_add_ident(&cond, fk->pcols[i]);
+            if (!rc)
+                rc = ferry_buf_addf(&cond, " = %s", alias.data);
+            if (!rc)
+                rc = ferry_buf_add_ident(&cond, fk->cols[i]);
+        }
+        ferry_buf_reset(&alias);
+        if (!rc)
+            rc = ferry_buf_adds(&alias, palias);
+        cur = parent;
+    }
+    if (!rc)
+        rc = ferry_buf_addf(b, " WHERE %s%s", cond.len ? cond.data : "", cond.len ? " AND " : "");
+    if (!rc)
+        rc = ferry_scope_owner(s, cur, alias.data, b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " = ?");
+    ferry_buf_release(&cond);
+    ferry_buf_release(&alias);
+    return rc;
+}
+
 static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_buf *b)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
@@ -275,11 +358,9 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
     if (!rc)
         rc = ferry_buf_add_ident(b, ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, " AS \"_ferry_s\" WHERE ");
+        rc = ferry_buf_adds(b, " AS \"_ferry_s\"");
     if (!rc)
-        rc = ferry_scope_owner(c->scope, c->t, "\"_ferry_s\".", b);
-    if (!rc)
-        rc = ferry_buf_adds(b, " = ?");
+        rc = add_owner_join(c, b);
     if (!rc && (shape & 1))
         rc = add_bound(c, b, ">=");
     if (!rc && (shape & 2))

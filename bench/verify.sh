@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# bench/verify.sh - verify of one big unchanged team against its initial
+# copy, in the same run, on the same data (SQLite -> SQLite, authenticated
+# as deployed).
+#
+#   bench/verify.sh [ROWS]      (default 1000000 posts in the big team)
+#
+# Prints: the initial copy time, the time of `ferry-dst verify` of the
+# unchanged team and its share of the copy (goal: under 25%), then the time
+# of a verify that finds 100 rows changed behind ferry's back and of
+# `verify --repair` fixing them. Needs a built tree (build/bin) or FERRY_BIN.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${FERRY_BIN:-$here/build/bin}
+rows=${1:-1000000}
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench-verify.XXXXXX")
+srcpid=
+trap 'if [ -n "$srcpid" ]; then kill "$srcpid" 2>/dev/null || true; fi; [ -n "${FERRY_BENCH_KEEP:-}" ] || rm -rf "$work"' EXIT
+
+[ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+echo "bench: generating a team of $rows posts (+ reactions) and two smaller teams in $work"
+FERRY_HERE="$here" python3 - "$work/src.db" "$rows" <<'PY'
+import importlib.util, os, sqlite3, sys
+path, rows = sys.argv[1], int(sys.argv[2])
+spec = importlib.util.spec_from_file_location(
+    "sample_app", os.path.join(os.environ["FERRY_HERE"], "scripts", "sample_app.py"))
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+db = sqlite3.connect(path)
+db.executescript("PRAGMA journal_mode=WAL;" + app.SCHEMA)
+db.execute("BEGIN")
+db.executemany("INSERT INTO teams VALUES (?, ?)", [(t, "team %d" % t) for t in (1, 2, 3)])
+db.executemany("INSERT INTO channels VALUES (?, ?, ?)",
+               [(c, 1 + (c - 1) % 3, "channel %d" % c) for c in range(1, 61)])
+# 5 of every 7 posts are team 1's, interleaved with the other teams' ids
+db.execute("""
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+INSERT INTO posts(id, channel_id, user_id, body, score, data)
+SELECT i, 3 * (i % 20) + CASE WHEN i % 7 < 5 THEN 1 WHEN i % 7 = 5 THEN 2 ELSE 3 END,
+       i % 40 + 1, printf('post %d: lorem ipsum dolor sit amet, consectetur adipiscing elit', i),
+       i * 0.25, randomblob(16)
+FROM n""", (rows * 7 // 5,))
+db.execute("INSERT INTO reactions SELECT id, ':+1:', id % 97 FROM posts WHERE id % 5 = 0")
+db.execute("COMMIT")
+db.close()
+PY
+pred='channel_id IN (SELECT id FROM channels WHERE team_id = 1)'
+team_rows=$(sqlite3 "$work/src.db" "SELECT 1 + 20 + (SELECT count(*) FROM posts WHERE $pred) + (SELECT count(*) FROM reactions WHERE post_id IN (SELECT id FROM posts WHERE $pred))")
+echo "bench: team 1 has $team_rows rows"
+
+"$bin/ferry-src" keygen --out "$work/src.key" >/dev/null
+"$bin/ferry-dst" keygen --out "$work/dst.key" >/dev/null
+cat > "$work/src.conf" <<CONF
+[source]
+database = sqlite://$work/src.db
+listen = 127.0.0.1:0
+identity = $work/src.key
+authorized_keys = $work/authorized_keys
+[scope]
+root = teams
+exclude = audit_log
+CONF
+: > "$work/authorized_keys"
+"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
+"$bin/ferry-src" install --config "$work/src.conf" >/dev/null
+"$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
+srcpid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
+port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log" | head -1)
+cat > "$work/dst.conf" <<CONF
+[target]
+database = sqlite://$work/dst.db
+state = $work/state
+tenant = 1
+identity = $work/dst.key
+[source]
+url = http://127.0.0.1:$port
+public_key = $work/src.key.pub
+CONF
+
+hz=$(getconf CLK_TCK)
+src_cpu() { awk -v hz="$hz" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$srcpid/stat"; }
+# run NAME ARGS...: ferry-dst ARGS; NAME.wall, NAME.cpu (both agents' user+sys), NAME.rc
+run() {
+    local name=$1 t0 t1 s0 s1 rc=0
+    shift
+    s0=$(src_cpu)
+    t0=$(date +%s.%N)
+    /usr/bin/time -f "%U %S" -o "$work/$name.time" "$bin/ferry-dst" "$@" >"$work/$name.out" || rc=$?
+    t1=$(date +%s.%N)
+    s1=$(src_cpu)
+    echo "$rc" >"$work/$name.rc"
+    python3 -c "print('%.3f' % ($t1 - $t0))" >"$work/$name.wall"
+    awk -v s0="$s0" -v s1="$s1" 'END {printf "%.3f\n", $1 + $2 + s1 - s0}' "$work/$name.time" \
+        >"$work/$name.cpu"
+}
+load=$(cut -d' ' -f1 /proc/loadavg)
+run copy sync --quiet --config "$work/dst.conf"
+run verify verify --quiet --json --config "$work/dst.conf"
+# 100 rows of the team changed behind ferry's back on the target
+sqlite3 "$work/dst.db" "UPDATE posts SET body = 'changed' WHERE id IN (SELECT id FROM posts ORDER BY id LIMIT 100 OFFSET 1000)"
+run verify2 verify --quiet --json --config "$work/dst.conf"
+run verify3 verify --quiet --json --repair --config "$work/dst.conf"
+for n in copy:0 verify:0 verify2:1 verify3:0; do
+    [ "$(cat "$work/${n%%:*}.rc")" = "${n##*:}" ] ||
+        { echo "bench: ${n%%:*} exited $(cat "$work/${n%%:*}.rc"), expected ${n##*:}" >&2; exit 1; }
+done
+
+python3 - "$work" "$team_rows" "$load" "$(nproc)" <<'PY'
+import json, os, sys
+work, team, load, ncpu = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def f(name, what):
+    return float(open(os.path.join(work, "%s.%s" % (name, what))).read())
+rep = json.load(open(os.path.join(work, "verify.out")))
+rep2 = json.load(open(os.path.join(work, "verify2.out")))
+rep3 = json.load(open(os.path.join(work, "verify3.out")))
+assert rep["equal"] and sum(t["source_rows"] for t in rep["tables"]) == team, rep
+assert rep2["differences_total"] == 100, rep2["differences_total"]
+assert rep3["equal"] and rep3["repair"]["upserted"] == 100, rep3["repair"]
+cw, cc = f("copy", "wall"), f("copy", "cpu")
+print("rows in team 1                  %d   (%s CPUs, load average %s at the start)"
+      % (team, ncpu, load))
+print("                                wall        CPU (both agents)")
+print("initial copy                    %7.3f s   %7.3f s" % (cw, cc))
+for name, what, r in (("verify", "verify, unchanged team", rep),
+                      ("verify2", "verify, 100 rows changed", rep2),
+                      ("verify3", "verify --repair of those", rep3)):
+    w, c = f(name, "wall"), f(name, "cpu")
+    print("%-31s %7.3f s   %7.3f s   %5.1f%% / %5.1f%% of the copy, %d requests"
+          % (what, w, c, 100 * w / cw, 100 * c / cc, r["requests"]))
+print("goal: verify of the unchanged team under 25% of the copy")
+PY
