@@ -65,6 +65,7 @@ struct vrun {
     struct ferry_db *db; /* target, read only, during a comparison */
     struct difflist cur; /* differences of the comparison under way */
     struct ferry_buf keybuf;
+    int recheck_only; /* after a repair: compare only the tables that differed */
 };
 
 static double now_s(void)
@@ -630,15 +631,30 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     return FERRY_OK;
 }
 
-/* One comparison of every table into r->cur. */
+static int table_differs(const struct ferry_verify_table *vt)
+{
+    return vt->missing + vt->extra + vt->differs != 0;
+}
+
+/*
+ * One comparison into r->cur: of every table, or after a repair of the
+ * tables that differed (repair wrote nothing else; the others keep the
+ * numbers of the comparison before).
+ */
 static int compare_all(struct vrun *r, struct ferry_error *err)
 {
+    unsigned char *todo = calloc(r->rep->ntables ? r->rep->ntables : 1, 1);
     int rc;
 
+    if (!todo)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     difflist_release(&r->cur);
     for (size_t t = 0; t < r->rep->ntables; t++) {
         struct ferry_verify_table *vt = &r->rep->tables[t];
 
+        todo[t] = !r->recheck_only || table_differs(vt);
+        if (!todo[t])
+            continue;
         vt->src_rows = vt->dst_rows = 0;
         vt->src_sum = vt->dst_sum = 0;
         vt->missing = vt->extra = vt->differs = 0;
@@ -656,10 +672,12 @@ static int compare_all(struct vrun *r, struct ferry_error *err)
         ferry_db_exec(r->db, "PRAGMA mmap_size = 1073741824", err) != FERRY_OK)
         ferry_error_clear(err);
     for (size_t t = 0; t < r->scope->ntables && !rc; t++)
-        rc = compare_table(r, t, err);
+        if (todo[t])
+            rc = compare_table(r, t, err);
     ferry_db_close(r->db);
     r->db = NULL;
     r->rep->rounds++;
+    free(todo);
     return rc;
 }
 
@@ -1153,6 +1171,7 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         }
         rc = repair(r, err);
         rep->repaired = 1;
+        r->recheck_only = 1;
         keep_list(r, round == 0);
     }
     if (!rc && !rep->equal)

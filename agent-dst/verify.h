@@ -11,7 +11,8 @@
  * source's rows; those are compared row by row (key and row hash) down to
  * the differing keys. With repair, exactly those keys are pulled again
  * (POST /v1/rows) and applied with the owner-checked applier, one target
- * transaction per batch, and the whole comparison runs again.
+ * transaction per batch, and the tables that differed are compared again
+ * (whole; repair wrote to no other table).
  *
  * The source is read live: a key written on the source between the digest
  * and its comparison can show as a difference. cutover verifies with the
