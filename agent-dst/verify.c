@@ -1102,6 +1102,7 @@ static void keep_list(struct vrun *r, int first)
     struct ferry_verify_report *rep = r->rep;
     struct difflist old;
 
+    rep->total_remaining = r->cur.total;
     if (first) {
         rep->diffs = r->cur.d;
         rep->ndiffs = r->cur.n;
@@ -1112,7 +1113,6 @@ static void keep_list(struct vrun *r, int first)
         difflist_release(&old);
         rep->remaining = r->cur.d;
         rep->nremaining = r->cur.n;
-        rep->total_remaining = r->cur.total;
     }
     memset(&r->cur, 0, sizeof(r->cur));
 }

@@ -83,7 +83,7 @@ struct ferry_verify_report {
     /* After repair: what the last comparison still found (empty when equal). */
     struct ferry_verify_diff *remaining;
     size_t nremaining;
-    int64_t total_remaining;
+    int64_t total_remaining; /* differences the last comparison found, repair or not */
     int equal;        /* the last comparison found no difference */
     int repaired;     /* repair ran */
     int64_t upserted; /* rows written by repair */
