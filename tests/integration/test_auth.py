@@ -26,7 +26,11 @@ import ferrytest as ft  # noqa: E402
 MANIFEST = {"v": 1, "tenant": "1", "after": -1, "counts": True}
 SNAPSHOT = {"v": 1, "tenant": "1", "table": "posts", "after": None, "limit": 1000}
 CHANGES = {"v": 1, "tenant": "1", "after": 0, "limit": 1000}
-BODIES = {"manifest": MANIFEST, "snapshot": SNAPSHOT, "changes": CHANGES}
+DIGEST = {"v": 1, "tenant": "1", "table": "posts", "lo": None, "hi": None, "parts": 4}
+ROWS = {"v": 1, "tenant": "1", "table": "teams", "keys": [[1], [2]]}
+FREEZE = {"v": 1, "tenant": "1", "on": False}
+BODIES = {"manifest": MANIFEST, "snapshot": SNAPSHOT, "changes": CHANGES, "digest": DIGEST,
+          "rows": ROWS, "freeze": FREEZE}
 
 # Tenant values a target bound to tenant 1 might try: another tenant, SQL,
 # numbers that are not quite 1, huge, negative, empty, long.
@@ -169,7 +173,9 @@ class AuthTest(ft.FerryTestCase):
         """A hand-driven target for tenant, its key (dst-TENANT, or name) bound to tenant."""
         path = fa.key(name or "dst-%s" % tenant)
         fa.authorize(self.src_conf, tenant, path)
-        return fa.Client(srv.url, tenant, path, source_pub=fa.source_key() + ".pub")
+        c = fa.Client(srv.url, tenant, path, source_pub=fa.source_key() + ".pub")
+        self.addCleanup(c.close)
+        return c
 
     def assertExit(self, cp, code, *words):
         self.assertEqual(cp.returncode, code, "exit %d, expected %d\nstdout: %s\nstderr: %s"
@@ -359,7 +365,20 @@ class AuthTest(ft.FerryTestCase):
                 r = c.call(path, ft.mp_pack(valid))
                 self.assertEqual(r.status, 200, r)
                 self.assertNothingOf(r.body, 2, path + " for tenant 1")
+            # rows by key: asking tenant 2's keys in tenant 1's session gets none of them
+            ids2 = [r[0][1] for r in ft.tenant_rows(self.src_db, "channels", 2)]
+            r = c.call("/v1/rows", ft.mp_pack({"v": 1, "tenant": "1", "table": "channels",
+                                               "keys": [[i] for i in ids2]}))
+            self.assertIn(r.status, (200, 404), r)
+            self.assertNothingOf(r.body, 2, "rows of tenant 2's channel keys")
             self.assertIn("teams", ft.table_names(self.src_db))
+            # no refused freeze took effect: tenant 2 still takes writes
+            conn = ft.source_conn(self.src_db)
+            try:
+                conn.execute("UPDATE teams SET name = name WHERE id = 2")
+                conn.execute("UPDATE channels SET name = name WHERE team_id = 2")
+            finally:
+                conn.close()
             log = self.assertLogClean(srv, "EFORBIDDEN")
             self.assertNotIn("DROP TABLE", log, "hostile input echoed into the log")
             # ferry-dst for tenant 1 still copies exactly tenant 1
