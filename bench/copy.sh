@@ -49,15 +49,20 @@ team_rows=$(sqlite3 "$work/src.db" "SELECT (SELECT count(*) FROM posts WHERE $sc
 all_rows=$(sqlite3 "$work/src.db" "SELECT (SELECT count(*) FROM posts) + (SELECT count(*) FROM reactions)")
 echo "bench: team 1 has $team_rows rows; the database $all_rows"
 
+"$bin/ferry-src" keygen --out "$work/src.key" >/dev/null
+"$bin/ferry-dst" keygen --out "$work/dst.key" >/dev/null
 cat > "$work/src.conf" <<CONF
 [source]
 database = sqlite://$work/src.db
 listen = 127.0.0.1:0
+identity = $work/src.key
+authorized_keys = $work/authorized_keys
 [scope]
 root = teams
 exclude = audit_log
 CONF
 "$bin/ferry-src" install --config "$work/src.conf" >/dev/null
+"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "print('%.3f' % ($2 - $1))"; }
@@ -88,8 +93,10 @@ cat > "$work/dst.conf" <<CONF
 database = sqlite://$work/dst.db
 state = $work/state
 tenant = 1
+identity = $work/dst.key
 [source]
 url = http://127.0.0.1:$port
+public_key = $work/src.key.pub
 CONF
 t0=$(now)
 /usr/bin/time -f "%M" -o "$work/dst.rss" "$bin/ferry-dst" sync --quiet --config "$work/dst.conf"
