@@ -506,6 +506,71 @@ static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti
 }
 
 /*
+ * The rows of a key map at install. A table reached through a foreign key
+ * takes its tenant from its parent's key map, filled just before (parents
+ * first, every table locked): one hash join instead of the owner
+ * expression's lookups for each row, the same result. The root and the
+ * tables scoped by a predicate evaluate the owner expression.
+ */
+static int pg_backfill_select(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_scope_table *st = &s->tables[t];
+    const struct ferry_table_info *ti = &st->info;
+    const struct ferry_table_info *pi = st->parent >= 0 ? &s->tables[st->parent].info : NULL;
+    const struct ferry_fkey *fk = st->parent >= 0 && st->fk >= 0 ? &ti->fks[st->fk] : NULL;
+    int by_parent = fk && !ti->scope_sql;
+    int rc;
+
+    /* the parent's key map holds its primary key: the foreign key must name exactly that */
+    for (size_t i = 0; by_parent && i < fk->ncols; i++) {
+        int c = ferry_table_colidx(pi, fk->pcols[i]);
+
+        by_parent = c >= 0 && pi->cols[c].pk > 0;
+    }
+    if (by_parent && fk->ncols != ferry_table_npk(pi))
+        by_parent = 0;
+    if (!by_parent) {
+        rc = ferry_buf_adds(b, " SELECT * FROM (SELECT ");
+        if (!rc)
+            rc = add_keys(b, s, t, "\"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_adds(b, ", ");
+        if (!rc)
+            rc = ferry_scope_owner(s, t, "\"_ferry_s\".", b);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS o FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS \"_ferry_s\") AS \"_ferry_b\" WHERE o IS NOT NULL");
+        return rc;
+    }
+    rc = ferry_buf_adds(b, " SELECT ");
+    if (!rc)
+        rc = add_keys(b, s, t, "\"_ferry_s\".");
+    if (!rc)
+        rc = ferry_buf_adds(b, ", \"_ferry_p\".\"_ferry_tenant\" FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_s\" JOIN ");
+    if (!rc)
+        rc = add_keymap_name(b, s->tables[st->parent].info.name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_p\" ON ");
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_adds(b, i ? " AND \"_ferry_p\"." : "\"_ferry_p\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->pcols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = \"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+    }
+    return rc;
+}
+
+/*
  * The same statements as the SQLite triggers, in PL/pgSQL functions. Each
  * function pins search_path to the schema ferry was installed in, so the
  * bare table names in its statements resolve there whatever the
@@ -556,24 +621,31 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
                             col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name));
     if (!rc)
         rc = add_keys(b, s, t, "");
+    /* (tenant, key): snapshot pages walk one tenant's keys in order (produce.c) */
     if (!rc)
-        rc = ferry_buf_adds(b, "));\nINSERT INTO ");
+        rc = ferry_buf_adds(b, "));\nCREATE INDEX ");
+    if (!rc)
+        rc = add_trigger_name(b, "ki", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " ON ");
     if (!rc)
         rc = add_keymap_name(b, ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, " SELECT * FROM (SELECT ");
+        rc = ferry_buf_adds(b, "(\"_ferry_tenant\", ");
     if (!rc)
-        rc = add_keys(b, s, t, "\"_ferry_s\".");
+        rc = add_keys(b, s, t, "");
     if (!rc)
-        rc = ferry_buf_adds(b, ", ");
+        rc = ferry_buf_adds(b, ");\nINSERT INTO ");
     if (!rc)
-        rc = ferry_scope_owner(s, t, "\"_ferry_s\".", b);
+        rc = add_keymap_name(b, ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, " AS o FROM ");
+        rc = pg_backfill_select(b, s, t);
     if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
+        rc = ferry_buf_adds(b, ";\nANALYZE ");
     if (!rc)
-        rc = ferry_buf_adds(b, " AS \"_ferry_s\") AS \"_ferry_b\" WHERE o IS NOT NULL;\n");
+        rc = add_keymap_name(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
 
     /* insert */
     if (!rc)

@@ -166,12 +166,10 @@ static int bind_tenant(struct ferry_stmt *st, const struct ferry_value *tenant, 
  * With keymap set, the rows are walked through the key map's (tenant, key)
  * index, so a page costs what the tenant's rows cost, not the table's.
  */
-static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap,
-                            struct ferry_buf *b)
+/* SELECT <all columns of the row "_ferry_s", masked ones masked> */
+static int select_cols(const struct ferry_producer *p, size_t t, struct ferry_buf *b)
 {
-    const struct ferry_scope *s = p->scope;
-    const struct ferry_table_info *ti = &s->tables[t].info;
-    size_t npk = ferry_table_npk(ti);
+    const struct ferry_table_info *ti = &p->scope->tables[t].info;
     int rc = ferry_buf_adds(b, "SELECT ");
 
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
@@ -204,6 +202,17 @@ static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->cols[i].name);
     }
+    return rc;
+}
+
+static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap,
+                            struct ferry_buf *b)
+{
+    const struct ferry_scope *s = p->scope;
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+    int rc = select_cols(p, t, b);
+
     if (!rc && keymap) {
         char name[600];
 
@@ -368,6 +377,157 @@ out:
     return rc;
 }
 
+/*
+ * The scope check of a snapshot row "_ferry_s" as joins, PostgreSQL only:
+ * with expr set, appends to expr the output column "<root key> = ?" (the
+ * tenant), true when every hop up the foreign keys to the root exists and
+ * the root is the tenant, as the owner expression says; with expr NULL,
+ * appends to joins the LEFT JOINs that column needs. Joins let the planner
+ * hash the parents or look them up once per page, where the owner
+ * expression's subqueries ran again for each row. A hop through a table
+ * scoped by a predicate ends with that table's owner expression.
+ */
+static int pg_owner_check(const struct ferry_scope *s, size_t t, struct ferry_buf *expr,
+                          struct ferry_buf *joins)
+{
+    char ctx[32] = "\"_ferry_s\".";
+    size_t cur = t;
+    int rc = FERRY_OK;
+
+    while (!rc && cur != 0 && !s->tables[cur].info.scope_sql) {
+        const struct ferry_scope_table *st = &s->tables[cur];
+        const struct ferry_fkey *fk = &st->info.fks[st->fk];
+        char alias[32];
+
+        snprintf(alias, sizeof(alias), "\"_ferry_j%d\".", s->tables[st->parent].depth);
+        if (!expr) {
+            rc = ferry_buf_adds(joins, " LEFT JOIN ");
+            if (!rc)
+                rc = ferry_buf_add_ident(joins, s->tables[st->parent].info.name);
+            if (!rc)
+                rc = ferry_buf_addf(joins, " AS %.*s ON ", (int)strlen(alias) - 1, alias);
+            for (size_t i = 0; i < fk->ncols && !rc; i++) {
+                rc = ferry_buf_addf(joins, "%s%s", i ? " AND " : "", alias);
+                if (!rc)
+                    rc = ferry_buf_add_ident(joins, fk->pcols[i]);
+                if (!rc)
+                    rc = ferry_buf_addf(joins, " = %s", ctx);
+                if (!rc)
+                    rc = ferry_buf_add_ident(joins, fk->cols[i]);
+            }
+        }
+        snprintf(ctx, sizeof(ctx), "%s", alias);
+        cur = (size_t)st->parent;
+    }
+    if (rc || !expr)
+        return rc;
+    rc = ferry_buf_adds(expr, "(");
+    if (!rc)
+        rc = ferry_scope_owner(s, cur, ctx, expr);
+    if (!rc)
+        rc = ferry_buf_adds(expr, ") = ?");
+    return rc;
+}
+
+/*
+ * PostgreSQL's snapshot page, up to its keyset condition:
+ *   SELECT <cols>, (<owner of "_ferry_s">) = ? FROM (SELECT * FROM "t" WHERE
+ *   EXISTS (SELECT 1 FROM the key map WHERE tenant = ? AND key = t's key
+ *   [AND key > after])
+ * to which the caller appends AND (k) > (?) ORDER BY k LIMIT n) AS
+ * "_ferry_s" ORDER BY "_ferry_s".k. The inner query only walks the key
+ * map's (tenant, key) index and the table's key index, so PostgreSQL plans
+ * it from the key map's statistics: a merge of both indexes for a big
+ * tenant, a walk from the key map for a small one. The read-time scope
+ * check (pg_owner_check: the owner's hops to the root, on the tables as this
+ * snapshot sees them) is an output column of the page's rows only: in the
+ * WHERE clause it
+ * made the planner guess a handful of rows and probe row by row (4x slower
+ * on a big tenant), and the set form (pred) rebuilt its IN-lists on every
+ * page. A row that fails the check is read, never sent (produce_snapshot).
+ * The key map's side repeats the keyset condition, naming the caller's
+ * placeholders for the after key by number ($n: PostgreSQL lets a statement
+ * use one twice), or a merge would read the key map from its start on
+ * every page. *npred: placeholders before the keyset condition, all the
+ * tenant.
+ */
+static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, size_t nafter,
+                           struct ferry_buf *b, int *npred)
+{
+    const struct ferry_table_info *ti = &p->scope->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+    struct ferry_buf joins;
+    char name[600];
+    int rc = select_cols(p, t, b);
+
+    ferry_buf_init(&joins, SQL_MAX);
+    *npred = 2;
+    snprintf(name, sizeof(name), "_ferry_k_%s", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, ", ");
+    if (!rc)
+        rc = pg_owner_check(p->scope, t, b, &joins);
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM (SELECT * FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE EXISTS (SELECT 1 FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_km\" WHERE \"_ferry_km\".\"_ferry_tenant\" = ?");
+    for (size_t k = 0; k < npk && !rc; k++) {
+        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        rc = ferry_buf_adds(b, " AND \"_ferry_km\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, ".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+    }
+    if (!rc && nafter == npk) {
+        rc = ferry_buf_adds(b, " AND (");
+        if (!rc)
+            rc = ferry_scope_keylist(p->scope, t, "\"_ferry_km\".", b);
+        if (!rc)
+            rc = ferry_buf_adds(b, ") > (");
+        for (size_t k = 0; k < npk && !rc; k++)
+            rc = ferry_buf_addf(b, "%s$%d", k ? ", " : "", *npred + 1 + (int)k);
+        if (!rc)
+            rc = ferry_buf_adds(b, ")");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, ")");
+    ferry_buf_release(&joins);
+    return rc;
+}
+
+/* The caller's keyset condition and LIMIT close the inner query: then the joins of the check. */
+static int pg_snapshot_end(const struct ferry_producer *p, size_t t, struct ferry_buf *b)
+{
+    struct ferry_buf joins;
+    int rc = ferry_buf_adds(b, ") AS \"_ferry_s\"");
+
+    ferry_buf_init(&joins, SQL_MAX);
+    if (!rc)
+        rc = pg_owner_check(p->scope, t, NULL, &joins);
+    if (!rc)
+        rc = ferry_buf_add(b, joins.data, joins.len);
+    if (!rc)
+        rc = ferry_buf_adds(b, " ORDER BY ");
+    if (!rc)
+        rc = ferry_scope_keylist(p->scope, t, "\"_ferry_s\".", b);
+    ferry_buf_release(&joins);
+    return rc;
+}
+
 static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req,
                             char **out, size_t *len, struct ferry_error *err)
 {
@@ -380,8 +540,10 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     struct ferry_buf sql, lastbuf;
     const char **names = NULL;
     size_t npk;
-    int64_t limit, nrows = 0;
-    int t, npred = 0, more = 0, row = 0;
+    int64_t limit, nrows = 0, nread = 0;
+    int t, npred = 0, more = 0, row = 0, send = 1;
+    int pg = ferry_db_engine(p->db) == FERRY_ENGINE_PG;
+    const char *keyctx = pg ? "" : "\"_ferry_km\"."; /* the key columns, in the query */
     int rc;
 
     ferry_buf_init(&sql, SQL_MAX);
@@ -396,12 +558,16 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         return ferry_error_set(err, FERRY_EPROTO, "snapshot of %s: after has %zu values, key has %zu",
                                ti->name, req->nafter, npk);
     limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
-    rc = select_owned_sql(p, (size_t)t, 1, &sql);
-    npred = 2; /* the key map's tenant and the owner check */
+    if (pg) {
+        rc = pg_snapshot_sql(p, (size_t)t, req->after_key ? req->nafter : 0, &sql, &npred);
+    } else {
+        rc = select_owned_sql(p, (size_t)t, 1, &sql);
+        npred = 2; /* the key map's tenant and the owner check */
+    }
     if (!rc && req->after_key) {
         rc = ferry_buf_adds(&sql, " AND (");
         if (!rc)
-            rc = ferry_scope_keylist(s, (size_t)t, "\"_ferry_km\".", &sql);
+            rc = ferry_scope_keylist(s, (size_t)t, keyctx, &sql);
         if (!rc)
             rc = ferry_buf_adds(&sql, npk > 1 ? ") > (" : ") > ");
         for (size_t k = 0; k < npk && !rc; k++)
@@ -412,9 +578,11 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     if (!rc)
         rc = ferry_buf_adds(&sql, " ORDER BY ");
     if (!rc)
-        rc = ferry_scope_keylist(s, (size_t)t, "\"_ferry_km\".", &sql);
+        rc = ferry_scope_keylist(s, (size_t)t, keyctx, &sql);
     if (!rc)
         rc = ferry_buf_addf(&sql, " LIMIT %lld", (long long)limit);
+    if (!rc && pg)
+        rc = pg_snapshot_end(p, (size_t)t, &sql);
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build SQL");
         goto out;
@@ -449,12 +617,22 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
             break;
         for (size_t i = 0; i < nc; i++)
             ferry_stmt_column(st, (int)i, &vals[i]);
-        rc = ferry_enc_row(enc, vals, nc);
-        if (rc) {
-            rc = ferry_error_set(err, rc, "row of %s too large for one message", ti->name);
-            break;
+        nread++;
+        if (pg) {
+            struct ferry_value ok;
+
+            /* the scope check, computed beside the row (pg_snapshot_sql): read, not sent */
+            ferry_stmt_column(st, (int)ti->ncols, &ok);
+            send = ok.type == FERRY_INT && ok.u.i == 1;
         }
-        nrows++;
+        if (send) {
+            rc = ferry_enc_row(enc, vals, nc);
+            if (rc) {
+                rc = ferry_error_set(err, rc, "row of %s too large for one message", ti->name);
+                break;
+            }
+            nrows++;
+        }
         /* Remember the key of the last row (copied: the row goes at the next step). */
         ferry_buf_reset(&lastbuf);
         for (size_t k = 0; k < npk && !rc; k++) {
@@ -477,16 +655,16 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     }
     if (rc)
         goto rollback;
-    if (nrows == limit)
+    if (nread == limit)
         more = 1;
-    for (size_t k = 0; k < npk && nrows; k++)
+    for (size_t k = 0; k < npk && nread; k++)
         if (last[k].type == FERRY_TEXT || last[k].type == FERRY_BLOB)
             last[k].u.s.p = (lastbuf.data ? lastbuf.data : "") + (uintptr_t)last[k].u.s.p;
     rc = ferry_enc_set_end(enc);
     if (!rc) {
         const char *body;
 
-        rc = ferry_enc_finish(enc, 0, more, nrows ? last : NULL, nrows ? npk : 0, &body, len);
+        rc = ferry_enc_finish(enc, 0, more, nread ? last : NULL, nread ? npk : 0, &body, len);
         if (!rc) {
             *out = malloc(*len ? *len : 1);
             if (!*out)

@@ -4,7 +4,8 @@
  * Every connection is set up so that values read back are canonical and
  * exact whatever the server's configuration: client_encoding UTF8, DateStyle
  * ISO, IntervalStyle iso_8601, TimeZone UTC, extra_float_digits 3 (shortest
- * exact floats), bytea_output hex, standard_conforming_strings on.
+ * exact floats), bytea_output hex, standard_conforming_strings on; and jit
+ * off (ferry's statements are short: compiling them costs more than it saves).
  *
  * Reading: by the result column's type OID (a domain reports its base type)
  *
@@ -99,7 +100,9 @@ static const char session_sql[] = "SET client_encoding = 'UTF8';"
                                   "SET extra_float_digits = 3;"
                                   "SET TimeZone = 'UTC';"
                                   "SET standard_conforming_strings = on;"
-                                  "SET bytea_output = 'hex'";
+                                  "SET bytea_output = 'hex';"
+                                  /* pages and batches are short: compiling them costs more */
+                                  "SET jit = off";
 
 struct pg_stmt;
 
