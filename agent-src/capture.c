@@ -857,6 +857,21 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
         }
     }
     rc = ferry_db_commit(db, err);
+    /*
+     * Outside the transaction: the key maps' visibility maps, so that counts
+     * and snapshot pages read their (tenant, key) index without the heap.
+     * Autovacuum would get there too, later.
+     */
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        ferry_buf_reset(&sql);
+        rc = ferry_buf_adds(&sql, "VACUUM (ANALYZE) ");
+        if (!rc)
+            rc = add_keymap_name(&sql, s->tables[t].info.name);
+        if (rc)
+            rc = ferry_error_set(err, rc, "cannot build SQL");
+        else
+            rc = ferry_db_exec(db, sql.data, err);
+    }
     goto out;
 rollback:
     ferry_db_rollback(db);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SQL_MAX (1u << 20)
 
@@ -341,9 +342,25 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
             int row = 0;
 
             ferry_buf_reset(&sql);
-            if (ferry_buf_adds(&sql, "SELECT count(*) FROM ") ||
-                ferry_buf_add_ident(&sql, tables[t].name) || ferry_buf_adds(&sql, " WHERE ") ||
-                ferry_scope_pred(p->scope, t, &sql, &npred)) {
+            if (ferry_db_engine(p->db) == FERRY_ENGINE_PG) {
+                /*
+                 * A count for progress and dry runs: the key map's (tenant,
+                 * key) index answers it in a tenth of the scope's joins.
+                 */
+                char km[600];
+
+                snprintf(km, sizeof(km), "_ferry_k_%s", tables[t].name);
+                npred = 1;
+                if (ferry_buf_adds(&sql, "SELECT count(*) FROM ") ||
+                    ferry_buf_add_ident(&sql, km) ||
+                    ferry_buf_adds(&sql, " WHERE \"_ferry_tenant\" = ?")) {
+                    rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build SQL");
+                    goto out;
+                }
+            } else if (ferry_buf_adds(&sql, "SELECT count(*) FROM ") ||
+                       ferry_buf_add_ident(&sql, tables[t].name) ||
+                       ferry_buf_adds(&sql, " WHERE ") ||
+                       ferry_scope_pred(p->scope, t, &sql, &npred)) {
                 rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build SQL");
                 goto out;
             }
@@ -430,92 +447,108 @@ static int pg_owner_check(const struct ferry_scope *s, size_t t, struct ferry_bu
 }
 
 /*
- * PostgreSQL's snapshot page, up to its keyset condition:
- *   SELECT <cols>, (<owner of "_ferry_s">) = ? FROM (SELECT * FROM "t" WHERE
- *   EXISTS (SELECT 1 FROM the key map WHERE tenant = ? AND key = t's key
- *   [AND key > after])
- * to which the caller appends AND (k) > (?) ORDER BY k LIMIT n) AS
- * "_ferry_s" ORDER BY "_ferry_s".k. The inner query only walks the key
- * map's (tenant, key) index and the table's key index, so PostgreSQL plans
- * it from the key map's statistics: a merge of both indexes for a big
- * tenant, a walk from the key map for a small one. The read-time scope
- * check (pg_owner_check: the owner's hops to the root, on the tables as this
- * snapshot sees them) is an output column of the page's rows only: in the
- * WHERE clause it
- * made the planner guess a handful of rows and probe row by row (4x slower
- * on a big tenant), and the set form (pred) rebuilt its IN-lists on every
- * page. A row that fails the check is read, never sent (produce_snapshot).
- * The key map's side repeats the keyset condition, naming the caller's
- * placeholders for the after key by number ($n: PostgreSQL lets a statement
- * use one twice), or a merge would read the key map from its start on
- * every page. *npred: placeholders before the keyset condition, all the
- * tenant.
+ * PostgreSQL's snapshot page, driven by the key map:
+ *   SELECT <cols>, <scope check> = ?, "_ferry_k".<key> FROM (SELECT <key>
+ *   FROM the key map WHERE "_ferry_tenant" = ?
+ * to which the caller appends AND (k) > (?) ORDER BY k LIMIT n, and
+ * pg_snapshot_end ) AS "_ferry_k" LEFT JOIN "t" AS "_ferry_s" ON the key
+ * LEFT JOIN <the scope check's parents> ORDER BY "_ferry_k".<key>.
+ * The inner query is one range of the key map's (tenant, key) index, at
+ * most n keys: whatever the tenant's share of the table, a page costs its
+ * own rows, and the planner knows the outer side is small (with hash and
+ * merge joins off for the page, see produce_snapshot, it cannot mistake a
+ * three-column key for a handful of rows and hash the whole table). The
+ * read-time scope check (pg_owner_check: the hops to the root on the
+ * tables as this snapshot sees them) is an output column: a row that fails
+ * it, or whose key the key map holds but the table does not, is read and
+ * not sent; the key map's key (the last columns) is where the next page
+ * starts. With by_table (the tenant is most of the table, pg_tenant_is_big)
+ * the inner query is instead SELECT * FROM "t" WHERE true: a range of the
+ * table's own key index, the other tenants' rows in it read and dropped by
+ * the same check, and no key map probe per row. *npred: placeholders
+ * before the keyset condition, all the tenant.
  */
-static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, size_t nafter,
+static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_table,
                            struct ferry_buf *b, int *npred)
 {
     const struct ferry_table_info *ti = &p->scope->tables[t].info;
-    size_t npk = ferry_table_npk(ti);
     struct ferry_buf joins;
     char name[600];
     int rc = select_cols(p, t, b);
 
     ferry_buf_init(&joins, SQL_MAX);
-    *npred = 2;
+    *npred = by_table ? 1 : 2;
     snprintf(name, sizeof(name), "_ferry_k_%s", ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, ", ");
     if (!rc)
         rc = pg_owner_check(p->scope, t, b, &joins);
     if (!rc)
-        rc = ferry_buf_adds(b, " FROM (SELECT * FROM ");
+        rc = ferry_buf_adds(b, ", ");
     if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE EXISTS (SELECT 1 FROM ");
-    if (!rc)
-        rc = ferry_buf_add_ident(b, name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS \"_ferry_km\" WHERE \"_ferry_km\".\"_ferry_tenant\" = ?");
-    for (size_t k = 0; k < npk && !rc; k++) {
-        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
-
-        rc = ferry_buf_adds(b, " AND \"_ferry_km\".");
+        rc = ferry_scope_keylist(p->scope, t, by_table ? "\"_ferry_s\"." : "\"_ferry_k\".", b);
+    if (by_table) {
         if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-        if (!rc)
-            rc = ferry_buf_adds(b, " = ");
+            rc = ferry_buf_adds(b, " FROM (SELECT * FROM ");
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->name);
         if (!rc)
-            rc = ferry_buf_adds(b, ".");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-    }
-    if (!rc && nafter == npk) {
-        rc = ferry_buf_adds(b, " AND (");
-        if (!rc)
-            rc = ferry_scope_keylist(p->scope, t, "\"_ferry_km\".", b);
-        if (!rc)
-            rc = ferry_buf_adds(b, ") > (");
-        for (size_t k = 0; k < npk && !rc; k++)
-            rc = ferry_buf_addf(b, "%s$%d", k ? ", " : "", *npred + 1 + (int)k);
-        if (!rc)
-            rc = ferry_buf_adds(b, ")");
+            rc = ferry_buf_adds(b, " WHERE true");
+        ferry_buf_release(&joins);
+        return rc;
     }
     if (!rc)
-        rc = ferry_buf_adds(b, ")");
+        rc = ferry_buf_adds(b, " FROM (SELECT ");
+    if (!rc)
+        rc = ferry_scope_keylist(p->scope, t, "", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE \"_ferry_tenant\" = ?");
     ferry_buf_release(&joins);
     return rc;
 }
 
-/* The caller's keyset condition and LIMIT close the inner query: then the joins of the check. */
-static int pg_snapshot_end(const struct ferry_producer *p, size_t t, struct ferry_buf *b)
+/* The caller's keyset condition and LIMIT close the key range: then the row and its check. */
+static int pg_snapshot_end(const struct ferry_producer *p, size_t t, int by_table,
+                           struct ferry_buf *b)
 {
+    const struct ferry_table_info *ti = &p->scope->tables[t].info;
     struct ferry_buf joins;
-    int rc = ferry_buf_adds(b, ") AS \"_ferry_s\"");
+    int rc;
 
     ferry_buf_init(&joins, SQL_MAX);
+    if (by_table) {
+        rc = ferry_buf_adds(b, ") AS \"_ferry_s\"");
+        if (!rc)
+            rc = pg_owner_check(p->scope, t, NULL, &joins);
+        if (!rc)
+            rc = ferry_buf_add(b, joins.data, joins.len);
+        if (!rc)
+            rc = ferry_buf_adds(b, " ORDER BY ");
+        if (!rc)
+            rc = ferry_scope_keylist(p->scope, t, "\"_ferry_s\".", b);
+        ferry_buf_release(&joins);
+        return rc;
+    }
+    rc = ferry_buf_adds(b, ") AS \"_ferry_k\" LEFT JOIN ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_s\" ON ");
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        rc = ferry_buf_adds(b, k ? " AND \"_ferry_s\"." : "\"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = \"_ferry_k\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+    }
     if (!rc)
         rc = pg_owner_check(p->scope, t, NULL, &joins);
     if (!rc)
@@ -523,9 +556,81 @@ static int pg_snapshot_end(const struct ferry_producer *p, size_t t, struct ferr
     if (!rc)
         rc = ferry_buf_adds(b, " ORDER BY ");
     if (!rc)
-        rc = ferry_scope_keylist(p->scope, t, "\"_ferry_s\".", b);
+        rc = ferry_scope_keylist(p->scope, t, "\"_ferry_k\".", b);
     ferry_buf_release(&joins);
     return rc;
+}
+
+/*
+ * PostgreSQL: is the tenant most of table t? Then a page walks the table's
+ * own key index (pg_snapshot_sql's by_table: a range scan, the other
+ * tenants' rows in it read and dropped), else the key map's. Counted from
+ * the key map's (tenant, key) index against the table's estimated size,
+ * and remembered for ten minutes: it only picks a plan, either gives the
+ * same rows. Process-wide, like sort_arena: the server has one thread.
+ */
+#define PG_SHARES 32
+#define PG_SHARE_SECS 600
+
+static struct pg_share {
+    int t;
+    char tenant[64];
+    int big;
+    time_t at;
+} pg_shares[PG_SHARES];
+
+static int pg_tenant_is_big(struct ferry_producer *p, size_t t, const char *tenant,
+                            const struct ferry_value *tv, int *big, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &p->scope->tables[t].info;
+    struct ferry_value args[2];
+    struct ferry_buf sql, rel;
+    time_t now = time(NULL);
+    struct pg_share *slot = &pg_shares[0];
+    char km[600];
+    int64_t permille = 0;
+    int rc;
+
+    for (size_t i = 0; i < PG_SHARES; i++) {
+        struct pg_share *e = &pg_shares[i];
+
+        if (e->at && e->t == (int)t && strcmp(e->tenant, tenant) == 0 &&
+            now - e->at < PG_SHARE_SECS) {
+            *big = e->big;
+            return FERRY_OK;
+        }
+        if (e->at < slot->at)
+            slot = e;
+    }
+    snprintf(km, sizeof(km), "_ferry_k_%s", ti->name);
+    ferry_buf_init(&sql, SQL_MAX);
+    ferry_buf_init(&rel, 1024);
+    rc = ferry_buf_add_ident(&rel, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, "SELECT (1000 * count(*) / GREATEST((SELECT reltuples::bigint "
+                                  "FROM pg_catalog.pg_class WHERE oid = CAST(? AS regclass)), "
+                                  "count(*), 1))::bigint FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, km);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WHERE \"_ferry_tenant\" = ?");
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+    } else {
+        args[0] = ferry_value_text(rel.data, rel.len);
+        args[1] = *tv;
+        rc = ferry_db_query_int(p->db, sql.data, args, 2, &permille, err);
+    }
+    ferry_buf_release(&sql);
+    ferry_buf_release(&rel);
+    if (rc)
+        return rc;
+    *big = permille >= 500;
+    slot->t = (int)t;
+    snprintf(slot->tenant, sizeof(slot->tenant), "%s", tenant);
+    slot->big = *big;
+    slot->at = now;
+    return FERRY_OK;
 }
 
 static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req,
@@ -541,7 +646,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     const char **names = NULL;
     size_t npk;
     int64_t limit, nrows = 0, nread = 0;
-    int t, npred = 0, more = 0, row = 0, send = 1;
+    int t, npred = 0, more = 0, row = 0, send = 1, by_table = 0;
     int pg = ferry_db_engine(p->db) == FERRY_ENGINE_PG;
     const char *keyctx = pg ? "" : "\"_ferry_km\"."; /* the key columns, in the query */
     int rc;
@@ -559,7 +664,12 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
                                ti->name, req->nafter, npk);
     limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
     if (pg) {
-        rc = pg_snapshot_sql(p, (size_t)t, req->after_key ? req->nafter : 0, &sql, &npred);
+        rc = ferry_scope_tenant(s, req->tenant, &tv, err);
+        if (!rc)
+            rc = pg_tenant_is_big(p, (size_t)t, req->tenant, &tv, &by_table, err);
+        if (rc)
+            goto out;
+        rc = pg_snapshot_sql(p, (size_t)t, by_table, &sql, &npred);
     } else {
         rc = select_owned_sql(p, (size_t)t, 1, &sql);
         npred = 2; /* the key map's tenant and the owner check */
@@ -582,7 +692,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     if (!rc)
         rc = ferry_buf_addf(&sql, " LIMIT %lld", (long long)limit);
     if (!rc && pg)
-        rc = pg_snapshot_end(p, (size_t)t, &sql);
+        rc = pg_snapshot_end(p, (size_t)t, by_table, &sql);
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build SQL");
         goto out;
@@ -600,6 +710,10 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         goto out;
     /* An unknown tenant is an error, not an empty table. */
     rc = tenant_of(p, req, &tv, err);
+    /* a page joins at most n keys by index (pg_snapshot_sql): nested loops only */
+    if (!rc && pg)
+        rc = ferry_db_exec(
+            p->db, "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", err);
     if (!rc)
         rc = ferry_db_prepare(p->db, sql.data, &st, err);
     if (!rc)
@@ -637,6 +751,9 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         ferry_buf_reset(&lastbuf);
         for (size_t k = 0; k < npk && !rc; k++) {
             struct ferry_value v = vals[ferry_table_pkcol(ti, k)];
+
+            if (pg) /* the key map's key: there even when the row is not */
+                ferry_stmt_column(st, (int)(ti->ncols + 1 + k), &v);
 
             last[k] = v;
             if (v.type == FERRY_TEXT || v.type == FERRY_BLOB) {

@@ -110,7 +110,7 @@ struct pg_stmt;
 struct pg_copy {
     char *table;
     char **cols; /* n names, for error messages */
-    int *bytea;  /* n flags: the column stores bytea (BLOB/TEXT go as \\x hex) */
+    int *kind;   /* n: COPY_BYTEA (BLOB and TEXT go as hex), COPY_FLOAT, or 0 */
     size_t n;
     struct ferry_buf out; /* encoded rows not yet handed to libpq */
     int64_t rows;
@@ -430,7 +430,7 @@ static void copy_free(struct pg_copy *c)
     for (size_t i = 0; c->cols && i < c->n; i++)
         free(c->cols[i]);
     free(c->cols);
-    free(c->bytea);
+    free(c->kind);
     free(c->table);
     ferry_buf_release(&c->out);
     free(c);
@@ -1446,14 +1446,17 @@ static int pg_fk_check(struct ferry_db *db, const char *table, int64_t *violatio
  * several hundred thousand rows a second.
  */
 #define COPY_FLUSH ((size_t)256 << 10) /* hand rows to libpq in chunks of this size */
-#define COPY_MAX_COLS 1600             /* PostgreSQL's limit on a table's columns */
+#define COPY_BYTEA 1                   /* struct pg_copy kind[] */
+#define COPY_FLOAT 2
+#define COPY_MAX_COLS 1600 /* PostgreSQL's limit on a table's columns */
 
 static int pg_copy_begin(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
                          struct ferry_error *err)
 {
-    /* bytea, or a domain over it: those columns take bytes, hex-encoded */
+    /* bytea takes bytes, hex-encoded; float4/8 any exact decimal (domains: their base) */
     static const char types_sql[] =
-        "SELECT a.attname, a.atttypid = 17 OR t.typbasetype = 17"
+        "SELECT a.attname, CASE COALESCE(NULLIF(t.typbasetype, 0), a.atttypid)"
+        " WHEN 17 THEN 1 WHEN 700 THEN 2 WHEN 701 THEN 2 ELSE 0 END"
         " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped";
     struct pg_db *d = pg_db(db);
@@ -1478,8 +1481,8 @@ static int pg_copy_begin(struct ferry_db *db, const char *table, const char *con
     c->n = n;
     c->table = strdup(table);
     c->cols = calloc(n, sizeof(*c->cols));
-    c->bytea = calloc(n, sizeof(*c->bytea));
-    if (!c->table || !c->cols || !c->bytea) {
+    c->kind = calloc(n, sizeof(*c->kind));
+    if (!c->table || !c->cols || !c->kind) {
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory starting a bulk load");
         goto out;
     }
@@ -1513,7 +1516,7 @@ static int pg_copy_begin(struct ferry_db *db, const char *table, const char *con
     for (int r = 0; r < PQntuples(res); r++)
         for (size_t i = 0; i < n; i++)
             if (strcmp(PQgetvalue(res, r, 0), cols[i]) == 0)
-                c->bytea[i] = PQgetvalue(res, r, 1)[0] == 't';
+                c->kind[i] = (int)strtol(PQgetvalue(res, r, 1), NULL, 10);
     PQclear(res);
     res = PQexec(d->conn, sql.data);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
@@ -1534,82 +1537,85 @@ out:
 static const char hexdigits[] = "0123456789abcdef";
 
 /*
- * 1 when p[0..n) is well-formed UTF-8 (no overlongs, no surrogates, nothing
- * above U+10FFFF): what a UTF8 database accepts, checked here so that the
- * error can name the column instead of a line of the COPY stream.
+ * Length of the well-formed UTF-8 sequence at p (n bytes left, p[0] >=
+ * 0x80), or 0: no overlongs, no surrogates, nothing above U+10FFFF.
  */
-static int valid_utf8(const unsigned char *p, size_t n)
+static size_t utf8_seq(const unsigned char *p, size_t n)
 {
-    size_t i = 0;
+    unsigned char c = p[0];
+    unsigned lo = 0x80, hi = 0xBF;
+    size_t len;
 
-    while (i < n) {
-        unsigned char c = p[i];
-        size_t len;
-        unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (c == 0xE0)
+        lo = 0xA0;
+    else if (c == 0xED)
+        hi = 0x9F;
+    else if (c == 0xF0)
+        lo = 0x90;
+    else if (c == 0xF4)
+        hi = 0x8F;
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if (p[k] < 0x80 || p[k] > 0xBF)
+            return 0;
+    return len;
+}
 
-        if (c < 0x80) {
+/*
+ * Append n bytes of p as a COPY text field, in one pass: backslash escapes;
+ * FERRY_EDATA for a NUL byte or for what is not well-formed UTF-8 (what a
+ * UTF8 database refuses, checked here so that the error can name the
+ * column instead of a line of the COPY stream).
+ */
+static int copy_text(struct ferry_buf *b, const char *p, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    size_t start = 0, i = 0;
+    int rc = 0;
+
+    while (i < n && !rc) {
+        unsigned char c = u[i];
+        const char *esc;
+
+        if (c >= 0x20 && c < 0x80 && c != '\\') {
             i++;
             continue;
         }
-        if (c >= 0xC2 && c <= 0xDF)
-            len = 2;
-        else if (c >= 0xE0 && c <= 0xEF)
-            len = 3;
-        else if (c >= 0xF0 && c <= 0xF4)
-            len = 4;
-        else
-            return 0;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-        else if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-        if (n - i < len || p[i + 1] < lo || p[i + 1] > hi)
-            return 0;
-        for (size_t k = 2; k < len; k++)
-            if (p[i + k] < 0x80 || p[i + k] > 0xBF)
-                return 0;
-        i += len;
-    }
-    return 1;
-}
+        if (c >= 0x80) {
+            size_t len = utf8_seq(u + i, n - i);
 
-/* Append n bytes of p as a COPY text field: backslash escapes, no NUL, UTF-8. */
-static int copy_text(struct ferry_buf *b, const char *p, size_t n)
-{
-    size_t start = 0;
-    int rc = 0;
-
-    if (!valid_utf8((const unsigned char *)p, n))
-        return FERRY_EDATA;
-    for (size_t i = 0; i < n && !rc; i++) {
-        const char *esc = NULL;
-
-        switch (p[i]) {
-        case '\\':
+            if (!len)
+                return FERRY_EDATA;
+            i += len;
+            continue;
+        }
+        if (c == '\\')
             esc = "\\\\";
-            break;
-        case '\n':
+        else if (c == '\n')
             esc = "\\n";
-            break;
-        case '\r':
+        else if (c == '\r')
             esc = "\\r";
-            break;
-        case '\t':
+        else if (c == '\t')
             esc = "\\t";
-            break;
-        case '\0':
+        else if (c == '\0')
             return FERRY_EDATA;
-        default:
+        else {
+            i++; /* other control characters go as they are */
             continue;
         }
         rc = ferry_buf_add(b, p + start, i - start);
         if (!rc)
-            rc = ferry_buf_adds(b, esc);
-        start = i + 1;
+            rc = ferry_buf_add(b, esc, 2);
+        start = ++i;
     }
     if (!rc)
         rc = ferry_buf_add(b, p + start, n - start);
@@ -1665,13 +1671,17 @@ static int copy_value(struct pg_copy *c, size_t i, const struct ferry_value *v)
         snprintf(num, sizeof(num), "%" PRId64, v->u.i);
         return ferry_buf_adds(&c->out, num);
     case FERRY_FLOAT:
-        format_double(v->u.f, num, sizeof(num));
+        /* a float column reads 17 digits back exactly: no search for the shortest form */
+        if (c->kind[i] == COPY_FLOAT && isfinite(v->u.f))
+            snprintf(num, sizeof(num), "%.17g", v->u.f);
+        else
+            format_double(v->u.f, num, sizeof(num));
         return ferry_buf_adds(&c->out, num);
     case FERRY_TEXT:
     case FERRY_BLOB:
         if (v->u.s.n >= MAX_VALUE)
             return FERRY_ETOOBIG;
-        if (c->bytea[i])
+        if (c->kind[i] == COPY_BYTEA)
             return copy_hex(&c->out, (const unsigned char *)(v->u.s.n ? v->u.s.p : ""), v->u.s.n);
         return copy_text(&c->out, v->u.s.n ? v->u.s.p : "", v->u.s.n);
     default:

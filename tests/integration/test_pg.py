@@ -516,6 +516,33 @@ class PgTest(ft.FerryTestCase):
             self.assertRegex(cp.stderr, r"resuming after \d+ rows")
             self.assertPgCopy(self.src_url, self.dst_url)
 
+    def test_snapshot_checks_scope_at_read_time(self):
+        """A key map that says a row is the tenant's is not enough: a channel
+        moved to team 2 while capture was off (its key map still says team
+        1) is not copied to team 1, in either page plan (posts: team 1 is
+        most of the table, read by key; channels: a third, read through the
+        key map)."""
+        self.pg_source(extra_posts=3000)
+        moved = psql(self.src_url, (
+            "ALTER TABLE channels DISABLE TRIGGER USER;"
+            "UPDATE channels SET team_id = 2 WHERE id = (SELECT max(id) FROM channels "
+            "WHERE team_id = 1) RETURNING id;"
+            "ALTER TABLE channels ENABLE TRIGGER USER;"
+            "ALTER TABLE channels ENABLE ALWAYS TRIGGER \"_ferry_i_channels\";"
+            "ALTER TABLE channels ENABLE ALWAYS TRIGGER \"_ferry_u_channels\";"
+            "ALTER TABLE channels ENABLE ALWAYS TRIGGER \"_ferry_d_channels\";")).split()[0]
+        self.assertEqual(psql(self.src_url, "SELECT _ferry_tenant FROM _ferry_k_channels "
+                                            "WHERE id = %s" % moved).strip(), "1")
+        self.assertGreater(int(psql(self.src_url, "SELECT count(*) FROM posts WHERE channel_id "
+                                                  "= %s" % moved).strip()), 0)
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM channels WHERE id = %s; "
+                                                "SELECT count(*) FROM posts WHERE channel_id = %s"
+                                  % (moved, moved)).split(), ["0", "0"])
+
     def test_uninstall_and_schema(self):
         """uninstall removes every object ferry created and nothing else; a
         source in another schema ([source] schema) syncs into another schema."""
