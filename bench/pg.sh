@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# bench/pg.sh - ferry's initial copy of one big team PostgreSQL -> PostgreSQL
+# against psql's COPY pipeline, in the same run, on the same data.
+#
+#   bench/pg.sh [ROWS]          (default 1000000 posts in the big team)
+#
+# One throw-away cluster (scripts/pgcluster.sh, unix socket, fsync off) holds
+# the source and two empty targets with the same schema. The baseline copies
+# the team table by table, parents first, with
+#   psql -c "COPY (SELECT ... WHERE <scope>) TO STDOUT" | psql -c "COPY t FROM STDIN"
+# and, like ferry's applier, with session_replication_role = replica on the
+# target (no foreign-key triggers on either side). ferry runs as deployed:
+# ferry-src serve and ferry-dst sync, authenticated, over loopback HTTP.
+# Prints both times and the ratio, then a 1,000-row delta. Needs a built tree
+# (build/bin) or FERRY_BIN. Exit 77 without PostgreSQL server binaries.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${FERRY_BIN:-$here/build/bin}
+rows=${1:-1000000}
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench-pg.XXXXXX")
+srcpid=
+cleanup() {
+    [ -n "$srcpid" ] && kill "$srcpid" 2>/dev/null || true
+    "$here/scripts/pgcluster.sh" stop "$work/pg" >/dev/null 2>&1 || true
+    [ -n "${FERRY_BENCH_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+[ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+chmod 755 "$work" # the cluster may run as another user (pgcluster.sh as root)
+"$here/scripts/pgcluster.sh" start "$work/pg" >/dev/null || exit $?
+pgbin=$("$here/scripts/pgcluster.sh" bindir)
+# the test cluster's 32 MB of shared buffers would make both sides read the
+# tables through the kernel on every probe; a server holds its working set
+"$pgbin/psql" -X -q -d "$("$here/scripts/pgcluster.sh" url "$work/pg")" \
+    -c "ALTER SYSTEM SET shared_buffers = '1GB'"
+"$here/scripts/pgcluster.sh" stop "$work/pg" >/dev/null
+"$here/scripts/pgcluster.sh" start "$work/pg" >/dev/null
+src=$("$here/scripts/pgcluster.sh" createdb "$work/pg" src | tail -1)
+base=$("$here/scripts/pgcluster.sh" createdb "$work/pg" dst_base | tail -1)
+dst=$("$here/scripts/pgcluster.sh" createdb "$work/pg" dst_ferry | tail -1)
+psql() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+schema="
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE channels (id bigint PRIMARY KEY,
+  team_id bigint NOT NULL REFERENCES teams(id) ON DELETE CASCADE, name text);
+CREATE TABLE posts (id bigserial PRIMARY KEY,
+  channel_id bigint NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+  user_id integer, body text, score numeric(12,4), weight double precision, flag boolean,
+  meta jsonb, created timestamptz);
+CREATE TABLE reactions (post_id bigint NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
+  emoji text NOT NULL, user_id integer NOT NULL, PRIMARY KEY (post_id, emoji, user_id));"
+for db in "$src" "$base" "$dst"; do psql -d "$db" -c "$schema"; done
+
+total=$((rows * 7 / 5))
+echo "bench: generating $total posts ($rows in team 1, interleaved with two smaller teams)"
+psql -d "$src" <<SQL
+INSERT INTO teams SELECT t, 'team ' || t FROM generate_series(1, 3) t;
+INSERT INTO channels SELECT c, 1 + (c - 1) % 3, 'channel ' || c FROM generate_series(1, 60) c;
+INSERT INTO posts SELECT i,
+  3 * (i % 20) + CASE WHEN i % 7 < 5 THEN 1 WHEN i % 7 = 5 THEN 2 ELSE 3 END,
+  i % 97, 'post ' || i || ': lorem ipsum dolor sit amet, consectetur adipiscing elit',
+  i * 0.25, i / 3.0, i % 2 = 0, jsonb_build_object('n', i, 'tag', 'x' || i % 10),
+  timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second'
+FROM generate_series(1, $total) i;
+INSERT INTO reactions SELECT id, ':+1:', id % 97 FROM posts WHERE id % 5 = 0;
+SELECT setval('posts_id_seq', $total);
+VACUUM ANALYZE;
+SQL
+scope_teams="id = 1"
+scope_channels="team_id IN (SELECT id FROM teams WHERE id = 1)"
+scope_posts="channel_id IN (SELECT id FROM channels WHERE team_id = 1)"
+scope_reactions="post_id IN (SELECT id FROM posts WHERE $scope_posts)"
+team_rows=$(psql -At -d "$src" -c "SELECT (SELECT count(*) FROM posts WHERE $scope_posts) + (SELECT count(*) FROM reactions WHERE $scope_reactions)")
+echo "bench: team 1 has $team_rows posts and reactions"
+
+"$bin/ferry-src" keygen --out "$work/src.key" --bits 2048 >/dev/null 2>&1
+"$bin/ferry-dst" keygen --out "$work/dst.key" --bits 2048 >/dev/null 2>&1
+: >"$work/authorized_keys"
+cat >"$work/src.conf" <<CONF
+[source]
+database = $src
+listen = 127.0.0.1:0
+identity = $work/src.key
+authorized_keys = $work/authorized_keys
+[scope]
+root = teams
+CONF
+"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
+now() { date +%s.%N; }
+elapsed() { python3 -c "print('%.3f' % ($2 - $1))"; }
+t0=$(now)
+"$bin/ferry-src" install --config "$work/src.conf" >/dev/null
+t1=$(now)
+install=$(elapsed "$t0" "$t1")
+
+# Baseline: COPY out of the source, COPY into the target, table by table.
+t0=$(now)
+for t in teams channels posts reactions; do
+    eval "pred=\$scope_$t"
+    psql -d "$src" -c "COPY (SELECT * FROM $t WHERE $pred) TO STDOUT" |
+        PGOPTIONS="-c session_replication_role=replica" psql -d "$base" -c "COPY $t FROM STDIN"
+done
+t1=$(now)
+basetime=$(elapsed "$t0" "$t1")
+
+"$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
+srcpid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
+port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log")
+cat >"$work/dst.conf" <<CONF
+[target]
+database = $dst
+state = $work/state
+tenant = 1
+identity = $work/dst.key
+[source]
+url = http://127.0.0.1:$port
+public_key = $work/src.key.pub
+CONF
+t0=$(now)
+/usr/bin/time -f "%M" -o "$work/dst.rss" "$bin/ferry-dst" sync --quiet --config "$work/dst.conf"
+t1=$(now)
+copy=$(elapsed "$t0" "$t1")
+for t in teams channels posts reactions; do
+    a=$(psql -At -d "$base" -c "SELECT count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM $t x")
+    b=$(psql -At -d "$dst" -c "SELECT count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM $t x")
+    [ "$a" = "$b" ] || { echo "bench: $t differs between the baseline and ferry: $a vs $b" >&2; exit 1; }
+done
+
+psql -d "$src" -c "UPDATE posts SET body = body || ' (edited)' WHERE id IN (SELECT id FROM posts WHERE $scope_posts ORDER BY id LIMIT 1000)"
+t0=$(now)
+"$bin/ferry-dst" sync --quiet --config "$work/dst.conf"
+t1=$(now)
+delta=$(elapsed "$t0" "$t1")
+edited=$(psql -At -d "$dst" -c "SELECT count(*) FROM posts WHERE body LIKE '%(edited)'")
+[ "$edited" = 1000 ] || { echo "bench: the delta brought $edited edited posts, not 1000" >&2; exit 1; }
+src_rss=$(awk '/VmHWM/ {print $2}' "/proc/$srcpid/status")
+dst_rss=$(cat "$work/dst.rss")
+
+python3 - "$basetime" "$copy" "$delta" "$install" "$team_rows" "$src_rss" "$dst_rss" <<'PY'
+import os, sys
+base, copy, delta, install = map(float, sys.argv[1:5])
+team, src_rss, dst_rss = map(int, sys.argv[5:8])
+print("machine                        %d CPUs, load average %s" % (
+    os.cpu_count(), " ".join(open("/proc/loadavg").read().split()[:3])))
+print("rows in team 1                 %d (posts + reactions), identical on both targets" % team)
+print("ferry-src install (backfill)   %.3f s" % install)
+print("baseline psql COPY | COPY      %.3f s" % base)
+print("ferry initial copy (sync)      %.3f s   ratio %.2fx (goal <= 1.3x, aim 1.1x)"
+      % (copy, copy / base))
+print("ferry 1,000-row delta (sync)   %.3f s" % delta)
+print("peak RSS ferry-src / ferry-dst %.1f MB / %.1f MB" % (src_rss / 1024, dst_rss / 1024))
+PY
