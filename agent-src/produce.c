@@ -33,6 +33,19 @@ struct ferry_producer {
     const struct ferry_config *cfg; /* borrowed: [mask] expressions */
 };
 
+static int owner_join_check(const struct ferry_scope *s, size_t t, struct ferry_buf *expr,
+                            struct ferry_buf *joins);
+
+/*
+ * SELECT <all columns> FROM "t" AS "_ferry_s" [JOIN key map] WHERE <owner> = ?
+ * The row-oriented form of the scope, where the set form (pred) would
+ * rebuild its IN (...) lists on every execution. With keymap set, the rows
+ * are walked through the key map's (tenant, key) index, so a page costs
+ * what the tenant's rows cost, not the table's, and the hops to the root are
+ * joins beside each row (owner_join_check): one lookup per hop, without the
+ * cost of running a correlated subquery per row. Without it (one key at a
+ * time), the owner expression.
+ */
 static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap,
                             struct ferry_buf *b);
 
@@ -160,13 +173,6 @@ static int bind_tenant(struct ferry_stmt *st, const struct ferry_value *tenant, 
     return FERRY_OK;
 }
 
-/*
- * SELECT <all columns> FROM "t" AS "_ferry_s" [JOIN key map] WHERE <owner> = ?
- * The row-oriented form of the scope: a few key lookups per row, where the
- * set form (pred) would rebuild its IN (...) lists on every execution.
- * With keymap set, the rows are walked through the key map's (tenant, key)
- * index, so a page costs what the tenant's rows cost, not the table's.
- */
 /* SELECT <all columns of the row "_ferry_s", masked ones masked> */
 static int select_cols(const struct ferry_producer *p, size_t t, struct ferry_buf *b)
 {
@@ -239,7 +245,12 @@ static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap
                 rc = ferry_buf_add_ident(b, col);
         }
         if (!rc)
+            rc = owner_join_check(s, t, NULL, b);
+        if (!rc)
             rc = ferry_buf_adds(b, " WHERE \"_ferry_km\".\"_ferry_tenant\" = ? AND ");
+        if (!rc)
+            rc = owner_join_check(s, t, b, NULL);
+        return rc;
     } else {
         if (!rc)
             rc = ferry_buf_adds(b, " FROM ");
@@ -404,7 +415,7 @@ out:
  * expression's subqueries ran again for each row. A hop through a table
  * scoped by a predicate ends with that table's owner expression.
  */
-static int pg_owner_check(const struct ferry_scope *s, size_t t, struct ferry_buf *expr,
+static int owner_join_check(const struct ferry_scope *s, size_t t, struct ferry_buf *expr,
                           struct ferry_buf *joins)
 {
     char ctx[32] = "\"_ferry_s\".";
@@ -458,7 +469,7 @@ static int pg_owner_check(const struct ferry_scope *s, size_t t, struct ferry_bu
  * own rows, and the planner knows the outer side is small (with hash and
  * merge joins off for the page, see produce_snapshot, it cannot mistake a
  * three-column key for a handful of rows and hash the whole table). The
- * read-time scope check (pg_owner_check: the hops to the root on the
+ * read-time scope check (owner_join_check: the hops to the root on the
  * tables as this snapshot sees them) is an output column: a row that fails
  * it, or whose key the key map holds but the table does not, is read and
  * not sent; the key map's key (the last columns) is where the next page
@@ -482,7 +493,7 @@ static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_tabl
     if (!rc)
         rc = ferry_buf_adds(b, ", ");
     if (!rc)
-        rc = pg_owner_check(p->scope, t, b, &joins);
+        rc = owner_join_check(p->scope, t, b, &joins);
     if (!rc)
         rc = ferry_buf_adds(b, ", ");
     if (!rc)
@@ -523,7 +534,7 @@ static int pg_snapshot_end(const struct ferry_producer *p, size_t t, int by_tabl
     if (by_table) {
         rc = ferry_buf_adds(b, ") AS \"_ferry_s\"");
         if (!rc)
-            rc = pg_owner_check(p->scope, t, NULL, &joins);
+            rc = owner_join_check(p->scope, t, NULL, &joins);
         if (!rc)
             rc = ferry_buf_add(b, joins.data, joins.len);
         if (!rc)
@@ -550,7 +561,7 @@ static int pg_snapshot_end(const struct ferry_producer *p, size_t t, int by_tabl
             rc = ferry_buf_add_ident(b, col);
     }
     if (!rc)
-        rc = pg_owner_check(p->scope, t, NULL, &joins);
+        rc = owner_join_check(p->scope, t, NULL, &joins);
     if (!rc)
         rc = ferry_buf_add(b, joins.data, joins.len);
     if (!rc)
