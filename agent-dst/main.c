@@ -200,25 +200,20 @@ static const struct {
     const char *name;
     int (*fn)(const struct opts *o, struct ferry_error *err);
 } commands[] = {
-    {"sync", cmd_sync},
-    {"status", cmd_status},
-    {"keygen", cmd_keygen},
-    {"verify", cmd_verify},
-    {"cutover", cmd_cutover},
-    {"follow", cmd_follow},
+    {"sync", cmd_sync},     {"status", cmd_status},   {"keygen", cmd_keygen},
+    {"verify", cmd_verify}, {"cutover", cmd_cutover}, {"follow", cmd_follow},
 };
 
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"dry-run", no_argument, NULL, 'n'},
-        {"json", no_argument, NULL, 'j'},         {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {"out", required_argument, NULL, 'o'},
-        {"bits", required_argument, NULL, 'b'},   {"repair", no_argument, NULL, 'r'},
-        {"then", required_argument, NULL, 't'},   {"force", no_argument, NULL, 'f'},
-        {"interval", required_argument, NULL, 'i'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},   {"dry-run", no_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},           {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},        {"out", required_argument, NULL, 'o'},
+        {"bits", required_argument, NULL, 'b'},     {"repair", no_argument, NULL, 'r'},
+        {"then", required_argument, NULL, 't'},     {"force", no_argument, NULL, 'f'},
+        {"interval", required_argument, NULL, 'i'}, {NULL, 0, NULL, 0},
     };
     struct ferry_error err;
     struct opts o;
@@ -292,8 +287,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ferry-dst: unexpected argument '%s'\n%s", argv[optind], usage);
         return 2;
     }
-    ferry_log_init("ferry-dst", o.verbose ? FERRY_LOG_DEBUG
-                                          : (o.quiet ? FERRY_LOG_WARN : FERRY_LOG_INFO));
+    ferry_log_init("ferry-dst",
+                   o.verbose ? FERRY_LOG_DEBUG : (o.quiet ? FERRY_LOG_WARN : FERRY_LOG_INFO));
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(cmd, commands[i].name) != 0)
             continue;

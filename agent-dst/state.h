@@ -87,8 +87,7 @@ struct ferry_run {
  * (FERRY_STATE_READONLY) never wait and see the last committed state;
  * opening a missing state read-only is FERRY_ENOTFOUND.
  */
-int ferry_state_open(const char *dir, int flags, struct ferry_state **out,
-                     struct ferry_error *err);
+int ferry_state_open(const char *dir, int flags, struct ferry_state **out, struct ferry_error *err);
 void ferry_state_close(struct ferry_state *st);
 
 /* FERRY_ENOTFOUND when never written; otherwise *m is filled. */

@@ -338,8 +338,8 @@ static int dry_run(struct run *r, struct ferry_error *err)
                             &r->applier, err);
     if (rc)
         return rc;
-    printf("dry run: tenant %s from %s (root %s, source head %" PRId64 ")\n",
-           r->cfg->target.tenant, r->cfg->source.url, r->manifest->root, r->manifest->head);
+    printf("dry run: tenant %s from %s (root %s, source head %" PRId64 ")\n", r->cfg->target.tenant,
+           r->cfg->source.url, r->manifest->root, r->manifest->head);
     if (r->meta.phase == FERRY_PHASE_STREAMING) {
         printf("copy done; %" PRId64 " changes pending after mark %" PRId64 "\n",
                r->manifest->pending, r->meta.hwm);
@@ -350,7 +350,7 @@ static int dry_run(struct run *r, struct ferry_error *err)
 
         printf("  %-24s %10" PRId64 " rows  %s\n", ti->name, ti->rows,
                ferry_applier_has_table(r->applier, ti->name) ? "(table exists)"
-                                                            : "(table would be created)");
+                                                             : "(table would be created)");
         total += ti->rows > 0 ? ti->rows : 0;
     }
     printf("would copy %" PRId64 " rows in %zu tables; nothing was changed\n", total,
@@ -617,9 +617,8 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
             printf(",\"cutover\":null");
         printf(",\"tables\":[");
     } else {
-        printf("tenant %s from %s\nphase %s, start head %" PRId64 ", mark %" PRId64 "\n",
-               m.tenant, m.source[0] ? m.source : "(never synced)", phase_name(m.phase),
-               m.start_head, m.hwm);
+        printf("tenant %s from %s\nphase %s, start head %" PRId64 ", mark %" PRId64 "\n", m.tenant,
+               m.source[0] ? m.source : "(never synced)", phase_name(m.phase), m.start_head, m.hwm);
         if (m.last_sync) {
             time_t t = (time_t)m.last_sync;
             char when[64];
@@ -662,9 +661,8 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
         } else {
             printf("  #%" PRId64 " %-6s %s  %" PRId64 " upserted, %" PRId64
                    " deleted, mark %" PRId64 " -> %" PRId64 "%s%s\n",
-                   r->id, r->kind, r->ended ? ferry_strcode(r->code) : "UNFINISHED",
-                   r->upserted, r->deleted, r->hwm_before, r->hwm_after, r->msg[0] ? ": " : "",
-                   r->msg);
+                   r->id, r->kind, r->ended ? ferry_strcode(r->code) : "UNFINISHED", r->upserted,
+                   r->deleted, r->hwm_before, r->hwm_after, r->msg[0] ? ": " : "", r->msg);
         }
     }
     if (json)

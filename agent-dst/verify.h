@@ -84,12 +84,12 @@ struct ferry_verify_report {
     struct ferry_verify_diff *remaining;
     size_t nremaining;
     int64_t total_remaining; /* differences the last comparison found, repair or not */
-    int equal;        /* the last comparison found no difference */
-    int repaired;     /* repair ran */
-    int64_t upserted; /* rows written by repair */
-    int64_t deleted;  /* rows deleted by repair */
-    int rounds;       /* comparisons run */
-    int64_t requests; /* digest and rows requests sent */
+    int equal;               /* the last comparison found no difference */
+    int repaired;            /* repair ran */
+    int64_t upserted;        /* rows written by repair */
+    int64_t deleted;         /* rows deleted by repair */
+    int rounds;              /* comparisons run */
+    int64_t requests;        /* digest and rows requests sent */
     double seconds;
 };
 

@@ -301,8 +301,8 @@ static int tenant_of(struct ferry_producer *p, const struct ferry_request *req,
 static char engine_pg[] = "postgresql";
 static char engine_sqlite[] = "sqlite";
 
-static int produce_manifest(struct ferry_producer *p, const struct ferry_request *req,
-                            char **out, size_t *len, struct ferry_error *err)
+static int produce_manifest(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                            size_t *len, struct ferry_error *err)
 {
     struct ferry_manifest m;
     struct ferry_table_info *tables = NULL;
@@ -416,7 +416,7 @@ out:
  * scoped by a predicate ends with that table's owner expression.
  */
 static int owner_join_check(const struct ferry_scope *s, size_t t, struct ferry_buf *expr,
-                          struct ferry_buf *joins)
+                            struct ferry_buf *joins)
 {
     char ctx[32] = "\"_ferry_s\".";
     size_t cur = t;
@@ -644,8 +644,8 @@ static int pg_tenant_is_big(struct ferry_producer *p, size_t t, const char *tena
     return FERRY_OK;
 }
 
-static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req,
-                            char **out, size_t *len, struct ferry_error *err)
+static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                            size_t *len, struct ferry_error *err)
 {
     const struct ferry_scope *s = p->scope;
     const struct ferry_table_info *ti;
@@ -671,8 +671,9 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     ti = &s->tables[t].info;
     npk = ferry_table_npk(ti);
     if (req->after_key && req->nafter != npk)
-        return ferry_error_set(err, FERRY_EPROTO, "snapshot of %s: after has %zu values, key has %zu",
-                               ti->name, req->nafter, npk);
+        return ferry_error_set(err, FERRY_EPROTO,
+                               "snapshot of %s: after has %zu values, key has %zu", ti->name,
+                               req->nafter, npk);
     limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
     if (pg) {
         rc = ferry_scope_tenant(s, req->tenant, &tv, err);
@@ -985,8 +986,8 @@ out:
     return rc;
 }
 
-static int produce_changes(struct ferry_producer *p, const struct ferry_request *req,
-                           int64_t limit, char **out, size_t *len, struct ferry_error *err)
+static int produce_changes(struct ferry_producer *p, const struct ferry_request *req, int64_t limit,
+                           char **out, size_t *len, struct ferry_error *err)
 {
     const struct ferry_scope *s = p->scope;
     struct ferry_stmt *st = NULL;

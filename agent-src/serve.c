@@ -1117,8 +1117,7 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
          */
         int one = 1;
 
-        setsockopt(evhttp_bound_socket_get_fd(bound), IPPROTO_TCP, TCP_NODELAY, &one,
-                   sizeof(one));
+        setsockopt(evhttp_bound_socket_get_fd(bound), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     if (sockname(evhttp_bound_socket_get_fd(bound), where, sizeof(where), &loopback) != 0) {
         rc = ferry_error_set(err, FERRY_EIO, "cannot read the listening address: %s",

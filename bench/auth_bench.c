@@ -109,7 +109,8 @@ static int bench_mac(size_t bytes, size_t reqs)
     struct ferry_error err = {0};
     unsigned char secret[FERRY_HS_SECRET_LEN] = {1};
     unsigned char hash[FERRY_SHA256_LEN], mac[FERRY_HMAC_LEN];
-    const char req[] = "{\"v\":1,\"tenant\":\"1\",\"table\":\"posts\",\"after\":[123456],\"limit\":5000}";
+    const char req[] =
+        "{\"v\":1,\"tenant\":\"1\",\"table\":\"posts\",\"after\":[123456],\"limit\":5000}";
     size_t page = reqs ? bytes / reqs : bytes;
     char *body = malloc(page ? page : 1);
     double t0;

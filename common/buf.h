@@ -25,8 +25,7 @@ void ferry_buf_release(struct ferry_buf *b);
 void ferry_buf_reset(struct ferry_buf *b); /* len = 0, keeps memory */
 int ferry_buf_add(struct ferry_buf *b, const void *p, size_t n);
 int ferry_buf_adds(struct ferry_buf *b, const char *s);
-int ferry_buf_addf(struct ferry_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int ferry_buf_addf(struct ferry_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int ferry_buf_vaddf(struct ferry_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 /* Append s as a double-quoted SQL identifier ("a""b"). */

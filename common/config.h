@@ -67,7 +67,7 @@ struct ferry_config {
         char *url;
         char *public_key;
         char *ca;
-        char *schema; /* PostgreSQL schema, applied to database as search_path */
+        char *schema;    /* PostgreSQL schema, applied to database as search_path */
         long batch_rows; /* default 5000 */
     } source;
 
@@ -105,8 +105,7 @@ int ferry_config_require_src(const struct ferry_config *cfg, struct ferry_error 
 int ferry_config_require_dst(const struct ferry_config *cfg, struct ferry_error *err);
 
 /* The [table NAME] section for name, or NULL. */
-const struct ferry_table_conf *ferry_config_table(const struct ferry_config *cfg,
-                                                  const char *name);
+const struct ferry_table_conf *ferry_config_table(const struct ferry_config *cfg, const char *name);
 /* 1 when name is listed in [scope] exclude. */
 int ferry_config_excluded(const struct ferry_config *cfg, const char *name);
 

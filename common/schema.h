@@ -22,11 +22,11 @@ struct ferry_column {
 };
 
 struct ferry_fkey {
-    char *parent;  /* referenced table */
-    char **cols;   /* ncols columns of this table */
-    char **pcols;  /* ncols columns of parent, same order */
+    char *parent; /* referenced table */
+    char **cols;  /* ncols columns of this table */
+    char **pcols; /* ncols columns of parent, same order */
     size_t ncols;
-    int cascade;   /* 1 when ON DELETE CASCADE */
+    int cascade; /* 1 when ON DELETE CASCADE */
 };
 
 struct ferry_table_info {

@@ -24,9 +24,9 @@
 
 struct ferry_scope_table {
     struct ferry_table_info info; /* owned; info.scope_sql set for override tables */
-    int parent;                   /* index of the parent on the path to the root; -1 root/override */
-    int fk;                       /* index into info.fks of the key to parent; -1 */
-    int depth;                    /* 0 for the root */
+    int parent; /* index of the parent on the path to the root; -1 root/override */
+    int fk;     /* index into info.fks of the key to parent; -1 */
+    int depth;  /* 0 for the root */
 };
 
 struct ferry_scope {

@@ -28,9 +28,9 @@ enum ferry_type {
 struct ferry_value {
     enum ferry_type type;
     union {
-        int64_t i;  /* FERRY_INT */
-        double f;   /* FERRY_FLOAT */
-        struct {    /* FERRY_TEXT, FERRY_BLOB */
+        int64_t i;         /* FERRY_INT */
+        double f;          /* FERRY_FLOAT */
+        struct {           /* FERRY_TEXT, FERRY_BLOB */
             const char *p; /* borrowed; not NUL-terminated */
             size_t n;
         } s;

@@ -1610,7 +1610,7 @@ out:
 
 static int manifest_walk(struct dec *d, const msgpack_object *o, struct ferry_manifest *m)
 {
-    struct field f[7] = {{"v", NULL},    {"tenant", NULL},  {"root", NULL},   {"head", NULL},
+    struct field f[7] = {{"v", NULL},       {"tenant", NULL}, {"root", NULL},  {"head", NULL},
                          {"pending", NULL}, {"tables", NULL}, {"engine", NULL}};
     const msgpack_object_array *a;
     size_t nf;

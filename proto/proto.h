@@ -94,19 +94,19 @@ struct ferry_request {
         FERRY_REQ_FREEZE
     } type;
     char *tenant;
-    char *table;          /* snapshot, digest, rows */
+    char *table;                   /* snapshot, digest, rows */
     struct ferry_value *after_key; /* snapshot: nafter key values, NULL = from the start */
     size_t nafter;
-    int64_t after;        /* manifest, changes */
-    int64_t limit;        /* snapshot, changes: > 0 */
-    int counts;           /* manifest */
-    int on;               /* freeze: 1 freeze, 0 unfreeze */
+    int64_t after;               /* manifest, changes */
+    int64_t limit;               /* snapshot, changes: > 0 */
+    int counts;                  /* manifest */
+    int on;                      /* freeze: 1 freeze, 0 unfreeze */
     struct ferry_value *lo, *hi; /* digest: nlo / nhi key values, NULL = open end */
     size_t nlo, nhi;
-    int64_t parts;               /* digest: 1..FERRY_DIGEST_MAX_PARTS */
-    struct ferry_value *keys;    /* rows: nkeys keys of keywidth values, row-major */
+    int64_t parts;            /* digest: 1..FERRY_DIGEST_MAX_PARTS */
+    struct ferry_value *keys; /* rows: nkeys keys of keywidth values, row-major */
     size_t nkeys, keywidth;
-    void *priv_;          /* decoder memory */
+    void *priv_; /* decoder memory */
 };
 
 struct ferry_manifest {

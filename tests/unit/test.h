@@ -17,7 +17,7 @@ static int test_count;
     do {                                                                                           \
         test_count++;                                                                              \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);          \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);           \
             exit(1);                                                                               \
         }                                                                                          \
     } while (0)
@@ -45,8 +45,7 @@ static int test_count;
     } while (0)
 
 /* Call at the end of main(): prints the count, returns 0. */
-#define TEST_DONE()                                                                                \
-    (printf("%s: %d assertions passed\n", __FILE__, test_count), 0)
+#define TEST_DONE() (printf("%s: %d assertions passed\n", __FILE__, test_count), 0)
 
 /* A fresh directory under $FERRY_TEST_TMP (or /tmp) for one test; static storage. */
 static inline const char *test_tmpdir(const char *name)
