@@ -135,6 +135,18 @@ if ! "$root/scripts/deps.sh"; then
     summary
 fi
 
+# Style: the checked-in .clang-format is applied (counts as one test).
+if command -v clang-format >/dev/null 2>&1; then
+    say "format (clang-format --dry-run)"
+    if git -C "$root" ls-files '*.c' '*.h' | (cd "$root" && xargs clang-format --dry-run -Werror); then
+        echo "format: ok"
+        passed=$((passed + 1))
+    else
+        echo "test.sh: run clang-format -i on the files above" >&2
+        failed=$((failed + 1))
+    fi
+fi
+
 if build build -DFERRY_WERROR=ON -DFERRY_SANITIZE=OFF -DFERRY_FUZZ=OFF; then
     run_ctest build
 fi
