@@ -109,7 +109,39 @@ struct server {
     struct ferry_freezer *freezer; /* migration mode, on its own connection */
     struct tenant_mark marks[MAX_TENANT_METRICS];
     size_t nmarks;
+    double hello_tokens; /* token bucket for handshakes, see hello_allowed */
+    double hello_at;
 };
+
+/*
+ * A hello costs the source an RSA encryption and an RSA signature (a few
+ * ms at 3072 bits) before the peer has proved anything, so anyone who
+ * knows an authorised fingerprint could keep the source busy with them.
+ * At most HELLO_RATE a second (bursts of HELLO_BURST) are answered; a
+ * legitimate target needs one per session (15 minutes).
+ */
+#define HELLO_RATE 20.0
+#define HELLO_BURST 40.0
+
+static int hello_allowed(struct server *sv)
+{
+    struct timespec ts;
+    double now;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (sv->hello_at == 0)
+        sv->hello_tokens = HELLO_BURST;
+    else
+        sv->hello_tokens += (now - sv->hello_at) * HELLO_RATE;
+    if (sv->hello_tokens > HELLO_BURST)
+        sv->hello_tokens = HELLO_BURST;
+    sv->hello_at = now;
+    if (sv->hello_tokens < 1.0)
+        return 0;
+    sv->hello_tokens -= 1.0;
+    return 1;
+}
 
 /* What authenticating one request established; wiped after the answer. */
 struct auth {
@@ -663,6 +695,14 @@ static void handle_handshake(struct server *sv, struct evhttp_request *req, cons
     if (rc)
         goto out;
     if (r->ep == EP_HELLO) {
+        if (!hello_allowed(sv)) {
+            ferry_error_set(&e, FERRY_EAUTH,
+                            "too many handshakes (over %.0f a second); retry in a moment",
+                            HELLO_RATE);
+            reply_error(sv, req, r->ep, 429, &e, peer, what, &au);
+            rc = FERRY_OK;
+            goto done;
+        }
         rc = ferry_hs_server_hello(sv->hs, data, len, (int64_t)time(NULL), &out, &au.peer, &e);
         if (rc)
             goto out;
@@ -686,6 +726,7 @@ static void handle_handshake(struct server *sv, struct evhttp_request *req, cons
 out:
     if (rc)
         reply_error(sv, req, r->ep, http_status(rc), &e, peer, what, &au);
+done:
     ferry_hs_peer_clear(&au.peer);
     ferry_buf_release(&out);
     free(data);

@@ -242,6 +242,23 @@ class AuthTest(ft.FerryTestCase):
             self.assertEqual(status, 200)
             self.assertRegex(text.decode(), r"(?m)^ferry_sessions_opened_total 1$")
 
+    def test_handshake_flood_is_limited(self):
+        # Hellos cost the source RSA work before the peer proved anything:
+        # a flood is answered 429 past a burst, and a real target still gets
+        # through once it has passed.
+        self.source()
+        with self.serve() as srv:
+            statuses = [ft.http_post(srv.url, "/v1/session/hello", b"\x00" * 64,
+                                     content_type="application/octet-stream")[0]
+                        for _ in range(80)]
+            self.assertIn(429, statuses, "no handshake was refused during the flood")
+            self.assertNotIn(200, statuses)
+            self.assertLessEqual(statuses.count(429), 80 - 40 + 5, statuses)
+            time.sleep(2.5)
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_keys_list_and_revoke(self):
         self.source()
         fpr1 = fa.authorize(self.src_conf, 1, fa.target_key(1), comment="team one laptop")
