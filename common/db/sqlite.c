@@ -72,8 +72,14 @@ static int sq_error(sqlite3 *h, int src, const char *sql, struct ferry_error *er
     const char *more = sql && strlen(sql) > SQL_SHOWN ? "..." : "";
 
     switch (src & 0xff) {
-    case SQLITE_FULL:
-        return ferry_error_set(err, FERRY_ENOSPC, "disk full writing DB: free space and rerun");
+    case SQLITE_FULL: {
+        const char *file = h ? sqlite3_db_filename(h, "main") : NULL;
+
+        return ferry_error_set(err, FERRY_ENOSPC,
+                               "disk full writing %s: free space there and rerun (nothing of "
+                               "the failed batch was committed)",
+                               file && *file ? file : "the database");
+    }
     case SQLITE_BUSY:
         return ferry_error_set(err, FERRY_EDB,
                                "'%.*s%s': database is locked: another connection held a write "
