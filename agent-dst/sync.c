@@ -110,6 +110,7 @@ struct fetch {
     struct ferry_buf keybuf;                      /* the fetch's own copy of the key */
     char *resp;
     size_t len;
+    struct ferry_batch *batch; /* decoded here too: its values point into resp */
     int rc;
     struct ferry_error err;
 };
@@ -119,6 +120,11 @@ static void *fetch_main(void *arg)
     struct fetch *f = arg;
 
     f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+    if (!f->rc) {
+        f->rc = ferry_batch_decode(f->resp, f->len, &ferry_limits_default, &f->batch, &f->err);
+        if (f->rc)
+            ferry_error_prefix(&f->err, "snapshot of %s", f->req.table);
+    }
     return NULL;
 }
 
@@ -153,33 +159,42 @@ static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_
     return FERRY_OK;
 }
 
-/* Wait for f; on success *resp (owned) holds the body. */
-static int fetch_join(struct fetch *f, char **resp, size_t *len, struct ferry_error *err)
+/*
+ * Wait for f; on success *resp (owned, free()) holds the body and *b
+ * (owned, ferry_batch_free, before resp) the batch decoded from it.
+ */
+static int fetch_join(struct fetch *f, char **resp, struct ferry_batch **b, struct ferry_error *err)
 {
+    *resp = NULL;
+    *b = NULL;
     if (!f->running)
-        return FERRY_OK;
+        return err ? ferry_error_set(err, FERRY_EINTERNAL, "no snapshot request in flight")
+                   : FERRY_EINTERNAL;
     pthread_join(f->th, NULL);
     f->running = 0;
     ferry_buf_release(&f->keybuf);
     if (f->rc) {
+        ferry_batch_free(f->batch);
         free(f->resp);
         if (err)
             *err = f->err;
         return f->rc;
     }
     *resp = f->resp;
-    *len = f->len;
+    *b = f->batch;
     return FERRY_OK;
 }
 
 /* Wait for f and drop whatever it fetched (an error path). */
 static void fetch_cancel(struct fetch *f)
 {
+    struct ferry_batch *b = NULL;
     char *resp = NULL;
-    size_t len = 0;
 
-    if (fetch_join(f, &resp, &len, NULL) == FERRY_OK)
+    if (f->running && fetch_join(f, &resp, &b, NULL) == FERRY_OK) {
+        ferry_batch_free(b);
         free(resp);
+    }
 }
 
 static int copy_table(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
@@ -188,7 +203,7 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
     struct ferry_value after[FERRY_MAX_KEY_COLS];
     struct fetch f;
     char *resp = NULL;
-    size_t len = 0, nafter = 0;
+    size_t nafter = 0;
     int rc;
 
     memset(&f, 0, sizeof(f));
@@ -215,14 +230,9 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
         struct ferry_apply_counts c = {0, 0};
         struct ferry_buf key;
 
-        rc = fetch_join(&f, &resp, &len, err);
+        rc = fetch_join(&f, &resp, &b, err);
         if (rc)
             break;
-        rc = ferry_batch_decode(resp, len, &ferry_limits_default, &b, err);
-        if (rc) {
-            ferry_error_prefix(err, "snapshot of %s", ti->name);
-            break;
-        }
         if (b->more && b->last)
             rc = fetch_start(&f, r, ti, b->last, b->nlast, err);
         if (!rc)
