@@ -15,7 +15,14 @@ pkgs=(build-essential cmake pkg-config libevent-dev libcurl4-openssl-dev libssl-
 
 for arg in "$@"; do
     case "$arg" in
-    --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+    --fuzz)
+        # libFuzzer's runtime matches the installed clang (Debian 12: 14)
+        ver=14
+        if command -v clang >/dev/null 2>&1; then
+            ver=$(clang -dumpversion | cut -d. -f1)
+        fi
+        pkgs+=(clang "libclang-rt-$ver-dev")
+        ;;
     -h | --help)
         sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
         exit 0

@@ -168,6 +168,8 @@ if [[ "$fuzz_seconds" == 0 ]]; then
     say "fuzz: skipped (FERRY_FUZZ_SECONDS=0)"
 elif ! command -v clang >/dev/null 2>&1; then
     say "fuzz: skipped (clang is not installed; scripts/deps.sh --fuzz installs it)"
+elif ! "$root/scripts/deps.sh" --fuzz; then
+    say "fuzz: skipped (clang's libFuzzer runtime is missing; see the deps.sh message above)"
 else
     build_failed=0
     if CC=clang build build-fuzz -DCMAKE_C_COMPILER=clang -DFERRY_FUZZ=ON -DFERRY_SANITIZE=ON &&
