@@ -1075,6 +1075,72 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
     return FERRY_OK;
 }
 
+int ferry_capture_pruned(struct ferry_db *db, int64_t *below, struct ferry_error *err)
+{
+    int exists = 0;
+    int rc;
+
+    *below = 0;
+    rc = ferry_db_table_exists(db, "_ferry_pruned", &exists, err);
+    if (rc || !exists)
+        return rc;
+    return ferry_db_query_int(db, "SELECT COALESCE(max(below), 0) FROM _ferry_pruned", NULL, 0,
+                              below, err);
+}
+
+int ferry_capture_prune(struct ferry_db *db, int64_t before, int64_t *deleted,
+                        struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_value v;
+    int64_t head = 0, was = 0;
+    int row = 0;
+    int rc;
+
+    *deleted = 0;
+    rc = ferry_db_begin(db, err);
+    if (rc)
+        return rc;
+    rc = ferry_db_exec(db, "CREATE TABLE IF NOT EXISTS _ferry_pruned(below BIGINT NOT NULL)", err);
+    if (!rc)
+        rc = ferry_capture_head(db, &head, err);
+    if (!rc)
+        rc = ferry_capture_pruned(db, &was, err);
+    if (rc)
+        goto fail;
+    if (before > head)
+        before = head; /* the newest entry stays */
+    if (before <= was) {
+        ferry_db_rollback(db);
+        return FERRY_OK;
+    }
+    v = ferry_value_int(before);
+    rc = ferry_db_prepare(db, "DELETE FROM _ferry_changes WHERE seq < ?", &st, err);
+    if (!rc)
+        rc = ferry_stmt_bind(st, 1, &v, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    if (!rc)
+        *deleted = ferry_stmt_changes(st);
+    ferry_stmt_free(st);
+    st = NULL;
+    if (!rc)
+        rc = ferry_db_exec(db, "DELETE FROM _ferry_pruned", err);
+    if (!rc)
+        rc = ferry_db_prepare(db, "INSERT INTO _ferry_pruned(below) VALUES (?)", &st, err);
+    if (!rc)
+        rc = ferry_stmt_bind(st, 1, &v, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    ferry_stmt_free(st);
+    if (rc)
+        goto fail;
+    return ferry_db_commit(db, err);
+fail:
+    ferry_db_rollback(db);
+    return rc;
+}
+
 int ferry_capture_head(struct ferry_db *db, int64_t *head, struct ferry_error *err)
 {
     return ferry_db_query_int(db, "SELECT COALESCE(max(seq), 0) FROM _ferry_changes", NULL, 0, head,

@@ -35,6 +35,16 @@ int ferry_capture_uninstall(struct ferry_db *db, struct ferry_error *err);
  * "run ferry-src install --config C" when not.
  */
 int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err);
+/*
+ * Drop the change log's entries with seq < before (never the newest one:
+ * SQLite would hand out its seq again), and remember the mark so that a
+ * target whose mark is below it is refused instead of silently missing
+ * changes (ferry_capture_pruned). *deleted: entries removed.
+ */
+int ferry_capture_prune(struct ferry_db *db, int64_t before, int64_t *deleted,
+                        struct ferry_error *err);
+/* Entries below *below were pruned (0: never pruned). */
+int ferry_capture_pruned(struct ferry_db *db, int64_t *below, struct ferry_error *err);
 /* Largest seq in the change log (0 when empty). */
 int ferry_capture_head(struct ferry_db *db, int64_t *head, struct ferry_error *err);
 

@@ -21,6 +21,7 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -68,6 +69,7 @@ static int cmd_serve(const struct cli *cli, struct ferry_error *err);
 static int cmd_scope(const struct cli *cli, struct ferry_error *err);
 static int cmd_freeze(const struct cli *cli, struct ferry_error *err);
 static int cmd_unfreeze(const struct cli *cli, struct ferry_error *err);
+static int cmd_prune(const struct cli *cli, struct ferry_error *err);
 static int cmd_keygen(const struct cli *cli, struct ferry_error *err);
 static int cmd_keys_add(const struct cli *cli, struct ferry_error *err);
 static int cmd_keys_list(const struct cli *cli, struct ferry_error *err);
@@ -86,6 +88,8 @@ static const struct command commands[] = {
      "freeze --config C --tenant ID", "refuse writes to the tenant's rows (migration mode)"},
     {"unfreeze", cmd_unfreeze, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT, 0,
      "unfreeze --config C --tenant ID", "accept writes to the tenant's rows again"},
+    {"prune", cmd_prune, OPT_CONFIG, OPT_CONFIG, 1, "prune --config C SEQ",
+     "drop change-log entries below SEQ (the lowest mark of every target)"},
     {"keygen", cmd_keygen, OPT_OUT, OPT_OUT | OPT_BITS, 0, "keygen --out FILE [--bits N]",
      "create the source's key pair: FILE (mode 0600) and FILE.pub"},
     {"keys add", cmd_keys_add, OPT_CONFIG | OPT_TENANT, OPT_CONFIG | OPT_TENANT | OPT_COMMENT, 1,
@@ -380,6 +384,40 @@ static int set_frozen(const struct cli *cli, int on, struct ferry_error *err)
     else if (!rc)
         printf("tenant %s is no longer frozen: writes to its rows are accepted\n", cli->tenant);
     ferry_freeze_close(f);
+    ferry_config_release(&cfg);
+    return rc;
+}
+
+/*
+ * The operator picks SEQ: the lowest mark among this source's targets
+ * (ferry-dst status shows each one's). A target still below it is refused
+ * by the producer, never silently left with a gap.
+ */
+static int cmd_prune(const struct cli *cli, struct ferry_error *err)
+{
+    struct ferry_config cfg;
+    struct ferry_db *db = NULL;
+    int64_t deleted = 0;
+    long long before;
+    char *end = NULL;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    if (cli->nargs != 1)
+        return ferry_error_set(err, FERRY_EUSAGE, "prune needs SEQ: the lowest mark to keep");
+    errno = 0;
+    before = strtoll(cli->args[0], &end, 10);
+    if (errno || !end || *end || end == cli->args[0] || before < 1)
+        return ferry_error_set(err, FERRY_EUSAGE, "prune: '%.64s' is not a positive seq",
+                               cli->args[0]);
+    rc = load_config(cli, &cfg, err);
+    if (!rc)
+        rc = ferry_db_open(cfg.source.database, 0, &db, err);
+    if (!rc)
+        rc = ferry_capture_prune(db, (int64_t)before, &deleted, err);
+    if (!rc)
+        printf("pruned %lld change-log entries below seq %lld\n", (long long)deleted, before);
+    ferry_db_close(db);
     ferry_config_release(&cfg);
     return rc;
 }

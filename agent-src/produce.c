@@ -1008,6 +1008,23 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     rc = ferry_capture_safe_head(p->db, &safe, err);
     if (rc)
         goto out;
+    {
+        /* A target behind a prune would miss changes without knowing: refuse. */
+        int64_t below = 0;
+
+        rc = ferry_capture_pruned(p->db, &below, err);
+        if (rc)
+            goto out;
+        if (req->after < below - 1) {
+            rc = ferry_error_set(err, FERRY_EDATA,
+                                 "the source's change log was pruned below seq %lld, past this "
+                                 "target's mark %lld: the changes in between are gone; copy "
+                                 "again into a fresh state directory, then ferry-dst verify "
+                                 "--repair",
+                                 (long long)below, (long long)req->after);
+            goto out;
+        }
+    }
     rc = ferry_db_begin_read(p->db, err);
     if (rc)
         goto out;
