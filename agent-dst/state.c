@@ -918,6 +918,8 @@ static int run_check(const struct ferry_run *r, struct ferry_error *err)
     return rc;
 }
 
+#define RUNS_KEPT 1000
+
 int ferry_state_run_begin(struct ferry_state *st, struct ferry_run *r, struct ferry_error *err)
 {
     unsigned char rec[RUN_SIZE];
@@ -970,6 +972,32 @@ int ferry_state_run_begin(struct ferry_state *st, struct ferry_run *r, struct fe
         rc = mdb_fail(st->dir, rc, "record the run", err);
         goto out;
     }
+    /*
+     * Only the last RUNS_KEPT runs are kept: follow records one a round, and
+     * the state must not grow without end (runs.log beside it has them all).
+     */
+    rc = mdb_cursor_open(txn, st->runs, &cur);
+    if (rc) {
+        cur = NULL;
+        rc = mdb_fail(st->dir, rc, "trim runs", err);
+        goto out;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        int64_t id = run_key_id(&k);
+
+        if (id < 0 || id > r->id - RUNS_KEPT)
+            break;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc)
+            break;
+    }
+    if (rc && rc != MDB_NOTFOUND) {
+        rc = mdb_fail(st->dir, rc, "trim runs", err);
+        goto out;
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
     rc = txn_commit(st, txn, "record the run", err);
     txn = NULL;
 out:

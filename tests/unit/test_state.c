@@ -277,6 +277,36 @@ static void test_many_runs(void)
     ferry_state_close(st);
 }
 
+/* Only the last 1000 runs are kept: follow records one per round. */
+static void test_runs_trimmed(void)
+{
+    static struct ferry_run got[1100];
+    struct ferry_error err = {0};
+    struct ferry_state *st = NULL;
+    struct ferry_run r;
+    char tdir[600];
+    size_t n;
+
+    snprintf(tdir, sizeof(tdir), "%s/trim", test_tmpdir("test_state_trim"));
+    ASSERT_EQ(ferry_state_open(tdir, FERRY_STATE_CREATE, &st, &err), FERRY_OK);
+    for (int i = 0; i < 1234; i++) {
+        memset(&r, 0, sizeof(r));
+        snprintf(r.kind, sizeof(r.kind), "follow");
+        ASSERT_EQ(ferry_state_run_begin(st, &r, &err), FERRY_OK);
+    }
+    ASSERT_EQ(r.id, 1234);
+    ASSERT_EQ(ferry_state_runs_last(st, got, 1100, &n, &err), FERRY_OK);
+    ASSERT_EQ(n, 1000);
+    ASSERT_EQ(got[0].id, 1234);
+    ASSERT_EQ(got[999].id, 235);
+    /* a rewrite of a trimmed run is refused, of a kept one accepted */
+    r.id = 234;
+    ASSERT_EQ(ferry_state_run_put(st, &r, &err), FERRY_ENOTFOUND);
+    r.id = 235;
+    ASSERT_EQ(ferry_state_run_put(st, &r, &err), FERRY_OK);
+    ferry_state_close(st);
+}
+
 static void test_reopen(void)
 {
     struct ferry_state *st = open_ok(FERRY_STATE_CREATE); /* CREATE on an existing state is fine */
@@ -551,6 +581,7 @@ int main(void)
     test_runs();
     test_many_runs();
     test_reopen();
+    test_runs_trimmed();
     test_lock_and_readers();
     test_bad_records();
     return TEST_DONE();
