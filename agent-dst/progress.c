@@ -12,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define PROGRESS_TTY_SECS 0.2
 #define PROGRESS_LOG_SECS 10.0
 #define PATH_MAX_LEN 4096
+#define RUNS_LOG_MAX (16L << 20) /* bytes of runs.log before it becomes runs.log.1 */
 
 struct ferry_progress {
     FILE *log; /* runs.log, NULL when there is none or it failed */
@@ -92,7 +94,17 @@ struct ferry_progress *ferry_progress_open(const char *state_dir, const char *ki
     p->t0 = now_s();
     if (state_dir && snprintf(path, sizeof(path), "%s/runs.log", state_dir) < (int)sizeof(path)) {
         /* 0600 like the state: the log names tables and the tenant. */
-        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        int fd;
+        struct stat sb;
+
+        /* One older generation is kept: follow appends every round. */
+        if (stat(path, &sb) == 0 && sb.st_size > RUNS_LOG_MAX) {
+            char old[PATH_MAX_LEN + 2];
+
+            if (snprintf(old, sizeof(old), "%s.1", path) < (int)sizeof(old))
+                rename(path, old);
+        }
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 
         if (fd >= 0)
             p->log = fdopen(fd, "a");

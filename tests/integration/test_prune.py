@@ -98,6 +98,22 @@ class PruneTest(ft.FerryTestCase):
         self.assertIn("not a positive seq", self.prune("abc", expect=2).stderr)
         self.prune(0, expect=2)
 
+    def test_run_log_rotates(self):
+        # runs.log beside the state keeps one older generation past 16 MB.
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            log = os.path.join(self.state, "runs.log")
+            with open(log, "ab") as f:
+                f.write(b"#" * (17 << 20))
+            self.sync("--quiet")
+        self.assertGreater(os.path.getsize(log + ".1"), 17 << 20)
+        with open(log) as f:
+            lines = f.read().splitlines()
+        self.assertTrue(lines and all(line.startswith("{") for line in lines), lines[:3])
+        self.assertLess(os.path.getsize(log), 1 << 20)
+
 
 if __name__ == "__main__":
     ft.main()
