@@ -516,6 +516,35 @@ class PgTest(ft.FerryTestCase):
             self.assertRegex(cp.stderr, r"resuming after \d+ rows")
             self.assertPgCopy(self.src_url, self.dst_url)
 
+    def test_prune(self):
+        """ferry-src prune on PostgreSQL: the log below the mark is gone, the
+        target at the mark keeps converging, and its next changes still
+        come; a prune past the head keeps the newest entry."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync()
+            psql(self.src_url, "UPDATE posts SET body = body || ' (1)' WHERE channel_id IN "
+                               "(SELECT id FROM channels WHERE team_id = 1)")
+            self.sync()
+            mark = ft.status_json(self.dst_conf)["hwm"]
+            cp = ft.run_src(["prune", "--config", self.src_conf, str(mark + 1)])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertRegex(cp.stdout, r"pruned [1-9]\d* change-log entries")
+            # below the mark only the newest entry may stay (it is kept)
+            left = psql(self.src_url, "SELECT count(*) FROM _ferry_changes WHERE seq <= %d "
+                                      "AND seq < (SELECT max(seq) FROM _ferry_changes)"
+                        % mark).strip()
+            self.assertEqual(left, "0", cp.stdout)
+            psql(self.src_url, "UPDATE posts SET body = body || ' (2)' WHERE channel_id IN "
+                               "(SELECT id FROM channels WHERE team_id = 1)")
+            self.sync()
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(ft.run_src(["prune", "--config", self.src_conf,
+                                         str(10 ** 12)]).returncode, 0)
+            self.assertEqual(psql(self.src_url,
+                                  "SELECT count(*) FROM _ferry_changes").strip(), "1")
+
     def test_snapshot_checks_scope_at_read_time(self):
         """A key map that says a row is the tenant's is not enough: a channel
         moved to team 2 while capture was off (its key map still says team
