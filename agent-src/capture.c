@@ -34,20 +34,6 @@
 
 static const char *const kcols[FERRY_MAX_KEY_COLS] = {"k0", "k1", "k2", "k3"};
 
-/* Append  'name'  'op'  for the change log's (tbl, op) columns. */
-static int add_keymap_name(struct ferry_buf *b, const char *table)
-{
-    struct ferry_buf n;
-    int rc;
-
-    ferry_buf_init(&n, 1024);
-    rc = ferry_buf_addf(&n, "_ferry_k_%s", table);
-    if (!rc)
-        rc = ferry_buf_add_ident(b, n.data);
-    ferry_buf_release(&n);
-    return rc;
-}
-
 static int add_trigger_name(struct ferry_buf *b, const char *kind, const char *table)
 {
     struct ferry_buf n;
@@ -65,31 +51,6 @@ static int add_trigger_name(struct ferry_buf *b, const char *kind, const char *t
 static int add_keys(struct ferry_buf *b, const struct ferry_scope *s, size_t t, const char *ctx)
 {
     return ferry_scope_keylist(s, t, ctx, b);
-}
-
-/* WHERE-clause matching keymap (alias km) to the row's key written ctx"col". */
-static int add_key_match(struct ferry_buf *b, const struct ferry_table_info *ti, const char *lhs,
-                         const char *ctx)
-{
-    size_t npk = ferry_table_npk(ti);
-    int rc = FERRY_OK;
-
-    for (size_t k = 0; k < npk && !rc; k++) {
-        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
-
-        rc = ferry_buf_adds(b, k ? " AND " : "");
-        if (!rc)
-            rc = ferry_buf_adds(b, lhs);
-        if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-        if (!rc)
-            rc = ferry_buf_adds(b, " = ");
-        if (!rc)
-            rc = ferry_buf_adds(b, ctx);
-        if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-    }
-    return rc;
 }
 
 /* INSERT INTO _ferry_changes(tbl, op, tenant, k0..) SELECT 'tbl', 'op', */
@@ -121,15 +82,15 @@ static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, siz
 
     rc = ferry_buf_adds(b, "DELETE FROM ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " WHERE ");
     if (!rc)
-        rc = add_key_match(b, ti, "", "NEW.");
+        rc = ferry_scope_keymatch(b, ti, "", "NEW.");
     if (!rc)
         rc = ferry_buf_adds(b, ";\nINSERT INTO ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " SELECT ");
     if (!rc)
@@ -151,11 +112,11 @@ static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, siz
     if (!rc)
         rc = ferry_buf_adds(b, " FROM ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " WHERE ");
     if (!rc)
-        rc = add_key_match(b, ti, "", "NEW.");
+        rc = ferry_scope_keymatch(b, ti, "", "NEW.");
     if (!rc)
         rc = ferry_buf_adds(b, ";\n");
     return rc;
@@ -175,11 +136,11 @@ static int add_tombstone_old(struct ferry_buf *b, const struct ferry_scope *s, s
     if (!rc)
         rc = ferry_buf_adds(b, " FROM ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " AS km WHERE ");
     if (!rc)
-        rc = add_key_match(b, ti, "km.", "OLD.");
+        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
     if (!rc && cond)
         rc = ferry_buf_addf(b, " AND (%s)", cond);
     if (!rc)
@@ -260,11 +221,11 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
         if (!rc)
             rc = ferry_buf_adds(b, ") AND EXISTS (SELECT 1 FROM ");
         if (!rc)
-            rc = add_keymap_name(b, ti->name);
+            rc = ferry_scope_keymap(b, ti->name);
         if (!rc)
             rc = ferry_buf_adds(b, " AS km WHERE ");
         if (!rc)
-            rc = add_key_match(b, ti, "km.", "OLD.");
+            rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
         if (!rc)
             rc = ferry_buf_addf(b, " AND km.\"_ferry_tenant\"%s", ne);
         if (!rc)
@@ -272,11 +233,11 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
         if (!rc)
             rc = ferry_buf_adds(b, " UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ");
         if (!rc)
-            rc = add_keymap_name(b, ti->name);
+            rc = ferry_scope_keymap(b, ti->name);
         if (!rc)
             rc = ferry_buf_adds(b, " AS km WHERE ");
         if (!rc)
-            rc = add_key_match(b, ti, "km.", "OLD.");
+            rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
         if (!rc)
             rc = ferry_buf_adds(b, ") AND ");
         if (!rc)
@@ -296,11 +257,11 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     /* key map: same key columns, no declared types, so values keep their class */
     rc = ferry_buf_adds(b, "DROP TABLE IF EXISTS ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, ";\nCREATE TABLE ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, "(");
     /*
@@ -328,7 +289,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, " ON ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, "(\"_ferry_tenant\", ");
     if (!rc)
@@ -336,7 +297,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, ");\nINSERT INTO ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " SELECT * FROM (SELECT ");
     if (!rc)
@@ -389,11 +350,11 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, "DELETE FROM ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " WHERE ");
     if (!rc)
-        rc = add_key_match(b, ti, "", "OLD.");
+        rc = ferry_scope_keymatch(b, ti, "", "OLD.");
     if (!rc)
         rc = ferry_buf_adds(b, ";\n");
     if (!rc)
@@ -418,11 +379,11 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, "DELETE FROM ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " WHERE ");
     if (!rc)
-        rc = add_key_match(b, ti, "", "OLD.");
+        rc = ferry_scope_keymatch(b, ti, "", "OLD.");
     if (!rc)
         rc = ferry_buf_adds(b, ";\nEND;\n");
     return rc;
@@ -555,7 +516,7 @@ static int pg_backfill_select(struct ferry_buf *b, const struct ferry_scope *s, 
     if (!rc)
         rc = ferry_buf_adds(b, " AS \"_ferry_s\" JOIN ");
     if (!rc)
-        rc = add_keymap_name(b, s->tables[st->parent].info.name);
+        rc = ferry_scope_keymap(b, s->tables[st->parent].info.name);
     if (!rc)
         rc = ferry_buf_adds(b, " AS \"_ferry_p\" ON ");
     for (size_t i = 0; i < fk->ncols && !rc; i++) {
@@ -602,11 +563,11 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = ferry_buf_adds(b, "DROP TABLE IF EXISTS ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, ";\nCREATE TABLE ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
         const struct ferry_column *col = &ti->cols[ferry_table_pkcol(ti, k)];
 
@@ -629,7 +590,7 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = ferry_buf_adds(b, " ON ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, "(\"_ferry_tenant\", ");
     if (!rc)
@@ -637,13 +598,13 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = ferry_buf_adds(b, ");\nINSERT INTO ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = pg_backfill_select(b, s, t);
     if (!rc)
         rc = ferry_buf_adds(b, ";\nANALYZE ");
     if (!rc)
-        rc = add_keymap_name(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, ";\n");
 
@@ -664,11 +625,11 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = ferry_buf_adds(&body, "DELETE FROM ");
     if (!rc)
-        rc = add_keymap_name(&body, ti->name);
+        rc = ferry_scope_keymap(&body, ti->name);
     if (!rc)
         rc = ferry_buf_adds(&body, " WHERE ");
     if (!rc)
-        rc = add_key_match(&body, ti, "", "OLD.");
+        rc = ferry_scope_keymatch(&body, ti, "", "OLD.");
     if (!rc)
         rc = ferry_buf_adds(&body, ";\n");
     if (!rc)
@@ -683,11 +644,11 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = ferry_buf_adds(&body, "DELETE FROM ");
     if (!rc)
-        rc = add_keymap_name(&body, ti->name);
+        rc = ferry_scope_keymap(&body, ti->name);
     if (!rc)
         rc = ferry_buf_adds(&body, " WHERE ");
     if (!rc)
-        rc = add_key_match(&body, ti, "", "OLD.");
+        rc = ferry_scope_keymatch(&body, ti, "", "OLD.");
     if (!rc)
         rc = ferry_buf_adds(&body, ";\n");
     if (!rc)
@@ -866,7 +827,7 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
         ferry_buf_reset(&sql);
         rc = ferry_buf_adds(&sql, "VACUUM (ANALYZE) ");
         if (!rc)
-            rc = add_keymap_name(&sql, s->tables[t].info.name);
+            rc = ferry_scope_keymap(&sql, s->tables[t].info.name);
         if (rc)
             rc = ferry_error_set(err, rc, "cannot build SQL");
         else
@@ -921,6 +882,41 @@ static int drop_all_sqlite(struct ferry_db *db, struct ferry_error *err)
     return rc;
 }
 
+int ferry_capture_drop_triggers(struct ferry_db *db, const char *like, struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_value pat = ferry_value_text(like, strlen(like));
+    struct ferry_buf drop;
+    int row = 0;
+    int rc;
+
+    ferry_buf_init(&drop, SQL_MAX);
+    rc = ferry_db_prepare(db,
+                          "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name "
+                          "LIKE ? ESCAPE '\\'",
+                          &st, err);
+    if (!rc)
+        rc = ferry_stmt_bind(st, 1, &pat, err);
+    while (!rc) {
+        struct ferry_value name;
+        char nm[600];
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        ferry_stmt_column(st, 0, &name);
+        snprintf(nm, sizeof(nm), "%.*s", (int)name.u.s.n, name.u.s.p);
+        if (ferry_buf_adds(&drop, "DROP TRIGGER IF EXISTS ") || ferry_buf_add_ident(&drop, nm) ||
+            ferry_buf_adds(&drop, ";\n"))
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory dropping triggers");
+    }
+    ferry_stmt_free(st);
+    if (!rc && drop.len)
+        rc = ferry_db_exec(db, drop.data, err);
+    ferry_buf_release(&drop);
+    return rc;
+}
+
 int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
     struct ferry_buf sql;
@@ -947,36 +943,9 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
                        err);
     if (rc)
         goto rollback;
-    {
-        struct ferry_stmt *st = NULL;
-        struct ferry_buf drop;
-        int row = 0;
-
-        ferry_buf_init(&drop, SQL_MAX);
-        rc = ferry_db_prepare(db,
-                              "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name "
-                              "LIKE '\\_ferry\\_%' ESCAPE '\\'",
-                              &st, err);
-        while (!rc) {
-            struct ferry_value name;
-            char nm[512];
-
-            rc = ferry_stmt_step(st, &row, err);
-            if (rc || !row)
-                break;
-            ferry_stmt_column(st, 0, &name);
-            snprintf(nm, sizeof(nm), "%.*s", (int)name.u.s.n, name.u.s.p);
-            if (ferry_buf_adds(&drop, "DROP TRIGGER ") || ferry_buf_add_ident(&drop, nm) ||
-                ferry_buf_adds(&drop, ";\n"))
-                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
-        }
-        ferry_stmt_free(st);
-        if (!rc && drop.len)
-            rc = ferry_db_exec(db, drop.data, err);
-        ferry_buf_release(&drop);
-        if (rc)
-            goto rollback;
-    }
+    rc = ferry_capture_drop_triggers(db, "\\_ferry\\_%", err);
+    if (rc)
+        goto rollback;
     for (size_t t = 0; t < s->ntables; t++) {
         ferry_buf_reset(&sql);
         rc = sqlite_table_sql(&sql, s, t);

@@ -28,6 +28,11 @@
  */
 int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s,
                           struct ferry_error *err);
+/*
+ * SQLite: drop every trigger whose name matches the LIKE pattern (with '\'
+ * as its escape), e.g. "\_ferry\_frz\_%". Used by capture and freeze.
+ */
+int ferry_capture_drop_triggers(struct ferry_db *db, const char *like, struct ferry_error *err);
 /* Drop every trigger and table ferry created. Idempotent. */
 int ferry_capture_uninstall(struct ferry_db *db, struct ferry_error *err);
 /*

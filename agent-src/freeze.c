@@ -47,40 +47,17 @@ static int add_name(struct ferry_buf *b, const char *kind, const char *table)
     return rc;
 }
 
-static int add_keymap(struct ferry_buf *b, const char *table)
-{
-    struct ferry_buf n;
-    int rc;
-
-    ferry_buf_init(&n, 1024);
-    rc = ferry_buf_addf(&n, "_ferry_k_%s", table);
-    if (!rc)
-        rc = ferry_buf_add_ident(b, n.data);
-    ferry_buf_release(&n);
-    return rc;
-}
-
 /* (SELECT km."_ferry_tenant"[cast] FROM "_ferry_k_t" AS km WHERE km.k = OLD.k ...) */
 static int add_old_tenant(struct ferry_buf *b, const struct ferry_table_info *ti, const char *cast)
 {
-    size_t npk = ferry_table_npk(ti);
     int rc = ferry_buf_addf(b, "(SELECT km.\"_ferry_tenant\"%s FROM ", cast);
 
     if (!rc)
-        rc = add_keymap(b, ti->name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " AS km WHERE ");
-    for (size_t k = 0; k < npk && !rc; k++) {
-        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
-
-        rc = ferry_buf_adds(b, k ? " AND km." : "km.");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-        if (!rc)
-            rc = ferry_buf_adds(b, " = OLD.");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-    }
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
     if (!rc)
         rc = ferry_buf_adds(b, ")");
     return rc;
@@ -101,39 +78,6 @@ static void printable(const char *in, size_t n, char *out, size_t outsz)
 
 /* ---- SQLite: triggers rebuilt from _ferry_frozen ---- */
 
-static int sqlite_drop_triggers(struct ferry_db *db, struct ferry_error *err)
-{
-    struct ferry_stmt *st = NULL;
-    struct ferry_buf sql;
-    int row = 0;
-    int rc;
-
-    ferry_buf_init(&sql, SQL_MAX);
-    rc = ferry_db_prepare(db,
-                          "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name LIKE "
-                          "'\\_ferry\\_frz\\_%' ESCAPE '\\'",
-                          &st, err);
-    while (!rc) {
-        struct ferry_value name;
-        char nm[600];
-
-        rc = ferry_stmt_step(st, &row, err);
-        if (rc || !row)
-            break;
-        ferry_stmt_column(st, 0, &name);
-        snprintf(nm, sizeof(nm), "%.*s", (int)name.u.s.n, name.u.s.p);
-        if (ferry_buf_adds(&sql, "DROP TRIGGER IF EXISTS ") || ferry_buf_add_ident(&sql, nm) ||
-            ferry_buf_adds(&sql, ";\n"))
-            rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build the freeze SQL");
-    }
-    ferry_stmt_free(st);
-    if (!rc && sql.len)
-        rc = ferry_db_exec(db, sql.data, err);
-    ferry_buf_release(&sql);
-    return rc;
-}
-
-/* " WHEN 7 THEN RAISE(ABORT, 'tenant 7 is frozen ...')" for every frozen tenant. */
 static int sqlite_cases(struct ferry_db *db, struct ferry_buf *cases, size_t *n,
                         struct ferry_error *err)
 {
@@ -234,7 +178,7 @@ static int sqlite_rebuild(struct ferry_db *db, const struct ferry_scope *s, stru
 
     ferry_buf_init(&cases, SQL_MAX);
     ferry_buf_init(&sql, SQL_MAX);
-    rc = sqlite_drop_triggers(db, err);
+    rc = ferry_capture_drop_triggers(db, "\\_ferry\\_frz\\_%", err);
     if (!rc)
         rc = sqlite_cases(db, &cases, &n, err);
     for (size_t t = 0; t < s->ntables && !rc && n; t++) {
@@ -390,7 +334,7 @@ int ferry_freeze_uninstall(struct ferry_db *db, struct ferry_error *err)
     if (ferry_db_engine(db) == FERRY_ENGINE_PG)
         rc = ferry_db_exec(db, pg_drop_sql, err);
     else
-        rc = sqlite_drop_triggers(db, err);
+        rc = ferry_capture_drop_triggers(db, "\\_ferry\\_frz\\_%", err);
     if (!rc)
         rc = ferry_db_exec(db, "DROP TABLE IF EXISTS _ferry_frozen", err);
     if (rc) {

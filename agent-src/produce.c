@@ -217,33 +217,20 @@ static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap
 {
     const struct ferry_scope *s = p->scope;
     const struct ferry_table_info *ti = &s->tables[t].info;
-    size_t npk = ferry_table_npk(ti);
     int rc = select_cols(p, t, b);
 
     if (!rc && keymap) {
-        char name[600];
-
-        snprintf(name, sizeof(name), "_ferry_k_%s", ti->name);
         rc = ferry_buf_adds(b, " FROM ");
         if (!rc)
-            rc = ferry_buf_add_ident(b, name);
+            rc = ferry_scope_keymap(b, ti->name);
         if (!rc)
             rc = ferry_buf_adds(b, " AS \"_ferry_km\" JOIN ");
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->name);
         if (!rc)
             rc = ferry_buf_adds(b, " AS \"_ferry_s\" ON ");
-        for (size_t k = 0; k < npk && !rc; k++) {
-            const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
-
-            rc = ferry_buf_adds(b, k ? " AND \"_ferry_s\"." : "\"_ferry_s\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, col);
-            if (!rc)
-                rc = ferry_buf_adds(b, " = \"_ferry_km\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, col);
-        }
+        if (!rc)
+            rc = ferry_scope_keymatch(b, ti, "\"_ferry_s\".", "\"_ferry_km\".");
         if (!rc)
             rc = owner_join_check(s, t, NULL, b);
         if (!rc)
@@ -358,12 +345,9 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
                  * A count for progress and dry runs: the key map's (tenant,
                  * key) index answers it in a tenth of the scope's joins.
                  */
-                char km[600];
-
-                snprintf(km, sizeof(km), "_ferry_k_%s", tables[t].name);
                 npred = 1;
                 if (ferry_buf_adds(&sql, "SELECT count(*) FROM ") ||
-                    ferry_buf_add_ident(&sql, km) ||
+                    ferry_scope_keymap(&sql, tables[t].name) ||
                     ferry_buf_adds(&sql, " WHERE \"_ferry_tenant\" = ?")) {
                     rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build SQL");
                     goto out;
@@ -484,12 +468,10 @@ static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_tabl
 {
     const struct ferry_table_info *ti = &p->scope->tables[t].info;
     struct ferry_buf joins;
-    char name[600];
     int rc = select_cols(p, t, b);
 
     ferry_buf_init(&joins, SQL_MAX);
     *npred = by_table ? 1 : 2;
-    snprintf(name, sizeof(name), "_ferry_k_%s", ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, ", ");
     if (!rc)
@@ -515,7 +497,7 @@ static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_tabl
     if (!rc)
         rc = ferry_buf_adds(b, " FROM ");
     if (!rc)
-        rc = ferry_buf_add_ident(b, name);
+        rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " WHERE \"_ferry_tenant\" = ?");
     ferry_buf_release(&joins);
@@ -598,7 +580,6 @@ static int pg_tenant_is_big(struct ferry_producer *p, size_t t, const char *tena
     struct ferry_buf sql, rel;
     time_t now = time(NULL);
     struct pg_share *slot = &pg_shares[0];
-    char km[600];
     int64_t permille = 0;
     int rc;
 
@@ -613,7 +594,6 @@ static int pg_tenant_is_big(struct ferry_producer *p, size_t t, const char *tena
         if (e->at < slot->at)
             slot = e;
     }
-    snprintf(km, sizeof(km), "_ferry_k_%s", ti->name);
     ferry_buf_init(&sql, SQL_MAX);
     ferry_buf_init(&rel, 1024);
     rc = ferry_buf_add_ident(&rel, ti->name);
@@ -622,7 +602,7 @@ static int pg_tenant_is_big(struct ferry_producer *p, size_t t, const char *tena
                                   "FROM pg_catalog.pg_class WHERE oid = CAST(? AS regclass)), "
                                   "count(*), 1))::bigint FROM ");
     if (!rc)
-        rc = ferry_buf_add_ident(&sql, km);
+        rc = ferry_scope_keymap(&sql, ti->name);
     if (!rc)
         rc = ferry_buf_adds(&sql, " WHERE \"_ferry_tenant\" = ?");
     if (rc) {

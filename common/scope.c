@@ -564,3 +564,36 @@ int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx, 
     }
     return rc;
 }
+
+int ferry_scope_keymap(struct ferry_buf *b, const char *table)
+{
+    struct ferry_buf n;
+    int rc;
+
+    ferry_buf_init(&n, 1024);
+    rc = ferry_buf_addf(&n, "_ferry_k_%s", table);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, n.data);
+    ferry_buf_release(&n);
+    return rc;
+}
+
+int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti, const char *lhs,
+                         const char *rhs)
+{
+    size_t npk = ferry_table_npk(ti);
+    int rc = FERRY_OK;
+
+    for (size_t k = 0; k < npk && !rc; k++) {
+        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        rc = ferry_buf_adds(b, k ? " AND " : "");
+        if (!rc)
+            rc = add_ref(b, lhs, col);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = ");
+        if (!rc)
+            rc = add_ref(b, rhs, col);
+    }
+    return rc;
+}

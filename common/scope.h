@@ -85,6 +85,13 @@ int ferry_scope_pred(const struct ferry_scope *s, size_t t, struct ferry_buf *b,
  */
 int ferry_scope_owner(const struct ferry_scope *s, size_t t, const char *ctx, struct ferry_buf *b);
 
+/* Append the quoted name of table's key map (capture.c): "_ferry_k_<table>". */
+int ferry_scope_keymap(struct ferry_buf *b, const char *table);
+
+/* Append lhs"k1" = rhs"k1" AND ... over the key columns of ti. */
+int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti, const char *lhs,
+                         const char *rhs);
+
 /* Append "ctx"k1", ctx"k2"..." for the key columns of t (ctx may be ""). */
 int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx,
                         struct ferry_buf *b);
