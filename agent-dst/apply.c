@@ -603,7 +603,6 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
 {
     const struct ferry_table_info *ti = &a->scope->tables[t].info;
     struct table_stmts *ts = &a->st[t];
-    size_t npk = ferry_table_npk(ti);
     struct ferry_buf sql, owner, stage;
     int rc;
 
@@ -649,17 +648,8 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
         rc = ferry_buf_add_ident(&sql, ti->name);
     if (!rc)
         rc = ferry_buf_adds(&sql, " AS \"_o\" ON ");
-    for (size_t k = 0; k < npk && !rc; k++) {
-        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
-
-        rc = ferry_buf_adds(&sql, k ? " AND \"_o\"." : "\"_o\".");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, col);
-        if (!rc)
-            rc = ferry_buf_adds(&sql, " = \"_s\".");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, col);
-    }
+    if (!rc)
+        rc = ferry_scope_keymatch(&sql, ti, "\"_o\".", "\"_s\".");
     if (!rc)
         rc = ferry_buf_addf(&sql, " WHERE %s IS NOT NULL AND %s <> ? LIMIT 1", owner.data,
                             owner.data);
