@@ -258,7 +258,8 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
     writer_init(&w, ENCODE_MAX);
     switch (req->type) {
     case FERRY_REQ_MANIFEST:
-        msgpack_pack_map(&w.pk, 4);
+        /* "snapshot" only when asked for: a source from before it was added refuses the key */
+        msgpack_pack_map(&w.pk, req->want_snapshot ? 5 : 4);
         pack_cstr(&w, "v");
         msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
         pack_cstr(&w, "tenant");
@@ -267,6 +268,10 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         msgpack_pack_int64(&w.pk, req->after);
         pack_cstr(&w, "counts");
         pack_bool(&w, req->counts);
+        if (req->want_snapshot) {
+            pack_cstr(&w, "snapshot");
+            pack_bool(&w, 1);
+        }
         break;
     case FERRY_REQ_SNAPSHOT:
         if (!req->table) {
@@ -284,11 +289,19 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
                                  "snapshot request: limit %" PRId64 " is not positive", req->limit);
             goto out;
         }
-        msgpack_pack_map(&w.pk, 5);
+        if (req->snapshot && !ferry_snapshot_id_ok(req->snapshot)) {
+            rc = ferry_error_set(err, FERRY_EINTERNAL, "snapshot request: bad snapshot id");
+            goto out;
+        }
+        msgpack_pack_map(&w.pk, req->snapshot ? 6 : 5);
         pack_cstr(&w, "v");
         msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
         pack_cstr(&w, "tenant");
         pack_cstr(&w, req->tenant);
+        if (req->snapshot) {
+            pack_cstr(&w, "snapshot");
+            pack_cstr(&w, req->snapshot);
+        }
         pack_cstr(&w, "table");
         pack_cstr(&w, req->table);
         pack_cstr(&w, "after");
@@ -428,13 +441,19 @@ int ferry_manifest_encode(const struct ferry_manifest *m, char **out, size_t *le
     *len = 0;
     if (!m->tenant || !m->root)
         return ferry_error_set(err, FERRY_EINTERNAL, "manifest: tenant or root is NULL");
+    if (m->snapshot && !ferry_snapshot_id_ok(m->snapshot))
+        return ferry_error_set(err, FERRY_EINTERNAL, "manifest: bad snapshot id");
     writer_init(&w, ENCODE_MAX);
-    msgpack_pack_map(&w.pk, m->engine ? 7 : 6);
+    msgpack_pack_map(&w.pk, 6 + (m->engine ? 1 : 0) + (m->snapshot ? 1 : 0));
     pack_cstr(&w, "v");
     msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
     if (m->engine) {
         pack_cstr(&w, "engine");
         pack_cstr(&w, m->engine);
+    }
+    if (m->snapshot) {
+        pack_cstr(&w, "snapshot");
+        pack_cstr(&w, m->snapshot);
     }
     pack_cstr(&w, "tenant");
     pack_cstr(&w, m->tenant);
@@ -928,8 +947,12 @@ struct field {
 };
 
 /* Match the entries of map o to fields: every key known, none repeated, none missing. */
-static int get_fields(struct dec *d, const msgpack_object *o, const char *where, struct field *f,
-                      size_t nf)
+/*
+ * The map o's values by key into f[0..nf): f[0..nreq) must be there, the
+ * rest may be (val NULL when absent). Unknown and duplicate keys are refused.
+ */
+static int get_fields_opt(struct dec *d, const msgpack_object *o, const char *where,
+                          struct field *f, size_t nf, size_t nreq)
 {
     int rc = want(d, o, MSGPACK_OBJECT_MAP, where, "map");
 
@@ -955,10 +978,16 @@ static int get_fields(struct dec *d, const msgpack_object *o, const char *where,
         }
         f[j].val = &kv->val;
     }
-    for (size_t j = 0; j < nf; j++)
+    for (size_t j = 0; j < nreq; j++)
         if (!f[j].val)
             return fail(d, FERRY_EPROTO, where, "missing key \"%s\"", f[j].key);
     return 0;
+}
+
+static int get_fields(struct dec *d, const msgpack_object *o, const char *where, struct field *f,
+                      size_t nf)
+{
+    return get_fields_opt(d, o, where, f, nf, nf);
 }
 
 static int get_int(struct dec *d, const msgpack_object *o, const char *where, int64_t *out)
@@ -1046,6 +1075,27 @@ static int get_text(struct dec *d, const msgpack_object *o, const char *where, s
 static int get_name(struct dec *d, const msgpack_object *o, const char *where, char **out)
 {
     return get_text(d, o, where, d->lim->max_name, 0, out);
+}
+
+int ferry_snapshot_id_ok(const char *id)
+{
+    size_t n = 0;
+
+    for (; id && id[n]; n++)
+        if (!((id[n] >= '0' && id[n] <= '9') || (id[n] >= 'A' && id[n] <= 'Z') ||
+              (id[n] >= 'a' && id[n] <= 'z') || id[n] == '-'))
+            return 0;
+    return n > 0 && n <= FERRY_SNAPSHOT_ID_MAX;
+}
+
+/* A snapshot id (ferry_snapshot_id_ok): it names a source's transaction, nothing else. */
+static int get_snapshot_id(struct dec *d, const msgpack_object *o, char **out)
+{
+    int rc = get_text(d, o, "snapshot", FERRY_SNAPSHOT_ID_MAX, 0, out);
+
+    if (!rc && !ferry_snapshot_id_ok(*out))
+        rc = fail(d, FERRY_EPROTO, "snapshot", "is not a snapshot id (letters, digits and '-')");
+    return rc;
 }
 
 /*
@@ -1140,8 +1190,8 @@ static int get_key(struct dec *d, const msgpack_object *o, const char *where, in
 
 static int request_walk(struct dec *d, int type, const msgpack_object *o, struct ferry_request *req)
 {
-    struct field f[5] = {{"v", NULL}, {"tenant", NULL}, {"after", NULL}};
-    size_t nf = 0;
+    struct field f[6] = {{"v", NULL}, {"tenant", NULL}, {"after", NULL}};
+    size_t nf = 0, nopt = 0;
     int rc;
 
     rc = check_version(d, o);
@@ -1150,12 +1200,16 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
     switch (type) {
     case FERRY_REQ_MANIFEST:
         f[3].key = "counts";
+        f[4].key = "snapshot"; /* optional: targets from before it was added */
         nf = 4;
+        nopt = 1;
         break;
     case FERRY_REQ_SNAPSHOT:
         f[3].key = "limit";
         f[4].key = "table";
+        f[5].key = "snapshot"; /* optional: none means a snapshot of its own */
         nf = 5;
+        nopt = 1;
         break;
     case FERRY_REQ_CHANGES:
         f[3].key = "limit";
@@ -1166,7 +1220,7 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         nf = 3;
         break;
     }
-    rc = get_fields(d, o, NULL, f, nf);
+    rc = get_fields_opt(d, o, NULL, f, nf + nopt, nf);
     if (rc)
         return rc;
     rc = get_name(d, f[1].val, "tenant", &req->tenant);
@@ -1180,15 +1234,23 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         rc = get_int(d, f[2].val, "after", &req->after);
     if (rc)
         return rc;
-    if (type == FERRY_REQ_MANIFEST)
-        return get_bool(d, f[3].val, "counts", &req->counts);
+    if (type == FERRY_REQ_MANIFEST) {
+        rc = get_bool(d, f[3].val, "counts", &req->counts);
+        if (!rc && f[4].val)
+            rc = get_bool(d, f[4].val, "snapshot", &req->want_snapshot);
+        return rc;
+    }
     rc = get_int(d, f[3].val, "limit", &req->limit);
     if (rc)
         return rc;
     if (req->limit <= 0)
         return fail(d, FERRY_EPROTO, "limit", "%" PRId64 " is not positive", req->limit);
-    if (type == FERRY_REQ_SNAPSHOT)
-        return get_name(d, f[4].val, "table", &req->table);
+    if (type == FERRY_REQ_SNAPSHOT) {
+        rc = get_name(d, f[4].val, "table", &req->table);
+        if (!rc && f[5].val)
+            rc = get_snapshot_id(d, f[5].val, &req->snapshot);
+        return rc;
+    }
     return 0;
 }
 
@@ -1610,22 +1672,25 @@ out:
 
 static int manifest_walk(struct dec *d, const msgpack_object *o, struct ferry_manifest *m)
 {
-    struct field f[7] = {{"v", NULL},       {"tenant", NULL}, {"root", NULL},  {"head", NULL},
-                         {"pending", NULL}, {"tables", NULL}, {"engine", NULL}};
+    struct field f[8] = {{"v", NULL},       {"tenant", NULL}, {"root", NULL},   {"head", NULL},
+                         {"pending", NULL}, {"tables", NULL}, {"engine", NULL}, {"snapshot", NULL}};
     const msgpack_object_array *a;
-    size_t nf;
     int rc;
 
     rc = check_version(d, o);
     if (rc)
         return rc;
-    /* "engine" is optional (sources from before it was added): 7 keys when present */
-    nf = o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 7 ? 7 : 6;
-    rc = get_fields(d, o, NULL, f, nf);
+    /* "engine" and "snapshot" are optional (sources from before they were added) */
+    rc = get_fields_opt(d, o, NULL, f, 8, 6);
     if (rc)
         return rc;
-    if (nf == 7) {
+    if (f[6].val) {
         rc = get_name(d, f[6].val, "engine", &m->engine);
+        if (rc)
+            return rc;
+    }
+    if (f[7].val) {
+        rc = get_snapshot_id(d, f[7].val, &m->snapshot);
         if (rc)
             return rc;
     }
@@ -1695,6 +1760,7 @@ void ferry_manifest_free(struct ferry_manifest *m)
     free(m->tenant);
     free(m->root);
     free(m->engine);
+    free(m->snapshot);
     ferry_tables_free(m->tables, m->ntables);
     free(m);
 }

@@ -16,9 +16,11 @@
  * any bytes) / bin (BLOB).
  *
  * Requests (bodies of POST /v1/...):
- *   manifest  {"v", "tenant": str, "after": int (-1: none), "counts": bool}
+ *   manifest  {"v", "tenant": str, "after": int (-1: none), "counts": bool,
+ *              "snapshot": bool (optional, sent only when true: start a copy
+ *              from one exported snapshot)}
  *   snapshot  {"v", "tenant": str, "table": str, "after": [key values] | nil,
- *              "limit": int}
+ *              "limit": int, "snapshot": str (optional: the manifest's)}
  *   changes   {"v", "tenant": str, "after": int, "limit": int}
  *   digest    {"v", "tenant": str, "table": str, "lo": [key values] | nil,
  *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS}
@@ -30,7 +32,10 @@
  * Responses:
  *   manifest  {"v", "tenant": str, "root": str, "head": int,
  *              "pending": int (-1 unknown), "tables": [table...],
- *              "engine": str (optional: "sqlite" | "postgresql")}
+ *              "engine": str (optional: "sqlite" | "postgresql"),
+ *              "snapshot": str (optional: an exported snapshot that the
+ *              pages of this copy may name; every change up to head is
+ *              visible in it)}
  *     table   {"name", "cols": [[name, type, notnull bool, pk int]...],
  *              "fks": [[parent, [cols], [pcols], cascade bool]...],
  *              "without_rowid": bool, "scope": str | nil, "rows": int}
@@ -59,6 +64,9 @@
 #include <stdint.h>
 
 #define FERRY_PROTO_VERSION 1
+
+/* Longest snapshot id (ferry_snapshot_id_ok). */
+#define FERRY_SNAPSHOT_ID_MAX 64
 
 /* Most keys in one rows request. */
 #define FERRY_ROWS_MAX_KEYS 1000
@@ -100,6 +108,8 @@ struct ferry_request {
     int64_t after;               /* manifest, changes */
     int64_t limit;               /* snapshot, changes: > 0 */
     int counts;                  /* manifest */
+    int want_snapshot;           /* manifest: ask for an exported snapshot */
+    char *snapshot;              /* snapshot: the manifest's snapshot id, NULL = none */
     int on;                      /* freeze: 1 freeze, 0 unfreeze */
     struct ferry_value *lo, *hi; /* digest: nlo / nhi key values, NULL = open end */
     size_t nlo, nhi;
@@ -121,6 +131,11 @@ struct ferry_manifest {
      * the columns' declared types; NULL when the source did not send it.
      */
     char *engine;
+    /*
+     * The id of an exported snapshot to name in this copy's snapshot
+     * requests (PostgreSQL, when asked for); NULL when there is none.
+     */
+    char *snapshot;
 };
 
 struct ferry_set {
@@ -144,6 +159,12 @@ struct ferry_batch {
 };
 
 /* ---- requests ---- */
+
+/*
+ * 1 when id is a snapshot id as the wire carries it: 1..FERRY_SNAPSHOT_ID_MAX
+ * letters, digits and '-'. Decoders refuse anything else (FERRY_EPROTO).
+ */
+int ferry_snapshot_id_ok(const char *id);
 
 /*
  * Encode a request into *out (owned, free with free()). The type field of

@@ -85,6 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(strcmp(m->tenant, m2->tenant) == 0);
     CHECK(strcmp(m->root, m2->root) == 0);
     CHECK(m->head == m2->head && m->pending == m2->pending);
+    CHECK((m->snapshot == NULL) == (m2->snapshot == NULL));
+    CHECK(!m->snapshot || strcmp(m->snapshot, m2->snapshot) == 0);
     CHECK(m->ntables == m2->ntables);
     for (size_t i = 0; i < m->ntables; i++)
         check_table(&m->tables[i], &m2->tables[i]);

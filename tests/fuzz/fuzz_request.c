@@ -66,6 +66,9 @@ static void check_same(const struct ferry_request *a, const struct ferry_request
     CHECK(a->after == b->after);
     CHECK(a->limit == b->limit);
     CHECK(a->counts == b->counts);
+    CHECK(a->want_snapshot == b->want_snapshot);
+    CHECK((a->snapshot == NULL) == (b->snapshot == NULL));
+    CHECK(!a->snapshot || strcmp(a->snapshot, b->snapshot) == 0);
 }
 
 static void one_type(int type, const uint8_t *data, size_t size)

@@ -232,6 +232,17 @@ static void test_limits(void)
 
 /* ---- requests ---- */
 
+/* The first needle in hay[0..n), or NULL. */
+static char *find_bytes(char *hay, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(hay + i, needle, k) == 0)
+            return hay + i;
+    return NULL;
+}
+
 static void test_request_manifest(void)
 {
     char tenant[] = "team-42";
@@ -267,9 +278,69 @@ static void test_request_manifest(void)
     ASSERT_EQ(got.after, -1);
     ASSERT_EQ(got.counts, 1);
     ASSERT(got.table == NULL && got.after_key == NULL);
+    ASSERT_EQ(got.want_snapshot, 0);
     ferry_request_release(&got);
     ASSERT(got.tenant == NULL && got.priv_ == NULL);
     ferry_request_release(&got); /* twice is harmless */
+
+    /* asking for an exported snapshot adds one key, and only then */
+    req.want_snapshot = 1;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    mp_free(&m);
+    memset(&m, 0, sizeof(m));
+    mp_map(&m, 5);
+    mp_str(&m, "v");
+    mp_int(&m, 1);
+    mp_str(&m, "tenant");
+    mp_str(&m, "team-42");
+    mp_str(&m, "after");
+    mp_int(&m, -1);
+    mp_str(&m, "counts");
+    mp_bool(&m, 1);
+    mp_str(&m, "snapshot");
+    mp_bool(&m, 1);
+    ASSERT_EQ(len, m.len);
+    ASSERT(memcmp(out, m.p, len) == 0);
+    dump("fuzz_request", "manifest-snapshot", out, len);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, out, len, lim, &got, &err), 0);
+    ASSERT_EQ(got.want_snapshot, 1);
+    ferry_request_release(&got);
+    free(out);
+    /* strict as ever: the optional key has a type, and comes once */
+    mp_free(&m);
+    memset(&m, 0, sizeof(m));
+    mp_map(&m, 5);
+    mp_str(&m, "v");
+    mp_int(&m, 1);
+    mp_str(&m, "tenant");
+    mp_str(&m, "t");
+    mp_str(&m, "after");
+    mp_int(&m, -1);
+    mp_str(&m, "counts");
+    mp_bool(&m, 0);
+    mp_str(&m, "snapshot");
+    mp_str(&m, "yes");
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "snapshot: expected bool"));
+    mp_free(&m);
+    memset(&m, 0, sizeof(m));
+    mp_map(&m, 6);
+    mp_str(&m, "v");
+    mp_int(&m, 1);
+    mp_str(&m, "tenant");
+    mp_str(&m, "t");
+    mp_str(&m, "after");
+    mp_int(&m, -1);
+    mp_str(&m, "counts");
+    mp_bool(&m, 0);
+    mp_str(&m, "snapshot");
+    mp_bool(&m, 1);
+    mp_str(&m, "snapshot");
+    mp_bool(&m, 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "duplicate key \"snapshot\""));
     mp_free(&m);
 }
 
@@ -315,6 +386,48 @@ static void test_request_snapshot(void)
     ASSERT_EQ(got.nafter, 0);
     ASSERT_STR(got.table, "posts");
     ferry_request_release(&got);
+
+    ASSERT(got.snapshot == NULL);
+
+    /* a page of one exported snapshot names it */
+    {
+        char id[] = "00000003-0000001B-1";
+
+        req.snapshot = id;
+        free(out);
+        ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+        dump("fuzz_request", "snapshot-exported", out, len);
+        ASSERT_EQ(ferry_request_decode(FERRY_REQ_SNAPSHOT, out, len, lim, &got, &err), 0);
+        ASSERT_STR(got.snapshot, "00000003-0000001B-1");
+        ferry_request_release(&got);
+        /* ids with anything but letters, digits and '-' are refused both ways */
+        for (size_t i = 0; i < 3; i++) {
+            static const char *const bad[3] = {"1'; DROP TABLE x; --", "",
+                                               "0000000000000000000000000000000000000000000000000"
+                                               "0000000000000000"};
+            char *body;
+            size_t blen;
+
+            req.snapshot = (char *)bad[i];
+            ASSERT_EQ(ferry_request_encode(&req, &body, &blen, &err), FERRY_EINTERNAL);
+            ASSERT(!ferry_snapshot_id_ok(bad[i]));
+        }
+        ASSERT(ferry_snapshot_id_ok("00000003-0000001B-1"));
+        req.snapshot = NULL;
+        /* the same body with the id's quote in it: swap one byte of the encoded id */
+        {
+            char *q = find_bytes(out, len, "0000001B");
+
+            ASSERT(q != NULL);
+            q[0] = '\'';
+            ASSERT_EQ(ferry_request_decode(FERRY_REQ_SNAPSHOT, out, len, lim, &got, &err),
+                      FERRY_EPROTO);
+            ASSERT(contains(err.msg, "snapshot: is not a snapshot id"));
+        }
+        free(out);
+        req.after_key = NULL;
+        ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    }
 
     /* a snapshot body is not a changes body: its keys are unknown there */
     ASSERT_EQ(ferry_request_decode(FERRY_REQ_CHANGES, out, len, lim, &got, &err), FERRY_EPROTO);
@@ -700,7 +813,41 @@ static void test_manifest(void)
     ASSERT_EQ(ferry_table_pkcol(&got->tables[2], 0), 1);
     ASSERT_EQ(ferry_table_pkcol(&got->tables[2], 1), 0);
     ASSERT_EQ(ferry_table_colidx(&got->tables[1], "c2_channels"), 2);
+    ASSERT(got->engine == NULL && got->snapshot == NULL);
     ferry_manifest_free(got);
+
+    /* with an engine and an exported snapshot (optional keys, in any combination) */
+    {
+        char engine[] = "postgresql", id[] = "00000004-00000002-1";
+
+        m.snapshot = id;
+        ASSERT_EQ(ferry_manifest_encode(&m, &out, &len, &err), 0);
+        ASSERT_EQ(ferry_manifest_decode(out, len, lim, &got, &err), 0);
+        ASSERT_STR(got->snapshot, "00000004-00000002-1");
+        ASSERT(got->engine == NULL);
+        ferry_manifest_free(got);
+        free(out);
+        m.engine = engine;
+        ASSERT_EQ(ferry_manifest_encode(&m, &out, &len, &err), 0);
+        dump("fuzz_manifest", "snapshot", out, len);
+        ASSERT_EQ(ferry_manifest_decode(out, len, lim, &got, &err), 0);
+        ASSERT_STR(got->snapshot, "00000004-00000002-1");
+        ASSERT_STR(got->engine, "postgresql");
+        ASSERT_EQ(got->ntables, 3);
+        ferry_manifest_free(got);
+        /* a quote in the id: refused, and nothing leaks (ASan) */
+        {
+            char *q = find_bytes(out, len, "00000002");
+
+            ASSERT(q != NULL);
+            q[3] = '\'';
+            ASSERT_EQ(ferry_manifest_decode(out, len, lim, &got, &err), FERRY_EPROTO);
+            ASSERT(contains(err.msg, "snapshot: is not a snapshot id"));
+        }
+        free(out);
+        m.snapshot = NULL;
+        m.engine = NULL;
+    }
 
     /* no tables at all */
     ferry_tables_free(m.tables, m.ntables);
