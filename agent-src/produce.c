@@ -17,6 +17,7 @@
 #include "capture.h"
 #include "digest.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +25,31 @@
 
 #define SQL_MAX (1u << 20)
 
+/*
+ * Exported snapshots (PostgreSQL). A manifest request that asks for one
+ * opens a holder: a connection of its own in a REPEATABLE READ transaction
+ * that exported its snapshot (pg_export_snapshot), so that every page of
+ * that copy reads the same moment (SET TRANSACTION SNAPSHOT, on the
+ * producer's connection). A holder is closed once the last page of the last
+ * table was served, after FERRY_SNAPSHOT_IDLE_SECS without a page, or when
+ * one more is needed than FERRY_SNAPSHOT_HOLDERS (the least recently used
+ * goes). It serves the tenant whose request opened it, no other.
+ */
+struct snap_holder {
+    struct ferry_db *db; /* NULL: a free slot */
+    char id[FERRY_SNAPSHOT_ID_MAX + 1];
+    char *tenant; /* owned */
+    time_t used;  /* opened, or its last page */
+};
+
 struct ferry_producer {
     struct ferry_db *db;
     struct ferry_scope *scope;
     struct ferry_producer_stats stats;
     size_t max_body;
     long batch_rows;
-    const struct ferry_config *cfg; /* borrowed: [mask] expressions */
+    const struct ferry_config *cfg; /* borrowed: [mask] expressions, the database URL */
+    struct snap_holder holders[FERRY_SNAPSHOT_HOLDERS];
 };
 
 static int owner_join_check(const struct ferry_scope *s, size_t t, struct ferry_buf *expr,
@@ -141,10 +160,160 @@ fail:
     return rc;
 }
 
+/* Close h's transaction and connection; the slot is free again. */
+static void holder_close(struct ferry_producer *p, struct snap_holder *h, const char *why)
+{
+    if (!h->db)
+        return;
+    if (why)
+        log_info("snapshot %s of tenant %.64s released: %s", h->id, h->tenant, why);
+    ferry_db_close(h->db); /* the server rolls the transaction back */
+    free(h->tenant);
+    memset(h, 0, sizeof(*h));
+    p->stats.snapshots--;
+}
+
+void ferry_producer_tick(struct ferry_producer *p, time_t now)
+{
+    for (size_t i = 0; p && i < FERRY_SNAPSHOT_HOLDERS; i++)
+        if (p->holders[i].db && now - p->holders[i].used >= FERRY_SNAPSHOT_IDLE_SECS)
+            holder_close(p, &p->holders[i], "no page asked for it in 5 minutes");
+}
+
+/*
+ * The syntax of the ids pg_export_snapshot() returns: "%08X-%08X-%d"
+ * (PostgreSQL 10 and later), "%08X-%d" before. Checked on every id before it
+ * is looked up, although only the holder's own copy ever goes into SQL.
+ */
+static int pg_snapshot_id_ok(const char *id)
+{
+    int groups = 0;
+
+    for (;;) {
+        size_t n = 0;
+
+        while (n < 8 && ((id[n] >= '0' && id[n] <= '9') || (id[n] >= 'A' && id[n] <= 'F')))
+            n++;
+        if (n != 8 || id[n] != '-')
+            break;
+        id += 9;
+        groups++;
+        if (groups == 2)
+            break;
+    }
+    if (groups < 1)
+        return 0;
+    for (size_t n = 0;; n++) {
+        if (id[n] == '\0')
+            return n > 0;
+        if (id[n] < '0' || id[n] > '9' || n == 10)
+            return 0;
+    }
+}
+
+/*
+ * Open a holder for tenant: a new connection, the change log's safe head
+ * (*safe, taken before the snapshot, see ferry_capture_safe_head), then the
+ * exported snapshot, left open on h->db for the manifest's own reads.
+ */
+static int holder_open(struct ferry_producer *p, const char *tenant, struct snap_holder **out,
+                       int64_t *safe, struct ferry_error *err)
+{
+    struct snap_holder *h = NULL;
+    struct ferry_stmt *st = NULL;
+    struct ferry_value v;
+    int row = 0;
+    int rc;
+
+    *out = NULL;
+    ferry_producer_tick(p, time(NULL));
+    for (size_t i = 0; i < FERRY_SNAPSHOT_HOLDERS; i++) {
+        struct snap_holder *c = &p->holders[i];
+
+        if (!c->db) {
+            h = c;
+            break;
+        }
+        if (!h || c->used < h->used)
+            h = c;
+    }
+    if (h->db)
+        holder_close(p, h, "more copies started than ferry-src keeps snapshots for (8)");
+    rc = ferry_db_open(p->cfg->source.database, 0, &h->db, err);
+    if (rc)
+        return rc;
+    p->stats.snapshots++;
+    h->tenant = strdup(tenant);
+    if (!h->tenant) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    h->used = time(NULL);
+    rc = ferry_capture_safe_head(h->db, safe, err);
+    if (!rc)
+        rc = ferry_db_exec(h->db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
+    if (!rc)
+        rc = ferry_db_prepare(h->db, "SELECT pg_catalog.pg_export_snapshot()", &st, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &row, err);
+    if (rc)
+        goto out;
+    if (row)
+        ferry_stmt_column(st, 0, &v);
+    if (!row || v.type != FERRY_TEXT || v.u.s.n >= sizeof(h->id)) {
+        rc = ferry_error_set(err, FERRY_EDB, "pg_export_snapshot() returned no snapshot id");
+        goto out;
+    }
+    memcpy(h->id, v.u.s.p, v.u.s.n);
+    h->id[v.u.s.n] = '\0';
+    if (!pg_snapshot_id_ok(h->id) || !ferry_snapshot_id_ok(h->id))
+        rc = ferry_error_set(err, FERRY_EDB, "pg_export_snapshot() returned an id of unknown form");
+out:
+    ferry_stmt_free(st);
+    if (rc)
+        holder_close(p, h, NULL);
+    else
+        *out = h;
+    return rc;
+}
+
+/*
+ * The holder that req names: FERRY_EPROTO for an id of the wrong form,
+ * FERRY_ESNAPGONE when none holds it (closed, or the source restarted),
+ * FERRY_EFORBIDDEN when another tenant's request opened it.
+ */
+static int holder_find(struct ferry_producer *p, const struct ferry_request *req,
+                       struct snap_holder **out, struct ferry_error *err)
+{
+    *out = NULL;
+    if (!pg_snapshot_id_ok(req->snapshot))
+        return ferry_error_set(err, FERRY_EPROTO,
+                               "snapshot id \"%.64s\" is not one this source hands out",
+                               req->snapshot);
+    ferry_producer_tick(p, time(NULL));
+    for (size_t i = 0; i < FERRY_SNAPSHOT_HOLDERS; i++) {
+        struct snap_holder *h = &p->holders[i];
+
+        if (!h->db || strcmp(h->id, req->snapshot) != 0)
+            continue;
+        if (strcmp(h->tenant, req->tenant) != 0)
+            return ferry_error_set(err, FERRY_EFORBIDDEN,
+                                   "snapshot %s belongs to another tenant's copy", h->id);
+        *out = h;
+        return FERRY_OK;
+    }
+    return ferry_error_set(err, FERRY_ESNAPGONE,
+                           "snapshot %s is gone (idle over 5 minutes, or ferry-src restarted); "
+                           "read the pages from snapshots of their own",
+                           req->snapshot);
+}
+
 void ferry_producer_close(struct ferry_producer *p)
 {
     if (!p)
         return;
+    for (size_t i = 0; i < FERRY_SNAPSHOT_HOLDERS; i++)
+        holder_close(p, &p->holders[i], NULL);
     ferry_scope_free(p->scope);
     ferry_db_close(p->db);
     free(p);
@@ -253,7 +422,7 @@ static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap
     return rc;
 }
 
-static int tenant_of(struct ferry_producer *p, const struct ferry_request *req,
+static int tenant_of(struct ferry_producer *p, struct ferry_db *db, const struct ferry_request *req,
                      struct ferry_value *tv, struct ferry_error *err)
 {
     const struct ferry_table_info *ri = ferry_scope_root(p->scope);
@@ -277,7 +446,7 @@ static int tenant_of(struct ferry_producer *p, const struct ferry_request *req,
     if (rc)
         rc = ferry_error_set(err, rc, "cannot build SQL");
     else
-        rc = ferry_db_query_int(p->db, sql.data, tv, 1, &n, err);
+        rc = ferry_db_query_int(db, sql.data, tv, 1, &n, err);
     ferry_buf_release(&sql);
     if (!rc && n == 0)
         rc = ferry_error_set(err, FERRY_ENOTFOUND, "tenant %.64s not found in %s", req->tenant,
@@ -295,22 +464,34 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     struct ferry_table_info *tables = NULL;
     struct ferry_value tv;
     struct ferry_buf sql;
+    struct snap_holder *h = NULL;
+    struct ferry_db *db = p->db;
     int64_t safe = 0;
     int rc;
 
     memset(&m, 0, sizeof(m));
     ferry_buf_init(&sql, SQL_MAX);
-    /* the copy starts from this head: below it, every change must be visible to the copy */
-    rc = ferry_capture_safe_head(p->db, &safe, err);
-    if (rc)
-        return rc;
-    rc = ferry_db_begin_read(p->db, err);
-    if (rc)
-        return rc;
-    rc = tenant_of(p, req, &tv, err);
+    /*
+     * The copy starts from this head: below it, every change must be
+     * visible to the copy. With an exported snapshot, the manifest is read
+     * in it too, so that head and counts are those of the pages' moment.
+     */
+    if (req->want_snapshot && ferry_db_engine(p->db) == FERRY_ENGINE_PG) {
+        rc = holder_open(p, req->tenant, &h, &safe, err);
+        if (rc)
+            return rc;
+        db = h->db;
+    } else {
+        rc = ferry_capture_safe_head(p->db, &safe, err);
+        if (!rc)
+            rc = ferry_db_begin_read(p->db, err);
+        if (rc)
+            return rc;
+    }
+    rc = tenant_of(p, db, req, &tv, err);
     if (rc)
         goto out;
-    rc = ferry_capture_head(p->db, &m.head, err);
+    rc = ferry_capture_head(db, &m.head, err);
     if (rc)
         goto out;
     if (m.head > safe)
@@ -319,7 +500,7 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     if (req->after >= 0) {
         struct ferry_value args[2] = {tv, ferry_value_int(req->after)};
 
-        rc = ferry_db_query_int(p->db,
+        rc = ferry_db_query_int(db,
                                 "SELECT count(*) FROM _ferry_changes WHERE tenant = ? AND seq > ?",
                                 args, 2, &m.pending, err);
         if (rc)
@@ -359,7 +540,7 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
                 rc = ferry_error_set(err, FERRY_ENOMEM, "cannot build SQL");
                 goto out;
             }
-            rc = ferry_db_prepare(p->db, sql.data, &st, err);
+            rc = ferry_db_prepare(db, sql.data, &st, err);
             if (!rc)
                 rc = bind_tenant(st, &tv, npred, err);
             if (!rc)
@@ -381,9 +562,16 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     m.ntables = p->scope->ntables;
     /* the target reads the declared types by the source's engine (apply.c) */
     m.engine = ferry_db_engine(p->db) == FERRY_ENGINE_PG ? engine_pg : engine_sqlite;
+    m.snapshot = h ? h->id : NULL;
     rc = ferry_manifest_encode(&m, out, len, err);
+    if (!rc && h)
+        log_info("snapshot %s exported for a copy of tenant %.64s (head %" PRId64 ")", h->id,
+                 req->tenant, m.head);
 out:
-    ferry_db_rollback(p->db);
+    if (!h)
+        ferry_db_rollback(p->db);
+    else if (rc)
+        holder_close(p, h, NULL);
     free(tables);
     ferry_buf_release(&sql);
     return rc;
@@ -640,10 +828,16 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     int t, npred = 0, more = 0, row = 0, send = 1, by_table = 0;
     int pg = ferry_db_engine(p->db) == FERRY_ENGINE_PG;
     const char *keyctx = pg ? "" : "\"_ferry_km\"."; /* the key columns, in the query */
+    struct snap_holder *h = NULL;
     int rc;
 
     ferry_buf_init(&sql, SQL_MAX);
     ferry_buf_init(&lastbuf, p->max_body);
+    if (req->snapshot) {
+        rc = holder_find(p, req, &h, err);
+        if (rc)
+            return rc;
+    }
     t = ferry_scope_find(s, req->table);
     if (t < 0)
         return ferry_error_set(err, FERRY_ENOTFOUND, "table %.64s is not in the tenant's scope",
@@ -697,11 +891,34 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     }
     for (size_t i = 0; i < ti->ncols; i++)
         names[i] = ti->cols[i].name;
-    rc = ferry_db_begin_read(p->db, err);
-    if (rc)
-        goto out;
+    if (h) {
+        char set[64 + FERRY_SNAPSHOT_ID_MAX];
+
+        /* h->id is the server's own, of checked form (holder_open): safe to quote */
+        snprintf(set, sizeof(set), "SET TRANSACTION SNAPSHOT '%s'", h->id);
+        rc = ferry_db_exec(p->db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
+        if (rc)
+            goto out;
+        if (ferry_db_exec(p->db, set, err)) {
+            char why[FERRY_ERRMSG_MAX];
+
+            memcpy(why, err->msg, sizeof(why));
+            ferry_db_rollback(p->db);
+            rc = ferry_error_set(err, FERRY_ESNAPGONE,
+                                 "snapshot %s is gone (%.120s); read the pages from snapshots of "
+                                 "their own",
+                                 h->id, why);
+            holder_close(p, h, "its transaction ended");
+            goto out;
+        }
+        h->used = time(NULL);
+    } else {
+        rc = ferry_db_begin_read(p->db, err);
+        if (rc)
+            goto out;
+    }
     /* An unknown tenant is an error, not an empty table. */
-    rc = tenant_of(p, req, &tv, err);
+    rc = tenant_of(p, p->db, req, &tv, err);
     /* a page joins at most n keys by index (pg_snapshot_sql): nested loops only */
     if (!rc && pg)
         rc = ferry_db_exec(
@@ -788,6 +1005,9 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         p->stats.batches++;
         p->stats.rows += (uint64_t)nrows;
     }
+    /* the targets copy tables in the manifest's order: this page ends the copy */
+    if (!rc && h && !more && (size_t)t + 1 == s->ntables)
+        holder_close(p, h, "the copy's last page was served");
 rollback:
     ferry_stmt_free(st);
     st = NULL;
@@ -1159,7 +1379,7 @@ static int produce_rows(struct ferry_producer *p, const struct ferry_request *re
     rc = ferry_db_begin_read(p->db, err);
     if (rc)
         goto out;
-    rc = tenant_of(p, req, &tv, err);
+    rc = tenant_of(p, p->db, req, &tv, err);
     if (!rc)
         rc = encode_current(p, &tv, ch, req->nkeys, &arena, enc, err);
     if (!rc) {
@@ -1209,7 +1429,7 @@ static int produce_digest(struct ferry_producer *p, const struct ferry_request *
     }
     rc = ferry_db_begin_read(p->db, err);
     if (!rc) {
-        rc = tenant_of(p, req, &tv, err);
+        rc = tenant_of(p, p->db, req, &tv, err);
         if (!rc)
             rc = ferry_digest_produce(p->db, p->scope, &tv, masks, req, out, len, err);
         ferry_db_rollback(p->db);

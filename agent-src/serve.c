@@ -464,6 +464,8 @@ static int http_status(int code)
         return 403;
     case FERRY_ENOTFOUND:
         return 404;
+    case FERRY_ESNAPGONE:
+        return 410;
     default:
         return 500;
     }
@@ -484,6 +486,8 @@ static const char *reason(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 410:
+        return "Gone";
     default:
         return "Internal Server Error";
     }
@@ -941,6 +945,11 @@ static int render_metrics(struct server *sv, struct ferry_buf *b)
     if (!rc)
         rc = ferry_buf_addf(b, "ferry_bytes_served_total %llu\n", (unsigned long long)sv->bytes);
     if (!rc)
+        rc = metric(b, "ferry_snapshots_held", "gauge",
+                    "Exported snapshots held open for copies in progress (PostgreSQL).");
+    if (!rc)
+        rc = ferry_buf_addf(b, "ferry_snapshots_held %llu\n", (unsigned long long)st->snapshots);
+    if (!rc)
         rc = metric(b, "ferry_sessions_opened_total", "counter", "Handshakes completed.");
     if (!rc)
         rc = ferry_buf_addf(b, "ferry_sessions_opened_total %llu\n",
@@ -1075,6 +1084,16 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
+/* Every SNAPSHOT_TICK_SECS: exported snapshots idle too long are released. */
+#define SNAPSHOT_TICK_SECS 15
+
+static void on_tick(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    ferry_producer_tick(arg, time(NULL));
+}
+
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
     struct event_base *base = arg;
@@ -1093,6 +1112,7 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
     struct evhttp_bound_socket *bound;
     struct event *sigint = NULL;
     struct event *sigterm = NULL;
+    struct event *tick = NULL;
     char where[NI_MAXHOST + NI_MAXSERV + 4];
     int loopback = 0;
     int rc;
@@ -1177,6 +1197,15 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
         rc = ferry_error_set(err, FERRY_EINTERNAL, "cannot install signal handlers");
         goto out;
     }
+    {
+        struct timeval tv = {SNAPSHOT_TICK_SECS, 0};
+
+        tick = event_new(sv.base, -1, EV_PERSIST, on_tick, sv.prod);
+        if (!tick || event_add(tick, &tv) != 0) {
+            rc = ferry_error_set(err, FERRY_EINTERNAL, "cannot start the snapshot timer");
+            goto out;
+        }
+    }
 
     auth_report(cfg, &sv);
     log_info("listening on %s%s", where, sv.tls ? " (https)" : "");
@@ -1190,6 +1219,8 @@ out:
         event_free(sigint);
     if (sigterm)
         event_free(sigterm);
+    if (tick)
+        event_free(tick);
     if (sv.http)
         evhttp_free(sv.http);
     if (sv.base)

@@ -39,7 +39,8 @@
     X(ENOSPC, 5, "no space left on device")                                                        \
     X(ENOMEM, 5, "out of memory")                                                                  \
     X(EINTR, 5, "interrupted")                                                                     \
-    X(EINTERNAL, 5, "internal error")
+    X(EINTERNAL, 5, "internal error")                                                              \
+    X(ESNAPGONE, 5, "snapshot gone")
 
 enum ferry_code {
 #define FERRY_ERR_ENUM(name, status, msg) FERRY_##name,
