@@ -19,6 +19,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,14 @@ struct run {
     int64_t copied;
     size_t max_body;
     long batch;
+    /*
+     * The copy's exported snapshot (points into manifest; NULL: none), named
+     * by every snapshot request until the source says it is gone
+     * (snapshot_gone, set once by a fetch thread): then pages read
+     * snapshots of their own, which deltas from the recorded head repair.
+     */
+    char *snapshot;
+    atomic_int snapshot_gone;
 };
 
 static double now_s(void)
@@ -75,7 +84,14 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
     req.tenant = r->cfg->target.tenant;
     req.after = after;
     req.counts = counts;
+    /* a copy reads its pages from one snapshot, where the source can export one */
+    req.want_snapshot = !r->opts->dry_run && r->meta.phase != FERRY_PHASE_STREAMING;
     rc = call(r, "/v1/manifest", &req, &resp, &len, err);
+    if (rc == FERRY_EPROTO && req.want_snapshot && strstr(err->msg, "unknown key \"snapshot\"")) {
+        /* a source from before exported snapshots: ask as it understands */
+        req.want_snapshot = 0;
+        rc = call(r, "/v1/manifest", &req, &resp, &len, err);
+    }
     if (rc == FERRY_ENOTFOUND) {
         char why[FERRY_ERRMSG_MAX];
 
@@ -92,6 +108,7 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
     if (strcmp(r->manifest->tenant, r->cfg->target.tenant) != 0)
         return ferry_error_set(err, FERRY_EPROTO, "manifest is for tenant %.64s, not %.64s",
                                r->manifest->tenant, r->cfg->target.tenant);
+    r->snapshot = req.want_snapshot ? r->manifest->snapshot : NULL;
     return FERRY_OK;
 }
 
@@ -120,6 +137,14 @@ static void *fetch_main(void *arg)
     struct fetch *f = arg;
 
     f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+    if (f->rc == FERRY_ESNAPGONE && f->req.snapshot) {
+        if (atomic_exchange(&f->r->snapshot_gone, 1) == 0)
+            log_warn("%s; the rest of this copy reads pages from snapshots of their own, and "
+                     "the deltas from the recorded head bring them in step",
+                     f->err.msg);
+        f->req.snapshot = NULL;
+        f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+    }
     if (!f->rc) {
         f->rc = ferry_batch_decode(f->resp, f->len, &ferry_limits_default, &f->batch, &f->err);
         if (f->rc)
@@ -140,6 +165,7 @@ static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_
     f->req.tenant = r->cfg->target.tenant;
     f->req.table = ti->name;
     f->req.limit = r->batch;
+    f->req.snapshot = atomic_load(&r->snapshot_gone) ? NULL : r->snapshot;
     /* Copied: the batch the key came from is freed while the fetch runs. */
     ferry_buf_init(&f->keybuf, (size_t)1 << 20);
     if (nafter) {
