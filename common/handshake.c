@@ -186,6 +186,8 @@ static int read_field(struct reader *r, const char *name, size_t min, size_t max
 {
     size_t len;
 
+    *f = NULL;
+    *flen = 0;
     if (r->n - r->off < 2)
         return ferry_error_set(err, FERRY_EPROTO, "malformed handshake %s: truncated before %s",
                                r->msg, name);
