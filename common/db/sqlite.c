@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,18 @@ out:
     sqlite3_finalize(s);
 }
 
+/*
+ * Before the first open: no memory statistics. They take a global mutex on
+ * every allocation SQLite makes, a few per row bound and stepped, and ferry
+ * never reads them. Only possible before SQLite initializes, hence once.
+ */
+static pthread_once_t sq_once = PTHREAD_ONCE_INIT;
+
+static void sq_configure(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int sq_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err)
 {
     struct sq_db *d = NULL;
@@ -176,6 +189,7 @@ static int sq_open(const char *url, int flags, struct ferry_db **out, struct fer
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory opening %s", path);
         goto out;
     }
+    pthread_once(&sq_once, sq_configure);
     src = sqlite3_open_v2(path, &d->h, oflags, NULL);
     if (src != SQLITE_OK) {
         rc = ferry_error_set(err, FERRY_EDB, "cannot open database %s: %s", path,
