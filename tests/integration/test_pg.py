@@ -572,6 +572,174 @@ class PgTest(ft.FerryTestCase):
                                                 "SELECT count(*) FROM posts WHERE channel_id = %s"
                                   % (moved, moved)).split(), ["0", "0"])
 
+    # -- one exported snapshot per copy ------------------------------------
+
+    def snap_client(self, srv, tenant=1):
+        """A target's session with srv for tenant, driven by hand (ferryauth)."""
+        import ferryauth as fa
+        if tenant not in self.authorized:
+            fa.authorize(self.src_conf, str(tenant), fa.target_key(tenant))
+            self.authorized.add(tenant)
+        return fa.Client(srv.url, tenant, fa.target_key(tenant),
+                         source_pub=fa.source_key() + ".pub")
+
+    def snap_manifest(self, c, tenant=1):
+        r = c.call("/v1/manifest", ft.mp_pack({"v": 1, "tenant": str(tenant), "after": -1,
+                                               "counts": True, "snapshot": True}))
+        self.assertEqual(r.status, 200, r)
+        return ft.mp_unpack(r.body)
+
+    def snap_page(self, c, table, after, snap, limit=20, tenant=1):
+        """One snapshot page (Response); snap None: a page of its own moment."""
+        body = {"v": 1, "tenant": str(tenant), "table": table, "after": after, "limit": limit}
+        if snap is not None:
+            body["snapshot"] = snap
+        return c.call("/v1/snapshot", ft.mp_pack(body))
+
+    def snap_rows(self, c, table, after, snap, limit=20, pages=None):
+        """(id, md5 of body) of the pages of table after key `after`, until
+        the last or `pages` of them; and the key the last page ended at."""
+        import hashlib
+        rows = []
+        n = 0
+        while True:
+            r = self.snap_page(c, table, after, snap, limit)
+            self.assertEqual(r.status, 200, r)
+            b = ft.mp_unpack(r.body)
+            for st in b["sets"]:
+                i, j = st["cols"].index("id"), st["cols"].index("body")
+                rows += [(row[i], hashlib.md5(row[j].encode()).hexdigest()
+                          if row[j] is not None else "null") for row in st["rows"]]
+            after = b["last"]
+            n += 1
+            if not b["more"] or (pages and n == pages):
+                return rows, after
+
+    def posts_oracle(self, tenant=1):
+        out = psql(self.src_url, "SELECT p.id, coalesce(md5(p.body), 'null') FROM posts p "
+                                 "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = %d "
+                                 "ORDER BY p.id" % tenant).split()
+        return [(int(x.split("|")[0]), x.split("|")[1]) for x in out]
+
+    def snapshots_held(self, srv):
+        import re
+        status, text = ft.http_get(srv.url, "/metrics")
+        self.assertEqual(status, 200)
+        return int(re.search(r"(?m)^ferry_snapshots_held (\d+)$", text.decode()).group(1))
+
+    def assertRefused(self, r, status, code):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(ft.mp_unpack(r.body)["code"], code, r)
+
+    def test_snapshot_pages_one_moment(self):
+        """The pages of one copy come from the snapshot its manifest
+        exported: rows updated, deleted and inserted on the source after the
+        first page are read as they were (oracle: the source's rows taken
+        before the change), while pages without the id show the change.
+        Forged, malformed and another tenant's ids are refused; the holder
+        is released after the last page of the last table."""
+        self.pg_source(extra_posts=300)
+        with self.serve() as srv:
+            c = self.snap_client(srv)
+            man = self.snap_manifest(c)
+            snap = man.get("snapshot")
+            self.assertRegex(snap or "", r"^[0-9A-F]{8}-[0-9A-F]{8}-[0-9]+$")
+            self.assertGreaterEqual(man["head"], 0)
+            self.assertEqual(self.snapshots_held(srv), 1)
+            before = self.posts_oracle()
+            self.assertGreater(len(before), 100)
+
+            # a page reads `limit` keys and sends the tenant's among them
+            first, key = self.snap_rows(c, "posts", None, snap, pages=1)
+            self.assertGreater(len(first), 0)
+            self.assertEqual(first, before[:len(first)])
+            later = [i for i, _ in before if i > key[0]]
+            self.assertGreater(len(later), 40)
+            psql(self.src_url, (
+                "UPDATE posts SET body = 'after export' WHERE id IN (%s);"
+                "DELETE FROM posts WHERE id IN (%d, %d);"
+                "INSERT INTO posts(channel_id, body) SELECT min(id), 'inserted after export' "
+                "FROM channels WHERE team_id = 1;") % (
+                    ",".join(map(str, later[:15] + later[-5:])), later[20], later[-1]))
+            after = self.posts_oracle()
+            self.assertNotEqual(after, before)
+
+            rest, _ = self.snap_rows(c, "posts", key, snap)
+            self.assertEqual(first + rest, before, "pages of one copy saw different moments")
+            # the same pages without the id read the source as it is now
+            now, _ = self.snap_rows(c, "posts", key, None)
+            self.assertEqual(now, [r for r in after if r[0] > key[0]])
+
+            # refusals: another tenant's session, a forged id, malformed ids
+            other = self.snap_client(srv, tenant=2)
+            self.assertRefused(self.snap_page(other, "posts", None, snap, tenant=2), 403,
+                               "EFORBIDDEN")
+            self.assertRefused(self.snap_page(c, "posts", None, "00000000-00000000-1"), 410,
+                               "ESNAPGONE")
+            for bad in ("x'; SELECT 1; --", "1-2-3-4", "abcdef12-00000001-1", "00000001-1-"):
+                self.assertRefused(self.snap_page(c, "posts", None, bad), 400, "EPROTO")
+            self.assertRefused(self.snap_page(c, "posts", None, "0" * 65), 400, "ETOOBIG")
+            # none of those released or spoiled the holder
+            again, _ = self.snap_rows(c, "posts", key, snap)
+            self.assertEqual(again, rest)
+            self.assertEqual(self.snapshots_held(srv), 1)
+
+            # the last page of the last table releases it
+            last = man["tables"][-1]["name"]
+            self.assertNotEqual(last, "posts")
+            r = self.snap_page(c, last, None, snap, limit=100000)
+            self.assertEqual(r.status, 200, r)
+            self.assertFalse(ft.mp_unpack(r.body)["more"])
+            self.assertEqual(self.snapshots_held(srv), 0)
+            self.assertRefused(self.snap_page(c, "posts", key, snap), 410, "ESNAPGONE")
+            # a manifest without the wish exports nothing
+            r = c.call("/v1/manifest", ft.mp_pack({"v": 1, "tenant": "1", "after": -1,
+                                                   "counts": False}))
+            self.assertEqual(r.status, 200, r)
+            self.assertNotIn("snapshot", ft.mp_unpack(r.body))
+            self.assertEqual(self.snapshots_held(srv), 0)
+            c.close()
+            other.close()
+        self.assertIn("the copy's last page was served", srv.log())
+
+    def test_snapshot_gone_falls_back(self):
+        """The copy's snapshot ends mid-copy (its connection killed while a
+        page of posts waits on a lock): ferry-dst says so in one line, reads
+        the rest from snapshots of their own, and with the deltas from the
+        recorded head the target equals the source, rows written meanwhile
+        included."""
+        self.pg_source(batch_rows=100, extra_posts=1000)
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            lock = self.open_session(self.src_url)
+            self.session_do(lock, "SET application_name = 'ferry-test-lock'; BEGIN; "
+                                  "LOCK TABLE posts IN ACCESS EXCLUSIVE MODE;")
+            p = ft.start_dst(["sync", "--config", self.dst_conf], self.path("sync.log"))
+            waiting = "0"
+            for _ in range(1200):  # until ferry-src's page of posts waits on the lock
+                waiting = psql(self.src_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                             "wait_event_type = 'Lock' AND "
+                                             "datname = current_database()").strip()
+                if waiting != "0" or p.poll() is not None:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(waiting, "1", "the copy never reached posts")
+            killed = psql(self.src_url, (
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                "state = 'idle in transaction' AND datname = current_database() AND "
+                "application_name <> 'ferry-test-lock' AND pid <> pg_backend_pid()")).strip()
+            self.assertEqual(killed, "1")
+            self.session_do(lock, "UPDATE posts SET body = 'while copying' WHERE id IN "
+                                  "(SELECT max(id) FROM posts); COMMIT;")
+            self.close_session(lock)
+            with open(self.path("sync.log")) as f:
+                self.assertEqual(p.wait(timeout=120), 0, f.read())
+            with open(self.path("sync.log")) as f:
+                log = f.read()
+            self.assertEqual(len([l for l in log.splitlines() if "is gone" in l]), 1, log)
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertIn("while copying", psql(self.dst_url, "SELECT body FROM posts"))
+
     def test_uninstall_and_schema(self):
         """uninstall removes every object ferry created and nothing else; a
         source in another schema ([source] schema) syncs into another schema."""
