@@ -1051,15 +1051,17 @@ static int apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_s
         int has = 0;
 
         ferry_stmt_reset(ts->upsert);
+        /* by reference: the batch outlives the step, and the reset below unbinds */
         for (size_t i = 0; i < set->ncols && !rc; i++) {
-            rc = ferry_stmt_bind(ts->upsert, (int)i + 1, &row[i], err);
+            rc = ferry_stmt_bind_ref(ts->upsert, (int)i + 1, &row[i], err);
             if (rc) {
                 ferry_error_prefix(err, "column %s", set->cols[i]);
-                return row_error(a, t, set, row, err);
+                row_error(a, t, set, row, err);
             }
         }
-        if (!rc)
-            rc = ferry_stmt_bind(ts->upsert, (int)set->ncols + 1, &a->tenant, err);
+        if (rc)
+            break;
+        rc = ferry_stmt_bind(ts->upsert, (int)set->ncols + 1, &a->tenant, err);
         if (!rc)
             rc = ferry_stmt_step(ts->upsert, &has, err);
         if (rc) {
@@ -1070,6 +1072,8 @@ static int apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_s
             rc = clash(a, t, set, row, err);
         c->upserted++;
     }
+    if (ts->upsert)
+        ferry_stmt_reset(ts->upsert);
     return rc;
 }
 

@@ -129,6 +129,14 @@ int ferry_stmt_bind(struct ferry_stmt *st, int idx, const struct ferry_value *v,
     return st->db->ops->bind(st, idx, v, err);
 }
 
+int ferry_stmt_bind_ref(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                        struct ferry_error *err)
+{
+    if (st->db->ops->bind_ref)
+        return st->db->ops->bind_ref(st, idx, v, err);
+    return st->db->ops->bind(st, idx, v, err);
+}
+
 int ferry_stmt_step(struct ferry_stmt *st, int *row, struct ferry_error *err)
 {
     return st->db->ops->step(st, row, err);

@@ -69,6 +69,13 @@ int ferry_db_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **o
 int ferry_stmt_bind(struct ferry_stmt *st, int idx, const struct ferry_value *v,
                     struct ferry_error *err);
 /*
+ * The same, but a TEXT or BLOB value's bytes are borrowed, not copied: they
+ * must stay valid and unchanged until st is reset, freed or bound again.
+ * For binding rows straight from a batch that outlives the step.
+ */
+int ferry_stmt_bind_ref(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                        struct ferry_error *err);
+/*
  * Run or advance. *row is set to 1 when a row is available, 0 when done.
  * Returns 0 or FERRY_EDB (FERRY_ENOSPC for a full disk).
  */

@@ -36,6 +36,9 @@ struct ferry_db_ops {
                    struct ferry_error *err);
     int (*bind)(struct ferry_stmt *st, int idx, const struct ferry_value *v,
                 struct ferry_error *err);
+    /* optional: bind without copying TEXT and BLOB bytes (NULL: bind copies) */
+    int (*bind_ref)(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                    struct ferry_error *err);
     int (*step)(struct ferry_stmt *st, int *row, struct ferry_error *err);
     int (*ncols)(struct ferry_stmt *st);
     const char *(*colname)(struct ferry_stmt *st, int i);

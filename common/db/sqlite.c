@@ -358,8 +358,8 @@ out:
     return rc;
 }
 
-static int sq_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
-                   struct ferry_error *err)
+static int sq_bind_as(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
+                      sqlite3_destructor_type keep, struct ferry_error *err)
 {
     sqlite3_stmt *s = sq_stmt(st_)->s;
     int src;
@@ -379,7 +379,7 @@ static int sq_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
         break;
     case FERRY_TEXT:
         /* bind_text64 with a NULL pointer would bind NULL, not '' */
-        src = sqlite3_bind_text64(s, idx, v->u.s.n ? v->u.s.p : "", v->u.s.n, SQLITE_TRANSIENT,
+        src = sqlite3_bind_text64(s, idx, v->u.s.n ? v->u.s.p : "", v->u.s.n, keep,
                                   SQLITE_UTF8);
         break;
     case FERRY_BLOB:
@@ -387,7 +387,7 @@ static int sq_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
         if (v->u.s.n == 0)
             src = sqlite3_bind_zeroblob(s, idx, 0);
         else
-            src = sqlite3_bind_blob64(s, idx, v->u.s.p, v->u.s.n, SQLITE_TRANSIENT);
+            src = sqlite3_bind_blob64(s, idx, v->u.s.p, v->u.s.n, keep);
         break;
     default:
         return ferry_error_set(err, FERRY_EINTERNAL, "parameter %d has unknown value type %d", idx,
@@ -396,6 +396,18 @@ static int sq_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
     if (src != SQLITE_OK)
         return sq_error(sqlite3_db_handle(s), src, sqlite3_sql(s), err);
     return 0;
+}
+
+static int sq_bind(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                   struct ferry_error *err)
+{
+    return sq_bind_as(st, idx, v, SQLITE_TRANSIENT, err);
+}
+
+static int sq_bind_ref(struct ferry_stmt *st, int idx, const struct ferry_value *v,
+                       struct ferry_error *err)
+{
+    return sq_bind_as(st, idx, v, SQLITE_STATIC, err);
 }
 
 static int sq_step(struct ferry_stmt *st_, int *row, struct ferry_error *err)
@@ -1026,7 +1038,7 @@ static int sq_copy_row(struct ferry_db *db, const struct ferry_value *vals, stru
     memset(&st, 0, sizeof(st));
     st.s = c->s;
     for (size_t i = 0; i < c->n && !rc; i++) {
-        rc = sq_bind(&st.base, (int)i + 1, &vals[i], err);
+        rc = sq_bind_ref(&st.base, (int)i + 1, &vals[i], err);
         if (rc)
             ferry_error_prefix(err, "column %s", c->cols[i]);
     }
@@ -1070,6 +1082,7 @@ const struct ferry_db_ops ferry_sqlite_ops = {
     .rollback = sq_rollback,
     .prepare = sq_prepare,
     .bind = sq_bind,
+    .bind_ref = sq_bind_ref,
     .step = sq_step,
     .ncols = sq_ncols,
     .colname = sq_colname,
