@@ -212,6 +212,17 @@ int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *er
     return db->ops->copy_end(db, rows, err);
 }
 
+int ferry_db_function(struct ferry_db *db, const char *name, ferry_db_fn fn, void *arg,
+                      void (*destroy)(void *arg), struct ferry_error *err)
+{
+    if (!db->ops->function) {
+        if (destroy)
+            destroy(arg);
+        return ferry_error_set(err, FERRY_EINTERNAL, "this engine cannot define SQL functions");
+    }
+    return db->ops->function(db, name, fn, arg, destroy, err);
+}
+
 /*
  * Engines disagree on what an aggregate returns (SQLite: an integer;
  * PostgreSQL: sum() is numeric, which an adapter may hand over as text), so

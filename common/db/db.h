@@ -133,6 +133,22 @@ int ferry_db_copy_begin(struct ferry_db *db, const char *table, const char *cons
 int ferry_db_copy_row(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err);
 int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
 
+/*
+ * A scalar SQL function computed in C: fn gets the n argument values of one
+ * call (borrowed, valid during the call) and sets *out; a nonzero return
+ * fails the statement with err's message (FERRY_EDB at the step). Only
+ * engines that run functions in process define them (SQLite); elsewhere
+ * FERRY_EINTERNAL. It may only be called directly in SQL, never from the
+ * schema (triggers, views). Defining a name again replaces the function;
+ * destroy(arg) (may be NULL) runs when it is replaced or the connection
+ * closes, and also when defining fails. It fails while a statement of the
+ * connection is running.
+ */
+typedef int (*ferry_db_fn)(void *arg, const struct ferry_value *vals, size_t n, int64_t *out,
+                           struct ferry_error *err);
+int ferry_db_function(struct ferry_db *db, const char *name, ferry_db_fn fn, void *arg,
+                      void (*destroy)(void *arg), struct ferry_error *err);
+
 /* Convenience: run sql (one "?" per value) and read one int64 (0 if no row). */
 int ferry_db_query_int(struct ferry_db *db, const char *sql, const struct ferry_value *args,
                        size_t nargs, int64_t *out, struct ferry_error *err);

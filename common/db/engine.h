@@ -58,6 +58,9 @@ struct ferry_db_ops {
                       struct ferry_error *err);
     int (*copy_row)(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err);
     int (*copy_end)(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
+    /* NULL when the engine cannot define functions, see ferry_db_function() */
+    int (*function)(struct ferry_db *db, const char *name, ferry_db_fn fn, void *arg,
+                    void (*destroy)(void *arg), struct ferry_error *err);
 };
 
 extern const struct ferry_db_ops ferry_sqlite_ops;

@@ -1072,6 +1072,108 @@ static int sq_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *e
     return 0;
 }
 
+/* A function defined with ferry_db_function(): its C callback and an argument buffer. */
+struct sq_fn {
+    ferry_db_fn fn;
+    void *arg;
+    void (*destroy)(void *arg);
+    struct ferry_value *vals;
+    int cap;
+};
+
+static void sq_fn_destroy(void *p)
+{
+    struct sq_fn *f = p;
+
+    if (f->destroy)
+        f->destroy(f->arg);
+    free(f->vals);
+    free(f);
+}
+
+/* The arguments as sq_column() hands over a column: the same types and bytes. */
+static void sq_fn_call(sqlite3_context *cx, int argc, sqlite3_value **argv)
+{
+    struct sq_fn *f = sqlite3_user_data(cx);
+    struct ferry_error err;
+    int64_t out = 0;
+
+    if (argc > f->cap) {
+        struct ferry_value *nv = realloc(f->vals, (size_t)argc * sizeof(*nv));
+
+        if (!nv) {
+            sqlite3_result_error_nomem(cx);
+            return;
+        }
+        f->vals = nv;
+        f->cap = argc;
+    }
+    for (int i = 0; i < argc; i++) {
+        struct ferry_value *v = &f->vals[i];
+        const void *p = NULL;
+
+        switch (sqlite3_value_type(argv[i])) {
+        case SQLITE_INTEGER:
+            v->type = FERRY_INT;
+            v->u.i = sqlite3_value_int64(argv[i]);
+            continue;
+        case SQLITE_FLOAT:
+            v->type = FERRY_FLOAT;
+            v->u.f = sqlite3_value_double(argv[i]);
+            continue;
+        case SQLITE_TEXT:
+            p = sqlite3_value_text(argv[i]);
+            v->type = FERRY_TEXT;
+            break;
+        case SQLITE_BLOB:
+            p = sqlite3_value_blob(argv[i]);
+            v->type = FERRY_BLOB;
+            break;
+        default:
+            *v = ferry_value_null();
+            continue;
+        }
+        v->u.s.n = (size_t)sqlite3_value_bytes(argv[i]);
+        if (!p && v->u.s.n == 0)
+            p = ""; /* a zero-length value; NULL with bytes is out of memory */
+        if (!p) {
+            sqlite3_result_error_nomem(cx);
+            return;
+        }
+        v->u.s.p = p;
+    }
+    if (f->fn(f->arg, f->vals, (size_t)argc, &out, &err)) {
+        sqlite3_result_error(cx, err.msg, -1);
+        return;
+    }
+    sqlite3_result_int64(cx, out);
+}
+
+static int sq_function(struct ferry_db *db, const char *name, ferry_db_fn fn, void *arg,
+                       void (*destroy)(void *arg), struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+    struct sq_fn *f = calloc(1, sizeof(*f));
+    int src;
+
+    if (!f) {
+        if (destroy)
+            destroy(arg);
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    }
+    f->fn = fn;
+    f->arg = arg;
+    f->destroy = destroy;
+    /* SQLite runs sq_fn_destroy itself when this fails, as when the function is replaced. */
+    src = sqlite3_create_function_v2(d->h, name, -1,
+                                     SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY, f,
+                                     sq_fn_call, NULL, NULL, sq_fn_destroy);
+    if (src != SQLITE_OK)
+        return ferry_error_set(err, FERRY_EDB, "cannot define SQL function %s on %s: %s", name,
+                               d->path, sqlite3_errmsg(d->h));
+    return FERRY_OK;
+}
+
 const struct ferry_db_ops ferry_sqlite_ops = {
     .open = sq_open,
     .close = sq_close,
@@ -1097,4 +1199,5 @@ const struct ferry_db_ops ferry_sqlite_ops = {
     .copy_begin = sq_copy_begin,
     .copy_row = sq_copy_row,
     .copy_end = sq_copy_end,
+    .function = sq_function,
 };

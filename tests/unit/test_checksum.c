@@ -412,6 +412,77 @@ static void test_composite_key(void)
     ferry_checksum_free(c);
 }
 
+/*
+ * Every kind of value, hashed by the engine (SQLite computes the row hash
+ * in SQL) as the C encoding hashes it: the sum equals the sum of row_hash()
+ * over the values bound; a masked column is hashed as its mask's value.
+ */
+static void test_values_in_sql(void)
+{
+    static const char nul_text[] = "a\0b", bad_utf8[] = "\xff\xfe", nul_blob[] = "\0\1\0\xff";
+    struct ferry_value vals[10];
+    struct ferry_value row[3];
+    struct ferry_stmt *ins = NULL;
+    struct ferry_checksum *c = NULL;
+    struct ferry_value tv = ferry_value_int(3);
+    struct ferry_error err;
+    const char *masks[3] = {NULL, NULL, "'m' || key"};
+    uint64_t want = 0, want_masked = 0, sum = 0;
+    int64_t count = 0;
+    size_t nv = 0;
+    int t = ferry_scope_find(scope, "settings");
+    int r = 0;
+
+    ASSERT(t >= 0);
+    vals[nv++] = ferry_value_null();
+    vals[nv++] = ferry_value_int(INT64_MIN);
+    vals[nv++] = flt(-0.0);
+    vals[nv++] = flt(5e-324);
+    vals[nv++] = ferry_value_text(nul_text, 3);
+    vals[nv++] = ferry_value_text(bad_utf8, 2);
+    vals[nv++] = ferry_value_text("", 0);
+    vals[nv++] = blob(nul_blob, 4);
+    vals[nv++] = blob("", 0);
+    ASSERT_EQ(ferry_db_prepare(db, "INSERT INTO settings VALUES (3, ?, ?)", &ins, &err), FERRY_OK);
+    for (size_t i = 0; i < nv; i++) {
+        char key[8], mask[8];
+
+        snprintf(key, sizeof(key), "v%zu", i);
+        snprintf(mask, sizeof(mask), "mv%zu", i);
+        row[0] = ferry_value_int(3);
+        row[1] = ferry_value_text(key, strlen(key));
+        row[2] = vals[i];
+        ferry_stmt_reset(ins);
+        ASSERT_EQ(ferry_stmt_bind(ins, 1, &row[1], &err), FERRY_OK);
+        ASSERT_EQ(ferry_stmt_bind(ins, 2, &row[2], &err), FERRY_OK);
+        ASSERT_EQ(ferry_stmt_step(ins, &r, &err), FERRY_OK);
+        want += row_hash(row, 3);
+        row[2] = ferry_value_text(mask, strlen(mask));
+        want_masked += row_hash(row, 3);
+    }
+    ferry_stmt_free(ins);
+
+    ASSERT_EQ(ferry_checksum_new(db, scope, (size_t)t, &tv, NULL, &c, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT_EQ(count, (int64_t)nv);
+    ASSERT(sum == want);
+    ferry_checksum_free(c);
+    ASSERT_EQ(ferry_checksum_new(db, scope, (size_t)t, &tv, masks, &c, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT_EQ(count, (int64_t)nv);
+    ASSERT(sum == want_masked);
+    ferry_checksum_free(c);
+    ASSERT_EQ(ferry_db_exec(db, "DELETE FROM settings WHERE team_id = 3", &err), FERRY_OK);
+
+    /* rows whose root row is gone belong to no one, not even to a tenant of that key */
+    ASSERT_EQ(ferry_db_exec(db, "UPDATE channels SET team_id = 4 WHERE id = 5", &err), FERRY_OK);
+    c = open_table("channels", 4);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT_EQ(count, 0);
+    ferry_checksum_free(c);
+    ASSERT_EQ(ferry_db_exec(db, "UPDATE channels SET team_id = 1 WHERE id = 5", &err), FERRY_OK);
+}
+
 int main(void)
 {
     test_vectors();
@@ -420,6 +491,7 @@ int main(void)
     test_split();
     test_split_many();
     test_composite_key();
+    test_values_in_sql();
     ferry_scope_free(scope);
     ferry_db_close(db);
     return TEST_DONE();
