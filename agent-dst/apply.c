@@ -1169,6 +1169,11 @@ static void pg_after_rollback(struct ferry_applier *a)
     }
 }
 
+int ferry_applier_durable(struct ferry_applier *a, int durable, struct ferry_error *err)
+{
+    return a->db ? ferry_db_durable(a->db, durable, err) : FERRY_OK;
+}
+
 int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
                         struct ferry_apply_counts *counts, struct ferry_error *err)
 {

@@ -41,6 +41,9 @@ void ferry_applier_close(struct ferry_applier *a);
 int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
                         struct ferry_apply_counts *counts, struct ferry_error *err);
 
+/* Group commit on the target, see ferry_db_durable(); between batches only. */
+int ferry_applier_durable(struct ferry_applier *a, int durable, struct ferry_error *err);
+
 /* Rows of the scope's tables that violate a foreign key (after a copy). */
 int ferry_applier_fk_check(struct ferry_applier *a, int64_t *violations, struct ferry_error *err);
 

@@ -223,6 +223,18 @@ static void fetch_cancel(struct fetch *f)
     }
 }
 
+/*
+ * Group commit during the copy: pages commit on the target without waiting
+ * for its disk, and every GROUP_PAGES pages or GROUP_SECS seconds, at the
+ * end of the table and before stopping, one commit that does wait makes
+ * them all durable; only then does the table's progress move in the state.
+ * A crash loses at most the pages since that commit, and only their
+ * progress: the copy resumes before them and upserts them again. Saves
+ * about two disk flushes per page (3 ms each on a virtual disk).
+ */
+#define GROUP_PAGES 16
+#define GROUP_SECS 1.0
+
 static int copy_table(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
 {
     struct ferry_copy_progress p;
@@ -230,6 +242,8 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
     struct fetch f;
     char *resp = NULL;
     size_t nafter = 0;
+    int pages = 0; /* committed since the last durable commit */
+    double durable_at = now_s();
     int rc;
 
     memset(&f, 0, sizeof(f));
@@ -255,12 +269,17 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
         struct ferry_batch *b = NULL;
         struct ferry_apply_counts c = {0, 0};
         struct ferry_buf key;
+        int durable;
 
         rc = fetch_join(&f, &resp, &b, err);
         if (rc)
             break;
         if (b->more && b->last)
             rc = fetch_start(&f, r, ti, b->last, b->nlast, err);
+        durable = !b->more || pages + 1 >= GROUP_PAGES || now_s() - durable_at >= GROUP_SECS ||
+                  (r->opts->stop && *r->opts->stop);
+        if (!rc)
+            rc = ferry_applier_durable(r->applier, durable, err);
         if (!rc)
             rc = ferry_applier_apply(r->applier, b, &c, err);
         ferry_buf_init(&key, sizeof(p.key));
@@ -279,7 +298,12 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
         if (!rc) {
             p.rows += c.upserted;
             p.done = !b->more;
-            rc = ferry_state_copy_put(r->state, &p, err);
+            pages++;
+            if (durable) {
+                rc = ferry_state_copy_put(r->state, &p, err);
+                pages = 0;
+                durable_at = now_s();
+            }
         }
         if (rc)
             fetch_cancel(&f);
@@ -307,6 +331,12 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
             break;
         }
     }
+    if (rc) {
+        struct ferry_error ignored;
+
+        /* whatever follows commits durably again (a stop or an error ended the group) */
+        ferry_applier_durable(r->applier, 1, &ignored);
+    }
     return rc;
 }
 
@@ -314,6 +344,11 @@ static int apply_deltas(struct run *r, struct ferry_error *err)
 {
     int64_t before = r->meta.hwm;
     int rc;
+
+    /* each batch's mark is written after its commit: that commit must be durable */
+    rc = ferry_applier_durable(r->applier, 1, err);
+    if (rc)
+        return rc;
 
     for (;;) {
         struct ferry_request req;

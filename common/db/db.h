@@ -61,6 +61,14 @@ int ferry_db_begin_read(struct ferry_db *db, struct ferry_error *err);
 int ferry_db_begin(struct ferry_db *db, struct ferry_error *err);
 int ferry_db_commit(struct ferry_db *db, struct ferry_error *err);
 void ferry_db_rollback(struct ferry_db *db);
+/*
+ * Group commit. With durable 0, later commits survive a crash of this
+ * process but may be lost with the machine (power, kernel) until the first
+ * commit after ferry_db_durable(db, 1): that one is durable, and so is
+ * everything committed before it. Call outside a transaction. Databases
+ * start durable; an engine or mode that cannot do this stays durable.
+ */
+int ferry_db_durable(struct ferry_db *db, int durable, struct ferry_error *err);
 
 /* Statements. *out is owned, free with ferry_stmt_free(). */
 int ferry_db_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **out,

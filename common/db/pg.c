@@ -119,6 +119,7 @@ struct pg_copy {
 struct pg_db {
     struct ferry_db base; /* first: db.c sees only this */
     PGconn *conn;
+    int lazy;               /* synchronous_commit off for this session, see pg_durable */
     struct pg_stmt *active; /* statement whose rows are streaming on conn, or NULL */
     unsigned long next_id;  /* for statement names */
     /* DEALLOCATEs of statements freed inside a transaction, run after it ends */
@@ -498,6 +499,24 @@ static int pg_commit(struct ferry_db *db, struct ferry_error *err)
     PQclear(res);
 out:
     flush_deferred(d);
+    return rc;
+}
+
+/*
+ * Group commit: with synchronous_commit off a COMMIT returns before its WAL
+ * reaches the disk; the next commit with the session's usual setting waits
+ * for the WAL up to its own record, which covers every earlier commit.
+ */
+static int pg_durable(struct ferry_db *db, int durable, struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    int rc;
+
+    if (d->lazy == !durable)
+        return 0;
+    rc = pg_run(d, durable ? "RESET synchronous_commit" : "SET synchronous_commit TO off", err);
+    if (!rc)
+        d->lazy = !durable;
     return rc;
 }
 
@@ -1788,6 +1807,7 @@ const struct ferry_db_ops ferry_pg_ops = {
     .begin_read = pg_begin_read,
     .begin = pg_begin,
     .commit = pg_commit,
+    .durable = pg_durable,
     .rollback = pg_rollback,
     .prepare = pg_prepare,
     .bind = pg_bind,

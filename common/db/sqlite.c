@@ -43,6 +43,9 @@ struct sq_db {
     sqlite3 *h;
     char *path;
     struct sq_copy *copy; /* open bulk load, or NULL */
+    int sync_level;       /* PRAGMA synchronous as opened, -1 until sq_durable asks */
+    int wal;              /* in WAL mode (known once sync_level is) */
+    int lazy;             /* commits at synchronous=NORMAL, see sq_durable */
 };
 
 struct sq_stmt {
@@ -184,6 +187,7 @@ static int sq_open(const char *url, int flags, struct ferry_db **out, struct fer
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory opening %s", path);
     d->base.ops = &ferry_sqlite_ops;
     d->base.engine = FERRY_ENGINE_SQLITE;
+    d->sync_level = -1;
     d->path = strdup(path);
     if (!d->path) {
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory opening %s", path);
@@ -293,6 +297,42 @@ static int sq_commit(struct ferry_db *db, struct ferry_error *err)
     return sq_exec_h(sq_db(db)->h, "COMMIT", err);
 }
 
+/*
+ * Group commit in WAL mode: synchronous=NORMAL commits append to the WAL
+ * without syncing it; the next commit at the level the database was opened
+ * with (FULL by default) syncs the WAL file, every earlier frame with it.
+ * In rollback-journal mode NORMAL can corrupt the file on power loss: no
+ * change there.
+ */
+static int sq_durable(struct ferry_db *db, int durable, struct ferry_error *err)
+{
+    struct sq_db *d = sq_db(db);
+    char sql[64];
+    int rc;
+
+    if (d->sync_level < 0) {
+        sqlite3_stmt *s = NULL;
+
+        d->sync_level = 2;
+        if (sqlite3_prepare_v2(d->h, "PRAGMA synchronous", -1, &s, NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+            d->sync_level = sqlite3_column_int(s, 0);
+        sqlite3_finalize(s);
+        s = NULL;
+        if (sqlite3_prepare_v2(d->h, "PRAGMA journal_mode", -1, &s, NULL) == SQLITE_OK &&
+            sqlite3_step(s) == SQLITE_ROW)
+            d->wal = sqlite3_stricmp((const char *)sqlite3_column_text(s, 0), "wal") == 0;
+        sqlite3_finalize(s);
+    }
+    if (!d->wal || d->sync_level < 2 || d->lazy == !durable)
+        return 0;
+    snprintf(sql, sizeof(sql), "PRAGMA synchronous=%d", durable ? d->sync_level : 1);
+    rc = sq_exec_h(d->h, sql, err);
+    if (!rc)
+        d->lazy = !durable;
+    return rc;
+}
+
 static void sq_rollback(struct ferry_db *db)
 {
     struct sq_db *d = sq_db(db);
@@ -379,8 +419,7 @@ static int sq_bind_as(struct ferry_stmt *st_, int idx, const struct ferry_value 
         break;
     case FERRY_TEXT:
         /* bind_text64 with a NULL pointer would bind NULL, not '' */
-        src = sqlite3_bind_text64(s, idx, v->u.s.n ? v->u.s.p : "", v->u.s.n, keep,
-                                  SQLITE_UTF8);
+        src = sqlite3_bind_text64(s, idx, v->u.s.n ? v->u.s.p : "", v->u.s.n, keep, SQLITE_UTF8);
         break;
     case FERRY_BLOB:
         /* bind_blob64 of zero bytes may bind NULL; a zero-length zeroblob is X'' */
@@ -1181,6 +1220,7 @@ const struct ferry_db_ops ferry_sqlite_ops = {
     .begin_read = sq_begin_read,
     .begin = sq_begin,
     .commit = sq_commit,
+    .durable = sq_durable,
     .rollback = sq_rollback,
     .prepare = sq_prepare,
     .bind = sq_bind,

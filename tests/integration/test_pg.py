@@ -498,17 +498,24 @@ class PgTest(ft.FerryTestCase):
         with self.serve() as srv:
             self.pg_target(srv.url)
             p = ft.start_dst(["sync", "--config", self.dst_conf], self.path("sync1.log"))
+            # kill once the state records progress inside posts (pages are
+            # committed in groups: the state moves at each durable commit)
             deadline = time.monotonic() + 120
-            n = 0
+            recorded = 0
             while time.monotonic() < deadline and p.poll() is None:
-                n = int(psql(self.dst_url, "SELECT count(*) FROM posts").strip())
-                if n >= 2000:
+                cp = ft.run_dst(["status", "--config", self.dst_conf, "--json"], timeout=60)
+                st = json.loads(cp.stdout) if cp.returncode == 0 else {}  # no state yet
+                recorded = sum(t["rows"] for t in st.get("tables") or []
+                               if t["table"] == "posts" and not t["done"])
+                if recorded > 0:
                     break
-                time.sleep(0.05)
+                time.sleep(0.02)
             self.assertIsNone(p.poll(), "the copy ended before it could be killed")
             p.send_signal(signal.SIGKILL)
             p.wait()
-            self.assertGreater(n, 0)
+            self.assertGreater(recorded, 0)
+            n = int(psql(self.dst_url, "SELECT count(*) FROM posts").strip())
+            self.assertGreaterEqual(n, recorded, "rows the state records as copied are missing")
             total = int(psql(self.src_url, "SELECT count(*) " + PG_TABLES["posts"][1]
                              % {"t": 1}).strip())
             self.assertLess(n, total, "nothing left to resume")
