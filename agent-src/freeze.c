@@ -471,50 +471,101 @@ static int query_text(struct ferry_db *db, const char *sql, char *out, size_t ou
  * old snapshot would not see the freeze row, so backends whose transaction
  * began before the freeze count too (pg_stat_activity shows other roles'
  * xact_start only to privileged roles: the xip part is what always holds).
+ * Polled (ferry_freeze_poll), so that a server can go on serving meanwhile.
  */
-static int pg_wait_in_flight(struct ferry_db *db, const char *tenant, struct ferry_error *err)
-{
+struct ferry_freeze_wait {
+    char tenant[128];
     char snap[8192];
     char when[64];
-    struct timespec t0, now;
+    struct timespec t0;
+};
+
+static int pg_wait_begin(struct ferry_db *db, const char *tenant, struct ferry_freeze_wait **out,
+                         struct ferry_error *err)
+{
+    struct ferry_freeze_wait *w = calloc(1, sizeof(*w));
     int rc;
 
-    rc = query_text(db, "SELECT pg_current_snapshot()::text", snap, sizeof(snap), err);
+    if (!w)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    snprintf(w->tenant, sizeof(w->tenant), "%s", tenant);
+    rc = query_text(db, "SELECT pg_current_snapshot()::text", w->snap, sizeof(w->snap), err);
     if (!rc)
-        rc = query_text(db, "SELECT clock_timestamp()::text", when, sizeof(when), err);
-    if (rc)
+        rc = query_text(db, "SELECT clock_timestamp()::text", w->when, sizeof(w->when), err);
+    if (rc) {
+        free(w);
         return rc;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        struct ferry_value args[2] = {ferry_value_text(snap, strlen(snap)),
-                                      ferry_value_text(when, strlen(when))};
-        int64_t running = 0;
-
-        rc = ferry_db_query_int(
-            db,
-            "SELECT (SELECT count(*) FROM pg_snapshot_xip(CAST(? AS pg_snapshot)) AS x "
-            "WHERE pg_xact_status(x) = 'in progress') + "
-            "(SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-            "AND datname = current_database() AND backend_type = 'client backend' "
-            "AND xact_start < CAST(? AS timestamptz))",
-            args, 2, &running, err);
-        if (rc)
-            return rc;
-        if (running == 0)
-            return FERRY_OK;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - t0.tv_sec >= FERRY_FREEZE_WAIT_SECS)
-            return ferry_error_set(err, FERRY_EDB,
-                                   "tenant %.64s is frozen, but %" PRId64 " transactions that "
-                                   "began before the freeze are still running after %d s (see "
-                                   "pg_stat_activity); end them and freeze again",
-                                   tenant, running, FERRY_FREEZE_WAIT_SECS);
-        sleep_ns(WAIT_POLL_NS);
     }
+    clock_gettime(CLOCK_MONOTONIC, &w->t0);
+    *out = w;
+    return FERRY_OK;
 }
 
-int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
-                     int64_t *head, struct ferry_error *err)
+static int pg_wait_poll(struct ferry_db *db, const struct ferry_freeze_wait *w, int *done,
+                        struct ferry_error *err)
+{
+    struct ferry_value args[2] = {ferry_value_text(w->snap, strlen(w->snap)),
+                                  ferry_value_text(w->when, strlen(w->when))};
+    struct timespec now;
+    int64_t running = 0;
+    int rc;
+
+    *done = 0;
+    rc = ferry_db_query_int(
+        db,
+        "SELECT (SELECT count(*) FROM pg_snapshot_xip(CAST(? AS pg_snapshot)) AS x "
+        "WHERE pg_xact_status(x) = 'in progress') + "
+        "(SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND datname = current_database() AND backend_type = 'client backend' "
+        "AND xact_start < CAST(? AS timestamptz))",
+        args, 2, &running, err);
+    if (rc)
+        return rc;
+    if (running == 0) {
+        *done = 1;
+        return FERRY_OK;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - w->t0.tv_sec >= FERRY_FREEZE_WAIT_SECS)
+        return ferry_error_set(err, FERRY_EDB,
+                               "tenant %.64s is frozen, but %" PRId64 " transactions that "
+                               "began before the freeze are still running after %d s (see "
+                               "pg_stat_activity); end them and freeze again",
+                               w->tenant, running, FERRY_FREEZE_WAIT_SECS);
+    return FERRY_OK;
+}
+
+void ferry_freeze_wait_free(struct ferry_freeze_wait *w)
+{
+    free(w);
+}
+
+static int freeze_done(struct ferry_freezer *f, const char *tenant, int on, int64_t *head,
+                       struct ferry_error *err)
+{
+    int64_t h = 0;
+    int rc = ferry_capture_head(f->db, &h, err);
+
+    if (!rc && head)
+        *head = h;
+    if (!rc)
+        log_info("tenant %.64s %s, change log head %" PRId64, tenant, on ? "frozen" : "unfrozen",
+                 h);
+    return rc;
+}
+
+int ferry_freeze_poll(struct ferry_freezer *f, struct ferry_freeze_wait *w, int *done,
+                      int64_t *head, struct ferry_error *err)
+{
+    int rc = pg_wait_poll(f->db, w, done, err);
+
+    if (!rc && *done)
+        rc = freeze_done(f, w->tenant, 1, head, err);
+    return rc;
+}
+
+int ferry_freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
+                       int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err)
 {
     int pg = ferry_db_engine(f->db) == FERRY_ENGINE_PG;
     struct ferry_value typed, key;
@@ -522,9 +573,9 @@ int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const 
     char num[32];
     int exists = 0;
     int row = 0;
-    int64_t h = 0;
     int rc;
 
+    *wait = NULL;
     rc = frozen_key(f, tenant, &typed, &key, num, sizeof(num), err);
     if (rc)
         return rc;
@@ -562,22 +613,49 @@ int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const 
     ferry_stmt_free(st);
     if (!rc && !pg)
         rc = sqlite_rebuild(f->db, f->scope, err);
-    if (!rc && !pg)
-        rc = ferry_capture_head(f->db, &h, err);
     if (rc) {
         ferry_db_rollback(f->db);
         return rc;
     }
-    rc = ferry_db_commit(f->db, err);
-    if (!rc && pg && on)
-        rc = pg_wait_in_flight(f->db, tenant, err);
-    if (!rc && pg)
+    if (!pg) {
+        /* the head inside the transaction that holds the write lock */
+        int64_t h = 0;
+
         rc = ferry_capture_head(f->db, &h, err);
-    if (!rc && head)
-        *head = h;
+        if (rc) {
+            ferry_db_rollback(f->db);
+            return rc;
+        }
+        rc = ferry_db_commit(f->db, err);
+        if (!rc && head)
+            *head = h;
+        if (!rc)
+            log_info("tenant %.64s %s, change log head %" PRId64, tenant,
+                     on ? "frozen" : "unfrozen", h);
+        return rc;
+    }
+    rc = ferry_db_commit(f->db, err);
+    if (!rc && on)
+        return pg_wait_begin(f->db, tenant, wait, err);
     if (!rc)
-        log_info("tenant %.64s %s, change log head %" PRId64, tenant, on ? "frozen" : "unfrozen",
-                 h);
+        rc = freeze_done(f, tenant, on, head, err);
+    return rc;
+}
+
+int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
+                     int64_t *head, struct ferry_error *err)
+{
+    struct ferry_freeze_wait *w = NULL;
+    int done = 0;
+    int rc = ferry_freeze_start(f, tenant, on, reason, head, &w, err);
+
+    while (!rc && w) {
+        rc = ferry_freeze_poll(f, w, &done, head, err);
+        if (rc || done)
+            break;
+        sleep_ns(WAIT_POLL_NS);
+    }
+    ferry_freeze_wait_free(w);
     return rc;
 }
 

@@ -79,6 +79,21 @@ void ferry_freeze_close(struct ferry_freezer *f);
 int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
                      int64_t *head, struct ferry_error *err);
 
+/*
+ * ferry_freeze_set in steps, for a server that must go on serving while a
+ * PostgreSQL freeze waits: ferry_freeze_start commits the change; when
+ * *wait comes back NULL it is done (*head set), else call
+ * ferry_freeze_poll (one short query) until *done or an error (the same
+ * as ferry_freeze_set's), then ferry_freeze_wait_free. The freezer must
+ * not be used by anything else while one of its queries runs.
+ */
+struct ferry_freeze_wait;
+int ferry_freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
+                       int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err);
+int ferry_freeze_poll(struct ferry_freezer *f, struct ferry_freeze_wait *w, int *done,
+                      int64_t *head, struct ferry_error *err);
+void ferry_freeze_wait_free(struct ferry_freeze_wait *w);
+
 /* *frozen = 1 when tenant is frozen; *since (may be NULL) its unix time, 0 when not. */
 int ferry_freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, int64_t *since,
                      struct ferry_error *err);

@@ -92,6 +92,8 @@ struct tenant_mark {
     int64_t served; /* highest mark a target asked changes after: it applied everything to it */
 };
 
+struct pending_freeze;
+
 struct server {
     struct event_base *base;
     struct evhttp *http;
@@ -111,6 +113,7 @@ struct server {
     size_t nmarks;
     double hello_tokens; /* token bucket for handshakes, see hello_allowed */
     double hello_at;
+    struct pending_freeze *freezes; /* freezes waiting for writes in flight */
 };
 
 /*
@@ -756,25 +759,146 @@ static struct tenant_mark *tenant_mark(struct server *sv, const char *tenant)
 
 /*
  * POST /v1/freeze: migration mode for the request's tenant (the session's,
- * when authentication is on). Freezing waits for writes in flight (see
- * freeze.h), which holds this loop as long: cutover is the one moment when
- * nothing else is expected of this tenant's source.
+ * when authentication is on). On PostgreSQL freezing waits for writes in
+ * flight (see freeze.h), up to FERRY_FREEZE_WAIT_SECS: the request is then
+ * answered from a timer that polls the wait, so that the loop goes on
+ * serving other tenants meanwhile.
  */
-static int serve_freeze(struct server *sv, const struct ferry_request *rq, char **out,
-                        size_t *outlen, struct ferry_error *e)
+#define FREEZE_POLL_USECS 20000
+
+struct pending_freeze {
+    struct server *sv;
+    struct evhttp_request *req; /* NULL once its connection closed */
+    struct ferry_freeze_wait *wait;
+    struct event *timer;
+    struct auth au; /* the request's: the answer carries its MAC */
+    char tenant[FERRY_TENANT_MAX + 1];
+    char peer[INET6_ADDRSTRLEN + 16];
+    char what[144];
+    struct pending_freeze *next;
+};
+
+static int freeze_reply(const char *tenant, int on, int64_t head, char **out, size_t *outlen,
+                        struct ferry_error *e)
 {
     struct ferry_freeze_reply fr;
-    int rc;
 
     memset(&fr, 0, sizeof(fr));
-    rc = ferry_freeze_set(sv->freezer, rq->tenant, rq->on,
-                          rq->on ? "cutover requested by ferry-dst" : NULL, &fr.head, e);
+    snprintf(fr.tenant, sizeof(fr.tenant), "%s", tenant);
+    fr.frozen = on;
+    fr.head = head;
+    return ferry_freeze_reply_encode(&fr, out, outlen, e);
+}
+
+static void pending_free(struct pending_freeze *pf)
+{
+    struct pending_freeze **pp = &pf->sv->freezes;
+
+    while (*pp && *pp != pf)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = pf->next;
+    if (pf->req)
+        evhttp_connection_set_closecb(evhttp_request_get_connection(pf->req), NULL, NULL);
+    if (pf->timer)
+        event_free(pf->timer);
+    ferry_freeze_wait_free(pf->wait);
+    ferry_hs_peer_clear(&pf->au.peer);
+    free(pf);
+}
+
+/* The target gave up (its connection closed): the freeze stays, the answer has nowhere to go. */
+static void pending_closed(struct evhttp_connection *conn, void *arg)
+{
+    struct pending_freeze *pf = arg;
+
+    (void)conn;
+    pf->req = NULL;
+}
+
+static void pending_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct pending_freeze *pf = arg;
+    struct server *sv = pf->sv;
+    struct ferry_error e;
+    char *out = NULL;
+    size_t outlen = 0;
+    int64_t head = 0;
+    int done = 0;
+    int rc;
+
+    (void)fd;
+    (void)what;
+    ferry_error_clear(&e);
+    rc = ferry_freeze_poll(sv->freezer, pf->wait, &done, &head, &e);
+    if (!rc && !done)
+        return; /* EV_PERSIST: again in FREEZE_POLL_USECS */
+    if (!rc)
+        rc = freeze_reply(pf->tenant, 1, head, &out, &outlen, &e);
+    /* before answering: the connection may be gone once the answer is sent */
+    if (pf->req)
+        evhttp_connection_set_closecb(evhttp_request_get_connection(pf->req), NULL, NULL);
+    if (!pf->req) {
+        log_warn("%s %s: the target left before the freeze of tenant %s was answered; the "
+                 "tenant stays frozen",
+                 pf->peer, pf->what, pf->tenant);
+        free(out);
+    } else if (rc) {
+        reply_error(sv, pf->req, EP_FREEZE, http_status(rc), &e, pf->peer, pf->what, &pf->au);
+    } else {
+        sv->bytes += send_owned(pf->req, 200, "application/msgpack", out, outlen, &pf->au);
+        log_debug("%s %s: 200", pf->peer, pf->what);
+    }
+    pf->req = NULL; /* answered: evhttp owns it again */
+    pending_free(pf);
+}
+
+/*
+ * Freeze or unfreeze; *out is the answer, or NULL when the answer comes
+ * later (a pending freeze took req and au over: the caller must not
+ * answer or clear au).
+ */
+static int serve_freeze(struct server *sv, struct evhttp_request *req, struct auth *au,
+                        const struct ferry_request *rq, const char *peer, const char *what,
+                        char **out, size_t *outlen, struct ferry_error *e)
+{
+    struct ferry_freeze_wait *w = NULL;
+    struct pending_freeze *pf;
+    struct timeval tv = {0, FREEZE_POLL_USECS};
+    int64_t head = 0;
+    int rc;
+
+    *out = NULL;
+    rc = ferry_freeze_start(sv->freezer, rq->tenant, rq->on,
+                            rq->on ? "cutover requested by ferry-dst" : NULL, &head, &w, e);
     if (rc)
         return rc;
     tenant_mark(sv, rq->tenant);
-    snprintf(fr.tenant, sizeof(fr.tenant), "%s", rq->tenant);
-    fr.frozen = rq->on;
-    return ferry_freeze_reply_encode(&fr, out, outlen, e);
+    if (!w)
+        return freeze_reply(rq->tenant, rq->on, head, out, outlen, e);
+    pf = calloc(1, sizeof(*pf));
+    if (!pf) {
+        ferry_freeze_wait_free(w);
+        return ferry_error_set(e, FERRY_ENOMEM, "out of memory; the tenant is frozen, ask again");
+    }
+    pf->sv = sv;
+    pf->wait = w;
+    pf->timer = event_new(sv->base, -1, EV_PERSIST, pending_poll, pf);
+    if (!pf->timer || event_add(pf->timer, &tv) != 0) {
+        pending_free(pf);
+        return ferry_error_set(e, FERRY_EINTERNAL,
+                               "cannot start the freeze's timer; the tenant is frozen, ask again");
+    }
+    pf->req = req;
+    pf->au = *au;
+    memset(&au->peer, 0, sizeof(au->peer));
+    snprintf(pf->tenant, sizeof(pf->tenant), "%s", rq->tenant);
+    snprintf(pf->peer, sizeof(pf->peer), "%s", peer);
+    snprintf(pf->what, sizeof(pf->what), "%s", what);
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), pending_closed, pf);
+    pf->next = sv->freezes;
+    sv->freezes = pf;
+    return FERRY_OK;
 }
 
 static void handle_msgpack(struct server *sv, struct evhttp_request *req, const struct route *r,
@@ -818,10 +942,13 @@ static void handle_msgpack(struct server *sv, struct evhttp_request *req, const 
                              au.peer.tenant);
         goto out;
     }
-    if (rq.type == FERRY_REQ_FREEZE)
-        rc = serve_freeze(sv, &rq, &out, &outlen, &e);
-    else
+    if (rq.type == FERRY_REQ_FREEZE) {
+        rc = serve_freeze(sv, req, &au, &rq, peer, what, &out, &outlen, &e);
+        if (!rc && !out)
+            goto out; /* answered when the freeze holds (pending_poll) */
+    } else {
         rc = ferry_produce(sv->prod, &rq, &out, &outlen, &e);
+    }
     if (rc)
         goto out;
     if (rq.type == FERRY_REQ_CHANGES) {
@@ -1221,6 +1348,12 @@ out:
         event_free(sigterm);
     if (tick)
         event_free(tick);
+    while (sv.freezes) {
+        log_warn("%s %s: stopped before the freeze of tenant %s was answered; the tenant stays "
+                 "frozen",
+                 sv.freezes->peer, sv.freezes->what, sv.freezes->tenant);
+        pending_free(sv.freezes);
+    }
     if (sv.http)
         evhttp_free(sv.http);
     if (sv.base)

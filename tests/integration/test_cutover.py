@@ -537,6 +537,69 @@ class PgCutoverTest(CutoverTest):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertPgFrozen(1, frozen=False)
 
+    def test_pg_freeze_over_http_keeps_serving_other_tenants(self):
+        """A cutover's freeze waits for a transaction that began before it;
+        meanwhile the same ferry-src serves another tenant's whole sync."""
+        import ferryauth
+        self.make_pg_source("freeze_http_%d" % os.getpid())
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            identity2 = ft.test_key("dst-2")
+            ferryauth.authorize(self.src_conf, 2, identity2)
+            conf2 = ft.write_dst_conf(self.path("dst2.conf"), self.path("dst2.db"),
+                                      self.path("state2"), 2, srv.url, identity=identity2,
+                                      public_key=ft.test_key("src") + ".pub")
+            # a reader that began before the freeze: it could still write with its snapshot
+            slow = subprocess.Popen(["psql", self.src_db, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            slow.stdin.write("BEGIN ISOLATION LEVEL REPEATABLE READ; "
+                             "SELECT count(*) FROM posts;\n")
+            slow.stdin.flush()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE state = 'idle in transaction'")
+                if int(n) > 0:
+                    break
+                time.sleep(0.05)
+            cut = ft.start_dst(["cutover", "--config", self.dst_conf], self.path("cutover.log"))
+            try:
+                while time.monotonic() < deadline and cut.poll() is None:
+                    (n,), = self.pg_rows("SELECT count(*) FROM _ferry_frozen WHERE tenant = '1'")
+                    if int(n) > 0:
+                        break
+                    time.sleep(0.05)
+                self.assertIsNone(cut.poll(), "the cutover did not wait for the open transaction")
+                # the freeze holds and waits: tenant 2 is served meanwhile
+                cp = ft.run_dst(["sync", "--config", conf2], timeout=60)
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+                self.assertIsNone(cut.poll(), "the freeze ended before the transaction did")
+                want = self.pg_rows("SELECT p.id, p.body FROM posts p JOIN channels c "
+                                    "ON c.id = p.channel_id WHERE c.team_id = 2")
+                dst = sqlite3.connect(self.path("dst2.db"))
+                try:
+                    got = sorted(tuple(str(v) for v in r)
+                                 for r in dst.execute("SELECT id, body FROM posts"))
+                finally:
+                    dst.close()
+                self.assertGreater(len(want), 0)
+                self.assertEqual(got, want)
+                slow.communicate("COMMIT;\n", timeout=30)
+                rc = cut.wait(timeout=120)
+                with open(self.path("cutover.log")) as f:
+                    self.assertEqual(rc, 0, f.read())
+            finally:
+                if cut.poll() is None:
+                    cut.kill()
+                    cut.wait()
+                if slow.poll() is None:
+                    slow.kill()
+                    slow.communicate()
+            self.assertPgFrozen(1)
+            self.assertPgFrozen(2, frozen=False)
+
     def test_pg_migration_story(self):
         self.make_pg_source("story_%d" % os.getpid())
         log = []
