@@ -90,6 +90,7 @@ struct table_stmts {
     int staged;               /* the staging table exists with colmap's columns */
     int stage_dirty;          /* rows were staged in the current transaction */
     int no_direct;            /* a direct COPY of a page failed: stage from now on */
+    int copy_text;            /* the target's column types are the source's (PostgreSQL) */
     struct seq_col *seqs;
     size_t nseqs;
 };
@@ -242,7 +243,7 @@ static int create_sql(const struct ferry_applier *a, const struct ferry_table_in
 
 /* The target table must have exactly the source's columns (by name). */
 static int check_columns(struct ferry_applier *a, const struct ferry_table_info *src,
-                         struct ferry_error *err)
+                         int *same_types, struct ferry_error *err)
 {
     struct ferry_table_info dst;
     int rc;
@@ -250,6 +251,14 @@ static int check_columns(struct ferry_applier *a, const struct ferry_table_info 
     rc = ferry_db_table_info(a->db, src->name, &dst, err);
     if (rc)
         return rc;
+    *same_types = 1;
+    for (size_t i = 0; i < src->ncols; i++) {
+        int d = ferry_table_colidx(&dst, src->cols[i].name);
+
+        if (d < 0 || !src->cols[i].type || !dst.cols[d].type ||
+            strcmp(src->cols[i].type, dst.cols[d].type) != 0)
+            *same_types = 0;
+    }
     for (size_t i = 0; i < src->ncols && !rc; i++)
         if (ferry_table_colidx(&dst, src->cols[i].name) < 0)
             rc = ferry_error_set(err, FERRY_ESCHEMA,
@@ -297,6 +306,13 @@ void ferry_applier_close(struct ferry_applier *a)
     ferry_db_close(a->db);
     free(a->tenant_str);
     free(a);
+}
+
+int ferry_applier_copy_text(struct ferry_applier *a, const char *table)
+{
+    int t = ferry_scope_find(a->scope, table);
+
+    return t >= 0 && a->db && !a->dry_run && a->st[t].copy_text;
 }
 
 int ferry_applier_has_table(struct ferry_applier *a, const char *table)
@@ -498,10 +514,18 @@ int ferry_applier_open(const char *url, const struct ferry_manifest *m, const ch
         if (rc)
             break;
         a->present[t] = exists;
+        /*
+         * A PostgreSQL source's COPY text goes into this table as it is
+         * only where each column has the source's type (the table ferry
+         * creates declares them so): the values' text forms are then read
+         * by the same types' input functions.
+         */
         if (exists) {
-            rc = check_columns(a, ti, err);
+            rc = check_columns(a, ti, &a->st[t].copy_text, err);
+            a->st[t].copy_text = a->st[t].copy_text && a->pg && a->src_pg;
             continue;
         }
+        a->st[t].copy_text = a->pg && a->src_pg;
         if (dry_run)
             continue;
         ferry_buf_reset(&sql);
@@ -920,7 +944,10 @@ static int pg_copy_set(struct ferry_applier *a, size_t t, const char *table,
 {
     int rc = ferry_db_copy_begin(a->db, table, set->cols, set->ncols, err);
 
-    for (size_t r = 0; r < set->nrows && !rc; r++) {
+    /* COPY text from a PostgreSQL source: the lines as they came */
+    for (size_t r = 0; r < set->nrows && !rc && set->copy; r++)
+        rc = ferry_db_copy_line(a->db, set->vals[r].u.s.p, set->vals[r].u.s.n, err);
+    for (size_t r = 0; r < set->nrows && !rc && !set->copy; r++) {
         rc = ferry_db_copy_row(a->db, &set->vals[r * set->ncols], err);
         if (rc)
             return row_error(a, t, set, &set->vals[r * set->ncols], err);
@@ -930,6 +957,43 @@ static int pg_copy_set(struct ferry_applier *a, size_t t, const char *table,
     if (rc)
         ferry_error_prefix(err, "applying %s", set->table);
     return rc;
+}
+
+/*
+ * Field i of a COPY text line as an integer: 1 when it is one (a
+ * sequence-fed column's value: decimal digits, no escapes), 0 for \N or
+ * anything else.
+ */
+static int copy_field_int(const struct ferry_value *line, size_t i, int64_t *out)
+{
+    const char *p = line->u.s.p;
+    const char *end = p + line->u.s.n;
+    int neg = 0;
+    uint64_t v = 0;
+
+    for (; i > 0 && p < end; i--) {
+        p = memchr(p, '\t', (size_t)(end - p));
+        if (!p)
+            return 0;
+        p++;
+    }
+    if (i > 0 || p == end)
+        return 0;
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p == end || *p < '0' || *p > '9')
+        return 0;
+    for (; p < end && *p != '\t'; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+            return 0;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (v > (uint64_t)INT64_MAX + neg)
+        return 0;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 1;
 }
 
 /* Largest value of each sequence-fed column in the set (see pg_move_sequences). */
@@ -943,7 +1007,13 @@ static void note_sequences(struct ferry_applier *a, size_t t, const struct ferry
         for (size_t i = 0; i < set->ncols; i++) {
             if (ts->colmap[i] != sc->col)
                 continue;
-            for (size_t r = 0; r < set->nrows; r++) {
+            for (size_t r = 0; r < set->nrows && set->copy; r++) {
+                int64_t v;
+
+                if (copy_field_int(&set->vals[r], i, &v) && v > sc->batch)
+                    sc->batch = v;
+            }
+            for (size_t r = 0; r < set->nrows && !set->copy; r++) {
                 const struct ferry_value *v = &set->vals[r * set->ncols + i];
 
                 if (v->type == FERRY_INT && v->u.i > sc->batch)
@@ -1195,6 +1265,13 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
         if (t < 0) {
             rc = ferry_error_set(err, FERRY_EPROTO,
                                  "batch names table %.64s, which is not in the manifest",
+                                 set->table);
+            break;
+        }
+        if (set->copy && (!a->pg || b->kind != FERRY_KIND_SNAPSHOT)) {
+            rc = ferry_error_set(err, FERRY_EPROTO,
+                                 "batch for %.64s holds COPY text, which this target did not "
+                                 "ask for",
                                  set->table);
             break;
         }

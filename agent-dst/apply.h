@@ -47,6 +47,12 @@ int ferry_applier_durable(struct ferry_applier *a, int durable, struct ferry_err
 /* Rows of the scope's tables that violate a foreign key (after a copy). */
 int ferry_applier_fk_check(struct ferry_applier *a, int64_t *violations, struct ferry_error *err);
 
+/*
+ * 1 when table can take a PostgreSQL source's snapshot rows as COPY text:
+ * the target is PostgreSQL and each column has the source's declared type.
+ */
+int ferry_applier_copy_text(struct ferry_applier *a, const char *table);
+
 /* Does table exist in the target (for dry-run reports)? */
 int ferry_applier_has_table(struct ferry_applier *a, const char *table);
 

@@ -46,6 +46,12 @@ struct run {
      */
     char *snapshot;
     atomic_int snapshot_gone;
+    /*
+     * Snapshot pages may come as COPY text (PostgreSQL to PostgreSQL, per
+     * table: ferry_applier_copy_text) until a source from before that
+     * refuses the request's "copy" key (copy_refused, set once).
+     */
+    atomic_int copy_refused;
 };
 
 static double now_s(void)
@@ -137,6 +143,12 @@ static void *fetch_main(void *arg)
     struct fetch *f = arg;
 
     f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+    if (f->rc == FERRY_EPROTO && f->req.copy_text && strstr(f->err.msg, "unknown key \"copy\"")) {
+        /* a source from before COPY text: ask as it understands, from now on */
+        atomic_store(&f->r->copy_refused, 1);
+        f->req.copy_text = 0;
+        f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+    }
     if (f->rc == FERRY_ESNAPGONE && f->req.snapshot) {
         if (atomic_exchange(&f->r->snapshot_gone, 1) == 0)
             log_warn("%s; the rest of this copy reads pages from snapshots of their own, and "
@@ -166,6 +178,8 @@ static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_
     f->req.table = ti->name;
     f->req.limit = r->batch;
     f->req.snapshot = atomic_load(&r->snapshot_gone) ? NULL : r->snapshot;
+    f->req.copy_text =
+        !atomic_load(&r->copy_refused) && ferry_applier_copy_text(r->applier, ti->name);
     /* Copied: the batch the key came from is freed while the fetch runs. */
     ferry_buf_init(&f->keybuf, (size_t)1 << 20);
     if (nafter) {

@@ -835,6 +835,130 @@ static int pg_tenant_is_big(struct ferry_producer *p, size_t t, const char *tena
     return FERRY_OK;
 }
 
+/* Does any [mask] name a column of table ti? */
+static int table_has_mask(const struct ferry_producer *p, const struct ferry_table_info *ti)
+{
+    for (size_t i = 0; i < ti->ncols; i++)
+        if (mask_of(p, ti->name, ti->cols[i].name))
+            return 1;
+    return 0;
+}
+
+/*
+ * A PostgreSQL snapshot page as COPY text, for a PostgreSQL target that
+ * asked for it: the page's query (sql, pg_snapshot_sql: the same scope
+ * check, masks and snapshot) runs as COPY (...) TO STDOUT, and each row's
+ * line goes out as it is, less its last 1 + npk fields: the read-time scope
+ * check, which decides whether the row is sent at all ("t": the server's
+ * true; false and NULL are not), and the key map's key, where the next page
+ * starts. Fields are split at tab bytes, which COPY text escapes inside a
+ * value. *last gets that key as the row-by-row path reads it (the server's
+ * column types; TEXT and BLOB as offsets into lastbuf, as there).
+ */
+static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info *ti,
+                        const struct ferry_buf *sql, const struct ferry_value *tv, int npred,
+                        const struct ferry_request *req, struct ferry_enc *enc, int64_t *nread,
+                        int64_t *nrows, int *more, struct ferry_value *last,
+                        struct ferry_buf *lastbuf, struct ferry_error *err)
+{
+    struct ferry_value args[2 + FERRY_MAX_KEY_COLS];
+    const char **names = NULL;
+    size_t npk = ferry_table_npk(ti);
+    size_t nargs = 0;
+    struct ferry_buf raw; /* the key fields of the last row read */
+    struct ferry_error e2;
+    int row = 0;
+    int rc;
+
+    if (npred > 2 || req->nafter > FERRY_MAX_KEY_COLS)
+        return ferry_error_set(err, FERRY_EINTERNAL, "snapshot of %s: too many parameters",
+                               ti->name);
+    for (int i = 0; i < npred; i++)
+        args[nargs++] = *tv;
+    for (size_t k = 0; k < req->nafter; k++)
+        args[nargs++] = req->after_key[k];
+    names = calloc(ti->ncols, sizeof(*names));
+    if (!names)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < ti->ncols; i++)
+        names[i] = ti->cols[i].name;
+    ferry_buf_init(&raw, p->max_body);
+    rc = ferry_enc_set_begin_copy(enc, ti->name, names, ti->ncols);
+    free(names);
+    if (rc)
+        return ferry_error_set(err, rc, "cannot encode snapshot of %s", ti->name);
+    rc = ferry_db_copy_out_begin(p->db, sql->data, args, nargs, err);
+    while (!rc) {
+        size_t tab[FERRY_MAX_KEY_COLS + 1];
+        const char *line, *check;
+        size_t n, found = 0, checklen;
+
+        rc = ferry_db_copy_out_next(p->db, &line, &n, &row, err);
+        if (rc || !row)
+            break;
+        (*nread)++;
+        /* tab[0] ends the row's own fields, tab[1 + k] starts key field k */
+        for (size_t i = n; i-- > 0 && found < npk + 1;)
+            if (line[i] == '\t')
+                tab[npk - found++] = i;
+        if (found < npk + 1) {
+            rc = ferry_error_set(err, FERRY_EDB,
+                                 "snapshot of %s: a COPY row without its scope check and key",
+                                 ti->name);
+            break;
+        }
+        check = line + tab[0] + 1;
+        checklen = tab[1] - tab[0] - 1;
+        /* the scope check, computed beside the row (pg_snapshot_sql): read, not sent */
+        if (checklen == 1 && check[0] == 't') {
+            rc = ferry_enc_line(enc, line, tab[0]);
+            if (rc) {
+                rc = ferry_error_set(err, rc, "row of %s too large for one message", ti->name);
+                break;
+            }
+            (*nrows)++;
+        }
+        ferry_buf_reset(&raw);
+        rc = ferry_buf_add(&raw, line + tab[1] + 1, n - tab[1] - 1);
+        if (rc) {
+            rc = ferry_error_set(err, rc, "a key of %s is too large", ti->name);
+            break;
+        }
+        /* Keep pages well under the body limit: stop early, the next page resumes. */
+        if (ferry_enc_size(enc) > p->max_body / 4) {
+            *more = 1;
+            break;
+        }
+    }
+    /* the key map's key of the last row read (there even when the row is not) */
+    ferry_buf_reset(lastbuf);
+    for (size_t k = 0, at = 0; k < npk && !rc && *nread; k++) {
+        const char *f = raw.data + at;
+        const char *tabp = memchr(f, '\t', raw.len - at);
+        size_t flen = tabp ? (size_t)(tabp - f) : raw.len - at;
+        struct ferry_value v;
+
+        rc = ferry_db_copy_out_field(p->db, (int)(ti->ncols + 1 + k), f, flen, &v, err);
+        at += flen + 1;
+        last[k] = v;
+        if (!rc && (v.type == FERRY_TEXT || v.type == FERRY_BLOB)) {
+            /* offsets now, pointers after the buffer stops moving */
+            size_t off = lastbuf->len;
+
+            rc = ferry_buf_add(lastbuf, v.u.s.p, v.u.s.n);
+            last[k].u.s.p = (const char *)(uintptr_t)off;
+            if (rc)
+                rc = ferry_error_set(err, rc, "a key of %s is too large", ti->name);
+        }
+    }
+    if (ferry_db_copy_out_end(p->db, &e2) && !rc) {
+        *err = e2;
+        rc = e2.code;
+    }
+    ferry_buf_release(&raw);
+    return rc;
+}
+
 static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req, char **out,
                             size_t *len, struct ferry_error *err)
 {
@@ -850,6 +974,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     int64_t limit, nrows = 0, nread = 0;
     int t, npred = 0, more = 0, row = 0, send = 1, by_table = 0;
     int pg = ferry_db_engine(p->db) == FERRY_ENGINE_PG;
+    int copy = 0;                                    /* rows go as COPY text lines (pg_copy_page) */
     const char *keyctx = pg ? "" : "\"_ferry_km\"."; /* the key columns, in the query */
     struct snap_holder *h = NULL;
     int rc;
@@ -867,6 +992,12 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
                                req->table);
     ti = &s->tables[t].info;
     npk = ferry_table_npk(ti);
+    /*
+     * COPY text when the target asked for it and the rows would read the
+     * same as values: not where a [mask] puts an expression in place of a
+     * column, whose output type may be another than the column's.
+     */
+    copy = pg && req->copy_text && !table_has_mask(p, ti);
     if (req->after_key && req->nafter != npk)
         return ferry_error_set(err, FERRY_EPROTO,
                                "snapshot of %s: after has %zu values, key has %zu", ti->name,
@@ -952,6 +1083,11 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         rc = bind_tenant(st, &tv, npred, err);
     for (size_t k = 0; k < req->nafter && !rc; k++)
         rc = ferry_stmt_bind(st, npred + 1 + (int)k, &req->after_key[k], err);
+    if (!rc && copy) {
+        rc = pg_copy_page(p, ti, &sql, &tv, npred, req, enc, &nread, &nrows, &more, last, &lastbuf,
+                          err);
+        goto encoded;
+    }
     if (!rc)
         rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
     while (!rc) {
@@ -1002,6 +1138,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
             break;
         }
     }
+encoded:
     if (rc)
         goto rollback;
     if (nread == limit)
@@ -1027,6 +1164,8 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     if (!rc) {
         p->stats.batches++;
         p->stats.rows += (uint64_t)nrows;
+        if (copy)
+            p->stats.copy_rows += (uint64_t)nrows;
     }
     /* the targets copy tables in the manifest's order: this page ends the copy */
     if (!rc && h && !more && (size_t)t + 1 == s->ntables)

@@ -23,6 +23,7 @@ struct ferry_producer_stats {
     uint64_t rows;
     uint64_t deletes;
     uint64_t snapshots; /* exported snapshots held now */
+    uint64_t copy_rows; /* of rows: sent as COPY text lines (PostgreSQL to PostgreSQL) */
 };
 
 /* Exported snapshots held at once (PostgreSQL), and how long one waits for its next page. */

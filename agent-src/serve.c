@@ -1063,6 +1063,12 @@ static int render_metrics(struct server *sv, struct ferry_buf *b)
     if (!rc)
         rc = ferry_buf_addf(b, "ferry_rows_served_total %llu\n", (unsigned long long)st->rows);
     if (!rc)
+        rc = metric(b, "ferry_copy_text_rows_total", "counter",
+                    "Of the rows served, those sent as COPY text (PostgreSQL to PostgreSQL).");
+    if (!rc)
+        rc = ferry_buf_addf(b, "ferry_copy_text_rows_total %llu\n",
+                            (unsigned long long)st->copy_rows);
+    if (!rc)
         rc = metric(b, "ferry_deletes_served_total", "counter", "Tombstones served.");
     if (!rc)
         rc =

@@ -293,7 +293,8 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
             rc = ferry_error_set(err, FERRY_EINTERNAL, "snapshot request: bad snapshot id");
             goto out;
         }
-        msgpack_pack_map(&w.pk, req->snapshot ? 6 : 5);
+        /* "copy" only when true: a source from before it was added refuses the key */
+        msgpack_pack_map(&w.pk, 5 + (req->snapshot ? 1 : 0) + (req->copy_text ? 1 : 0));
         pack_cstr(&w, "v");
         msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
         pack_cstr(&w, "tenant");
@@ -301,6 +302,10 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         if (req->snapshot) {
             pack_cstr(&w, "snapshot");
             pack_cstr(&w, req->snapshot);
+        }
+        if (req->copy_text) {
+            pack_cstr(&w, "copy");
+            pack_bool(&w, 1);
         }
         pack_cstr(&w, "table");
         pack_cstr(&w, req->table);
@@ -489,6 +494,7 @@ struct ferry_enc {
     size_t rows_at; /* offset of the placeholder header of the current set's "rows" */
     uint32_t nrows;
     size_t ncols;
+    int copy; /* the current set holds COPY text lines (ferry_enc_line) */
 };
 
 /*
@@ -570,7 +576,66 @@ int ferry_enc_set_begin(struct ferry_enc *e, const char *table, enum ferry_op op
     e->nsets++;
     e->nrows = 0;
     e->ncols = ncols;
+    e->copy = 0;
     e->state = ENC_SET;
+    return 0;
+}
+
+int ferry_enc_set_begin_copy(struct ferry_enc *e, const char *table, const char *const *cols,
+                             size_t ncols)
+{
+    size_t mark;
+
+    if (e->state == ENC_FAILED)
+        return e->rc;
+    if (e->state != ENC_OPEN || !table || ncols == 0)
+        return FERRY_EINTERNAL;
+    for (size_t i = 0; i < ncols; i++)
+        if (!cols[i])
+            return FERRY_EINTERNAL;
+    if (e->nsets == UINT32_MAX)
+        return FERRY_ETOOBIG;
+    mark = e->w.buf.len;
+    msgpack_pack_map(&e->w.pk, 5);
+    pack_cstr(&e->w, "table");
+    pack_cstr(&e->w, table);
+    pack_cstr(&e->w, "op");
+    pack_cstr(&e->w, "upsert");
+    pack_cstr(&e->w, "copy");
+    pack_bool(&e->w, 1);
+    pack_cstr(&e->w, "cols");
+    msgpack_pack_array(&e->w.pk, ncols);
+    for (size_t i = 0; i < ncols; i++)
+        pack_cstr(&e->w, cols[i]);
+    pack_cstr(&e->w, "rows");
+    e->rows_at = e->w.buf.len;
+    pack_array32_placeholder(&e->w);
+    if (e->w.rc)
+        return enc_fail(e, mark, e->w.rc);
+    e->nsets++;
+    e->nrows = 0;
+    e->ncols = 0;
+    e->copy = 1;
+    e->state = ENC_SET;
+    return 0;
+}
+
+int ferry_enc_line(struct ferry_enc *e, const char *line, size_t n)
+{
+    size_t mark;
+
+    if (e->state == ENC_FAILED)
+        return e->rc;
+    if (e->state != ENC_SET || !e->copy || n > UINT32_MAX)
+        return FERRY_EINTERNAL;
+    if (e->nrows == UINT32_MAX)
+        return FERRY_ETOOBIG;
+    mark = e->w.buf.len;
+    msgpack_pack_bin(&e->w.pk, n);
+    msgpack_pack_bin_body(&e->w.pk, n ? line : "", n);
+    if (e->w.rc)
+        return enc_fail(e, mark, e->w.rc);
+    e->nrows++;
     return 0;
 }
 
@@ -581,7 +646,7 @@ int ferry_enc_row(struct ferry_enc *e, const struct ferry_value *vals, size_t n)
 
     if (e->state == ENC_FAILED)
         return e->rc;
-    if (e->state != ENC_SET || n != e->ncols)
+    if (e->state != ENC_SET || e->copy || n != e->ncols)
         return FERRY_EINTERNAL;
     if (e->nrows == UINT32_MAX)
         return FERRY_ETOOBIG;
@@ -1190,7 +1255,7 @@ static int get_key(struct dec *d, const msgpack_object *o, const char *where, in
 
 static int request_walk(struct dec *d, int type, const msgpack_object *o, struct ferry_request *req)
 {
-    struct field f[6] = {{"v", NULL}, {"tenant", NULL}, {"after", NULL}};
+    struct field f[7] = {{"v", NULL}, {"tenant", NULL}, {"after", NULL}};
     size_t nf = 0, nopt = 0;
     int rc;
 
@@ -1208,8 +1273,9 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         f[3].key = "limit";
         f[4].key = "table";
         f[5].key = "snapshot"; /* optional: none means a snapshot of its own */
+        f[6].key = "copy";     /* optional: targets from before it was added */
         nf = 5;
-        nopt = 1;
+        nopt = 2;
         break;
     case FERRY_REQ_CHANGES:
         f[3].key = "limit";
@@ -1249,6 +1315,8 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         rc = get_name(d, f[4].val, "table", &req->table);
         if (!rc && f[5].val)
             rc = get_snapshot_id(d, f[5].val, &req->snapshot);
+        if (!rc && f[6].val)
+            rc = get_bool(d, f[6].val, "copy", &req->copy_text);
         return rc;
     }
     return 0;
@@ -1976,7 +2044,8 @@ out:
 
 static int set_walk(struct dec *d, const msgpack_object *o, size_t si, struct ferry_set *s)
 {
-    struct field f[4] = {{"table", NULL}, {"op", NULL}, {"cols", NULL}, {"rows", NULL}};
+    struct field f[5] = {
+        {"table", NULL}, {"op", NULL}, {"cols", NULL}, {"rows", NULL}, {"copy", NULL}};
     const msgpack_object_array *cols;
     const msgpack_object_array *rows;
     const msgpack_object_str *op;
@@ -1986,9 +2055,16 @@ static int set_walk(struct dec *d, const msgpack_object *o, size_t si, struct fe
     int rc;
 
     snprintf(where, sizeof(where), "set %zu", si);
-    rc = get_fields(d, o, where, f, 4);
+    /* "copy" is optional: sent only when the target asked for COPY text */
+    rc = get_fields_opt(d, o, where, f, 5, 4);
     if (rc)
         return rc;
+    if (f[4].val) {
+        snprintf(w, sizeof(w), "%.120s copy", where);
+        rc = get_bool(d, f[4].val, w, &s->copy);
+        if (rc)
+            return rc;
+    }
     snprintf(w, sizeof(w), "%.120s table", where);
     rc = get_name(d, f[0].val, w, &name);
     if (rc)
@@ -2041,6 +2117,36 @@ static int set_walk(struct dec *d, const msgpack_object *o, size_t si, struct fe
     if (rc)
         return rc;
     rows = &f[3].val->via.array;
+    if (s->copy) {
+        if (s->op != FERRY_OP_UPSERT)
+            return fail(d, FERRY_EPROTO, where, "COPY text lines in a delete set");
+        /*
+         * One COPY text line per row, for the target to pass on verbatim:
+         * no line break (one line is one row) and not the end marker.
+         */
+        s->vals = dec_array(d, w, rows->size, sizeof(*s->vals), &rc);
+        if (rc)
+            return rc;
+        for (uint32_t r = 0; r < rows->size; r++) {
+            const msgpack_object *row = &rows->ptr[r];
+            const char *p;
+            size_t n;
+
+            if (row->type != MSGPACK_OBJECT_BIN)
+                return fail(d, FERRY_EPROTO, NULL, "set %zu row %" PRIu32 " is %s, expected bin",
+                            si, r, type_name(row));
+            p = row->via.bin.size ? row->via.bin.ptr : "";
+            n = row->via.bin.size;
+            if (memchr(p, '\n', n) || memchr(p, '\r', n) || (n == 2 && p[0] == '\\' && p[1] == '.'))
+                return fail(d, FERRY_EPROTO, NULL,
+                            "set %zu row %" PRIu32 " is not one line of COPY text", si, r);
+            s->vals[r].type = FERRY_BLOB;
+            s->vals[r].u.s.p = p;
+            s->vals[r].u.s.n = n;
+        }
+        s->nrows = rows->size;
+        return 0;
+    }
     /*
      * Shapes first, values second: nrows * ncols is allocated only once every
      * row is known to hold ncols objects that exist in the input.
@@ -2114,6 +2220,8 @@ static int batch_walk(struct dec *d, const msgpack_object *o, struct ferry_batch
         rc = set_walk(d, &sets->ptr[i], i, &b->sets[i]);
         if (rc)
             return rc;
+        if (b->sets[i].copy && b->kind != FERRY_KIND_SNAPSHOT)
+            return fail(d, FERRY_EPROTO, NULL, "set %zu: COPY text lines in a change batch", i);
     }
     rc = get_int(d, f[3].val, "head", &b->head);
     if (rc)

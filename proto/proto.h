@@ -20,7 +20,9 @@
  *              "snapshot": bool (optional, sent only when true: start a copy
  *              from one exported snapshot)}
  *   snapshot  {"v", "tenant": str, "table": str, "after": [key values] | nil,
- *              "limit": int, "snapshot": str (optional: the manifest's)}
+ *              "limit": int, "snapshot": str (optional: the manifest's),
+ *              "copy": bool (optional, sent only when true: the target is
+ *              PostgreSQL and takes rows as COPY text lines)}
  *   changes   {"v", "tenant": str, "after": int, "limit": int}
  *   digest    {"v", "tenant": str, "table": str, "lo": [key values] | nil,
  *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS}
@@ -43,6 +45,10 @@
  *              "head": int, "more": bool, "last": [key values] | nil}
  *     set     {"table": str, "op": "upsert"|"delete", "cols": [str...],
  *              "rows": [[value...]...]}   (delete: cols are the key columns)
+ *              or, in a snapshot batch answering "copy" from a PostgreSQL
+ *              source: {"table", "op": "upsert", "copy": true, "cols",
+ *              "rows": [bin...]}, each bin one row's line of COPY text
+ *              (text format, the cols' fields, no CR, LF or end marker)
  *   digest    {"v", "ranges": [[first key values, count int >= 1,
  *              checksum int (the uint64's bits as int64)]...]}
  *              (checksum.h; a rows request is answered with a changes batch)
@@ -110,6 +116,7 @@ struct ferry_request {
     int counts;                  /* manifest */
     int want_snapshot;           /* manifest: ask for an exported snapshot */
     char *snapshot;              /* snapshot: the manifest's snapshot id, NULL = none */
+    int copy_text;               /* snapshot: the target takes rows as COPY text lines */
     int on;                      /* freeze: 1 freeze, 0 unfreeze */
     struct ferry_value *lo, *hi; /* digest: nlo / nhi key values, NULL = open end */
     size_t nlo, nhi;
@@ -143,8 +150,13 @@ struct ferry_set {
     enum ferry_op op;
     const char **cols; /* ncols names */
     size_t ncols;
-    struct ferry_value *vals; /* nrows * ncols, row-major */
+    /*
+     * nrows * ncols, row-major; with copy, nrows BLOBs instead: each row's
+     * line of PostgreSQL COPY text (the ncols fields, no newline)
+     */
+    struct ferry_value *vals;
     size_t nrows;
+    int copy;
 };
 
 struct ferry_batch {
@@ -237,6 +249,15 @@ int ferry_enc_set_begin(struct ferry_enc *e, const char *table, enum ferry_op op
                         const char *const *cols, size_t ncols);
 /* Append one row (ncols values of the current set). */
 int ferry_enc_row(struct ferry_enc *e, const struct ferry_value *vals, size_t n);
+/*
+ * A snapshot set of COPY text lines (PostgreSQL to PostgreSQL, when the
+ * target asked): each row is one line of `COPY ... TO STDOUT` text format
+ * holding the ncols fields, without its newline, appended with
+ * ferry_enc_line (ferry_enc_row refuses such a set).
+ */
+int ferry_enc_set_begin_copy(struct ferry_enc *e, const char *table, const char *const *cols,
+                             size_t ncols);
+int ferry_enc_line(struct ferry_enc *e, const char *line, size_t n);
 int ferry_enc_set_end(struct ferry_enc *e);
 /*
  * Finish: write head, more and last (nlast key values, or last == NULL for

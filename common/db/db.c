@@ -217,6 +217,44 @@ int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *er
     return db->ops->copy_end(db, rows, err);
 }
 
+int ferry_db_copy_line(struct ferry_db *db, const char *line, size_t n, struct ferry_error *err)
+{
+    if (!db->ops->copy_line)
+        return ferry_error_set(err, FERRY_EINTERNAL, "this engine takes no COPY text");
+    return db->ops->copy_line(db, line, n, err);
+}
+
+int ferry_db_copy_out_begin(struct ferry_db *db, const char *sql, const struct ferry_value *args,
+                            size_t nargs, struct ferry_error *err)
+{
+    if (!db->ops->copy_out_begin)
+        return ferry_error_set(err, FERRY_EINTERNAL, "this engine writes no COPY text");
+    return db->ops->copy_out_begin(db, sql, args, nargs, err);
+}
+
+int ferry_db_copy_out_next(struct ferry_db *db, const char **line, size_t *n, int *row,
+                           struct ferry_error *err)
+{
+    if (!db->ops->copy_out_next)
+        return ferry_error_set(err, FERRY_EINTERNAL, "this engine writes no COPY text");
+    return db->ops->copy_out_next(db, line, n, row, err);
+}
+
+int ferry_db_copy_out_field(struct ferry_db *db, int col, const char *p, size_t n,
+                            struct ferry_value *out, struct ferry_error *err)
+{
+    if (!db->ops->copy_out_field)
+        return ferry_error_set(err, FERRY_EINTERNAL, "this engine writes no COPY text");
+    return db->ops->copy_out_field(db, col, p, n, out, err);
+}
+
+int ferry_db_copy_out_end(struct ferry_db *db, struct ferry_error *err)
+{
+    if (!db->ops->copy_out_end)
+        return FERRY_OK;
+    return db->ops->copy_out_end(db, err);
+}
+
 int ferry_db_function(struct ferry_db *db, const char *name, ferry_db_fn fn, void *arg,
                       void (*destroy)(void *arg), struct ferry_error *err)
 {

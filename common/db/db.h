@@ -142,6 +142,34 @@ int ferry_db_copy_row(struct ferry_db *db, const struct ferry_value *vals, struc
 int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
 
 /*
+ * PostgreSQL only (FERRY_EINTERNAL elsewhere): COPY text passed through.
+ *
+ * ferry_db_copy_line: one row, a line of COPY text format (the fields of
+ * the open bulk load's columns, tab-separated, no newline), added to the
+ * open bulk load as it is. The server parses it with the column types'
+ * input functions; a malformed line fails the copy at the server.
+ *
+ * ferry_db_copy_out_begin: run sql (a SELECT; "?" placeholders, args as
+ * ferry_stmt_bind would bind them, written into the statement as literals
+ * of the types the server infers for them) as COPY (sql) TO STDOUT, text
+ * format, in the caller's transaction. copy_out_next gives each row's line
+ * (without its newline; borrowed until the next call; *row 0 at the end).
+ * copy_out_field decodes one field of result column col (its COPY escapes,
+ * "\N" NULL) into the ferry value ferry_stmt_column would give (borrowed
+ * until the next call for col or copy_out_end). copy_out_end reads and
+ * drops any rows left and ends the copy; call it after a failure too.
+ * Between begin and end the connection is busy with the copy.
+ */
+int ferry_db_copy_line(struct ferry_db *db, const char *line, size_t n, struct ferry_error *err);
+int ferry_db_copy_out_begin(struct ferry_db *db, const char *sql, const struct ferry_value *args,
+                            size_t nargs, struct ferry_error *err);
+int ferry_db_copy_out_next(struct ferry_db *db, const char **line, size_t *n, int *row,
+                           struct ferry_error *err);
+int ferry_db_copy_out_field(struct ferry_db *db, int col, const char *p, size_t n,
+                            struct ferry_value *out, struct ferry_error *err);
+int ferry_db_copy_out_end(struct ferry_db *db, struct ferry_error *err);
+
+/*
  * A scalar SQL function computed in C: fn gets the n argument values of one
  * call (borrowed, valid during the call) and sets *out; a nonzero return
  * fails the statement with err's message (FERRY_EDB at the step). Only

@@ -60,6 +60,15 @@ struct ferry_db_ops {
                       struct ferry_error *err);
     int (*copy_row)(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err);
     int (*copy_end)(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
+    /* optional (PostgreSQL): COPY text in and out, see ferry_db_copy_line() */
+    int (*copy_line)(struct ferry_db *db, const char *line, size_t n, struct ferry_error *err);
+    int (*copy_out_begin)(struct ferry_db *db, const char *sql, const struct ferry_value *args,
+                          size_t nargs, struct ferry_error *err);
+    int (*copy_out_next)(struct ferry_db *db, const char **line, size_t *n, int *row,
+                         struct ferry_error *err);
+    int (*copy_out_field)(struct ferry_db *db, int col, const char *p, size_t n,
+                          struct ferry_value *out, struct ferry_error *err);
+    int (*copy_out_end)(struct ferry_db *db, struct ferry_error *err);
     /* NULL when the engine cannot define functions, see ferry_db_function() */
     int (*function)(struct ferry_db *db, const char *name, ferry_db_fn fn, void *arg,
                     void (*destroy)(void *arg), struct ferry_error *err);

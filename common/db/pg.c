@@ -116,6 +116,17 @@ struct pg_copy {
     int64_t rows;
 };
 
+/* An open COPY (...) TO STDOUT, see ferry_db_copy_out_begin(). */
+struct pg_copy_out {
+    int ncols;
+    Oid *types;             /* ncols result column types */
+    struct ferry_buf *text; /* ncols: a field with its escapes decoded */
+    struct ferry_buf *bin;  /* ncols: decoded bytea */
+    char *line;             /* the current line (PQfreemem) */
+    int done;               /* the server ended the copy */
+    char *sql;              /* for error messages */
+};
+
 struct pg_db {
     struct ferry_db base; /* first: db.c sees only this */
     PGconn *conn;
@@ -124,7 +135,8 @@ struct pg_db {
     unsigned long next_id;  /* for statement names */
     /* DEALLOCATEs of statements freed inside a transaction, run after it ends */
     struct ferry_buf deferred;
-    struct pg_copy *copy; /* open bulk load, or NULL */
+    struct pg_copy *copy;    /* open bulk load, or NULL */
+    struct pg_copy_out *out; /* open COPY TO, or NULL */
 };
 
 enum st_state {
@@ -451,11 +463,15 @@ static void copy_abandon(struct pg_db *d, const char *why)
     d->copy = NULL;
 }
 
+static int pg_copy_out_end(struct ferry_db *db, struct ferry_error *err);
+
 static void pg_close(struct ferry_db *db)
 {
     struct pg_db *d = pg_db(db);
+    struct ferry_error ignored;
 
     copy_abandon(d, "connection closed during the copy");
+    pg_copy_out_end(db, &ignored);
 
     if (d->active)
         log_error("BUG: PostgreSQL connection closed with a statement still running");
@@ -529,6 +545,11 @@ static void pg_rollback(struct ferry_db *db)
      * the cleanup path, and the rest of a big result is not worth reading.
      */
     copy_abandon(d, "rolled back");
+    if (d->out) {
+        struct ferry_error ignored;
+
+        pg_copy_out_end(db, &ignored);
+    }
     if (d->active) {
         struct pg_stmt *st = d->active;
 
@@ -568,7 +589,8 @@ static size_t dollar_tag(const char *s)
  * backslash escapes), "..." identifiers, $tag$...$tag$ bodies, -- and nested
  * block comments.
  */
-static int rewrite_params(const char *sql, char **out, int *nparams, struct ferry_error *err)
+static int rewrite_params(const char *sql, char **out, int *nparams, const char *const *lits,
+                          int nlits, struct ferry_error *err)
 {
     struct ferry_buf b;
     const char *p = sql;
@@ -643,7 +665,15 @@ static int rewrite_params(const char *sql, char **out, int *nparams, struct ferr
                                      SQL_SHOWN, sql, MAX_PARAMS);
                 break;
             }
-            rc = ferry_buf_addf(&b, "$%d", ++n);
+            if (lits && n >= nlits) {
+                rc = ferry_error_set(err, FERRY_EINTERNAL, "'%.*s...': more than %d parameters",
+                                     SQL_SHOWN, sql, nlits);
+                break;
+            }
+            if (lits)
+                rc = ferry_buf_adds(&b, lits[n++]);
+            else
+                rc = ferry_buf_addf(&b, "$%d", ++n);
             p++;
             continue;
         } else {
@@ -795,7 +825,7 @@ static int pg_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory preparing a statement");
         goto out;
     }
-    rc = rewrite_params(sql, &text, &n, err);
+    rc = rewrite_params(sql, &text, &n, NULL, 0, err);
     if (rc)
         goto out;
     types = calloc((size_t)n + 1, sizeof(*types));
@@ -980,20 +1010,18 @@ static int hexval(char c)
     return -1;
 }
 
-/* Convert column i of the current row to st->row[i]. */
-static int decode_value(struct pg_stmt *st, int i, struct ferry_error *err)
+/*
+ * The ferry value of s (n bytes, NUL-terminated), a value of type in its
+ * text output form; bytea is decoded into b. Returns NULL, or what s was
+ * supposed to be when it is malformed (*nomem set when b could not grow).
+ */
+static const char *text_value(const char *s, size_t n, Oid type, struct ferry_buf *b,
+                              struct ferry_value *v, int *nomem)
 {
-    struct ferry_value *v = &st->row[i];
-    const char *s = PQgetvalue(st->cur, 0, i);
-    size_t n = (size_t)PQgetlength(st->cur, 0, i);
-    Oid type = PQftype(st->cur, i);
     char *end = NULL;
     const char *what;
 
-    if (PQgetisnull(st->cur, 0, i)) {
-        *v = ferry_value_null();
-        return 0;
-    }
+    *nomem = 0;
     switch (type) {
     case OID_INT2:
     case OID_INT4:
@@ -1006,60 +1034,77 @@ static int decode_value(struct pg_stmt *st, int i, struct ferry_error *err)
         v->type = FERRY_INT;
         v->u.i = (int64_t)strtoll(s, &end, 10);
         if (errno || end == s || *end)
-            goto bad;
-        return 0;
+            return what;
+        return NULL;
     case OID_FLOAT4:
         what = "float4";
         v->type = FERRY_FLOAT;
         v->u.f = (double)strtof(s, &end); /* shortest float4 text reads back to that float */
         if (end == s || *end)
-            goto bad;
-        return 0;
+            return what;
+        return NULL;
     case OID_FLOAT8:
         what = "float8";
         v->type = FERRY_FLOAT;
         v->u.f = strtod(s, &end); /* ERANGE for subnormals: the value is still exact */
         if (end == s || *end)
-            goto bad;
-        return 0;
+            return what;
+        return NULL;
     case OID_BOOL:
         what = "bool";
         v->type = FERRY_INT;
         v->u.i = s[0] == 't';
         if (n != 1 || (s[0] != 't' && s[0] != 'f'))
-            goto bad;
-        return 0;
-    case OID_BYTEA: {
-        struct ferry_buf *b = &st->bufs[i];
-
+            return what;
+        return NULL;
+    case OID_BYTEA:
         what = "bytea";
         if (n < 2 || s[0] != '\\' || s[1] != 'x' || n % 2)
-            goto bad;
+            return what;
         /* size the buffer in one step, then decode into it */
         ferry_buf_reset(b);
-        if (ferry_buf_add(b, s + 2, (n - 2) / 2))
-            return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading column %d of '%.*s'",
-                                   i, SQL_SHOWN, st->sql);
+        if (ferry_buf_add(b, s + 2, (n - 2) / 2)) {
+            *nomem = 1;
+            return what;
+        }
         for (size_t k = 2; k < n; k += 2) {
             int hi = hexval(s[k]);
             int lo = hexval(s[k + 1]);
 
             if (hi < 0 || lo < 0)
-                goto bad;
+                return what;
             b->data[(k - 2) / 2] = (char)(hi << 4 | lo);
         }
         v->type = FERRY_BLOB;
         v->u.s.p = b->data ? b->data : "";
         v->u.s.n = b->len;
-        return 0;
-    }
+        return NULL;
     default:
         v->type = FERRY_TEXT;
         v->u.s.p = s;
         v->u.s.n = n;
+        return NULL;
+    }
+}
+
+/* Convert column i of the current row to st->row[i]. */
+static int decode_value(struct pg_stmt *st, int i, struct ferry_error *err)
+{
+    struct ferry_value *v = &st->row[i];
+    const char *what;
+    int nomem;
+
+    if (PQgetisnull(st->cur, 0, i)) {
+        *v = ferry_value_null();
         return 0;
     }
-bad:
+    what = text_value(PQgetvalue(st->cur, 0, i), (size_t)PQgetlength(st->cur, 0, i),
+                      PQftype(st->cur, i), &st->bufs[i], v, &nomem);
+    if (!what)
+        return 0;
+    if (nomem)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading column %d of '%.*s'", i,
+                               SQL_SHOWN, st->sql);
     /* the value itself stays out of the message: it is row content */
     return ferry_error_set(err, FERRY_EDB, "'%.*s': column %d: malformed %s value from the server",
                            SQL_SHOWN, st->sql, i, what);
@@ -1800,6 +1845,353 @@ static int pg_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *e
     return rc;
 }
 
+/*
+ * A row passed through as COPY text (from a PostgreSQL source's own COPY
+ * TO): appended as it is. The line must not hold a line break, which would
+ * make it two rows; the wire decoder refuses those already.
+ */
+static int pg_copy_line(struct ferry_db *db, const char *line, size_t n, struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    struct pg_copy *c = d->copy;
+    int rc;
+
+    if (!c)
+        return ferry_error_set(err, FERRY_EINTERNAL, "no bulk load open");
+    if (memchr(line, '\n', n) || memchr(line, '\r', n)) {
+        copy_abandon(d, "ferry refused a row");
+        return ferry_error_set(err, FERRY_EDATA, "a COPY text row holds a line break");
+    }
+    rc = ferry_buf_add(&c->out, line, n);
+    if (!rc)
+        rc = ferry_buf_add(&c->out, "\n", 1);
+    if (rc) {
+        copy_abandon(d, "ferry refused a row");
+        return ferry_error_set(err, rc, "out of memory in the bulk load of %s", c->table);
+    }
+    c->rows++;
+    if (c->out.len >= COPY_FLUSH) {
+        rc = copy_flush(d, err);
+        if (rc)
+            copy_abandon(d, "ferry could not send a row");
+    }
+    return rc;
+}
+
+/*
+ * v as an SQL literal that the server reads as pg_bind would send it for a
+ * parameter of type: quoted (an untyped literal, typed from its context as
+ * the parameter was), bytes for a bytea as its hex form.
+ */
+static int add_literal(struct ferry_buf *b, const struct ferry_value *v, Oid type)
+{
+    char num[64];
+    const char *p;
+    size_t n;
+    int rc;
+
+    switch (v->type) {
+    case FERRY_NULL:
+        return ferry_buf_adds(b, "NULL");
+    case FERRY_INT:
+        return ferry_buf_addf(b, "'%" PRId64 "'", v->u.i);
+    case FERRY_FLOAT:
+        format_double(v->u.f, num, sizeof(num));
+        return ferry_buf_addf(b, "'%s'", num);
+    case FERRY_TEXT:
+    case FERRY_BLOB:
+        p = v->u.s.n ? v->u.s.p : "";
+        n = v->u.s.n;
+        if (type == OID_BYTEA) {
+            rc = ferry_buf_adds(b, "'\\x");
+            for (size_t i = 0; i < n && !rc; i++) {
+                unsigned char c = (unsigned char)p[i];
+                char hex[2] = {hexdigits[c >> 4], hexdigits[c & 15]};
+
+                rc = ferry_buf_add(b, hex, 2);
+            }
+            return rc ? rc : ferry_buf_adds(b, "'");
+        }
+        if (memchr(p, '\0', n))
+            return FERRY_EDATA;
+        /* standard_conforming_strings is on: only the quote is special */
+        rc = ferry_buf_adds(b, "'");
+        for (size_t i = 0; i < n && !rc; i++)
+            rc = p[i] == '\'' ? ferry_buf_add(b, "''", 2) : ferry_buf_add(b, p + i, 1);
+        return rc ? rc : ferry_buf_adds(b, "'");
+    }
+    return FERRY_EINTERNAL;
+}
+
+static void copy_out_free(struct pg_copy_out *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; i < o->ncols; i++) {
+        if (o->text)
+            ferry_buf_release(&o->text[i]);
+        if (o->bin)
+            ferry_buf_release(&o->bin[i]);
+    }
+    free(o->text);
+    free(o->bin);
+    free(o->types);
+    if (o->line)
+        PQfreemem(o->line);
+    free(o->sql);
+    free(o);
+}
+
+static int pg_copy_out_begin(struct ferry_db *db, const char *sql, const struct ferry_value *args,
+                             size_t nargs, struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    struct ferry_stmt *st_ = NULL;
+    struct pg_stmt *st;
+    struct pg_copy_out *o = NULL;
+    struct ferry_buf lits, copy;
+    const char **lit = NULL;
+    size_t *at = NULL;
+    char *text = NULL;
+    PGresult *res = NULL;
+    int n = 0;
+    int rc;
+
+    if (d->copy || d->out)
+        return ferry_error_set(err, FERRY_EINTERNAL, "a copy is already open");
+    ferry_buf_init(&lits, MAX_SQL);
+    ferry_buf_init(&copy, MAX_SQL);
+    /* prepared only to learn the parameters' and the columns' types */
+    rc = pg_prepare(db, sql, &st_, err);
+    if (rc)
+        goto out;
+    st = pg_stmt(st_);
+    if ((size_t)st->nparams != nargs) {
+        rc = ferry_error_set(err, FERRY_EINTERNAL, "'%.*s': %d parameters, %zu values", SQL_SHOWN,
+                             sql, st->nparams, nargs);
+        goto out;
+    }
+    o = calloc(1, sizeof(*o));
+    lit = calloc(nargs + 1, sizeof(*lit));
+    at = calloc(nargs + 1, sizeof(*at));
+    if (!o || !lit || !at) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory starting a copy");
+        goto out;
+    }
+    o->ncols = st->ncols;
+    o->sql = strdup(sql);
+    o->types = calloc((size_t)o->ncols + 1, sizeof(*o->types));
+    o->text = calloc((size_t)o->ncols + 1, sizeof(*o->text));
+    o->bin = calloc((size_t)o->ncols + 1, sizeof(*o->bin));
+    if (!o->sql || !o->types || !o->text || !o->bin) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory starting a copy");
+        goto out;
+    }
+    for (int i = 0; i < o->ncols; i++) {
+        o->types[i] = PQftype(st->desc, i);
+        ferry_buf_init(&o->text[i], MAX_VALUE);
+        ferry_buf_init(&o->bin[i], MAX_VALUE);
+    }
+    /* literals NUL-separated in one buffer: offsets first, pointers once it stops moving */
+    for (size_t k = 0; k < nargs && !rc; k++) {
+        at[k] = lits.len;
+        rc = add_literal(&lits, &args[k], PQparamtype(st->desc, (int)k));
+        if (!rc)
+            rc = ferry_buf_add(&lits, "", 1);
+    }
+    if (rc) {
+        rc = ferry_error_set(err, rc,
+                             rc == FERRY_EDATA
+                                 ? "'%.*s': a text parameter contains a NUL byte, which "
+                                   "PostgreSQL text cannot hold"
+                                 : "'%.*s': cannot write the parameters",
+                             SQL_SHOWN, sql);
+        goto out;
+    }
+    for (size_t k = 0; k < nargs; k++)
+        lit[k] = lits.data + at[k];
+    rc = rewrite_params(sql, &text, &n, lit, (int)nargs, err);
+    if (rc)
+        goto out;
+    rc = ferry_buf_adds(&copy, "COPY (");
+    if (!rc)
+        rc = ferry_buf_adds(&copy, text);
+    if (!rc)
+        rc = ferry_buf_adds(&copy, ") TO STDOUT");
+    if (rc) {
+        rc = ferry_error_set(err, rc, "'%.*s': statement too long", SQL_SHOWN, sql);
+        goto out;
+    }
+    ferry_stmt_free(st_);
+    st_ = NULL;
+    pg_detach(d);
+    res = PQexec(d->conn, copy.data);
+    if (PQresultStatus(res) != PGRES_COPY_OUT) {
+        rc = check_result(d, res, PGRES_COPY_OUT, sql, err);
+        res = NULL;
+        goto out;
+    }
+    d->out = o;
+    o = NULL;
+out:
+    PQclear(res);
+    ferry_stmt_free(st_);
+    copy_out_free(o);
+    free(lit);
+    free(at);
+    free(text);
+    ferry_buf_release(&lits);
+    ferry_buf_release(&copy);
+    return rc;
+}
+
+static int pg_copy_out_next(struct ferry_db *db, const char **line, size_t *n, int *row,
+                            struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    struct pg_copy_out *o = d->out;
+    PGresult *res;
+    int len;
+    int rc = 0;
+
+    *row = 0;
+    *line = NULL;
+    *n = 0;
+    if (!o)
+        return ferry_error_set(err, FERRY_EINTERNAL, "no copy open");
+    if (o->line) {
+        PQfreemem(o->line);
+        o->line = NULL;
+    }
+    if (o->done)
+        return 0;
+    len = PQgetCopyData(d->conn, &o->line, 0);
+    if (len > 0) {
+        /* text format: one row per message, ending with its newline */
+        *line = o->line;
+        *n = (size_t)len - (o->line[len - 1] == '\n');
+        *row = 1;
+        return 0;
+    }
+    o->done = 1;
+    if (len == -2)
+        return pg_error(d, NULL, o->sql, err);
+    res = PQgetResult(d->conn);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = pg_error(d, res, o->sql, err);
+    PQclear(res);
+    drain(d->conn);
+    return rc;
+}
+
+static int pg_copy_out_field(struct ferry_db *db, int col, const char *p, size_t n,
+                             struct ferry_value *out, struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    struct pg_copy_out *o = d->out;
+    struct ferry_buf *b;
+    const char *what;
+    int nomem;
+    int rc = 0;
+
+    if (!o || col < 0 || col >= o->ncols)
+        return ferry_error_set(err, FERRY_EINTERNAL, "no copy column %d", col);
+    if (n == 2 && p[0] == '\\' && p[1] == 'N') {
+        *out = ferry_value_null();
+        return 0;
+    }
+    b = &o->text[col];
+    ferry_buf_reset(b);
+    /* COPY text escapes (what COPY TO writes, and the rest of what COPY FROM reads) */
+    for (size_t i = 0; i < n && !rc;) {
+        size_t start = i;
+        char c;
+
+        while (i < n && p[i] != '\\')
+            i++;
+        rc = ferry_buf_add(b, p + start, i - start);
+        if (rc || i == n)
+            break;
+        if (++i == n) {
+            rc = ferry_buf_add(b, "\\", 1);
+            break;
+        }
+        c = p[i++];
+        switch (c) {
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'v':
+            c = '\v';
+            break;
+        case 'x':
+            if (i < n && hexval(p[i]) >= 0) {
+                int v = hexval(p[i++]);
+
+                if (i < n && hexval(p[i]) >= 0)
+                    v = v * 16 + hexval(p[i++]);
+                c = (char)v;
+            }
+            break;
+        default:
+            if (c >= '0' && c <= '7') {
+                int v = c - '0';
+
+                for (int k = 0; k < 2 && i < n && p[i] >= '0' && p[i] <= '7'; k++)
+                    v = v * 8 + (p[i++] - '0');
+                c = (char)v;
+            }
+            break;
+        }
+        rc = ferry_buf_add(b, &c, 1);
+    }
+    if (rc)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading column %d of '%.*s'", col,
+                               SQL_SHOWN, o->sql);
+    what = text_value(b->data ? b->data : "", b->len, o->types[col], &o->bin[col], out, &nomem);
+    if (!what)
+        return 0;
+    if (nomem)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading column %d of '%.*s'", col,
+                               SQL_SHOWN, o->sql);
+    return ferry_error_set(err, FERRY_EDB, "'%.*s': column %d: malformed %s value from the server",
+                           SQL_SHOWN, o->sql, col, what);
+}
+
+/* Leave COPY OUT mode: the rows left are read and dropped. */
+static int pg_copy_out_end(struct ferry_db *db, struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    struct pg_copy_out *o = d->out;
+    int rc = 0;
+
+    if (!o)
+        return 0;
+    if (!o->done) {
+        const char *line;
+        size_t n;
+        int row = 1;
+
+        while (!rc && row)
+            rc = pg_copy_out_next(db, &line, &n, &row, err);
+    }
+    copy_out_free(o);
+    d->out = NULL;
+    return rc;
+}
+
 const struct ferry_db_ops ferry_pg_ops = {
     .open = pg_open,
     .close = pg_close,
@@ -1825,4 +2217,9 @@ const struct ferry_db_ops ferry_pg_ops = {
     .copy_begin = pg_copy_begin,
     .copy_row = pg_copy_row,
     .copy_end = pg_copy_end,
+    .copy_line = pg_copy_line,
+    .copy_out_begin = pg_copy_out_begin,
+    .copy_out_next = pg_copy_out_next,
+    .copy_out_field = pg_copy_out_field,
+    .copy_out_end = pg_copy_out_end,
 };

@@ -331,6 +331,18 @@ class PgTest(ft.FerryTestCase):
                 conn.close()
             self.assertTableEqual(expected, actual, t)
 
+    def copy_text_rows(self, srv):
+        """Rows the source served as COPY text lines (its /metrics)."""
+        import re
+        status, text = ft.http_get(srv.url, "/metrics")
+        self.assertEqual(status, 200)
+        return int(re.search(r"(?m)^ferry_copy_text_rows_total (\d+)$", text.decode()).group(1))
+
+    def tenant_rows(self, tenant=1):
+        """The tenant's rows in the scope's tables of the source (oracle: PG_TABLES)."""
+        return sum(int(psql(self.src_url, "SELECT count(*) " + where % {"t": tenant}).strip())
+                   for _, where in PG_TABLES.values())
+
     # -- PG -> PG -----------------------------------------------------------
 
     def test_pg_to_pg(self):
@@ -342,6 +354,8 @@ class PgTest(ft.FerryTestCase):
             self.pg_target(srv.url)
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url)
+            # PostgreSQL to PostgreSQL, every row of the copy came as COPY text
+            self.assertEqual(self.copy_text_rows(srv), self.tenant_rows())
             # the application on the target inserts without naming ids
             top = int(psql(self.dst_url, "SELECT max(id) FROM posts").strip())
             got = psql(self.dst_url, "INSERT INTO posts(channel_id, body) SELECT min(id), 'local' "
@@ -406,6 +420,9 @@ class PgTest(ft.FerryTestCase):
                                "INSERT INTO channels(id, team_id, name) VALUES (%d, 9, 'nine')"
                                % clash)
             cp = self.sync("--quiet", expect=5)
+            # the page of channels came as COPY text: the staging path found the clash
+            self.assertGreaterEqual(self.copy_text_rows(srv), int(psql(
+                self.src_url, "SELECT count(*) FROM channels WHERE team_id = 1").strip()))
             self.assertOneLine(cp.stderr)
             self.assertRegex(cp.stderr, r"\bchannels\b", "error does not name the table")
             self.assertRegex(cp.stderr, r"(?<!\d)%d(?!\d)" % clash, "error does not name the key")
@@ -575,6 +592,8 @@ class PgTest(ft.FerryTestCase):
             self.pg_target(srv.url)
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url)
+            # as COPY text (the check is stripped on the source): the tenant's rows, no other
+            self.assertEqual(self.copy_text_rows(srv), self.tenant_rows())
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM channels WHERE id = %s; "
                                                 "SELECT count(*) FROM posts WHERE channel_id = %s"
                                   % (moved, moved)).split(), ["0", "0"])
@@ -901,6 +920,7 @@ class PgTest(ft.FerryTestCase):
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
             self.assertPgToSqlite(self.src_url, self.dst_db)
+            self.assertEqual(self.copy_text_rows(srv), 0, "COPY text sent to a SQLite target")
             psql(self.src_url, DELTAS)
             self.sync("--quiet")
             self.assertPgToSqlite(self.src_url, self.dst_db)

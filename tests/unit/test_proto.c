@@ -1733,6 +1733,89 @@ static void test_framing(void)
     }
 }
 
+/* Snapshot pages as COPY text lines: the request's "copy" key and copy sets. */
+static void test_batch_copy(void)
+{
+    static const char *const cols[] = {"id", "body", "n"};
+    static const char *const key1[] = {"id"};
+    static const char line1[] = "1\tpost\\tx \\\\ y\t\\N";
+    char tenant[] = "1", table[] = "posts";
+    struct ferry_request req = {
+        .type = FERRY_REQ_SNAPSHOT, .tenant = tenant, .table = table, .limit = 10};
+    struct ferry_request got;
+    struct ferry_value row[1] = {ferry_value_int(1)};
+    struct ferry_value last = ferry_value_int(2);
+    struct ferry_batch *b = NULL;
+    struct ferry_error err;
+    struct ferry_enc *e;
+    const char *out;
+    char *body, *copy;
+    size_t len;
+
+    /* asked only when true: the key is absent otherwise (old sources refuse it) */
+    ASSERT_EQ(ferry_request_encode(&req, &body, &len, &err), 0);
+    ASSERT(find_bytes(body, len, "copy") == NULL);
+    free(body);
+    req.copy_text = 1;
+    ASSERT_EQ(ferry_request_encode(&req, &body, &len, &err), 0);
+    dump("fuzz_request", "snapshot-copy", body, len);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_SNAPSHOT, body, len, lim, &got, &err), 0);
+    ASSERT_EQ(got.copy_text, 1);
+    ferry_request_release(&got);
+    free(body);
+
+    /* a copy set: lines as bin, then an ordinary set in the same batch */
+    e = ferry_enc_new(FERRY_KIND_SNAPSHOT, lim->max_body);
+    ASSERT(e != NULL);
+    ASSERT_EQ(ferry_enc_set_begin_copy(e, "posts", cols, 3), 0);
+    ASSERT_EQ(ferry_enc_row(e, row, 3), FERRY_EINTERNAL); /* values do not go in a copy set */
+    ASSERT_EQ(ferry_enc_line(e, line1, sizeof(line1) - 1), 0);
+    ASSERT_EQ(ferry_enc_line(e, "2\t\t", 3), 0);
+    ASSERT_EQ(ferry_enc_set_end(e), 0);
+    ASSERT_EQ(ferry_enc_set_begin(e, "other", FERRY_OP_UPSERT, key1, 1), 0);
+    ASSERT_EQ(ferry_enc_line(e, "1", 1), FERRY_EINTERNAL); /* nor lines in a value set */
+    ASSERT_EQ(ferry_enc_row(e, row, 1), 0);
+    ASSERT_EQ(ferry_enc_set_end(e), 0);
+    ASSERT_EQ(ferry_enc_finish(e, 0, 1, &last, 1, &out, &len), 0);
+    dump("fuzz_batch", "copy", out, len);
+    copy = exact_copy(out, len);
+    ferry_enc_free(e);
+    ASSERT_EQ(ferry_batch_decode(copy, len, lim, &b, &err), 0);
+    ASSERT_EQ(b->nsets, 2);
+    ASSERT_EQ(b->sets[0].copy, 1);
+    ASSERT_EQ(b->sets[0].op, FERRY_OP_UPSERT);
+    ASSERT_EQ(b->sets[0].ncols, 3);
+    ASSERT_STR(b->sets[0].cols[2], "n");
+    ASSERT_EQ(b->sets[0].nrows, 2);
+    ASSERT_EQ(b->sets[0].vals[0].type, FERRY_BLOB);
+    ASSERT_EQ(b->sets[0].vals[0].u.s.n, sizeof(line1) - 1);
+    ASSERT(memcmp(b->sets[0].vals[0].u.s.p, line1, sizeof(line1) - 1) == 0);
+    ASSERT_EQ(b->sets[0].vals[1].u.s.n, 3);
+    ASSERT_EQ(b->sets[1].copy, 0);
+    ASSERT_EQ(b->sets[1].nrows, 1);
+    ferry_batch_free(b);
+    free(copy);
+
+    /* refused: a line with a line break or the end marker, lines in a change batch */
+    for (int i = 0; i < 4; i++) {
+        static const char *const bad[4] = {"1\nx", "1\rx", "\\.", "1"};
+
+        e = ferry_enc_new(i == 3 ? FERRY_KIND_CHANGES : FERRY_KIND_SNAPSHOT, lim->max_body);
+        ASSERT(e != NULL);
+        ASSERT_EQ(ferry_enc_set_begin_copy(e, "posts", cols, 3), 0);
+        ASSERT_EQ(ferry_enc_line(e, bad[i], strlen(bad[i])), 0);
+        ASSERT_EQ(ferry_enc_set_end(e), 0);
+        ASSERT_EQ(ferry_enc_finish(e, 0, 0, NULL, 0, &out, &len), 0);
+        copy = exact_copy(out, len);
+        ferry_enc_free(e);
+        ASSERT_EQ(ferry_batch_decode(copy, len, lim, &b, &err), FERRY_EPROTO);
+        ASSERT(b == NULL);
+        ASSERT(contains(err.msg, i == 3 ? "COPY text lines in a change batch"
+                                        : "is not one line of COPY text"));
+        free(copy);
+    }
+}
+
 int main(void)
 {
     test_limits();
@@ -1747,6 +1830,7 @@ int main(void)
     test_batch_multi();
     test_encoder();
     test_batch_errors();
+    test_batch_copy();
     test_framing();
     return TEST_DONE();
 }
