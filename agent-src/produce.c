@@ -933,7 +933,7 @@ static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info 
     /* the key map's key of the last row read (there even when the row is not) */
     ferry_buf_reset(lastbuf);
     for (size_t k = 0, at = 0; k < npk && !rc && *nread; k++) {
-        const char *f = raw.data + at;
+        const char *f = (raw.data ? raw.data : "") + at;
         const char *tabp = memchr(f, '\t', raw.len - at);
         size_t flen = tabp ? (size_t)(tabp - f) : raw.len - at;
         struct ferry_value v;

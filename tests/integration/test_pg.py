@@ -396,8 +396,10 @@ class PgTest(ft.FerryTestCase):
 
     def test_pg_to_pg_creates_tables(self):
         """Into an empty database: ferry creates the tables with the source's
-        declared types (format_type) and copies exactly."""
-        self.pg_source()
+        declared types (format_type) and copies exactly. Pages of 3 rows: every
+        kind of key (bigint, text, bytea, uuid, timestamptz, composite) ends a
+        page of COPY text and starts the next."""
+        self.pg_source(batch_rows=3)
         with self.serve() as srv:
             self.pg_target(srv.url, precreate=False)
             self.sync("--quiet")
@@ -405,6 +407,7 @@ class PgTest(ft.FerryTestCase):
                 self.assertEqual(pg_columns(self.dst_url, t), pg_columns(self.src_url, t),
                                  "declared types of %s" % t)
             self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(self.copy_text_rows(srv), self.tenant_rows())
             psql(self.src_url, DELTAS)
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url)
