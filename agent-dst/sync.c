@@ -119,11 +119,25 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
 }
 
 /*
- * One snapshot request in flight on a thread of its own, so the source
- * reads and encodes page N+1 while this process applies page N. The client
- * is used by one thread at a time: the main thread never touches it while a
- * fetch is running, and joins before anything the fetch reads is freed.
+ * A table's snapshot pages are fetched by a thread of its own, reading
+ * ahead of the applier: it asks for page N+1 as soon as page N has arrived
+ * (the key to continue from is in N), decodes it, and queues it, while
+ * this thread applies earlier pages; the source reads and encodes without
+ * waiting for the target's commits. The queue holds at most AHEAD_PAGES
+ * pages, and the next request waits for an empty queue once the queued
+ * pages reach AHEAD_BYTES (big rows: as much in memory as one page ahead).
+ * The client is used by the fetch thread alone while it runs: this thread
+ * touches it again only after fetch_stop.
  */
+#define AHEAD_PAGES 2
+#define AHEAD_BYTES ((size_t)8 << 20)
+
+struct page {
+    char *resp;
+    size_t len;
+    struct ferry_batch *batch; /* its values point into resp */
+};
+
 struct fetch {
     pthread_t th;
     int running;
@@ -131,46 +145,116 @@ struct fetch {
     struct ferry_request req;
     struct ferry_value after[FERRY_MAX_KEY_COLS]; /* point into keybuf */
     struct ferry_buf keybuf;                      /* the fetch's own copy of the key */
-    char *resp;
-    size_t len;
-    struct ferry_batch *batch; /* decoded here too: its values point into resp */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct page q[AHEAD_PAGES]; /* q[head], q[head+1 mod AHEAD_PAGES], ... */
+    size_t head, count, bytes;
+    int finished; /* no more pages will be queued: the last came, or rc */
+    int cancel;
     int rc;
     struct ferry_error err;
 };
 
-static void *fetch_main(void *arg)
+/* The snapshot request for f->req, with the fallbacks of older sources. */
+static int fetch_one(struct fetch *f, struct page *pg)
 {
-    struct fetch *f = arg;
+    struct ferry_error *err = &f->err;
+    int rc;
 
-    f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
-    if (f->rc == FERRY_EPROTO && f->req.copy_text && strstr(f->err.msg, "unknown key \"copy\"")) {
+    memset(pg, 0, sizeof(*pg));
+    rc = call(f->r, "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
+    if (rc == FERRY_EPROTO && f->req.copy_text && strstr(err->msg, "unknown key \"copy\"")) {
         /* a source from before COPY text: ask as it understands, from now on */
         atomic_store(&f->r->copy_refused, 1);
         f->req.copy_text = 0;
-        f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+        rc = call(f->r, "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
     }
-    if (f->rc == FERRY_ESNAPGONE && f->req.snapshot) {
+    if (rc == FERRY_ESNAPGONE && f->req.snapshot) {
         if (atomic_exchange(&f->r->snapshot_gone, 1) == 0)
             log_warn("%s; the rest of this copy reads pages from snapshots of their own, and "
                      "the deltas from the recorded head bring them in step",
-                     f->err.msg);
+                     err->msg);
         f->req.snapshot = NULL;
-        f->rc = call(f->r, "/v1/snapshot", &f->req, &f->resp, &f->len, &f->err);
+        rc = call(f->r, "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
     }
-    if (!f->rc) {
-        f->rc = ferry_batch_decode(f->resp, f->len, &ferry_limits_default, &f->batch, &f->err);
-        if (f->rc)
-            ferry_error_prefix(&f->err, "snapshot of %s", f->req.table);
+    if (!rc) {
+        rc = ferry_batch_decode(pg->resp, pg->len, &ferry_limits_default, &pg->batch, err);
+        if (rc)
+            ferry_error_prefix(err, "snapshot of %s", f->req.table);
     }
+    if (rc) {
+        free(pg->resp);
+        pg->resp = NULL;
+    }
+    return rc;
+}
+
+/* Continue after the last key of b: copied, b is freed while the next request runs. */
+static int fetch_set_after(struct fetch *f, const struct ferry_value *after, size_t nafter)
+{
+    size_t n = 0;
+
+    ferry_buf_reset(&f->keybuf);
+    f->req.after_key = NULL;
+    f->req.nafter = 0;
+    if (!nafter)
+        return FERRY_OK;
+    if (ferry_key_pack(&f->keybuf, after, nafter) ||
+        ferry_key_unpack(f->keybuf.data, f->keybuf.len, f->after, FERRY_MAX_KEY_COLS, &n))
+        return ferry_error_set(&f->err, FERRY_ETOOBIG, "a key of %s is too large", f->req.table);
+    f->req.after_key = f->after;
+    f->req.nafter = n;
+    return FERRY_OK;
+}
+
+static void *fetch_main(void *arg)
+{
+    struct fetch *f = arg;
+    int rc = FERRY_OK;
+
+    for (;;) {
+        struct page pg;
+        int more;
+
+        pthread_mutex_lock(&f->mu);
+        while (!f->cancel && (f->count >= AHEAD_PAGES || (f->count > 0 && f->bytes >= AHEAD_BYTES)))
+            pthread_cond_wait(&f->cv, &f->mu);
+        pthread_mutex_unlock(&f->mu);
+        if (f->cancel)
+            break;
+        rc = fetch_one(f, &pg);
+        if (rc)
+            break;
+        more = pg.batch->more && pg.batch->last;
+        if (more)
+            rc = fetch_set_after(f, pg.batch->last, pg.batch->nlast);
+        if (rc) {
+            ferry_batch_free(pg.batch);
+            free(pg.resp);
+            break;
+        }
+        pthread_mutex_lock(&f->mu);
+        f->q[(f->head + f->count) % AHEAD_PAGES] = pg;
+        f->count++;
+        f->bytes += pg.len;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        if (!more)
+            break; /* the last page, or one that says more without a key (fetch_next) */
+    }
+    pthread_mutex_lock(&f->mu);
+    f->rc = rc;
+    f->finished = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
     return NULL;
 }
 
 static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_info *ti,
                        const struct ferry_value *after, size_t nafter, struct ferry_error *err)
 {
-    size_t n = 0;
+    int rc;
 
-    ferry_buf_release(&f->keybuf);
     memset(f, 0, sizeof(*f));
     f->r = r;
     f->req.type = FERRY_REQ_SNAPSHOT;
@@ -180,18 +264,25 @@ static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_
     f->req.snapshot = atomic_load(&r->snapshot_gone) ? NULL : r->snapshot;
     f->req.copy_text =
         !atomic_load(&r->copy_refused) && ferry_applier_copy_text(r->applier, ti->name);
-    /* Copied: the batch the key came from is freed while the fetch runs. */
     ferry_buf_init(&f->keybuf, (size_t)1 << 20);
-    if (nafter) {
-        if (ferry_key_pack(&f->keybuf, after, nafter) ||
-            ferry_key_unpack(f->keybuf.data, f->keybuf.len, f->after, FERRY_MAX_KEY_COLS, &n)) {
-            ferry_buf_release(&f->keybuf);
-            return ferry_error_set(err, FERRY_ETOOBIG, "a key of %s is too large", ti->name);
-        }
-        f->req.after_key = f->after;
-        f->req.nafter = n;
+    rc = fetch_set_after(f, after, nafter);
+    if (rc) {
+        *err = f->err;
+        ferry_buf_release(&f->keybuf);
+        return rc;
+    }
+    if (pthread_mutex_init(&f->mu, NULL) != 0) {
+        ferry_buf_release(&f->keybuf);
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
+    }
+    if (pthread_cond_init(&f->cv, NULL) != 0) {
+        pthread_mutex_destroy(&f->mu);
+        ferry_buf_release(&f->keybuf);
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
     }
     if (pthread_create(&f->th, NULL, fetch_main, f) != 0) {
+        pthread_cond_destroy(&f->cv);
+        pthread_mutex_destroy(&f->mu);
         ferry_buf_release(&f->keybuf);
         return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
     }
@@ -200,41 +291,59 @@ static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_
 }
 
 /*
- * Wait for f; on success *resp (owned, free()) holds the body and *b
- * (owned, ferry_batch_free, before resp) the batch decoded from it.
+ * The next page, in order: *resp (owned, free()) and *b (owned,
+ * ferry_batch_free, before resp). *b NULL with FERRY_OK: the fetch ended
+ * without another page (the one before said more rows follow, but gave no
+ * key to continue from).
  */
-static int fetch_join(struct fetch *f, char **resp, struct ferry_batch **b, struct ferry_error *err)
+static int fetch_next(struct fetch *f, char **resp, struct ferry_batch **b, struct ferry_error *err)
 {
+    int rc = FERRY_OK;
+
     *resp = NULL;
     *b = NULL;
-    if (!f->running)
-        return err ? ferry_error_set(err, FERRY_EINTERNAL, "no snapshot request in flight")
-                   : FERRY_EINTERNAL;
-    pthread_join(f->th, NULL);
-    f->running = 0;
-    ferry_buf_release(&f->keybuf);
-    if (f->rc) {
-        ferry_batch_free(f->batch);
-        free(f->resp);
-        if (err)
-            *err = f->err;
-        return f->rc;
+    pthread_mutex_lock(&f->mu);
+    while (f->count == 0 && !f->finished)
+        pthread_cond_wait(&f->cv, &f->mu);
+    if (f->count > 0) {
+        struct page *pg = &f->q[f->head];
+
+        *resp = pg->resp;
+        *b = pg->batch;
+        f->bytes -= pg->len;
+        f->head = (f->head + 1) % AHEAD_PAGES;
+        f->count--;
+        pthread_cond_broadcast(&f->cv);
+    } else if (f->rc) {
+        rc = f->rc;
+        *err = f->err;
     }
-    *resp = f->resp;
-    *b = f->batch;
-    return FERRY_OK;
+    pthread_mutex_unlock(&f->mu);
+    return rc;
 }
 
-/* Wait for f and drop whatever it fetched (an error path). */
-static void fetch_cancel(struct fetch *f)
+/* Stop the fetch thread (it ends its request in flight first) and drop what it queued. */
+static void fetch_stop(struct fetch *f)
 {
-    struct ferry_batch *b = NULL;
-    char *resp = NULL;
+    if (!f->running)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->cancel = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->th, NULL);
+    f->running = 0;
+    while (f->count > 0) {
+        struct page *pg = &f->q[f->head];
 
-    if (f->running && fetch_join(f, &resp, &b, NULL) == FERRY_OK) {
-        ferry_batch_free(b);
-        free(resp);
+        ferry_batch_free(pg->batch);
+        free(pg->resp);
+        f->head = (f->head + 1) % AHEAD_PAGES;
+        f->count--;
     }
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    ferry_buf_release(&f->keybuf);
 }
 
 /*
@@ -285,15 +394,17 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
         struct ferry_buf key;
         int durable;
 
-        rc = fetch_join(&f, &resp, &b, err);
+        rc = fetch_next(&f, &resp, &b, err);
+        if (!rc && !b)
+            rc = ferry_error_set(err, FERRY_EPROTO,
+                                 "snapshot of %s: the source said more rows follow but sent no "
+                                 "key to continue from",
+                                 ti->name);
         if (rc)
             break;
-        if (b->more && b->last)
-            rc = fetch_start(&f, r, ti, b->last, b->nlast, err);
         durable = !b->more || pages + 1 >= GROUP_PAGES || now_s() - durable_at >= GROUP_SECS ||
                   (r->opts->stop && *r->opts->stop);
-        if (!rc)
-            rc = ferry_applier_durable(r->applier, durable, err);
+        rc = ferry_applier_durable(r->applier, durable, err);
         if (!rc)
             rc = ferry_applier_apply(r->applier, b, &c, err);
         ferry_buf_init(&key, sizeof(p.key));
@@ -319,8 +430,6 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
                 durable_at = now_s();
             }
         }
-        if (rc)
-            fetch_cancel(&f);
         ferry_batch_free(b);
         free(resp);
         resp = NULL;
@@ -332,19 +441,12 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
         if (p.done)
             break;
         if (r->opts->stop && *r->opts->stop) {
-            fetch_cancel(&f);
             rc = ferry_error_set(err, FERRY_EINTR,
                                  "stopped during the copy of %s; sync again to resume", ti->name);
             break;
         }
-        if (!f.running) {
-            rc = ferry_error_set(err, FERRY_EPROTO,
-                                 "snapshot of %s: the source said more rows follow but sent no "
-                                 "key to continue from",
-                                 ti->name);
-            break;
-        }
     }
+    fetch_stop(&f);
     if (rc) {
         struct ferry_error ignored;
 
