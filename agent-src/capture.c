@@ -36,15 +36,7 @@ static const char *const kcols[FERRY_MAX_KEY_COLS] = {"k0", "k1", "k2", "k3"};
 
 static int add_trigger_name(struct ferry_buf *b, const char *kind, const char *table)
 {
-    struct ferry_buf n;
-    int rc;
-
-    ferry_buf_init(&n, 1024);
-    rc = ferry_buf_addf(&n, "_ferry_%s_%s", kind, table);
-    if (!rc)
-        rc = ferry_buf_add_ident(b, n.data);
-    ferry_buf_release(&n);
-    return rc;
+    return ferry_scope_add_objname(b, kind, table);
 }
 
 /* "k"-list of the key columns: ctx"a", ctx"b" */
@@ -1003,11 +995,12 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
         static const char *const kinds[] = {"i", "u", "d"};
 
         for (size_t k = 0; k < 3; k++) {
-            char name[600];
+            char name[FERRY_OBJNAME_SIZE];
             struct ferry_value v;
             int64_t n = 0;
 
-            snprintf(name, sizeof(name), "_ferry_%s_%s", kinds[k], s->tables[t].info.name);
+            if (ferry_scope_objname(name, kinds[k], s->tables[t].info.name))
+                return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a trigger");
             v = ferry_value_text(name, strlen(name));
             if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
                 struct ferry_value args[2];

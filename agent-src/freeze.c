@@ -36,15 +36,10 @@ static const char frozen_msg[] =
 /* "_ferry_frz_<kind>_<table>", quoted. */
 static int add_name(struct ferry_buf *b, const char *kind, const char *table)
 {
-    struct ferry_buf n;
-    int rc;
+    char k[16];
 
-    ferry_buf_init(&n, 1024);
-    rc = ferry_buf_addf(&n, "_ferry_frz_%s_%s", kind, table);
-    if (!rc)
-        rc = ferry_buf_add_ident(b, n.data);
-    ferry_buf_release(&n);
-    return rc;
+    snprintf(k, sizeof(k), "frz_%s", kind);
+    return ferry_scope_add_objname(b, k, table);
 }
 
 /* (SELECT km."_ferry_tenant"[cast] FROM "_ferry_k_t" AS km WHERE km.k = OLD.k ...) */

@@ -15,7 +15,10 @@
  */
 #include "scope.h"
 
+#include "crypto.h"
+
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -565,17 +568,43 @@ int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx, 
     return rc;
 }
 
+int ferry_scope_objname(char out[FERRY_OBJNAME_SIZE], const char *kind, const char *table)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[FERRY_SHA256_LEN];
+    struct ferry_error e;
+    size_t pre = strlen("_ferry_") + strlen(kind) + 1;
+    size_t tlen = strlen(table);
+    size_t keep;
+
+    if (pre + 9 + 1 > FERRY_OBJNAME_MAX)
+        return FERRY_EINTERNAL;
+    if (pre + tlen <= FERRY_OBJNAME_MAX) {
+        snprintf(out, FERRY_OBJNAME_SIZE, "_ferry_%s_%s", kind, table);
+        return FERRY_OK;
+    }
+    if (ferry_sha256(table, tlen, md, &e) != FERRY_OK)
+        return FERRY_EINTERNAL;
+    keep = FERRY_OBJNAME_MAX - pre - 9;
+    while (keep > 0 && ((unsigned char)table[keep] & 0xC0) == 0x80)
+        keep--; /* not inside a UTF-8 character */
+    snprintf(out, FERRY_OBJNAME_SIZE, "_ferry_%s_%.*s_%c%c%c%c%c%c%c%c", kind, (int)keep, table,
+             hex[md[0] >> 4], hex[md[0] & 15], hex[md[1] >> 4], hex[md[1] & 15], hex[md[2] >> 4],
+             hex[md[2] & 15], hex[md[3] >> 4], hex[md[3] & 15]);
+    return FERRY_OK;
+}
+
+int ferry_scope_add_objname(struct ferry_buf *b, const char *kind, const char *table)
+{
+    char name[FERRY_OBJNAME_SIZE];
+    int rc = ferry_scope_objname(name, kind, table);
+
+    return rc ? rc : ferry_buf_add_ident(b, name);
+}
+
 int ferry_scope_keymap(struct ferry_buf *b, const char *table)
 {
-    struct ferry_buf n;
-    int rc;
-
-    ferry_buf_init(&n, 1024);
-    rc = ferry_buf_addf(&n, "_ferry_k_%s", table);
-    if (!rc)
-        rc = ferry_buf_add_ident(b, n.data);
-    ferry_buf_release(&n);
-    return rc;
+    return ferry_scope_add_objname(b, "k", table);
 }
 
 int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti, const char *lhs,

@@ -85,6 +85,21 @@ int ferry_scope_pred(const struct ferry_scope *s, size_t t, struct ferry_buf *b,
  */
 int ferry_scope_owner(const struct ferry_scope *s, size_t t, const char *ctx, struct ferry_buf *b);
 
+/*
+ * The name of ferry's object of kind for table, "_ferry_<kind>_<table>",
+ * unquoted, in out (FERRY_OBJNAME_SIZE bytes). PostgreSQL cuts names at 63
+ * bytes, so two long table names could share one trigger or key map: a
+ * name that would be longer keeps what fits of the table's name (whole
+ * UTF-8 characters) and ends with "_" and 8 hex digits of the SHA-256 of
+ * the table's name. Shorter names are as they always were. Returns
+ * FERRY_OK or FERRY_EINTERNAL (kind too long).
+ */
+#define FERRY_OBJNAME_MAX 63
+#define FERRY_OBJNAME_SIZE (FERRY_OBJNAME_MAX + 1)
+int ferry_scope_objname(char out[FERRY_OBJNAME_SIZE], const char *kind, const char *table);
+/* ferry_scope_objname, quoted, appended to b. */
+int ferry_scope_add_objname(struct ferry_buf *b, const char *kind, const char *table);
+
 /* Append the quoted name of table's key map (capture.c): "_ferry_k_<table>". */
 int ferry_scope_keymap(struct ferry_buf *b, const char *table);
 
