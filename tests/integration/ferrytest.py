@@ -656,10 +656,16 @@ class FerryTestCase(unittest.TestCase):
         without a session, to be refused."""
         self.src_db = make_sample_db(self.path("src.db"), teams=teams,
                                      posts_per_team=posts_per_team)
+        self.source_conf(self.src_db, batch_rows=batch_rows, install=install, auth=auth)
+
+    def source_conf(self, db, batch_rows=None, extra="", install=True, auth=True):
+        """src.conf for db (a SQLite path or a database URL) with the test's
+        source key and an empty authorized_keys (make_target() authorises a
+        target key for its tenant), and (by default) install."""
         self.auth = auth
         self.authorized = set()
         self.src_conf = write_src_conf(
-            self.path("src.conf"), self.src_db, batch_rows=batch_rows,
+            self.path("src.conf"), db, batch_rows=batch_rows, extra=extra,
             identity=test_key("src"), authorized_keys=self.path("authorized_keys"))
         open(self.path("authorized_keys"), "a").close()
         if install:

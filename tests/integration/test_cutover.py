@@ -483,14 +483,7 @@ class PgCutoverTest(CutoverTest):
         self.src_db = pg_url(name)
         ok, _, err = psql(self.src_db, PG_SCHEMA)
         self.assertTrue(ok, err)
-        self.auth = True
-        self.authorized = set()
-        self.src_conf = ft.write_src_conf(
-            self.path("src.conf"), self.src_db, identity=ft.test_key("src"),
-            authorized_keys=self.path("authorized_keys"))
-        open(self.path("authorized_keys"), "a").close()
-        cp = ft.run_src(["install", "--config", self.src_conf])
-        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.source_conf(self.src_db)
 
     def assertPgFrozen(self, team, frozen=True):
         for sql in ("INSERT INTO posts(channel_id, body) SELECT min(id), 'x' FROM channels "

@@ -54,14 +54,7 @@ class PgNamesTest(ft.FerryTestCase):
         self.assertGreater(len("_ferry_k_" + A), 63)
         self.src_url = test_pg.createdb("names")
         test_pg.psql(self.src_url, SCHEMA)
-        self.auth = True
-        self.authorized = set()
-        self.src_conf = ft.write_src_conf(
-            self.path("src.conf"), self.src_url, identity=ft.test_key("src"),
-            authorized_keys=self.path("authorized_keys"))
-        open(self.path("authorized_keys"), "a").close()
-        cp = ft.run_src(["install", "--config", self.src_conf])
-        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.source_conf(self.src_url)
         # one key map and one trigger function per table, every name within 63 bytes
         maps = test_pg.psql(self.src_url, "SELECT relname FROM pg_class WHERE relkind = 'r' "
                                           "AND relname LIKE '\\_ferry\\_k\\_customer%'").split()
