@@ -18,6 +18,7 @@
 #include "checksum.h"
 
 #include "keypack.h"
+#include "log.h"
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -29,7 +30,29 @@
 /* Largest row hashed: as large as a message may be. */
 #define ROW_MAX ((size_t)64 << 20)
 
-enum { Q_ORDERED, Q_SCAN, NQ };
+enum { Q_ORDERED, Q_SCAN, Q_SUM, NQ };
+
+/* Where rows are hashed: statements return every column, or key and hash. */
+enum { HASH_C, HASH_SQLITE, HASH_PG };
+
+/*
+ * How a PostgreSQL column's value is encoded in SQL, by the type the C
+ * path's adapter would decode (the base type of a domain, as the server
+ * reports it): the same bytes ferry_rowhash_row() hashes for that value.
+ */
+enum pg_enc {
+    PG_INT,   /* int2, int4, int8, oid: tag 1, int8send */
+    PG_BOOL,  /* tag 1, 1 or 0 */
+    PG_FLOAT, /* float4, float8: tag 2, float8send (float4 widened, exact), every NaN as strtod's */
+    PG_BYTEA, /* tag 4, length, the bytes */
+    PG_TEXT,  /* text, varchar: tag 3, length, the UTF-8 bytes */
+    PG_OUT    /* any other type: tag 3, length, its output function's text in UTF-8 */
+};
+
+struct pg_col {
+    enum pg_enc enc;
+    char *out; /* PG_OUT: the output function, schema-qualified and quoted */
+};
 
 struct ferry_checksum {
     struct ferry_db *db;
@@ -42,7 +65,8 @@ struct ferry_checksum {
     /* [query kind][lo bound present + 2 * hi bound present] */
     struct ferry_stmt *st[NQ][4];
     struct ferry_rowhash *hash;
-    int in_sql; /* rows hashed by the engine (ROWHASH_FN): statements return key, hash */
+    int in_sql;           /* HASH_*: rows hashed by the engine, statements return key, hash */
+    struct pg_col *pgcol; /* HASH_PG: one per column */
 };
 
 /*
@@ -226,15 +250,195 @@ static int rowhash_in_sql(struct ferry_db *db)
     struct ferry_error err;
 
     if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE)
-        return 0;
+        return HASH_C;
     if (ferry_db_prepare(db, "SELECT " ROWHASH_FN "()", &probe, &err) == FERRY_OK) {
         ferry_stmt_free(probe);
-        return 1;
+        return HASH_SQLITE;
     }
     if (ferry_rowhash_new(ROW_MAX, &h, &err))
-        return 0;
+        return HASH_C;
     /* On failure destroy has already freed h. */
-    return ferry_db_function(db, ROWHASH_FN, rowhash_fn, h, rowhash_destroy, &err) == FERRY_OK;
+    return ferry_db_function(db, ROWHASH_FN, rowhash_fn, h, rowhash_destroy, &err) == FERRY_OK
+               ? HASH_SQLITE
+               : HASH_C;
+}
+
+static void pgcol_free(struct ferry_checksum *c)
+{
+    for (size_t i = 0; c->pgcol && i < c->scope->tables[c->t].info.ncols; i++)
+        free(c->pgcol[i].out);
+    free(c->pgcol);
+    c->pgcol = NULL;
+}
+
+static int add_col(struct ferry_checksum *c, struct ferry_buf *b, size_t i);
+
+/* Type OIDs from PostgreSQL's pg_type.dat: stable across releases. */
+enum {
+    OID_BOOL = 16,
+    OID_BYTEA = 17,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_TEXT = 25,
+    OID_OID = 26,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_VARCHAR = 1043
+};
+
+/*
+ * The base type and output function of the type with OID oid (a domain's
+ * base type, as the server reports a result column's type to the C path).
+ */
+static const char pg_base_sql[] =
+    "WITH RECURSIVE b(o, d) AS (SELECT ?::pg_catalog.oid, 0 UNION ALL"
+    " SELECT t.typbasetype, b.d + 1 FROM pg_catalog.pg_type t JOIN b ON t.oid = b.o"
+    " WHERE t.typtype = 'd' AND b.d < 64)"
+    " SELECT b.o::int8, t.typtype::text, pg_catalog.quote_ident(n.nspname) || '.' ||"
+    " pg_catalog.quote_ident(p.proname)"
+    " FROM b JOIN pg_catalog.pg_type t ON t.oid = b.o"
+    " JOIN pg_catalog.pg_proc p ON p.oid = t.typoutput"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace ORDER BY b.d DESC LIMIT 1";
+
+/*
+ * Set up hashing in SQL on PostgreSQL: the type of every hashed value
+ * (column or mask) and how it is encoded (enum pg_enc). Decided once per
+ * table. Returns 0 when done, else why not, for the debug log; the columns
+ * are then read and hashed in C. Not in SQL: a server before 11 (no
+ * sha256()), one whose encoding is not UTF8 (the lengths would be the
+ * server's), a value of type xid, xid8 or a pseudo-type.
+ */
+static const char *pg_plan(struct ferry_checksum *c, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    struct ferry_stmt *st = NULL;
+    struct ferry_buf sql;
+    const char *why = NULL;
+    int64_t *oids = NULL;
+    int64_t ok = 0;
+    int row = 0;
+    int rc;
+
+    if (ferry_db_query_int(c->db,
+                           "SELECT (pg_catalog.current_setting('server_version_num')::int >= 110000"
+                           " AND pg_catalog.current_setting('server_encoding') = 'UTF8'"
+                           " AND pg_catalog.current_setting('client_encoding') = 'UTF8')::int",
+                           NULL, 0, &ok, err))
+        return "the server's version and encoding could not be read";
+    if (!ok)
+        return "a server before 11 or not in UTF8";
+    c->pgcol = calloc(ti->ncols, sizeof(*c->pgcol));
+    oids = calloc(ti->ncols, sizeof(*oids));
+    if (!c->pgcol || !oids) {
+        free(oids);
+        return "out of memory";
+    }
+    /* The values' types, from an outer join to no row: pg_typeof of its NULLs. */
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "SELECT ");
+    for (size_t i = 0; i < ti->ncols && !rc; i++)
+        rc = ferry_buf_addf(&sql, "%spg_catalog.pg_typeof(\"_ferry_x\".\"c%zu\")::oid::int8",
+                            i ? ", " : "", i);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " FROM (SELECT 1) AS \"_ferry_one\" LEFT JOIN (SELECT ");
+    for (size_t i = 0; i < ti->ncols && !rc; i++) {
+        rc = ferry_buf_adds(&sql, i ? ", " : "");
+        if (!rc)
+            rc = add_col(c, &sql, i);
+        if (!rc)
+            rc = ferry_buf_addf(&sql, " AS \"c%zu\"", i);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_ferry_s\" LIMIT 0) AS \"_ferry_x\" ON true");
+    if (rc || ferry_db_prepare(c->db, sql.data, &st, err) || ferry_stmt_step(st, &row, err) ||
+        !row) {
+        ferry_buf_release(&sql);
+        ferry_stmt_free(st);
+        free(oids);
+        return "the values' types could not be read";
+    }
+    ferry_buf_release(&sql);
+    for (size_t i = 0; i < ti->ncols; i++) {
+        struct ferry_value v;
+
+        ferry_stmt_column(st, (int)i, &v);
+        if (v.type != FERRY_INT) {
+            why = "a value's type could not be read";
+            break;
+        }
+        oids[i] = v.u.i;
+    }
+    ferry_stmt_free(st);
+    st = NULL;
+    if (why)
+        goto out;
+    if (ferry_db_prepare(c->db, pg_base_sql, &st, err)) {
+        why = "the catalog query of the values' types failed";
+        goto out;
+    }
+    for (size_t i = 0; i < ti->ncols && !why; i++) {
+        struct ferry_value oid = ferry_value_int(oids[i]);
+        struct ferry_value base, kind, out;
+
+        c->pgcol[i].out = NULL;
+        ferry_stmt_reset(st);
+        if (ferry_stmt_bind(st, 1, &oid, err) || ferry_stmt_step(st, &row, err) || !row) {
+            why = "the catalog query of the values' types failed";
+            break;
+        }
+        ferry_stmt_column(st, 0, &base);
+        ferry_stmt_column(st, 1, &kind);
+        ferry_stmt_column(st, 2, &out);
+        if (base.type != FERRY_INT || kind.type != FERRY_TEXT || out.type != FERRY_TEXT) {
+            why = "the catalog query of the values' types failed";
+            break;
+        }
+        switch (base.u.i) {
+        case OID_INT2:
+        case OID_INT4:
+        case OID_INT8:
+        case OID_OID:
+            c->pgcol[i].enc = PG_INT;
+            break;
+        case OID_BOOL:
+            c->pgcol[i].enc = PG_BOOL;
+            break;
+        case OID_FLOAT4:
+        case OID_FLOAT8:
+            c->pgcol[i].enc = PG_FLOAT;
+            break;
+        case OID_BYTEA:
+            c->pgcol[i].enc = PG_BYTEA;
+            break;
+        case OID_TEXT:
+        case OID_VARCHAR:
+            c->pgcol[i].enc = PG_TEXT;
+            break;
+        case 28:   /* xid: the C path reads an integer */
+        case 5069: /* xid8: idem, up to 2^64 - 1 */
+            why = "a value of type xid or xid8";
+            break;
+        default:
+            if (kind.u.s.n == 1 && kind.u.s.p[0] == 'p') {
+                why = "a value of a pseudo-type";
+                break;
+            }
+            c->pgcol[i].enc = PG_OUT;
+            c->pgcol[i].out = strndup(out.u.s.p, out.u.s.n);
+            if (!c->pgcol[i].out)
+                why = "out of memory";
+            break;
+        }
+    }
+    ferry_stmt_free(st);
+out:
+    free(oids);
+    return why;
 }
 
 void ferry_checksum_free(struct ferry_checksum *c)
@@ -245,6 +449,7 @@ void ferry_checksum_free(struct ferry_checksum *c)
         for (int s = 0; s < 4; s++)
             ferry_stmt_free(c->st[q][s]);
     ferry_rowhash_free(c->hash);
+    pgcol_free(c);
     free(c->tenant_bytes);
     for (size_t i = 0; c->masks && i < c->scope->tables[c->t].info.ncols; i++)
         free(c->masks[i]);
@@ -298,8 +503,37 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
             return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         }
     }
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
+        struct ferry_error perr;
+        const char *why;
+
+        memset(&perr, 0, sizeof(perr));
+        why = pg_plan(c, &perr);
+        if (why) {
+            pgcol_free(c);
+            log_debug("checksum: rows of %s read and hashed in C, not in SQL: %s%s%s",
+                      s->tables[t].info.name, why, perr.msg[0] ? ": " : "", perr.msg);
+        } else {
+            c->in_sql = HASH_PG;
+        }
+    }
     *out = c;
     return FERRY_OK;
+}
+
+void ferry_checksum_hash_in_c(struct ferry_checksum *c)
+{
+    for (int q = 0; q < NQ; q++)
+        for (int k = 0; k < 4; k++) {
+            ferry_stmt_free(c->st[q][k]);
+            c->st[q][k] = NULL;
+        }
+    c->in_sql = HASH_C;
+}
+
+int ferry_checksum_hashed_in_sql(const struct ferry_checksum *c)
+{
+    return c->in_sql != HASH_C;
 }
 
 /* Append " AND (k1, k2) op (?, ?)" (no parentheses for a one-column key). */
@@ -411,42 +645,154 @@ static int add_owner_join(struct ferry_checksum *c, struct ferry_buf *b)
     return rc;
 }
 
+/* Append the value column i is hashed as: the column, or its mask over the row's columns. */
+static int add_col(struct ferry_checksum *c, struct ferry_buf *b, size_t i)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    int rc;
+
+    /* The mask over the row's own columns, named bare, as the producer serves it. */
+    if (c->masks && c->masks[i]) {
+        rc = ferry_buf_addf(b, "(SELECT %s FROM (SELECT ", c->masks[i]);
+        for (size_t j = 0; j < ti->ncols && !rc; j++) {
+            rc = ferry_buf_adds(b, j ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, ti->cols[j].name);
+            if (!rc)
+                rc = ferry_buf_adds(b, " AS ");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, ti->cols[j].name);
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, ") AS \"_ferry_m\")");
+        return rc;
+    }
+    rc = ferry_buf_adds(b, "\"_ferry_s\".");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->cols[i].name);
+    return rc;
+}
+
+/*
+ * Append the PostgreSQL expression of the row hash: the encoding of
+ * checksum.h built value by value (a NULL makes its part NULL, which
+ * COALESCE turns into the NULL tag), SHA-256, its first 8 bytes read as a
+ * big-endian int8. A value used twice (length and bytes) is evaluated twice:
+ * a column is a read of the row, a mask is evaluated again.
+ */
+static int add_pg_hash(struct ferry_checksum *c, struct ferry_buf *b)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    int rc = ferry_buf_adds(b, "('x' || pg_catalog.encode(pg_catalog.substr(pg_catalog.sha256(");
+
+    for (size_t i = 0; i < ti->ncols && !rc; i++) {
+        const struct pg_col *pc = &c->pgcol[i];
+        int uses = 1; /* how many times the value appears */
+
+        rc = ferry_buf_adds(b, i ? " || COALESCE(" : "COALESCE(");
+        switch (pc->enc) {
+        case PG_INT:
+            rc = rc ? rc : ferry_buf_adds(b, "'\\x01'::bytea || pg_catalog.int8send((");
+            break;
+        case PG_BOOL:
+            rc = rc ? rc : ferry_buf_adds(b, "'\\x01'::bytea || pg_catalog.int8send((");
+            break;
+        case PG_FLOAT:
+            rc = rc ? rc : ferry_buf_adds(b, "'\\x02'::bytea || CASE WHEN (");
+            uses = 2;
+            break;
+        case PG_BYTEA:
+            rc = rc ? rc
+                    : ferry_buf_adds(b, "'\\x04'::bytea || pg_catalog.int8send("
+                                        "pg_catalog.octet_length(");
+            uses = 2;
+            break;
+        case PG_TEXT:
+            rc = rc ? rc
+                    : ferry_buf_adds(b, "'\\x03'::bytea || pg_catalog.int8send("
+                                        "pg_catalog.octet_length((");
+            uses = 2;
+            break;
+        case PG_OUT:
+            rc = rc ? rc
+                    : ferry_buf_addf(b,
+                                     "'\\x03'::bytea || pg_catalog.int8send("
+                                     "pg_catalog.octet_length(pg_catalog.textin(%s(",
+                                     pc->out);
+            uses = 2;
+            break;
+        }
+        for (int u = 0; u < uses && !rc; u++) {
+            rc = add_col(c, b, i);
+            if (rc)
+                break;
+            switch (pc->enc) {
+            case PG_INT:
+                rc = ferry_buf_adds(b, ")::int8)");
+                break;
+            case PG_BOOL:
+                rc = ferry_buf_adds(b, ")::int4::int8)");
+                break;
+            case PG_FLOAT:
+                rc = ferry_buf_adds(b, u ? ")::float8) END"
+                                         : ")::float8 = 'NaN'::float8 THEN "
+                                           "'\\x7ff8000000000000'::bytea ELSE "
+                                           "pg_catalog.float8send((");
+                break;
+            case PG_BYTEA:
+                rc = ferry_buf_adds(b, u ? "" : ")::int8) || ");
+                break;
+            case PG_TEXT:
+                rc = ferry_buf_adds(b, u ? ")::text)" : ")::text)::int8) || pg_catalog.textsend((");
+                break;
+            case PG_OUT:
+                rc = u ? ferry_buf_adds(b, ")))")
+                       : ferry_buf_addf(
+                             b, ")))::int8) || pg_catalog.textsend(pg_catalog.textin(%s(", pc->out);
+                break;
+            }
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, ", '\\x00'::bytea)");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, "), 1, 8), 'hex'))::pg_catalog.bit(64)::int8");
+    return rc;
+}
+
 static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_buf *b)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     int rc = ferry_buf_adds(b, "SELECT ");
 
-    if (c->in_sql) {
+    if (q == Q_SUM) {
+        /* HASH_PG only: the sum as numeric text, reduced modulo 2^64 here */
+        rc = ferry_buf_adds(b, "pg_catalog.count(*), pg_catalog.sum(");
+        if (!rc)
+            rc = add_pg_hash(c, b);
+        if (!rc)
+            rc = ferry_buf_adds(b, ")::text");
+    } else if (c->in_sql == HASH_PG) {
         rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
         if (!rc)
-            rc = ferry_buf_adds(b, ", " ROWHASH_FN "(");
-    }
-    for (size_t i = 0; i < ti->ncols && !rc; i++) {
-        if (i)
             rc = ferry_buf_adds(b, ", ");
-        /* The mask over the row's own columns, named bare, as the producer serves it. */
-        if (!rc && c->masks && c->masks[i]) {
-            rc = ferry_buf_addf(b, "(SELECT %s FROM (SELECT ", c->masks[i]);
-            for (size_t j = 0; j < ti->ncols && !rc; j++) {
-                rc = ferry_buf_adds(b, j ? ", \"_ferry_s\"." : "\"_ferry_s\".");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
-                if (!rc)
-                    rc = ferry_buf_adds(b, " AS ");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
-            }
+        if (!rc)
+            rc = add_pg_hash(c, b);
+    } else {
+        if (c->in_sql == HASH_SQLITE) {
+            rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
             if (!rc)
-                rc = ferry_buf_adds(b, ") AS \"_ferry_m\")");
-            continue;
+                rc = ferry_buf_adds(b, ", " ROWHASH_FN "(");
         }
-        if (!rc)
-            rc = ferry_buf_adds(b, "\"_ferry_s\".");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, ti->cols[i].name);
+        for (size_t i = 0; i < ti->ncols && !rc; i++) {
+            if (i)
+                rc = ferry_buf_adds(b, ", ");
+            if (!rc)
+                rc = add_col(c, b, i);
+        }
+        if (!rc && c->in_sql == HASH_SQLITE)
+            rc = ferry_buf_adds(b, ")");
     }
-    if (!rc && c->in_sql)
-        rc = ferry_buf_adds(b, ")");
     if (!rc)
         rc = ferry_buf_adds(b, " FROM ");
     if (!rc)
@@ -581,13 +927,60 @@ static int add_to_sum(void *arg, const struct ferry_value *key, size_t nkey, uin
     return 0;
 }
 
+/*
+ * The value modulo 2^64 of the decimal integer s (n bytes, an optional
+ * '-'): what a uint64_t sum of the same int64 hashes wraps to.
+ */
+static int decimal_mod64(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = n && s[0] == '-' ? 1 : 0;
+
+    if (i == n)
+        return -1;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = n && s[0] == '-' ? 0 - v : v;
+    return 0;
+}
+
 int ferry_checksum_sum(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
                        const struct ferry_value *hi, size_t nhi, int64_t *count, uint64_t *sum,
                        struct ferry_error *err)
 {
     struct sum_acc a = {0, 0};
-    int rc = ferry_checksum_each(c, lo, nlo, hi, nhi, add_to_sum, &a, err);
+    int rc;
 
+    if (c->in_sql == HASH_PG) {
+        /* one row: the count and the exact sum of the rows' signed hashes (NULL for none) */
+        struct ferry_stmt *st = NULL;
+        struct ferry_value n, total;
+        int row = 0;
+
+        *count = 0;
+        *sum = 0;
+        rc = stmt_for(c, Q_SUM, lo, nlo, hi, nhi, &st, err);
+        if (!rc)
+            rc = ferry_stmt_step(st, &row, err);
+        if (!rc && row) {
+            ferry_stmt_column(st, 0, &n);
+            ferry_stmt_column(st, 1, &total);
+            if (n.type != FERRY_INT ||
+                (total.type == FERRY_TEXT ? decimal_mod64(total.u.s.p, total.u.s.n, sum) != 0
+                                          : total.type != FERRY_NULL))
+                rc = ferry_error_set(err, FERRY_EINTERNAL, "checksum: the sum of %s is no integer",
+                                     c->scope->tables[c->t].info.name);
+            else
+                *count = n.u.i;
+        }
+        if (st)
+            ferry_stmt_reset(st);
+        return rc;
+    }
+    rc = ferry_checksum_each(c, lo, nlo, hi, nhi, add_to_sum, &a, err);
     *count = a.count;
     *sum = a.sum;
     return rc;

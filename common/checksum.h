@@ -125,4 +125,14 @@ int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, 
                                   uint64_t hash),
                         void *arg, struct ferry_error *err);
 
+/*
+ * Whether c's rows are hashed by the engine (1: a statement returns key and
+ * hash; SQLite through a C function, PostgreSQL in SQL), or read and hashed
+ * here (0). Either way the same numbers.
+ */
+int ferry_checksum_hashed_in_sql(const struct ferry_checksum *c);
+
+/* Read and hash c's rows here from now on (tests compare the two ways). */
+void ferry_checksum_hash_in_c(struct ferry_checksum *c);
+
 #endif

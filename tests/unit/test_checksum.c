@@ -19,7 +19,9 @@
 #endif
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static uint64_t row_hash(const struct ferry_value *v, size_t n)
 {
@@ -483,6 +485,297 @@ static void test_values_in_sql(void)
     ASSERT_EQ(ferry_db_exec(db, "UPDATE channels SET team_id = 1 WHERE id = 5", &err), FERRY_OK);
 }
 
+/* ---- PostgreSQL: rows hashed in SQL against the same rows read and hashed in C ---- */
+
+static char pg_source_dir[512];
+static char pg_cluster[700];
+
+static int run_capture(const char *cmd, char *out, size_t size)
+{
+    FILE *f = popen(cmd, "r");
+    size_t n = 0;
+    int status;
+
+    ASSERT(f != NULL);
+    while (n + 1 < size) {
+        size_t got = fread(out + n, 1, size - 1 - n, f);
+
+        if (got == 0)
+            break;
+        n += got;
+    }
+    out[n] = '\0';
+    while (n > 0 && out[n - 1] == '\n')
+        out[--n] = '\0';
+    status = pclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static void pg_stop(void)
+{
+    char cmd[1400];
+
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' stop '%s' >/dev/null 2>&1", pg_source_dir,
+             pg_cluster);
+    if (system(cmd) != 0)
+        fprintf(stderr, "test_checksum: stopping the cluster in %s failed\n", pg_cluster);
+}
+
+/* A cluster and a database for the test: its URL in url, 0; 77 without server binaries. */
+static int pg_start(char *url, size_t size)
+{
+    const char *src = getenv("FERRY_SOURCE_DIR");
+    char cmd[1400];
+    char out[1024];
+    int status;
+
+    if (src) {
+        snprintf(pg_source_dir, sizeof(pg_source_dir), "%s", src);
+    } else {
+        snprintf(pg_source_dir, sizeof(pg_source_dir), "%s", __FILE__);
+        for (int i = 0; i < 3; i++) {
+            char *slash = strrchr(pg_source_dir, '/');
+
+            if (slash)
+                *slash = '\0';
+        }
+    }
+    snprintf(pg_cluster, sizeof(pg_cluster), "%s/cluster", test_tmpdir("test_checksum_pg"));
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' start '%s'", pg_source_dir, pg_cluster);
+    status = run_capture(cmd, out, sizeof(out));
+    if (status == 77)
+        return 77;
+    ASSERT_EQ(status, 0);
+    atexit(pg_stop);
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' createdb '%s' checksum", pg_source_dir,
+             pg_cluster);
+    ASSERT_EQ(run_capture(cmd, url, size), 0);
+    return 0;
+}
+
+/* Every row of a walk: its integer key and hash, in the order seen. */
+struct walk {
+    int64_t key[64];
+    uint64_t hash[64];
+    size_t n;
+};
+
+static int walk_row(void *arg, const struct ferry_value *key, size_t nkey, uint64_t hash)
+{
+    struct walk *w = arg;
+
+    ASSERT_EQ(nkey, 1);
+    ASSERT_EQ(key[0].type, FERRY_INT);
+    ASSERT(w->n < 64);
+    w->key[w->n] = key[0].u.i;
+    w->hash[w->n++] = hash;
+    return 0;
+}
+
+static uint64_t walk_hash(const struct walk *w, int64_t key)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (w->key[i] == key)
+            return w->hash[i];
+    ASSERT(!"key not in the walk");
+    return 0;
+}
+
+/*
+ * Sums, walks and splits of table name (masks or NULL) in SQL and in C:
+ * the same numbers row by row. Returns the SQL handle's row count.
+ */
+static int64_t pg_compare(struct ferry_db *pg, struct ferry_scope *sc, const char *name,
+                          const char *const *masks, int want_in_sql)
+{
+    struct ferry_checksum *in_sql = NULL, *in_c = NULL;
+    struct ferry_value tv = ferry_value_int(1);
+    struct ferry_ranges rs, rc_;
+    struct ferry_error err;
+    struct walk ws, wc;
+    int64_t ns = 0, nc = 0;
+    uint64_t ss = 0, sc_ = 0;
+    int t = ferry_scope_find(sc, name);
+
+    ASSERT(t >= 0);
+    ASSERT_EQ(ferry_checksum_new(pg, sc, (size_t)t, &tv, masks, &in_sql, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_new(pg, sc, (size_t)t, &tv, masks, &in_c, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_hashed_in_sql(in_sql), want_in_sql);
+    ferry_checksum_hash_in_c(in_c);
+    ASSERT_EQ(ferry_checksum_hashed_in_sql(in_c), 0);
+
+    ASSERT_EQ(ferry_checksum_sum(in_sql, NULL, 0, NULL, 0, &ns, &ss, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(in_c, NULL, 0, NULL, 0, &nc, &sc_, &err), FERRY_OK);
+    ASSERT_EQ(ns, nc);
+    ASSERT(ss == sc_);
+
+    memset(&ws, 0, sizeof(ws));
+    memset(&wc, 0, sizeof(wc));
+    ASSERT_EQ(ferry_checksum_each(in_sql, NULL, 0, NULL, 0, walk_row, &ws, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_each(in_c, NULL, 0, NULL, 0, walk_row, &wc, &err), FERRY_OK);
+    ASSERT_EQ(ws.n, wc.n);
+    ASSERT_EQ((int64_t)ws.n, ns);
+    for (size_t i = 0; i < wc.n; i++) {
+        if (walk_hash(&ws, wc.key[i]) != wc.hash[i])
+            fprintf(stderr, "test_checksum: %s row %lld: SQL %016llx, C %016llx\n", name,
+                    (long long)wc.key[i], (unsigned long long)walk_hash(&ws, wc.key[i]),
+                    (unsigned long long)wc.hash[i]);
+        ASSERT(walk_hash(&ws, wc.key[i]) == wc.hash[i]);
+    }
+
+    /* a split of one row a range: the same keys, counts and sums */
+    ASSERT_EQ(ferry_checksum_split(in_sql, NULL, 0, NULL, 0, 64, &rs, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_split(in_c, NULL, 0, NULL, 0, 64, &rc_, &err), FERRY_OK);
+    ASSERT_EQ(rs.n, rc_.n);
+    for (size_t i = 0; i < rs.n; i++) {
+        ASSERT_EQ(rs.r[i].first[0].u.i, rc_.r[i].first[0].u.i);
+        ASSERT_EQ(rs.r[i].count, rc_.r[i].count);
+        ASSERT(rs.r[i].sum == rc_.r[i].sum);
+    }
+    /* and a bounded sum over part of the rows */
+    if (rs.n > 2) {
+        ASSERT_EQ(
+            ferry_checksum_sum(in_sql, rs.r[1].first, 1, rs.r[rs.n - 1].first, 1, &ns, &ss, &err),
+            FERRY_OK);
+        ASSERT_EQ(
+            ferry_checksum_sum(in_c, rs.r[1].first, 1, rs.r[rs.n - 1].first, 1, &nc, &sc_, &err),
+            FERRY_OK);
+        ASSERT_EQ(ns, (int64_t)rs.n - 2);
+        ASSERT_EQ(ns, nc);
+        ASSERT(ss == sc_);
+    }
+    ferry_ranges_release(&rs);
+    ferry_ranges_release(&rc_);
+    ferry_checksum_free(in_sql);
+    ferry_checksum_free(in_c);
+    return (int64_t)wc.n;
+}
+
+/*
+ * Every type the adapter reads (README's table), awkward values included:
+ * NaNs with and without the sign bit (what 'Infinity' - 'Infinity' makes on
+ * x86), -0, subnormals, numeric NaN and long decimals, char(n) padding,
+ * text in several scripts, NUL bytes in bytea, json whitespace, jsonb,
+ * arrays with NULLs and quotes, domains (hashed as their base type), an
+ * enum, a composite, timestamps, intervals; a row of NULLs.
+ */
+static const char pg_schema[] =
+    "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;"
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');"
+    "CREATE DOMAIN posint AS integer CHECK (VALUE > 0);"
+    "CREATE DOMAIN label AS text;"
+    "CREATE TYPE pair AS (a integer, b text);"
+    "CREATE TABLE teams (id bigint PRIMARY KEY, name text);"
+    "CREATE TABLE kinds (id bigint PRIMARY KEY, team_id bigint REFERENCES teams(id),"
+    " i2 smallint, i4 integer, i8 bigint, o oid, b boolean, f4 real, f8 double precision,"
+    " n numeric, n2 numeric(12,4), t text, vc varchar(20), ch char(6), nm name, by bytea,"
+    " js json, jb jsonb, u uuid, d date, tm time, ttz timetz, ts timestamp,"
+    " tstz timestamptz, iv interval, ta text[], ia integer[], fa double precision[],"
+    " m mood, p posint, l label, pr pair, bits bit varying(8), inet_ inet);"
+    "CREATE TABLE xids (id bigint PRIMARY KEY, team_id bigint REFERENCES teams(id), x xid);"
+    "INSERT INTO teams VALUES (1, 'one'), (2, 'two');"
+    "INSERT INTO kinds SELECT i, 1 + (i % 4 = 3)::int, (i * 7 - 40)::smallint, i * -100003,"
+    " (i - 12) * 768614336404564650, (i::int8 * 170000000)::oid, i % 3 = 0,"
+    " (ARRAY['-0', '1.4e-45', '3.4028235e38', 'Infinity', '0.1', 'NaN', '16777217', '-2.5',"
+    "  '0', '7', '-Infinity', '1e-30'])[1 + i % 12]::real,"
+    " (ARRAY['-0', '5e-324', '1.7976931348623157e308', 'Infinity', '-Infinity', '0.1', 'NaN',"
+    "  '1.9999999999999998', '123456789012345678', '-1.5', '1e-300', '2.2250738585072014e-308'])"
+    "  [1 + i % 12]::float8,"
+    " (ARRAY['0', '-0.000000000000000000000000000001', '123456789012345678901234567890.12345',"
+    "  'NaN', '1e100', '-7', '0.10', '1.000'])[1 + i % 8]::numeric,"
+    " i * 1.25, (ARRAY[E'h\\u00e9llo \\u2713 \\U0001f680', '', E'\\\\x41', E'line\\nbreak\\ttab',"
+    "  'NULL', E'\\\\N', repeat('z', 5000), 'a''b\"c', ' '])[1 + i % 9],"
+    " 'vc ' || i, 'c' || (i % 3), 'name' || i,"
+    " (ARRAY['\\x', '\\x00', '\\x00ff00', '\\xdeadbeef', '\\x5c4e'])[1 + i % 5]::bytea,"
+    " ('{\"b\": ' || i || ',  \"a\": [1, 2]}')::json, jsonb_build_object('i', i, 'f', i / 3.0),"
+    " md5(i::text)::uuid, date '2024-02-29' + i, time '00:00:00.123456' + i * interval '1 min',"
+    " timetz '12:00:00+05:30', timestamp '2024-02-29 12:34:56.789012' + i * interval '1 hour',"
+    " timestamptz '2024-03-31 01:59:59.999999+02' + i * interval '1 day',"
+    " (ARRAY['1 year 2 mons 3 days 04:05:06.789', '-1 day', '0', '1 mon -1 day'])[1 + i % 4]"
+    "  ::interval,"
+    " ARRAY['x' || i, NULL, 'q\"uote', 'com,ma'], ARRAY[i, -i, NULL], ARRAY[i / 3.0, -0.0, 'NaN'],"
+    " (ARRAY['sad', 'ok', 'happy'])[1 + i % 3]::mood, i + 1, 'label ' || i, ROW(i, 'p' || i)::pair,"
+    " (i % 256)::bit(8)::varbit, ('10.0.0.' || i)::inet"
+    " FROM generate_series(1, 24) i;"
+    /* NaNs with the sign bit set, as arithmetic makes them */
+    "UPDATE kinds SET f8 = 'Infinity'::float8 - 'Infinity'::float8,"
+    " f4 = 'Infinity'::real - 'Infinity'::real, fa = ARRAY['Infinity'::float8 - 'Infinity']"
+    " WHERE id IN (2, 5);"
+    "INSERT INTO kinds (id, team_id) VALUES (100, 1);"
+    "INSERT INTO xids SELECT i, 1, i::text::xid FROM generate_series(1, 3) i;";
+
+static void test_pg_in_sql(void)
+{
+    const char *masks[34] = {0};
+    struct ferry_table_info *tables;
+    struct ferry_scope *sc = NULL;
+    struct ferry_db *pg = NULL;
+    struct ferry_error err;
+    char **names = NULL;
+    char url[1024];
+    size_t n = 0;
+    int64_t want = 0;
+    int rc;
+
+    if (pg_start(url, sizeof(url)) == 77) {
+        printf("**********************************************************************\n"
+               "SKIP test_checksum's PostgreSQL cases: no PostgreSQL server binaries\n"
+               "**********************************************************************\n");
+        return;
+    }
+    ASSERT_EQ(ferry_db_open(url, 0, &pg, &err), FERRY_OK);
+    rc = ferry_db_exec(pg, pg_schema, &err);
+    if (rc)
+        fprintf(stderr, "test_checksum: %s\n", err.msg);
+    ASSERT_EQ(rc, FERRY_OK);
+    ASSERT_EQ(ferry_db_tables(pg, &names, &n, &err), FERRY_OK);
+    ASSERT_EQ(n, 3);
+    tables = calloc(n, sizeof(*tables));
+    ASSERT(tables != NULL);
+    for (size_t i = 0; i < n; i++) {
+        ASSERT_EQ(ferry_db_table_info(pg, names[i], &tables[i], &err), FERRY_OK);
+        free(names[i]);
+    }
+    free(names);
+    ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+
+    /* 18 of team 1's 24 rows (i % 4 != 3) and the row of NULLs */
+    ASSERT_EQ(ferry_db_query_int(pg, "SELECT count(*) FROM kinds WHERE team_id = 1", NULL, 0, &want,
+                                 &err),
+              FERRY_OK);
+    ASSERT_EQ(want, 19);
+    ASSERT_EQ(pg_compare(pg, sc, "kinds", NULL, 1), 19);
+    ASSERT_EQ(pg_compare(pg, sc, "teams", NULL, 1), 1);
+    /* masks: values of another type than the column's, NULL, and a mask over two columns */
+    masks[7] = "t || ' masked'";
+    masks[8] = "NULL";
+    masks[9] = "length(t)::real";
+    masks[15] = "'\\x01'::bytea";
+    masks[20] = "i4 + i2";
+    ASSERT_EQ(pg_compare(pg, sc, "kinds", masks, 1), 19);
+    /* an xid is read and hashed in C (the C path reads it as an integer) */
+    ASSERT_EQ(pg_compare(pg, sc, "xids", NULL, 0), 3);
+
+    /* an independent value: team 1's row hashed from known values */
+    {
+        struct ferry_checksum *c = NULL;
+        struct ferry_value tv = ferry_value_int(1), row[2];
+        int64_t count = 0;
+        uint64_t sum = 0;
+        int t = ferry_scope_find(sc, "teams");
+
+        row[0] = ferry_value_int(1);
+        row[1] = ferry_value_text("one", 3);
+        ASSERT_EQ(ferry_checksum_new(pg, sc, (size_t)t, &tv, NULL, &c, &err), FERRY_OK);
+        ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+        ASSERT_EQ(count, 1);
+        ASSERT(sum == row_hash(row, 2));
+        ferry_checksum_free(c);
+    }
+    ferry_scope_free(sc);
+    ferry_db_close(pg);
+}
+
 int main(void)
 {
     test_vectors();
@@ -494,5 +787,6 @@ int main(void)
     test_values_in_sql();
     ferry_scope_free(scope);
     ferry_db_close(db);
+    test_pg_in_sql();
     return TEST_DONE();
 }
