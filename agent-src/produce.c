@@ -40,6 +40,7 @@ struct snap_holder {
     char id[FERRY_SNAPSHOT_ID_MAX + 1];
     char *tenant; /* owned */
     time_t used;  /* opened, or its last page */
+    int found;    /* a page saw the tenant's root row in this snapshot: every page will */
 };
 
 struct ferry_producer {
@@ -959,6 +960,9 @@ static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info 
     return rc;
 }
 
+/* a page joins at most n keys by index (pg_snapshot_sql): nested loops only */
+#define JOINS_SQL "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+
 static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req, char **out,
                             size_t *len, struct ferry_error *err)
 {
@@ -1046,13 +1050,18 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     for (size_t i = 0; i < ti->ncols; i++)
         names[i] = ti->cols[i].name;
     if (h) {
-        char set[64 + FERRY_SNAPSHOT_ID_MAX];
+        char set[256 + FERRY_SNAPSHOT_ID_MAX];
 
-        /* h->id is the server's own, of checked form (holder_open): safe to quote */
-        snprintf(set, sizeof(set), "SET TRANSACTION SNAPSHOT '%s'", h->id);
-        rc = ferry_db_exec(p->db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
-        if (rc)
-            goto out;
+        /*
+         * One round trip: the transaction, its snapshot and the page's join
+         * settings (below). h->id is the server's own, of checked form
+         * (holder_open): safe to quote. BEGIN and SET LOCAL do not fail on
+         * a working connection: a failure here is the snapshot's.
+         */
+        snprintf(set, sizeof(set),
+                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'; "
+                 "%s",
+                 h->id, JOINS_SQL);
         if (ferry_db_exec(p->db, set, err)) {
             char why[FERRY_ERRMSG_MAX];
 
@@ -1068,26 +1077,31 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         h->used = time(NULL);
     } else {
         rc = ferry_db_begin_read(p->db, err);
+        if (!rc && pg)
+            rc = ferry_db_exec(p->db, JOINS_SQL, err);
         if (rc)
-            goto out;
+            goto rollback;
     }
-    /* An unknown tenant is an error, not an empty table. */
-    rc = tenant_of(p, p->db, req, &tv, err);
-    /* a page joins at most n keys by index (pg_snapshot_sql): nested loops only */
-    if (!rc && pg)
-        rc = ferry_db_exec(
-            p->db, "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off", err);
+    /*
+     * An unknown tenant is an error, not an empty table. Pages that read one
+     * exported snapshot read the same root row: looked up once per holder.
+     */
+    if (!h || !h->found || !pg)
+        rc = tenant_of(p, p->db, req, &tv, err);
+    if (!rc && h)
+        h->found = 1;
+    /* COPY text: the statement runs as COPY (...) TO STDOUT, not prepared here */
+    if (!rc && copy) {
+        rc = pg_copy_page(p, ti, &sql, &tv, npred, req, enc, &nread, &nrows, &more, last, &lastbuf,
+                          err);
+        goto encoded;
+    }
     if (!rc)
         rc = ferry_db_prepare(p->db, sql.data, &st, err);
     if (!rc)
         rc = bind_tenant(st, &tv, npred, err);
     for (size_t k = 0; k < req->nafter && !rc; k++)
         rc = ferry_stmt_bind(st, npred + 1 + (int)k, &req->after_key[k], err);
-    if (!rc && copy) {
-        rc = pg_copy_page(p, ti, &sql, &tv, npred, req, enc, &nread, &nrows, &more, last, &lastbuf,
-                          err);
-        goto encoded;
-    }
     if (!rc)
         rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
     while (!rc) {
