@@ -74,6 +74,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* Type OIDs from PostgreSQL's pg_type.dat: stable across releases. */
 #define OID_BOOL 16
@@ -127,8 +128,28 @@ struct pg_copy_out {
     char *sql;              /* for error messages */
 };
 
+/*
+ * What a COPY (query) TO needs from the query's description, by query text:
+ * the parameters' types (for its literals) and the columns' (to read a
+ * field back). Describing takes a prepare, a describe and a savepoint around
+ * them, about as long as a short page itself; a source runs the same page
+ * query for page after page. Kept DESC_SECS (so that a column whose type an
+ * ALTER TABLE changed is seen within that), and dropped when a copy of its
+ * query fails.
+ */
+#define DESCS 4
+#define DESC_SECS 60
+
+struct pg_desc {
+    char *sql; /* owned; NULL: a free slot */
+    int nparams, ncols;
+    Oid *types; /* nparams parameter types, then ncols column types */
+    time_t at;  /* described */
+};
+
 struct pg_db {
     struct ferry_db base; /* first: db.c sees only this */
+    struct pg_desc descs[DESCS];
     PGconn *conn;
     int lazy;               /* synchronous_commit off for this session, see pg_durable */
     struct pg_stmt *active; /* statement whose rows are streaming on conn, or NULL */
@@ -475,6 +496,10 @@ static void pg_close(struct ferry_db *db)
 
     if (d->active)
         log_error("BUG: PostgreSQL connection closed with a statement still running");
+    for (size_t i = 0; i < DESCS; i++) {
+        free(d->descs[i].sql);
+        free(d->descs[i].types);
+    }
     PQfinish(d->conn);
     ferry_buf_release(&d->deferred);
     free(d);
@@ -1942,12 +1967,83 @@ static void copy_out_free(struct pg_copy_out *o)
     free(o);
 }
 
+static struct pg_desc *desc_find(struct pg_db *d, const char *sql)
+{
+    time_t now = time(NULL);
+
+    for (size_t i = 0; i < DESCS; i++) {
+        struct pg_desc *e = &d->descs[i];
+
+        if (e->sql && strcmp(e->sql, sql) == 0) {
+            if (now - e->at >= 0 && now - e->at < DESC_SECS)
+                return e;
+            free(e->sql);
+            free(e->types);
+            memset(e, 0, sizeof(*e));
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void desc_forget(struct pg_db *d, const char *sql)
+{
+    for (size_t i = 0; sql && i < DESCS; i++) {
+        struct pg_desc *e = &d->descs[i];
+
+        if (e->sql && strcmp(e->sql, sql) == 0) {
+            free(e->sql);
+            free(e->types);
+            memset(e, 0, sizeof(*e));
+        }
+    }
+}
+
+/* Describe sql (prepared, then dropped) into a slot: the oldest, or a free one. */
+static int desc_add(struct pg_db *d, const char *sql, struct pg_desc **out, struct ferry_error *err)
+{
+    struct ferry_stmt *st_ = NULL;
+    struct pg_stmt *st;
+    struct pg_desc *e = &d->descs[0];
+    int rc;
+
+    *out = NULL;
+    rc = pg_prepare(&d->base, sql, &st_, err);
+    if (rc)
+        return rc;
+    st = pg_stmt(st_);
+    for (size_t i = 0; i < DESCS; i++)
+        if (!d->descs[i].sql || d->descs[i].at < e->at)
+            e = &d->descs[i];
+    free(e->sql);
+    free(e->types);
+    memset(e, 0, sizeof(*e));
+    e->sql = strdup(sql);
+    e->types = calloc((size_t)st->nparams + (size_t)st->ncols + 1, sizeof(*e->types));
+    if (!e->sql || !e->types) {
+        free(e->sql);
+        free(e->types);
+        memset(e, 0, sizeof(*e));
+        ferry_stmt_free(st_);
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory starting a copy");
+    }
+    e->nparams = st->nparams;
+    e->ncols = st->ncols;
+    for (int k = 0; k < st->nparams; k++)
+        e->types[k] = PQparamtype(st->desc, k);
+    for (int i = 0; i < st->ncols; i++)
+        e->types[st->nparams + i] = PQftype(st->desc, i);
+    e->at = time(NULL);
+    ferry_stmt_free(st_);
+    *out = e;
+    return FERRY_OK;
+}
+
 static int pg_copy_out_begin(struct ferry_db *db, const char *sql, const struct ferry_value *args,
                              size_t nargs, struct ferry_error *err)
 {
     struct pg_db *d = pg_db(db);
-    struct ferry_stmt *st_ = NULL;
-    struct pg_stmt *st;
+    struct pg_desc *desc;
     struct pg_copy_out *o = NULL;
     struct ferry_buf lits, copy;
     const char **lit = NULL;
@@ -1955,20 +2051,21 @@ static int pg_copy_out_begin(struct ferry_db *db, const char *sql, const struct 
     char *text = NULL;
     PGresult *res = NULL;
     int n = 0;
-    int rc;
+    int rc = 0;
 
     if (d->copy || d->out)
         return ferry_error_set(err, FERRY_EINTERNAL, "a copy is already open");
     ferry_buf_init(&lits, MAX_SQL);
     ferry_buf_init(&copy, MAX_SQL);
-    /* prepared only to learn the parameters' and the columns' types */
-    rc = pg_prepare(db, sql, &st_, err);
+    /* the parameters' and the columns' types: described once (struct pg_desc) */
+    desc = desc_find(d, sql);
+    if (!desc)
+        rc = desc_add(d, sql, &desc, err);
     if (rc)
         goto out;
-    st = pg_stmt(st_);
-    if ((size_t)st->nparams != nargs) {
+    if ((size_t)desc->nparams != nargs) {
         rc = ferry_error_set(err, FERRY_EINTERNAL, "'%.*s': %d parameters, %zu values", SQL_SHOWN,
-                             sql, st->nparams, nargs);
+                             sql, desc->nparams, nargs);
         goto out;
     }
     o = calloc(1, sizeof(*o));
@@ -1978,7 +2075,7 @@ static int pg_copy_out_begin(struct ferry_db *db, const char *sql, const struct 
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory starting a copy");
         goto out;
     }
-    o->ncols = st->ncols;
+    o->ncols = desc->ncols;
     o->sql = strdup(sql);
     o->types = calloc((size_t)o->ncols + 1, sizeof(*o->types));
     o->text = calloc((size_t)o->ncols + 1, sizeof(*o->text));
@@ -1988,14 +2085,14 @@ static int pg_copy_out_begin(struct ferry_db *db, const char *sql, const struct 
         goto out;
     }
     for (int i = 0; i < o->ncols; i++) {
-        o->types[i] = PQftype(st->desc, i);
+        o->types[i] = desc->types[desc->nparams + i];
         ferry_buf_init(&o->text[i], MAX_VALUE);
         ferry_buf_init(&o->bin[i], MAX_VALUE);
     }
     /* literals NUL-separated in one buffer: offsets first, pointers once it stops moving */
     for (size_t k = 0; k < nargs && !rc; k++) {
         at[k] = lits.len;
-        rc = add_literal(&lits, &args[k], PQparamtype(st->desc, (int)k));
+        rc = add_literal(&lits, &args[k], desc->types[k]);
         if (!rc)
             rc = ferry_buf_add(&lits, "", 1);
     }
@@ -2022,8 +2119,6 @@ static int pg_copy_out_begin(struct ferry_db *db, const char *sql, const struct 
         rc = ferry_error_set(err, rc, "'%.*s': statement too long", SQL_SHOWN, sql);
         goto out;
     }
-    ferry_stmt_free(st_);
-    st_ = NULL;
     pg_detach(d);
     res = PQexec(d->conn, copy.data);
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
@@ -2034,8 +2129,9 @@ static int pg_copy_out_begin(struct ferry_db *db, const char *sql, const struct 
     d->out = o;
     o = NULL;
 out:
+    if (rc)
+        desc_forget(d, sql);
     PQclear(res);
-    ferry_stmt_free(st_);
     copy_out_free(o);
     free(lit);
     free(at);
@@ -2074,11 +2170,15 @@ static int pg_copy_out_next(struct ferry_db *db, const char **line, size_t *n, i
         return 0;
     }
     o->done = 1;
-    if (len == -2)
+    if (len == -2) {
+        desc_forget(d, o->sql);
         return pg_error(d, NULL, o->sql, err);
+    }
     res = PQgetResult(d->conn);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rc = pg_error(d, res, o->sql, err);
+        desc_forget(d, o->sql);
+    }
     PQclear(res);
     drain(d->conn);
     return rc;
@@ -2166,6 +2266,7 @@ static int pg_copy_out_field(struct ferry_db *db, int col, const char *p, size_t
     if (nomem)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading column %d of '%.*s'", col,
                                SQL_SHOWN, o->sql);
+    desc_forget(d, o->sql); /* described before its column's type changed? */
     return ferry_error_set(err, FERRY_EDB, "'%.*s': column %d: malformed %s value from the server",
                            SQL_SHOWN, o->sql, col, what);
 }
