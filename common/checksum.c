@@ -288,18 +288,20 @@ enum {
 };
 
 /*
- * The base type and output function of the type with OID oid (a domain's
- * base type, as the server reports a result column's type to the C path).
+ * For each OID of an array (one row each, in its order): the base type
+ * (a domain's, as the server reports a result column's type to the C
+ * path), its typtype and its output function.
  */
 static const char pg_base_sql[] =
-    "WITH RECURSIVE b(o, d) AS (SELECT ?::pg_catalog.oid, 0 UNION ALL"
-    " SELECT t.typbasetype, b.d + 1 FROM pg_catalog.pg_type t JOIN b ON t.oid = b.o"
+    "WITH RECURSIVE b(n, o, d) AS (SELECT k.n, k.o, 0"
+    " FROM pg_catalog.unnest(?::pg_catalog.oid[]) WITH ORDINALITY AS k(o, n) UNION ALL"
+    " SELECT b.n, t.typbasetype, b.d + 1 FROM pg_catalog.pg_type t JOIN b ON t.oid = b.o"
     " WHERE t.typtype = 'd' AND b.d < 64)"
-    " SELECT b.o::int8, t.typtype::text, pg_catalog.quote_ident(n.nspname) || '.' ||"
-    " pg_catalog.quote_ident(p.proname)"
+    " SELECT DISTINCT ON (b.n) b.o::int8, t.typtype::text,"
+    " pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)"
     " FROM b JOIN pg_catalog.pg_type t ON t.oid = b.o"
     " JOIN pg_catalog.pg_proc p ON p.oid = t.typoutput"
-    " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace ORDER BY b.d DESC LIMIT 1";
+    " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace ORDER BY b.n, b.d DESC";
 
 /*
  * Set up hashing in SQL on PostgreSQL: the type of every hashed value
@@ -377,17 +379,31 @@ static const char *pg_plan(struct ferry_checksum *c, struct ferry_error *err)
     st = NULL;
     if (why)
         goto out;
-    if (ferry_db_prepare(c->db, pg_base_sql, &st, err)) {
+    /* one statement for every column: '{oid,oid,...}' */
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "{");
+    for (size_t i = 0; i < ti->ncols && !rc; i++)
+        rc = ferry_buf_addf(&sql, "%s%lld", i ? "," : "", (long long)oids[i]);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, "}");
+    if (!rc) {
+        struct ferry_value arr = ferry_value_text(sql.data, sql.len);
+
+        rc = ferry_db_prepare(c->db, pg_base_sql, &st, err);
+        if (!rc)
+            rc = ferry_stmt_bind(st, 1, &arr, err);
+    }
+    ferry_buf_release(&sql);
+    if (rc) {
+        ferry_stmt_free(st);
         why = "the catalog query of the values' types failed";
         goto out;
     }
     for (size_t i = 0; i < ti->ncols && !why; i++) {
-        struct ferry_value oid = ferry_value_int(oids[i]);
         struct ferry_value base, kind, out;
 
         c->pgcol[i].out = NULL;
-        ferry_stmt_reset(st);
-        if (ferry_stmt_bind(st, 1, &oid, err) || ferry_stmt_step(st, &row, err) || !row) {
+        if (ferry_stmt_step(st, &row, err) || !row) {
             why = "the catalog query of the values' types failed";
             break;
         }
