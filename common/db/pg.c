@@ -115,6 +115,9 @@ struct pg_copy {
     size_t n;
     struct ferry_buf out; /* encoded rows not yet handed to libpq */
     int64_t rows;
+    char *sql;   /* COPY ... FROM STDIN, sent with the first rows (copy_start) */
+    int started; /* the server is in COPY IN mode */
+    int typed;   /* kind[] read from the catalog (copy_types) */
 };
 
 /* An open COPY (...) TO STDOUT, see ferry_db_copy_out_begin(). */
@@ -466,6 +469,7 @@ static void copy_free(struct pg_copy *c)
     free(c->cols);
     free(c->kind);
     free(c->table);
+    free(c->sql);
     ferry_buf_release(&c->out);
     free(c);
 }
@@ -478,7 +482,7 @@ static void copy_abandon(struct pg_db *d, const char *why)
 {
     if (!d->copy)
         return;
-    if (PQputCopyEnd(d->conn, why) == 1)
+    if (d->copy->started && PQputCopyEnd(d->conn, why) == 1)
         drain(d->conn);
     copy_free(d->copy);
     d->copy = NULL;
@@ -1539,20 +1543,18 @@ static int pg_fk_check(struct ferry_db *db, const char *table, int64_t *violatio
 #define COPY_FLOAT 2
 #define COPY_MAX_COLS 1600 /* PostgreSQL's limit on a table's columns */
 
+/*
+ * The COPY starts with its first rows, not here (copy_start), and the
+ * column types that copy_value needs are read before the first row it
+ * encodes (copy_types): COPY text lines passed through (pg_copy_line) need
+ * neither the catalog query nor a round trip of their own.
+ */
 static int pg_copy_begin(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
                          struct ferry_error *err)
 {
-    /* bytea takes bytes, hex-encoded; float4/8 any exact decimal (domains: their base) */
-    static const char types_sql[] =
-        "SELECT a.attname, CASE COALESCE(NULLIF(t.typbasetype, 0), a.atttypid)"
-        " WHEN 17 THEN 1 WHEN 700 THEN 2 WHEN 701 THEN 2 ELSE 0 END"
-        " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
-        " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped";
     struct pg_db *d = pg_db(db);
     struct pg_copy *c = NULL;
-    struct ferry_buf sql, qname;
-    PGresult *res = NULL;
-    const char *vals[1];
+    struct ferry_buf sql;
     int rc = 0;
 
     if (d->copy)
@@ -1560,7 +1562,6 @@ static int pg_copy_begin(struct ferry_db *db, const char *table, const char *con
     if (n == 0 || n > COPY_MAX_COLS)
         return ferry_error_set(err, FERRY_EINTERNAL, "bulk load of %s: %zu columns", table, n);
     ferry_buf_init(&sql, MAX_SQL);
-    ferry_buf_init(&qname, MAX_SQL);
     c = calloc(1, sizeof(*c));
     if (!c) {
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory starting a bulk load");
@@ -1588,39 +1589,76 @@ static int pg_copy_begin(struct ferry_db *db, const char *table, const char *con
     }
     if (!rc)
         rc = ferry_buf_adds(&sql, ") FROM STDIN");
+    if (!rc) {
+        c->sql = strdup(sql.data);
+        if (!c->sql)
+            rc = FERRY_ENOMEM;
+    }
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build the bulk load of %s", table);
-        goto out;
-    }
-    /* the table's name as regclass input reads it: quoted, so its case is kept */
-    rc = ferry_buf_add_ident(&qname, table);
-    if (rc) {
-        rc = ferry_error_set(err, rc, "cannot build the bulk load of %s", table);
-        goto out;
-    }
-    vals[0] = qname.data;
-    rc = pg_query(d, types_sql, 1, vals, &res, err);
-    if (rc)
-        goto out;
-    for (int r = 0; r < PQntuples(res); r++)
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(PQgetvalue(res, r, 0), cols[i]) == 0)
-                c->kind[i] = (int)strtol(PQgetvalue(res, r, 1), NULL, 10);
-    PQclear(res);
-    res = PQexec(d->conn, sql.data);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        rc = check_result(d, res, PGRES_COPY_IN, sql.data, err);
-        res = NULL;
         goto out;
     }
     d->copy = c;
     c = NULL;
 out:
-    PQclear(res);
     copy_free(c);
     ferry_buf_release(&sql);
-    ferry_buf_release(&qname);
     return rc;
+}
+
+/* kind[] of the open bulk load's columns, from the catalog: before the COPY starts. */
+static int copy_types(struct pg_db *d, struct ferry_error *err)
+{
+    /* bytea takes bytes, hex-encoded; float4/8 any exact decimal (domains: their base) */
+    static const char types_sql[] =
+        "SELECT a.attname, CASE COALESCE(NULLIF(t.typbasetype, 0), a.atttypid)"
+        " WHEN 17 THEN 1 WHEN 700 THEN 2 WHEN 701 THEN 2 ELSE 0 END"
+        " FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped";
+    struct pg_copy *c = d->copy;
+    struct ferry_buf qname;
+    PGresult *res = NULL;
+    const char *vals[1];
+    int rc;
+
+    if (c->started)
+        return ferry_error_set(err, FERRY_EINTERNAL, "bulk load of %s: rows after lines", c->table);
+    /* the table's name as regclass input reads it: quoted, so its case is kept */
+    ferry_buf_init(&qname, MAX_SQL);
+    rc = ferry_buf_add_ident(&qname, c->table);
+    if (rc) {
+        ferry_buf_release(&qname);
+        return ferry_error_set(err, rc, "cannot build the bulk load of %s", c->table);
+    }
+    vals[0] = qname.data;
+    rc = pg_query(d, types_sql, 1, vals, &res, err);
+    ferry_buf_release(&qname);
+    if (rc)
+        return rc;
+    for (int r = 0; r < PQntuples(res); r++)
+        for (size_t i = 0; i < c->n; i++)
+            if (strcmp(PQgetvalue(res, r, 0), c->cols[i]) == 0)
+                c->kind[i] = (int)strtol(PQgetvalue(res, r, 1), NULL, 10);
+    PQclear(res);
+    c->typed = 1;
+    return 0;
+}
+
+/* Put the server in COPY IN mode for the open bulk load. */
+static int copy_start(struct pg_db *d, struct ferry_error *err)
+{
+    struct pg_copy *c = d->copy;
+    PGresult *res;
+
+    if (c->started)
+        return 0;
+    pg_detach(d);
+    res = PQexec(d->conn, c->sql);
+    if (PQresultStatus(res) != PGRES_COPY_IN)
+        return check_result(d, res, PGRES_COPY_IN, c->sql, err);
+    PQclear(res);
+    c->started = 1;
+    return 0;
 }
 
 static const char hexdigits[] = "0123456789abcdef";
@@ -1740,6 +1778,12 @@ static int copy_flush(struct pg_db *d, struct ferry_error *err)
 {
     struct pg_copy *c = d->copy;
 
+    if (!c->started) {
+        int rc = copy_start(d, err);
+
+        if (rc)
+            return rc;
+    }
     if (c->out.len == 0)
         return 0;
     if (PQputCopyData(d->conn, c->out.data, (int)c->out.len) != 1)
@@ -1788,6 +1832,13 @@ static int pg_copy_row(struct ferry_db *db, const struct ferry_value *vals, stru
 
     if (!c)
         return ferry_error_set(err, FERRY_EINTERNAL, "no bulk load open");
+    if (!c->typed) {
+        rc = copy_types(d, err);
+        if (rc) {
+            copy_abandon(d, "ferry could not read the column types");
+            return rc;
+        }
+    }
     mark = c->out.len;
     for (; i < c->n; i++) {
         rc = i ? ferry_buf_add(&c->out, "\t", 1) : 0;
