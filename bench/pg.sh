@@ -13,6 +13,9 @@
 # ferry-src serve and ferry-dst sync, authenticated, over loopback HTTP.
 # Prints both times and the ratio, then a 1,000-row delta. Needs a built tree
 # (build/bin) or FERRY_BIN. Exit 77 without PostgreSQL server binaries.
+# FERRY_BENCH_KEEP=1 keeps the directory (cluster stopped; start it again with
+# scripts/pgcluster.sh start DIR/pg); FERRY_BENCH_PGLOG=1 logs every statement
+# of ferry's copy with its duration to DIR/pg/server.log (slower: not a figure).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${FERRY_BIN:-$here/build/bin}
@@ -22,7 +25,7 @@ srcpid=
 cleanup() {
     [ -n "$srcpid" ] && kill "$srcpid" 2>/dev/null || true
     "$here/scripts/pgcluster.sh" stop "$work/pg" >/dev/null 2>&1 || true
-    [ -n "${FERRY_BENCH_KEEP:-}" ] || rm -rf "$work"
+    if [ -n "${FERRY_BENCH_KEEP:-}" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -119,6 +122,10 @@ identity = $work/dst.key
 url = http://127.0.0.1:$port
 public_key = $work/src.key.pub
 CONF
+if [ -n "${FERRY_BENCH_PGLOG:-}" ]; then
+    psql -d "$src" -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
+    echo "bench: statements logged to $work/pg/server.log"
+fi
 t0=$(now)
 /usr/bin/time -f "%M" -o "$work/dst.rss" "$bin/ferry-dst" sync --quiet --config "$work/dst.conf"
 t1=$(now)
