@@ -70,11 +70,19 @@ struct writer {
 static int writer_cb(void *data, const char *p, size_t n)
 {
     struct writer *w = data;
+    struct ferry_buf *b = &w->buf;
     int rc;
 
     if (w->rc)
         return -1;
-    rc = ferry_buf_add(&w->buf, p, n);
+    /* msgpack writes a few bytes at a time (a header, an int): room already there */
+    if (b->data && n < b->cap - b->len && n <= b->max - b->len) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    rc = ferry_buf_add(b, p, n);
     if (rc) {
         w->rc = rc;
         return -1;
