@@ -8,9 +8,11 @@
  * table itself, never ferry's change log or key maps: verify is the safety
  * net for when those are wrong.
  *
- * Hashing is done here in C rather than in SQL so that SQLite and
- * PostgreSQL, which share no hash function, compute the very same numbers
- * from the values the adapters return. It is the hot loop of verify: the
+ * Rows are hashed by ferry_rowhash_row() in C, from the values the
+ * adapters return: here, or on SQLite inside the statement (a C function).
+ * On PostgreSQL they can also be hashed in SQL (PG_IN_SQL_ENV), the same
+ * encoding built per column type, so that the very same numbers come out;
+ * test_checksum compares the two ways on every type. It is the hot loop of verify: the
  * SHA-256 implementation is fetched once and its context reused row after
  * row (crypto.h's one-shot ferry_sha256 sets both up per call, five times
  * the cost of the digest of a 100-byte row).
@@ -304,6 +306,24 @@ static const char pg_base_sql[] =
     " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace ORDER BY b.n, b.d DESC";
 
 /*
+ * Rows are hashed in SQL on PostgreSQL only when PG_IN_SQL_ENV is "1": it
+ * moves the work from the agent to the server, and there it costs more
+ * than the text output it saves (bench/verify.sh --pg: a 1.2M-row team's
+ * verify went from about 4 s to about 6 s of wall time while the agents'
+ * CPU went from 2.1 s to 0.4 s; the server's SHA-256 sets up a context
+ * per call and every bytea operation allocates). Off, the columns are read
+ * and hashed in C, as before.
+ */
+#define PG_IN_SQL_ENV "FERRY_PG_HASH_IN_SQL"
+
+static int pg_in_sql_wanted(void)
+{
+    const char *s = getenv(PG_IN_SQL_ENV);
+
+    return s && strcmp(s, "1") == 0;
+}
+
+/*
  * Set up hashing in SQL on PostgreSQL: the type of every hashed value
  * (column or mask) and how it is encoded (enum pg_enc). Decided once per
  * table. Returns 0 when done, else why not, for the debug log; the columns
@@ -519,7 +539,7 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
             return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         }
     }
-    if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG && pg_in_sql_wanted()) {
         struct ferry_error perr;
         const char *why;
 

@@ -473,9 +473,12 @@ class VerifyPgTest(VerifyCase):
         bindir = subprocess.run([tp.PGCLUSTER, "bindir"], capture_output=True, text=True,
                                 check=True).stdout.strip()
         tp.CLUSTER.update(dir=d, psql=os.path.join(bindir, "psql"), n=0)
+        # rows hashed in SQL on PostgreSQL (checksum.c; off by default), against SQLite's too
+        os.environ["FERRY_PG_HASH_IN_SQL"] = "1"
 
     @classmethod
     def tearDownClass(cls):
+        os.environ.pop("FERRY_PG_HASH_IN_SQL", None)
         tp.stop_cluster()
         tp.CLUSTER.clear()
         super().tearDownClass()
