@@ -167,6 +167,7 @@ static int fetch_one(struct fetch *f, struct page *pg)
         /* a source from before COPY text: ask as it understands, from now on */
         atomic_store(&f->r->copy_refused, 1);
         f->req.copy_text = 0;
+        f->req.limit = f->r->batch;
         rc = call(f->r, "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
     }
     if (rc == FERRY_ESNAPGONE && f->req.snapshot) {
@@ -260,10 +261,11 @@ static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_
     f->req.type = FERRY_REQ_SNAPSHOT;
     f->req.tenant = r->cfg->target.tenant;
     f->req.table = ti->name;
-    f->req.limit = r->batch;
     f->req.snapshot = atomic_load(&r->snapshot_gone) ? NULL : r->snapshot;
     f->req.copy_text =
         !atomic_load(&r->copy_refused) && ferry_applier_copy_text(r->applier, ti->name);
+    /* COPY text pages: 4 times the rows (and at most 4 MB, the source's COPY_PAGE_ROWS_X) */
+    f->req.limit = f->req.copy_text ? r->batch * 4 : r->batch;
     ferry_buf_init(&f->keybuf, (size_t)1 << 20);
     rc = fetch_set_after(f, after, nafter);
     if (rc) {

@@ -846,6 +846,17 @@ static int table_has_mask(const struct ferry_producer *p, const struct ferry_tab
 }
 
 /*
+ * A COPY text page carries up to COPY_PAGE_ROWS_X times the rows of a page
+ * of values ([source] batch_rows; the target asks as many, sync.c), and
+ * stops once its lines pass COPY_PAGE_BYTES: a page costs a transaction,
+ * a statement and an HTTP exchange on each side whatever its rows, and
+ * lines cost the source little more than reading them. The bytes keep what
+ * a target holds in flight (pages queued ahead of its applier) bounded.
+ */
+#define COPY_PAGE_ROWS_X 4
+#define COPY_PAGE_BYTES ((size_t)4 << 20)
+
+/*
  * A PostgreSQL snapshot page as COPY text, for a PostgreSQL target that
  * asked for it: the page's query (sql, pg_snapshot_sql: the same scope
  * check, masks and snapshot) runs as COPY (...) TO STDOUT, and each row's
@@ -926,7 +937,7 @@ static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info 
             break;
         }
         /* Keep pages well under the body limit: stop early, the next page resumes. */
-        if (ferry_enc_size(enc) > p->max_body / 4) {
+        if (ferry_enc_size(enc) > COPY_PAGE_BYTES || ferry_enc_size(enc) > p->max_body / 4) {
             *more = 1;
             break;
         }
@@ -975,7 +986,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
     struct ferry_buf sql, lastbuf;
     const char **names = NULL;
     size_t npk;
-    int64_t limit, nrows = 0, nread = 0;
+    int64_t limit, cap, nrows = 0, nread = 0;
     int t, npred = 0, more = 0, row = 0, send = 1, by_table = 0;
     int pg = ferry_db_engine(p->db) == FERRY_ENGINE_PG;
     int copy = 0;                                    /* rows go as COPY text lines (pg_copy_page) */
@@ -1006,7 +1017,8 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         return ferry_error_set(err, FERRY_EPROTO,
                                "snapshot of %s: after has %zu values, key has %zu", ti->name,
                                req->nafter, npk);
-    limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
+    cap = copy ? p->batch_rows * COPY_PAGE_ROWS_X : p->batch_rows;
+    limit = req->limit < cap ? req->limit : cap;
     if (pg) {
         rc = ferry_scope_tenant(s, req->tenant, &tv, err);
         if (!rc)

@@ -338,6 +338,13 @@ class PgTest(ft.FerryTestCase):
         self.assertEqual(status, 200)
         return int(re.search(r"(?m)^ferry_copy_text_rows_total (\d+)$", text.decode()).group(1))
 
+    def metric(self, srv, name):
+        """A counter of the source's /metrics."""
+        import re
+        status, text = ft.http_get(srv.url, "/metrics")
+        self.assertEqual(status, 200)
+        return int(re.search(r"(?m)^%s (\d+)$" % name, text.decode()).group(1))
+
     def tenant_rows(self, tenant=1):
         """The tenant's rows in the scope's tables of the source (oracle: PG_TABLES)."""
         return sum(int(psql(self.src_url, "SELECT count(*) " + where % {"t": tenant}).strip())
@@ -396,10 +403,11 @@ class PgTest(ft.FerryTestCase):
 
     def test_pg_to_pg_creates_tables(self):
         """Into an empty database: ferry creates the tables with the source's
-        declared types (format_type) and copies exactly. Pages of 3 rows: every
-        kind of key (bigint, text, bytea, uuid, timestamptz, composite) ends a
-        page of COPY text and starts the next."""
-        self.pg_source(batch_rows=3)
+        declared types (format_type) and copies exactly. Pages of 4 rows of
+        COPY text (batch_rows 1, times 4 for COPY text): every kind of key
+        (bigint, text, bytea, uuid, timestamptz, composite) ends a page and
+        starts the next."""
+        self.pg_source(batch_rows=1)
         with self.serve() as srv:
             self.pg_target(srv.url, precreate=False)
             self.sync("--quiet")
@@ -408,6 +416,13 @@ class PgTest(ft.FerryTestCase):
                                  "declared types of %s" % t)
             self.assertPgCopy(self.src_url, self.dst_url)
             self.assertEqual(self.copy_text_rows(srv), self.tenant_rows())
+            # pages of 4 rows read (the tenant's, or the whole table's when the
+            # tenant is most of it): at most n // 4 + 1 a table of n rows; and
+            # the one (empty) change batch that ends the sync
+            pages = 1 + sum(int(psql(self.src_url, "SELECT count(*) / 4 + 1 FROM %s" % t)
+                                .strip()) for t in PG_TABLES)
+            self.assertLessEqual(self.metric(srv, "ferry_batches_total"), pages)
+            self.assertGreater(self.metric(srv, "ferry_batches_total"), len(PG_TABLES))
             psql(self.src_url, DELTAS)
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url)
@@ -514,12 +529,13 @@ class PgTest(ft.FerryTestCase):
     def test_kill_mid_copy(self):
         """kill -9 during the copy of a big table: the rerun resumes and ends
         with exactly the tenant's rows (no duplicate, none missing)."""
-        self.pg_source(batch_rows=500, extra_posts=30000)
+        self.pg_source(batch_rows=100, extra_posts=30000)
         with self.serve() as srv:
             self.pg_target(srv.url)
             p = ft.start_dst(["sync", "--config", self.dst_conf], self.path("sync1.log"))
-            # kill once the state records progress inside posts (pages are
-            # committed in groups: the state moves at each durable commit)
+            # kill once the state records progress inside posts (pages, of 400
+            # rows of COPY text, are committed in groups of 16: the state moves
+            # at each durable commit)
             deadline = time.monotonic() + 120
             recorded = 0
             while time.monotonic() < deadline and p.poll() is None:
