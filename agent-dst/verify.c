@@ -20,6 +20,12 @@
  *
  * An unchanged table costs one digest request (one scan of the tenant's
  * rows on the source, plus a count) and one scan on the target.
+ *
+ * Across engines the target stores some values otherwise than the source
+ * reads them (an integer in a PostgreSQL text column, -0.0 in a SQLite REAL
+ * one): every digest request then names, per column, how the target's
+ * column stores values (checksum.h's coercions), and the source hashes
+ * them so.
  */
 #include "verify.h"
 
@@ -65,7 +71,9 @@ struct vrun {
     struct ferry_db *db; /* target, read only, during a comparison */
     struct difflist cur; /* differences of the comparison under way */
     struct ferry_buf keybuf;
-    int recheck_only; /* after a repair: compare only the tables that differed */
+    int recheck_only;      /* after a repair: compare only the tables that differed */
+    unsigned char *coerce; /* the table being compared: NULL, or one code per column */
+    size_t ncoerce;
 };
 
 static double now_s(void)
@@ -302,6 +310,8 @@ static int digest(struct vrun *r, size_t t, const struct ferry_value *lo, size_t
     req.hi = (struct ferry_value *)hi;
     req.nhi = nhi;
     req.parts = parts;
+    req.coerce = r->coerce;
+    req.ncoerce = r->ncoerce;
     rc = call(r, "/v1/digest", &req, body, &len, err);
     if (rc)
         return ferry_error_prefix(err, "digest of %s", ti->name);
@@ -587,6 +597,52 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
     return rc;
 }
 
+/*
+ * r->coerce for table t (present on the target): when the source is the
+ * other engine, how the target stores each column's values, by the type of
+ * its own column of that name (checksum.h), so that the source hashes them
+ * so. None when the engines are the same (values round-trip exactly) or
+ * the source did not say its engine.
+ */
+static int target_coercions(struct vrun *r, size_t t, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &r->scope->tables[t].info;
+    const char *src = r->manifest->engine;
+    int engine = ferry_db_engine(r->db);
+    struct ferry_table_info dst;
+    int any = 0;
+    int rc;
+
+    free(r->coerce);
+    r->coerce = NULL;
+    r->ncoerce = 0;
+    if (!src || !ti->ncols || (strcmp(src, "postgresql") == 0) == (engine == FERRY_ENGINE_PG))
+        return FERRY_OK;
+    rc = ferry_db_table_info(r->db, ti->name, &dst, err);
+    if (rc)
+        return rc;
+    r->coerce = calloc(ti->ncols, 1);
+    if (!r->coerce) {
+        ferry_table_info_release(&dst);
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < ti->ncols; i++)
+        for (size_t j = 0; j < dst.ncols; j++)
+            if (strcmp(ti->cols[i].name, dst.cols[j].name) == 0) {
+                r->coerce[i] = (unsigned char)ferry_coerce_for(engine, dst.cols[j].type);
+                any = any || r->coerce[i];
+                break;
+            }
+    ferry_table_info_release(&dst);
+    if (!any) {
+        free(r->coerce);
+        r->coerce = NULL;
+        return FERRY_OK;
+    }
+    r->ncoerce = ti->ncols;
+    return FERRY_OK;
+}
+
 static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
 {
     struct ferry_verify_table *vt = counts_of(r, t);
@@ -601,8 +657,13 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     if (rc)
         return rc;
     vt->present = exists;
+    free(r->coerce);
+    r->coerce = NULL;
+    r->ncoerce = 0;
     if (exists) {
-        rc = ferry_checksum_new(r->db, r->scope, t, &r->tenant, NULL, &cs, err);
+        rc = target_coercions(r, t, err);
+        if (!rc)
+            rc = ferry_checksum_new(r->db, r->scope, t, &r->tenant, NULL, &cs, err);
         if (!rc)
             rc = ferry_db_begin_read(r->db, err);
         if (rc) {
@@ -1233,6 +1294,7 @@ int ferry_verify(const struct ferry_config *cfg, const struct ferry_verify_opts 
             print_text(&r, rc);
     }
 out:
+    free(r.coerce);
     difflist_release(&r.cur);
     ferry_buf_release(&r.keybuf);
     ferry_scope_free(r.scope);

@@ -29,6 +29,13 @@ int ferry_digest_produce(struct ferry_db *db, const struct ferry_scope *s,
         return ferry_error_set(err, FERRY_ENOTFOUND, "table %.64s is not in the tenant's scope",
                                req->table);
     rc = ferry_checksum_new(db, s, (size_t)t, tenant, masks, &c, err);
+    /* values hashed as the target stores them (a target of the other engine asks) */
+    if (!rc && req->coerce && req->ncoerce != s->tables[t].info.ncols)
+        rc = ferry_error_set(err, FERRY_EPROTO,
+                             "digest request: %zu coercions for %.64s, it has %zu columns",
+                             req->ncoerce, req->table, s->tables[t].info.ncols);
+    if (!rc && req->coerce)
+        rc = ferry_checksum_coerce(c, req->coerce, req->ncoerce, err);
     if (!rc)
         rc = ferry_checksum_split(c, req->lo, req->nlo, req->hi, req->nhi, (size_t)req->parts, &rs,
                                   err);

@@ -16,6 +16,11 @@
  * SHA-256 implementation is fetched once and its context reused row after
  * row (crypto.h's one-shot ferry_sha256 sets both up per call, five times
  * the cost of the digest of a 100-byte row).
+ *
+ * Coercions (checksum.h) are applied by ferry_rowhash_coerced() in both C
+ * ways (SQLite's function gets the codes as its first argument); hashing
+ * in SQL on PostgreSQL has none, so a table whose coercions could change
+ * one of its values is read and hashed in C there.
  */
 #include "checksum.h"
 
@@ -25,8 +30,13 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define SQL_MAX (1u << 20)
 /* Largest row hashed: as large as a message may be. */
@@ -67,8 +77,9 @@ struct ferry_checksum {
     /* [query kind][lo bound present + 2 * hi bound present] */
     struct ferry_stmt *st[NQ][4];
     struct ferry_rowhash *hash;
-    int in_sql;           /* HASH_*: rows hashed by the engine, statements return key, hash */
-    struct pg_col *pgcol; /* HASH_PG: one per column */
+    int in_sql;            /* HASH_*: rows hashed by the engine, statements return key, hash */
+    struct pg_col *pgcol;  /* HASH_PG: one per column */
+    unsigned char *coerce; /* NULL, or one enum ferry_coerce per column, not all 0 */
 };
 
 /*
@@ -79,6 +90,8 @@ struct ferry_checksum {
  * the same values, so both ways give the same numbers.
  */
 #define ROWHASH_FN "ferry_rowhash"
+/* The same with the codes of the coercions first, as a blob of one byte per value. */
+#define ROWHASH_AS_FN "ferry_rowhash_as"
 
 struct ferry_rowhash {
     EVP_MD *md;
@@ -86,6 +99,9 @@ struct ferry_rowhash {
     int primed;         /* ctx holds the digest: re-initialised without fetching it again */
     unsigned char *row; /* the encoding of the row being hashed */
     size_t cap, max;
+    struct ferry_value *cv; /* ferry_rowhash_coerced: the coerced values, ncv of them */
+    char *scratch;          /* and FERRY_COERCE_SCRATCH bytes for each */
+    size_t ncv;
 };
 
 void ferry_ranges_init(struct ferry_ranges *rs)
@@ -118,6 +134,8 @@ void ferry_rowhash_free(struct ferry_rowhash *h)
     EVP_MD_CTX_free(h->ctx);
     EVP_MD_free(h->md);
     free(h->row);
+    free(h->cv);
+    free(h->scratch);
     free(h);
 }
 
@@ -223,12 +241,226 @@ int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, s
     return FERRY_OK;
 }
 
+/*
+ * The text the PostgreSQL adapter sends a FLOAT as (pg.c's format_double,
+ * the same steps): the shortest of 15 to 17 significant digits (subnormals
+ * from 1) that strtod reads back to exactly v, "NaN", "Infinity",
+ * "-Infinity".
+ */
+static void pg_float_text(double v, char *out, size_t size)
+{
+    if (isnan(v)) {
+        snprintf(out, size, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(out, size, "%s", v < 0 ? "-Infinity" : "Infinity");
+        return;
+    }
+    for (int prec = fabs(v) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
+        snprintf(out, size, "%.*g", prec, v);
+        if (strtod(out, NULL) == v && (v != 0 || signbit(strtod(out, NULL)) == signbit(v)))
+            return;
+    }
+}
+
+/*
+ * numeric's output of the finite decimal s ("-1.5e-07" as %g writes it):
+ * numeric_in keeps the digits after the point less the exponent as its
+ * scale (never below 0), numeric_out writes them all without an exponent,
+ * and zero has no sign. out has room for any double's (FERRY_COERCE_SCRATCH).
+ */
+static void pg_numeric_text(const char *s, char *out, size_t size)
+{
+    char digits[32];
+    size_t nd = 0, nint = 0, nfrac = 0, o = 0;
+    long exp = 0, point, scale;
+    int neg = 0, zero = 1;
+
+    if (*s == '-') {
+        neg = 1;
+        s++;
+    }
+    for (; *s >= '0' && *s <= '9' && nd < sizeof(digits); s++, nint++)
+        digits[nd++] = *s;
+    if (*s == '.')
+        for (s++; *s >= '0' && *s <= '9' && nd < sizeof(digits); s++, nfrac++)
+            digits[nd++] = *s;
+    if (*s == 'e' || *s == 'E')
+        exp = strtol(s + 1, NULL, 10);
+    for (size_t i = 0; i < nd; i++)
+        zero = zero && digits[i] == '0';
+    point = (long)nint + exp; /* digits[0..point) are the integer part */
+    scale = (long)nfrac - exp;
+    if (scale < 0)
+        scale = 0;
+    if (neg && !zero && o + 1 < size)
+        out[o++] = '-';
+    if (point <= 0) {
+        if (o + 2 < size) {
+            out[o++] = '0';
+            out[o++] = '.';
+        }
+        for (long i = 0; i < -point && o + 1 < size; i++)
+            out[o++] = '0';
+        for (size_t i = 0; i < nd && o + 1 < size; i++)
+            out[o++] = digits[i];
+    } else {
+        /* leading zeros of the integer part ("0.5": one) go, but for the last */
+        long i = 0;
+
+        while (i + 1 < point && (size_t)i < nd && digits[i] == '0')
+            i++;
+        for (; i < point && o + 1 < size; i++)
+            out[o++] = (size_t)i < nd ? digits[i] : '0';
+        if (scale > 0 && o + 1 < size)
+            out[o++] = '.';
+        for (long k = 0; k < scale && o + 1 < size; k++)
+            out[o++] = (size_t)(point + k) < nd ? digits[point + k] : '0';
+    }
+    out[o] = '\0';
+}
+
+void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
+                        struct ferry_value *out)
+{
+    *out = *in;
+    switch (code) {
+    case FERRY_COERCE_PG_TEXT:
+    case FERRY_COERCE_PG_BYTEA:
+    case FERRY_COERCE_PG_NUMERIC:
+    case FERRY_COERCE_SQLITE_TEXT:
+        if (in->type == FERRY_INT) {
+            snprintf(scratch, FERRY_COERCE_SCRATCH, "%" PRId64, in->u.i);
+        } else if (in->type == FERRY_FLOAT && code != FERRY_COERCE_SQLITE_TEXT) {
+            pg_float_text(in->u.f, scratch, FERRY_COERCE_SCRATCH);
+            if (code == FERRY_COERCE_PG_NUMERIC && isfinite(in->u.f)) {
+                char dec[40];
+
+                snprintf(dec, sizeof(dec), "%s", scratch);
+                pg_numeric_text(dec, scratch, FERRY_COERCE_SCRATCH);
+            }
+        } else {
+            if (code == FERRY_COERCE_PG_TEXT && in->type == FERRY_BLOB)
+                out->type = FERRY_TEXT;
+            if (code == FERRY_COERCE_PG_BYTEA && in->type == FERRY_TEXT)
+                out->type = FERRY_BLOB;
+            return;
+        }
+        out->type = code == FERRY_COERCE_PG_BYTEA ? FERRY_BLOB : FERRY_TEXT;
+        out->u.s.p = scratch;
+        out->u.s.n = strlen(scratch);
+        return;
+    case FERRY_COERCE_PG_FLOAT8:
+    case FERRY_COERCE_SQLITE_REAL:
+        if (in->type == FERRY_INT) {
+            out->type = FERRY_FLOAT;
+            out->u.f = (double)in->u.i;
+        } else if (code == FERRY_COERCE_SQLITE_REAL && in->type == FERRY_FLOAT && in->u.f == 0) {
+            out->u.f = 0.0;
+        }
+        return;
+    default:
+        return;
+    }
+}
+
+/* Whether decltype is name, or name followed by a typmod ("character varying(20)"). */
+static int pg_type_is(const char *decltype, const char *name, int typmod_ok)
+{
+    size_t n = strlen(name);
+
+    return strncmp(decltype, name, n) == 0 &&
+           (decltype[n] == '\0' || (typmod_ok && decltype[n] == '('));
+}
+
+/* SQLite's affinity rules (datatype3.html 3.1), in their order. */
+static int has_ci(const char *s, const char *sub)
+{
+    size_t n = strlen(sub);
+
+    for (; *s; s++)
+        if (strncasecmp(s, sub, n) == 0)
+            return 1;
+    return 0;
+}
+
+int ferry_coerce_for(int target_engine, const char *decltype)
+{
+    const char *t = decltype ? decltype : "";
+
+    if (target_engine == FERRY_ENGINE_PG) {
+        /* format_type's names; a domain or an array is named otherwise: none */
+        if (pg_type_is(t, "text", 0) || pg_type_is(t, "character varying", 1))
+            return FERRY_COERCE_PG_TEXT;
+        if (pg_type_is(t, "bytea", 0))
+            return FERRY_COERCE_PG_BYTEA;
+        if (pg_type_is(t, "double precision", 0))
+            return FERRY_COERCE_PG_FLOAT8;
+        /* with a typmod the value is rounded to its scale: not reproduced */
+        if (pg_type_is(t, "numeric", 0))
+            return FERRY_COERCE_PG_NUMERIC;
+        return FERRY_COERCE_NONE;
+    }
+    if (target_engine == FERRY_ENGINE_SQLITE) {
+        if (has_ci(t, "INT"))
+            return FERRY_COERCE_NONE; /* INTEGER: a FLOAT could become INT; not reproduced */
+        if (has_ci(t, "CHAR") || has_ci(t, "CLOB") || has_ci(t, "TEXT"))
+            return FERRY_COERCE_SQLITE_TEXT;
+        if (has_ci(t, "BLOB") || !*t)
+            return FERRY_COERCE_NONE; /* BLOB: values are kept as they are */
+        if (has_ci(t, "REAL") || has_ci(t, "FLOA") || has_ci(t, "DOUB"))
+            return FERRY_COERCE_SQLITE_REAL;
+        return FERRY_COERCE_NONE; /* NUMERIC: not reproduced */
+    }
+    return FERRY_COERCE_NONE;
+}
+
+int ferry_rowhash_coerced(struct ferry_rowhash *h, const unsigned char *codes,
+                          const struct ferry_value *vals, size_t n, uint64_t *out,
+                          struct ferry_error *err)
+{
+    if (!codes)
+        return ferry_rowhash_row(h, vals, n, out, err);
+    if (n > h->ncv) {
+        struct ferry_value *cv = realloc(h->cv, n * sizeof(*cv));
+        char *sc;
+
+        if (!cv)
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory hashing a row");
+        h->cv = cv;
+        sc = realloc(h->scratch, n * (size_t)FERRY_COERCE_SCRATCH);
+        if (!sc)
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory hashing a row");
+        h->scratch = sc;
+        h->ncv = n;
+    }
+    for (size_t i = 0; i < n; i++)
+        ferry_coerce_value(codes[i], &vals[i], h->scratch + i * (size_t)FERRY_COERCE_SCRATCH,
+                           &h->cv[i]);
+    return ferry_rowhash_row(h, h->cv, n, out, err);
+}
+
 static int rowhash_fn(void *arg, const struct ferry_value *vals, size_t n, int64_t *out,
                       struct ferry_error *err)
 {
     uint64_t h = 0;
     int rc = ferry_rowhash_row(arg, vals, n, &h, err);
 
+    *out = (int64_t)h;
+    return rc;
+}
+
+static int rowhash_as_fn(void *arg, const struct ferry_value *vals, size_t n, int64_t *out,
+                         struct ferry_error *err)
+{
+    uint64_t h = 0;
+    int rc;
+
+    if (n < 1 || vals[0].type != FERRY_BLOB || vals[0].u.s.n != n - 1)
+        return ferry_error_set(err, FERRY_EINTERNAL,
+                               "checksum: " ROWHASH_AS_FN " takes a blob of one code per value");
+    rc = ferry_rowhash_coerced(arg, (const unsigned char *)vals[0].u.s.p, vals + 1, n - 1, &h, err);
     *out = (int64_t)h;
     return rc;
 }
@@ -245,22 +477,29 @@ static void rowhash_destroy(void *arg)
  * definition failed: the columns are then read and hashed here, as on
  * PostgreSQL).
  */
-static int rowhash_in_sql(struct ferry_db *db)
+static int define_fn(struct ferry_db *db, const char *name, ferry_db_fn fn)
 {
     struct ferry_rowhash *h = NULL;
     struct ferry_stmt *probe = NULL;
     struct ferry_error err;
+    char sql[64];
 
-    if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE)
-        return HASH_C;
-    if (ferry_db_prepare(db, "SELECT " ROWHASH_FN "()", &probe, &err) == FERRY_OK) {
+    snprintf(sql, sizeof(sql), "SELECT %s()", name);
+    if (ferry_db_prepare(db, sql, &probe, &err) == FERRY_OK) {
         ferry_stmt_free(probe);
-        return HASH_SQLITE;
+        return 1;
     }
     if (ferry_rowhash_new(ROW_MAX, &h, &err))
-        return HASH_C;
+        return 0;
     /* On failure destroy has already freed h. */
-    return ferry_db_function(db, ROWHASH_FN, rowhash_fn, h, rowhash_destroy, &err) == FERRY_OK
+    return ferry_db_function(db, name, fn, h, rowhash_destroy, &err) == FERRY_OK;
+}
+
+static int rowhash_in_sql(struct ferry_db *db)
+{
+    if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE)
+        return HASH_C;
+    return define_fn(db, ROWHASH_FN, rowhash_fn) && define_fn(db, ROWHASH_AS_FN, rowhash_as_fn)
                ? HASH_SQLITE
                : HASH_C;
 }
@@ -486,6 +725,7 @@ void ferry_checksum_free(struct ferry_checksum *c)
             ferry_stmt_free(c->st[q][s]);
     ferry_rowhash_free(c->hash);
     pgcol_free(c);
+    free(c->coerce);
     free(c->tenant_bytes);
     for (size_t i = 0; c->masks && i < c->scope->tables[c->t].info.ncols; i++)
         free(c->masks[i]);
@@ -565,6 +805,53 @@ void ferry_checksum_hash_in_c(struct ferry_checksum *c)
             c->st[q][k] = NULL;
         }
     c->in_sql = HASH_C;
+}
+
+int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, size_t n,
+                          struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    int any = 0, in_c = 0;
+
+    if (n != ti->ncols)
+        return ferry_error_set(err, FERRY_EDATA, "coercions of %zu columns for %s, it has %zu", n,
+                               ti->name, ti->ncols);
+    for (size_t i = 0; i < n; i++) {
+        if (codes[i] > FERRY_COERCE_MAX)
+            return ferry_error_set(err, FERRY_EDATA, "coercion %d of %s.%s is not 0 to %d",
+                                   (int)codes[i], ti->name, ti->cols[i].name, FERRY_COERCE_MAX);
+        any = any || codes[i];
+        /* what the SQL encoding of the column could give that the coercion would change */
+        if (codes[i] && c->in_sql == HASH_PG) {
+            enum pg_enc e = c->pgcol[i].enc;
+
+            in_c =
+                in_c || !((codes[i] == FERRY_COERCE_SQLITE_TEXT && e != PG_INT && e != PG_BOOL) ||
+                          (codes[i] == FERRY_COERCE_SQLITE_REAL && e != PG_INT && e != PG_BOOL &&
+                           e != PG_FLOAT));
+        }
+    }
+    free(c->coerce);
+    c->coerce = NULL;
+    if (any) {
+        c->coerce = malloc(n);
+        if (!c->coerce)
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        memcpy(c->coerce, codes, n);
+    }
+    /* statements are built anew: the SQLite function changes, or hashing moves to C */
+    for (int q = 0; q < NQ; q++)
+        for (int k = 0; k < 4; k++) {
+            ferry_stmt_free(c->st[q][k]);
+            c->st[q][k] = NULL;
+        }
+    if (in_c) {
+        log_debug("checksum: rows of %s read and hashed in C, not in SQL: values coerced",
+                  ti->name);
+        pgcol_free(c);
+        c->in_sql = HASH_C;
+    }
+    return FERRY_OK;
 }
 
 int ferry_checksum_hashed_in_sql(const struct ferry_checksum *c)
@@ -817,8 +1104,15 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
     } else {
         if (c->in_sql == HASH_SQLITE) {
             rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
-            if (!rc)
+            if (!rc && c->coerce) {
+                rc = ferry_buf_adds(b, ", " ROWHASH_AS_FN "(X'");
+                for (size_t i = 0; i < ti->ncols && !rc; i++)
+                    rc = ferry_buf_addf(b, "%02x", (unsigned)c->coerce[i]);
+                if (!rc)
+                    rc = ferry_buf_adds(b, ti->ncols ? "', " : "'");
+            } else if (!rc) {
                 rc = ferry_buf_adds(b, ", " ROWHASH_FN "(");
+            }
         }
         for (size_t i = 0; i < ti->ncols && !rc; i++) {
             if (i)
@@ -912,7 +1206,7 @@ static int row_of(struct ferry_checksum *c, struct ferry_stmt *st, struct ferry_
         ferry_stmt_column(st, (int)i, &vals[i]);
     for (size_t k = 0; k < c->npk; k++)
         key[k] = vals[ferry_table_pkcol(ti, k)];
-    return ferry_rowhash_row(c->hash, vals, ti->ncols, hash, err);
+    return ferry_rowhash_coerced(c->hash, c->coerce, vals, ti->ncols, hash, err);
 }
 
 int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,

@@ -77,6 +77,66 @@ void ferry_rowhash_free(struct ferry_rowhash *h);
 int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, size_t n,
                       uint64_t *out, struct ferry_error *err);
 
+/*
+ * Coercions: a value hashed as the target will store it, when the source
+ * and target are different engines (same-engine values round-trip exactly
+ * and get none). The target names one per column (by its own column type)
+ * in its digest request; the source applies it to each value before
+ * hashing (both ways of hashing, ferry_rowhash_coerced). Each reproduces
+ * exactly what the applier writes and what reading the target back gives;
+ * a value it cannot reproduce exactly is left as it is (a reported
+ * difference rather than a hidden one). NULL is never changed.
+ */
+enum ferry_coerce {
+    FERRY_COERCE_NONE = 0,
+    /* PostgreSQL text or varchar: INT as its decimal, FLOAT as the shortest
+     * text strtod reads back ("NaN", "Infinity", "-0", "5e-324"), BLOB as
+     * TEXT of its bytes */
+    FERRY_COERCE_PG_TEXT = 1,
+    /* PostgreSQL bytea: TEXT as BLOB of its bytes, INT and FLOAT as BLOB of
+     * the text above */
+    FERRY_COERCE_PG_BYTEA = 2,
+    /* PostgreSQL double precision: INT as the nearest double */
+    FERRY_COERCE_PG_FLOAT8 = 3,
+    /* PostgreSQL numeric (no typmod): INT as its decimal, FLOAT as numeric's
+     * output of the text above ("1e+20" -> "100000000000000000000", "-0"
+     * -> "0", "NaN", "Infinity") */
+    FERRY_COERCE_PG_NUMERIC = 4,
+    /* SQLite REAL affinity: INT as the nearest double, -0.0 as 0.0 */
+    FERRY_COERCE_SQLITE_REAL = 5,
+    /* SQLite TEXT affinity: INT as its decimal (FLOAT left: SQLite's own
+     * formatting of reals varies by version) */
+    FERRY_COERCE_SQLITE_TEXT = 6,
+    FERRY_COERCE_MAX = 6
+};
+
+/* Bytes of scratch one coerced value may need (numeric's 5e-324 is 326). */
+#define FERRY_COERCE_SCRATCH 512
+
+/*
+ * *out = in as coercion code stores it; TEXT and BLOB results point into
+ * in's bytes or into scratch (FERRY_COERCE_SCRATCH bytes). An unknown code
+ * leaves the value as it is.
+ */
+void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
+                        struct ferry_value *out);
+
+/*
+ * The coercion of a target column of declared type decltype on a target
+ * of engine target_engine (FERRY_ENGINE_*) for a source of the other
+ * engine: FERRY_COERCE_NONE when values of that type need none or cannot
+ * be reproduced.
+ */
+int ferry_coerce_for(int target_engine, const char *decltype);
+
+/*
+ * ferry_rowhash_row of the n values each coerced by codes[i] (codes NULL:
+ * none): the one way a coerced row is hashed, in C and in SQLite's function.
+ */
+int ferry_rowhash_coerced(struct ferry_rowhash *h, const unsigned char *codes,
+                          const struct ferry_value *vals, size_t n, uint64_t *out,
+                          struct ferry_error *err);
+
 struct ferry_checksum; /* opaque: one table of one tenant on one connection */
 
 /*
@@ -124,6 +184,15 @@ int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, 
                         int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
                                   uint64_t hash),
                         void *arg, struct ferry_error *err);
+
+/*
+ * Hash c's values as coerced by codes (n, one per column of the table, each
+ * 0..FERRY_COERCE_MAX; all 0: none) from now on. FERRY_EDATA for a wrong
+ * count or code. On PostgreSQL a table whose coercions could change one of
+ * its values is then read and hashed in C (the SQL encoding knows none).
+ */
+int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, size_t n,
+                          struct ferry_error *err);
 
 /*
  * Whether c's rows are hashed by the engine (1: a statement returns key and

@@ -212,7 +212,9 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
             return ferry_error_set(err, FERRY_EINTERNAL,
                                    "digest request: parts %" PRId64 " is not 1 to %d", req->parts,
                                    FERRY_DIGEST_MAX_PARTS);
-        msgpack_pack_map(&w->pk, 6);
+        if (req->coerce && req->ncoerce == 0)
+            return ferry_error_set(err, FERRY_EINTERNAL, "digest request: no coercions");
+        msgpack_pack_map(&w->pk, req->coerce ? 7 : 6);
     } else {
         if (req->nkeys == 0 || req->nkeys > FERRY_ROWS_MAX_KEYS || !req->keys ||
             req->keywidth == 0 || req->keywidth > FERRY_MAX_KEY_COLS)
@@ -242,6 +244,11 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
             msgpack_pack_nil(&w->pk);
         pack_cstr(w, "parts");
         msgpack_pack_int64(&w->pk, req->parts);
+        if (req->coerce) {
+            pack_cstr(w, "coerce");
+            msgpack_pack_bin(&w->pk, req->ncoerce);
+            msgpack_pack_bin_body(&w->pk, req->coerce, req->ncoerce);
+        }
     } else {
         pack_cstr(w, "keys");
         msgpack_pack_array(&w->pk, req->nkeys);
@@ -1330,13 +1337,36 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
     return 0;
 }
 
+/* A digest request's "coerce": one code per column, 1 to max_cols of them. */
+static int get_coerce(struct dec *d, const msgpack_object *o, struct ferry_request *req)
+{
+    const msgpack_object_bin *b = &o->via.bin;
+    int rc = want(d, o, MSGPACK_OBJECT_BIN, "coerce", "bin");
+
+    if (rc)
+        return rc;
+    if (b->size == 0 || b->size > d->lim->max_cols)
+        return fail(d, b->size ? FERRY_ETOOBIG : FERRY_EPROTO, "coerce",
+                    "%" PRIu32 " columns, expected 1 to %zu", b->size, d->lim->max_cols);
+    for (uint32_t i = 0; i < b->size; i++)
+        if ((unsigned char)b->ptr[i] > FERRY_COERCE_MAX)
+            return fail(d, FERRY_EPROTO, "coerce", "code %d of column %" PRIu32 " is not 0 to %d",
+                        (unsigned char)b->ptr[i], i, FERRY_COERCE_MAX);
+    req->coerce = dec_array(d, "coerce", b->size, 1, &rc);
+    if (rc)
+        return rc;
+    memcpy(req->coerce, b->ptr, b->size);
+    req->ncoerce = b->size;
+    return 0;
+}
+
 /* The digest and rows requests of verify/repair. */
 static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
                                struct ferry_request *req)
 {
-    struct field f[6] = {{"v", NULL}, {"tenant", NULL}, {"table", NULL}};
+    struct field f[7] = {{"v", NULL}, {"tenant", NULL}, {"table", NULL}};
     const msgpack_object_array *a;
-    size_t nf;
+    size_t nf, nopt = 0;
     int rc;
 
     rc = check_version(d, o);
@@ -1346,12 +1376,14 @@ static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
         f[3].key = "lo";
         f[4].key = "hi";
         f[5].key = "parts";
+        f[6].key = "coerce"; /* optional: same-engine pairs and targets from before it */
         nf = 6;
+        nopt = 1;
     } else {
         f[3].key = "keys";
         nf = 4;
     }
-    rc = get_fields(d, o, NULL, f, nf);
+    rc = get_fields_opt(d, o, NULL, f, nf + nopt, nf);
     if (rc)
         return rc;
     rc = get_name(d, f[1].val, "tenant", &req->tenant);
@@ -1372,6 +1404,8 @@ static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
         if (req->parts < 1 || req->parts > FERRY_DIGEST_MAX_PARTS)
             return fail(d, FERRY_EPROTO, "parts", "%" PRId64 " is not 1 to %d", req->parts,
                         FERRY_DIGEST_MAX_PARTS);
+        if (f[6].val)
+            return get_coerce(d, f[6].val, req);
         return 0;
     }
     rc = want(d, f[3].val, MSGPACK_OBJECT_ARRAY, "keys", "array");

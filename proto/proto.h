@@ -25,7 +25,10 @@
  *              PostgreSQL and takes rows as COPY text lines)}
  *   changes   {"v", "tenant": str, "after": int, "limit": int}
  *   digest    {"v", "tenant": str, "table": str, "lo": [key values] | nil,
- *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS}
+ *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS,
+ *              "coerce": bin (optional, sent only across engines: one byte
+ *              per column of the table, enum ferry_coerce of checksum.h,
+ *              how the target stores that column's values; absent: none)}
  *   rows      {"v", "tenant": str, "table": str,
  *              "keys": [[key values]...] (1..FERRY_ROWS_MAX_KEYS, one width)}
  *   freeze    {"v", "tenant": str, "on": bool}   (migration mode on / off)
@@ -120,7 +123,9 @@ struct ferry_request {
     int on;                      /* freeze: 1 freeze, 0 unfreeze */
     struct ferry_value *lo, *hi; /* digest: nlo / nhi key values, NULL = open end */
     size_t nlo, nhi;
-    int64_t parts;            /* digest: 1..FERRY_DIGEST_MAX_PARTS */
+    int64_t parts;         /* digest: 1..FERRY_DIGEST_MAX_PARTS */
+    unsigned char *coerce; /* digest: NULL, or ncoerce codes 0..FERRY_COERCE_MAX */
+    size_t ncoerce;
     struct ferry_value *keys; /* rows: nkeys keys of keywidth values, row-major */
     size_t nkeys, keywidth;
     void *priv_; /* decoder memory */

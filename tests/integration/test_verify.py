@@ -13,6 +13,7 @@ hand-written SQL that never uses ferry's notion of scope.
 """
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -591,12 +592,16 @@ class VerifyPgTest(VerifyCase):
         self.assertTrue(self.verify_json(expect=0)["equal"])
 
     def test_pg_to_sqlite_verify(self):
-        """Hashes in SQL on the PostgreSQL source, in C on the SQLite target:
-        every type of test_pg's data verifies equal after a copy."""
+        """Hashes in SQL on the PostgreSQL source (in C for a table whose
+        values the target stores otherwise), in C on the SQLite target: every
+        type of test_pg's data verifies equal after a copy, -0 included
+        (SQLite's REAL column keeps +0.0: the source hashes it so); a changed
+        float is still found."""
         self.pg_pair()
-        # SQLite keeps no -0.0 in a REAL column (README): +0 on the source, so the copy is exact
-        tp.psql(self.src_url, "UPDATE kinds SET f8 = 0 WHERE f8 = 0; "
-                              "UPDATE kinds SET f4 = 0 WHERE f4 = 0;")
+        nzero = int(tp.psql(self.src_url, "SELECT count(*) FROM kinds k JOIN channels c ON "
+                            "c.id = k.channel_id WHERE c.team_id = 1 AND "
+                            "(f8::text = '-0' OR f4::text = '-0')").strip())
+        self.assertGreater(nzero, 0, "test_pg's data has no -0 left: the test tests nothing")
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync()
@@ -613,6 +618,22 @@ class VerifyPgTest(VerifyCase):
                 "(SELECT 1 FROM reactions r WHERE r.post_id = p.id)").strip().split(",")]
             chan = int(tp.psql(self.src_url,
                                "SELECT min(id) FROM channels WHERE team_id = 1").strip())
+            kid = tp.psql(self.src_url, "SELECT min(k.id::text) FROM kinds k JOIN channels c "
+                          "ON c.id = k.channel_id WHERE c.team_id = 1 AND k.f8::text = '-0'"
+                          ).strip()
+            # the target really holds +0.0 where the source has -0 (the oracle: SQLite itself)
+            conn = sqlite3.connect(self.dst_db)
+            try:
+                f8, kind = conn.execute("SELECT f8, typeof(f8) FROM kinds WHERE id = ?",
+                                        (kid,)).fetchone()
+            finally:
+                conn.close()
+            self.assertEqual((f8, math.copysign(1.0, f8), kind), (0.0, 1.0, "real"))
+            # a real change in a coerced column is still found, by its key
+            execute(self.dst_db, "UPDATE kinds SET f8 = 1.5 WHERE id = '%s'" % kid)
+            rep = self.verify_json(expect=1)
+            self.assertEqual(diff_set(rep["differences"]), {("kinds", "differs", key(id=kid))})
+            self.assertTrue(self.verify_json("--repair", expect=0)["equal"])
             self.assertCrossEngineDiffs(lambda sql: execute(self.dst_db, sql), "posts", posts,
                                         900600, chan)
 
@@ -626,11 +647,14 @@ class VerifyPgTest(VerifyCase):
                      "OR CAST(v AS BLOB) = x'fffe')) OR (typeof(v) = 'blob' AND "
                      "instr(v, x'00') > 0)")
         conn.execute("DELETE FROM settings WHERE key = 'logo'")
-        # an untyped column's integers, reals and blobs become text in PostgreSQL: their
-        # values differ, and verify says so (with either way of hashing)
-        conn.execute("DELETE FROM kinds WHERE typeof(v) NOT IN ('text', 'null')")
-        conn.execute("DELETE FROM settings WHERE typeof(value) NOT IN ('text', 'null')")
+        # an untyped column's integers, reals (-0.0 too) and blobs become text in
+        # PostgreSQL: the source hashes them as that text, so they stay
+        kept = conn.execute(
+            "SELECT (SELECT count(*) FROM kinds WHERE typeof(v) IN ('integer', 'real', 'blob')),"
+            " (SELECT count(*) FROM settings WHERE typeof(value) IN ('integer', 'real'))"
+        ).fetchone()
         conn.close()
+        self.assertTrue(kept[0] > 0 and kept[1] > 0, kept)
         cp = ft.run_src(["install", "--config", self.src_conf])
         self.assertEqual(cp.returncode, 0, "ferry-src install: %s" % cp.stderr)
         self.dst_url = tp.createdb("vxdst")
@@ -648,6 +672,26 @@ class VerifyPgTest(VerifyCase):
                         "ON c.id = p.channel_id WHERE c.team_id = 1 AND NOT EXISTS "
                         "(SELECT 1 FROM reactions r WHERE r.post_id = p.id) ORDER BY p.id")
             chan = ids(self.src_db, "SELECT min(id) FROM channels WHERE team_id = 1")[0]
+            # the oracle: PostgreSQL holds those values as text
+            self.assertEqual(tp.psql(self.dst_url, "SELECT value FROM settings WHERE team_id = 1"
+                                     " AND key = 'max_upload'").strip(), str(25 << 20))
+            self.assertEqual(tp.psql(self.dst_url, "SELECT pg_typeof(value) FROM settings"
+                                     " WHERE team_id = 1 AND key = 'ratio'").strip(), "text")
+            # a real change in such a column is still found, by its key
+            tp.psql(self.dst_url, "UPDATE settings SET value = '26214401' WHERE team_id = 1 "
+                                  "AND key = 'max_upload'")
+            zid = ids(self.src_db, "SELECT k.id FROM kinds k JOIN channels c ON "
+                      "c.id = k.channel_id WHERE c.team_id = 1 AND typeof(k.v) = 'real' "
+                      "AND k.v = 0")[0]
+            tp.psql(self.dst_url, "UPDATE kinds SET v = '0' WHERE id = %d" % zid)
+            rep = self.verify_json(expect=1)
+            self.assertEqual(diff_set(rep["differences"]), {
+                ("settings", "differs", key(team_id=1, key="max_upload")),
+                ("kinds", "differs", key(id=zid)),
+            })
+            self.assertTrue(self.verify_json("--repair", expect=0)["equal"])
+            self.assertEqual(tp.psql(self.dst_url, "SELECT v FROM kinds WHERE id = %d"
+                                     % zid).strip(), "-0")
             self.assertCrossEngineDiffs(lambda sql: tp.psql(self.dst_url, sql), "posts", posts,
                                         900700, chan)
 

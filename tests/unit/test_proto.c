@@ -445,6 +445,113 @@ static void test_request_snapshot(void)
     ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), FERRY_EINTERNAL);
 }
 
+/* A digest request's hand-built body: its six keys, then "coerce" as bin (NULL: none). */
+static void mp_digest(struct mp *m, const unsigned char *coerce, size_t n, int as_str)
+{
+    mp_map(m, coerce ? 7 : 6);
+    mp_str(m, "v");
+    mp_int(m, 1);
+    mp_str(m, "tenant");
+    mp_str(m, "acme");
+    mp_str(m, "table");
+    mp_str(m, "kinds");
+    mp_str(m, "lo");
+    mp_nil(m);
+    mp_str(m, "hi");
+    mp_nil(m);
+    mp_str(m, "parts");
+    mp_int(m, 4);
+    if (!coerce)
+        return;
+    mp_str(m, "coerce");
+    if (as_str) {
+        mp_strn(m, (const char *)coerce, n);
+        return;
+    }
+    mp_u8(m, 0xc4);
+    mp_u8(m, (unsigned)n);
+    mp_raw(m, coerce, n);
+}
+
+/*
+ * The digest request's optional "coerce" (checksum.h): absent is none (as
+ * from a target before it, or of the same engine); one code per column,
+ * each 0..FERRY_COERCE_MAX, a bin; anything else refused.
+ */
+static void test_request_digest_coerce(void)
+{
+    static const unsigned char codes[3] = {FERRY_COERCE_NONE, FERRY_COERCE_PG_TEXT,
+                                           FERRY_COERCE_SQLITE_TEXT};
+    static const unsigned char bad[2] = {0, FERRY_COERCE_MAX + 1};
+    char tenant[] = "acme", table[] = "kinds";
+    struct ferry_request req = {
+        .type = FERRY_REQ_DIGEST, .tenant = tenant, .table = table, .parts = 4};
+    struct ferry_request got;
+    struct ferry_error err;
+    struct mp m = {0};
+    char *out = NULL;
+    size_t len = 0;
+
+    /* without: the six keys as before */
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    mp_digest(&m, NULL, 0, 0);
+    ASSERT_EQ(len, m.len);
+    ASSERT(memcmp(out, m.p, len) == 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, out, len, lim, &got, &err), 0);
+    ASSERT(got.coerce == NULL);
+    ASSERT_EQ(got.ncoerce, 0);
+    ASSERT_EQ(got.parts, 4);
+    ferry_request_release(&got);
+    free(out);
+    mp_free(&m);
+
+    /* with: a bin of one byte per column */
+    req.coerce = (unsigned char *)codes;
+    req.ncoerce = 3;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    mp_digest(&m, codes, 3, 0);
+    ASSERT_EQ(len, m.len);
+    ASSERT(memcmp(out, m.p, len) == 0);
+    dump("fuzz_request", "digest-coerce", out, len);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, out, len, lim, &got, &err), 0);
+    ASSERT(got.coerce != NULL);
+    ASSERT_EQ(got.ncoerce, 3);
+    ASSERT(memcmp(got.coerce, codes, 3) == 0);
+    ASSERT_STR(got.table, "kinds");
+    ferry_request_release(&got);
+    free(out);
+    mp_free(&m);
+    req.ncoerce = 0;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), FERRY_EINTERNAL);
+
+    /* refused: a code out of range, none, not a bin, twice */
+    mp_digest(&m, bad, 2, 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "coerce"));
+    mp_free(&m);
+    mp_digest(&m, codes, 0, 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "coerce"));
+    mp_free(&m);
+    mp_digest(&m, codes, 3, 1);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "coerce: expected bin"));
+    mp_free(&m);
+    mp_digest(&m, codes, 3, 0);
+    m.p[0]++; /* fixmap of 8: "coerce" again */
+    mp_str(&m, "coerce");
+    mp_u8(&m, 0xc4);
+    mp_u8(&m, 1);
+    mp_u8(&m, 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "duplicate key \"coerce\""));
+    mp_free(&m);
+}
+
 static void test_request_changes(void)
 {
     char tenant[] = "acme";
@@ -1822,6 +1929,7 @@ int main(void)
     test_request_manifest();
     test_request_snapshot();
     test_request_changes();
+    test_request_digest_coerce();
     test_request_errors();
     test_errmsg();
     test_manifest();
