@@ -1068,7 +1068,8 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
          * One round trip: the transaction, its snapshot and the page's join
          * settings (below). h->id is the server's own, of checked form
          * (holder_open): safe to quote. BEGIN and SET LOCAL do not fail on
-         * a working connection: a failure here is the snapshot's.
+         * a working connection: a failure is the snapshot's, unless the
+         * connection is gone (pg.c's message), which fails the page alone.
          */
         snprintf(set, sizeof(set),
                  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'; "
@@ -1079,6 +1080,10 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
 
             memcpy(why, err->msg, sizeof(why));
             ferry_db_rollback(p->db);
+            if (strstr(why, "connection to PostgreSQL lost")) {
+                rc = err->code;
+                goto out;
+            }
             rc = ferry_error_set(err, FERRY_ESNAPGONE,
                                  "snapshot %s is gone (%.120s); read the pages from snapshots of "
                                  "their own",
