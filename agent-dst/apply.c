@@ -564,15 +564,7 @@ fail:
 /* "_ferry_s_<table>": a temporary table, so in the session's own schema. */
 static int add_stage_name(struct ferry_buf *b, const char *table)
 {
-    struct ferry_buf n;
-    int rc;
-
-    ferry_buf_init(&n, 1024);
-    rc = ferry_buf_addf(&n, "_ferry_s_%s", table);
-    if (!rc)
-        rc = ferry_buf_add_ident(b, n.data);
-    ferry_buf_release(&n);
-    return rc;
+    return ferry_scope_add_objname(b, "s", table);
 }
 
 static void forget_stage(struct table_stmts *ts)
@@ -1068,10 +1060,13 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
             rc = ferry_db_exec(a->db, stage.data, err);
         ferry_buf_reset(&stage);
     }
-    if (!rc)
-        rc = ferry_buf_adds(&stage, "_ferry_s_");
-    if (!rc)
-        rc = ferry_buf_adds(&stage, ti->name);
+    if (!rc) {
+        char name[FERRY_OBJNAME_SIZE];
+
+        rc = ferry_scope_objname(name, "s", ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(&stage, name);
+    }
     ts->stage_dirty = 1;
     if (!rc)
         rc = pg_copy_set(a, t, stage.data, set, err);

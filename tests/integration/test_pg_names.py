@@ -91,6 +91,29 @@ class PgNamesTest(ft.FerryTestCase):
             self.sync("--quiet")
             self.assertCopy()
 
+    def test_long_table_names_pg_target(self):
+        """The target's staging tables (deltas, resumed copies) are per table too."""
+        self.src_url = test_pg.createdb("names_src")
+        test_pg.psql(self.src_url, SCHEMA)
+        self.source_conf(self.src_url, batch_rows=2)  # several delta batches a table
+        dst_url = test_pg.createdb("names_dst")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=dst_url)
+            self.sync("--quiet")
+            test_pg.psql(self.src_url, (
+                "UPDATE %(a)s SET note = 'edited' WHERE id IN (2, 4);"
+                "UPDATE %(b)s SET qty = qty + 100 WHERE code IN ('b2', 'b4');"
+                "DELETE FROM %(b)s WHERE code = 'b6';"
+                "INSERT INTO %(a)s VALUES (104, 1, 'new');") % {"a": A, "b": B})
+            self.sync("--quiet")
+            for table, cols in ((A, "id, team_id, note"), (B, "code, team_id, qty")):
+                want = test_pg.psql(self.src_url, "SELECT %s FROM %s WHERE team_id = 1 "
+                                                  "ORDER BY 1" % (cols, table))
+                got = test_pg.psql(dst_url, "SELECT %s FROM %s ORDER BY 1" % (cols, table))
+                self.assertEqual(got, want, table)
+            self.assertIn("104|1|new", got if table == A else test_pg.psql(
+                dst_url, "SELECT id, team_id, note FROM %s WHERE id = 104" % A))
+
 
 if __name__ == "__main__":
     test_pg.start_cluster()
