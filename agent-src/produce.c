@@ -360,18 +360,7 @@ static int select_cols(const struct ferry_producer *p, size_t t, struct ferry_bu
          * whatever else this query joins. The real value never leaves.
          */
         if (!rc && mask) {
-            rc = ferry_buf_addf(b, "(SELECT %s FROM (SELECT ", mask);
-            for (size_t j = 0; j < ti->ncols && !rc; j++) {
-                rc = ferry_buf_adds(b, j ? ", \"_ferry_s\"." : "\"_ferry_s\".");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
-                if (!rc)
-                    rc = ferry_buf_adds(b, " AS ");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, ti->cols[j].name);
-            }
-            if (!rc)
-                rc = ferry_buf_adds(b, ") AS \"_ferry_m\")");
+            rc = ferry_scope_mask_expr(b, ti, mask);
             continue;
         }
         if (!rc)

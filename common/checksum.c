@@ -242,29 +242,6 @@ int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, s
 }
 
 /*
- * The text the PostgreSQL adapter sends a FLOAT as (pg.c's format_double,
- * the same steps): the shortest of 15 to 17 significant digits (subnormals
- * from 1) that strtod reads back to exactly v, "NaN", "Infinity",
- * "-Infinity".
- */
-static void pg_float_text(double v, char *out, size_t size)
-{
-    if (isnan(v)) {
-        snprintf(out, size, "NaN");
-        return;
-    }
-    if (isinf(v)) {
-        snprintf(out, size, "%s", v < 0 ? "-Infinity" : "Infinity");
-        return;
-    }
-    for (int prec = fabs(v) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
-        snprintf(out, size, "%.*g", prec, v);
-        if (strtod(out, NULL) == v && (v != 0 || signbit(strtod(out, NULL)) == signbit(v)))
-            return;
-    }
-}
-
-/*
  * numeric's output of the finite decimal s ("-1.5e-07" as %g writes it):
  * numeric_in keeps the digits after the point less the exponent as its
  * scale (never below 0), numeric_out writes them all without an exponent,
@@ -333,7 +310,7 @@ void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
         if (in->type == FERRY_INT) {
             snprintf(scratch, FERRY_COERCE_SCRATCH, "%" PRId64, in->u.i);
         } else if (in->type == FERRY_FLOAT && code != FERRY_COERCE_SQLITE_TEXT) {
-            pg_float_text(in->u.f, scratch, FERRY_COERCE_SCRATCH);
+            ferry_double_text(in->u.f, scratch, FERRY_COERCE_SCRATCH);
             if (code == FERRY_COERCE_PG_NUMERIC && isfinite(in->u.f)) {
                 char dec[40];
 
@@ -975,21 +952,8 @@ static int add_col(struct ferry_checksum *c, struct ferry_buf *b, size_t i)
     int rc;
 
     /* The mask over the row's own columns, named bare, as the producer serves it. */
-    if (c->masks && c->masks[i]) {
-        rc = ferry_buf_addf(b, "(SELECT %s FROM (SELECT ", c->masks[i]);
-        for (size_t j = 0; j < ti->ncols && !rc; j++) {
-            rc = ferry_buf_adds(b, j ? ", \"_ferry_s\"." : "\"_ferry_s\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, ti->cols[j].name);
-            if (!rc)
-                rc = ferry_buf_adds(b, " AS ");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, ti->cols[j].name);
-        }
-        if (!rc)
-            rc = ferry_buf_adds(b, ") AS \"_ferry_m\")");
-        return rc;
-    }
+    if (c->masks && c->masks[i])
+        return ferry_scope_mask_expr(b, ti, c->masks[i]);
     rc = ferry_buf_adds(b, "\"_ferry_s\".");
     if (!rc)
         rc = ferry_buf_add_ident(b, ti->cols[i].name);

@@ -602,6 +602,24 @@ int ferry_scope_add_objname(struct ferry_buf *b, const char *kind, const char *t
     return rc ? rc : ferry_buf_add_ident(b, name);
 }
 
+int ferry_scope_mask_expr(struct ferry_buf *b, const struct ferry_table_info *ti, const char *mask)
+{
+    int rc = ferry_buf_addf(b, "(SELECT %s FROM (SELECT ", mask);
+
+    for (size_t j = 0; j < ti->ncols && !rc; j++) {
+        rc = ferry_buf_adds(b, j ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->cols[j].name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->cols[j].name);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, ") AS \"_ferry_m\")");
+    return rc;
+}
+
 int ferry_scope_keymap(struct ferry_buf *b, const char *table)
 {
     return ferry_scope_add_objname(b, "k", table);

@@ -100,6 +100,14 @@ int ferry_scope_objname(char out[FERRY_OBJNAME_SIZE], const char *kind, const ch
 /* ferry_scope_objname, quoted, appended to b. */
 int ferry_scope_add_objname(struct ferry_buf *b, const char *kind, const char *table);
 
+/*
+ * Append the value a [mask] serves for a column of the row "_ferry_s" of
+ * ti: the operator's expression over the row's own columns, named bare
+ * (a derived table gives them their names whatever else the query joins).
+ * The producer serves it and verify hashes it: one form for both.
+ */
+int ferry_scope_mask_expr(struct ferry_buf *b, const struct ferry_table_info *ti, const char *mask);
+
 /* Append the quoted name of table's key map (capture.c): "_ferry_k_<table>". */
 int ferry_scope_keymap(struct ferry_buf *b, const char *table);
 

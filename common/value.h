@@ -37,6 +37,14 @@ struct ferry_value {
     } u;
 };
 
+/*
+ * The shortest decimal that reads back to exactly v (17 significant digits
+ * always do; fewer usually do and store nicer in numeric or text columns),
+ * "NaN", "Infinity" or "-Infinity": how a FLOAT is written as text, by the
+ * PostgreSQL adapter and by verify's coercions alike. size >= 32.
+ */
+void ferry_double_text(double v, char *out, size_t size);
+
 static inline struct ferry_value ferry_value_null(void)
 {
     struct ferry_value v = {.type = FERRY_NULL};

@@ -924,34 +924,6 @@ out:
     return rc;
 }
 
-/*
- * The shortest decimal that reads back to exactly d (17 significant digits
- * always do; fewer usually do and store nicer in numeric or text columns).
- */
-static void format_double(double v, char *out, size_t size)
-{
-    if (isnan(v)) {
-        snprintf(out, size, "NaN");
-        return;
-    }
-    if (isinf(v)) {
-        snprintf(out, size, "%s", v < 0 ? "-Infinity" : "Infinity");
-        return;
-    }
-    /*
-     * A normal double has 53 bits of precision, so when a form of at most 15
-     * significant digits reads back to it, rounding to 15 digits (which %g
-     * writes without trailing zeros) is that form; 17 always reads back. So
-     * three tries, not seventeen, on the bulk-load path. Subnormals have less
-     * precision ("5e-324"): they take the long way.
-     */
-    for (int prec = fabs(v) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
-        snprintf(out, size, "%.*g", prec, v);
-        if (strtod(out, NULL) == v && (v != 0 || signbit(strtod(out, NULL)) == signbit(v)))
-            return;
-    }
-}
-
 static int pg_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
                    struct ferry_error *err)
 {
@@ -982,7 +954,7 @@ static int pg_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
         n = strlen(num);
         break;
     case FERRY_FLOAT:
-        format_double(v->u.f, num, sizeof(num));
+        ferry_double_text(v->u.f, num, sizeof(num));
         src = num;
         n = strlen(num);
         break;
@@ -1808,7 +1780,7 @@ static int copy_value(struct pg_copy *c, size_t i, const struct ferry_value *v)
         if (c->kind[i] == COPY_FLOAT && isfinite(v->u.f))
             snprintf(num, sizeof(num), "%.17g", v->u.f);
         else
-            format_double(v->u.f, num, sizeof(num));
+            ferry_double_text(v->u.f, num, sizeof(num));
         return ferry_buf_adds(&c->out, num);
     case FERRY_TEXT:
     case FERRY_BLOB:
@@ -1972,7 +1944,7 @@ static int add_literal(struct ferry_buf *b, const struct ferry_value *v, Oid typ
     case FERRY_INT:
         return ferry_buf_addf(b, "'%" PRId64 "'", v->u.i);
     case FERRY_FLOAT:
-        format_double(v->u.f, num, sizeof(num));
+        ferry_double_text(v->u.f, num, sizeof(num));
         return ferry_buf_addf(b, "'%s'", num);
     case FERRY_TEXT:
     case FERRY_BLOB:
