@@ -593,23 +593,11 @@ static int owner_join_check(const struct ferry_scope *s, size_t t, struct ferry_
              */
             if (!expr)
                 return rc;
-            rc = ferry_buf_addf(expr, "(%s", ctx);
+            rc = ferry_buf_adds(expr, "(");
             if (!rc)
-                rc = ferry_buf_add_ident(expr, fk->cols[0]);
+                rc = ferry_scope_root_hop(s, ctx, fk, expr);
             if (!rc)
-                rc = ferry_buf_adds(expr, " = (SELECT \"_ferry_r\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(expr, fk->pcols[0]);
-            if (!rc)
-                rc = ferry_buf_adds(expr, " FROM ");
-            if (!rc)
-                rc = ferry_buf_add_ident(expr, s->tables[0].info.name);
-            if (!rc)
-                rc = ferry_buf_adds(expr, " AS \"_ferry_r\" WHERE ");
-            if (!rc)
-                rc = ferry_scope_owner(s, 0, "\"_ferry_r\".", expr);
-            if (!rc)
-                rc = ferry_buf_adds(expr, " = ?))");
+                rc = ferry_buf_adds(expr, ")");
             return rc;
         }
         snprintf(alias, sizeof(alias), "\"_ferry_j%d\".", s->tables[st->parent].depth);

@@ -891,23 +891,9 @@ static int add_owner_join(struct ferry_checksum *c, struct ferry_buf *b)
         char palias[32];
 
         if (parent == 0 && fk->ncols == 1) {
-            rc = ferry_buf_addf(&cond, "%s%s", cond.len ? " AND " : "", alias.data);
+            rc = ferry_buf_adds(&cond, cond.len ? " AND " : "");
             if (!rc)
-                rc = ferry_buf_add_ident(&cond, fk->cols[0]);
-            if (!rc)
-                rc = ferry_buf_adds(&cond, " = (SELECT \"_ferry_r\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(&cond, fk->pcols[0]);
-            if (!rc)
-                rc = ferry_buf_adds(&cond, " FROM ");
-            if (!rc)
-                rc = ferry_buf_add_ident(&cond, s->tables[0].info.name);
-            if (!rc)
-                rc = ferry_buf_adds(&cond, " AS \"_ferry_r\" WHERE ");
-            if (!rc)
-                rc = ferry_scope_owner(s, 0, "\"_ferry_r\".", &cond);
-            if (!rc)
-                rc = ferry_buf_adds(&cond, " = ?)");
+                rc = ferry_scope_root_hop(s, alias.data, fk, &cond);
             if (!rc)
                 rc = ferry_buf_addf(b, " WHERE %s", cond.data);
             ferry_buf_release(&cond);

@@ -620,6 +620,30 @@ int ferry_scope_mask_expr(struct ferry_buf *b, const struct ferry_table_info *ti
     return rc;
 }
 
+int ferry_scope_root_hop(const struct ferry_scope *s, const char *ctx, const struct ferry_fkey *fk,
+                         struct ferry_buf *b)
+{
+    int rc = ferry_buf_adds(b, ctx);
+
+    if (!rc)
+        rc = ferry_buf_add_ident(b, fk->cols[0]);
+    if (!rc)
+        rc = ferry_buf_adds(b, " = (SELECT \"_ferry_r\".");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, fk->pcols[0]);
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, s->tables[0].info.name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_r\" WHERE ");
+    if (!rc)
+        rc = ferry_scope_owner(s, 0, "\"_ferry_r\".", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " = ?)");
+    return rc;
+}
+
 int ferry_scope_keymap(struct ferry_buf *b, const char *table)
 {
     return ferry_scope_add_objname(b, "k", table);

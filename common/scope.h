@@ -108,6 +108,17 @@ int ferry_scope_add_objname(struct ferry_buf *b, const char *kind, const char *t
  */
 int ferry_scope_mask_expr(struct ferry_buf *b, const struct ferry_table_info *ti, const char *mask);
 
+/*
+ * Append the scope check of a hop to the root by the one-column foreign key
+ * fk of the row ctx (e.g. "\"_ferry_j1\"."): no join, but
+ *   ctx"fk" = (SELECT "_ferry_r"."pk" FROM "root" AS "_ferry_r"
+ *              WHERE <the root's owner> = ?)
+ * the tenant's root row looked up once per statement (it must exist and be
+ * the tenant's, as a join to it would say). One placeholder: the tenant.
+ */
+int ferry_scope_root_hop(const struct ferry_scope *s, const char *ctx, const struct ferry_fkey *fk,
+                         struct ferry_buf *b);
+
 /* Append the quoted name of table's key map (capture.c): "_ferry_k_<table>". */
 int ferry_scope_keymap(struct ferry_buf *b, const char *table);
 
