@@ -595,6 +595,28 @@ static int pg_drop_stage(struct ferry_applier *a, size_t t, struct ferry_error *
     return rc;
 }
 
+/* " ON CONFLICT (<key of t>) DO UPDATE SET c1 = excluded.c1, ..." over the set's columns */
+static int add_on_conflict(struct ferry_buf *b, const struct ferry_applier *a, size_t t,
+                           const struct ferry_set *set)
+{
+    int rc = ferry_buf_adds(b, " ON CONFLICT (");
+
+    if (!rc)
+        rc = ferry_scope_keylist(a->scope, t, "", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, ") DO UPDATE SET ");
+    for (size_t i = 0; i < set->ncols && !rc; i++) {
+        rc = ferry_buf_adds(b, i ? ", " : "");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, set->cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = excluded.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, set->cols[i]);
+    }
+    return rc;
+}
+
 /* "c1", "c2", ... of the set, each prefixed with ctx */
 static int add_set_cols(struct ferry_buf *b, const struct ferry_set *set, const char *ctx)
 {
@@ -697,20 +719,9 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
     if (!rc)
         rc = add_set_cols(&sql, set, "");
     if (!rc)
-        rc = ferry_buf_addf(&sql, " FROM %s ON CONFLICT (", stage.data);
+        rc = ferry_buf_addf(&sql, " FROM %s", stage.data);
     if (!rc)
-        rc = ferry_scope_keylist(a->scope, t, "", &sql);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, ") DO UPDATE SET ");
-    for (size_t i = 0; i < set->ncols && !rc; i++) {
-        rc = ferry_buf_adds(&sql, i ? ", " : "");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, set->cols[i]);
-        if (!rc)
-            rc = ferry_buf_adds(&sql, " = excluded.");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, set->cols[i]);
-    }
+        rc = add_on_conflict(&sql, a, t, set);
     if (!rc)
         rc = ferry_buf_adds(&sql, " WHERE ROW(");
     if (!rc)
@@ -798,20 +809,9 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     for (size_t i = 0; i < set->ncols && !rc; i++)
         rc = ferry_buf_adds(&sql, i ? ", ?" : "?");
     if (!rc)
-        rc = ferry_buf_adds(&sql, ") ON CONFLICT (");
+        rc = ferry_buf_adds(&sql, ")");
     if (!rc)
-        rc = ferry_scope_keylist(a->scope, t, "", &sql);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, ") DO UPDATE SET ");
-    for (size_t i = 0; i < set->ncols && !rc; i++) {
-        rc = ferry_buf_adds(&sql, i ? ", " : "");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, set->cols[i]);
-        if (!rc)
-            rc = ferry_buf_adds(&sql, " = excluded.");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, set->cols[i]);
-    }
+        rc = add_on_conflict(&sql, a, t, set);
     if (!rc)
         rc = ferry_buf_addf(&sql, " WHERE %s IS NULL OR %s = ?", owner.data, owner.data);
     if (rc)

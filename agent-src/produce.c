@@ -1081,7 +1081,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
          * settings (below). h->id is the server's own, of checked form
          * (holder_open): safe to quote. BEGIN and SET LOCAL do not fail on
          * a working connection: a failure is the snapshot's, unless the
-         * connection is gone (pg.c's message), which fails the page alone.
+         * connection is gone, which fails the page alone.
          */
         snprintf(set, sizeof(set),
                  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '%s'; "
@@ -1092,7 +1092,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
 
             memcpy(why, err->msg, sizeof(why));
             ferry_db_rollback(p->db);
-            if (strstr(why, "connection to PostgreSQL lost")) {
+            if (!ferry_db_alive(p->db)) {
                 rc = err->code;
                 goto out;
             }

@@ -1981,29 +1981,45 @@ static int digest_walk(struct dec *d, const msgpack_object *o, struct ferry_dige
     return 0;
 }
 
+/*
+ * parse(), then *obj: size zeroed bytes, and d->zone, the zone its decoded
+ * values will live in (the caller hands it to the object's priv_). On an
+ * error neither is left.
+ */
+static int parse_zoned(struct dec *d, const char *data, size_t len, msgpack_unpacked *u,
+                       size_t size, void **obj)
+{
+    int rc = parse(d, data, len, d->lim->max_body, u);
+
+    if (rc)
+        return rc;
+    *obj = calloc(1, size);
+    d->zone = *obj ? msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE) : NULL;
+    if (!*obj || !d->zone) {
+        free(*obj);
+        *obj = NULL;
+        return fail(d, FERRY_ENOMEM, NULL, "out of memory");
+    }
+    return 0;
+}
+
 int ferry_digest_decode(const char *data, size_t len, const struct ferry_limits *lim,
                         struct ferry_digest **out, struct ferry_error *err)
 {
     struct dec d = {"digest", lim ? lim : &ferry_limits_default, err, NULL};
     struct ferry_digest *g = NULL;
+    void *obj = NULL;
     msgpack_unpacked u;
     int rc;
 
     *out = NULL;
     msgpack_unpacked_init(&u);
-    rc = parse(&d, data, len, d.lim->max_body, &u);
-    if (rc)
-        goto out;
-    g = calloc(1, sizeof(*g));
-    if (g)
-        d.zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-    if (!g || !d.zone) {
-        rc = fail(&d, FERRY_ENOMEM, NULL, "out of memory");
-        goto out;
+    rc = parse_zoned(&d, data, len, &u, sizeof(*g), &obj);
+    if (!rc) {
+        g = obj;
+        g->priv_ = d.zone;
+        rc = digest_walk(&d, &u.data, g);
     }
-    g->priv_ = d.zone;
-    rc = digest_walk(&d, &u.data, g);
-out:
     msgpack_unpacked_destroy(&u);
     if (rc)
         ferry_digest_free(g);
@@ -2279,24 +2295,18 @@ int ferry_batch_decode(const char *data, size_t len, const struct ferry_limits *
 {
     struct dec d = {"batch", lim ? lim : &ferry_limits_default, err, NULL};
     struct ferry_batch *b = NULL;
+    void *obj = NULL;
     msgpack_unpacked u;
     int rc;
 
     *out = NULL;
     msgpack_unpacked_init(&u);
-    rc = parse(&d, data, len, d.lim->max_body, &u);
-    if (rc)
-        goto out;
-    b = calloc(1, sizeof(*b));
-    if (b)
-        d.zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-    if (!b || !d.zone) {
-        rc = fail(&d, FERRY_ENOMEM, NULL, "out of memory");
-        goto out;
+    rc = parse_zoned(&d, data, len, &u, sizeof(*b), &obj);
+    if (!rc) {
+        b = obj;
+        b->priv_ = d.zone;
+        rc = batch_walk(&d, &u.data, b);
     }
-    b->priv_ = d.zone;
-    rc = batch_walk(&d, &u.data, b);
-out:
     msgpack_unpacked_destroy(&u);
     if (rc)
         ferry_batch_free(b);

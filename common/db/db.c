@@ -110,6 +110,11 @@ void ferry_db_rollback(struct ferry_db *db)
         db->ops->rollback(db);
 }
 
+int ferry_db_alive(struct ferry_db *db)
+{
+    return db->ops->alive ? db->ops->alive(db) : 1;
+}
+
 int ferry_db_durable(struct ferry_db *db, int durable, struct ferry_error *err)
 {
     return db->ops->durable ? db->ops->durable(db, durable, err) : 0;

@@ -61,6 +61,8 @@ int ferry_db_begin_read(struct ferry_db *db, struct ferry_error *err);
 int ferry_db_begin(struct ferry_db *db, struct ferry_error *err);
 int ferry_db_commit(struct ferry_db *db, struct ferry_error *err);
 void ferry_db_rollback(struct ferry_db *db);
+/* 0 once the connection to a database server is gone (an embedded database: always 1). */
+int ferry_db_alive(struct ferry_db *db);
 /*
  * Group commit. With durable 0, later commits survive a crash of this
  * process but may be lost with the machine (power, kernel) until the first

@@ -32,6 +32,8 @@ struct ferry_db_ops {
     int (*begin)(struct ferry_db *db, struct ferry_error *err);
     int (*commit)(struct ferry_db *db, struct ferry_error *err);
     void (*rollback)(struct ferry_db *db);
+    /* optional: 0 once the connection to the server is gone (NULL: always 1) */
+    int (*alive)(struct ferry_db *db);
     /* optional, see ferry_db_durable() (NULL: always durable) */
     int (*durable)(struct ferry_db *db, int durable, struct ferry_error *err);
     int (*prepare)(struct ferry_db *db, const char *sql, struct ferry_stmt **out,

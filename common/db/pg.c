@@ -552,6 +552,11 @@ out:
  * reaches the disk; the next commit with the session's usual setting waits
  * for the WAL up to its own record, which covers every earlier commit.
  */
+static int pg_alive(struct ferry_db *db)
+{
+    return PQstatus(pg_db(db)->conn) == CONNECTION_OK;
+}
+
 static int pg_durable(struct ferry_db *db, int durable, struct ferry_error *err)
 {
     struct pg_db *d = pg_db(db);
@@ -2324,6 +2329,7 @@ const struct ferry_db_ops ferry_pg_ops = {
     .begin = pg_begin,
     .commit = pg_commit,
     .durable = pg_durable,
+    .alive = pg_alive,
     .rollback = pg_rollback,
     .prepare = pg_prepare,
     .bind = pg_bind,
