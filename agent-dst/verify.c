@@ -31,6 +31,7 @@
 
 #include "../common/buf.h"
 #include "../common/checksum.h"
+#include "../common/crypto.h"
 #include "../common/db/db.h"
 #include "../common/keypack.h"
 #include "../common/log.h"
@@ -74,6 +75,13 @@ struct vrun {
     int recheck_only;      /* after a repair: compare only the tables that differed */
     unsigned char *coerce; /* the table being compared: NULL, or one code per column */
     size_t ncoerce;
+    /*
+     * The row hash of this verify (checksum.h): SipHash-1-3 under a key
+     * drawn here, or SHA-256 once the source refused the key (a source
+     * from before it). Set by the first digest request, the root's total.
+     */
+    int hash;
+    unsigned char hash_key[FERRY_HASH_KEY_SIZE];
 };
 
 static double now_s(void)
@@ -312,7 +320,17 @@ static int digest(struct vrun *r, size_t t, const struct ferry_value *lo, size_t
     req.parts = parts;
     req.coerce = r->coerce;
     req.ncoerce = r->ncoerce;
+    req.hash = r->hash;
+    memcpy(req.hash_key, r->hash_key, sizeof(req.hash_key));
     rc = call(r, "/v1/digest", &req, body, &len, err);
+    if (rc == FERRY_EPROTO && r->hash != FERRY_HASH_SHA256 &&
+        strstr(err->msg, "unknown key \"hash")) {
+        /* a source from before the keyed hash: SHA-256 from now on (the caller redoes its side) */
+        log_info("the source does not know the keyed row hash: verifying with SHA-256 (slower)");
+        ferry_error_clear(err);
+        r->hash = req.hash = FERRY_HASH_SHA256;
+        rc = call(r, "/v1/digest", &req, body, &len, err);
+    }
     if (rc)
         return ferry_error_prefix(err, "digest of %s", ti->name);
     rc = ferry_digest_decode(*body, len, &ferry_limits_default, g, err);
@@ -568,6 +586,7 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
 {
     struct ferry_verify_table *vt = counts_of(r, t);
     struct total_job job;
+    int hash = r->hash; /* the thread may change r->hash: read again after the join */
     pthread_t th;
     int threaded;
     int rc;
@@ -581,6 +600,12 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
     rc = target_sum(cs, NULL, 0, NULL, 0, &vt->dst_rows, &vt->dst_sum, err);
     if (threaded)
         pthread_join(th, NULL);
+    /* the source refused the keyed hash (its first digest, the root's): SHA-256 here too */
+    if (!rc && !job.rc && cs && r->hash != hash) {
+        rc = ferry_checksum_set_hash(cs, r->hash, r->hash_key, err);
+        if (!rc)
+            rc = target_sum(cs, NULL, 0, NULL, 0, &vt->dst_rows, &vt->dst_sum, err);
+    }
     if (!rc && job.rc) {
         rc = job.rc;
         *err = job.err;
@@ -664,6 +689,8 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
         rc = target_coercions(r, t, err);
         if (!rc)
             rc = ferry_checksum_new(r->db, r->scope, t, &r->tenant, NULL, &cs, err);
+        if (!rc)
+            rc = ferry_checksum_set_hash(cs, r->hash, r->hash_key, err);
         if (!rc)
             rc = ferry_db_begin_read(r->db, err);
         if (rc) {
@@ -1214,7 +1241,11 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
     struct ferry_verify_report *rep = r->rep;
     int rc;
 
-    rc = ferry_client_new(r->cfg, &r->client, err);
+    /* a fresh key for every verify: nobody can prepare rows that collide under it */
+    r->hash = FERRY_HASH_SIPHASH13;
+    rc = ferry_random(r->hash_key, sizeof(r->hash_key), err);
+    if (!rc)
+        rc = ferry_client_new(r->cfg, &r->client, err);
     if (!rc)
         rc = fetch_manifest(r, err);
     if (!rc)

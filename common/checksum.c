@@ -80,20 +80,26 @@ struct ferry_checksum {
     int in_sql;            /* HASH_*: rows hashed by the engine, statements return key, hash */
     struct pg_col *pgcol;  /* HASH_PG: one per column */
     unsigned char *coerce; /* NULL, or one enum ferry_coerce per column, not all 0 */
+    int alg;               /* enum ferry_hash */
+    unsigned char key[FERRY_HASH_KEY_SIZE]; /* FERRY_HASH_SIPHASH13's key */
 };
 
 /*
  * On SQLite the row hash is an SQL function (ferry_db_function), so a
  * statement returns the key and the hash instead of every column: the
  * values go from the row to the hash without SQLite's column API, a third
- * of the cost of a row read that way. The same ferry_rowhash_row() hashes
- * the same values, so both ways give the same numbers.
+ * of the cost of a row read that way. The same ferry_rowhash_coerced()
+ * hashes the same values, so both ways give the same numbers. Its first
+ * argument says how (a blob, constant in the statement's text): the hash
+ * (one byte, enum ferry_hash), its key (FERRY_HASH_KEY_SIZE bytes, zeros
+ * for SHA-256), then either nothing or the coercion code of each value.
  */
-#define ROWHASH_FN "ferry_rowhash"
-/* The same with the codes of the coercions first, as a blob of one byte per value. */
-#define ROWHASH_AS_FN "ferry_rowhash_as"
+#define ROWHASH_FN "ferry_rowhash_k"
+#define SPEC_HEAD (1 + FERRY_HASH_KEY_SIZE)
 
 struct ferry_rowhash {
+    int alg;         /* enum ferry_hash */
+    uint64_t k0, k1; /* FERRY_HASH_SIPHASH13: the key, read little-endian */
     EVP_MD *md;
     EVP_MD_CTX *ctx;
     int primed;         /* ctx holds the digest: re-initialised without fetching it again */
@@ -147,6 +153,7 @@ int ferry_rowhash_new(size_t max_row, struct ferry_rowhash **out, struct ferry_e
     if (!h)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     h->max = max_row;
+    h->alg = FERRY_HASH_SHA256;
     h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
     h->ctx = EVP_MD_CTX_new();
     if (!h->md || !h->ctx) {
@@ -161,6 +168,85 @@ int ferry_rowhash_new(size_t max_row, struct ferry_rowhash **out, struct ferry_e
     }
     *out = h;
     return FERRY_OK;
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+void ferry_rowhash_set(struct ferry_rowhash *h, int alg, const unsigned char *key)
+{
+    h->alg = alg == FERRY_HASH_SIPHASH13 && key ? FERRY_HASH_SIPHASH13 : FERRY_HASH_SHA256;
+    h->k0 = h->alg == FERRY_HASH_SIPHASH13 ? get_le64(key) : 0;
+    h->k1 = h->alg == FERRY_HASH_SIPHASH13 ? get_le64(key + 8) : 0;
+}
+
+#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = ROTL64(v1, 13);                                                                       \
+        v1 ^= v0;                                                                                  \
+        v0 = ROTL64(v0, 32);                                                                       \
+        v2 += v3;                                                                                  \
+        v3 = ROTL64(v3, 16);                                                                       \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = ROTL64(v3, 21);                                                                       \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = ROTL64(v1, 17);                                                                       \
+        v1 ^= v2;                                                                                  \
+        v2 = ROTL64(v2, 32);                                                                       \
+    } while (0)
+
+/*
+ * SipHash-1-3 (Aumasson and Bernstein's SipHash with one compression round
+ * and three finalization rounds) of in[0..n) under the key (k0, k1), as the
+ * reference implementation computes it, its 8 output bytes read
+ * little-endian.
+ */
+static uint64_t siphash13(uint64_t k0, uint64_t k1, const unsigned char *in, size_t n)
+{
+    uint64_t v0 = UINT64_C(0x736f6d6570736575) ^ k0;
+    uint64_t v1 = UINT64_C(0x646f72616e646f6d) ^ k1;
+    uint64_t v2 = UINT64_C(0x6c7967656e657261) ^ k0;
+    uint64_t v3 = UINT64_C(0x7465646279746573) ^ k1;
+    uint64_t b = (uint64_t)n << 56;
+    const unsigned char *end = in + (n & ~(size_t)7);
+    size_t left = n & 7;
+
+    for (; in != end; in += 8) {
+        uint64_t m;
+
+        memcpy(&m, in, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        m = __builtin_bswap64(m);
+#endif
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    for (size_t i = 0; i < left; i++)
+        b |= (uint64_t)in[i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t ferry_siphash13(const unsigned char key[FERRY_HASH_KEY_SIZE], const void *in, size_t n)
+{
+    return siphash13(get_le64(key), get_le64(key + 8), in, n);
 }
 
 int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, size_t n,
@@ -226,6 +312,10 @@ int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, s
             p += v->u.s.n;
             break;
         }
+    }
+    if (h->alg == FERRY_HASH_SIPHASH13) {
+        *out = siphash13(h->k0, h->k1, h->row ? h->row : md, need);
+        return FERRY_OK;
     }
     /* NULL once primed: OpenSSL 3.0 then skips a fetch and an allocation per row (170 -> 139 ns) */
     if (EVP_DigestInit_ex2(h->ctx, h->primed ? NULL : h->md, NULL) != 1 ||
@@ -421,23 +511,19 @@ int ferry_rowhash_coerced(struct ferry_rowhash *h, const unsigned char *codes,
 static int rowhash_fn(void *arg, const struct ferry_value *vals, size_t n, int64_t *out,
                       struct ferry_error *err)
 {
-    uint64_t h = 0;
-    int rc = ferry_rowhash_row(arg, vals, n, &h, err);
-
-    *out = (int64_t)h;
-    return rc;
-}
-
-static int rowhash_as_fn(void *arg, const struct ferry_value *vals, size_t n, int64_t *out,
-                         struct ferry_error *err)
-{
+    const unsigned char *spec;
     uint64_t h = 0;
     int rc;
 
-    if (n < 1 || vals[0].type != FERRY_BLOB || vals[0].u.s.n != n - 1)
+    if (n < 1 || vals[0].type != FERRY_BLOB ||
+        (vals[0].u.s.n != SPEC_HEAD && vals[0].u.s.n != SPEC_HEAD + n - 1))
         return ferry_error_set(err, FERRY_EINTERNAL,
-                               "checksum: " ROWHASH_AS_FN " takes a blob of one code per value");
-    rc = ferry_rowhash_coerced(arg, (const unsigned char *)vals[0].u.s.p, vals + 1, n - 1, &h, err);
+                               "checksum: " ROWHASH_FN " takes a blob of the hash, its key and "
+                               "no code or one code per value");
+    spec = (const unsigned char *)vals[0].u.s.p;
+    ferry_rowhash_set(arg, spec[0], spec + 1);
+    rc = ferry_rowhash_coerced(arg, vals[0].u.s.n > SPEC_HEAD ? spec + SPEC_HEAD : NULL, vals + 1,
+                               n - 1, &h, err);
     *out = (int64_t)h;
     return rc;
 }
@@ -476,9 +562,7 @@ static int rowhash_in_sql(struct ferry_db *db)
 {
     if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE)
         return HASH_C;
-    return define_fn(db, ROWHASH_FN, rowhash_fn) && define_fn(db, ROWHASH_AS_FN, rowhash_as_fn)
-               ? HASH_SQLITE
-               : HASH_C;
+    return define_fn(db, ROWHASH_FN, rowhash_fn) ? HASH_SQLITE : HASH_C;
 }
 
 static void pgcol_free(struct ferry_checksum *c)
@@ -836,6 +920,33 @@ int ferry_checksum_hashed_in_sql(const struct ferry_checksum *c)
     return c->in_sql != HASH_C;
 }
 
+int ferry_checksum_set_hash(struct ferry_checksum *c, int alg, const unsigned char *key,
+                            struct ferry_error *err)
+{
+    if (alg != FERRY_HASH_SHA256 && (alg != FERRY_HASH_SIPHASH13 || !key))
+        return ferry_error_set(err, FERRY_EDATA, "checksum: no hash %d with%s key", alg,
+                               key ? " a" : "out a");
+    c->alg = alg;
+    memset(c->key, 0, sizeof(c->key));
+    if (alg == FERRY_HASH_SIPHASH13)
+        memcpy(c->key, key, sizeof(c->key));
+    ferry_rowhash_set(c->hash, alg, c->key);
+    /* statements are built anew with the hash in their text */
+    for (int q = 0; q < NQ; q++)
+        for (int k = 0; k < 4; k++) {
+            ferry_stmt_free(c->st[q][k]);
+            c->st[q][k] = NULL;
+        }
+    /* the SQL encoding on PostgreSQL has SHA-256 only */
+    if (alg != FERRY_HASH_SHA256 && c->in_sql == HASH_PG) {
+        log_debug("checksum: rows of %s read and hashed in C, not in SQL: a keyed hash",
+                  c->scope->tables[c->t].info.name);
+        pgcol_free(c);
+        c->in_sql = HASH_C;
+    }
+    return FERRY_OK;
+}
+
 /* Append " AND (k1, k2) op (?, ?)" (no parentheses for a one-column key). */
 static int add_bound(struct ferry_checksum *c, struct ferry_buf *b, const char *op)
 {
@@ -1054,15 +1165,14 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
     } else {
         if (c->in_sql == HASH_SQLITE) {
             rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
-            if (!rc && c->coerce) {
-                rc = ferry_buf_adds(b, ", " ROWHASH_AS_FN "(X'");
-                for (size_t i = 0; i < ti->ncols && !rc; i++)
-                    rc = ferry_buf_addf(b, "%02x", (unsigned)c->coerce[i]);
-                if (!rc)
-                    rc = ferry_buf_adds(b, ti->ncols ? "', " : "'");
-            } else if (!rc) {
-                rc = ferry_buf_adds(b, ", " ROWHASH_FN "(");
-            }
+            if (!rc)
+                rc = ferry_buf_addf(b, ", " ROWHASH_FN "(X'%02x", (unsigned)c->alg);
+            for (size_t i = 0; i < FERRY_HASH_KEY_SIZE && !rc; i++)
+                rc = ferry_buf_addf(b, "%02x", (unsigned)c->key[i]);
+            for (size_t i = 0; c->coerce && i < ti->ncols && !rc; i++)
+                rc = ferry_buf_addf(b, "%02x", (unsigned)c->coerce[i]);
+            if (!rc)
+                rc = ferry_buf_adds(b, ti->ncols ? "', " : "'");
         }
         for (size_t i = 0; i < ti->ncols && !rc; i++) {
             if (i)

@@ -3,12 +3,21 @@
  * over primary-key ranges, computed the same way on the source (the digest
  * endpoint) and on the target (verify), so that the two can be compared.
  *
- * Row hash: the first 8 bytes, read big-endian, of SHA-256 over the
- * canonical encoding of the row's values, in the table's column order (the
- * manifest's). Each value is one tag byte, 0 NULL, 1 INT, 2 FLOAT, 3 TEXT,
- * 4 BLOB, then: INT 8 bytes big-endian two's complement; FLOAT the 8 bytes
- * of its IEEE-754 bits big-endian (so -0.0 and 0.0 differ, as they do for
- * the copy); TEXT and BLOB an 8-byte big-endian length and the bytes.
+ * Row hash: a 64-bit hash of the canonical encoding of the row's values,
+ * in the table's column order (the manifest's). Each value is one tag
+ * byte, 0 NULL, 1 INT, 2 FLOAT, 3 TEXT, 4 BLOB, then: INT 8 bytes
+ * big-endian two's complement; FLOAT the 8 bytes of its IEEE-754 bits
+ * big-endian (so -0.0 and 0.0 differ, as they do for the copy); TEXT and
+ * BLOB an 8-byte big-endian length and the bytes. Which hash (enum
+ * ferry_hash), the digest request says:
+ *   - SipHash-1-3 under a 16-byte key that the target draws at random for
+ *     each verify and sends in its digest requests: the 8 output bytes
+ *     read little-endian (the reference implementation's uint64). Keyed,
+ *     so rows cannot be made to collide without the key, which changes
+ *     every time; about a fifth of SHA-256's cost a row;
+ *   - SHA-256, its first 8 bytes read big-endian: what a request that names
+ *     no hash means (a target from before the key), and what a target uses
+ *     with a source that refuses the key.
  *
  * Range checksum: the sum modulo 2^64 of the row hashes. A sum does not
  * depend on the order the rows are read in, adds up over sub-ranges (a
@@ -60,15 +69,35 @@ struct ferry_ranges {
 void ferry_ranges_init(struct ferry_ranges *rs);
 void ferry_ranges_release(struct ferry_ranges *rs);
 
-struct ferry_rowhash; /* opaque: a reusable SHA-256 context and a row buffer */
+/* The row hashes (wire values: the digest request names one). */
+enum ferry_hash {
+    FERRY_HASH_SHA256 = 0,    /* the first 8 bytes of SHA-256, big-endian; no key */
+    FERRY_HASH_SIPHASH13 = 1, /* SipHash-1-3 under a FERRY_HASH_KEY_SIZE-byte key */
+    FERRY_HASH_MAX = 1
+};
+#define FERRY_HASH_KEY_SIZE 16
+#define FERRY_HASH_SIPHASH13_NAME "siphash-1-3" /* its name in a digest request */
+
+/* SipHash-1-3 of in[0..n) under key: the reference's output read little-endian. */
+uint64_t ferry_siphash13(const unsigned char key[FERRY_HASH_KEY_SIZE], const void *in, size_t n);
+
+struct ferry_rowhash; /* opaque: a reusable SHA-256 context, a key and a row buffer */
 
 /*
- * A row hasher for rows of at most max_row encoded bytes. Owned, free with
+ * A row hasher for rows of at most max_row encoded bytes, hashing with
+ * SHA-256 until ferry_rowhash_set says otherwise. Owned, free with
  * ferry_rowhash_free. One per thread: it keeps state between rows so that
  * hashing a row costs the digest, not setting one up.
  */
 int ferry_rowhash_new(size_t max_row, struct ferry_rowhash **out, struct ferry_error *err);
 void ferry_rowhash_free(struct ferry_rowhash *h);
+
+/*
+ * Hash rows with alg (enum ferry_hash) from now on, under key
+ * (FERRY_HASH_KEY_SIZE bytes, copied; ignored for SHA-256). An unknown alg,
+ * or SipHash without a key, is SHA-256.
+ */
+void ferry_rowhash_set(struct ferry_rowhash *h, int alg, const unsigned char *key);
 
 /*
  * Hash of one row of n values into *out.
@@ -193,6 +222,15 @@ int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, 
  */
 int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, size_t n,
                           struct ferry_error *err);
+
+/*
+ * Hash c's rows with alg (enum ferry_hash) under key (FERRY_HASH_KEY_SIZE
+ * bytes, copied; NULL for SHA-256) from now on; SHA-256 until then.
+ * FERRY_EDATA for an unknown alg or SipHash without a key. On PostgreSQL a
+ * keyed hash is computed in C (the SQL encoding has SHA-256 only).
+ */
+int ferry_checksum_set_hash(struct ferry_checksum *c, int alg, const unsigned char *key,
+                            struct ferry_error *err);
 
 /*
  * Whether c's rows are hashed by the engine (1: a statement returns key and

@@ -214,7 +214,10 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
                                    FERRY_DIGEST_MAX_PARTS);
         if (req->coerce && req->ncoerce == 0)
             return ferry_error_set(err, FERRY_EINTERNAL, "digest request: no coercions");
-        msgpack_pack_map(&w->pk, req->coerce ? 7 : 6);
+        if (req->hash < 0 || req->hash > FERRY_HASH_MAX)
+            return ferry_error_set(err, FERRY_EINTERNAL, "digest request: hash %d", req->hash);
+        /* "hash" only when not SHA-256: a source from before it was added refuses the key */
+        msgpack_pack_map(&w->pk, 6 + (req->coerce ? 1 : 0) + (req->hash ? 2 : 0));
     } else {
         if (req->nkeys == 0 || req->nkeys > FERRY_ROWS_MAX_KEYS || !req->keys ||
             req->keywidth == 0 || req->keywidth > FERRY_MAX_KEY_COLS)
@@ -248,6 +251,13 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
             pack_cstr(w, "coerce");
             msgpack_pack_bin(&w->pk, req->ncoerce);
             msgpack_pack_bin_body(&w->pk, req->coerce, req->ncoerce);
+        }
+        if (req->hash) {
+            pack_cstr(w, "hash");
+            pack_cstr(w, FERRY_HASH_SIPHASH13_NAME);
+            pack_cstr(w, "hash_key");
+            msgpack_pack_bin(&w->pk, FERRY_HASH_KEY_SIZE);
+            msgpack_pack_bin_body(&w->pk, req->hash_key, FERRY_HASH_KEY_SIZE);
         }
     } else {
         pack_cstr(w, "keys");
@@ -1360,11 +1370,39 @@ static int get_coerce(struct dec *d, const msgpack_object *o, struct ferry_reque
     return 0;
 }
 
+/* A digest request's "hash" and "hash_key" (NULL when absent): a keyed hash and its key. */
+static int get_hash(struct dec *d, const msgpack_object *name, const msgpack_object *key,
+                    struct ferry_request *req)
+{
+    int rc;
+
+    if (!name && !key)
+        return 0;
+    if (!name || !key)
+        return fail(d, FERRY_EPROTO, name ? "hash_key" : "hash", "missing, %s is there",
+                    name ? "hash" : "hash_key");
+    rc = want(d, name, MSGPACK_OBJECT_STR, "hash", "str");
+    if (!rc)
+        rc = want(d, key, MSGPACK_OBJECT_BIN, "hash_key", "bin");
+    if (rc)
+        return rc;
+    if (name->via.str.size != strlen(FERRY_HASH_SIPHASH13_NAME) ||
+        memcmp(name->via.str.ptr, FERRY_HASH_SIPHASH13_NAME, name->via.str.size) != 0)
+        return fail(d, FERRY_EPROTO, "hash", "unknown hash, expected \"%s\"",
+                    FERRY_HASH_SIPHASH13_NAME);
+    if (key->via.bin.size != FERRY_HASH_KEY_SIZE)
+        return fail(d, FERRY_EPROTO, "hash_key", "%" PRIu32 " bytes, expected %d",
+                    key->via.bin.size, FERRY_HASH_KEY_SIZE);
+    req->hash = FERRY_HASH_SIPHASH13;
+    memcpy(req->hash_key, key->via.bin.ptr, FERRY_HASH_KEY_SIZE);
+    return 0;
+}
+
 /* The digest and rows requests of verify/repair. */
 static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
                                struct ferry_request *req)
 {
-    struct field f[7] = {{"v", NULL}, {"tenant", NULL}, {"table", NULL}};
+    struct field f[9] = {{"v", NULL}, {"tenant", NULL}, {"table", NULL}};
     const msgpack_object_array *a;
     size_t nf, nopt = 0;
     int rc;
@@ -1377,8 +1415,10 @@ static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
         f[4].key = "hi";
         f[5].key = "parts";
         f[6].key = "coerce"; /* optional: same-engine pairs and targets from before it */
+        f[7].key = "hash";   /* optional, with hash_key: targets from before it */
+        f[8].key = "hash_key";
         nf = 6;
-        nopt = 1;
+        nopt = 3;
     } else {
         f[3].key = "keys";
         nf = 4;
@@ -1404,9 +1444,10 @@ static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
         if (req->parts < 1 || req->parts > FERRY_DIGEST_MAX_PARTS)
             return fail(d, FERRY_EPROTO, "parts", "%" PRId64 " is not 1 to %d", req->parts,
                         FERRY_DIGEST_MAX_PARTS);
-        if (f[6].val)
-            return get_coerce(d, f[6].val, req);
-        return 0;
+        rc = get_hash(d, f[7].val, f[8].val, req);
+        if (!rc && f[6].val)
+            rc = get_coerce(d, f[6].val, req);
+        return rc;
     }
     rc = want(d, f[3].val, MSGPACK_OBJECT_ARRAY, "keys", "array");
     if (rc)

@@ -28,7 +28,12 @@
  *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS,
  *              "coerce": bin (optional, sent only across engines: one byte
  *              per column of the table, enum ferry_coerce of checksum.h,
- *              how the target stores that column's values; absent: none)}
+ *              how the target stores that column's values; absent: none),
+ *              "hash": "siphash-1-3" (optional: the row hash, checksum.h;
+ *              absent: SHA-256, all a source from before it knows, which
+ *              refuses the key: the target then asks again without it),
+ *              "hash_key": bin (FERRY_HASH_KEY_SIZE bytes, with "hash"
+ *              only: the key, drawn at random by the target for one verify)}
  *   rows      {"v", "tenant": str, "table": str,
  *              "keys": [[key values]...] (1..FERRY_ROWS_MAX_KEYS, one width)}
  *   freeze    {"v", "tenant": str, "on": bool}   (migration mode on / off)
@@ -126,6 +131,8 @@ struct ferry_request {
     int64_t parts;         /* digest: 1..FERRY_DIGEST_MAX_PARTS */
     unsigned char *coerce; /* digest: NULL, or ncoerce codes 0..FERRY_COERCE_MAX */
     size_t ncoerce;
+    int hash; /* digest: enum ferry_hash (FERRY_HASH_SHA256: "hash" not sent) */
+    unsigned char hash_key[FERRY_HASH_KEY_SIZE]; /* digest: the key of a keyed hash */
     struct ferry_value *keys; /* rows: nkeys keys of keywidth values, row-major */
     size_t nkeys, keywidth;
     void *priv_; /* decoder memory */

@@ -108,6 +108,64 @@ static void test_vectors(void)
     }
 }
 
+/*
+ * SipHash-1-3 against the reference: the outputs of Rust's
+ * std::hash::SipHasher13 (new_with_keys, write, finish) for key 00..0f and
+ * messages 00 01 .. n-1, and, under the zero key, CPython 3.11's bytes hash
+ * with PYTHONHASHSEED=0 (its siphash13). A row hashed with it is the
+ * SipHash of the same encoding as SHA-256's (checksum.h).
+ */
+static void test_siphash_vectors(void)
+{
+    static const struct {
+        size_t n;
+        uint64_t want;
+    } v[] = {{0, UINT64_C(0xabac0158050fc4dc)},  {1, UINT64_C(0xc9f49bf37d57ca93)},
+             {7, UINT64_C(0xd3927d989bb11140)},  {8, UINT64_C(0x369095118d299a8e)},
+             {15, UINT64_C(0xd320d86d2a519956)}, {16, UINT64_C(0xcc4fdd1a7d908b66)},
+             {63, UINT64_C(0x9d199062b7bbb3a8)}};
+    unsigned char key[FERRY_HASH_KEY_SIZE], zero[FERRY_HASH_KEY_SIZE] = {0}, msg[64];
+    struct ferry_rowhash *rh = NULL;
+    struct ferry_value row[5];
+    struct ferry_error err;
+    uint64_t h = 0;
+
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (unsigned char)i;
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (unsigned char)i;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        ASSERT(ferry_siphash13(key, msg, v[i].n) == v[i].want);
+    /* Python: hash(bytes(range(15))), hash(b"\0") as uint64 */
+    ASSERT(ferry_siphash13(zero, msg, 15) == UINT64_C(0xf30eb725bb91c9ea));
+    ASSERT(ferry_siphash13(zero, msg, 1) == UINT64_C(0x68a914128e01e473));
+
+    ASSERT_EQ(ferry_rowhash_new(1 << 20, &rh, &err), FERRY_OK);
+    ferry_rowhash_set(rh, FERRY_HASH_SIPHASH13, key);
+    ASSERT_EQ(ferry_rowhash_row(rh, NULL, 0, &h, &err), FERRY_OK);
+    ASSERT(h == UINT64_C(0xabac0158050fc4dc)); /* the empty encoding */
+    row[0] = ferry_value_null();
+    ASSERT_EQ(ferry_rowhash_row(rh, row, 1, &h, &err), FERRY_OK);
+    ASSERT(h == UINT64_C(0xc9f49bf37d57ca93)); /* "\0" */
+    /* INT 1, TEXT "a", FLOAT -0.0, BLOB 00 ff, NULL: Rust over the 40 bytes of its encoding */
+    row[0] = ferry_value_int(1);
+    row[1] = ferry_value_text("a", 1);
+    row[2] = flt(-0.0);
+    row[3] = blob("\x00\xff", 2);
+    row[4] = ferry_value_null();
+    ASSERT_EQ(ferry_rowhash_row(rh, row, 5, &h, &err), FERRY_OK);
+    ASSERT(h == UINT64_C(0x9b077cc28a7d6a9d));
+    /* another key, another hash; back to SHA-256, the SHA-256 vector */
+    key[0] ^= 1;
+    ferry_rowhash_set(rh, FERRY_HASH_SIPHASH13, key);
+    ASSERT_EQ(ferry_rowhash_row(rh, row, 5, &h, &err), FERRY_OK);
+    ASSERT(h != UINT64_C(0x9b077cc28a7d6a9d));
+    ferry_rowhash_set(rh, FERRY_HASH_SHA256, NULL);
+    ASSERT_EQ(ferry_rowhash_row(rh, row, 5, &h, &err), FERRY_OK);
+    ASSERT(h == UINT64_C(0x0166381f45ec0da8));
+    ferry_rowhash_free(rh);
+}
+
 /* ---- ranges over a database ---- */
 
 static struct ferry_db *db;
@@ -484,6 +542,100 @@ static void test_values_in_sql(void)
     ASSERT_EQ(count, 0);
     ferry_checksum_free(c);
     ASSERT_EQ(ferry_db_exec(db, "UPDATE channels SET team_id = 1 WHERE id = 5", &err), FERRY_OK);
+}
+
+/*
+ * A keyed hash over the database: SQLite's function and the C path give
+ * the sum of the rows' SipHash under the checksum's key (every kind of
+ * value, coerced or not); another key another sum; SHA-256 again the
+ * SHA-256 sum; an unknown hash or a missing key refused.
+ */
+static void test_keyed_sums(void)
+{
+    static const char nul_text[] = "a\0b", nul_blob[] = "\0\1\0\xff";
+    struct ferry_value vals[8];
+    struct ferry_value row[3];
+    struct ferry_stmt *ins = NULL;
+    struct ferry_checksum *c = NULL;
+    struct ferry_rowhash *rh = NULL;
+    struct ferry_value tv = ferry_value_int(3);
+    struct ferry_error err;
+    unsigned char key[FERRY_HASH_KEY_SIZE];
+    unsigned char codes[3] = {FERRY_COERCE_NONE, FERRY_COERCE_NONE, FERRY_COERCE_SQLITE_REAL};
+    uint64_t want = 0, want_sha = 0, want_co = 0, sum = 0, h = 0;
+    int64_t count = 0;
+    size_t nv = 0;
+    int t = ferry_scope_find(scope, "settings");
+    int r = 0;
+
+    ASSERT(t >= 0);
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (unsigned char)(0xa0 + i);
+    ASSERT_EQ(ferry_rowhash_new(1 << 20, &rh, &err), FERRY_OK);
+    ferry_rowhash_set(rh, FERRY_HASH_SIPHASH13, key);
+    vals[nv++] = ferry_value_null();
+    vals[nv++] = ferry_value_int(INT64_MIN);
+    vals[nv++] = ferry_value_int(42);
+    vals[nv++] = flt(-0.0);
+    vals[nv++] = flt(5e-324);
+    vals[nv++] = ferry_value_text(nul_text, 3);
+    vals[nv++] = ferry_value_text("", 0);
+    vals[nv++] = blob(nul_blob, 4);
+    ASSERT_EQ(ferry_db_prepare(db, "INSERT INTO settings VALUES (3, ?, ?)", &ins, &err), FERRY_OK);
+    for (size_t i = 0; i < nv; i++) {
+        char k[8];
+
+        snprintf(k, sizeof(k), "v%zu", i);
+        row[0] = ferry_value_int(3);
+        row[1] = ferry_value_text(k, strlen(k));
+        row[2] = vals[i];
+        ferry_stmt_reset(ins);
+        ASSERT_EQ(ferry_stmt_bind(ins, 1, &row[1], &err), FERRY_OK);
+        ASSERT_EQ(ferry_stmt_bind(ins, 2, &row[2], &err), FERRY_OK);
+        ASSERT_EQ(ferry_stmt_step(ins, &r, &err), FERRY_OK);
+        want_sha += row_hash(row, 3);
+        ASSERT_EQ(ferry_rowhash_row(rh, row, 3, &h, &err), FERRY_OK);
+        want += h;
+        ASSERT_EQ(ferry_rowhash_coerced(rh, codes, row, 3, &h, &err), FERRY_OK);
+        want_co += h;
+    }
+    ferry_stmt_free(ins);
+    ASSERT(want != want_sha && want_co != want);
+
+    ASSERT_EQ(ferry_checksum_new(db, scope, (size_t)t, &tv, NULL, &c, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_SIPHASH13, key, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_hashed_in_sql(c), 1);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT_EQ(count, (int64_t)nv);
+    ASSERT(sum == want);
+    ASSERT_EQ(ferry_checksum_coerce(c, codes, 3, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT(sum == want_co);
+    ferry_checksum_hash_in_c(c);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT(sum == want_co);
+    ferry_checksum_free(c);
+
+    /* set before or after the coercions, in C or in SQL: the same numbers */
+    ASSERT_EQ(ferry_checksum_new(db, scope, (size_t)t, &tv, NULL, &c, &err), FERRY_OK);
+    ferry_checksum_hash_in_c(c);
+    ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_SIPHASH13, key, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT(sum == want);
+    /* another key: another sum */
+    key[15] ^= 0x80;
+    ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_SIPHASH13, key, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT_EQ(count, (int64_t)nv);
+    ASSERT(sum != want);
+    ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_SHA256, NULL, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT(sum == want_sha);
+    ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_SIPHASH13, NULL, &err), FERRY_EDATA);
+    ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_MAX + 1, key, &err), FERRY_EDATA);
+    ferry_checksum_free(c);
+    ferry_rowhash_free(rh);
+    ASSERT_EQ(ferry_db_exec(db, "DELETE FROM settings WHERE team_id = 3", &err), FERRY_OK);
 }
 
 /* ---- coercions: a value hashed as the target of the other engine stores it ---- */
@@ -1234,6 +1386,22 @@ static void test_pg_in_sql(void)
         ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
         ASSERT_EQ(count, 1);
         ASSERT(sum == row_hash(row, 2));
+        /* a keyed hash: read and hashed in C, SipHash of the same row */
+        {
+            unsigned char key[FERRY_HASH_KEY_SIZE] = {7, 1, 2, 3};
+            struct ferry_rowhash *rh = NULL;
+            uint64_t h = 0;
+
+            ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_SIPHASH13, key, &err), FERRY_OK);
+            ASSERT_EQ(ferry_checksum_hashed_in_sql(c), 0);
+            ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+            ASSERT_EQ(ferry_rowhash_new(1 << 20, &rh, &err), FERRY_OK);
+            ferry_rowhash_set(rh, FERRY_HASH_SIPHASH13, key);
+            ASSERT_EQ(ferry_rowhash_row(rh, row, 2, &h, &err), FERRY_OK);
+            ASSERT_EQ(count, 1);
+            ASSERT(sum == h);
+            ferry_rowhash_free(rh);
+        }
         ferry_checksum_free(c);
     }
     ferry_scope_free(sc);
@@ -1243,12 +1411,14 @@ static void test_pg_in_sql(void)
 int main(void)
 {
     test_vectors();
+    test_siphash_vectors();
     setup();
     test_sums();
     test_split();
     test_split_many();
     test_composite_key();
     test_values_in_sql();
+    test_keyed_sums();
     test_coerce_values();
     test_coerce_for();
     test_coerce_sqlite_roundtrip();
