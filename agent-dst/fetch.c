@@ -14,8 +14,16 @@
  * caller decodes or applies can come from anyone but the pinned source. A
  * session is renewed shortly before it expires, and once, transparently,
  * when the source says it no longer knows it (X-Ferry-Auth: renew).
+ *
+ * A session outlives the run (resume.h): the client takes the one the last
+ * run left, if it is still good for RENEW_MARGIN_MAX seconds, and keeps its
+ * own when freed. The keys are loaded only when a handshake is needed. A
+ * resumed session the source refuses (401: it restarted, the key was
+ * revoked, ...) is dropped and the request retried once after a handshake.
  */
 #include "fetch.h"
+
+#include "resume.h"
 
 #include "../common/buf.h"
 #include "../common/crypto.h"
@@ -60,11 +68,13 @@ struct ferry_client {
     int renew;    /* X-Ferry-Auth: renew */
 
     /* authentication */
-    struct ferry_key *identity; /* this target's private key */
+    struct ferry_config auth;   /* copies of the settings below: key files, tenant, state */
+    struct ferry_key *identity; /* this target's private key, once a handshake needs it */
     struct ferry_key *source;   /* the pinned source key */
     struct ferry_hs_client *hs;
     struct ferry_hs_session sess;
     int have_session;
+    int resumed;          /* the session is the last run's, no answer under it yet */
     int64_t ttl;          /* of the current session, seconds */
     int64_t clock_offset; /* CLOCK_OFFSET_ENV, 0 outside tests */
 };
@@ -137,6 +147,7 @@ static void drop_session(struct ferry_client *c)
 {
     ferry_hs_session_clear(&c->sess);
     c->have_session = 0;
+    c->resumed = 0;
 }
 
 void ferry_client_free(struct ferry_client *c)
@@ -149,7 +160,14 @@ void ferry_client_free(struct ferry_client *c)
     curl_slist_free_all(c->hs_headers);
     ferry_buf_release(&c->body);
     free(c->base);
+    if (c->have_session)
+        ferry_resume_keep(&c->auth, &c->sess, c->ttl);
     drop_session(c);
+    free(c->auth.target.state);
+    free(c->auth.target.identity);
+    free(c->auth.target.tenant);
+    free(c->auth.source.url);
+    free(c->auth.source.public_key);
     ferry_hs_client_free(c->hs);
     ferry_key_free(c->identity);
     ferry_key_free(c->source);
@@ -184,11 +202,11 @@ static int clock_offset(int64_t *out, struct ferry_error *err)
     return FERRY_OK;
 }
 
-/* This target's key, the pinned source key and the handshake state, or a config error saying how.
- */
+/* The settings authentication needs are there, or a config error saying how. */
 static int auth_open(struct ferry_client *c, const struct ferry_config *cfg,
                      struct ferry_error *err)
 {
+    unsigned char digest[FERRY_SHA256_LEN];
     const char *path = cfg->path ? cfg->path : "C";
     int rc;
 
@@ -206,9 +224,40 @@ static int auth_open(struct ferry_client *c, const struct ferry_config *cfg,
     if (!cfg->target.tenant)
         return ferry_error_set(err, FERRY_ECONFIG, "config %s: [target] tenant is missing", path);
     rc = clock_offset(&c->clock_offset, err);
+    /* The files are read now (a missing or loose key fails here), parsed at the first handshake. */
     if (!rc)
+        rc = ferry_key_file_digest(cfg->target.identity, 1, digest, err);
+    if (!rc)
+        rc = ferry_key_file_digest(cfg->source.public_key, 0, digest, err);
+    if (rc)
+        return rc;
+    c->auth.target.identity = strdup(cfg->target.identity);
+    c->auth.target.tenant = strdup(cfg->target.tenant);
+    c->auth.source.url = strdup(cfg->source.url);
+    c->auth.source.public_key = strdup(cfg->source.public_key);
+    if (cfg->target.state)
+        c->auth.target.state = strdup(cfg->target.state);
+    if (!c->auth.target.identity || !c->auth.target.tenant || !c->auth.source.url ||
+        !c->auth.source.public_key || (cfg->target.state && !c->auth.target.state))
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory creating the http client");
+    if (ferry_resume_take(&c->auth, clock_now(c), RENEW_MARGIN_MAX, &c->sess, &c->ttl)) {
+        c->have_session = 1;
+        c->resumed = 1;
+    }
+    return FERRY_OK;
+}
+
+/* This target's key, the pinned source key and the handshake state, loaded once. */
+static int keys_ready(struct ferry_client *c, struct ferry_error *err)
+{
+    const struct ferry_config *cfg = &c->auth;
+    int rc = FERRY_OK;
+
+    if (c->hs)
+        return FERRY_OK;
+    if (!c->identity)
         rc = ferry_key_load_private(cfg->target.identity, &c->identity, err);
-    if (!rc)
+    if (!rc && !c->source)
         rc = ferry_key_load_public(cfg->source.public_key, &c->source, err);
     if (!rc)
         rc = ferry_hs_client_new(c->identity, c->source, cfg->target.tenant, 0, &c->hs, err);
@@ -541,7 +590,9 @@ static int handshake(struct ferry_client *c, struct ferry_error *err)
 
     drop_session(c);
     ferry_buf_init(&msg, FERRY_HS_MSG_MAX);
-    rc = ferry_hs_client_hello(c->hs, now, &msg, err);
+    rc = keys_ready(c, err);
+    if (!rc)
+        rc = ferry_hs_client_hello(c->hs, now, &msg, err);
     if (!rc)
         rc = exchange(c, 1, "/v1/session/hello", c->hs_headers, msg.data, msg.len, FERRY_HS_MSG_MAX,
                       &status, err);
@@ -684,8 +735,11 @@ static int request(struct ferry_client *c, int post, const char *path, const cha
         headers = NULL;
         if (rc)
             goto out;
-        /* The source forgot the session (expired, restarted): nothing was served; once more. */
-        if (auth && status == 401 && c->renew && attempt == 0) {
+        /*
+         * The source forgot the session (expired, restarted), or refused the
+         * last run's: nothing was served; once more, after a handshake.
+         */
+        if (auth && status == 401 && (c->renew || c->resumed) && attempt == 0) {
             drop_session(c);
             continue;
         }
@@ -695,6 +749,7 @@ static int request(struct ferry_client *c, int post, const char *path, const cha
         rc = verify_answer(c, counter, status, err);
         if (rc)
             goto out;
+        c->resumed = 0;
     }
     if (status != 200) {
         rc = status_fail(c, status, err);

@@ -26,10 +26,14 @@ struct ferry_client; /* opaque */
 /*
  * New client for cfg->source.url ("http://HOST:PORT" or "https://HOST:PORT";
  * with https the certificate is checked against [source] ca when given,
- * else the system's CAs, and the host name too). Loads the keys: FERRY_ECONFIG
- * naming the missing key and the command that creates it, or a private key
- * readable by others ("run chmod 600 FILE"). Owned, free with
- * ferry_client_free. Needs curl_global_init done once by main.
+ * else the system's CAs, and the host name too). FERRY_ECONFIG naming a
+ * missing key setting and the command that creates the key, a key file
+ * that cannot be read, or a private key readable by others ("run chmod 600
+ * FILE"). The keys are parsed at the first handshake, which may not come
+ * at all when the last run kept its session (resume.h): a file that is no
+ * key fails that request with FERRY_ECONFIG. Owned, free with
+ * ferry_client_free, which keeps the session for the next run. Needs
+ * curl_global_init done once by main.
  */
 int ferry_client_new(const struct ferry_config *cfg, struct ferry_client **out,
                      struct ferry_error *err);

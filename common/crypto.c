@@ -416,6 +416,22 @@ int ferry_key_load_public(const char *path, struct ferry_key **out, struct ferry
     return load_key(path, 0, out, err);
 }
 
+int ferry_key_file_digest(const char *path, int priv, unsigned char out[FERRY_SHA256_LEN],
+                          struct ferry_error *err)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc;
+
+    rc = read_key_file(path, priv, &data, &len, err);
+    if (rc)
+        return rc;
+    rc = ferry_sha256(data, len, out, err);
+    OPENSSL_cleanse(data, len + 1);
+    free(data);
+    return rc;
+}
+
 int ferry_key_from_spki(const void *der, size_t len, struct ferry_key **out,
                         struct ferry_error *err)
 {

@@ -75,6 +75,15 @@ int ferry_key_load_private(const char *path, struct ferry_key **out, struct ferr
 int ferry_key_load_public(const char *path, struct ferry_key **out, struct ferry_error *err);
 
 /*
+ * SHA-256 of a key file's bytes, read under the same rules as the loaders
+ * above (priv: the private key's permissions are checked too), without
+ * parsing the key: a cheap fingerprint of the file, to bind something to it.
+ * Same errors as the loaders for a file they would refuse to read.
+ */
+int ferry_key_file_digest(const char *path, int priv, unsigned char out[FERRY_SHA256_LEN],
+                          struct ferry_error *err);
+
+/*
  * Parse a public key from DER SubjectPublicKeyInfo (len bytes, at most
  * FERRY_KEY_MAX_BYTES + 64). FERRY_EPROTO when it is not exactly one RSA
  * public key of an allowed size. *out owned by the caller (ferry_key_free).

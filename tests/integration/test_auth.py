@@ -282,6 +282,131 @@ class AuthTest(ft.FerryTestCase):
         cp = fa.run_keys(["revoke", "--config", self.src_conf, "SHA256:nonsense"])
         self.assertExit(cp, 2)
 
+    # -- the session kept between runs ----------------------------------------
+
+    def opened(self, srv):
+        """Handshakes the source completed (its /metrics)."""
+        status, text = ft.http_get(srv.url, "/metrics")
+        self.assertEqual(status, 200)
+        return int(re.search(r"(?m)^ferry_sessions_opened_total (\d+)$", text.decode()).group(1))
+
+    def edit(self, body):
+        """Change one post of tenant 1 on the source; the edit a sync must bring."""
+        conn = ft.source_conn(self.src_db)
+        conn.execute("UPDATE posts SET body = ? WHERE id = (SELECT min(p.id) FROM posts p "
+                     "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1)", (body,))
+        conn.close()
+
+    def target_has(self, body):
+        conn = sqlite3.connect(self.dst_db)
+        try:
+            return conn.execute("SELECT count(*) FROM posts WHERE body = ?",
+                                (body,)).fetchone()[0] == 1
+        finally:
+            conn.close()
+
+    def test_session_kept_between_runs(self):
+        """A run keeps its session for the next one (STATE/session, 0600):
+        the second and third syncs apply the source's changes without a
+        handshake."""
+        self.source()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            self.assertEqual(self.opened(srv), 1)
+            path = os.path.join(self.state, "session")
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+            for i in range(2):
+                self.edit("kept session %d" % i)
+                self.sync("--quiet")
+                self.assertTrue(self.target_has("kept session %d" % i))
+            self.assertEqual(self.opened(srv), 1, "a run did not reuse the kept session")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+            self.assertLogClean(srv)
+
+    def test_kept_session_after_source_restart(self):
+        """A source restarted since the last run no longer knows the kept
+        session: the run opens a new one and goes on."""
+        self.source()
+        with open(self.src_conf) as f:
+            conf = f.read()
+        with open(self.src_conf, "w") as f:
+            f.write(conf.replace("listen = 127.0.0.1:0", "listen = 127.0.0.1:%d" % ft.free_port()))
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+        self.edit("after restart")
+        with self.serve() as srv:
+            self.sync("--quiet")
+            self.assertEqual(self.opened(srv), 1)
+            self.assertTrue(self.target_has("after restart"))
+            self.assertIn("unknown session", srv.log())
+
+    def test_kept_session_revoked(self):
+        """A key revoked after the last run: the kept session is refused
+        like a new handshake (exit 3), nothing is applied, nothing is kept."""
+        self.source()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            self.assertTrue(os.path.exists(os.path.join(self.state, "session")))
+            self.edit("after revocation")
+            fa.revoke(self.src_conf, fa.fingerprint(fa.target_key(1) + ".pub"))
+            cp = self.sync("--quiet", expect=None)
+            self.assertExit(cp, 3, "unknown key")
+            self.assertFalse(self.target_has("after revocation"))
+            self.assertFalse(os.path.exists(os.path.join(self.state, "session")))
+            self.assertLogClean(srv)
+
+    def test_kept_session_stale_counter(self):
+        """A kept session with a counter the source has seen (a copy of an
+        older file put back): the source refuses it as replayed, the run
+        opens a new session and goes on."""
+        self.source()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            path = os.path.join(self.state, "session")
+            with open(path, "rb") as f:
+                old = f.read()
+            self.sync("--quiet")
+            self.assertEqual(self.opened(srv), 1)
+            with open(path, "wb") as f:
+                f.write(old)
+            os.chmod(path, 0o600)
+            self.edit("stale counter")
+            self.sync("--quiet")
+            self.assertTrue(self.target_has("stale counter"))
+            self.assertEqual(self.opened(srv), 2)
+            self.assertLogClean(srv, "replayed request")
+
+    def test_kept_session_other_key(self):
+        """The kept session is bound to the identity key: after the target's
+        key is replaced it is not used, and a tampered file is not either."""
+        self.source()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            path = os.path.join(self.state, "session")
+            newkey = fa.key("dst-1-rotated")
+            fa.authorize(self.src_conf, 1, newkey)
+            ft.write_dst_conf(self.dst_conf, self.dst_db, self.state, 1, srv.url,
+                              identity=newkey, public_key=fa.source_key() + ".pub")
+            self.edit("rotated key")
+            self.sync("--quiet")
+            self.assertTrue(self.target_has("rotated key"))
+            self.assertEqual(self.opened(srv), 2)
+            self.assertIn("opened for key %s" % fa.fingerprint(newkey + ".pub"), srv.log())
+            with open(path, "r+b") as f:
+                data = bytearray(f.read())
+                data[60] ^= 1  # in the wrapped secret
+                f.seek(0)
+                f.write(data)
+            self.edit("tampered file")
+            self.sync("--quiet")
+            self.assertTrue(self.target_has("tampered file"))
+            self.assertEqual(self.opened(srv), 3)
+
     # -- keys the source does not accept ------------------------------------
 
     def test_unknown_key(self):

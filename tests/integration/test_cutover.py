@@ -136,6 +136,9 @@ class DropAfterFreeze:
                 c, _ = self.ls.accept()
             except OSError:
                 return
+            if self.dead.is_set():
+                c.close()
+                return
             s = socket.create_connection(self.target)
             self.socks += [c, s]
             threading.Thread(target=self._up, args=(c, s), daemon=True).start()
@@ -160,7 +163,6 @@ class DropAfterFreeze:
                 d = a.recv(65536)
                 if not d:
                     break
-                b.sendall(d)
                 if self.froze:
                     pending += d
                     head, sep, body = pending.partition(b"\r\n\r\n")
@@ -170,9 +172,15 @@ class DropAfterFreeze:
                             if line.lower().startswith(b"content-length:"):
                                 length = int(line.split(b":", 1)[1])
                         if len(body) >= length:
+                            # Nothing gets through once the answer is out:
+                            # stop accepting before ferry-dst can read it.
+                            self.dead.set()
+                            self.ls.close()
+                            b.sendall(d)
                             self.answered.set()
                             self.kill()
                             return
+                b.sendall(d)
         except OSError:
             pass
 
