@@ -2,10 +2,12 @@
  * apply.c - target tables and batch application.
  *
  * SQLite upsert: INSERT INTO "t" AS "_o" (...) VALUES (...) ON CONFLICT
- * (key) DO UPDATE SET ... WHERE <owner of _o> IS NULL OR <owner of _o> =
- * tenant. When the existing row belongs to another tenant the WHERE is
- * false, the statement changes nothing, and that is how a clash is seen: one
- * statement per row, no extra lookup on the hot path.
+ * (key) DO UPDATE SET ... WHERE COALESCE(<owner of _o> = tenant, TRUE),
+ * which is <owner> IS NULL OR <owner> = tenant with the owner's lookups run
+ * once, not twice (the tenant is never NULL). When the existing row belongs
+ * to another tenant the WHERE is false, the statement changes nothing, and
+ * that is how a clash is seen: one statement per row, no extra lookup on the
+ * hot path.
  *
  * PostgreSQL upsert, per set: COPY the rows into a temporary staging table
  * (the set's columns, the target's types), find any staged key whose target
@@ -813,7 +815,7 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     if (!rc)
         rc = add_on_conflict(&sql, a, t, set);
     if (!rc)
-        rc = ferry_buf_addf(&sql, " WHERE %s IS NULL OR %s = ?", owner.data, owner.data);
+        rc = ferry_buf_addf(&sql, " WHERE COALESCE(%s = ?, TRUE)", owner.data);
     if (rc)
         rc = ferry_error_set(err, rc, "cannot build upsert for %s", ti->name);
     else
@@ -851,8 +853,8 @@ static int prepare_delete(struct ferry_applier *a, size_t t, struct ferry_error 
     if (!rc)
         rc = ferry_buf_add_ident(&sql, ti->name);
     if (!rc)
-        rc = ferry_buf_addf(&sql, " AS \"_o\" WHERE %s AND (%s IS NULL OR %s = ?)", where.data,
-                            owner.data, owner.data);
+        rc = ferry_buf_addf(&sql, " AS \"_o\" WHERE %s AND COALESCE(%s = ?, TRUE)", where.data,
+                            owner.data);
     if (!rc) {
         rc = ferry_db_prepare(a->db, sql.data, &ts->del, err);
         ferry_buf_reset(&sql);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """ferry-src + ferry-dst on loopback, SQLite to SQLite: bulk copy, deltas,
 tenant moves, idempotence, dry-run, scope listing, status, install and
-uninstall, and a clash with another tenant already on the target.
+uninstall, and a clash with another tenant already on the target (in the copy and
+in deltas).
 
 Every check compares with the hand-written oracle of ferrytest.tenant_rows().
 """
@@ -170,6 +171,79 @@ class SyncTest(ft.FerryTestCase):
                 conn.close()
             self.assertIn(("integer", ch), [r[1] for r in ft.table_rows(self.dst_db, "posts")])
             self.sync()
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
+    def test_delta_owner_check(self):
+        # A delta's upsert or delete of a row that the target holds for
+        # another tenant is a clash: nothing of the batch is committed and
+        # the mark stays. A row the target holds without an owner (its
+        # parent is not there) is the tenant's to overwrite or to delete.
+        self.make_source(teams=3, posts_per_team=60)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            conn = ft.source_conn(self.src_db)
+            try:
+                upd, gone = ids(conn, "SELECT p.id FROM posts p JOIN channels c "
+                                      "ON c.id = p.channel_id WHERE c.team_id = 1 AND p.id NOT IN "
+                                      "(SELECT post_id FROM reactions) ORDER BY p.id LIMIT 2")
+                conn.execute("UPDATE posts SET body = 'edited' WHERE id = ?", (upd,))
+            finally:
+                conn.close()
+
+            def on_target(*stmts):
+                dst = sqlite3.connect(self.dst_db)
+                for sql, params in stmts:
+                    dst.execute(sql, params)
+                dst.commit()
+                dst.close()
+
+            def target_post(pid):
+                dst = sqlite3.connect(self.dst_db)
+                try:
+                    return dst.execute("SELECT channel_id, body FROM posts WHERE id = ?",
+                                       (pid,)).fetchone()
+                finally:
+                    dst.close()
+
+            # team 9 is on this target too, and holds both posts there
+            on_target(("INSERT INTO teams(id, name) VALUES (9, 'Team Nine')", ()),
+                      ("INSERT INTO channels(id, team_id, name) VALUES (990, 9, 'nine')", ()),
+                      ("UPDATE posts SET channel_id = 990 WHERE id IN (?, ?)", (upd, gone)))
+            mark = ft.status_json(self.dst_conf)["hwm"]
+            before = ft.db_dump(self.dst_db)
+            cp = self.sync("--quiet", expect=5)
+            self.assertRegex(cp.stderr, r"\bposts\b.*(?<!\d)%d(?!\d)" % upd)
+            self.assertUnchanged(before, self.dst_db, "an upsert that clashes")
+            self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
+
+            # the post's channel is not on the target: no owner, the delta overwrites it
+            on_target(("UPDATE posts SET channel_id = 991 WHERE id = ?", (upd,)))
+            self.sync("--quiet")
+            src = sqlite3.connect(self.src_db)
+            want = src.execute("SELECT channel_id, body FROM posts WHERE id = ?", (upd,)).fetchone()
+            src.close()
+            self.assertEqual(target_post(upd), want)
+            self.assertEqual(want[1], "edited")
+            self.assertGreater(ft.status_json(self.dst_conf)["hwm"], mark)
+
+            conn = ft.source_conn(self.src_db)
+            try:
+                conn.execute("DELETE FROM posts WHERE id = ?", (gone,))
+            finally:
+                conn.close()
+            mark = ft.status_json(self.dst_conf)["hwm"]
+            before = ft.db_dump(self.dst_db)
+            cp = self.sync("--quiet", expect=5)
+            self.assertRegex(cp.stderr, r"\bposts\b.*(?<!\d)%d(?!\d)" % gone)
+            self.assertUnchanged(before, self.dst_db, "a delete that clashes")
+            self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
+            on_target(("UPDATE posts SET channel_id = 991 WHERE id = ?", (gone,)))
+            self.sync("--quiet")
+            self.assertIsNone(target_post(gone), "the ownerless post was not deleted")
+
+            on_target(("DELETE FROM channels WHERE team_id = 9", ()),
+                      ("DELETE FROM teams WHERE id = 9", ()))
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
     def test_dry_run_changes_nothing(self):
