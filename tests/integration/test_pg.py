@@ -343,7 +343,7 @@ class PgTest(ft.FerryTestCase):
         import re
         status, text = ft.http_get(srv.url, "/metrics")
         self.assertEqual(status, 200)
-        return int(re.search(r"(?m)^%s (\d+)$" % name, text.decode()).group(1))
+        return int(re.search(r"(?m)^%s (\d+)$" % re.escape(name), text.decode()).group(1))
 
     def tenant_rows(self, tenant=1):
         """The tenant's rows in the scope's tables of the source (oracle: PG_TABLES)."""
@@ -400,6 +400,28 @@ class PgTest(ft.FerryTestCase):
                 self.assertEqual(pg_rows(self.dst_url, t, xmin=True), before[t],
                                  "a sync without changes touched %s" % t)
             self.assertPgCopy(self.src_url, self.dst_url)
+
+    def test_pg_to_pg_copy_pages_capped_by_bytes(self):
+        """COPY text pages stop at 4 MB of lines whatever their row count:
+        100 posts of 200 KB (20 MB) with pages of up to 4 x 50 rows come in
+        at least 5 pages of posts, all of them as COPY text, equal to the
+        source."""
+        self.pg_source(batch_rows=50)
+        psql(self.src_url, "INSERT INTO posts(channel_id, body) SELECT "
+                           "(SELECT min(id) FROM channels WHERE team_id = 1), "
+                           "repeat(md5(i::text), 6400) FROM generate_series(1, 100) i")
+        big = int(psql(self.src_url, "SELECT sum(octet_length(body)) FROM posts "
+                                     "WHERE octet_length(body) > 100000").strip())
+        self.assertGreaterEqual(big, 20 * 1000 * 1000)
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(self.copy_text_rows(srv), self.tenant_rows())
+            pages = self.metric(srv, 'ferry_requests_total{endpoint="snapshot"}')
+            # one page or more per table, and the big posts in pages of at most 4 MB
+            self.assertGreaterEqual(pages, len(PG_TABLES) + big // (4 << 20),
+                                    "%d pages for %d bytes of posts" % (pages, big))
 
     def test_pg_to_pg_creates_tables(self):
         """Into an empty database: ferry creates the tables with the source's
