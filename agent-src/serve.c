@@ -286,13 +286,14 @@ static int sa_is_loopback(const struct sockaddr *sa)
 
 /* ---- authentication and TLS setup ---- */
 
-static int session_ttl(uint32_t *ttl, struct ferry_error *err)
+/* [source] session_ttl, or the environment's (it wins: tests of renewal use it). */
+static int session_ttl(const struct ferry_config *cfg, uint32_t *ttl, struct ferry_error *err)
 {
     const char *s = getenv(SESSION_TTL_ENV);
     char *end = NULL;
     long v;
 
-    *ttl = 0;
+    *ttl = (uint32_t)cfg->source.session_ttl;
     if (!s)
         return FERRY_OK;
     errno = 0;
@@ -322,7 +323,7 @@ static int auth_open(const struct ferry_config *cfg, struct server *sv, struct f
                                "and authorise targets with 'ferry-src keys add'",
                                path);
     memset(&o, 0, sizeof(o));
-    rc = session_ttl(&o.ttl, err);
+    rc = session_ttl(cfg, &o.ttl, err);
     if (!rc)
         rc = ferry_key_load_private(cfg->source.identity, &sv->identity, err);
     if (!rc)

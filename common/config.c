@@ -38,7 +38,8 @@
 
 #define BATCH_ROWS_DEFAULT 5000
 #define BATCH_ROWS_MAX 1000000
-#define NAME_MAX_SEEN 256 /* longer than any line inih hands over */
+#define SESSION_TTL_MAX (7L * 24 * 3600) /* handshake.h FERRY_HS_TTL_MAX */
+#define NAME_MAX_SEEN 256                /* longer than any line inih hands over */
 
 enum section {
     SEC_NONE,
@@ -57,48 +58,65 @@ static const char *const section_names[] = {
 
 enum kind {
     K_STRING, /* a char * field of struct ferry_config */
-    K_BATCH_ROWS,
+    K_LONG,   /* a long field of struct ferry_config, min..max */
     K_EXCLUDE,
     K_TABLE_SCOPE,
 };
+
+/* Entries of keys[] below. */
+#define KEY_STRING(sec, name, field)                                                               \
+    {                                                                                              \
+        sec, name, K_STRING, offsetof(struct ferry_config, field), 0, 0, NULL                      \
+    }
+#define KEY_LONG(sec, name, field, min, max, what)                                                 \
+    {                                                                                              \
+        sec, name, K_LONG, offsetof(struct ferry_config, field), min, max, what                    \
+    }
+#define KEY_OTHER(sec, name, kind)                                                                 \
+    {                                                                                              \
+        sec, name, kind, 0, 0, 0, NULL                                                             \
+    }
 
 static const struct key {
     enum section sec;
     const char *name;
     enum kind kind;
-    size_t off; /* K_STRING: offset of the char * in struct ferry_config */
+    size_t off; /* K_STRING, K_LONG: offset of the field in struct ferry_config */
+    long min, max;
+    const char *what; /* K_LONG: "an integer", "a number of seconds" */
 } keys[] = {
-    {SEC_SOURCE, "database", K_STRING, offsetof(struct ferry_config, source.database)},
-    {SEC_SOURCE, "listen", K_STRING, offsetof(struct ferry_config, source.listen)},
-    {SEC_SOURCE, "batch_rows", K_BATCH_ROWS, 0},
-    {SEC_SOURCE, "authorized_keys", K_STRING,
-     offsetof(struct ferry_config, source.authorized_keys)},
-    {SEC_SOURCE, "identity", K_STRING, offsetof(struct ferry_config, source.identity)},
-    {SEC_SOURCE, "tls_cert", K_STRING, offsetof(struct ferry_config, source.tls_cert)},
-    {SEC_SOURCE, "tls_key", K_STRING, offsetof(struct ferry_config, source.tls_key)},
-    {SEC_SOURCE, "url", K_STRING, offsetof(struct ferry_config, source.url)},
-    {SEC_SOURCE, "public_key", K_STRING, offsetof(struct ferry_config, source.public_key)},
-    {SEC_SOURCE, "ca", K_STRING, offsetof(struct ferry_config, source.ca)},
-    {SEC_TARGET, "database", K_STRING, offsetof(struct ferry_config, target.database)},
-    {SEC_TARGET, "state", K_STRING, offsetof(struct ferry_config, target.state)},
-    {SEC_TARGET, "tenant", K_STRING, offsetof(struct ferry_config, target.tenant)},
-    {SEC_TARGET, "identity", K_STRING, offsetof(struct ferry_config, target.identity)},
-    {SEC_SOURCE, "schema", K_STRING, offsetof(struct ferry_config, source.schema)},
-    {SEC_TARGET, "schema", K_STRING, offsetof(struct ferry_config, target.schema)},
-    {SEC_SCOPE, "root", K_STRING, offsetof(struct ferry_config, scope.root)},
-    {SEC_SCOPE, "exclude", K_EXCLUDE, 0},
-    {SEC_TABLE, "scope", K_TABLE_SCOPE, 0},
+    KEY_STRING(SEC_SOURCE, "database", source.database),
+    KEY_STRING(SEC_SOURCE, "listen", source.listen),
+    KEY_LONG(SEC_SOURCE, "batch_rows", source.batch_rows, 1, BATCH_ROWS_MAX, "an integer"),
+    KEY_LONG(SEC_SOURCE, "session_ttl", source.session_ttl, 1, SESSION_TTL_MAX,
+             "a number of seconds"),
+    KEY_STRING(SEC_SOURCE, "authorized_keys", source.authorized_keys),
+    KEY_STRING(SEC_SOURCE, "identity", source.identity),
+    KEY_STRING(SEC_SOURCE, "tls_cert", source.tls_cert),
+    KEY_STRING(SEC_SOURCE, "tls_key", source.tls_key),
+    KEY_STRING(SEC_SOURCE, "url", source.url),
+    KEY_STRING(SEC_SOURCE, "public_key", source.public_key),
+    KEY_STRING(SEC_SOURCE, "ca", source.ca),
+    KEY_STRING(SEC_TARGET, "database", target.database),
+    KEY_STRING(SEC_TARGET, "state", target.state),
+    KEY_STRING(SEC_TARGET, "tenant", target.tenant),
+    KEY_STRING(SEC_TARGET, "identity", target.identity),
+    KEY_STRING(SEC_SOURCE, "schema", source.schema),
+    KEY_STRING(SEC_TARGET, "schema", target.schema),
+    KEY_STRING(SEC_SCOPE, "root", scope.root),
+    KEY_OTHER(SEC_SCOPE, "exclude", K_EXCLUDE),
+    KEY_OTHER(SEC_TABLE, "scope", K_TABLE_SCOPE),
 };
 
 struct parse {
     struct ferry_config *cfg;
     struct ferry_error *err;
     FILE *f;
-    int line;     /* number of the line inih is handling */
-    int indented; /* that line starts with a blank */
-    int failed;   /* err is set; stop reading */
-    int batch_rows_seen;
-    char *exclude; /* [scope] exclude as written, split at the end */
+    int line;               /* number of the line inih is handling */
+    int indented;           /* that line starts with a blank */
+    int failed;             /* err is set; stop reading */
+    unsigned char seen[64]; /* K_LONG keys given, by index in keys[] */
+    char *exclude;          /* [scope] exclude as written, split at the end */
     /* the key set last since the last section header, for continuations */
     int have_last;
     char last_section[NAME_MAX_SEEN];
@@ -312,20 +330,21 @@ static int set_string(struct parse *ps, char **field, const char *secname, const
     return 0;
 }
 
-static int set_batch_rows(struct parse *ps, const char *value)
+static int set_long(struct parse *ps, size_t i, const char *secname, const char *value)
 {
+    const struct key *k = &keys[i];
     char *end;
     long v;
 
-    if (ps->batch_rows_seen)
-        return fail(ps, FERRY_ECONFIG, "duplicate key 'batch_rows' in [source]");
-    ps->batch_rows_seen = 1;
+    if (ps->seen[i])
+        return fail(ps, FERRY_ECONFIG, "duplicate key '%s' in [%s]", k->name, secname);
+    ps->seen[i] = 1;
     errno = 0;
     v = strtol(value, &end, 10);
-    if (errno || end == value || *end != '\0' || v < 1 || v > BATCH_ROWS_MAX)
-        return fail(ps, FERRY_ECONFIG, "batch_rows must be an integer from 1 to %d, not '%s'",
-                    BATCH_ROWS_MAX, value);
-    ps->cfg->source.batch_rows = v;
+    if (errno || end == value || *end != '\0' || v < k->min || v > k->max)
+        return fail(ps, FERRY_ECONFIG, "%s must be %s from %ld to %ld, not '%s'", k->name, k->what,
+                    k->min, k->max, value);
+    *(long *)((char *)ps->cfg + k->off) = v;
     return 0;
 }
 
@@ -444,8 +463,8 @@ static int on_key(struct parse *ps, const char *section, const char *name, const
         switch (keys[i].kind) {
         case K_STRING:
             return set_string(ps, (char **)((char *)ps->cfg + keys[i].off), secname, name, value);
-        case K_BATCH_ROWS:
-            return set_batch_rows(ps, value);
+        case K_LONG:
+            return set_long(ps, i, secname, value);
         case K_EXCLUDE:
             rc = set_string(ps, &ps->exclude, secname, name, value);
             if (!rc)

@@ -12,6 +12,7 @@
  *   batch_rows = 5000            ; rows per snapshot page / changes per batch
  *   authorized_keys = FILE       ; (auth) target keys, each bound to a tenant
  *   identity = FILE              ; (auth) the source's private key
+ *   session_ttl = 900            ; seconds a target's session lasts (1..604800)
  *   tls_cert = FILE, tls_key = FILE
  *   url = http://HOST:PORT       ; on ferry-dst: where the source listens
  *   public_key = FILE            ; on ferry-dst: the pinned source key
@@ -67,8 +68,9 @@ struct ferry_config {
         char *url;
         char *public_key;
         char *ca;
-        char *schema;    /* PostgreSQL schema, applied to database as search_path */
-        long batch_rows; /* default 5000 */
+        char *schema;     /* PostgreSQL schema, applied to database as search_path */
+        long batch_rows;  /* default 5000 */
+        long session_ttl; /* seconds a target's session lasts; 0: not given (900) */
     } source;
 
     struct {

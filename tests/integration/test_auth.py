@@ -768,6 +768,22 @@ class AuthTest(ft.FerryTestCase):
             self.assertGreaterEqual(opened, 3, "ferry-dst did not renew its session (%d "
                                     "sessions in %.1f s)" % (opened, took))
 
+    def test_session_ttl_from_config(self):
+        """[source] session_ttl sets the sessions' lifetime: 1 s, and the
+        next request after 1.5 s is told to renew."""
+        self.source()
+        with open(self.src_conf) as f:
+            conf = f.read()
+        with open(self.src_conf, "w") as f:
+            f.write(conf.replace("[source]\n", "[source]\nsession_ttl = 1\n", 1))
+        with self.serve() as srv:
+            c = self.client(srv, 1)
+            self.assertEqual(c.call("/v1/manifest", ft.mp_pack(MANIFEST)).status, 200)
+            time.sleep(1.5)
+            r = c.post("/v1/manifest", ft.mp_pack(MANIFEST))
+            self.assertEqual((r.status, r.headers.get("x-ferry-auth")), (401, "renew"), r)
+            self.assertIn(b"session expired", r.body)
+
     # -- TLS ---------------------------------------------------------------
 
     def test_tls(self):

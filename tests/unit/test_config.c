@@ -191,6 +191,17 @@ static void test_defaults_and_required(void)
     p = write_conf("[source]\nbatch_rows = 1\n");
     ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
     ASSERT_EQ(cfg.source.batch_rows, 1);
+    ASSERT_EQ(cfg.source.session_ttl, 0); /* not given: the agent's default */
+    ferry_config_release(&cfg);
+
+    /* session_ttl: seconds, 1 s to a week */
+    p = write_conf("[source]\nsession_ttl = 604800\n");
+    ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
+    ASSERT_EQ(cfg.source.session_ttl, 604800);
+    ferry_config_release(&cfg);
+    p = write_conf("[source]\nsession_ttl = 1\n");
+    ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
+    ASSERT_EQ(cfg.source.session_ttl, 1);
     ferry_config_release(&cfg);
 }
 
@@ -254,6 +265,17 @@ static void test_errors(void)
                  bad_rows[i]);
         expect_error(text, 2, tail);
     }
+
+    expect_error("[source]\nsession_ttl = 0\n", 2,
+                 "session_ttl must be a number of seconds from 1 to 604800, not '0'");
+    expect_error("[source]\nsession_ttl = 604801\n", 2,
+                 "session_ttl must be a number of seconds from 1 to 604800, not '604801'");
+    expect_error("[source]\nsession_ttl = 15m\n", 2,
+                 "session_ttl must be a number of seconds from 1 to 604800, not '15m'");
+    expect_error("[source]\nsession_ttl = 60\nsession_ttl = 60\n", 3,
+                 "duplicate key 'session_ttl' in [source]");
+    expect_error("[source]\nsession_tll = 60\n", 2,
+                 "unknown key 'session_tll' in [source]; did you mean 'session_ttl'?");
 
     /* values and lines */
     expect_error("[target]\ntenant =\n", 2, "empty value for 'tenant' in [target]");
