@@ -638,6 +638,219 @@ static void test_keyed_sums(void)
     ASSERT_EQ(ferry_db_exec(db, "DELETE FROM settings WHERE team_id = 3", &err), FERRY_OK);
 }
 
+/* ---- rows two and three hops from the root ---- */
+
+/*
+ * The oracle of test_owner_paths: count and sum of row_hash() over the
+ * rows a plain SQL query of the test's own (no join, no sink) gives, each
+ * row's values read here. Its first column is the key.
+ */
+static void oracle(struct ferry_db *d, const char *sql, int ncols, int64_t *count, uint64_t *sum)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_error err;
+    int row = 0;
+
+    *count = 0;
+    *sum = 0;
+    ASSERT_EQ(ferry_db_prepare(d, sql, &st, &err), FERRY_OK);
+    for (;;) {
+        struct ferry_value v[128];
+
+        ASSERT_EQ(ferry_stmt_step(st, &row, &err), FERRY_OK);
+        if (!row)
+            break;
+        for (int i = 0; i < ncols; i++)
+            ferry_stmt_column(st, i, &v[i]);
+        (*count)++;
+        *sum += row_hash(v, (size_t)ncols);
+    }
+    ferry_stmt_free(st);
+}
+
+struct walked {
+    int64_t n;
+    uint64_t sum;
+    int64_t last; /* the last INT key seen, to see the walk's order */
+    int ordered;
+};
+
+static int walk_one(void *arg, const struct ferry_value *key, size_t nkey, uint64_t hash)
+{
+    struct walked *w = arg;
+
+    (void)nkey;
+    w->n++;
+    w->sum += hash;
+    if (key[0].type == FERRY_INT) {
+        w->ordered = w->ordered && (w->n == 1 || key[0].u.i >= w->last);
+        w->last = key[0].u.i;
+    }
+    return 0;
+}
+
+/* Count and sum of one table of sc for tenant 1, each way there is, against want. */
+static void expect_table(struct ferry_db *d, struct ferry_scope *sc, const char *table,
+                         int64_t want_n, uint64_t want_sum)
+{
+    struct ferry_value tv = ferry_value_int(1);
+    struct ferry_checksum *c = NULL;
+    struct ferry_ranges rs;
+    struct ferry_error err;
+    struct walked w;
+    uint64_t sum = 0, parts = 0;
+    int64_t n = 0, pn = 0;
+    int t = ferry_scope_find(sc, table);
+
+    ASSERT(t >= 0);
+    for (int way = 0; way < 2; way++) {
+        ASSERT_EQ(ferry_checksum_new(d, sc, (size_t)t, &tv, NULL, &c, &err), FERRY_OK);
+        if (way)
+            ferry_checksum_hash_in_c(c); /* rows read and hashed here */
+        ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &n, &sum, &err), FERRY_OK);
+        ASSERT_EQ(n, want_n);
+        ASSERT(sum == want_sum);
+        memset(&w, 0, sizeof(w));
+        ASSERT_EQ(ferry_checksum_each(c, NULL, 0, NULL, 0, walk_one, &w, &err), FERRY_OK);
+        ASSERT_EQ(w.n, want_n);
+        ASSERT(w.sum == want_sum);
+        /* a split in key order: ranges ordered by their first keys, adding up */
+        ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 7, &rs, &err), FERRY_OK);
+        ASSERT(rs.n >= 1 && rs.n <= 7);
+        pn = 0;
+        parts = 0;
+        for (size_t i = 0; i < rs.n; i++) {
+            struct ferry_value *hi = i + 1 < rs.n ? rs.r[i + 1].first : NULL;
+            uint64_t rsum = 0;
+            int64_t rn = 0;
+
+            pn += rs.r[i].count;
+            parts += rs.r[i].sum;
+            if (i)
+                ASSERT(rs.r[i].first[0].u.i > rs.r[i - 1].first[0].u.i);
+            /* each range re-read alone, through its bounds, gives the same numbers */
+            ASSERT_EQ(ferry_checksum_sum(c, rs.r[i].first, rs.r[i].nfirst, hi,
+                                         hi ? rs.r[i].nfirst : 0, &rn, &rsum, &err),
+                      FERRY_OK);
+            ASSERT_EQ(rn, rs.r[i].count);
+            ASSERT(rsum == rs.r[i].sum);
+        }
+        ASSERT_EQ(pn, want_n);
+        ASSERT(parts == want_sum);
+        ferry_ranges_release(&rs);
+        ferry_checksum_free(c);
+    }
+}
+
+/*
+ * posts (-> channels -> teams) and reacts (-> posts -> channels -> teams,
+ * a key of two columns) with a few channels (the hop to them an IN list),
+ * then with more channels than IN_LIST_MAX_ROWS (a join): every way of
+ * reading gives the oracle's rows, never another tenant's, an orphan's or
+ * a row whose parent key is NULL.
+ */
+static void test_owner_paths(void)
+{
+    const char *dir = test_tmpdir("test_checksum_owner");
+    static const char posts_sql[] = "SELECT id, channel_id, body FROM posts WHERE channel_id IN"
+                                    " (SELECT id FROM channels WHERE team_id = 1) ORDER BY id";
+    static const char reacts_sql[] =
+        "SELECT post_id, emoji, n FROM reacts WHERE post_id IN (SELECT id FROM posts WHERE"
+        " channel_id IN (SELECT id FROM channels WHERE team_id = 1))";
+    struct ferry_table_info *tables;
+    struct ferry_scope *sc = NULL;
+    struct ferry_db *d = NULL;
+    struct ferry_error err;
+    char url[700];
+    char **names = NULL;
+    size_t n = 0;
+    int64_t want_n = 0;
+    uint64_t want_sum = 0;
+
+    snprintf(url, sizeof(url), "sqlite://%s/owner.db", dir);
+    ASSERT_EQ(ferry_db_open(url, FERRY_DB_CREATE, &d, &err), FERRY_OK);
+    ASSERT_EQ(ferry_db_exec(
+                  d,
+                  "CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT);"
+                  "CREATE TABLE channels(id INTEGER PRIMARY KEY,"
+                  " team_id INTEGER REFERENCES teams(id), name TEXT);"
+                  "CREATE TABLE posts(id INTEGER PRIMARY KEY,"
+                  " channel_id INTEGER REFERENCES channels(id), body TEXT);"
+                  "CREATE TABLE reacts(post_id INTEGER REFERENCES posts(id), emoji TEXT,"
+                  " n INTEGER, PRIMARY KEY(post_id, emoji)) WITHOUT ROWID;"
+                  "INSERT INTO teams VALUES (1, 'one'), (2, 'two');"
+                  "INSERT INTO channels VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 1, 'c'),"
+                  " (4, NULL, 'd');"
+                  /* 3000 posts over channels 1..5 (5: none), some without one */
+                  "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000)"
+                  " INSERT INTO posts SELECT i, CASE WHEN i % 11 = 0 THEN NULL ELSE 1 + i % 5"
+                  " END, 'post ' || i FROM s;"
+                  "INSERT INTO reacts SELECT id, ':+1:', id % 7 FROM posts WHERE id % 3 = 0;"
+                  "INSERT INTO reacts SELECT id, ':-1:', NULL FROM posts WHERE id % 4 = 0;",
+                  &err),
+              FERRY_OK);
+    ASSERT_EQ(ferry_db_tables(d, &names, &n, &err), FERRY_OK);
+    tables = calloc(n, sizeof(*tables));
+    ASSERT(tables != NULL);
+    for (size_t i = 0; i < n; i++) {
+        ASSERT_EQ(ferry_db_table_info(d, names[i], &tables[i], &err), FERRY_OK);
+        free(names[i]);
+    }
+    free(names);
+    ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+
+    for (int big = 0; big < 2; big++) {
+        if (big)
+            ASSERT_EQ(
+                ferry_db_exec(d,
+                              "WITH RECURSIVE s(i) AS (SELECT 10 UNION ALL SELECT i + 1 FROM s"
+                              " WHERE i < 5000) INSERT INTO channels SELECT i, 2, 'x' FROM s;",
+                              &err),
+                FERRY_OK);
+        oracle(d, posts_sql, 3, &want_n, &want_sum);
+        ASSERT(want_n > 1000 && want_n < 3000);
+        expect_table(d, sc, "posts", want_n, want_sum);
+        oracle(d, reacts_sql, 3, &want_n, &want_sum);
+        ASSERT(want_n > 300);
+        expect_table(d, sc, "reacts", want_n, want_sum);
+    }
+    /* a table too wide for the sink (more than 100 values): its rows are read */
+    {
+        struct ferry_buf ddl;
+        char sql[64];
+
+        ferry_scope_free(sc);
+        ferry_buf_init(&ddl, 1 << 16);
+        ASSERT_EQ(ferry_buf_adds(&ddl, "CREATE TABLE wide(id INTEGER PRIMARY KEY,"
+                                       " team_id INTEGER REFERENCES teams(id)"),
+                  FERRY_OK);
+        for (int i = 0; i < 110; i++)
+            ASSERT_EQ(ferry_buf_addf(&ddl, ", c%d", i), FERRY_OK);
+        ASSERT_EQ(ferry_buf_adds(&ddl, "); WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+                                       " FROM s WHERE i < 50) INSERT INTO wide(id, team_id, c0,"
+                                       " c109) SELECT i, 1 + i % 2, i * 2, 'w' || i FROM s;"),
+                  FERRY_OK);
+        ASSERT_EQ(ferry_db_exec(d, ddl.data, &err), FERRY_OK);
+        ferry_buf_release(&ddl);
+        names = NULL;
+        ASSERT_EQ(ferry_db_tables(d, &names, &n, &err), FERRY_OK);
+        tables = calloc(n, sizeof(*tables));
+        ASSERT(tables != NULL);
+        for (size_t i = 0; i < n; i++) {
+            ASSERT_EQ(ferry_db_table_info(d, names[i], &tables[i], &err), FERRY_OK);
+            free(names[i]);
+        }
+        free(names);
+        ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+        snprintf(sql, sizeof(sql), "SELECT * FROM wide WHERE team_id = 1");
+        oracle(d, sql, 112, &want_n, &want_sum);
+        ASSERT_EQ(want_n, 25);
+        expect_table(d, sc, "wide", want_n, want_sum);
+    }
+    ferry_scope_free(sc);
+    ferry_db_close(d);
+}
+
 /* ---- coercions: a value hashed as the target of the other engine stores it ---- */
 
 /* Same type and the same bits or bytes. */
@@ -1419,6 +1632,7 @@ int main(void)
     test_composite_key();
     test_values_in_sql();
     test_keyed_sums();
+    test_owner_paths();
     test_coerce_values();
     test_coerce_for();
     test_coerce_sqlite_roundtrip();
