@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+struct fetch;
+
 struct run {
     const struct ferry_config *cfg;
     const struct ferry_sync_opts *opts;
@@ -52,6 +54,14 @@ struct run {
      * refuses the request's "copy" key (copy_refused, set once).
      */
     atomic_int copy_refused;
+    /*
+     * The change batches' fetch (owned; NULL: not started), started as soon
+     * as the manifest is in when the run only streams, so that the first
+     * batch travels while the target and the state get ready.
+     */
+    struct fetch *deltas;
+    /* streaming, and the manifest says no change of the tenant is pending */
+    int idle;
 };
 
 static double now_s(void)
@@ -128,6 +138,10 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
  * pages reach AHEAD_BYTES (big rows: as much in memory as one page ahead).
  * The client is used by the fetch thread alone while it runs: this thread
  * touches it again only after fetch_stop.
+ *
+ * Change batches come the same way (req.type FERRY_REQ_CHANGES): batch N+1
+ * is asked for after batch N's head as soon as N has arrived, while N is
+ * applied; the mark still moves only after each batch's commit.
  */
 #define AHEAD_PAGES 2
 #define AHEAD_BYTES ((size_t)8 << 20)
@@ -155,14 +169,15 @@ struct fetch {
     struct ferry_error err;
 };
 
-/* The snapshot request for f->req, with the fallbacks of older sources. */
+/* The request for f->req, with the fallbacks of older sources. */
 static int fetch_one(struct fetch *f, struct page *pg)
 {
     struct ferry_error *err = &f->err;
+    int changes = f->req.type == FERRY_REQ_CHANGES;
     int rc;
 
     memset(pg, 0, sizeof(*pg));
-    rc = call(f->r, "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
+    rc = call(f->r, changes ? "/v1/changes" : "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
     if (rc == FERRY_EPROTO && f->req.copy_text && strstr(err->msg, "unknown key \"copy\"")) {
         /* a source from before COPY text: ask as it understands, from now on */
         atomic_store(&f->r->copy_refused, 1);
@@ -180,7 +195,9 @@ static int fetch_one(struct fetch *f, struct page *pg)
     }
     if (!rc) {
         rc = ferry_batch_decode(pg->resp, pg->len, &ferry_limits_default, &pg->batch, err);
-        if (rc)
+        if (rc && changes)
+            ferry_error_prefix(err, "change batch");
+        else if (rc)
             ferry_error_prefix(err, "snapshot of %s", f->req.table);
     }
     if (rc) {
@@ -226,9 +243,16 @@ static void *fetch_main(void *arg)
         rc = fetch_one(f, &pg);
         if (rc)
             break;
-        more = pg.batch->more && pg.batch->last;
-        if (more)
-            rc = fetch_set_after(f, pg.batch->last, pg.batch->nlast);
+        if (f->req.type == FERRY_REQ_CHANGES) {
+            /* a batch that says more without moving the head would be asked for again */
+            more = pg.batch->more && pg.batch->head > f->req.after;
+            if (more)
+                f->req.after = pg.batch->head;
+        } else {
+            more = pg.batch->more && pg.batch->last;
+            if (more)
+                rc = fetch_set_after(f, pg.batch->last, pg.batch->nlast);
+        }
         if (rc) {
             ferry_batch_free(pg.batch);
             free(pg.resp);
@@ -241,7 +265,7 @@ static void *fetch_main(void *arg)
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
         if (!more)
-            break; /* the last page, or one that says more without a key (fetch_next) */
+            break; /* the last page, or one that says more without a key or head (fetch_next) */
     }
     pthread_mutex_lock(&f->mu);
     f->rc = rc;
@@ -249,6 +273,28 @@ static void *fetch_main(void *arg)
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     return NULL;
+}
+
+/* Start f's thread for f->req (filled by the caller; f->keybuf initialized). */
+static int fetch_launch(struct fetch *f, struct ferry_error *err)
+{
+    if (pthread_mutex_init(&f->mu, NULL) != 0) {
+        ferry_buf_release(&f->keybuf);
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
+    }
+    if (pthread_cond_init(&f->cv, NULL) != 0) {
+        pthread_mutex_destroy(&f->mu);
+        ferry_buf_release(&f->keybuf);
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
+    }
+    if (pthread_create(&f->th, NULL, fetch_main, f) != 0) {
+        pthread_cond_destroy(&f->cv);
+        pthread_mutex_destroy(&f->mu);
+        ferry_buf_release(&f->keybuf);
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
+    }
+    f->running = 1;
+    return FERRY_OK;
 }
 
 static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_info *ti,
@@ -273,23 +319,29 @@ static int fetch_start(struct fetch *f, struct run *r, const struct ferry_table_
         ferry_buf_release(&f->keybuf);
         return rc;
     }
-    if (pthread_mutex_init(&f->mu, NULL) != 0) {
-        ferry_buf_release(&f->keybuf);
-        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
-    }
-    if (pthread_cond_init(&f->cv, NULL) != 0) {
-        pthread_mutex_destroy(&f->mu);
-        ferry_buf_release(&f->keybuf);
-        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
-    }
-    if (pthread_create(&f->th, NULL, fetch_main, f) != 0) {
-        pthread_cond_destroy(&f->cv);
-        pthread_mutex_destroy(&f->mu);
-        ferry_buf_release(&f->keybuf);
-        return ferry_error_set(err, FERRY_EINTERNAL, "cannot start a fetch thread");
-    }
-    f->running = 1;
-    return FERRY_OK;
+    return fetch_launch(f, err);
+}
+
+/* Start fetching r's change batches after the mark (r->deltas, owned). */
+static int deltas_start(struct run *r, struct ferry_error *err)
+{
+    struct fetch *f = calloc(1, sizeof(*f));
+    int rc;
+
+    if (!f)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    f->r = r;
+    f->req.type = FERRY_REQ_CHANGES;
+    f->req.tenant = r->cfg->target.tenant;
+    f->req.after = r->meta.hwm;
+    f->req.limit = r->batch;
+    ferry_buf_init(&f->keybuf, 1);
+    rc = fetch_launch(f, err);
+    if (rc)
+        free(f);
+    else
+        r->deltas = f;
+    return rc;
 }
 
 /*
@@ -346,6 +398,15 @@ static void fetch_stop(struct fetch *f)
     pthread_cond_destroy(&f->cv);
     pthread_mutex_destroy(&f->mu);
     ferry_buf_release(&f->keybuf);
+}
+
+static void deltas_stop(struct run *r)
+{
+    if (!r->deltas)
+        return;
+    fetch_stop(r->deltas);
+    free(r->deltas);
+    r->deltas = NULL;
 }
 
 /*
@@ -461,33 +522,22 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
 static int apply_deltas(struct run *r, struct ferry_error *err)
 {
     int64_t before = r->meta.hwm;
-    int rc;
+    int rc = FERRY_OK;
 
+    if (r->idle)
+        goto out;
     /* each batch's mark is written after its commit: that commit must be durable */
     rc = ferry_applier_durable(r->applier, 1, err);
-    if (rc)
-        return rc;
-
-    for (;;) {
-        struct ferry_request req;
+    if (!rc && !r->deltas)
+        rc = deltas_start(r, err);
+    while (!rc) {
         struct ferry_batch *b = NULL;
         char *resp = NULL;
-        size_t len = 0;
         int more;
 
-        memset(&req, 0, sizeof(req));
-        req.type = FERRY_REQ_CHANGES;
-        req.tenant = r->cfg->target.tenant;
-        req.after = r->meta.hwm;
-        req.limit = r->batch;
-        rc = call(r, "/v1/changes", &req, &resp, &len, err);
-        if (rc)
-            return rc;
-        rc = ferry_batch_decode(resp, len, &ferry_limits_default, &b, err);
-        if (rc) {
-            free(resp);
-            return ferry_error_prefix(err, "change batch");
-        }
+        rc = fetch_next(r->deltas, &resp, &b, err);
+        if (rc || !b)
+            break; /* !b: the batch before said more but did not move the head */
         if (b->head < r->meta.hwm) {
             rc = ferry_error_set(err, FERRY_EPROTO,
                                  "source sent a change batch ending at %" PRId64
@@ -497,20 +547,28 @@ static int apply_deltas(struct run *r, struct ferry_error *err)
         }
         if (!rc)
             rc = ferry_applier_apply(r->applier, b, &r->counts, err);
+        more = b->more;
         if (!rc && b->head != r->meta.hwm) {
             r->meta.hwm = b->head;
-            rc = ferry_state_set_hwm(r->state, b->head, 0, err);
+            /*
+             * The run's last batch: its mark is written with the run's end
+             * (finish_meta), one LMDB commit fewer, unless the foreign key
+             * check of a copy comes in between.
+             */
+            if (more || r->copied > 0)
+                rc = ferry_state_set_hwm(r->state, b->head, 0, err);
         }
-        more = b->more;
         ferry_batch_free(b);
         free(resp);
-        if (rc)
-            return rc;
-        if (!more)
+        if (rc || !more)
             break;
         if (r->opts->stop && *r->opts->stop)
-            return ferry_error_set(err, FERRY_EINTR, "stopped between change batches");
+            rc = ferry_error_set(err, FERRY_EINTR, "stopped between change batches");
     }
+    deltas_stop(r);
+    if (rc)
+        return rc;
+out:
     if (!r->opts->quiet && r->meta.hwm != before)
         log_info("deltas: mark %" PRId64 " -> %" PRId64, before, r->meta.hwm);
     ferry_progress_deltas(r->prog, before, r->meta.hwm, r->counts.upserted - r->copied,
@@ -545,6 +603,34 @@ static int dry_run(struct run *r, struct ferry_error *err)
     printf("would copy %" PRId64 " rows in %zu tables; nothing was changed\n", total,
            r->manifest->ntables);
     return FERRY_OK;
+}
+
+static void *close_main(void *arg)
+{
+    ferry_applier_close(arg);
+    return NULL;
+}
+
+/*
+ * The mark, the time of this successful sync and the source head it
+ * reached (everything the source had committed when the manifest was read
+ * is applied now), in one LMDB commit: read, change, write, which is one
+ * transaction's worth here, since this run holds the state's lock and
+ * nothing else in it writes the meta meanwhile.
+ */
+static int finish_meta(struct run *r, int64_t seen, struct ferry_error *err)
+{
+    struct ferry_state_meta m;
+    int rc;
+
+    rc = ferry_state_meta_get(r->state, &m, err);
+    if (rc)
+        return rc;
+    m.hwm = r->meta.hwm;
+    m.last_sync = (int64_t)time(NULL);
+    m.source_head = r->manifest->head;
+    m.source_seen = seen;
+    return ferry_state_meta_put(r->state, &m, err);
 }
 
 static int open_state(struct run *r, struct ferry_error *err)
@@ -586,6 +672,8 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     struct run r;
     struct ferry_run run;
     double t0 = now_s();
+    pthread_t closer;
+    int closing = 0;
     int64_t seen;
     int rc;
 
@@ -610,8 +698,20 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         rc = dry_run(&r, err);
         goto out;
     }
-    rc = ferry_applier_open(cfg->target.database, r.manifest, cfg->target.tenant, 0, &r.applier,
-                            err);
+    if (r.meta.phase == FERRY_PHASE_STREAMING) {
+        /*
+         * Nothing of the tenant after the mark up to the manifest's head:
+         * no change request, and the target database stays closed.
+         */
+        r.idle = r.manifest->pending == 0;
+        if (!r.idle)
+            rc = deltas_start(&r, err);
+        if (rc)
+            goto out;
+    }
+    if (!r.idle)
+        rc = ferry_applier_open(cfg->target.database, r.manifest, cfg->target.tenant, 0, &r.applier,
+                                err);
     if (rc)
         goto out;
     snprintf(run.kind, sizeof(run.kind), "%s", opts->kind ? opts->kind : "sync");
@@ -662,11 +762,16 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
                      "key check); run sync again, and verify if it persists",
                      bad);
     }
+    /*
+     * The target's writes are durable: its database closes (a checkpoint,
+     * a disk flush) on a thread of its own while the state records the end.
+     */
+    if (!rc && r.applier && pthread_create(&closer, NULL, close_main, r.applier) == 0) {
+        r.applier = NULL;
+        closing = 1;
+    }
     if (!rc)
-        rc = ferry_state_set_hwm(r.state, r.meta.hwm, (int64_t)time(NULL), err);
-    /* Everything the source had committed when the manifest was read is applied now. */
-    if (!rc)
-        rc = ferry_state_set_source_head(r.state, r.manifest->head, seen, err);
+        rc = finish_meta(&r, seen, err);
     if (!rc && opts->report) {
         opts->report->head = r.manifest->head;
         opts->report->pending = r.manifest->pending;
@@ -677,6 +782,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         opts->report->deleted = r.counts.deleted;
     }
 end:
+    deltas_stop(&r); /* the client is this thread's again */
     run.ended = (int64_t)time(NULL);
     run.upserted = r.counts.upserted;
     run.deleted = r.counts.deleted;
@@ -697,6 +803,9 @@ end:
                  now_s() - t0, r.copied, r.counts.upserted - r.copied, r.counts.deleted,
                  r.meta.hwm);
 out:
+    deltas_stop(&r);
+    if (closing)
+        pthread_join(closer, NULL);
     ferry_progress_close(r.prog);
     ferry_applier_close(r.applier);
     ferry_manifest_free(r.manifest);

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """ferry-src + ferry-dst on loopback, SQLite to SQLite: bulk copy, deltas,
 tenant moves, idempotence, dry-run, scope listing, status, install and
-uninstall, and a clash with another tenant already on the target (in the copy and
-in deltas).
+uninstall, a clash with another tenant already on the target (in the copy
+and in deltas), and a run with nothing pending.
 
 Every check compares with the hand-written oracle of ferrytest.tenant_rows().
 """
@@ -245,6 +245,42 @@ class SyncTest(ft.FerryTestCase):
             on_target(("DELETE FROM channels WHERE team_id = 9", ()),
                       ("DELETE FROM teams WHERE id = 9", ()))
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
+    def test_nothing_pending_leaves_the_target_alone(self):
+        # The manifest says no change of the tenant is pending after the
+        # mark: the run records itself and the source head it saw, and does
+        # not open the target database (a missing one is not created).
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            st0 = ft.status_json(self.dst_conf)
+            conn = ft.source_conn(self.src_db)
+            try:
+                conn.execute("UPDATE teams SET name = 'Team Two' WHERE id = 2")
+            finally:
+                conn.close()
+            away = self.path("dst-away.db")
+            os.rename(self.dst_db, away)
+            for suffix in ("-wal", "-shm"):
+                self.assertFalse(os.path.exists(self.dst_db + suffix))
+            self.sync("--quiet")
+            self.assertFalse(os.path.exists(self.dst_db), "the target database was opened")
+            st = ft.status_json(self.dst_conf)
+            run = last_run(st)
+            self.assertEqual((run["code"], run["upserted"], run["deleted"]), ("OK", 0, 0), run)
+            self.assertEqual(st["hwm"], st0["hwm"])
+            self.assertGreater(st["source_head"], st0["source_head"], "team 2's change is not seen")
+            self.assertGreater(run["id"], last_run(st0)["id"])
+            os.rename(away, self.dst_db)
+            conn = ft.source_conn(self.src_db)
+            try:
+                conn.execute("UPDATE teams SET name = 'Team One' WHERE id = 1")
+            finally:
+                conn.close()
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+            self.assertGreater(ft.status_json(self.dst_conf)["hwm"], st["hwm"])
 
     def test_dry_run_changes_nothing(self):
         self.make_source(teams=3, posts_per_team=50)
