@@ -107,9 +107,11 @@ struct ferry_checksum {
 
 /*
  * The same hash handed to the walk under way on this thread (struct sink)
- * with the row's key, from inside the statement: ROWSINK_FN(spec, key
- * values, values), spec as above with the number of key values after the
- * key. It returns 0, so the statement returns no row: a row costs no
+ * with the row's key, from inside the statement: ROWSINK_FN(spec, [key
+ * values,] values), spec as above with, after the hash's key, the number
+ * of key columns, whether their values come apart (1: a mask hides one of
+ * them in the row's values) or else their positions among the values
+ * (one byte each), then the codes. It returns 0, so the statement returns no row: a row costs no
  * result row, no return from sqlite3_step() and no column read (a tenth
  * of a row's cost). It is called under a CASE that holds the whole owner
  * check and the bounds, so only for the rows the walk is about.
@@ -574,38 +576,56 @@ static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64
                       struct ferry_error *err)
 {
     struct sink *sk = cur_sink;
-    const unsigned char *spec;
-    size_t npk, nv;
+    const unsigned char *spec = (const unsigned char *)vals[0].u.s.p;
+    struct ferry_value kv[FERRY_MAX_KEY_COLS];
+    const struct ferry_value *key, *cols;
+    size_t npk = 0, nsep = 0, head = SPEC_HEAD + 2, nv = 0;
     uint64_t h = 0;
-    int rc;
+    int ok, rc;
 
     *out = 0;
     if (!sk)
         return ferry_error_set(err, FERRY_EINTERNAL, "checksum: " ROWSINK_FN " outside a walk");
-    if (n < 1 || vals[0].type != FERRY_BLOB || vals[0].u.s.n < SPEC_HEAD + 1 ||
-        (npk = ((const unsigned char *)vals[0].u.s.p)[SPEC_HEAD]) > n - 1 || npk < 1 ||
-        (vals[0].u.s.n != SPEC_HEAD + 1 && vals[0].u.s.n != SPEC_HEAD + 1 + (n - 1 - npk))) {
+    ok = n >= 1 && vals[0].type == FERRY_BLOB && vals[0].u.s.n >= head;
+    if (ok) {
+        npk = spec[SPEC_HEAD];
+        nsep = spec[SPEC_HEAD + 1] ? npk : 0;
+        head += nsep ? 0 : npk;
+        ok = npk >= 1 && npk <= FERRY_MAX_KEY_COLS && nsep <= n - 1 && vals[0].u.s.n >= head;
+    }
+    if (ok) {
+        nv = n - 1 - nsep;
+        ok = vals[0].u.s.n == head || vals[0].u.s.n == head + nv;
+        for (size_t k = 0; ok && !nsep && k < npk; k++)
+            ok = spec[SPEC_HEAD + 2 + k] < nv;
+    }
+    if (!ok) {
         sk->rc = ferry_error_set(sk->err, FERRY_EINTERNAL,
                                  "checksum: " ROWSINK_FN " takes a blob of the hash, its key, "
-                                 "the key's width and no code or one code per value");
+                                 "where the row's key is, and no code or one code per value");
         return ferry_error_set(err, sk->rc, "%s", sk->err->msg);
     }
-    spec = (const unsigned char *)vals[0].u.s.p;
-    nv = n - 1 - npk;
+    cols = vals + 1 + nsep;
+    key = vals + 1;
+    if (!nsep) {
+        for (size_t k = 0; k < npk; k++)
+            kv[k] = cols[spec[SPEC_HEAD + 2 + k]];
+        key = kv;
+    }
     /* the plan said key order (sink_in_order); a key of one INT checks it again */
-    if (sk->ordered && npk == 1 && vals[1].type == FERRY_INT) {
-        if (sk->have_last && vals[1].u.i <= sk->last) {
+    if (sk->ordered && npk == 1 && key[0].type == FERRY_INT) {
+        if (sk->have_last && key[0].u.i <= sk->last) {
             sk->unordered = 1;
             return ferry_error_set(err, FERRY_EINTERNAL, "checksum: keys out of order");
         }
         sk->have_last = 1;
-        sk->last = vals[1].u.i;
+        sk->last = key[0].u.i;
     }
     ferry_rowhash_set(arg, spec[0], spec + 1);
-    rc = ferry_rowhash_coerced(arg, vals[0].u.s.n > SPEC_HEAD + 1 ? spec + SPEC_HEAD + 1 : NULL,
-                               vals + 1 + npk, nv, &h, sk->err);
+    rc = ferry_rowhash_coerced(arg, vals[0].u.s.n > head ? spec + head : NULL, cols, nv, &h,
+                               sk->err);
     if (!rc)
-        rc = sk->fn(sk->arg, vals + 1, npk, h);
+        rc = sk->fn(sk->arg, key, npk, h);
     if (rc) {
         sk->rc = rc;
         return ferry_error_set(err, rc, "checksum: the walk stopped");
@@ -1351,6 +1371,7 @@ static int build_sink_sql(struct ferry_checksum *c, int q, int shape, struct fer
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     struct ferry_buf eqs, last, bounds;
     size_t hi_at = 2 + ((shape & 1) ? c->npk : 0);
+    int sep = 0; /* key values passed apart from the row's */
     int rc = ferry_buf_adds(b, "SELECT 0 FROM ");
 
     ferry_buf_init(&eqs, SQL_MAX);
@@ -1372,13 +1393,20 @@ static int build_sink_sql(struct ferry_checksum *c, int q, int shape, struct fer
                             bounds.len ? bounds.data : "", (unsigned)c->alg);
     for (size_t i = 0; i < FERRY_HASH_KEY_SIZE && !rc; i++)
         rc = ferry_buf_addf(b, "%02x", (unsigned)c->key[i]);
+    /* the key: read from the row's values, unless a mask hides one of its columns there */
+    for (size_t k = 0; k < c->npk && c->masks; k++)
+        sep = sep || c->masks[ferry_table_pkcol(ti, k)];
     if (!rc)
-        rc = ferry_buf_addf(b, "%02x", (unsigned)c->npk);
+        rc = ferry_buf_addf(b, "%02x%02x", (unsigned)c->npk, (unsigned)sep);
+    for (size_t k = 0; k < c->npk && !sep && !rc; k++)
+        rc = ferry_buf_addf(b, "%02x", (unsigned)ferry_table_pkcol(ti, k));
     for (size_t i = 0; c->coerce && i < ti->ncols && !rc; i++)
         rc = ferry_buf_addf(b, "%02x", (unsigned)c->coerce[i]);
     if (!rc)
-        rc = ferry_buf_adds(b, "', ");
-    if (!rc)
+        rc = ferry_buf_adds(b, "'");
+    if (!rc && sep)
+        rc = ferry_buf_adds(b, ", ");
+    if (!rc && sep)
         rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
         rc = ferry_buf_adds(b, ", ");

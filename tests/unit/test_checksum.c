@@ -672,6 +672,7 @@ struct walked {
     int64_t n;
     uint64_t sum;
     int64_t last; /* the last INT key seen, to see the walk's order */
+    int64_t max;  /* the largest */
     int ordered;
 };
 
@@ -685,6 +686,7 @@ static int walk_one(void *arg, const struct ferry_value *key, size_t nkey, uint6
     if (key[0].type == FERRY_INT) {
         w->ordered = w->ordered && (w->n == 1 || key[0].u.i >= w->last);
         w->last = key[0].u.i;
+        w->max = w->n == 1 || key[0].u.i > w->max ? key[0].u.i : w->max;
     }
     return 0;
 }
@@ -814,6 +816,36 @@ static void test_owner_paths(void)
         ASSERT(want_n > 300);
         expect_table(d, sc, "reacts", want_n, want_sum);
     }
+    /* a mask on a key column: its value is hashed, the key stays the row's */
+    {
+        const char *masks[3] = {"id * 2", NULL, NULL};
+        struct ferry_value tv = ferry_value_int(1);
+        struct ferry_checksum *c = NULL;
+        struct ferry_ranges rs;
+        struct walked w;
+        uint64_t sum = 0;
+        int64_t cnt = 0;
+
+        oracle(d,
+               "SELECT id * 2, channel_id, body FROM posts WHERE channel_id IN"
+               " (SELECT id FROM channels WHERE team_id = 1)",
+               3, &want_n, &want_sum);
+        ASSERT_EQ(
+            ferry_checksum_new(d, sc, (size_t)ferry_scope_find(sc, "posts"), &tv, masks, &c, &err),
+            FERRY_OK);
+        ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &cnt, &sum, &err), FERRY_OK);
+        ASSERT_EQ(cnt, want_n);
+        ASSERT(sum == want_sum);
+        memset(&w, 0, sizeof(w));
+        w.ordered = 1;
+        ASSERT_EQ(ferry_checksum_each(c, NULL, 0, NULL, 0, walk_one, &w, &err), FERRY_OK);
+        ASSERT_EQ(w.max, 3000); /* the last post of channel 1: a key, not its mask's 6000 */
+        ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 3, &rs, &err), FERRY_OK);
+        ASSERT_EQ(rs.r[0].first[0].u.i, 2); /* post 2: channel 3 */
+        ferry_ranges_release(&rs);
+        ferry_checksum_free(c);
+    }
+
     /* a table too wide for the sink (more than 100 values): its rows are read */
     {
         struct ferry_buf ddl;
