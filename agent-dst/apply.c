@@ -6,8 +6,9 @@
  * which is <owner> IS NULL OR <owner> = tenant with the owner's lookups run
  * once, not twice (the tenant is never NULL). When the existing row belongs
  * to another tenant the WHERE is false, the statement changes nothing, and
- * that is how a clash is seen: one statement per row, no extra lookup on the
- * hot path.
+ * that is how a clash is seen: no extra lookup on the hot path. One
+ * statement writes UPSERT_ROWS rows at once; when it changed fewer, the
+ * one-row statement names the row that clashed.
  *
  * PostgreSQL upsert, per set: COPY the rows into a temporary staging table
  * (the set's columns, the target's types), find any staged key whose target
@@ -72,6 +73,8 @@
 #include <strings.h>
 
 #define SQL_MAX (1u << 20)
+/* rows one SQLite upsert statement writes at once: a statement's run costs about a row's upsert */
+#define UPSERT_ROWS 64
 
 /* A sequence that feeds a column of a target table (serial, identity). */
 struct seq_col {
@@ -84,6 +87,12 @@ struct seq_col {
 struct table_stmts {
     struct ferry_stmt *upsert;
     size_t upsert_ncols;
+    /*
+     * SQLite: the upsert of many rows at once (NULL until a set has that
+     * many), one statement run where upsert takes many.
+     */
+    struct ferry_stmt *upsert_many;
+    size_t many;
     int *colmap; /* set column i -> target column index (for the check) */
     struct ferry_stmt *del;
     struct ferry_stmt *exists;
@@ -294,6 +303,7 @@ void ferry_applier_close(struct ferry_applier *a)
     if (a->st && a->scope)
         for (size_t t = 0; t < a->scope->ntables; t++) {
             ferry_stmt_free(a->st[t].upsert);
+            ferry_stmt_free(a->st[t].upsert_many);
             ferry_stmt_free(a->st[t].del);
             ferry_stmt_free(a->st[t].exists);
             ferry_stmt_free(a->st[t].clash);
@@ -745,12 +755,59 @@ out:
     return rc;
 }
 
+/*
+ * SQLite's upsert of nrows rows of set's columns into table t: INSERT INTO
+ * "t" AS "_o" (cols) VALUES (?, ...), ... ON CONFLICT (key) DO UPDATE SET
+ * ... WHERE COALESCE(<owner> = ?, TRUE), the tenant the last parameter.
+ */
+static int prepare_upsert_sql(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                              size_t nrows, struct ferry_stmt **out, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct ferry_buf sql, owner;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    ferry_buf_init(&owner, SQL_MAX);
+    rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, "INSERT INTO ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_o\" (");
+    for (size_t i = 0; i < set->ncols && !rc; i++) {
+        rc = ferry_buf_adds(&sql, i ? ", " : "");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, set->cols[i]);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ") VALUES ");
+    for (size_t r = 0; r < nrows && !rc; r++) {
+        rc = ferry_buf_adds(&sql, r ? ", (" : "(");
+        for (size_t i = 0; i < set->ncols && !rc; i++)
+            rc = ferry_buf_adds(&sql, i ? ", ?" : "?");
+        if (!rc)
+            rc = ferry_buf_adds(&sql, ")");
+    }
+    if (!rc)
+        rc = add_on_conflict(&sql, a, t, set);
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " WHERE COALESCE(%s = ?, TRUE)", owner.data);
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build upsert for %s", ti->name);
+    else
+        rc = ferry_db_prepare(a->db, sql.data, out, err);
+    ferry_buf_release(&sql);
+    ferry_buf_release(&owner);
+    return rc;
+}
+
 static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_set *set,
                           struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &a->scope->tables[t].info;
     struct table_stmts *ts = &a->st[t];
-    struct ferry_buf sql, owner;
     int rc = FERRY_OK;
 
     if ((ts->upsert || ts->staged) && ts->upsert_ncols == set->ncols) {
@@ -763,6 +820,9 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     }
     ferry_stmt_free(ts->upsert);
     ts->upsert = NULL;
+    ferry_stmt_free(ts->upsert_many);
+    ts->upsert_many = NULL;
+    ts->many = 0;
     if (ts->staged) {
         rc = pg_drop_stage(a, t, err);
         if (rc)
@@ -792,38 +852,13 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     }
     if (a->pg)
         return pg_prepare_stage(a, t, set, err);
-    ferry_buf_init(&sql, SQL_MAX);
-    ferry_buf_init(&owner, SQL_MAX);
-    rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, "INSERT INTO ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " AS \"_o\" (");
-    for (size_t i = 0; i < set->ncols && !rc; i++) {
-        rc = ferry_buf_adds(&sql, i ? ", " : "");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, set->cols[i]);
-    }
-    if (!rc)
-        rc = ferry_buf_adds(&sql, ") VALUES (");
-    for (size_t i = 0; i < set->ncols && !rc; i++)
-        rc = ferry_buf_adds(&sql, i ? ", ?" : "?");
-    if (!rc)
-        rc = ferry_buf_adds(&sql, ")");
-    if (!rc)
-        rc = add_on_conflict(&sql, a, t, set);
-    if (!rc)
-        rc = ferry_buf_addf(&sql, " WHERE COALESCE(%s = ?, TRUE)", owner.data);
-    if (rc)
-        rc = ferry_error_set(err, rc, "cannot build upsert for %s", ti->name);
-    else
-        rc = ferry_db_prepare(a->db, sql.data, &ts->upsert, err);
+    rc = prepare_upsert_sql(a, t, set, 1, &ts->upsert, err);
     if (!rc)
         ts->upsert_ncols = set->ncols;
-    ferry_buf_release(&sql);
-    ferry_buf_release(&owner);
+    /* at most UPSERT_ROWS rows, and within SQLite's oldest limit of 999 parameters */
+    ts->many = set->ncols ? 998 / set->ncols : 0;
+    if (ts->many > UPSERT_ROWS)
+        ts->many = UPSERT_ROWS;
     return rc;
 }
 
@@ -1108,40 +1143,71 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
     return FERRY_OK;
 }
 
-static int apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_set *set,
-                         struct ferry_apply_counts *c, struct ferry_error *err)
+/*
+ * Rows first..first+n of set with st (ts->upsert for one row, upsert_many
+ * for ts->many). Every row is written or, when the target's row is another
+ * tenant's, not (the upsert's WHERE): fewer changes than rows is a clash,
+ * which the rows one by one then name.
+ */
+static int upsert_rows(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                       struct ferry_stmt *st, size_t first, size_t n, struct ferry_error *err)
 {
     struct table_stmts *ts = &a->st[t];
-    int rc = prepare_upsert(a, t, set, err);
+    int has = 0;
+    int rc = FERRY_OK;
 
-    for (size_t r = 0; r < set->nrows && !rc; r++) {
-        const struct ferry_value *row = &set->vals[r * set->ncols];
-        int has = 0;
+    ferry_stmt_reset(st);
+    /* by reference: the batch outlives the step, and a reset unbinds */
+    for (size_t r = 0; r < n && !rc; r++) {
+        const struct ferry_value *row = &set->vals[(first + r) * set->ncols];
 
-        ferry_stmt_reset(ts->upsert);
-        /* by reference: the batch outlives the step, and the reset below unbinds */
         for (size_t i = 0; i < set->ncols && !rc; i++) {
-            rc = ferry_stmt_bind_ref(ts->upsert, (int)i + 1, &row[i], err);
+            rc = ferry_stmt_bind_ref(st, (int)(r * set->ncols + i) + 1, &row[i], err);
             if (rc) {
                 ferry_error_prefix(err, "column %s", set->cols[i]);
                 row_error(a, t, set, row, err);
             }
         }
-        if (rc)
-            break;
-        rc = ferry_stmt_bind(ts->upsert, (int)set->ncols + 1, &a->tenant, err);
-        if (!rc)
-            rc = ferry_stmt_step(ts->upsert, &has, err);
-        if (rc) {
-            ferry_error_prefix(err, "applying %s", set->table);
-            break;
-        }
-        if (ferry_stmt_changes(ts->upsert) == 0)
-            rc = clash(a, t, set, row, err);
-        c->upserted++;
     }
+    if (!rc)
+        rc = ferry_stmt_bind(st, (int)(n * set->ncols) + 1, &a->tenant, err);
+    if (rc)
+        return rc;
+    rc = ferry_stmt_step(st, &has, err);
+    if (rc)
+        return ferry_error_prefix(err, "applying %s", set->table);
+    if (ferry_stmt_changes(st) == (int64_t)n)
+        return FERRY_OK;
+    if (n == 1)
+        return clash(a, t, set, &set->vals[first * set->ncols], err);
+    for (size_t r = first; r < first + n && !rc; r++)
+        rc = upsert_rows(a, t, set, ts->upsert, r, 1, err);
+    if (!rc)
+        rc = ferry_error_set(err, FERRY_EINTERNAL,
+                             "applying %s: %" PRId64 " of %zu rows written, and each alone is",
+                             set->table, ferry_stmt_changes(st), n);
+    return rc;
+}
+
+static int apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                         struct ferry_apply_counts *c, struct ferry_error *err)
+{
+    struct table_stmts *ts = &a->st[t];
+    size_t r = 0;
+    int rc = prepare_upsert(a, t, set, err);
+
+    if (!rc && !ts->upsert_many && ts->many > 1 && set->nrows >= ts->many)
+        rc = prepare_upsert_sql(a, t, set, ts->many, &ts->upsert_many, err);
+    for (; !rc && ts->upsert_many && r + ts->many <= set->nrows; r += ts->many)
+        rc = upsert_rows(a, t, set, ts->upsert_many, r, ts->many, err);
+    for (; !rc && r < set->nrows; r++)
+        rc = upsert_rows(a, t, set, ts->upsert, r, 1, err);
+    if (!rc)
+        c->upserted += (int64_t)set->nrows;
     if (ts->upsert)
         ferry_stmt_reset(ts->upsert);
+    if (ts->upsert_many)
+        ferry_stmt_reset(ts->upsert_many);
     return rc;
 }
 

@@ -178,18 +178,26 @@ class SyncTest(ft.FerryTestCase):
         # another tenant is a clash: nothing of the batch is committed and
         # the mark stays. A row the target holds without an owner (its
         # parent is not there) is the tenant's to overwrite or to delete.
-        self.make_source(teams=3, posts_per_team=60)
+        # 128 posts change at once: the upserts run 64 rows a statement (a
+        # clash must be seen in those, no row is left for the one-row upsert).
+        self.make_source(teams=3, posts_per_team=300)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
             conn = ft.source_conn(self.src_db)
             try:
-                upd, gone = ids(conn, "SELECT p.id FROM posts p JOIN channels c "
-                                      "ON c.id = p.channel_id WHERE c.team_id = 1 AND p.id NOT IN "
-                                      "(SELECT post_id FROM reactions) ORDER BY p.id LIMIT 2")
-                conn.execute("UPDATE posts SET body = 'edited' WHERE id = ?", (upd,))
+                quiet = ids(conn, "SELECT p.id FROM posts p JOIN channels c "
+                                  "ON c.id = p.channel_id WHERE c.team_id = 1 AND p.id NOT IN "
+                                  "(SELECT post_id FROM reactions) ORDER BY p.id")
+                gone = quiet[0]
+                upd = ids(conn, "SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
+                                "WHERE c.team_id = 1 AND p.id <> ? ORDER BY p.id LIMIT 128", gone)
+                self.assertEqual(len(upd), 128)
+                conn.execute("UPDATE posts SET body = 'edited ' || id WHERE id IN (%s)"
+                             % ",".join(map(str, upd)))
             finally:
                 conn.close()
+            marks = ",".join("?" * len(upd))
 
             def on_target(*stmts):
                 dst = sqlite3.connect(self.dst_db)
@@ -198,33 +206,37 @@ class SyncTest(ft.FerryTestCase):
                 dst.commit()
                 dst.close()
 
-            def target_post(pid):
+            def target_posts(pids):
                 dst = sqlite3.connect(self.dst_db)
                 try:
-                    return dst.execute("SELECT channel_id, body FROM posts WHERE id = ?",
-                                       (pid,)).fetchone()
+                    return dst.execute("SELECT id, channel_id, body FROM posts WHERE id IN (%s) "
+                                       "ORDER BY id" % ",".join(map(str, pids))).fetchall()
                 finally:
                     dst.close()
 
-            # team 9 is on this target too, and holds both posts there
+            # team 9 is on this target too, and holds all these posts there
             on_target(("INSERT INTO teams(id, name) VALUES (9, 'Team Nine')", ()),
                       ("INSERT INTO channels(id, team_id, name) VALUES (990, 9, 'nine')", ()),
-                      ("UPDATE posts SET channel_id = 990 WHERE id IN (?, ?)", (upd, gone)))
+                      ("UPDATE posts SET channel_id = 990 WHERE id IN (%s, ?)" % marks,
+                       tuple(upd) + (gone,)))
             mark = ft.status_json(self.dst_conf)["hwm"]
             before = ft.db_dump(self.dst_db)
             cp = self.sync("--quiet", expect=5)
-            self.assertRegex(cp.stderr, r"\bposts\b.*(?<!\d)%d(?!\d)" % upd)
-            self.assertUnchanged(before, self.dst_db, "an upsert that clashes")
+            named = re.search(r"\bposts\b.*\bid=(\d+)", cp.stderr)
+            self.assertIsNotNone(named, cp.stderr)
+            self.assertIn(int(named.group(1)), upd, cp.stderr)
+            self.assertUnchanged(before, self.dst_db, "upserts that clash")
             self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
 
-            # the post's channel is not on the target: no owner, the delta overwrites it
-            on_target(("UPDATE posts SET channel_id = 991 WHERE id = ?", (upd,)))
+            # the posts' channel is not on the target: no owner, the delta overwrites them
+            on_target(("UPDATE posts SET channel_id = 991 WHERE id IN (%s)" % marks, tuple(upd)))
             self.sync("--quiet")
             src = sqlite3.connect(self.src_db)
-            want = src.execute("SELECT channel_id, body FROM posts WHERE id = ?", (upd,)).fetchone()
+            want = src.execute("SELECT id, channel_id, body FROM posts WHERE id IN (%s) "
+                               "ORDER BY id" % marks, upd).fetchall()
             src.close()
-            self.assertEqual(target_post(upd), want)
-            self.assertEqual(want[1], "edited")
+            self.assertEqual(target_posts(upd), want)
+            self.assertEqual(want[0][2], "edited %d" % upd[0])
             self.assertGreater(ft.status_json(self.dst_conf)["hwm"], mark)
 
             conn = ft.source_conn(self.src_db)
@@ -240,7 +252,7 @@ class SyncTest(ft.FerryTestCase):
             self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
             on_target(("UPDATE posts SET channel_id = 991 WHERE id = ?", (gone,)))
             self.sync("--quiet")
-            self.assertIsNone(target_post(gone), "the ownerless post was not deleted")
+            self.assertEqual(target_posts([gone]), [], "the ownerless post was not deleted")
 
             on_target(("DELETE FROM channels WHERE team_id = 9", ()),
                       ("DELETE FROM teams WHERE id = 9", ()))
