@@ -1257,6 +1257,214 @@ static int cmp_change(const void *a, const void *b)
 }
 
 /*
+ * Encode the current image of row into enc, opening the table's upsert set
+ * first when *open is 0.
+ */
+static int encode_row(struct ferry_producer *p, const struct ferry_table_info *ti,
+                      struct ferry_stmt *st, int *open, struct ferry_enc *enc,
+                      struct ferry_error *err)
+{
+    struct ferry_value vals[1024];
+    int rc = FERRY_OK;
+
+    if (!*open) {
+        const char *names[1024];
+
+        for (size_t c = 0; c < ti->ncols && c < 1024; c++)
+            names[c] = ti->cols[c].name;
+        rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
+        if (rc)
+            return ferry_error_set(err, rc, "change batch too large");
+        *open = 1;
+    }
+    for (size_t c = 0; c < ti->ncols && c < 1024; c++)
+        ferry_stmt_column(st, (int)c, &vals[c]);
+    rc = ferry_enc_row(enc, vals, ti->ncols);
+    if (rc)
+        return ferry_error_set(err, rc, "change batch too large");
+    p->stats.rows++;
+    return FERRY_OK;
+}
+
+/*
+ * The rows of table t among the n keys of ch (sorted, repeats marked
+ * CH_DUP), each looked up by its key under the tenant's owner check: one
+ * statement run per key.
+ */
+static int owned_by_key(struct ferry_producer *p, const struct ferry_value *tv, size_t t,
+                        struct change *ch, size_t n, const struct ferry_buf *arena,
+                        struct ferry_enc *enc, int *open, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &p->scope->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+    struct ferry_stmt *st = NULL;
+    struct ferry_buf sql;
+    int row = 0, rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = select_owned_sql(p, t, 0, &sql);
+    for (size_t k = 0; k < npk && !rc; k++) {
+        rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, " = ?");
+    }
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+    else
+        rc = ferry_db_prepare(p->db, sql.data, &st, err);
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct ferry_value key[FERRY_MAX_KEY_COLS];
+        size_t nk = 0;
+
+        if (ch[i].state == CH_DUP)
+            continue;
+        ferry_key_unpack(arena->data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
+        ferry_stmt_reset(st);
+        rc = bind_tenant(st, tv, 1, err);
+        for (size_t k = 0; k < nk && !rc; k++)
+            rc = ferry_stmt_bind(st, 2 + (int)k, &key[k], err);
+        if (!rc)
+            rc = ferry_stmt_step(st, &row, err);
+        if (!rc && row) {
+            rc = encode_row(p, ti, st, open, enc, err);
+            ch[i].state = CH_ROW;
+        }
+    }
+    ferry_stmt_free(st);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+/* sep, then v in decimal (a printf per key cost as much as its lookup) */
+static int add_int_item(struct ferry_buf *b, const char *sep, int64_t v)
+{
+    char d[24];
+    size_t at = sizeof(d);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    int rc;
+
+    do {
+        d[--at] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        d[--at] = '-';
+    rc = ferry_buf_adds(b, sep);
+    if (!rc)
+        rc = ferry_buf_add(b, d + at, sizeof(d) - at);
+    return rc;
+}
+
+/*
+ * owned_by_key's work in one statement, SQLite only, for a table keyed by
+ * one column whose changed keys are all integers (the common case: a rowid
+ * table): the keys go in as one JSON array, json_each drives the lookups,
+ * and each row comes back with its key's place in the array. Saves the
+ * statement's reset and start per key (a third of a change batch's reads).
+ * *done 0: not for these keys, or json_each is not there; owned_by_key
+ * then.
+ */
+static int owned_by_list(struct ferry_producer *p, const struct ferry_value *tv, size_t t,
+                         struct change *ch, size_t n, const struct ferry_buf *arena,
+                         struct ferry_enc *enc, int *open, int *done, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &p->scope->tables[t].info;
+    struct ferry_stmt *st = NULL;
+    struct ferry_buf sql, list;
+    size_t *at = NULL, nat = 0;
+    int row = 0, rc = FERRY_OK;
+
+    *done = 0;
+    if (ferry_db_engine(p->db) != FERRY_ENGINE_SQLITE || ferry_table_npk(ti) != 1)
+        return FERRY_OK;
+    at = malloc((n ? n : 1) * sizeof(*at));
+    if (!at)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    ferry_buf_init(&list, p->max_body);
+    rc = ferry_buf_adds(&list, "[");
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct ferry_value key[FERRY_MAX_KEY_COLS];
+        size_t nk = 0;
+
+        if (ch[i].state == CH_DUP)
+            continue;
+        if (ferry_key_unpack(arena->data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk) ||
+            nk != 1 || key[0].type != FERRY_INT)
+            goto out; /* not for this path */
+        rc = add_int_item(&list, nat ? "," : "", key[0].u.i);
+        at[nat++] = i;
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&list, "]");
+    if (rc) {
+        rc = FERRY_OK; /* the list is over the body limit: key by key */
+        goto out;
+    }
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = select_cols(p, t, &sql);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ", \"_ferry_k\".\"key\" FROM json_each(?) AS \"_ferry_k\" "
+                                  "CROSS JOIN ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_ferry_s\" WHERE \"_ferry_s\".");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, 0)].name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " = \"_ferry_k\".\"value\" AND ");
+    if (!rc)
+        rc = ferry_scope_owner(p->scope, t, "\"_ferry_s\".", &sql);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " = ?");
+    if (rc) {
+        ferry_buf_release(&sql);
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+        goto out;
+    }
+    if (ferry_db_prepare(p->db, sql.data, &st, err)) {
+        /* an SQLite built without JSON: key by key */
+        ferry_buf_release(&sql);
+        ferry_error_clear(err);
+        goto out;
+    }
+    ferry_buf_release(&sql);
+    *done = 1;
+    {
+        struct ferry_value lv = {0};
+
+        lv.type = FERRY_TEXT;
+        lv.u.s.p = list.data;
+        lv.u.s.n = list.len;
+        rc = ferry_stmt_bind(st, 1, &lv, err);
+    }
+    if (!rc)
+        rc = ferry_stmt_bind(st, 2, tv, err);
+    while (!rc) {
+        struct ferry_value k;
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        ferry_stmt_column(st, (int)ti->ncols, &k);
+        if (k.type != FERRY_INT || k.u.i < 0 || (uint64_t)k.u.i >= nat) {
+            rc = ferry_error_set(err, FERRY_EINTERNAL, "json_each gave key %s for %zu keys",
+                                 k.type == FERRY_INT ? "out of range" : "of another type", nat);
+            break;
+        }
+        rc = encode_row(p, ti, st, open, enc, err);
+        ch[at[k.u.i]].state = CH_ROW;
+    }
+out:
+    ferry_stmt_free(st);
+    ferry_buf_release(&list);
+    free(at);
+    return rc;
+}
+
+/*
  * Encode into enc the current image of each key of ch (nch keys of the
  * scope's tables, packed in arena), as read now under the tenant's owner
  * check: upserts parents first for the keys whose row is the tenant's,
@@ -1268,90 +1476,32 @@ static int encode_current(struct ferry_producer *p, const struct ferry_value *tv
                           struct ferry_error *err)
 {
     const struct ferry_scope *s = p->scope;
-    struct ferry_stmt **rowst = NULL;
-    struct ferry_buf sql;
     size_t *ndel = NULL;
-    int *npred = NULL;
-    int row = 0, rc = FERRY_OK;
+    int rc = FERRY_OK;
 
-    ferry_buf_init(&sql, SQL_MAX);
     sort_arena = arena;
     if (nch)
         qsort(ch, nch, sizeof(*ch), cmp_change);
 
-    rowst = calloc(s->ntables, sizeof(*rowst));
-    npred = calloc(s->ntables, sizeof(*npred));
     ndel = calloc(s->ntables, sizeof(*ndel));
-    if (!rowst || !npred || !ndel) {
-        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
-        goto out;
-    }
+    if (!ndel)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     /* Upserts, parents first; a key whose row is gone from the tenant is a tombstone. */
-    for (size_t i = 0; i < nch && !rc;) {
+    for (size_t i = 0, end; i < nch && !rc; i = end) {
         int t = ch[i].t;
-        const struct ferry_table_info *ti = &s->tables[t].info;
-        size_t npk = ferry_table_npk(ti);
-        const char *names[1024];
-        int open = 0;
+        int open = 0, done = 0;
 
-        for (size_t c = 0; c < ti->ncols && c < 1024; c++)
-            names[c] = ti->cols[c].name;
-        ferry_buf_reset(&sql);
-        rc = select_owned_sql(p, (size_t)t, 0, &sql);
-        npred[t] = 1;
-        for (size_t k = 0; k < npk && !rc; k++) {
-            rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
-            if (!rc)
-                rc = ferry_buf_adds(&sql, " = ?");
-        }
-        if (rc) {
-            rc = ferry_error_set(err, rc, "cannot build SQL");
-            break;
-        }
-        rc = ferry_db_prepare(p->db, sql.data, &rowst[t], err);
-        for (; !rc && i < nch && ch[i].t == t; i++) {
-            struct ferry_value key[FERRY_MAX_KEY_COLS];
-            size_t nk;
-
-            if (i > 0 && ch[i - 1].t == t && ch[i - 1].n == ch[i].n &&
-                memcmp(arena->data + ch[i - 1].off, arena->data + ch[i].off, ch[i].n) == 0) {
-                ch[i].state = CH_DUP;
-                continue;
-            }
-            nk = 0;
-            ferry_key_unpack(arena->data + ch[i].off, ch[i].n, key, FERRY_MAX_KEY_COLS, &nk);
-            ferry_stmt_reset(rowst[t]);
-            rc = bind_tenant(rowst[t], tv, npred[t], err);
-            for (size_t k = 0; k < nk && !rc; k++)
-                rc = ferry_stmt_bind(rowst[t], npred[t] + 1 + (int)k, &key[k], err);
-            if (!rc)
-                rc = ferry_stmt_step(rowst[t], &row, err);
-            if (rc)
-                break;
-            if (!row) {
-                ndel[t]++;
-                continue;
-            }
-            if (!open) {
-                rc = ferry_enc_set_begin(enc, ti->name, FERRY_OP_UPSERT, names, ti->ncols);
-                open = 1;
-            }
-            if (!rc) {
-                struct ferry_value vals[1024];
-
-                for (size_t c = 0; c < ti->ncols && c < 1024; c++)
-                    ferry_stmt_column(rowst[t], (int)c, &vals[c]);
-                rc = ferry_enc_row(enc, vals, ti->ncols);
-                if (rc)
-                    rc = ferry_error_set(err, rc, "change batch too large");
-                p->stats.rows++;
-            }
-            ch[i].state = CH_ROW;
-        }
+        for (end = i; end < nch && ch[end].t == t; end++)
+            if (end > i && ch[end - 1].n == ch[end].n &&
+                memcmp(arena->data + ch[end - 1].off, arena->data + ch[end].off, ch[end].n) == 0)
+                ch[end].state = CH_DUP;
+        rc = owned_by_list(p, tv, (size_t)t, ch + i, end - i, arena, enc, &open, &done, err);
+        if (!rc && !done)
+            rc = owned_by_key(p, tv, (size_t)t, ch + i, end - i, arena, enc, &open, err);
         if (!rc && open)
             rc = ferry_enc_set_end(enc);
+        for (size_t j = i; j < end; j++)
+            ndel[t] += ch[j].state == CH_TOMBSTONE;
     }
     /* Tombstones, children first. */
     for (size_t t = s->ntables; t-- > 0 && !rc;) {
@@ -1380,14 +1530,7 @@ static int encode_current(struct ferry_producer *p, const struct ferry_value *tv
         if (!rc)
             rc = ferry_enc_set_end(enc);
     }
-out:
-    if (rowst)
-        for (size_t t = 0; t < s->ntables; t++)
-            ferry_stmt_free(rowst[t]);
-    free(rowst);
-    free(npred);
     free(ndel);
-    ferry_buf_release(&sql);
     return rc;
 }
 
@@ -1400,6 +1543,9 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     struct change *ch = NULL;
     struct ferry_buf arena, keytmp;
     size_t nch = 0, cap = 0;
+    char name[512] = ""; /* the table of the last change read, */
+    size_t namelen = 0;  /* its length ((size_t)-1: not kept whole) */
+    int namet = -1;      /* and its index in the scope */
     struct ferry_value tv;
     int64_t head = req->after, nread = 0, safe = 0;
     int row = 0, rc;
@@ -1451,7 +1597,6 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     }
     while (!rc) {
         struct ferry_value seq, tbl;
-        char name[512];
         int t;
 
         rc = ferry_stmt_step(st, &row, err);
@@ -1462,9 +1607,15 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
         ferry_stmt_column(st, 1, &tbl);
         if (seq.type == FERRY_INT && seq.u.i > head)
             head = seq.u.i;
-        snprintf(name, sizeof(name), "%.*s", (int)(tbl.type == FERRY_TEXT ? tbl.u.s.n : 0),
-                 tbl.type == FERRY_TEXT ? tbl.u.s.p : "");
-        t = ferry_scope_find(s, name);
+        if (tbl.type != FERRY_TEXT)
+            tbl.u.s.n = 0;
+        /* runs of changes to one table: its name is looked up once a run */
+        if (tbl.u.s.n != namelen || (namelen && memcmp(tbl.u.s.p, name, namelen) != 0)) {
+            snprintf(name, sizeof(name), "%.*s", (int)tbl.u.s.n, tbl.u.s.n ? tbl.u.s.p : "");
+            namelen = strlen(name) == tbl.u.s.n ? tbl.u.s.n : (size_t)-1;
+            namet = ferry_scope_find(s, name);
+        }
+        t = namet;
         if (t < 0) {
             /* Logged under an older scope: the table is no longer served. */
             log_debug("change for %s skipped: not in scope", name);
