@@ -17,6 +17,14 @@
  * in the old tenant's log and a 'U' in the new one, and its children on the
  * scope path are touched (SET fk = fk, a no-op write) so their own triggers
  * move them too, level by level.
+ *
+ * Orphans: a row written before its parent exists (deferred foreign keys,
+ * SQLite without PRAGMA foreign_keys) has no tenant yet. Its trigger notes
+ * the parent key it waits for in _ferry_orphans (parent table, child table,
+ * the key's values; one entry however many children wait); the parent's
+ * insert and update triggers look there (one index probe, nearly always
+ * empty) and touch the waiting children, which then take their tenant and
+ * log a 'U' like any other write, and their own children follow as above.
  */
 #include "capture.h"
 
@@ -240,6 +248,204 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
     return rc;
 }
 
+/* The scope foreign key of table t to its parent, or NULL (root, or a scope predicate). */
+static const struct ferry_fkey *path_fk(const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_scope_table *st = &s->tables[t];
+
+    if (st->parent < 0 || st->fk < 0 || st->info.scope_sql)
+        return NULL;
+    return &st->info.fks[st->fk];
+}
+
+/* "p0, p1" for the n columns of a parent key in _ferry_orphans */
+static int add_orphan_cols(struct ferry_buf *b, size_t n)
+{
+    int rc = FERRY_OK;
+
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = ferry_buf_addf(b, "%sp%zu", i ? ", " : "", i);
+    return rc;
+}
+
+/* ptbl = 'P' AND ctbl = 'C' AND p0 = NEW.<pcol0>[::text] AND ... */
+static int add_orphan_match(struct ferry_buf *b, const char *o, const char *ptbl, const char *ctbl,
+                            const struct ferry_fkey *fk, int pg)
+{
+    int rc = ferry_buf_addf(b, "%sptbl = ", o);
+
+    if (!rc)
+        rc = ferry_buf_add_literal(b, ptbl);
+    if (!rc)
+        rc = ferry_buf_addf(b, " AND %sctbl = ", o);
+    if (!rc)
+        rc = ferry_buf_add_literal(b, ctbl);
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_addf(b, " AND %sp%zu = NEW.", o, i);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->pcols[i]);
+        if (!rc && pg)
+            rc = ferry_buf_adds(b, "::text");
+    }
+    return rc;
+}
+
+/*
+ * Note the parent keys rows of table t wait for: their columns all set, no
+ * row of the parent table has them. In a trigger, for the row NEW; at
+ * install (backfill), for the rows already there (the triggers note the
+ * ones written from then on).
+ */
+static int add_orphan_note(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg,
+                           int backfill)
+{
+    const struct ferry_fkey *fk = path_fk(s, t);
+    const char *row = backfill ? "\"_ferry_c\"." : "NEW.";
+    const char *ptbl;
+    int rc;
+
+    if (!fk)
+        return FERRY_OK;
+    ptbl = s->tables[s->tables[t].parent].info.name;
+    rc = ferry_buf_adds(b, pg ? "INSERT INTO _ferry_orphans(ptbl, ctbl, "
+                              : "INSERT OR IGNORE INTO _ferry_orphans(ptbl, ctbl, ");
+    if (!rc)
+        rc = add_orphan_cols(b, fk->ncols);
+    if (!rc)
+        rc = ferry_buf_adds(b, backfill ? ") SELECT DISTINCT " : ") SELECT ");
+    if (!rc)
+        rc = ferry_buf_add_literal(b, ptbl);
+    if (!rc)
+        rc = ferry_buf_adds(b, ", ");
+    if (!rc)
+        rc = ferry_buf_add_literal(b, s->tables[t].info.name);
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_addf(b, ", %s", row);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+        if (!rc && pg)
+            rc = ferry_buf_adds(b, "::text");
+    }
+    if (!rc && backfill) {
+        rc = ferry_buf_adds(b, " FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, s->tables[t].info.name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS \"_ferry_c\"");
+    }
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_addf(b, "%s%s", i ? " AND " : " WHERE ", row);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(b, " IS NOT NULL");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, " AND NOT EXISTS (SELECT 1 FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ptbl);
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_adds(b, i ? " AND " : " WHERE ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ptbl);
+        if (!rc)
+            rc = ferry_buf_adds(b, ".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->pcols[i]);
+        if (!rc)
+            rc = ferry_buf_addf(b, " = %s", row);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, pg ? ") ON CONFLICT DO NOTHING;\n" : ");\n");
+    return rc;
+}
+
+/*
+ * Children of table t waiting for the row NEW: touched (their triggers give
+ * them NEW's tenant), then no longer waiting. On SQLite the touch is driven
+ * from _ferry_orphans, so that with nothing waiting it costs one index
+ * probe and no scan of the child table; on PostgreSQL an IF does that.
+ */
+static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
+{
+    const char *ptbl = s->tables[t].info.name;
+    int rc = FERRY_OK;
+
+    for (size_t c = t + 1; c < s->ntables && !rc; c++) {
+        const struct ferry_table_info *ci = &s->tables[c].info;
+        const struct ferry_fkey *fk = path_fk(s, c);
+        size_t npk = ferry_table_npk(ci);
+
+        if (!fk || s->tables[c].parent != (int)t)
+            continue;
+        if (pg) {
+            rc = ferry_buf_adds(b, "IF EXISTS (SELECT 1 FROM _ferry_orphans WHERE ");
+            if (!rc)
+                rc = add_orphan_match(b, "", ptbl, ci->name, fk, 1);
+            if (!rc)
+                rc = ferry_buf_adds(b, ") THEN\n");
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, "UPDATE ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ci->name);
+        for (size_t i = 0; i < fk->ncols && !rc; i++) {
+            rc = ferry_buf_adds(b, i ? ", " : " SET ");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, fk->cols[i]);
+            if (!rc)
+                rc = ferry_buf_adds(b, " = ");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, fk->cols[i]);
+        }
+        if (pg) {
+            for (size_t i = 0; i < fk->ncols && !rc; i++) {
+                rc = ferry_buf_adds(b, i ? " AND " : " WHERE ");
+                if (!rc)
+                    rc = ferry_buf_add_ident(b, fk->cols[i]);
+                if (!rc)
+                    rc = ferry_buf_adds(b, " = NEW.");
+                if (!rc)
+                    rc = ferry_buf_add_ident(b, fk->pcols[i]);
+            }
+        } else {
+            rc = rc ? rc : ferry_buf_adds(b, npk > 1 ? " WHERE (" : " WHERE ");
+            if (!rc)
+                rc = add_keys(b, s, c, "");
+            if (!rc)
+                rc = ferry_buf_adds(b, npk > 1 ? ") IN (SELECT " : " IN (SELECT ");
+            if (!rc)
+                rc = add_keys(b, s, c, "\"_ferry_c\".");
+            if (!rc)
+                rc = ferry_buf_adds(b, " FROM _ferry_orphans AS o, ");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, ci->name);
+            if (!rc)
+                rc = ferry_buf_adds(b, " AS \"_ferry_c\" WHERE ");
+            if (!rc)
+                rc = add_orphan_match(b, "o.", ptbl, ci->name, fk, 0);
+            for (size_t i = 0; i < fk->ncols && !rc; i++) {
+                rc = ferry_buf_adds(b, " AND \"_ferry_c\".");
+                if (!rc)
+                    rc = ferry_buf_add_ident(b, fk->cols[i]);
+                if (!rc)
+                    rc = ferry_buf_addf(b, " = o.p%zu", i);
+            }
+            if (!rc)
+                rc = ferry_buf_adds(b, ")");
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, ";\nDELETE FROM _ferry_orphans WHERE ");
+        if (!rc)
+            rc = add_orphan_match(b, "", ptbl, ci->name, fk, pg);
+        if (!rc)
+            rc = ferry_buf_adds(b, pg ? ";\nEND IF;\n" : ";\n");
+    }
+    return rc;
+}
+
 static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
@@ -304,6 +510,8 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
         rc = ferry_buf_add_ident(b, ti->name);
     if (!rc)
         rc = ferry_buf_adds(b, " AS \"_ferry_s\") WHERE o IS NOT NULL;\n");
+    if (!rc)
+        rc = add_orphan_note(b, s, t, 0, 1);
 
     /* insert */
     if (!rc)
@@ -318,6 +526,10 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
         rc = ferry_buf_adds(b, " BEGIN\n");
     if (!rc)
         rc = add_refresh_new(b, s, t, 0);
+    if (!rc)
+        rc = add_orphan_note(b, s, t, 0, 0);
+    if (!rc)
+        rc = add_orphan_adopt(b, s, t, 0);
     if (!rc)
         rc = ferry_buf_adds(b, "END;\n");
 
@@ -351,6 +563,10 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
         rc = ferry_buf_adds(b, ";\n");
     if (!rc)
         rc = add_refresh_new(b, s, t, 0);
+    if (!rc)
+        rc = add_orphan_note(b, s, t, 0, 0);
+    if (!rc)
+        rc = add_orphan_adopt(b, s, t, 0);
     if (!rc)
         rc = ferry_buf_adds(b, "END;\n");
     ferry_buf_release(&cond);
@@ -594,7 +810,11 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = pg_backfill_select(b, s, t);
     if (!rc)
-        rc = ferry_buf_adds(b, ";\nANALYZE ");
+        rc = ferry_buf_adds(b, ";\n");
+    if (!rc)
+        rc = add_orphan_note(b, s, t, 1, 1);
+    if (!rc)
+        rc = ferry_buf_adds(b, "ANALYZE ");
     if (!rc)
         rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
@@ -603,6 +823,10 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     /* insert */
     if (!rc)
         rc = add_refresh_new(&body, s, t, 1);
+    if (!rc)
+        rc = add_orphan_note(&body, s, t, 1, 0);
+    if (!rc)
+        rc = add_orphan_adopt(&body, s, t, 1);
     if (!rc)
         rc = pg_add_trigger(b, ti, "i", "INSERT", settings.data, body.data);
 
@@ -626,6 +850,10 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
         rc = ferry_buf_adds(&body, ";\n");
     if (!rc)
         rc = add_refresh_new(&body, s, t, 1);
+    if (!rc)
+        rc = add_orphan_note(&body, s, t, 1, 0);
+    if (!rc)
+        rc = add_orphan_adopt(&body, s, t, 1);
     if (!rc)
         rc = pg_add_trigger(b, ti, "u", "UPDATE", settings.data, body.data);
 
@@ -783,7 +1011,12 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
                             "txid bigint NOT NULL DEFAULT txid_current(), "
                             "k0 text, k1 text, k2 text, k3 text);\n"
                             "CREATE INDEX IF NOT EXISTS _ferry_changes_tenant "
-                            "ON _ferry_changes(tenant, seq);\n",
+                            "ON _ferry_changes(tenant, seq);\n"
+                            "CREATE TABLE IF NOT EXISTS _ferry_orphans(ptbl text NOT NULL, "
+                            "ctbl text NOT NULL, p0 text NOT NULL DEFAULT '', "
+                            "p1 text NOT NULL DEFAULT '', p2 text NOT NULL DEFAULT '', "
+                            "p3 text NOT NULL DEFAULT '', "
+                            "PRIMARY KEY (ptbl, ctbl, p0, p1, p2, p3));\n",
                             col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name));
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build capture SQL");
@@ -931,7 +1164,11 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
                        "seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, "
                        "op TEXT NOT NULL, tenant NOT NULL, txid INTEGER, k0, k1, k2, k3);\n"
                        "CREATE INDEX IF NOT EXISTS _ferry_changes_tenant "
-                       "ON _ferry_changes(tenant, seq);\n",
+                       "ON _ferry_changes(tenant, seq);\n"
+                       "CREATE TABLE IF NOT EXISTS _ferry_orphans(ptbl TEXT NOT NULL, "
+                       "ctbl TEXT NOT NULL, p0 NOT NULL DEFAULT '', p1 NOT NULL DEFAULT '', "
+                       "p2 NOT NULL DEFAULT '', p3 NOT NULL DEFAULT '', "
+                       "PRIMARY KEY (ptbl, ctbl, p0, p1, p2, p3)) WITHOUT ROWID;\n",
                        err);
     if (rc)
         goto rollback;

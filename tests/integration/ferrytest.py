@@ -745,10 +745,11 @@ class FerryTestCase(unittest.TestCase):
 
 def _short(rows):
     def one(v):
-        typ, val = v
-        if isinstance(val, bytes) and len(val) > 40:
-            val = val[:40] + b"..."
-        return "%s:%r" % (typ, val)
+        # SQLite oracles give (typeof, value) pairs, PostgreSQL ones text forms
+        typ, val = v if isinstance(v, tuple) and len(v) == 2 else (None, v)
+        if isinstance(val, (bytes, str)) and len(val) > 40:
+            val = val[:40] + ("..." if isinstance(val, str) else b"...")
+        return "%r" % (val,) if typ is None else "%s:%r" % (typ, val)
     return "[" + "; ".join("(" + ", ".join(one(v) for v in r) + ")" for r in rows) + "]"
 
 

@@ -423,6 +423,34 @@ class PgTest(ft.FerryTestCase):
             self.assertGreaterEqual(pages, len(PG_TABLES) + big // (4 << 20),
                                     "%d pages for %d bytes of posts" % (pages, big))
 
+    def test_deferred_children_before_parents(self):
+        """Deferred foreign keys: children inserted before their parent in
+        one transaction, three levels deep, are captured once the parent
+        arrives, in the tenant the parent brings them into and no other."""
+        self.pg_source()
+        psql(self.src_url, "ALTER TABLE posts ALTER CONSTRAINT posts_channel_id_fkey "
+                           "DEFERRABLE INITIALLY DEFERRED; ALTER TABLE reactions ALTER "
+                           "CONSTRAINT reactions_post_id_fkey DEFERRABLE INITIALLY DEFERRED")
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            psql(self.src_url, """BEGIN;
+INSERT INTO reactions VALUES (900002, 'up', 2);
+INSERT INTO posts(id, channel_id, body) VALUES (900001, 700001, 'early'),
+  (900002, 700002, 'mid'), (900003, 700003, 'other team');
+INSERT INTO channels(id, team_id, name) VALUES (700001, 1, 'late'), (700002, 1, 'top'),
+  (700003, 2, 'team 2');
+COMMIT;""")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT string_agg(id::text, ',' ORDER BY id) "
+                                                "FROM posts WHERE id >= 900001").strip(),
+                             "900001,900002")
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM reactions "
+                                                "WHERE post_id = 900002").strip(), "1")
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(),
+                             "0")
+
     def test_pg_to_pg_creates_tables(self):
         """Into an empty database: ferry creates the tables with the source's
         declared types (format_type) and copies exactly. Pages of 4 rows of
