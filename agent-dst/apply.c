@@ -73,8 +73,12 @@
 #include <strings.h>
 
 #define SQL_MAX (1u << 20)
-/* rows one SQLite upsert statement writes at once: a statement's run costs about a row's upsert */
-#define UPSERT_ROWS 64
+/*
+ * Rows one SQLite upsert statement writes at once. A statement's run costs
+ * about as much as a row's upsert; its preparation grows with its rows (64
+ * took 0.4 ms, as much as it saved on 1,000 rows).
+ */
+#define UPSERT_ROWS 16
 
 /* A sequence that feeds a column of a target table (serial, identity). */
 struct seq_col {

@@ -178,7 +178,7 @@ class SyncTest(ft.FerryTestCase):
         # another tenant is a clash: nothing of the batch is committed and
         # the mark stays. A row the target holds without an owner (its
         # parent is not there) is the tenant's to overwrite or to delete.
-        # 128 posts change at once: the upserts run 64 rows a statement (a
+        # 128 posts change at once: the upserts run 16 rows a statement (a
         # clash must be seen in those, no row is left for the one-row upsert).
         self.make_source(teams=3, posts_per_team=300)
         with self.serve() as srv:
