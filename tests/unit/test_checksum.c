@@ -163,6 +163,62 @@ static void test_siphash_vectors(void)
     ferry_rowhash_set(rh, FERRY_HASH_SHA256, NULL);
     ASSERT_EQ(ferry_rowhash_row(rh, row, 5, &h, &err), FERRY_OK);
     ASSERT(h == UINT64_C(0x0166381f45ec0da8));
+
+    /* rows of every kind and length: SipHash of their encoding, written out here */
+    {
+        static char text[80];
+        unsigned char enc[1024];
+        uint64_t x = UINT64_C(0x9e3779b97f4a7c15);
+
+        for (size_t i = 0; i < sizeof(text); i++)
+            text[i] = (char)(i * 37 + 11);
+        ferry_rowhash_set(rh, FERRY_HASH_SIPHASH13, key);
+        for (int round = 0; round < 2000; round++) {
+            struct ferry_value rv[6];
+            size_t nv = 1 + (size_t)(round % 6), len = 0;
+
+            for (size_t i = 0; i < nv; i++) {
+                uint64_t bits;
+
+                x ^= x << 13; /* xorshift64 */
+                x ^= x >> 7;
+                x ^= x << 17;
+                switch (x % 5) {
+                case 0:
+                    rv[i] = ferry_value_null();
+                    enc[len++] = 0;
+                    break;
+                case 1:
+                    rv[i] = ferry_value_int((int64_t)x);
+                    enc[len++] = 1;
+                    for (int b = 7; b >= 0; b--)
+                        enc[len++] = (unsigned char)(x >> (8 * b));
+                    break;
+                case 2:
+                    rv[i] = flt((double)(int64_t)x / 3.0);
+                    memcpy(&bits, &rv[i].u.f, 8);
+                    enc[len++] = 2;
+                    for (int b = 7; b >= 0; b--)
+                        enc[len++] = (unsigned char)(bits >> (8 * b));
+                    break;
+                default: {
+                    size_t tn = (size_t)(x >> 8) % sizeof(text);
+
+                    rv[i] = x % 5 == 3 ? ferry_value_text(text, tn) : blob(text + 1, tn - (tn > 0));
+                    tn = rv[i].u.s.n;
+                    enc[len++] = (unsigned char)rv[i].type;
+                    for (int b = 7; b >= 0; b--)
+                        enc[len++] = (unsigned char)((uint64_t)tn >> (8 * b));
+                    memcpy(enc + len, rv[i].u.s.p, tn);
+                    len += tn;
+                    break;
+                }
+                }
+            }
+            ASSERT_EQ(ferry_rowhash_row(rh, rv, nv, &h, &err), FERRY_OK);
+            ASSERT(h == ferry_siphash13(key, enc, len));
+        }
+    }
     ferry_rowhash_free(rh);
 }
 
