@@ -130,6 +130,9 @@ struct sink {
     int unordered;           /* ordered, and a key was not one INT above the last: stopped */
     int rc;                  /* fn's or the hash's failure, which stopped the statement */
     struct ferry_error *err; /* where the hash's failure goes (fn sets its own) */
+    /* the spec read at the walk's first row: a constant of the statement, the same blob after */
+    const void *spec;
+    size_t nspec, nargs, npk, nsep, head, nv;
 };
 
 /* The walk whose statement this thread is stepping (the function runs inside sqlite3_step). */
@@ -576,35 +579,53 @@ static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64
                       struct ferry_error *err)
 {
     struct sink *sk = cur_sink;
-    const unsigned char *spec = (const unsigned char *)vals[0].u.s.p;
+    const unsigned char *spec =
+        n >= 1 && vals[0].type == FERRY_BLOB ? (const unsigned char *)vals[0].u.s.p : NULL;
     struct ferry_value kv[FERRY_MAX_KEY_COLS];
     const struct ferry_value *key, *cols;
-    size_t npk = 0, nsep = 0, head = SPEC_HEAD + 2, nv = 0;
+    size_t npk, nsep, head, nv;
     uint64_t h = 0;
     int ok, rc;
 
     *out = 0;
     if (!sk)
         return ferry_error_set(err, FERRY_EINTERNAL, "checksum: " ROWSINK_FN " outside a walk");
-    ok = n >= 1 && vals[0].type == FERRY_BLOB && vals[0].u.s.n >= head;
-    if (ok) {
-        npk = spec[SPEC_HEAD];
-        nsep = spec[SPEC_HEAD + 1] ? npk : 0;
-        head += nsep ? 0 : npk;
-        ok = npk >= 1 && npk <= FERRY_MAX_KEY_COLS && nsep <= n - 1 && vals[0].u.s.n >= head;
+    /* the spec is read once a walk: every row after the first has the same */
+    if (!spec || spec != sk->spec || vals[0].u.s.n != sk->nspec || n != sk->nargs) {
+        npk = nsep = nv = 0;
+        head = SPEC_HEAD + 2;
+        ok = spec && vals[0].u.s.n >= head;
+        if (ok) {
+            npk = spec[SPEC_HEAD];
+            nsep = spec[SPEC_HEAD + 1] ? npk : 0;
+            head += nsep ? 0 : npk;
+            ok = npk >= 1 && npk <= FERRY_MAX_KEY_COLS && nsep <= n - 1 && vals[0].u.s.n >= head;
+        }
+        if (ok) {
+            nv = n - 1 - nsep;
+            ok = vals[0].u.s.n == head || vals[0].u.s.n == head + nv;
+            for (size_t k = 0; ok && !nsep && k < npk; k++)
+                ok = spec[SPEC_HEAD + 2 + k] < nv;
+        }
+        if (!ok) {
+            sk->rc = ferry_error_set(sk->err, FERRY_EINTERNAL,
+                                     "checksum: " ROWSINK_FN " takes a blob of the hash, its key, "
+                                     "where the row's key is, and no code or one code per value");
+            return ferry_error_set(err, sk->rc, "%s", sk->err->msg);
+        }
+        ferry_rowhash_set(arg, spec[0], spec + 1);
+        sk->spec = spec;
+        sk->nspec = vals[0].u.s.n;
+        sk->nargs = n;
+        sk->npk = npk;
+        sk->nsep = nsep;
+        sk->head = head;
+        sk->nv = nv;
     }
-    if (ok) {
-        nv = n - 1 - nsep;
-        ok = vals[0].u.s.n == head || vals[0].u.s.n == head + nv;
-        for (size_t k = 0; ok && !nsep && k < npk; k++)
-            ok = spec[SPEC_HEAD + 2 + k] < nv;
-    }
-    if (!ok) {
-        sk->rc = ferry_error_set(sk->err, FERRY_EINTERNAL,
-                                 "checksum: " ROWSINK_FN " takes a blob of the hash, its key, "
-                                 "where the row's key is, and no code or one code per value");
-        return ferry_error_set(err, sk->rc, "%s", sk->err->msg);
-    }
+    npk = sk->npk;
+    nsep = sk->nsep;
+    head = sk->head;
+    nv = sk->nv;
     cols = vals + 1 + nsep;
     key = vals + 1;
     if (!nsep) {
@@ -621,9 +642,7 @@ static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64
         sk->have_last = 1;
         sk->last = key[0].u.i;
     }
-    ferry_rowhash_set(arg, spec[0], spec + 1);
-    rc = ferry_rowhash_coerced(arg, vals[0].u.s.n > head ? spec + head : NULL, cols, nv, &h,
-                               sk->err);
+    rc = ferry_rowhash_coerced(arg, sk->nspec > head ? spec + head : NULL, cols, nv, &h, sk->err);
     if (!rc)
         rc = sk->fn(sk->arg, key, npk, h);
     if (rc) {
