@@ -17,6 +17,7 @@
 #define VERSION 1
 #define FILE_NAME "session"
 #define TMP_NAME "session.tmp"
+#define TAKEN_NAME "session.taken"
 #define BODY_LEN (4 + 1 + FERRY_HS_ID_LEN + FERRY_HS_SECRET_LEN + 8 + 8 + 4)
 #define RECORD_LEN (BODY_LEN + FERRY_HMAC_LEN)
 
@@ -117,17 +118,28 @@ int ferry_resume_take(const struct ferry_config *cfg, int64_t now, int64_t min_l
     unsigned char k[FERRY_HMAC_LEN], srcdig[FERRY_SHA256_LEN];
     unsigned char tag[FERRY_HMAC_LEN], pad[FERRY_HMAC_LEN];
     const unsigned char *p = rec + 5;
-    char path[4096];
+    char path[4096], taken[4096], name[64];
     char id[FERRY_HS_ID_LEN + 1];
     int64_t expires;
     int ok = 0;
+    int rc;
 
     memset(sess, 0, sizeof(*sess));
     *ttl = 0;
-    if (path_of(cfg, FILE_NAME, path, sizeof(path)) != 0 || read_record(path, rec) != 0)
+    snprintf(name, sizeof(name), "%s.%ld", TAKEN_NAME, (long)getpid());
+    if (path_of(cfg, FILE_NAME, path, sizeof(path)) != 0 ||
+        path_of(cfg, name, taken, sizeof(taken)) != 0)
         return 0;
-    /* Taken: whatever follows, this record is never used twice. */
-    unlink(path);
+    /*
+     * Taken by a rename: of two runs that start at once, one gets the
+     * record, the other none; whatever follows, it is never used twice.
+     */
+    if (rename(path, taken) != 0)
+        return 0;
+    rc = read_record(taken, rec);
+    unlink(taken);
+    if (rc != 0)
+        goto out;
     if (memcmp(rec, MAGIC, 4) != 0 || rec[4] != VERSION || derive(cfg, k, srcdig) != 0)
         goto out;
     if (tag_of(cfg, k, srcdig, rec, tag) != 0 ||

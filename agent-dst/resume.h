@@ -15,12 +15,14 @@
  *
  * So the file is worth nothing without the identity key (which is worth
  * more on its own: it makes sessions), and it is only taken back for the
- * same identity key, pinned source key, source url and tenant. A session is
- * taken (the file removed) when a run starts and put back when the client
- * is done with it, with the last counter used: a run that dies in between
- * leaves none behind, so a counter is never reused. The file is a cache,
- * written without fsync: a torn or missing one only costs a handshake.
- * Nothing here ever fails a run: every problem means "no session".
+ * same identity key, pinned source key, source url and tenant. A run takes
+ * the session when it starts (renamed to a name of its own, then removed:
+ * of two runs starting at once only one gets it) and puts it back when the
+ * client is done with it, with the last counter used: a run that dies in
+ * between leaves none behind, so a counter is never reused. The file is a
+ * cache, written without fsync: a torn or missing one only costs a
+ * handshake. Nothing here ever fails a run: every problem means "no
+ * session".
  */
 #ifndef FERRY_RESUME_H
 #define FERRY_RESUME_H
