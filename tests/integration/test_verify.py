@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """ferry-dst verify and verify --repair against the real agents, SQLite to
-SQLite, PostgreSQL to PostgreSQL and across the two engines (rows hashed in
-SQL on PostgreSQL, by a C function in SQLite: the same numbers): an unchanged team is equal and nothing is touched; target rows
+SQLite, PostgreSQL to PostgreSQL and across the two engines (rows hashed by
+a C function in SQLite, in C or in SQL on PostgreSQL: the same numbers;
+SipHash-1-3 under a key drawn for each verify, SHA-256 for a peer from
+before it): an unchanged team is equal and nothing is touched; target rows
 changed, deleted or added behind ferry's back, and a source row changed
 with change capture bypassed, are each found with exactly their keys and
 fixed by --repair; rows of another tenant on the same target are never
@@ -12,10 +14,12 @@ Oracles: the keys the test itself changed, and ferrytest.tenant_rows(),
 hand-written SQL that never uses ferry's notion of scope.
 """
 
+import hashlib
 import json
 import math
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import unittest
@@ -88,6 +92,66 @@ def key(**cols):
 def last_runs(conf, kind):
     st = ft.status_json(conf)
     return sorted((r for r in st.get("runs", []) if r["kind"] == kind), key=lambda r: r["id"])
+
+
+def siphash13(key, data):
+    """SipHash-1-3 (the reference's output read little-endian), written out
+    here as the paper gives it: the oracle of the keyed row hash."""
+    mask = (1 << 64) - 1
+    k0, k1 = struct.unpack("<QQ", key)
+    v = [0x736f6d6570736575 ^ k0, 0x646f72616e646f6d ^ k1,
+         0x6c7967656e657261 ^ k0, 0x7465646279746573 ^ k1]
+
+    def rotl(x, b):
+        return ((x << b) | (x >> (64 - b))) & mask
+
+    def sipround():
+        v[0] = (v[0] + v[1]) & mask
+        v[1] = rotl(v[1], 13) ^ v[0]
+        v[0] = rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & mask
+        v[3] = rotl(v[3], 16) ^ v[2]
+        v[0] = (v[0] + v[3]) & mask
+        v[3] = rotl(v[3], 21) ^ v[0]
+        v[2] = (v[2] + v[1]) & mask
+        v[1] = rotl(v[1], 17) ^ v[2]
+        v[2] = rotl(v[2], 32)
+
+    tail = len(data) & ~7
+    for i in range(0, tail, 8):
+        m = struct.unpack("<Q", data[i:i + 8])[0]
+        v[3] ^= m
+        sipround()
+        v[0] ^= m
+    b = (len(data) & 0xff) << 56 | int.from_bytes(data[tail:], "little")
+    v[3] ^= b
+    sipround()
+    v[0] ^= b
+    v[2] ^= 0xff
+    for _ in range(3):
+        sipround()
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def row_encoding(values):
+    """checksum.h's encoding of a row of SQLite values."""
+    out = b""
+    for x in values:
+        if x is None:
+            out += b"\x00"
+        elif isinstance(x, int):
+            out += b"\x01" + struct.pack(">q", x)
+        elif isinstance(x, float):
+            out += b"\x02" + struct.pack(">d", x)
+        elif isinstance(x, str):
+            out += b"\x03" + struct.pack(">Q", len(x.encode())) + x.encode()
+        else:
+            out += b"\x04" + struct.pack(">Q", len(x)) + bytes(x)
+    return out
+
+
+def as_int64(u):
+    return u - (1 << 64) if u >= 1 << 63 else u
 
 
 class VerifyCase(ft.FerryTestCase):
@@ -355,6 +419,53 @@ class VerifyTest(VerifyCase):
             self.assertEqual(ids(self.dst_db, "SELECT body FROM posts WHERE id = ?", p),
                              ["post %d" % p])
 
+    def test_fresh_key_each_verify(self):
+        """Rows are hashed under a key drawn for each verify: two verifies of
+        the same rows report other checksums, each equal on both sides."""
+        self.make_source(teams=2, posts_per_team=50)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            first = self.verify_json(expect=0)
+            second = self.verify_json(expect=0)
+        self.assertEqualReport(first, 1)
+        self.assertEqualReport(second, 1)
+        sums = lambda rep: {t["table"]: t["source_checksum"] for t in rep["tables"]
+                            if t["source_rows"]}
+        self.assertEqual(set(sums(first)), set(sums(second)))
+        for t in sums(first):
+            self.assertNotEqual(sums(first)[t], sums(second)[t], t)
+
+    @unittest.skipUnless(os.environ.get("FERRY_OLD_SRC"),
+                         "FERRY_OLD_SRC=path of a ferry-src from before the keyed row hash")
+    def test_old_source_falls_back_to_sha256(self):
+        """A source from before the keyed hash refuses the request's key: the
+        target verifies with SHA-256 (the checksums are the rows' SHA-256,
+        computed here), still finds a changed row, and says so once."""
+        self.make_source(teams=2, posts_per_team=50)
+        new_src, ft.FERRY_SRC = ft.FERRY_SRC, os.environ["FERRY_OLD_SRC"]
+        try:
+            with self.serve() as srv:
+                self.make_target(srv.url, tenant=1)
+                self.sync()
+                cp = self.verify("--json", expect=0)
+                rep = json.loads(cp.stdout)
+                self.assertEqualReport(rep, 1)
+                self.assertEqual(cp.stderr.count("does not know the keyed row hash"), 1, cp.stderr)
+                con = sqlite3.connect(self.src_db)
+                rows = con.execute("SELECT * FROM channels WHERE team_id = 1").fetchall()
+                con.close()
+                want = sum(int.from_bytes(hashlib.sha256(row_encoding(r)).digest()[:8], "big")
+                           for r in rows) % (1 << 64)
+                got = [t["source_checksum"] for t in rep["tables"] if t["table"] == "channels"]
+                self.assertEqual(got, ["%016x" % want])
+                p = ids(self.dst_db, "SELECT id FROM posts ORDER BY id LIMIT 1 OFFSET 5")[0]
+                execute(self.dst_db, ("UPDATE posts SET body = 'x' WHERE id = ?", (p,)))
+                rep = self.verify_json(expect=1)
+                self.assertEqual(diff_set(rep["differences"]), {("posts", "differs", key(id=p))})
+        finally:
+            ft.FERRY_SRC = new_src
+
     def test_verify_needs_the_source(self):
         self.make_source(teams=1, posts_per_team=10)
         with self.serve() as srv:
@@ -447,6 +558,38 @@ class DigestEndpointTest(ft.FerryTestCase):
                                                         "lo": None, "hi": None, "parts": 1})
             self.assertEqual((st, [r[0] for r in rep["ranges"]]), (200, [[1]]))
 
+    def test_digest_hash(self):
+        """A digest names its row hash: none is SHA-256, "siphash-1-3" with a
+        key of 16 bytes is SipHash under that key; each against a hash of
+        the row computed here. Anything else is refused."""
+        self.assertEqual(siphash13(bytes(range(16)), bytes(range(15))), 0xd320d86d2a519956)
+        self.make_source(teams=2, posts_per_team=20, auth=False)
+        con = sqlite3.connect(self.src_db)
+        rows = con.execute("SELECT * FROM channels WHERE team_id = 1 ORDER BY id").fetchall()
+        con.close()
+        key = bytes(range(100, 116))
+        base = {"v": 1, "tenant": "1", "table": "channels", "lo": None, "hi": None,
+                "parts": 1024}
+        with self.serve() as srv:
+            st, rep = self.post(srv.url, "/v1/digest", base)
+            self.assertEqual(st, 200, rep)
+            self.assertEqual([r[2] for r in rep["ranges"]],
+                             [as_int64(int.from_bytes(hashlib.sha256(row_encoding(r)).digest()[:8],
+                                                      "big")) for r in rows])
+            for k in (key, bytes(16)):
+                st, rep = self.post(srv.url, "/v1/digest",
+                                    dict(base, hash="siphash-1-3", hash_key=k))
+                self.assertEqual(st, 200, rep)
+                self.assertEqual([r[0][0] for r in rep["ranges"]], [r[0] for r in rows])
+                self.assertEqual([r[2] for r in rep["ranges"]],
+                                 [as_int64(siphash13(k, row_encoding(r))) for r in rows])
+            for extra in ({"hash": "sha-1", "hash_key": key},
+                          {"hash": "siphash-1-3", "hash_key": key[:15]},
+                          {"hash": "siphash-1-3"}, {"hash_key": key},
+                          {"hash": "siphash-1-3", "hash_key": "0123456789abcdef"}):
+                st, rep = self.post(srv.url, "/v1/digest", dict(base, **extra))
+                self.assertEqual((st, rep.get("code")), (400, "EPROTO"), extra)
+
 
 # ---------------------------------------------------------------------------
 # PostgreSQL to PostgreSQL, with test_pg's schema and data (every type, keys
@@ -474,7 +617,8 @@ class VerifyPgTest(VerifyCase):
         bindir = subprocess.run([tp.PGCLUSTER, "bindir"], capture_output=True, text=True,
                                 check=True).stdout.strip()
         tp.CLUSTER.update(dir=d, psql=os.path.join(bindir, "psql"), n=0)
-        # rows hashed in SQL on PostgreSQL (checksum.c; off by default), against SQLite's too
+        # rows hashed in SQL on PostgreSQL (checksum.c; off by default; SHA-256 only, so
+        # only with a peer from before the keyed hash: verify's own digests are hashed in C)
         os.environ["FERRY_PG_HASH_IN_SQL"] = "1"
 
     @classmethod
