@@ -117,7 +117,9 @@ struct ferry_checksum {
  * check and the bounds, so only for the rows the walk is about.
  */
 #define ROWSINK_FN "ferry_rowsink"
-/* Most values a sink statement passes (SQLite's default limit on arguments is 127). */
+/* Most arguments of an SQL function on SQLite (SQLITE_MAX_FUNCTION_ARG's default). */
+#define SQLITE_FN_MAX_ARGS 127
+/* Most values a sink statement passes. */
 #define SINK_MAX_ARGS 100
 
 /* A walk of rows through ROWSINK_FN. */
@@ -942,6 +944,9 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
         c->in_order[k] = -1;
     c->tenant = *tenant;
     c->in_sql = rowhash_in_sql(db);
+    /* SQLite passes at most SQLITE_MAX_FUNCTION_ARG (127 by default) values to a function */
+    if (c->in_sql == HASH_SQLITE && s->tables[t].info.ncols + 1 > SQLITE_FN_MAX_ARGS)
+        c->in_sql = HASH_C;
     {
         int rc = ferry_rowhash_new(ROW_MAX, &c->hash, err);
 

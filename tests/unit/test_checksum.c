@@ -711,7 +711,7 @@ static void oracle(struct ferry_db *d, const char *sql, int ncols, int64_t *coun
     *sum = 0;
     ASSERT_EQ(ferry_db_prepare(d, sql, &st, &err), FERRY_OK);
     for (;;) {
-        struct ferry_value v[128];
+        struct ferry_value v[160];
 
         ASSERT_EQ(ferry_stmt_step(st, &row, &err), FERRY_OK);
         if (!row)
@@ -918,6 +918,15 @@ static void test_owner_paths(void)
                                        " FROM s WHERE i < 50) INSERT INTO wide(id, team_id, c0,"
                                        " c109) SELECT i, 1 + i % 2, i * 2, 'w' || i FROM s;"),
                   FERRY_OK);
+        /* and one too wide for an SQL function on SQLite (127 arguments): read and hashed here */
+        ASSERT_EQ(ferry_buf_adds(&ddl, " CREATE TABLE wider(id INTEGER PRIMARY KEY,"
+                                       " team_id INTEGER REFERENCES teams(id)"),
+                  FERRY_OK);
+        for (int i = 0; i < 140; i++)
+            ASSERT_EQ(ferry_buf_addf(&ddl, ", c%d", i), FERRY_OK);
+        ASSERT_EQ(ferry_buf_adds(&ddl, "); INSERT INTO wider(id, team_id, c0, c139) VALUES"
+                                       " (1, 1, 'a', 'z'), (2, 2, 'b', 'y'), (3, 1, 3, 4.5)"),
+                  FERRY_OK);
         ASSERT_EQ(ferry_db_exec(d, ddl.data, &err), FERRY_OK);
         ferry_buf_release(&ddl);
         names = NULL;
@@ -934,6 +943,9 @@ static void test_owner_paths(void)
         oracle(d, sql, 112, &want_n, &want_sum);
         ASSERT_EQ(want_n, 25);
         expect_table(d, sc, "wide", want_n, want_sum);
+        oracle(d, "SELECT * FROM wider WHERE team_id = 1", 142, &want_n, &want_sum);
+        ASSERT_EQ(want_n, 2);
+        expect_table(d, sc, "wider", want_n, want_sum);
     }
     ferry_scope_free(sc);
     ferry_db_close(d);
