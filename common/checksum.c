@@ -298,20 +298,37 @@ uint64_t ferry_siphash13(const unsigned char key[FERRY_HASH_KEY_SIZE], const voi
     return siphash13(get_le64(key), get_le64(key + 8), in, n);
 }
 
+/* Make room for need bytes of a row in h->row (its contents are kept). */
+static int row_grow(struct ferry_rowhash *h, size_t need, struct ferry_error *err)
+{
+    size_t cap = h->cap ? h->cap : 256;
+    unsigned char *np;
+
+    while (cap < need)
+        cap = cap > h->max / 2 ? h->max : cap * 2;
+    np = realloc(h->row, cap);
+    if (!np)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory hashing a row of %zu bytes", need);
+    h->row = np;
+    h->cap = cap;
+    return FERRY_OK;
+}
+
 int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, size_t n,
                       uint64_t *out, struct ferry_error *err)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    unsigned char *p;
     size_t need = 0;
 
-    /* Size first, so the buffer is checked and grown once a row, then filled. */
+    /* One pass: each value checked against the limit, the buffer grown when it must be. */
     for (size_t i = 0; i < n; i++) {
         const struct ferry_value *v = &vals[i];
         size_t len = v->type == FERRY_NULL                            ? 1
                      : v->type == FERRY_TEXT || v->type == FERRY_BLOB ? 9 + v->u.s.n
                                                                       : 9;
+        unsigned char *p;
+        uint64_t bits = 0;
 
         if (v->type > FERRY_BLOB)
             return ferry_error_set(err, FERRY_EINTERNAL, "checksum: value of unknown type %d",
@@ -319,46 +336,30 @@ int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, s
         if (len > h->max - need)
             return ferry_error_set(err, FERRY_ETOOBIG,
                                    "checksum: a row of %zu values is over %zu bytes", n, h->max);
+        if (need + len > h->cap) {
+            int rc = row_grow(h, need + len, err);
+
+            if (rc)
+                return rc;
+        }
+        p = h->row + need;
         need += len;
-    }
-    if (need > h->cap) {
-        size_t cap = h->cap ? h->cap : 256;
-        unsigned char *np;
-
-        while (cap < need)
-            cap = cap > h->max / 2 ? h->max : cap * 2;
-        np = realloc(h->row, cap);
-        if (!np)
-            return ferry_error_set(err, FERRY_ENOMEM, "out of memory hashing a row of %zu bytes",
-                                   need);
-        h->row = np;
-        h->cap = cap;
-    }
-    p = h->row;
-    for (size_t i = 0; i < n; i++) {
-        const struct ferry_value *v = &vals[i];
-        uint64_t bits = 0;
-
         *p++ = (unsigned char)v->type;
         switch (v->type) {
         case FERRY_NULL:
             break;
         case FERRY_INT:
             put_be64(p, (uint64_t)v->u.i);
-            p += 8;
             break;
         case FERRY_FLOAT:
             memcpy(&bits, &v->u.f, sizeof(bits));
             put_be64(p, bits);
-            p += 8;
             break;
         case FERRY_TEXT:
         case FERRY_BLOB:
             put_be64(p, (uint64_t)v->u.s.n);
-            p += 8;
             if (v->u.s.n)
-                memcpy(p, v->u.s.p, v->u.s.n);
-            p += v->u.s.n;
+                memcpy(p + 8, v->u.s.p, v->u.s.n);
             break;
         }
     }
