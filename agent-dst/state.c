@@ -1010,7 +1010,15 @@ out:
 
 int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struct ferry_error *err)
 {
+    return ferry_state_run_end(st, r, NULL, err);
+}
+
+int ferry_state_run_end(struct ferry_state *st, const struct ferry_run *r,
+                        const struct ferry_state_meta *m, struct ferry_error *err)
+{
+    MDB_val mk = {sizeof(META_KEY) - 1, (void *)META_KEY};
     unsigned char rec[RUN_SIZE];
+    unsigned char mrec[META_SIZE];
     unsigned char key[8];
     MDB_val k = {sizeof(key), key};
     MDB_txn *txn;
@@ -1018,6 +1026,8 @@ int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struc
     int rc;
 
     rc = run_check(r, err);
+    if (!rc && m)
+        rc = meta_check(m, err);
     if (rc)
         return rc;
     if (r->id <= 0)
@@ -1041,6 +1051,12 @@ int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struc
     v.mv_size = sizeof(rec);
     v.mv_data = rec;
     rc = mdb_put(txn, st->runs, &k, &v, 0);
+    if (!rc && m) {
+        meta_encode(m, mrec);
+        v.mv_size = sizeof(mrec);
+        v.mv_data = mrec;
+        rc = mdb_put(txn, st->meta, &mk, &v, 0);
+    }
     if (rc) {
         rc = mdb_fail(st->dir, rc, "record the run", err);
         goto out;

@@ -614,23 +614,24 @@ static void *close_main(void *arg)
 /*
  * The mark, the time of this successful sync and the source head it
  * reached (everything the source had committed when the manifest was read
- * is applied now), in one LMDB commit: read, change, write, which is one
- * transaction's worth here, since this run holds the state's lock and
- * nothing else in it writes the meta meanwhile.
+ * is applied now), into *m, for the run's last commit (with its record):
+ * read, change, write, which is one transaction's worth here, since this
+ * run holds the state's lock and nothing else in it writes the meta
+ * meanwhile.
  */
-static int finish_meta(struct run *r, int64_t seen, struct ferry_error *err)
+static int finish_meta(struct run *r, int64_t seen, struct ferry_state_meta *m,
+                       struct ferry_error *err)
 {
-    struct ferry_state_meta m;
     int rc;
 
-    rc = ferry_state_meta_get(r->state, &m, err);
+    rc = ferry_state_meta_get(r->state, m, err);
     if (rc)
         return rc;
-    m.hwm = r->meta.hwm;
-    m.last_sync = (int64_t)time(NULL);
-    m.source_head = r->manifest->head;
-    m.source_seen = seen;
-    return ferry_state_meta_put(r->state, &m, err);
+    m->hwm = r->meta.hwm;
+    m->last_sync = (int64_t)time(NULL);
+    m->source_head = r->manifest->head;
+    m->source_seen = seen;
+    return FERRY_OK;
 }
 
 static int open_state(struct run *r, struct ferry_error *err)
@@ -672,8 +673,9 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     struct run r;
     struct ferry_run run;
     double t0 = now_s();
+    struct ferry_state_meta final;
     pthread_t closer;
-    int closing = 0;
+    int closing = 0, finished = 0;
     int64_t seen;
     int rc;
 
@@ -771,7 +773,9 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         closing = 1;
     }
     if (!rc)
-        rc = finish_meta(&r, seen, err);
+        rc = finish_meta(&r, seen, &final, err);
+    if (!rc)
+        finished = 1;
     if (!rc && opts->report) {
         opts->report->head = r.manifest->head;
         opts->report->pending = r.manifest->pending;
@@ -789,7 +793,10 @@ end:
     run.hwm_after = r.meta.hwm;
     run.code = rc;
     snprintf(run.msg, sizeof(run.msg), "%s", rc ? err->msg : "");
-    if (run.id) {
+    if (run.id && finished) {
+        /* success is recorded with what it reached, or the run fails */
+        rc = ferry_state_run_end(r.state, &run, &final, err);
+    } else if (run.id) {
         struct ferry_error e2;
 
         if (ferry_state_run_put(r.state, &run, &e2))

@@ -255,6 +255,49 @@ static void test_runs(void)
     ferry_state_close(st);
 }
 
+/* A run's end and the meta it reached: one commit, both or neither. */
+static void test_run_end(void)
+{
+    struct ferry_error err = {0};
+    struct ferry_state *st = NULL;
+    struct ferry_state_meta m, g;
+    struct ferry_run r, got[2];
+    size_t n = 0;
+
+    ASSERT_EQ(ferry_state_open(test_tmpdir("test_state_run_end"), FERRY_STATE_CREATE, &st, &err),
+              FERRY_OK);
+    memset(&m, 0, sizeof(m));
+    snprintf(m.tenant, sizeof(m.tenant), "42");
+    snprintf(m.source, sizeof(m.source), "http://127.0.0.1:7700");
+    m.phase = FERRY_PHASE_STREAMING;
+    m.hwm = 10;
+    ASSERT_EQ(ferry_state_meta_put(st, &m, &err), FERRY_OK);
+    memset(&r, 0, sizeof(r));
+    snprintf(r.kind, sizeof(r.kind), "sync");
+    ASSERT_EQ(ferry_state_run_begin(st, &r, &err), FERRY_OK);
+
+    r.ended = r.started + 1;
+    r.hwm_after = 20;
+    m.hwm = 20;
+    m.source_head = 25;
+    m.source_seen = 1700000000;
+    ASSERT_EQ(ferry_state_run_end(st, &r, &m, &err), FERRY_OK);
+    ASSERT_EQ(ferry_state_meta_get(st, &g, &err), FERRY_OK);
+    ASSERT_EQ(g.hwm, 20);
+    ASSERT_EQ(g.source_head, 25);
+    ASSERT_EQ(ferry_state_runs_last(st, got, 2, &n, &err), FERRY_OK);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(got[0].hwm_after, 20);
+
+    /* an unknown run: the meta is not written either */
+    r.id = 99;
+    m.hwm = 30;
+    ASSERT_EQ(ferry_state_run_end(st, &r, &m, &err), FERRY_ENOTFOUND);
+    ASSERT_EQ(ferry_state_meta_get(st, &g, &err), FERRY_OK);
+    ASSERT_EQ(g.hwm, 20);
+    ferry_state_close(st);
+}
+
 /* Ids keep growing past 255 and 256 (big-endian keys sort numerically). */
 static void test_many_runs(void)
 {
@@ -579,6 +622,7 @@ int main(void)
     test_meta();
     test_copy();
     test_runs();
+    test_run_end();
     test_many_runs();
     test_reopen();
     test_runs_trimmed();
