@@ -2,20 +2,24 @@
  * checksum.c - counts and checksums of a tenant's rows over key ranges.
  *
  * Every query filters with the row-oriented scope, "<owner of the row> = ?"
- * (scope.h): a few key lookups per row read, where the set form would
- * rebuild its IN (...) lists at every execution, and bisection executes the
- * same statement many times over smaller and smaller ranges. It reads the
- * table itself, never ferry's change log or key maps: verify is the safety
- * net for when those are wrong.
+ * (scope.h), joined hop by hop (owner_parts): a few key lookups per row
+ * read, where the set form would rebuild its IN (...) lists at every
+ * execution, and bisection executes the same statement many times over
+ * smaller and smaller ranges. The one exception is the hop to a small
+ * parent next to the root (in_list_hop): its keys are a short IN list. It
+ * reads the table itself, never ferry's change log or key maps: verify is
+ * the safety net for when those are wrong.
  *
  * Rows are hashed by ferry_rowhash_row() in C, from the values the
- * adapters return: here, or on SQLite inside the statement (a C function).
- * On PostgreSQL they can also be hashed in SQL (PG_IN_SQL_ENV), the same
- * encoding built per column type, so that the very same numbers come out;
- * test_checksum compares the two ways on every type. It is the hot loop of verify: the
- * SHA-256 implementation is fetched once and its context reused row after
- * row (crypto.h's one-shot ferry_sha256 sets both up per call, five times
- * the cost of the digest of a 100-byte row).
+ * adapters return: here, or on SQLite inside the statement (a C function,
+ * which on SQLite also hands each row to the walk under way: ROWSINK_FN).
+ * On PostgreSQL they can also be hashed in SQL (PG_IN_SQL_ENV; SHA-256
+ * only), the same encoding built per column type, so that the very same
+ * numbers come out; test_checksum compares the ways on every type. It is
+ * the hot loop of verify: SipHash-1-3 by default (about a fifth of
+ * SHA-256's cost); for SHA-256 the implementation is fetched once and its
+ * context reused row after row (crypto.h's one-shot ferry_sha256 sets both
+ * up per call, five times the cost of the digest of a 100-byte row).
  *
  * Coercions (checksum.h) are applied by ferry_rowhash_coerced() in both C
  * ways (SQLite's function gets the codes as its first argument); hashing
