@@ -111,11 +111,11 @@ struct ferry_checksum {
 
 /*
  * The same hash handed to the walk under way on this thread (struct sink)
- * with the row's key, from inside the statement: ROWSINK_FN(spec, [key
- * values,] values), spec as above with, after the hash's key, the number
- * of key columns, whether their values come apart (1: a mask hides one of
- * them in the row's values) or else their positions among the values
- * (one byte each), then the codes. It returns 0, so the statement returns no row: a row costs no
+ * with the row's key, from inside the statement: ROWSINK_FN([key values,]
+ * values); how to hash them (the hash, its key, the coercions) and where
+ * the key is among the values (unless a mask hides one of its columns
+ * there: then the key values come first) the walk says, from its checksum
+ * handle. It returns 0, so the statement returns no row: a row costs no
  * result row, no return from sqlite3_step() and no column read (a tenth
  * of a row's cost). It is called under a CASE that holds the whole owner
  * check and the bounds, so only for the rows the walk is about.
@@ -136,9 +136,13 @@ struct sink {
     int unordered;           /* ordered, and a key was not one INT above the last: stopped */
     int rc;                  /* fn's or the hash's failure, which stopped the statement */
     struct ferry_error *err; /* where the hash's failure goes (fn sets its own) */
-    /* the spec read at the walk's first row: a constant of the statement, the same blob after */
-    const void *spec;
-    size_t nspec, nargs, npk, nsep, head, nv;
+    /* how the statement's rows are hashed, from its checksum handle (sink_walk) */
+    int alg;
+    const unsigned char *key;       /* the hash's key */
+    const unsigned char *codes;     /* NULL, or the coercion of each value */
+    size_t npk, nsep, nv;           /* key columns; of them passed apart (0 or npk); values */
+    size_t pos[FERRY_MAX_KEY_COLS]; /* nsep 0: where the key is among the values */
+    int keyed;                      /* the function's hasher has alg and key */
 };
 
 /* The walk whose statement this thread is stepping (the function runs inside sqlite3_step). */
@@ -586,58 +590,31 @@ static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64
                       struct ferry_error *err)
 {
     struct sink *sk = cur_sink;
-    const unsigned char *spec =
-        n >= 1 && vals[0].type == FERRY_BLOB ? (const unsigned char *)vals[0].u.s.p : NULL;
     struct ferry_value kv[FERRY_MAX_KEY_COLS];
     const struct ferry_value *key, *cols;
-    size_t npk, nsep, head, nv;
+    size_t npk;
     uint64_t h = 0;
-    int ok, rc;
+    int rc;
 
     *out = 0;
     if (!sk)
         return ferry_error_set(err, FERRY_EINTERNAL, "checksum: " ROWSINK_FN " outside a walk");
-    /* the spec is read once a walk: every row after the first has the same */
-    if (!spec || spec != sk->spec || vals[0].u.s.n != sk->nspec || n != sk->nargs) {
-        npk = nsep = nv = 0;
-        head = SPEC_HEAD + 2;
-        ok = spec && vals[0].u.s.n >= head;
-        if (ok) {
-            npk = spec[SPEC_HEAD];
-            nsep = spec[SPEC_HEAD + 1] ? npk : 0;
-            head += nsep ? 0 : npk;
-            ok = npk >= 1 && npk <= FERRY_MAX_KEY_COLS && nsep <= n - 1 && vals[0].u.s.n >= head;
-        }
-        if (ok) {
-            nv = n - 1 - nsep;
-            ok = vals[0].u.s.n == head || vals[0].u.s.n == head + nv;
-            for (size_t k = 0; ok && !nsep && k < npk; k++)
-                ok = spec[SPEC_HEAD + 2 + k] < nv;
-        }
-        if (!ok) {
-            sk->rc = ferry_error_set(sk->err, FERRY_EINTERNAL,
-                                     "checksum: " ROWSINK_FN " takes a blob of the hash, its key, "
-                                     "where the row's key is, and no code or one code per value");
-            return ferry_error_set(err, sk->rc, "%s", sk->err->msg);
-        }
-        ferry_rowhash_set(arg, spec[0], spec + 1);
-        sk->spec = spec;
-        sk->nspec = vals[0].u.s.n;
-        sk->nargs = n;
-        sk->npk = npk;
-        sk->nsep = nsep;
-        sk->head = head;
-        sk->nv = nv;
+    if (n != sk->nsep + sk->nv) {
+        sk->rc = ferry_error_set(sk->err, FERRY_EINTERNAL,
+                                 "checksum: " ROWSINK_FN " got %zu values, the walk %zu", n,
+                                 sk->nsep + sk->nv);
+        return ferry_error_set(err, sk->rc, "%s", sk->err->msg);
+    }
+    if (!sk->keyed) {
+        ferry_rowhash_set(arg, sk->alg, sk->key);
+        sk->keyed = 1;
     }
     npk = sk->npk;
-    nsep = sk->nsep;
-    head = sk->head;
-    nv = sk->nv;
-    cols = vals + 1 + nsep;
-    key = vals + 1;
-    if (!nsep) {
+    cols = vals + sk->nsep;
+    key = vals;
+    if (!sk->nsep) {
         for (size_t k = 0; k < npk; k++)
-            kv[k] = cols[spec[SPEC_HEAD + 2 + k]];
+            kv[k] = cols[sk->pos[k]];
         key = kv;
     }
     /* the plan said key order (sink_in_order); a key of one INT checks it again */
@@ -649,7 +626,7 @@ static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64
         sk->have_last = 1;
         sk->last = key[0].u.i;
     }
-    rc = ferry_rowhash_coerced(arg, sk->nspec > head ? spec + head : NULL, cols, nv, &h, sk->err);
+    rc = ferry_rowhash_coerced(arg, sk->codes, cols, sk->nv, &h, sk->err);
     if (!rc)
         rc = sk->fn(sk->arg, key, npk, h);
     if (rc) {
@@ -1383,6 +1360,17 @@ static int add_bound_at(struct ferry_checksum *c, struct ferry_buf *b, const cha
     return rc;
 }
 
+/* Whether a sink statement passes the key values apart: a mask hides a key column's value. */
+static int sink_sep(const struct ferry_checksum *c)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+
+    for (size_t k = 0; k < c->npk && c->masks; k++)
+        if (c->masks[ferry_table_pkcol(ti, k)])
+            return 1;
+    return 0;
+}
+
 /*
  * A sink statement (Q_SINK, Q_SINK_ORDERED; SQLite):
  *   SELECT 0 FROM t AS s <joins> WHERE <join conditions>
@@ -1400,7 +1388,6 @@ static int build_sink_sql(struct ferry_checksum *c, int q, int shape, struct fer
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     struct ferry_buf eqs, last, bounds;
     size_t hi_at = 2 + ((shape & 1) ? c->npk : 0);
-    int sep = 0; /* key values passed apart from the row's */
     int rc = ferry_buf_adds(b, "SELECT 0 FROM ");
 
     ferry_buf_init(&eqs, SQL_MAX);
@@ -1417,28 +1404,15 @@ static int build_sink_sql(struct ferry_checksum *c, int q, int shape, struct fer
     if (!rc && (shape & 2))
         rc = add_bound_at(c, &bounds, "<", hi_at);
     if (!rc)
-        rc = ferry_buf_addf(b, " WHERE %s%sCASE WHEN %s%s THEN " ROWSINK_FN "(X'%02x",
+        rc = ferry_buf_addf(b, " WHERE %s%sCASE WHEN %s%s THEN " ROWSINK_FN "(",
                             eqs.len ? eqs.data : "", eqs.len ? " AND " : "", last.data,
-                            bounds.len ? bounds.data : "", (unsigned)c->alg);
-    for (size_t i = 0; i < FERRY_HASH_KEY_SIZE && !rc; i++)
-        rc = ferry_buf_addf(b, "%02x", (unsigned)c->key[i]);
+                            bounds.len ? bounds.data : "");
     /* the key: read from the row's values, unless a mask hides one of its columns there */
-    for (size_t k = 0; k < c->npk && c->masks; k++)
-        sep = sep || c->masks[ferry_table_pkcol(ti, k)];
-    if (!rc)
-        rc = ferry_buf_addf(b, "%02x%02x", (unsigned)c->npk, (unsigned)sep);
-    for (size_t k = 0; k < c->npk && !sep && !rc; k++)
-        rc = ferry_buf_addf(b, "%02x", (unsigned)ferry_table_pkcol(ti, k));
-    for (size_t i = 0; c->coerce && i < ti->ncols && !rc; i++)
-        rc = ferry_buf_addf(b, "%02x", (unsigned)c->coerce[i]);
-    if (!rc)
-        rc = ferry_buf_adds(b, "'");
-    if (!rc && sep)
-        rc = ferry_buf_adds(b, ", ");
-    if (!rc && sep)
+    if (!rc && sink_sep(c))
         rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
-        rc = ferry_buf_adds(b, ", ");
+        if (i || sink_sep(c))
+            rc = ferry_buf_adds(b, ", ");
         if (!rc)
             rc = add_col(c, b, i);
     }
@@ -1662,6 +1636,14 @@ static int sink_walk(struct ferry_checksum *c, int ordered, const struct ferry_v
     sk.arg = arg;
     sk.ordered = ordered;
     sk.err = err;
+    sk.alg = c->alg;
+    sk.key = c->key;
+    sk.codes = c->coerce;
+    sk.npk = c->npk;
+    sk.nsep = sink_sep(c) ? c->npk : 0;
+    sk.nv = c->scope->tables[c->t].info.ncols;
+    for (size_t k = 0; k < c->npk; k++)
+        sk.pos[k] = ferry_table_pkcol(&c->scope->tables[c->t].info, k);
     rc = stmt_for(c, ordered ? Q_SINK_ORDERED : Q_SINK, lo, nlo, hi, nhi, &st, err);
     if (rc)
         return rc;
