@@ -1064,20 +1064,13 @@ int ferry_checksum_set_hash(struct ferry_checksum *c, int alg, const unsigned ch
     return FERRY_OK;
 }
 
+static int add_bound_at(struct ferry_checksum *c, struct ferry_buf *b, const char *op,
+                        size_t first);
+
 /* Append " AND (k1, k2) op (?, ?)" (no parentheses for a one-column key). */
 static int add_bound(struct ferry_checksum *c, struct ferry_buf *b, const char *op)
 {
-    int rc = ferry_buf_adds(b, c->npk > 1 ? " AND (" : " AND ");
-
-    if (!rc)
-        rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
-    if (!rc)
-        rc = ferry_buf_addf(b, c->npk > 1 ? ") %s (" : " %s ", op);
-    for (size_t k = 0; k < c->npk && !rc; k++)
-        rc = ferry_buf_adds(b, k ? ", ?" : "?");
-    if (!rc && c->npk > 1)
-        rc = ferry_buf_adds(b, ")");
-    return rc;
+    return add_bound_at(c, b, op, 0);
 }
 
 /*
@@ -1344,7 +1337,10 @@ static int add_pg_hash(struct ferry_checksum *c, struct ferry_buf *b)
     return rc;
 }
 
-/* Append " AND (k1, k2) op (?N, ?N+1)": add_bound with numbered placeholders from first. */
+/*
+ * Append " AND (k1, k2) op (?N, ?N+1)": add_bound with placeholders numbered
+ * from first (0: plain "?").
+ */
 static int add_bound_at(struct ferry_checksum *c, struct ferry_buf *b, const char *op, size_t first)
 {
     int rc = ferry_buf_adds(b, c->npk > 1 ? " AND (" : " AND ");
@@ -1354,7 +1350,8 @@ static int add_bound_at(struct ferry_checksum *c, struct ferry_buf *b, const cha
     if (!rc)
         rc = ferry_buf_addf(b, c->npk > 1 ? ") %s (" : " %s ", op);
     for (size_t k = 0; k < c->npk && !rc; k++)
-        rc = ferry_buf_addf(b, "%s?%zu", k ? ", " : "", first + k);
+        rc = first ? ferry_buf_addf(b, "%s?%zu", k ? ", " : "", first + k)
+                   : ferry_buf_adds(b, k ? ", ?" : "?");
     if (!rc && c->npk > 1)
         rc = ferry_buf_adds(b, ")");
     return rc;
