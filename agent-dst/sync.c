@@ -102,10 +102,18 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
     req.counts = counts;
     /* a copy reads its pages from one snapshot, where the source can export one */
     req.want_snapshot = !r->opts->dry_run && r->meta.phase != FERRY_PHASE_STREAMING;
+    /* deltas: the first batch with the manifest, one round trip fewer */
+    if (!r->opts->dry_run && r->meta.phase == FERRY_PHASE_STREAMING && after >= 0)
+        req.with_changes = r->batch;
     rc = call(r, "/v1/manifest", &req, &resp, &len, err);
     if (rc == FERRY_EPROTO && req.want_snapshot && strstr(err->msg, "unknown key \"snapshot\"")) {
         /* a source from before exported snapshots: ask as it understands */
         req.want_snapshot = 0;
+        rc = call(r, "/v1/manifest", &req, &resp, &len, err);
+    }
+    if (rc == FERRY_EPROTO && req.with_changes && strstr(err->msg, "unknown key \"changes\"")) {
+        /* a source from before: the batches come by their own requests */
+        req.with_changes = 0;
         rc = call(r, "/v1/manifest", &req, &resp, &len, err);
     }
     if (rc == FERRY_ENOTFOUND) {
@@ -155,6 +163,7 @@ struct page {
 struct fetch {
     pthread_t th;
     int running;
+    int first_only; /* the one page queued before the start is all there is */
     struct run *r;
     struct ferry_request req;
     struct ferry_value after[FERRY_MAX_KEY_COLS]; /* point into keybuf */
@@ -238,7 +247,7 @@ static void *fetch_main(void *arg)
         while (!f->cancel && (f->count >= AHEAD_PAGES || (f->count > 0 && f->bytes >= AHEAD_BYTES)))
             pthread_cond_wait(&f->cv, &f->mu);
         pthread_mutex_unlock(&f->mu);
-        if (f->cancel)
+        if (f->cancel || f->first_only)
             break;
         rc = fetch_one(f, &pg);
         if (rc)
@@ -336,11 +345,37 @@ static int deltas_start(struct run *r, struct ferry_error *err)
     f->req.after = r->meta.hwm;
     f->req.limit = r->batch;
     ferry_buf_init(&f->keybuf, 1);
+    /* the first batch came with the manifest: queued, and the fetch goes on after it */
+    if (r->manifest->changes) {
+        struct page *pg = &f->q[0];
+
+        pg->resp = r->manifest->changes;
+        pg->len = r->manifest->nchanges;
+        r->manifest->changes = NULL;
+        r->manifest->nchanges = 0;
+        rc = ferry_batch_decode(pg->resp, pg->len, &ferry_limits_default, &pg->batch, err);
+        if (rc) {
+            free(pg->resp);
+            free(f);
+            return ferry_error_prefix(err, "change batch");
+        }
+        f->count = 1;
+        f->bytes = pg->len;
+        if (pg->batch->more && pg->batch->head > f->req.after)
+            f->req.after = pg->batch->head;
+        else
+            f->first_only = 1;
+    }
     rc = fetch_launch(f, err);
-    if (rc)
+    if (rc) {
+        if (f->count) {
+            ferry_batch_free(f->q[0].batch);
+            free(f->q[0].resp);
+        }
         free(f);
-    else
+    } else {
         r->deltas = f;
+    }
     return rc;
 }
 

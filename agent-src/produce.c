@@ -447,6 +447,24 @@ static int tenant_of(struct ferry_producer *p, struct ferry_db *db, const struct
 static char engine_pg[] = "postgresql";
 static char engine_sqlite[] = "sqlite";
 
+static int produce_changes(struct ferry_producer *p, const struct ferry_request *req, int64_t limit,
+                           char **out, size_t *len, struct ferry_error *err);
+
+/* A change batch for req (after, limit): one over the body limit is retried with fewer changes. */
+static int changes_batch(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                         size_t *len, struct ferry_error *err)
+{
+    int64_t limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
+    int rc;
+
+    for (;;) {
+        rc = produce_changes(p, req, limit, out, len, err);
+        if (rc != FERRY_ETOOBIG || limit == 1)
+            return rc;
+        limit = limit / 2;
+    }
+}
+
 static int produce_manifest(struct ferry_producer *p, const struct ferry_request *req, char **out,
                             size_t *len, struct ferry_error *err)
 {
@@ -456,6 +474,9 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     struct ferry_buf sql;
     struct snap_holder *h = NULL;
     struct ferry_db *db = p->db;
+    struct ferry_request creq;
+    char *batch = NULL;
+    size_t blen = 0;
     int64_t safe = 0;
     int rc;
 
@@ -547,6 +568,25 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     /* the target reads the declared types by the source's engine (apply.c) */
     m.engine = ferry_db_engine(p->db) == FERRY_ENGINE_PG ? engine_pg : engine_sqlite;
     m.snapshot = h ? h->id : NULL;
+    /*
+     * The first change batch, asked for with the manifest (a delta run
+     * saves a round trip): read after the manifest's transaction, as a
+     * changes request right after it would be.
+     */
+    if (req->with_changes > 0 && m.pending != 0) {
+        if (!h)
+            ferry_db_rollback(p->db);
+        memset(&creq, 0, sizeof(creq));
+        creq.type = FERRY_REQ_CHANGES;
+        creq.tenant = req->tenant;
+        creq.after = req->after;
+        creq.limit = req->with_changes;
+        rc = changes_batch(p, &creq, &batch, &blen, err);
+        if (rc)
+            goto out;
+        m.changes = batch;
+        m.nchanges = blen;
+    }
     rc = ferry_manifest_encode(&m, out, len, err);
     if (!rc && h)
         log_info("snapshot %s exported for a copy of tenant %.64s (head %" PRId64 ")", h->id,
@@ -556,6 +596,7 @@ out:
         ferry_db_rollback(p->db);
     else if (rc)
         holder_close(p, h, NULL);
+    free(batch);
     free(tables);
     ferry_buf_release(&sql);
     return rc;
@@ -1797,9 +1838,6 @@ static int produce_digest(struct ferry_producer *p, const struct ferry_request *
 int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, char **out,
                   size_t *len, struct ferry_error *err)
 {
-    int64_t limit;
-    int rc;
-
     *out = NULL;
     *len = 0;
     switch (req->type) {
@@ -1808,14 +1846,7 @@ int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, cha
     case FERRY_REQ_SNAPSHOT:
         return produce_snapshot(p, req, out, len, err);
     case FERRY_REQ_CHANGES:
-        limit = req->limit < p->batch_rows ? req->limit : p->batch_rows;
-        /* A batch over the body limit is retried with fewer changes. */
-        for (;;) {
-            rc = produce_changes(p, req, limit, out, len, err);
-            if (rc != FERRY_ETOOBIG || limit == 1)
-                return rc;
-            limit = limit / 2;
-        }
+        return changes_batch(p, req, out, len, err);
     case FERRY_REQ_DIGEST:
         return produce_digest(p, req, out, len, err);
     case FERRY_REQ_ROWS:

@@ -952,7 +952,7 @@ static void handle_msgpack(struct server *sv, struct evhttp_request *req, const 
     }
     if (rc)
         goto out;
-    if (rq.type == FERRY_REQ_CHANGES) {
+    if (rq.type == FERRY_REQ_CHANGES || (rq.type == FERRY_REQ_MANIFEST && rq.with_changes > 0)) {
         struct tenant_mark *m = tenant_mark(sv, rq.tenant);
 
         if (m && rq.after > m->served)

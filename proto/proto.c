@@ -283,8 +283,11 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
     writer_init(&w, ENCODE_MAX);
     switch (req->type) {
     case FERRY_REQ_MANIFEST:
-        /* "snapshot" only when asked for: a source from before it was added refuses the key */
-        msgpack_pack_map(&w.pk, req->want_snapshot ? 5 : 4);
+        /*
+         * "snapshot" and "changes" only when asked for: a source from before
+         * they were added refuses the keys
+         */
+        msgpack_pack_map(&w.pk, 4 + (req->want_snapshot ? 1 : 0) + (req->with_changes > 0 ? 1 : 0));
         pack_cstr(&w, "v");
         msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
         pack_cstr(&w, "tenant");
@@ -296,6 +299,10 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         if (req->want_snapshot) {
             pack_cstr(&w, "snapshot");
             pack_bool(&w, 1);
+        }
+        if (req->with_changes > 0) {
+            pack_cstr(&w, "changes");
+            msgpack_pack_int64(&w.pk, req->with_changes);
         }
         break;
     case FERRY_REQ_SNAPSHOT:
@@ -474,9 +481,14 @@ int ferry_manifest_encode(const struct ferry_manifest *m, char **out, size_t *le
     if (m->snapshot && !ferry_snapshot_id_ok(m->snapshot))
         return ferry_error_set(err, FERRY_EINTERNAL, "manifest: bad snapshot id");
     writer_init(&w, ENCODE_MAX);
-    msgpack_pack_map(&w.pk, 6 + (m->engine ? 1 : 0) + (m->snapshot ? 1 : 0));
+    msgpack_pack_map(&w.pk, 6 + (m->engine ? 1 : 0) + (m->snapshot ? 1 : 0) + (m->changes ? 1 : 0));
     pack_cstr(&w, "v");
     msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
+    if (m->changes) {
+        pack_cstr(&w, "changes");
+        msgpack_pack_bin(&w.pk, m->nchanges);
+        msgpack_pack_bin_body(&w.pk, m->changes, m->nchanges);
+    }
     if (m->engine) {
         pack_cstr(&w, "engine");
         pack_cstr(&w, m->engine);
@@ -1291,8 +1303,9 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
     case FERRY_REQ_MANIFEST:
         f[3].key = "counts";
         f[4].key = "snapshot"; /* optional: targets from before it was added */
+        f[5].key = "changes";  /* optional: targets from before it was added */
         nf = 4;
-        nopt = 1;
+        nopt = 2;
         break;
     case FERRY_REQ_SNAPSHOT:
         f[3].key = "limit";
@@ -1329,6 +1342,14 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         rc = get_bool(d, f[3].val, "counts", &req->counts);
         if (!rc && f[4].val)
             rc = get_bool(d, f[4].val, "snapshot", &req->want_snapshot);
+        if (!rc && f[5].val) {
+            rc = get_int(d, f[5].val, "changes", &req->with_changes);
+            if (!rc && req->with_changes <= 0)
+                rc = fail(d, FERRY_EPROTO, "changes", "%" PRId64 " is not positive",
+                          req->with_changes);
+            if (!rc && req->after < 0)
+                rc = fail(d, FERRY_EPROTO, "changes", "asked for without a mark (after -1)");
+        }
         return rc;
     }
     rc = get_int(d, f[3].val, "limit", &req->limit);
@@ -1823,18 +1844,31 @@ out:
 
 static int manifest_walk(struct dec *d, const msgpack_object *o, struct ferry_manifest *m)
 {
-    struct field f[8] = {{"v", NULL},       {"tenant", NULL}, {"root", NULL},   {"head", NULL},
-                         {"pending", NULL}, {"tables", NULL}, {"engine", NULL}, {"snapshot", NULL}};
+    struct field f[9] = {{"v", NULL},      {"tenant", NULL},   {"root", NULL},
+                         {"head", NULL},   {"pending", NULL},  {"tables", NULL},
+                         {"engine", NULL}, {"snapshot", NULL}, {"changes", NULL}};
     const msgpack_object_array *a;
     int rc;
 
     rc = check_version(d, o);
     if (rc)
         return rc;
-    /* "engine" and "snapshot" are optional (sources from before they were added) */
-    rc = get_fields_opt(d, o, NULL, f, 8, 6);
+    /* "engine", "snapshot" and "changes" are optional (sources from before they were added) */
+    rc = get_fields_opt(d, o, NULL, f, 9, 6);
     if (rc)
         return rc;
+    if (f[8].val) {
+        rc = want(d, f[8].val, MSGPACK_OBJECT_BIN, "changes", "bin");
+        if (rc)
+            return rc;
+        if (f[8].val->via.bin.size == 0)
+            return fail(d, FERRY_EPROTO, "changes", "is empty");
+        m->changes = malloc(f[8].val->via.bin.size);
+        if (!m->changes)
+            return fail(d, FERRY_ENOMEM, NULL, "out of memory");
+        memcpy(m->changes, f[8].val->via.bin.ptr, f[8].val->via.bin.size);
+        m->nchanges = f[8].val->via.bin.size;
+    }
     if (f[6].val) {
         rc = get_name(d, f[6].val, "engine", &m->engine);
         if (rc)
@@ -1912,6 +1946,7 @@ void ferry_manifest_free(struct ferry_manifest *m)
     free(m->root);
     free(m->engine);
     free(m->snapshot);
+    free(m->changes);
     ferry_tables_free(m->tables, m->ntables);
     free(m);
 }

@@ -18,7 +18,11 @@
  * Requests (bodies of POST /v1/...):
  *   manifest  {"v", "tenant": str, "after": int (-1: none), "counts": bool,
  *              "snapshot": bool (optional, sent only when true: start a copy
- *              from one exported snapshot)}
+ *              from one exported snapshot),
+ *              "changes": int (optional, sent only when > 0, with after >= 0:
+ *              send the first change batch after "after" with the manifest,
+ *              of at most that many changes; a source from before refuses
+ *              the key, and the target asks again without it)}
  *   snapshot  {"v", "tenant": str, "table": str, "after": [key values] | nil,
  *              "limit": int, "snapshot": str (optional: the manifest's),
  *              "copy": bool (optional, sent only when true: the target is
@@ -45,7 +49,9 @@
  *              "engine": str (optional: "sqlite" | "postgresql"),
  *              "snapshot": str (optional: an exported snapshot that the
  *              pages of this copy may name; every change up to head is
- *              visible in it)}
+ *              visible in it),
+ *              "changes": bin (optional, when asked for: the first change
+ *              batch, the very bytes POST /v1/changes would have answered)}
  *     table   {"name", "cols": [[name, type, notnull bool, pk int]...],
  *              "fks": [[parent, [cols], [pcols], cascade bool]...],
  *              "without_rowid": bool, "scope": str | nil, "rows": int}
@@ -123,6 +129,7 @@ struct ferry_request {
     int64_t limit;               /* snapshot, changes: > 0 */
     int counts;                  /* manifest */
     int want_snapshot;           /* manifest: ask for an exported snapshot */
+    int64_t with_changes;        /* manifest: > 0, ask for the first change batch too */
     char *snapshot;              /* snapshot: the manifest's snapshot id, NULL = none */
     int copy_text;               /* snapshot: the target takes rows as COPY text lines */
     int on;                      /* freeze: 1 freeze, 0 unfreeze */
@@ -155,6 +162,13 @@ struct ferry_manifest {
      * requests (PostgreSQL, when asked for); NULL when there is none.
      */
     char *snapshot;
+    /*
+     * The first change batch after the request's "after" (encoded, as the
+     * changes endpoint answers it), nchanges bytes, when asked for and the
+     * source sent one; NULL otherwise.
+     */
+    char *changes;
+    size_t nchanges;
 };
 
 struct ferry_set {

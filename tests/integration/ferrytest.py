@@ -743,6 +743,49 @@ class FerryTestCase(unittest.TestCase):
                                  "target holds rows of tenant %s in %s" % (o, t))
 
 
+# A commit from before this session's protocol additions: its ferry-src knows
+# neither the keyed row hash (digest "hash") nor the first change batch with
+# the manifest (manifest "changes"), and refuses both keys.
+OLD_SRC_COMMIT = "43c2e43"
+
+
+def old_source():
+    """Path of a ferry-src from OLD_SRC_COMMIT: FERRY_OLD_SRC, or built once
+    per machine from the repository's history (git archive, cmake). Without
+    that commit (a tarball, a shallow clone) the test is skipped, loudly."""
+    if os.environ.get("FERRY_OLD_SRC"):
+        return os.environ["FERRY_OLD_SRC"]
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    base = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ferry-old-src-%s" % OLD_SRC_COMMIT)
+    exe = os.path.join(base, "build", "bin", "ferry-src")
+    if os.path.exists(exe):
+        return exe
+    have = subprocess.run(["git", "-C", repo, "cat-file", "-e", OLD_SRC_COMMIT + "^{commit}"],
+                          capture_output=True)
+    if have.returncode != 0:
+        # a tarball or a shallow clone: nothing to build the old source from
+        raise unittest.SkipTest("no commit %s in %s (shallow clone?); set FERRY_OLD_SRC"
+                                % (OLD_SRC_COMMIT, repo))
+    tmp = "%s.%d" % (base, os.getpid())
+    os.makedirs(tmp, exist_ok=True)
+    steps = [
+        "git -C '%s' archive %s | tar -x -C '%s'" % (repo, OLD_SRC_COMMIT, tmp),
+        "cmake -S '%s' -B '%s/build' -DCMAKE_BUILD_TYPE=Release >/dev/null" % (tmp, tmp),
+        "cmake --build '%s/build' --target ferry-src -j2 >/dev/null" % tmp,
+    ]
+    for s in steps:
+        cp = subprocess.run(s, shell=True, capture_output=True, text=True, timeout=900)
+        if cp.returncode != 0:
+            raise AssertionError("cannot build the ferry-src of %s for the compatibility test "
+                                 "(set FERRY_OLD_SRC to one instead): %s: %s"
+                                 % (OLD_SRC_COMMIT, s, cp.stderr[-2000:]))
+    try:
+        os.rename(tmp, base)
+    except OSError:  # another run got there first
+        subprocess.run(["rm", "-rf", tmp])
+    return exe
+
+
 def _short(rows):
     def one(v):
         # SQLite oracles give (typeof, value) pairs, PostgreSQL ones text forms

@@ -447,5 +447,58 @@ class SyncTest(ft.FerryTestCase):
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
 
+    def changes_requests(self, srv):
+        status, text = ft.http_get(srv.url, "/metrics")
+        self.assertEqual(status, 200)
+        return int(re.search(r'(?m)^ferry_requests_total\{endpoint="changes"\} (\d+)$',
+                             text.decode()).group(1))
+
+    def edit_posts(self, n, what):
+        conn = ft.source_conn(self.src_db)
+        conn.execute("UPDATE posts SET body = ? WHERE id IN (SELECT p.id FROM posts p JOIN "
+                     "channels c ON c.id = p.channel_id WHERE c.team_id = 1 ORDER BY p.id "
+                     "LIMIT ?)", (what, n))
+        conn.close()
+
+    def test_first_batch_with_the_manifest(self):
+        """A delta run gets its first change batch with the manifest: a delta
+        of one batch asks for no batch of its own (the source's request
+        count), one of three batches asks for two; both converge."""
+        self.make_source(teams=2, posts_per_team=40, batch_rows=5)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            before = self.changes_requests(srv)
+            self.edit_posts(3, "one batch")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+            self.assertEqual(self.changes_requests(srv), before)
+            self.edit_posts(12, "three batches")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+            self.assertEqual(self.changes_requests(srv) - before, 2)
+            # nothing pending: no batch at all
+            self.sync("--quiet")
+            self.assertEqual(self.changes_requests(srv) - before, 2)
+
+    def test_source_from_before_the_first_batch(self):
+        """A source from before the manifest carried the first change batch
+        refuses the request's key: the target asks as it understands and
+        applies the batches by their own requests."""
+        old = ft.old_source()
+        self.make_source(teams=2, posts_per_team=40, batch_rows=5)
+        new_src, ft.FERRY_SRC = ft.FERRY_SRC, old
+        try:
+            with self.serve() as srv:
+                self.make_target(srv.url, tenant=1)
+                self.sync("--quiet")
+                before = self.changes_requests(srv)
+                self.edit_posts(12, "old source")
+                self.sync("--quiet")
+                self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+                self.assertEqual(self.changes_requests(srv) - before, 3)
+        finally:
+            ft.FERRY_SRC = new_src
+
 if __name__ == "__main__":
     ft.main()

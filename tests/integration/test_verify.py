@@ -441,8 +441,8 @@ class VerifyTest(VerifyCase):
         target verifies with SHA-256 (the checksums are the rows' SHA-256,
         computed here), still finds a changed row, and says so once. The old
         source is FERRY_OLD_SRC, or built here from this repository's
-        history (OLD_SRC_COMMIT)."""
-        old = old_source()
+        history (ferrytest.old_source)."""
+        old = ft.old_source()
         self.make_source(teams=2, posts_per_team=50)
         new_src, ft.FERRY_SRC = ft.FERRY_SRC, old
         try:
@@ -478,47 +478,6 @@ class VerifyTest(VerifyCase):
         self.assertUnchanged(before, self.dst_db, "verify with the source down")
         runs = last_runs(self.dst_conf, "verify")
         self.assertEqual([r["code"] for r in runs], ["EUNREACHABLE"])
-
-
-# The last commit before the keyed row hash: its ferry-src knows only SHA-256.
-OLD_SRC_COMMIT = "43c2e43"
-
-
-def old_source():
-    """Path of a ferry-src from OLD_SRC_COMMIT: FERRY_OLD_SRC, or built once
-    per machine from the repository's history (git archive, cmake). Without
-    that commit (a tarball, a shallow clone) the test is skipped, loudly."""
-    if os.environ.get("FERRY_OLD_SRC"):
-        return os.environ["FERRY_OLD_SRC"]
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    base = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ferry-old-src-%s" % OLD_SRC_COMMIT)
-    exe = os.path.join(base, "build", "bin", "ferry-src")
-    if os.path.exists(exe):
-        return exe
-    have = subprocess.run(["git", "-C", repo, "cat-file", "-e", OLD_SRC_COMMIT + "^{commit}"],
-                          capture_output=True)
-    if have.returncode != 0:
-        # a tarball or a shallow clone: nothing to build the old source from
-        raise unittest.SkipTest("no commit %s in %s (shallow clone?); set FERRY_OLD_SRC"
-                                % (OLD_SRC_COMMIT, repo))
-    tmp = "%s.%d" % (base, os.getpid())
-    os.makedirs(tmp, exist_ok=True)
-    steps = [
-        "git -C '%s' archive %s | tar -x -C '%s'" % (repo, OLD_SRC_COMMIT, tmp),
-        "cmake -S '%s' -B '%s/build' -DCMAKE_BUILD_TYPE=Release >/dev/null" % (tmp, tmp),
-        "cmake --build '%s/build' --target ferry-src -j2 >/dev/null" % tmp,
-    ]
-    for s in steps:
-        cp = subprocess.run(s, shell=True, capture_output=True, text=True, timeout=900)
-        if cp.returncode != 0:
-            raise AssertionError("cannot build the ferry-src of %s for the compatibility test "
-                                 "(set FERRY_OLD_SRC to one instead): %s: %s"
-                                 % (OLD_SRC_COMMIT, s, cp.stderr[-2000:]))
-    try:
-        os.rename(tmp, base)
-    except OSError:  # another run got there first
-        subprocess.run(["rm", "-rf", tmp])
-    return exe
 
 
 class DigestEndpointTest(ft.FerryTestCase):

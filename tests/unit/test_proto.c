@@ -342,6 +342,61 @@ static void test_request_manifest(void)
               FERRY_EPROTO);
     ASSERT(contains(err.msg, "duplicate key \"snapshot\""));
     mp_free(&m);
+
+    /* the first change batch with the manifest: one more key, only when asked for */
+    req.want_snapshot = 0;
+    req.after = 77;
+    req.with_changes = 5000;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    memset(&m, 0, sizeof(m));
+    mp_map(&m, 5);
+    mp_str(&m, "v");
+    mp_int(&m, 1);
+    mp_str(&m, "tenant");
+    mp_str(&m, "team-42");
+    mp_str(&m, "after");
+    mp_int(&m, 77);
+    mp_str(&m, "counts");
+    mp_bool(&m, 1);
+    mp_str(&m, "changes");
+    mp_int(&m, 100);
+    /* the same map, but for the integer's width (msgpack-c packs 5000 in 3 bytes) */
+    ASSERT_EQ(len, m.len + 2);
+    ASSERT(memcmp(out, m.p, m.len - 1) == 0);
+    ASSERT((unsigned char)out[len - 3] == 0xcd && out[len - 2] == 0x13 &&
+           out[len - 1] == (char)0x88);
+    dump("fuzz_request", "manifest-changes", out, len);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, out, len, lim, &got, &err), 0);
+    ASSERT_EQ(got.with_changes, 5000);
+    ASSERT_EQ(got.after, 77);
+    ferry_request_release(&got);
+    free(out);
+    mp_free(&m);
+    /* not positive, not an integer, or without a mark: refused */
+    for (int bad = 0; bad < 3; bad++) {
+        memset(&m, 0, sizeof(m));
+        mp_map(&m, 5);
+        mp_str(&m, "v");
+        mp_int(&m, 1);
+        mp_str(&m, "tenant");
+        mp_str(&m, "t");
+        mp_str(&m, "after");
+        mp_int(&m, bad == 2 ? -1 : 3);
+        mp_str(&m, "counts");
+        mp_bool(&m, 0);
+        mp_str(&m, "changes");
+        if (bad == 1)
+            mp_str(&m, "5000");
+        else
+            mp_int(&m, bad == 0 ? 0 : 10);
+        ASSERT_EQ(
+            ferry_request_decode(FERRY_REQ_MANIFEST, (const char *)m.p, m.len, lim, &got, &err),
+            FERRY_EPROTO);
+        ASSERT(contains(err.msg, bad == 0   ? "changes: 0 is not positive"
+                                 : bad == 1 ? "changes: expected int"
+                                            : "changes: asked for without a mark"));
+        mp_free(&m);
+    }
 }
 
 static void test_request_snapshot(void)
@@ -1043,6 +1098,33 @@ static void test_manifest(void)
         free(out);
         m.snapshot = NULL;
         m.engine = NULL;
+    }
+
+    /* with the first change batch: its bytes come back as they went */
+    {
+        char batch[] = "\x85\x00 any bytes \xff";
+
+        m.changes = batch;
+        m.nchanges = sizeof(batch);
+        ASSERT_EQ(ferry_manifest_encode(&m, &out, &len, &err), 0);
+        dump("fuzz_manifest", "changes", out, len);
+        ASSERT_EQ(ferry_manifest_decode(out, len, lim, &got, &err), 0);
+        ASSERT_EQ(got->nchanges, sizeof(batch));
+        ASSERT(memcmp(got->changes, batch, sizeof(batch)) == 0);
+        ferry_manifest_free(got);
+        /* as a string instead of bin: refused */
+        {
+            char *q = find_bytes(out, len, "changes");
+
+            ASSERT(q != NULL);
+            ASSERT((unsigned char)q[7] == 0xc4); /* bin 8 */
+            q[7] = (char)0xd9;                   /* str 8, the same length */
+            ASSERT_EQ(ferry_manifest_decode(out, len, lim, &got, &err), FERRY_EPROTO);
+            ASSERT(contains(err.msg, "changes: expected bin"));
+        }
+        free(out);
+        m.changes = NULL;
+        m.nchanges = 0;
     }
 
     /* no tables at all */
