@@ -588,6 +588,14 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
         m.nchanges = blen;
     }
     rc = ferry_manifest_encode(&m, out, len, err);
+    if (!rc && m.changes && *len > p->max_body) {
+        /* a batch near the body limit does not fit beside the manifest: it comes on its own */
+        free(*out);
+        *out = NULL;
+        m.changes = NULL;
+        m.nchanges = 0;
+        rc = ferry_manifest_encode(&m, out, len, err);
+    }
     if (!rc && h)
         log_info("snapshot %s exported for a copy of tenant %.64s (head %" PRId64 ")", h->id,
                  req->tenant, m.head);
