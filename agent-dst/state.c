@@ -1014,9 +1014,10 @@ int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struc
 }
 
 int ferry_state_run_end(struct ferry_state *st, const struct ferry_run *r,
-                        const struct ferry_state_meta *m, struct ferry_error *err)
+                        const struct ferry_state_reached *reached, struct ferry_error *err)
 {
     MDB_val mk = {sizeof(META_KEY) - 1, (void *)META_KEY};
+    struct ferry_state_meta m;
     unsigned char rec[RUN_SIZE];
     unsigned char mrec[META_SIZE];
     unsigned char key[8];
@@ -1026,8 +1027,6 @@ int ferry_state_run_end(struct ferry_state *st, const struct ferry_run *r,
     int rc;
 
     rc = run_check(r, err);
-    if (!rc && m)
-        rc = meta_check(m, err);
     if (rc)
         return rc;
     if (r->id <= 0)
@@ -1047,12 +1046,22 @@ int ferry_state_run_end(struct ferry_state *st, const struct ferry_run *r,
         rc = mdb_fail(st->dir, rc, "read runs", err);
         goto out;
     }
+    if (reached) {
+        /* read, change, write: one transaction, no other writer in between */
+        rc = meta_read(st, txn, &m, err);
+        if (rc)
+            goto out;
+        m.hwm = reached->hwm;
+        m.last_sync = reached->last_sync;
+        m.source_head = reached->source_head;
+        m.source_seen = reached->source_seen;
+        meta_encode(&m, mrec);
+    }
     run_encode(r, rec);
     v.mv_size = sizeof(rec);
     v.mv_data = rec;
     rc = mdb_put(txn, st->runs, &k, &v, 0);
-    if (!rc && m) {
-        meta_encode(m, mrec);
+    if (!rc && reached) {
         v.mv_size = sizeof(mrec);
         v.mv_data = mrec;
         rc = mdb_put(txn, st->meta, &mk, &v, 0);

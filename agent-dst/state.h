@@ -123,13 +123,22 @@ int ferry_state_copy_each(struct ferry_state *st,
 int ferry_state_run_begin(struct ferry_state *st, struct ferry_run *r, struct ferry_error *err);
 /* Rewrite a run (by r->id), e.g. at its end. */
 int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struct ferry_error *err);
+/* What a successful sync reached, recorded with its end. */
+struct ferry_state_reached {
+    int64_t hwm;         /* the mark */
+    int64_t last_sync;   /* unix seconds */
+    int64_t source_head; /* the source's head the run saw, and when */
+    int64_t source_seen;
+};
+
 /*
- * The same, and with it the meta m (NULL: unchanged), in one commit: a
- * run's end and what it reached (mark, last sync, source head) are
- * recorded together or not at all.
+ * The same, and with it what the run reached (NULL: nothing), written into
+ * the meta read in the same transaction: a run's end and its mark are
+ * recorded together or not at all. FERRY_ENOTFOUND for a run never begun,
+ * or (with reached) no meta yet.
  */
 int ferry_state_run_end(struct ferry_state *st, const struct ferry_run *r,
-                        const struct ferry_state_meta *m, struct ferry_error *err);
+                        const struct ferry_state_reached *reached, struct ferry_error *err);
 /* The most recent n runs, newest first; *got set to how many. */
 int ferry_state_runs_last(struct ferry_state *st, struct ferry_run *runs, size_t n, size_t *got,
                           struct ferry_error *err);

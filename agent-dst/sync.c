@@ -587,7 +587,7 @@ static int apply_deltas(struct run *r, struct ferry_error *err)
             r->meta.hwm = b->head;
             /*
              * The run's last batch: its mark is written with the run's end
-             * (finish_meta), one LMDB commit fewer, unless the foreign key
+             * (ferry_state_run_end), one LMDB commit fewer, unless the foreign key
              * check of a copy comes in between.
              */
             if (more || r->copied > 0)
@@ -646,29 +646,6 @@ static void *close_main(void *arg)
     return NULL;
 }
 
-/*
- * The mark, the time of this successful sync and the source head it
- * reached (everything the source had committed when the manifest was read
- * is applied now), into *m, for the run's last commit (with its record):
- * read, change, write, which is one transaction's worth here, since this
- * run holds the state's lock and nothing else in it writes the meta
- * meanwhile.
- */
-static int finish_meta(struct run *r, int64_t seen, struct ferry_state_meta *m,
-                       struct ferry_error *err)
-{
-    int rc;
-
-    rc = ferry_state_meta_get(r->state, m, err);
-    if (rc)
-        return rc;
-    m->hwm = r->meta.hwm;
-    m->last_sync = (int64_t)time(NULL);
-    m->source_head = r->manifest->head;
-    m->source_seen = seen;
-    return FERRY_OK;
-}
-
 static int open_state(struct run *r, struct ferry_error *err)
 {
     int rc;
@@ -708,7 +685,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     struct run r;
     struct ferry_run run;
     double t0 = now_s();
-    struct ferry_state_meta final;
+    struct ferry_state_reached final;
     pthread_t closer;
     int closing = 0, finished = 0;
     int64_t seen;
@@ -807,10 +784,14 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         r.applier = NULL;
         closing = 1;
     }
-    if (!rc)
-        rc = finish_meta(&r, seen, &final, err);
-    if (!rc)
+    if (!rc) {
+        /* everything the source had committed when the manifest was read is applied now */
+        final.hwm = r.meta.hwm;
+        final.last_sync = (int64_t)time(NULL);
+        final.source_head = r.manifest->head;
+        final.source_seen = seen;
         finished = 1;
+    }
     if (!rc && opts->report) {
         opts->report->head = r.manifest->head;
         opts->report->pending = r.manifest->pending;

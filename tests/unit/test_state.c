@@ -261,6 +261,7 @@ static void test_run_end(void)
     struct ferry_error err = {0};
     struct ferry_state *st = NULL;
     struct ferry_state_meta m, g;
+    struct ferry_state_reached reached;
     struct ferry_run r, got[2];
     size_t n = 0;
 
@@ -278,21 +279,27 @@ static void test_run_end(void)
 
     r.ended = r.started + 1;
     r.hwm_after = 20;
-    m.hwm = 20;
-    m.source_head = 25;
-    m.source_seen = 1700000000;
-    ASSERT_EQ(ferry_state_run_end(st, &r, &m, &err), FERRY_OK);
+    reached.hwm = 20;
+    reached.last_sync = 1700000001;
+    reached.source_head = 25;
+    reached.source_seen = 1700000000;
+    ASSERT_EQ(ferry_state_run_end(st, &r, &reached, &err), FERRY_OK);
     ASSERT_EQ(ferry_state_meta_get(st, &g, &err), FERRY_OK);
     ASSERT_EQ(g.hwm, 20);
+    ASSERT_EQ(g.last_sync, 1700000001);
     ASSERT_EQ(g.source_head, 25);
+    ASSERT_EQ(g.source_seen, 1700000000);
+    /* the rest of the meta as it was */
+    ASSERT_STR(g.tenant, "42");
+    ASSERT_EQ(g.phase, FERRY_PHASE_STREAMING);
     ASSERT_EQ(ferry_state_runs_last(st, got, 2, &n, &err), FERRY_OK);
     ASSERT_EQ(n, 1);
     ASSERT_EQ(got[0].hwm_after, 20);
 
     /* an unknown run: the meta is not written either */
     r.id = 99;
-    m.hwm = 30;
-    ASSERT_EQ(ferry_state_run_end(st, &r, &m, &err), FERRY_ENOTFOUND);
+    reached.hwm = 30;
+    ASSERT_EQ(ferry_state_run_end(st, &r, &reached, &err), FERRY_ENOTFOUND);
     ASSERT_EQ(ferry_state_meta_get(st, &g, &err), FERRY_OK);
     ASSERT_EQ(g.hwm, 20);
     ferry_state_close(st);
