@@ -13,6 +13,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include "pgcluster.h"
 #include "test.h"
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -1242,72 +1243,6 @@ static void test_coerce_checksum(void)
 
 /* ---- PostgreSQL: rows hashed in SQL against the same rows read and hashed in C ---- */
 
-static char pg_source_dir[512];
-static char pg_cluster[700];
-
-static int run_capture(const char *cmd, char *out, size_t size)
-{
-    FILE *f = popen(cmd, "r");
-    size_t n = 0;
-    int status;
-
-    ASSERT(f != NULL);
-    while (n + 1 < size) {
-        size_t got = fread(out + n, 1, size - 1 - n, f);
-
-        if (got == 0)
-            break;
-        n += got;
-    }
-    out[n] = '\0';
-    while (n > 0 && out[n - 1] == '\n')
-        out[--n] = '\0';
-    status = pclose(f);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-static void pg_stop(void)
-{
-    char cmd[1400];
-
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' stop '%s' >/dev/null 2>&1", pg_source_dir,
-             pg_cluster);
-    if (system(cmd) != 0)
-        fprintf(stderr, "test_checksum: stopping the cluster in %s failed\n", pg_cluster);
-}
-
-/* A cluster and a database for the test: its URL in url, 0; 77 without server binaries. */
-static int pg_start(char *url, size_t size)
-{
-    const char *src = getenv("FERRY_SOURCE_DIR");
-    char cmd[1400];
-    char out[1024];
-    int status;
-
-    if (src) {
-        snprintf(pg_source_dir, sizeof(pg_source_dir), "%s", src);
-    } else {
-        snprintf(pg_source_dir, sizeof(pg_source_dir), "%s", __FILE__);
-        for (int i = 0; i < 3; i++) {
-            char *slash = strrchr(pg_source_dir, '/');
-
-            if (slash)
-                *slash = '\0';
-        }
-    }
-    snprintf(pg_cluster, sizeof(pg_cluster), "%s/cluster", test_tmpdir("test_checksum_pg"));
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' start '%s'", pg_source_dir, pg_cluster);
-    status = run_capture(cmd, out, sizeof(out));
-    if (status == 77)
-        return 77;
-    ASSERT_EQ(status, 0);
-    atexit(pg_stop);
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' createdb '%s' checksum", pg_source_dir,
-             pg_cluster);
-    ASSERT_EQ(run_capture(cmd, url, size), 0);
-    return 0;
-}
-
 /* Every row of a walk: its integer key and hash, in the order seen. */
 struct walk {
     int64_t key[64];
@@ -1641,7 +1576,7 @@ static void test_pg_in_sql(void)
     int64_t want = 0;
     int rc;
 
-    if (pg_start(url, sizeof(url)) == 77) {
+    if (test_pg_start("test_checksum_pg", "checksum", url, sizeof(url)) == 77) {
         printf("**********************************************************************\n"
                "SKIP test_checksum's PostgreSQL cases: no PostgreSQL server binaries\n"
                "**********************************************************************\n");
@@ -1740,5 +1675,6 @@ int main(void)
     ferry_scope_free(scope);
     ferry_db_close(db);
     test_pg_in_sql();
+    test_pg_passed();
     return TEST_DONE();
 }

@@ -6,6 +6,7 @@
  */
 #include "common/db/db.h"
 
+#include "pgcluster.h"
 #include "test.h"
 
 #include <errno.h>
@@ -20,100 +21,18 @@
 #endif
 #endif
 
-static char source_dir[512];
-static char tmp_dir[520];
-static char cluster_dir[600];
 static char url[1024];
 static char bindir[512];
-static int cluster_started;
-static int all_passed;
-
-/* Run cmd, capture its stdout (trailing newlines cut) into out; returns the exit status. */
-static int run_capture(const char *cmd, char *out, size_t size)
-{
-    FILE *f = popen(cmd, "r");
-    size_t n = 0;
-    int status;
-
-    if (!f) {
-        fprintf(stderr, "popen %s: %s\n", cmd, strerror(errno));
-        exit(1);
-    }
-    while (n + 1 < size) {
-        size_t got = fread(out + n, 1, size - 1 - n, f);
-
-        if (got == 0)
-            break;
-        n += got;
-    }
-    out[n] = '\0';
-    while (n > 0 && out[n - 1] == '\n')
-        out[--n] = '\0';
-    status = pclose(f);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-static void stop_cluster(void)
-{
-    char cmd[1400];
-
-    if (!cluster_started)
-        return;
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' stop '%s'", source_dir, cluster_dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "test_db_pg: stopping the cluster in %s failed\n", cluster_dir);
-        return;
-    }
-    /* a failed run keeps the cluster's files (server.log) to look at */
-    if (all_passed) {
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "test_db_pg: cannot remove %s\n", tmp_dir);
-    }
-}
 
 static void start_cluster(void)
 {
-    const char *src = getenv("FERRY_SOURCE_DIR");
-    char cmd[1400];
-    char out[1024];
-    int status;
-
-    if (src) {
-        snprintf(source_dir, sizeof(source_dir), "%s", src);
-    } else {
-        /* __FILE__ is .../tests/unit/test_db_pg.c in a CMake build */
-        snprintf(source_dir, sizeof(source_dir), "%s", __FILE__);
-        for (int i = 0; i < 3; i++) {
-            char *slash = strrchr(source_dir, '/');
-
-            if (slash)
-                *slash = '\0';
-        }
-    }
-    snprintf(tmp_dir, sizeof(tmp_dir), "%s", test_tmpdir("db_pg"));
-    snprintf(cluster_dir, sizeof(cluster_dir), "%s/cluster", tmp_dir);
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' start '%s'", source_dir, cluster_dir);
-    atexit(stop_cluster);
-    cluster_started = 1;
-    status = run_capture(cmd, out, sizeof(out));
-    if (status == 77) {
+    if (test_pg_start("db_pg", "ferry_test", url, sizeof(url)) == 77) {
         printf("**************************************************************\n"
                "SKIP test_db_pg: no PostgreSQL server binaries on this machine\n"
                "**************************************************************\n");
-        cluster_started = 0;
         exit(77);
     }
-    if (status != 0) {
-        fprintf(stderr, "test_db_pg: '%s' failed with status %d\n", cmd, status);
-        exit(1);
-    }
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' createdb '%s' ferry_test", source_dir,
-             cluster_dir);
-    ASSERT_EQ(run_capture(cmd, url, sizeof(url)), 0);
-    ASSERT(strncmp(url, "postgresql://", 13) == 0);
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' bindir", source_dir);
-    ASSERT_EQ(run_capture(cmd, bindir, sizeof(bindir)), 0);
+    ASSERT_EQ(test_pg_script("bindir", bindir, sizeof(bindir)), 0);
 }
 
 /*
@@ -128,7 +47,7 @@ static const char *psql(const char *sql)
     FILE *f;
 
     /* through a file: no shell quoting of the SQL to get wrong */
-    snprintf(path, sizeof(path), "%s/oracle.sql", tmp_dir);
+    snprintf(path, sizeof(path), "%s/oracle.sql", test_pg_tmp);
     f = fopen(path, "w");
     ASSERT(f != NULL);
     ASSERT(fputs(sql, f) >= 0);
@@ -138,7 +57,7 @@ static const char *psql(const char *sql)
              "-c extra_float_digits=3 -c bytea_output=hex' '%s/psql' -X -At -v ON_ERROR_STOP=1 "
              "-d '%s' -f '%s'",
              bindir, url, path);
-    ASSERT_EQ(run_capture(cmd, out, sizeof(out)), 0);
+    ASSERT_EQ(test_run_capture(cmd, out, sizeof(out)), 0);
     return out;
 }
 
@@ -740,12 +659,9 @@ static void test_introspection(void)
     int exists = -1;
     int64_t viol = -1;
     char list[512] = "";
-    char cmd[1400];
     char out[1024];
 
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgcluster.sh' createdb '%s' ferry_schema", source_dir,
-             cluster_dir);
-    ASSERT_EQ(run_capture(cmd, out, sizeof(out)), 0);
+    ASSERT_EQ(test_pg_script("createdb ferry_schema", out, sizeof(out)), 0);
     snprintf(url, sizeof(url), "%s", out);
     db = open_db(0);
     exec_ok(db, "CREATE TABLE teams (id int PRIMARY KEY, name text NOT NULL);"
@@ -1136,6 +1052,6 @@ int main(void)
     test_copy(db);
     ferry_db_close(db);
     test_introspection();
-    all_passed = 1;
+    test_pg_passed();
     return TEST_DONE();
 }
