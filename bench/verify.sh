@@ -41,32 +41,11 @@ if [ -n "$pg" ]; then
     "$here/scripts/pgcluster.sh" start "$work/pg" >/dev/null
     src=$("$here/scripts/pgcluster.sh" createdb "$work/pg" src | tail -1)
     dst=$("$here/scripts/pgcluster.sh" createdb "$work/pg" dst | tail -1)
-    schema="
-CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
-CREATE TABLE channels (id bigint PRIMARY KEY,
-  team_id bigint NOT NULL REFERENCES teams(id) ON DELETE CASCADE, name text);
-CREATE TABLE posts (id bigserial PRIMARY KEY,
-  channel_id bigint NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
-  user_id integer, body text, score numeric(12,4), weight double precision, flag boolean,
-  meta jsonb, created timestamptz);
-CREATE TABLE reactions (post_id bigint NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
-  emoji text NOT NULL, user_id integer NOT NULL, PRIMARY KEY (post_id, emoji, user_id));"
-    for db in "$src" "$dst"; do psql -d "$db" -c "$schema"; done
+    . "$here/bench/pgdata.sh"
+    pg_bench_schema "$src" "$dst"
     total=$((rows * 7 / 5))
     echo "bench: generating $total posts ($rows in team 1, interleaved with two smaller teams), PostgreSQL"
-    psql -d "$src" >/dev/null <<SQL
-INSERT INTO teams SELECT t, 'team ' || t FROM generate_series(1, 3) t;
-INSERT INTO channels SELECT c, 1 + (c - 1) % 3, 'channel ' || c FROM generate_series(1, 60) c;
-INSERT INTO posts SELECT i,
-  3 * (i % 20) + CASE WHEN i % 7 < 5 THEN 1 WHEN i % 7 = 5 THEN 2 ELSE 3 END,
-  i % 97, 'post ' || i || ': lorem ipsum dolor sit amet, consectetur adipiscing elit',
-  i * 0.25, i / 3.0, i % 2 = 0, jsonb_build_object('n', i, 'tag', 'x' || i % 10),
-  timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second'
-FROM generate_series(1, $total) i;
-INSERT INTO reactions SELECT id, ':+1:', id % 97 FROM posts WHERE id % 5 = 0;
-SELECT setval('posts_id_seq', $total);
-VACUUM ANALYZE;
-SQL
+    pg_bench_data "$src" "$total"
     pred='channel_id IN (SELECT id FROM channels WHERE team_id = 1)'
     team_rows=$(psql -At -d "$src" -c "SELECT 1 + 20 + (SELECT count(*) FROM posts WHERE $pred) + (SELECT count(*) FROM reactions WHERE post_id IN (SELECT id FROM posts WHERE $pred))")
     echo "bench: team 1 has $team_rows rows"
