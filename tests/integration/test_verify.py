@@ -179,6 +179,13 @@ class VerifyCase(ft.FerryTestCase):
             self.assertTableEqual(ft.tenant_rows(self.src_db, t, tenant),
                                   ft.tenant_rows(dst_db or self.dst_db, t, tenant), t)
 
+    def assertCounts(self, rep, oracle):
+        """The report's source and target row counts of each table of oracle
+        (table -> the tenant's rows, counted by SQL on the source)."""
+        by_table = {t["table"]: t for t in rep["tables"]}
+        for t, n in oracle.items():
+            self.assertEqual((by_table[t]["source_rows"], by_table[t]["target_rows"]), (n, n), t)
+
     def assertEqualReport(self, rep, tenant):
         self.assertTrue(rep["equal"], rep)
         self.assertEqual(rep["differences"], [])
@@ -658,11 +665,7 @@ class VerifyPgTest(VerifyCase):
             self.assertPgTenantEqual()
             rep = self.verify_json(expect=0)
             self.assertTrue(rep["equal"], rep)
-            by_table = {t["table"]: t for t in rep["tables"]}
-            for t in tp.PG_TABLES:
-                n = len(tp.pg_rows(self.src_url, t, 1))
-                self.assertEqual((by_table[t]["source_rows"], by_table[t]["target_rows"]),
-                                 (n, n), t)
+            self.assertCounts(rep, {t: len(tp.pg_rows(self.src_url, t, 1)) for t in tp.PG_TABLES})
 
             q = lambda url, sql: tp.psql(url, sql).strip()  # noqa: E731
             posts = q(self.src_url, "SELECT string_agg(p.id::text, ',' ORDER BY p.id) FROM posts p "
@@ -752,11 +755,7 @@ class VerifyPgTest(VerifyCase):
             self.sync()
             rep = self.verify_json(expect=0)
             self.assertTrue(rep["equal"], rep)
-            by_table = {t["table"]: t for t in rep["tables"]}
-            for t in tp.PG_TABLES:
-                n = len(tp.pg_rows(self.src_url, t, 1))
-                self.assertEqual((by_table[t]["source_rows"], by_table[t]["target_rows"]),
-                                 (n, n), t)
+            self.assertCounts(rep, {t: len(tp.pg_rows(self.src_url, t, 1)) for t in tp.PG_TABLES})
             posts = [int(x) for x in tp.psql(
                 self.src_url, "SELECT string_agg(p.id::text, ',' ORDER BY p.id) FROM posts p "
                 "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 AND NOT EXISTS "
@@ -808,11 +807,7 @@ class VerifyPgTest(VerifyCase):
             self.sync()
             rep = self.verify_json(expect=0)
             self.assertTrue(rep["equal"], rep)
-            by_table = {t["table"]: t for t in rep["tables"]}
-            for t in ft.IN_SCOPE:
-                n = len(ft.tenant_rows(self.src_db, t, 1))
-                self.assertEqual((by_table[t]["source_rows"], by_table[t]["target_rows"]),
-                                 (n, n), t)
+            self.assertCounts(rep, {t: len(ft.tenant_rows(self.src_db, t, 1)) for t in ft.IN_SCOPE})
             posts = ids(self.src_db, "SELECT p.id FROM posts p JOIN channels c "
                         "ON c.id = p.channel_id WHERE c.team_id = 1 AND NOT EXISTS "
                         "(SELECT 1 FROM reactions r WHERE r.post_id = p.id) ORDER BY p.id")
