@@ -71,6 +71,27 @@ static int add_log_head(struct ferry_buf *b, const struct ferry_table_info *ti, 
 }
 
 /*
+ * n pairs lctx"l[i]" = rctx"r[i]" joined by sep: a SET list (", ") or a
+ * match (" AND "); the contexts are pasted as they are ("NEW.", "").
+ */
+static int add_pairs(struct ferry_buf *b, const char *sep, const char *lctx, char *const *l,
+                     const char *rctx, char *const *r, size_t n)
+{
+    int rc = FERRY_OK;
+
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = ferry_buf_addf(b, "%s%s", i ? sep : "", lctx);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, l[i]);
+        if (!rc)
+            rc = ferry_buf_addf(b, " = %s", rctx);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, r[i]);
+    }
+    return rc;
+}
+
+/*
  * Keymap refresh for the row NEW: drop its entry, insert it again with the
  * tenant computed from the database as it is now, then log a 'U' for the
  * tenant it landed in (none when it belongs to no tenant).
@@ -195,26 +216,13 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
             rc = ferry_buf_add_ident(b, ct->info.name);
         if (!rc)
             rc = ferry_buf_adds(b, " SET ");
-        for (size_t i = 0; i < fk->ncols && !rc; i++) {
-            rc = ferry_buf_adds(b, i ? ", " : "");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->cols[i]);
-            if (!rc)
-                rc = ferry_buf_adds(b, " = ");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->cols[i]);
-        }
+        if (!rc)
+            rc = add_pairs(b, ", ", "", fk->cols, "", fk->cols, fk->ncols);
         for (int pass = 0; pass < 2 && !rc; pass++) {
             rc = ferry_buf_adds(b, pass ? " OR (" : " WHERE ((");
-            for (size_t i = 0; i < fk->ncols && !rc; i++) {
-                rc = ferry_buf_adds(b, i ? " AND " : "");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, fk->cols[i]);
-                if (!rc)
-                    rc = ferry_buf_adds(b, pass ? " = NEW." : " = OLD.");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, fk->pcols[i]);
-            }
+            if (!rc)
+                rc = add_pairs(b, " AND ", "", fk->cols, pass ? "NEW." : "OLD.", fk->pcols,
+                               fk->ncols);
             if (!rc)
                 rc = ferry_buf_adds(b, ")");
         }
@@ -344,19 +352,11 @@ static int add_orphan_note(struct ferry_buf *b, const struct ferry_scope *s, siz
         rc = ferry_buf_adds(b, " AND NOT EXISTS (SELECT 1 FROM ");
     if (!rc)
         rc = ferry_buf_add_ident(b, ptbl);
-    for (size_t i = 0; i < fk->ncols && !rc; i++) {
-        rc = ferry_buf_adds(b, i ? " AND " : " WHERE ");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, ptbl);
-        if (!rc)
-            rc = ferry_buf_adds(b, ".");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, fk->pcols[i]);
-        if (!rc)
-            rc = ferry_buf_addf(b, " = %s", row);
-        if (!rc)
-            rc = ferry_buf_add_ident(b, fk->cols[i]);
-    }
+    /* the bare names are the parent's: the innermost table comes first */
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = add_pairs(b, " AND ", "", fk->pcols, row, fk->cols, fk->ncols);
     if (!rc)
         rc = ferry_buf_adds(b, pg ? ") ON CONFLICT DO NOTHING;\n" : ");\n");
     return rc;
@@ -391,25 +391,14 @@ static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, si
             rc = ferry_buf_adds(b, "UPDATE ");
         if (!rc)
             rc = ferry_buf_add_ident(b, ci->name);
-        for (size_t i = 0; i < fk->ncols && !rc; i++) {
-            rc = ferry_buf_adds(b, i ? ", " : " SET ");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->cols[i]);
-            if (!rc)
-                rc = ferry_buf_adds(b, " = ");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->cols[i]);
-        }
+        if (!rc)
+            rc = ferry_buf_adds(b, " SET ");
+        if (!rc)
+            rc = add_pairs(b, ", ", "", fk->cols, "", fk->cols, fk->ncols);
         if (pg) {
-            for (size_t i = 0; i < fk->ncols && !rc; i++) {
-                rc = ferry_buf_adds(b, i ? " AND " : " WHERE ");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, fk->cols[i]);
-                if (!rc)
-                    rc = ferry_buf_adds(b, " = NEW.");
-                if (!rc)
-                    rc = ferry_buf_add_ident(b, fk->pcols[i]);
-            }
+            rc = rc ? rc : ferry_buf_adds(b, " WHERE ");
+            if (!rc)
+                rc = add_pairs(b, " AND ", "", fk->cols, "NEW.", fk->pcols, fk->ncols);
         } else {
             rc = rc ? rc : ferry_buf_adds(b, npk > 1 ? " WHERE (" : " WHERE ");
             if (!rc)
@@ -727,15 +716,9 @@ static int pg_backfill_select(struct ferry_buf *b, const struct ferry_scope *s, 
         rc = ferry_scope_keymap(b, s->tables[st->parent].info.name);
     if (!rc)
         rc = ferry_buf_adds(b, " AS \"_ferry_p\" ON ");
-    for (size_t i = 0; i < fk->ncols && !rc; i++) {
-        rc = ferry_buf_adds(b, i ? " AND \"_ferry_p\"." : "\"_ferry_p\".");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, fk->pcols[i]);
-        if (!rc)
-            rc = ferry_buf_adds(b, " = \"_ferry_s\".");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, fk->cols[i]);
-    }
+    if (!rc)
+        rc =
+            add_pairs(b, " AND ", "\"_ferry_p\".", fk->pcols, "\"_ferry_s\".", fk->cols, fk->ncols);
     return rc;
 }
 
