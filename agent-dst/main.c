@@ -292,6 +292,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(cmd, commands[i].name) != 0)
             continue;
+        ferry_crypto_init();
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rc = commands[i].fn(&o, &err);
         curl_global_cleanup();

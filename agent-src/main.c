@@ -704,6 +704,7 @@ int main(int argc, char **argv)
     if ((given & ~cmd->allow) & OPT_COMMENT)
         return usage_error("%s takes no --comment", cmd->name);
 
+    ferry_crypto_init();
     rc = cmd->run(&cli, &err);
     if (rc) {
         fprintf(stderr, PROG ": %s\n", err.msg[0] ? err.msg : ferry_strerror(rc));

@@ -683,6 +683,32 @@ out:
     return rc;
 }
 
+/*
+ * The algorithms ferry hashes with, fetched once by ferry_crypto_init (a
+ * digest named through EVP_sha256() is fetched again on every use); NULL
+ * before it: fetched on each use then.
+ */
+static EVP_MD *sha256_md;
+static EVP_MAC *hmac_mac;
+
+void ferry_crypto_init(void)
+{
+    /*
+     * No tables of every cipher and digest by their legacy names (curl's
+     * set-up asks OpenSSL for them; ferry and TLS fetch algorithms from the
+     * providers), and no freeing of OpenSSL's memory at exit, which only
+     * ends the process later: about a millisecond of a short run.
+     */
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ADD_ALL_CIPHERS | OPENSSL_INIT_NO_ADD_ALL_DIGESTS |
+                            OPENSSL_INIT_NO_ATEXIT,
+                        NULL);
+    if (!sha256_md)
+        sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!hmac_mac)
+        hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    ERR_clear_error(); /* a fetch that failed is tried again at each use */
+}
+
 int ferry_sha256_parts(const struct ferry_bytes *parts, size_t nparts,
                        unsigned char out[FERRY_SHA256_LEN], struct ferry_error *err)
 {
@@ -690,7 +716,7 @@ int ferry_sha256_parts(const struct ferry_bytes *parts, size_t nparts,
     unsigned int n = 0;
     int rc = FERRY_OK;
 
-    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    if (!md || EVP_DigestInit_ex(md, sha256_md ? sha256_md : EVP_sha256(), NULL) != 1) {
         rc = ossl_error(err, FERRY_EINTERNAL, "sha-256 unavailable");
         goto out;
     }
@@ -731,7 +757,7 @@ int ferry_hmac_sha256(const void *key, size_t keylen, const struct ferry_bytes *
     }
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
     params[1] = OSSL_PARAM_construct_end();
-    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    mac = hmac_mac ? hmac_mac : EVP_MAC_fetch(NULL, "HMAC", NULL);
     ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
     if (!ctx || EVP_MAC_init(ctx, key, keylen, params) != 1) {
         rc = ossl_error(err, FERRY_EINTERNAL, "hmac-sha-256 unavailable");
@@ -747,7 +773,8 @@ int ferry_hmac_sha256(const void *key, size_t keylen, const struct ferry_bytes *
         rc = ossl_error(err, FERRY_EINTERNAL, "hmac-sha-256 failed");
 out:
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
+    if (mac != hmac_mac)
+        EVP_MAC_free(mac);
     return rc;
 }
 

@@ -150,6 +150,13 @@ int ferry_key_decrypt(const struct ferry_key *k, const void *in, size_t inlen, u
                       size_t outmax, size_t *outlen, struct ferry_error *err);
 
 /* SHA-256 of p[0..n). */
+/*
+ * Set OpenSSL up as ferry uses it; once, at the start of main, before any
+ * thread and before curl_global_init. Optional: without it every call
+ * works, at more cost.
+ */
+void ferry_crypto_init(void);
+
 int ferry_sha256(const void *p, size_t n, unsigned char out[FERRY_SHA256_LEN],
                  struct ferry_error *err);
 
