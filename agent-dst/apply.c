@@ -447,8 +447,10 @@ static int pg_setup(struct ferry_applier *a, struct ferry_error *err)
     return FERRY_OK;
 }
 
-int ferry_applier_open(const char *url, const struct ferry_manifest *m, const char *tenant,
-                       int dry_run, struct ferry_applier **out, struct ferry_error *err)
+/* ferry_applier_open's work, on db when given (owned from here on), else on url opened here */
+static int applier_open(const char *url, struct ferry_db *db, const struct ferry_manifest *m,
+                        const char *tenant, int dry_run, struct ferry_applier **out,
+                        struct ferry_error *err)
 {
     struct ferry_applier *a = calloc(1, sizeof(*a));
     struct ferry_table_info *copy = NULL;
@@ -457,8 +459,11 @@ int ferry_applier_open(const char *url, const struct ferry_manifest *m, const ch
 
     *out = NULL;
     ferry_buf_init(&sql, SQL_MAX);
-    if (!a)
+    if (!a) {
+        ferry_db_close(db);
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    }
+    a->db = db;
     a->dry_run = dry_run;
     a->pg = strncmp(url, "postgres", 8) == 0;
     a->src_known = m->engine != NULL;
@@ -508,7 +513,7 @@ int ferry_applier_open(const char *url, const struct ferry_manifest *m, const ch
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         goto fail;
     }
-    rc = ferry_db_open(url, dry_run ? 0 : FERRY_DB_CREATE, &a->db, err);
+    rc = a->db ? FERRY_OK : ferry_db_open(url, dry_run ? 0 : FERRY_DB_CREATE, &a->db, err);
     if (rc) {
         /* a dry run against a target that does not exist yet: nothing is there */
         if (dry_run) {
@@ -573,6 +578,18 @@ fail:
     ferry_buf_release(&sql);
     ferry_applier_close(a);
     return rc;
+}
+
+int ferry_applier_open(const char *url, const struct ferry_manifest *m, const char *tenant,
+                       int dry_run, struct ferry_applier **out, struct ferry_error *err)
+{
+    return applier_open(url, NULL, m, tenant, dry_run, out, err);
+}
+
+int ferry_applier_open_db(struct ferry_db *db, const char *url, const struct ferry_manifest *m,
+                          const char *tenant, struct ferry_applier **out, struct ferry_error *err)
+{
+    return applier_open(url, db, m, tenant, 0, out, err);
 }
 
 /* ---- PostgreSQL upserts through a staging table ---- */

@@ -16,6 +16,8 @@
 
 #include <stdint.h>
 
+struct ferry_db;
+
 struct ferry_applier; /* opaque */
 
 struct ferry_apply_counts {
@@ -32,6 +34,13 @@ struct ferry_apply_counts {
  */
 int ferry_applier_open(const char *url, const struct ferry_manifest *m, const char *tenant,
                        int dry_run, struct ferry_applier **out, struct ferry_error *err);
+/*
+ * The same, not a dry run, on the target database of url already open
+ * (db, the applier's from the call on, also when it fails): a delta run
+ * opens it while its manifest is on the way.
+ */
+int ferry_applier_open_db(struct ferry_db *db, const char *url, const struct ferry_manifest *m,
+                          const char *tenant, struct ferry_applier **out, struct ferry_error *err);
 void ferry_applier_close(struct ferry_applier *a);
 
 /*

@@ -163,7 +163,12 @@ struct page {
 struct fetch {
     pthread_t th;
     int running;
-    int first_only; /* the one page queued before the start is all there is */
+    /*
+     * A change batch that came with the manifest (owned until queued): the
+     * thread decodes and queues it first, while the target gets ready.
+     */
+    char *raw;
+    size_t nraw;
     struct run *r;
     struct ferry_request req;
     struct ferry_value after[FERRY_MAX_KEY_COLS]; /* point into keybuf */
@@ -247,9 +252,22 @@ static void *fetch_main(void *arg)
         while (!f->cancel && (f->count >= AHEAD_PAGES || (f->count > 0 && f->bytes >= AHEAD_BYTES)))
             pthread_cond_wait(&f->cv, &f->mu);
         pthread_mutex_unlock(&f->mu);
-        if (f->cancel || f->first_only)
+        if (f->cancel)
             break;
-        rc = fetch_one(f, &pg);
+        if (f->raw) {
+            memset(&pg, 0, sizeof(pg));
+            pg.resp = f->raw;
+            pg.len = f->nraw;
+            f->raw = NULL;
+            rc = ferry_batch_decode(pg.resp, pg.len, &ferry_limits_default, &pg.batch, &f->err);
+            if (rc) {
+                ferry_error_prefix(&f->err, "change batch");
+                free(pg.resp);
+                break;
+            }
+        } else {
+            rc = fetch_one(f, &pg);
+        }
         if (rc)
             break;
         if (f->req.type == FERRY_REQ_CHANGES) {
@@ -345,33 +363,14 @@ static int deltas_start(struct run *r, struct ferry_error *err)
     f->req.after = r->meta.hwm;
     f->req.limit = r->batch;
     ferry_buf_init(&f->keybuf, 1);
-    /* the first batch came with the manifest: queued, and the fetch goes on after it */
-    if (r->manifest->changes) {
-        struct page *pg = &f->q[0];
-
-        pg->resp = r->manifest->changes;
-        pg->len = r->manifest->nchanges;
-        r->manifest->changes = NULL;
-        r->manifest->nchanges = 0;
-        rc = ferry_batch_decode(pg->resp, pg->len, &ferry_limits_default, &pg->batch, err);
-        if (rc) {
-            free(pg->resp);
-            free(f);
-            return ferry_error_prefix(err, "change batch");
-        }
-        f->count = 1;
-        f->bytes = pg->len;
-        if (pg->batch->more && pg->batch->head > f->req.after)
-            f->req.after = pg->batch->head;
-        else
-            f->first_only = 1;
-    }
+    /* the first batch came with the manifest: the fetch starts with it, and goes on after it */
+    f->raw = r->manifest->changes;
+    f->nraw = r->manifest->nchanges;
+    r->manifest->changes = NULL;
+    r->manifest->nchanges = 0;
     rc = fetch_launch(f, err);
     if (rc) {
-        if (f->count) {
-            ferry_batch_free(f->q[0].batch);
-            free(f->q[0].resp);
-        }
+        free(f->raw);
         free(f);
     } else {
         r->deltas = f;
@@ -430,6 +429,8 @@ static void fetch_stop(struct fetch *f)
         f->head = (f->head + 1) % AHEAD_PAGES;
         f->count--;
     }
+    free(f->raw); /* cancelled before it was decoded */
+    f->raw = NULL;
     pthread_cond_destroy(&f->cv);
     pthread_mutex_destroy(&f->mu);
     ferry_buf_release(&f->keybuf);
@@ -646,6 +647,33 @@ static void *close_main(void *arg)
     return NULL;
 }
 
+/*
+ * What a delta run does while its manifest is on the way, on a thread of
+ * its own (the state and the target are the run's thread's again after
+ * the join): record the run's start, and open the target database, not
+ * created here (an idle run must not create it; a run with changes opens
+ * it the usual way when this could not).
+ */
+struct prep {
+    pthread_t th;
+    struct run *r;
+    struct ferry_run *run;
+    int rc;
+    struct ferry_error err;
+    struct ferry_db *db; /* NULL: not opened */
+};
+
+static void *prep_main(void *arg)
+{
+    struct prep *p = arg;
+    struct ferry_error e;
+
+    p->rc = ferry_state_run_begin(p->r->state, p->run, &p->err);
+    if (!p->rc && ferry_db_open(p->r->cfg->target.database, 0, &p->db, &e))
+        p->db = NULL;
+    return NULL;
+}
+
 static int open_state(struct run *r, struct ferry_error *err)
 {
     int rc;
@@ -686,13 +714,15 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     struct ferry_run run;
     double t0 = now_s();
     struct ferry_state_reached final;
+    struct prep prep;
     pthread_t closer;
-    int closing = 0, finished = 0;
+    int closing = 0, finished = 0, prepping = 0;
     int64_t seen;
     int rc;
 
     memset(&r, 0, sizeof(r));
     memset(&run, 0, sizeof(run));
+    memset(&prep, 0, sizeof(prep));
     r.cfg = cfg;
     r.opts = opts;
     r.max_body = ferry_limits_default.max_body;
@@ -703,11 +733,30 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     rc = ferry_client_new(cfg, &r.client, err);
     if (rc)
         goto out;
+    snprintf(run.kind, sizeof(run.kind), "%s", opts->kind ? opts->kind : "sync");
+    run.hwm_before = r.meta.hwm;
+    if (!opts->dry_run && r.meta.phase == FERRY_PHASE_STREAMING) {
+        prep.r = &r;
+        prep.run = &run;
+        prepping = pthread_create(&prep.th, NULL, prep_main, &prep) == 0;
+    }
     seen = (int64_t)time(NULL);
     rc = fetch_manifest(&r, r.meta.phase == FERRY_PHASE_STREAMING ? r.meta.hwm : -1,
                         opts->dry_run || r.meta.phase != FERRY_PHASE_STREAMING, err);
+    if (prepping) {
+        pthread_join(prep.th, NULL);
+        if (prep.rc) {
+            run.id = 0; /* not recorded */
+            /* the manifest's error first, as when the run started after it */
+            if (!rc) {
+                rc = prep.rc;
+                *err = prep.err;
+            }
+        }
+    }
+    /* From here on a failure ends the run (recorded as failed once it has started). */
     if (rc)
-        goto out;
+        goto end;
     if (opts->dry_run) {
         rc = dry_run(&r, err);
         goto out;
@@ -721,18 +770,23 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         if (!r.idle)
             rc = deltas_start(&r, err);
         if (rc)
-            goto out;
+            goto end;
     }
-    if (!r.idle)
+    if (!r.idle && prep.db)
+        rc = ferry_applier_open_db(prep.db, cfg->target.database, r.manifest, cfg->target.tenant,
+                                   &r.applier, err);
+    else if (!r.idle)
         rc = ferry_applier_open(cfg->target.database, r.manifest, cfg->target.tenant, 0, &r.applier,
                                 err);
+    else
+        ferry_db_close(prep.db); /* idle: not needed after all */
+    prep.db = NULL;
+    if (!rc && !prepping && ferry_state_run_begin(r.state, &run, err)) {
+        rc = err->code;
+        run.id = 0; /* not recorded */
+    }
     if (rc)
-        goto out;
-    snprintf(run.kind, sizeof(run.kind), "%s", opts->kind ? opts->kind : "sync");
-    run.hwm_before = r.meta.hwm;
-    rc = ferry_state_run_begin(r.state, &run, err);
-    if (rc)
-        goto out;
+        goto end;
     r.prog = ferry_progress_open(cfg->target.state, run.kind, run.id, cfg->target.tenant,
                                  r.meta.hwm, opts->quiet);
     if (r.meta.phase == FERRY_PHASE_NEW) {
@@ -827,6 +881,7 @@ end:
                  r.meta.hwm);
 out:
     deltas_stop(&r);
+    ferry_db_close(prep.db);
     if (closing)
         pthread_join(closer, NULL);
     ferry_progress_close(r.prog);
