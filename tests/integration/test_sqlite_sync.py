@@ -294,6 +294,36 @@ class SyncTest(ft.FerryTestCase):
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
             self.assertGreater(ft.status_json(self.dst_conf)["hwm"], st["hwm"])
 
+    def test_delta_with_the_source_down_is_a_failed_run(self):
+        # A delta run records its start while the manifest is on its way: a
+        # source that is down ends it as a failed run (exit 4), the mark and
+        # the target unchanged; the next run with the source back converges.
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+        st0 = ft.status_json(self.dst_conf)
+        before = ft.db_dump(self.dst_db)
+        conn = ft.source_conn(self.src_db)
+        try:
+            conn.execute("UPDATE posts SET body = 'while down' WHERE channel_id IN "
+                         "(SELECT id FROM channels WHERE team_id = 1)")
+        finally:
+            conn.close()
+        self.sync("--quiet", expect=4, timeout=120)
+        st = ft.status_json(self.dst_conf)
+        run = last_run(st)
+        self.assertGreater(run["id"], last_run(st0)["id"], "the failed run is not recorded")
+        self.assertNotEqual(run["code"], "OK", run)
+        self.assertTrue(run["msg"], run)
+        self.assertEqual((run["upserted"], run["deleted"]), (0, 0), run)
+        self.assertEqual(st["hwm"], st0["hwm"])
+        self.assertUnchanged(before, self.dst_db, "a delta run with the source down")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_dry_run_changes_nothing(self):
         self.make_source(teams=3, posts_per_team=50)
         with self.serve() as srv:
