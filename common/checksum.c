@@ -53,6 +53,14 @@
  */
 enum { Q_ORDERED, Q_SCAN, Q_SUM, Q_SINK_ORDERED, Q_SINK, NQ };
 
+/*
+ * A statement's shape: lo bound present (1), hi bound present (2), and on
+ * a sink statement the owner check of its first hop by the parent's owned
+ * keys (SHAPE_SET, struct owned) instead of a join.
+ */
+#define SHAPE_SET 4
+#define NSHAPE 8
+
 /* Where rows are hashed: statements return every column, or key and hash. */
 enum { HASH_C, HASH_SQLITE, HASH_PG };
 
@@ -83,16 +91,21 @@ struct ferry_checksum {
     struct ferry_value tenant;
     char *tenant_bytes; /* copy of a TEXT tenant */
     char **masks;       /* NULL, or one per column: NULL or the mask expression */
-    /* [query kind][lo bound present + 2 * hi bound present] */
-    struct ferry_stmt *st[NQ][4];
+    /* [query kind][shape] */
+    struct ferry_stmt *st[NQ][NSHAPE];
     struct ferry_rowhash *hash;
     int in_sql;            /* HASH_*: rows hashed by the engine, statements return key, hash */
     struct pg_col *pgcol;  /* HASH_PG: one per column */
     unsigned char *coerce; /* NULL, or one enum ferry_coerce per column, not all 0 */
     int unordered;         /* a walk in key order gave a key the sink cannot check: rows */
     int small_parent;      /* in_list_hop(): -1 not asked yet, 0 no, 1 yes */
-    int in_order[4];       /* Q_SINK_ORDERED's plan by shape: -1 not read, 0 sorts, 1 in order */
-    int alg;               /* enum ferry_hash */
+    int in_order[NSHAPE];  /* Q_SINK_ORDERED's plan by shape: -1 not read, 0 sorts, 1 in order */
+    struct conn *conn;     /* SQLite: the connection's sink state (owned keys), or NULL */
+    int set_parent;        /* set_hop(): -2 not asked yet, -1 none, else the parent */
+    int records;           /* records_keys(): -1 not asked yet, 0 no, 1 yes */
+    struct ferry_buf parent_id, own_id; /* owned_id() of the parent and of the table, once built */
+    int by_set;                         /* the last walk's owner check was by a set */
+    int alg;                            /* enum ferry_hash */
     unsigned char key[FERRY_HASH_KEY_SIZE]; /* FERRY_HASH_SIPHASH13's key */
 };
 
@@ -126,6 +139,65 @@ struct ferry_checksum {
 /* Most values a sink statement passes. */
 #define SINK_MAX_ARGS 100
 
+/*
+ * The keys of one table that the tenant owns, as a walk of all its rows
+ * through the sink found them (every row the owner check let through), so
+ * that the owner check of a child of that table can look its foreign key
+ * up there (OWNED_FN) instead of joining the parent: a seek into a big
+ * table a row (reactions -> posts). Exact only while the database is as
+ * it was then: it is kept with the connection's data version
+ * (ferry_db_data_version) and used only when that is the same, inside a
+ * read transaction; the one check a child's rows then pass is "the key
+ * is in the set", the same rows as the join and the parent's own owner
+ * check (the set's id is that check's text and the tenant). Keys of one
+ * INTEGER PRIMARY KEY: ascending in keys[], or as bits over [min, max]
+ * when that takes less memory.
+ */
+struct owned {
+    struct ferry_buf id; /* owned_id(): table, key, owner check, tenant; len 0: slot free */
+    uint64_t ver[2];     /* ferry_db_data_version when the keys were read */
+    int64_t *keys;       /* n keys, ascending, or NULL when bits */
+    uint64_t *bits;      /* bit k - min for key k in [min, max] */
+    size_t n, bytes;
+    int64_t min, max;
+    uint64_t used; /* the connection's tick at its last use (the oldest goes first) */
+    int busy;      /* a walk is using it: kept */
+};
+
+/* Most owned-key sets a connection keeps, and most bytes they take together (owned_max). */
+#define OWNED_SLOTS 4
+#define OWNED_MAX_BYTES ((size_t)16 << 20)
+static size_t owned_max = OWNED_MAX_BYTES;
+
+/*
+ * What checksum.c keeps with a SQLite connection: the argument of its
+ * ROWSINK_FN and OWNED_FN, freed when the connection closes (or the
+ * functions are defined again).
+ */
+struct conn {
+    struct owned sets[OWNED_SLOTS];
+    size_t bytes; /* of the sets' keys */
+    uint64_t tick;
+};
+
+/*
+ * OWNED_FN(fk): 1 when fk is a key of the owned set of the walk under way
+ * on this thread, else 0; compared as the join compares it with an
+ * INTEGER PRIMARY KEY (SQLite's rowid seek): an INT as it is, a REAL of an
+ * integer value as that integer, anything else matches no row. With no
+ * argument it returns the address of the connection's struct conn (how a
+ * checksum handle finds it: conn_of).
+ */
+#define OWNED_FN "ferry_owned"
+
+/* A set of keys being read by a walk (struct owned once it has read them all). */
+struct rec {
+    int64_t *keys;
+    size_t n, cap;
+    int sorted; /* every key above the one before */
+    int ok;     /* 0: gave up (a key not an INT, or over OWNED_MAX_BYTES) */
+};
+
 /* A walk of rows through ROWSINK_FN. */
 struct sink {
     int (*fn)(void *arg, const struct ferry_value *key, size_t nkey, uint64_t hash);
@@ -137,12 +209,12 @@ struct sink {
     int rc;                  /* fn's or the hash's failure, which stopped the statement */
     struct ferry_error *err; /* where the hash's failure goes (fn sets its own) */
     /* how the statement's rows are hashed, from its checksum handle (sink_walk) */
-    int alg;
-    const unsigned char *key;       /* the hash's key */
+    struct ferry_rowhash *hash;     /* the handle's: its hash and key */
     const unsigned char *codes;     /* NULL, or the coercion of each value */
     size_t npk, nsep, nv;           /* key columns; of them passed apart (0 or npk); values */
     size_t pos[FERRY_MAX_KEY_COLS]; /* nsep 0: where the key is among the values */
-    int keyed;                      /* the function's hasher has alg and key */
+    const struct owned *owned;      /* OWNED_FN's set (SHAPE_SET), or NULL */
+    struct rec *rec;                /* the keys to keep, or NULL */
 };
 
 /* The walk whose statement this thread is stepping (the function runs inside sqlite3_step). */
@@ -586,6 +658,32 @@ static int rowhash_fn(void *arg, const struct ferry_value *vals, size_t n, int64
     return rc;
 }
 
+/* Keep key (one INT) in r, or give up on r. */
+static void rec_add(struct rec *r, const struct ferry_value *key)
+{
+    if (key[0].type != FERRY_INT) {
+        r->ok = 0;
+        return;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 4096;
+        int64_t *nk;
+
+        if (cap * sizeof(*nk) > owned_max)
+            cap = owned_max / sizeof(*nk);
+        nk = cap > r->n ? realloc(r->keys, cap * sizeof(*nk)) : NULL;
+        if (!nk) {
+            r->ok = 0;
+            return;
+        }
+        r->keys = nk;
+        r->cap = cap;
+    }
+    if (r->n && key[0].u.i <= r->keys[r->n - 1])
+        r->sorted = 0;
+    r->keys[r->n++] = key[0].u.i;
+}
+
 static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64_t *out,
                       struct ferry_error *err)
 {
@@ -605,10 +703,7 @@ static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64
                                  sk->nsep + sk->nv);
         return ferry_error_set(err, sk->rc, "%s", sk->err->msg);
     }
-    if (!sk->keyed) {
-        ferry_rowhash_set(arg, sk->alg, sk->key);
-        sk->keyed = 1;
-    }
+    (void)arg;
     npk = sk->npk;
     cols = vals + sk->nsep;
     key = vals;
@@ -626,12 +721,64 @@ static int rowsink_fn(void *arg, const struct ferry_value *vals, size_t n, int64
         sk->have_last = 1;
         sk->last = key[0].u.i;
     }
-    rc = ferry_rowhash_coerced(arg, sk->codes, cols, sk->nv, &h, sk->err);
+    rc = ferry_rowhash_coerced(sk->hash, sk->codes, cols, sk->nv, &h, sk->err);
     if (!rc)
         rc = sk->fn(sk->arg, key, npk, h);
     if (rc) {
         sk->rc = rc;
         return ferry_error_set(err, rc, "checksum: the walk stopped");
+    }
+    if (sk->rec && sk->rec->ok)
+        rec_add(sk->rec, key);
+    return FERRY_OK;
+}
+
+/* Whether the integer k is in set o. */
+static int owned_has(const struct owned *o, int64_t k)
+{
+    size_t lo = 0, hi = o->n;
+
+    if (k < o->min || k > o->max)
+        return 0;
+    if (o->bits) {
+        uint64_t d = (uint64_t)k - (uint64_t)o->min;
+
+        return (int)((o->bits[d / 64] >> (d % 64)) & 1);
+    }
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (o->keys[mid] == k)
+            return 1;
+        if (o->keys[mid] < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+static int owned_fn(void *arg, const struct ferry_value *vals, size_t n, int64_t *out,
+                    struct ferry_error *err)
+{
+    const struct sink *sk = cur_sink;
+    double d;
+
+    *out = 0;
+    if (n == 0) {
+        *out = (int64_t)(intptr_t)arg;
+        return FERRY_OK;
+    }
+    if (n != 1 || !sk || !sk->owned)
+        return ferry_error_set(err, FERRY_EINTERNAL, "checksum: " OWNED_FN " outside a walk");
+    if (vals[0].type == FERRY_INT) {
+        *out = owned_has(sk->owned, vals[0].u.i);
+    } else if (vals[0].type == FERRY_FLOAT) {
+        /* SQLite's rowid seek: a REAL that is an integer strictly inside int64's range */
+        d = vals[0].u.f;
+        if (d > -9223372036854775808.0 && d < 9223372036854775808.0 && d == (double)(int64_t)d &&
+            (int64_t)d != INT64_MIN && (int64_t)d != INT64_MAX)
+            *out = owned_has(sk->owned, (int64_t)d);
     }
     return FERRY_OK;
 }
@@ -666,13 +813,64 @@ static int define_fn(struct ferry_db *db, const char *name, ferry_db_fn fn)
     return ferry_db_function(db, name, fn, h, rowhash_destroy, &err) == FERRY_OK;
 }
 
-static int rowhash_in_sql(struct ferry_db *db)
+static void owned_free(struct conn *cn, struct owned *o)
 {
-    if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE)
+    cn->bytes -= o->bytes;
+    ferry_buf_release(&o->id);
+    free(o->keys);
+    free(o->bits);
+    memset(o, 0, sizeof(*o));
+}
+
+static void conn_destroy(void *arg)
+{
+    struct conn *cn = arg;
+
+    for (size_t i = 0; i < OWNED_SLOTS; i++)
+        owned_free(cn, &cn->sets[i]);
+    free(cn);
+}
+
+/* db's struct conn: OWNED_FN's answer, NULL when it has none. */
+static struct conn *conn_ask(struct ferry_db *db)
+{
+    struct ferry_error err;
+    int64_t p = 0;
+
+    if (ferry_db_query_int(db, "SELECT " OWNED_FN "()", NULL, 0, &p, &err) != FERRY_OK)
+        return NULL;
+    return (struct conn *)(intptr_t)p;
+}
+
+/*
+ * db's struct conn, with ROWSINK_FN and OWNED_FN defined (once per
+ * connection: a definition again would expire every statement the
+ * connection keeps). NULL when they could not be: rows are then read.
+ */
+static struct conn *conn_of(struct ferry_db *db)
+{
+    struct conn *cn = conn_ask(db);
+    struct ferry_error err;
+
+    if (cn)
+        return cn;
+    cn = calloc(1, sizeof(*cn));
+    if (!cn)
+        return NULL;
+    /* ROWSINK_FN owns it: on failure destroy has already freed it */
+    if (ferry_db_function(db, ROWSINK_FN, rowsink_fn, cn, conn_destroy, &err) != FERRY_OK ||
+        ferry_db_function(db, OWNED_FN, owned_fn, cn, NULL, &err) != FERRY_OK)
+        return NULL;
+    return conn_ask(db);
+}
+
+static int rowhash_in_sql(struct ferry_db *db, struct conn **cn)
+{
+    *cn = NULL;
+    if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE || !define_fn(db, ROWHASH_FN, rowhash_fn))
         return HASH_C;
-    return define_fn(db, ROWHASH_FN, rowhash_fn) && define_fn(db, ROWSINK_FN, rowsink_fn)
-               ? HASH_SQLITE
-               : HASH_C;
+    *cn = conn_of(db);
+    return *cn ? HASH_SQLITE : HASH_C;
 }
 
 static void pgcol_free(struct ferry_checksum *c)
@@ -893,9 +1091,11 @@ void ferry_checksum_free(struct ferry_checksum *c)
     if (!c)
         return;
     for (int q = 0; q < NQ; q++)
-        for (int s = 0; s < 4; s++)
+        for (int s = 0; s < NSHAPE; s++)
             ferry_stmt_free(c->st[q][s]);
     ferry_rowhash_free(c->hash);
+    ferry_buf_release(&c->parent_id);
+    ferry_buf_release(&c->own_id);
     pgcol_free(c);
     free(c->coerce);
     free(c->tenant_bytes);
@@ -922,10 +1122,14 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
     c->t = t;
     c->npk = ferry_table_npk(&s->tables[t].info);
     c->small_parent = -1;
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < NSHAPE; k++)
         c->in_order[k] = -1;
+    c->set_parent = -2;
+    c->records = -1;
+    ferry_buf_init(&c->parent_id, SQL_MAX);
+    ferry_buf_init(&c->own_id, SQL_MAX);
     c->tenant = *tenant;
-    c->in_sql = rowhash_in_sql(db);
+    c->in_sql = rowhash_in_sql(db, &c->conn);
     /* SQLite passes at most SQLITE_MAX_FUNCTION_ARG (127 by default) values to a function */
     if (c->in_sql == HASH_SQLITE && s->tables[t].info.ncols + 1 > SQLITE_FN_MAX_ARGS)
         c->in_sql = HASH_C;
@@ -975,10 +1179,23 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
     return FERRY_OK;
 }
 
+int ferry_checksum_by_set(const struct ferry_checksum *c)
+{
+    return c->by_set;
+}
+
+size_t ferry_checksum_set_max(size_t bytes)
+{
+    size_t old = owned_max;
+
+    owned_max = bytes;
+    return old;
+}
+
 void ferry_checksum_hash_in_c(struct ferry_checksum *c)
 {
     for (int q = 0; q < NQ; q++)
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < NSHAPE; k++) {
             ferry_stmt_free(c->st[q][k]);
             c->st[q][k] = NULL;
         }
@@ -1019,7 +1236,7 @@ int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, 
     }
     /* statements are built anew: the SQLite function changes, or hashing moves to C */
     for (int q = 0; q < NQ; q++)
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < NSHAPE; k++) {
             ferry_stmt_free(c->st[q][k]);
             c->st[q][k] = NULL;
         }
@@ -1050,7 +1267,7 @@ int ferry_checksum_set_hash(struct ferry_checksum *c, int alg, const unsigned ch
     ferry_rowhash_set(c->hash, alg, c->key);
     /* statements are built anew with the hash in their text */
     for (int q = 0; q < NQ; q++)
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < NSHAPE; k++) {
             ferry_stmt_free(c->st[q][k]);
             c->st[q][k] = NULL;
         }
@@ -1146,15 +1363,30 @@ static int in_list_hop(struct ferry_checksum *c, size_t cur)
     return c->small_parent;
 }
 
-static int owner_parts(struct ferry_checksum *c, struct ferry_buf *joins, struct ferry_buf *eqs,
-                       struct ferry_buf *last)
+/*
+ * The owner check of table `from`, whose row is "_ferry_s" (c's table, or
+ * its parent for owned_id). by_set: the first hop is OWNED_FN of the
+ * foreign key (set_hop), which stands for the whole check.
+ */
+static int owner_parts(struct ferry_checksum *c, size_t from, int by_set, struct ferry_buf *joins,
+                       struct ferry_buf *eqs, struct ferry_buf *last)
 {
     const struct ferry_scope *s = c->scope;
     struct ferry_buf alias;
-    size_t cur = c->t;
+    size_t cur = from;
     int hop = 0;
     int rc = FERRY_OK;
 
+    if (by_set) {
+        const struct ferry_scope_table *st = &s->tables[from];
+
+        rc = ferry_buf_adds(last, OWNED_FN "(\"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(last, st->info.fks[st->fk].cols[0]);
+        if (!rc)
+            rc = ferry_buf_adds(last, ")");
+        return rc;
+    }
     ferry_buf_init(&alias, 64);
     rc = ferry_buf_adds(&alias, "\"_ferry_s\".");
     while (!rc && cur != 0 && s->tables[cur].parent >= 0) {
@@ -1226,7 +1458,7 @@ static int add_owner_join(struct ferry_checksum *c, struct ferry_buf *b)
 
     ferry_buf_init(&eqs, SQL_MAX);
     ferry_buf_init(&last, SQL_MAX);
-    rc = owner_parts(c, b, &eqs, &last);
+    rc = owner_parts(c, c->t, 0, b, &eqs, &last);
     if (!rc)
         rc = ferry_buf_addf(b, " WHERE %s%s%s", eqs.len ? eqs.data : "", eqs.len ? " AND " : "",
                             last.data);
@@ -1395,7 +1627,7 @@ static int build_sink_sql(struct ferry_checksum *c, int q, int shape, struct fer
     if (!rc)
         rc = ferry_buf_adds(b, " AS \"_ferry_s\"");
     if (!rc)
-        rc = owner_parts(c, b, &eqs, &last);
+        rc = owner_parts(c, c->t, (shape & SHAPE_SET) != 0, b, &eqs, &last);
     if (!rc && (shape & 1))
         rc = add_bound_at(c, &bounds, ">=", 2);
     if (!rc && (shape & 2))
@@ -1490,12 +1722,12 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
 }
 
 /* The statement of kind q for these bounds, prepared on first use, reset and bound. */
-static int stmt_for(struct ferry_checksum *c, int q, const struct ferry_value *lo, size_t nlo,
-                    const struct ferry_value *hi, size_t nhi, struct ferry_stmt **out,
+static int stmt_for(struct ferry_checksum *c, int q, int set, const struct ferry_value *lo,
+                    size_t nlo, const struct ferry_value *hi, size_t nhi, struct ferry_stmt **out,
                     struct ferry_error *err)
 {
     const char *name = c->scope->tables[c->t].info.name;
-    int shape = (lo ? 1 : 0) | (hi ? 2 : 0);
+    int shape = (lo ? 1 : 0) | (hi ? 2 : 0) | set;
     struct ferry_stmt *st;
     int idx = 1;
     int rc;
@@ -1519,7 +1751,9 @@ static int stmt_for(struct ferry_checksum *c, int q, const struct ferry_value *l
     }
     st = c->st[q][shape];
     ferry_stmt_reset(st);
-    rc = ferry_stmt_bind(st, idx++, &c->tenant, err);
+    /* the tenant is the first placeholder, but for an owner check by a set (it has none) */
+    rc = set ? FERRY_OK : ferry_stmt_bind(st, idx, &c->tenant, err);
+    idx++;
     for (size_t k = 0; lo && k < nlo && !rc; k++)
         rc = ferry_stmt_bind(st, idx++, &lo[k], err);
     for (size_t k = 0; hi && k < nhi && !rc; k++)
@@ -1606,6 +1840,204 @@ static int sink_in_order(struct ferry_checksum *c, int shape)
     return c->in_order[shape];
 }
 
+/*
+ * Whether child's foreign key to its parent is to the parent's one key
+ * column: what a set of the parent's keys can answer.
+ */
+static int fk_to_key(const struct ferry_scope *s, size_t child)
+{
+    const struct ferry_scope_table *st = &s->tables[child];
+    const struct ferry_table_info *pi;
+
+    if (st->parent <= 0 || st->fk < 0 || st->info.fks[st->fk].ncols != 1)
+        return 0;
+    pi = &s->tables[st->parent].info;
+    return ferry_table_npk(pi) == 1 &&
+           strcmp(pi->cols[ferry_table_pkcol(pi, 0)].name, st->info.fks[st->fk].pcols[0]) == 0;
+}
+
+/*
+ * The parent whose owned keys can stand for c's owner check (struct
+ * owned), or -1: a parent that is not the root (a comparison already),
+ * nor a small one (in_list_hop), reached by one column that has INTEGER
+ * affinity in this very database (the target's own column, not the
+ * manifest's): its values are then integers, or reals and texts that
+ * SQLite's rowid seek reads as OWNED_FN does.
+ */
+static int set_hop(struct ferry_checksum *c)
+{
+    const struct ferry_scope_table *st = &c->scope->tables[c->t];
+    struct ferry_table_info real;
+    struct ferry_error err;
+    int ok = 0;
+
+    if (c->set_parent >= -1)
+        return c->set_parent;
+    c->set_parent = -1;
+    if (!c->conn || !fk_to_key(c->scope, c->t) || in_list_hop(c, c->t) ||
+        ferry_db_table_info(c->db, st->info.name, &real, &err) != FERRY_OK)
+        return -1;
+    for (size_t i = 0; i < real.ncols; i++)
+        if (strcmp(real.cols[i].name, st->info.fks[st->fk].cols[0]) == 0)
+            ok = real.cols[i].type && has_ci(real.cols[i].type, "INT");
+    ferry_table_info_release(&real);
+    if (ok)
+        c->set_parent = st->parent;
+    return c->set_parent;
+}
+
+/* Whether a walk of all of c's rows keeps their keys: a child's set_hop could use them. */
+static int records_keys(struct ferry_checksum *c)
+{
+    if (c->records >= 0)
+        return c->records;
+    c->records = 0;
+    for (size_t u = 0; c->conn && c->t != 0 && u < c->scope->ntables && !c->records; u++)
+        c->records = c->scope->tables[u].parent == (int)c->t && fk_to_key(c->scope, u);
+    return c->records;
+}
+
+/*
+ * What the owned keys of table t are (an owned set's id, into id once):
+ * its name, its key, the text of its owner check (owner_parts) and the
+ * tenant's value. The same on every handle of the same scope and tenant.
+ */
+static int owned_id(struct ferry_checksum *c, size_t t, struct ferry_buf *id)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[t].info;
+    struct ferry_buf joins, eqs, last;
+    unsigned char tag = (unsigned char)c->tenant.type;
+    int rc;
+
+    if (id->len)
+        return FERRY_OK;
+    ferry_buf_init(&joins, SQL_MAX);
+    ferry_buf_init(&eqs, SQL_MAX);
+    ferry_buf_init(&last, SQL_MAX);
+    rc = owner_parts(c, t, 0, &joins, &eqs, &last);
+    if (!rc)
+        rc = ferry_buf_add(id, ti->name, strlen(ti->name) + 1);
+    if (!rc)
+        rc = ferry_buf_add(id, ti->cols[ferry_table_pkcol(ti, 0)].name,
+                           strlen(ti->cols[ferry_table_pkcol(ti, 0)].name) + 1);
+    if (!rc)
+        rc = ferry_buf_add(id, joins.len ? joins.data : "", joins.len + 1);
+    if (!rc)
+        rc = ferry_buf_add(id, eqs.len ? eqs.data : "", eqs.len + 1);
+    if (!rc)
+        rc = ferry_buf_add(id, last.len ? last.data : "", last.len + 1);
+    if (!rc)
+        rc = ferry_buf_add(id, &tag, 1);
+    if (!rc && (c->tenant.type == FERRY_TEXT || c->tenant.type == FERRY_BLOB))
+        rc = ferry_buf_add(id, c->tenant.u.s.p, c->tenant.u.s.n);
+    else if (!rc && c->tenant.type == FERRY_INT)
+        rc = ferry_buf_add(id, &c->tenant.u.i, sizeof(c->tenant.u.i));
+    else if (!rc && c->tenant.type == FERRY_FLOAT)
+        rc = ferry_buf_add(id, &c->tenant.u.f, sizeof(c->tenant.u.f));
+    ferry_buf_release(&joins);
+    ferry_buf_release(&eqs);
+    ferry_buf_release(&last);
+    if (rc)
+        ferry_buf_reset(id);
+    return rc;
+}
+
+/* The set of id read at data version ver, or NULL (a set of id read earlier is dropped). */
+static struct owned *owned_find(struct conn *cn, const struct ferry_buf *id, const uint64_t ver[2])
+{
+    for (size_t i = 0; i < OWNED_SLOTS; i++) {
+        struct owned *o = &cn->sets[i];
+
+        if (o->id.len != id->len || memcmp(o->id.data, id->data, id->len) != 0)
+            continue;
+        if (o->ver[0] == ver[0] && o->ver[1] == ver[1])
+            return o;
+        if (!o->busy)
+            owned_free(cn, o);
+        return NULL;
+    }
+    return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/*
+ * Keep the keys a whole walk read (r, taken over) as the set of id at data
+ * version ver, in the least memory, within OWNED_MAX_BYTES for all of cn's
+ * sets (the least recently used go first). Best effort.
+ */
+static void owned_keep(struct conn *cn, const struct ferry_buf *id, const uint64_t ver[2],
+                       struct rec *r)
+{
+    struct owned *o = NULL;
+    uint64_t span = 0;
+    size_t bytes;
+
+    if (!r->ok)
+        return;
+    if (!r->sorted)
+        qsort(r->keys, r->n, sizeof(*r->keys), cmp_i64);
+    if (r->n)
+        span = (uint64_t)r->keys[r->n - 1] - (uint64_t)r->keys[0];
+    bytes = r->n * sizeof(*r->keys);
+    if (r->n && span / 64 < bytes / sizeof(uint64_t))
+        bytes = (size_t)(span / 64 + 1) * sizeof(uint64_t);
+    if (bytes > owned_max)
+        return;
+    (void)owned_find(cn, id, ver); /* an older set of the same keys goes */
+    for (;;) {
+        struct owned *lru = NULL;
+
+        o = NULL;
+        for (size_t i = 0; i < OWNED_SLOTS; i++) {
+            struct owned *s = &cn->sets[i];
+
+            if (!s->id.len && !o)
+                o = s;
+            else if (s->id.len && !s->busy && (!lru || s->used < lru->used))
+                lru = s;
+        }
+        if (o && cn->bytes + bytes <= owned_max)
+            break;
+        if (!lru)
+            return;
+        owned_free(cn, lru);
+    }
+    ferry_buf_init(&o->id, id->len + 1);
+    if (ferry_buf_add(&o->id, id->data, id->len) != FERRY_OK) {
+        ferry_buf_release(&o->id);
+        return;
+    }
+    o->min = r->n ? r->keys[0] : 1;
+    o->max = r->n ? r->keys[r->n - 1] : 0;
+    if (r->n && bytes < r->n * sizeof(*r->keys)) {
+        o->bits = calloc(bytes / sizeof(uint64_t), sizeof(uint64_t));
+        if (!o->bits) {
+            owned_free(cn, o);
+            return;
+        }
+        for (size_t i = 0; i < r->n; i++) {
+            uint64_t d = (uint64_t)r->keys[i] - (uint64_t)o->min;
+
+            o->bits[d / 64] |= UINT64_C(1) << (d % 64);
+        }
+    } else {
+        o->keys = r->keys;
+        r->keys = NULL;
+    }
+    o->n = r->n;
+    o->bytes = bytes;
+    o->ver[0] = ver[0];
+    o->ver[1] = ver[1];
+    o->used = ++cn->tick;
+    cn->bytes += bytes;
+}
+
 /* Marks a walk that could not keep key order (sink_walk's result, no error). */
 #define SINK_UNORDERED (-1)
 
@@ -1625,30 +2057,69 @@ static int sink_walk(struct ferry_checksum *c, int ordered, const struct ferry_v
     struct ferry_stmt *st = NULL;
     struct sink sk, *prev = cur_sink;
     struct ferry_error serr;
+    struct owned *set = NULL;
+    struct rec rec;
+    uint64_t ver[2];
+    int parent = set_hop(c);
+    int keep = !lo && !hi && records_keys(c);
     int row = 0;
     int rc;
 
     memset(&sk, 0, sizeof(sk));
+    memset(&rec, 0, sizeof(rec));
+    /* the parent's owned keys, when the database is as it was when they were read */
+    if ((parent >= 0 || keep) && ferry_db_data_version(c->db, ver, &serr) == FERRY_OK) {
+        if (parent >= 0 && owned_id(c, (size_t)parent, &c->parent_id) == FERRY_OK)
+            set = owned_find(c->conn, &c->parent_id, ver);
+        /* the plan without the join must keep key order too */
+        if (set && ordered && !sink_in_order(c, (lo ? 1 : 0) | (hi ? 2 : 0) | SHAPE_SET))
+            set = NULL;
+        if (keep && owned_id(c, c->t, &c->own_id) == FERRY_OK) {
+            rec.ok = 1;
+            rec.sorted = 1;
+            sk.rec = &rec;
+        }
+    }
+    c->by_set = set != NULL;
+    if (parent >= 0)
+        log_debug("checksum: owner of %s rows %s", c->scope->tables[c->t].info.name,
+                  set ? "by the keys kept of their parent" : "by a join (no keys kept that hold)");
+    if (set) {
+        set->busy++;
+        set->used = ++c->conn->tick;
+        sk.owned = set;
+    }
     sk.fn = fn;
     sk.arg = arg;
     sk.ordered = ordered;
     sk.err = err;
-    sk.alg = c->alg;
-    sk.key = c->key;
+    sk.hash = c->hash;
     sk.codes = c->coerce;
     sk.npk = c->npk;
     sk.nsep = sink_sep(c) ? c->npk : 0;
     sk.nv = c->scope->tables[c->t].info.ncols;
     for (size_t k = 0; k < c->npk; k++)
         sk.pos[k] = ferry_table_pkcol(&c->scope->tables[c->t].info, k);
-    rc = stmt_for(c, ordered ? Q_SINK_ORDERED : Q_SINK, lo, nlo, hi, nhi, &st, err);
-    if (rc)
+    rc = stmt_for(c, ordered ? Q_SINK_ORDERED : Q_SINK, set ? SHAPE_SET : 0, lo, nlo, hi, nhi, &st,
+                  err);
+    if (!rc) {
+        memset(&serr, 0, sizeof(serr));
+        cur_sink = &sk;
+        rc = ferry_stmt_step(st, &row, &serr);
+        cur_sink = prev;
+        ferry_stmt_reset(st);
+    }
+    if (set)
+        set->busy--;
+    /* a whole walk that went through: the keys it read are all the tenant's */
+    if (!rc && !row && !sk.rc && !sk.unordered && sk.rec) {
+        owned_keep(c->conn, &c->own_id, ver, &rec);
+        log_debug("checksum: %zu keys of %s read, %s", rec.n, c->scope->tables[c->t].info.name,
+                  rec.ok ? "kept" : "not kept (too many)");
+    }
+    free(rec.keys);
+    if (st == NULL)
         return rc;
-    memset(&serr, 0, sizeof(serr));
-    cur_sink = &sk;
-    rc = ferry_stmt_step(st, &row, &serr);
-    cur_sink = prev;
-    ferry_stmt_reset(st);
     if (sk.rc)
         return sk.rc; /* err says why: fn or the hash set it */
     if (sk.unordered)
@@ -1676,13 +2147,14 @@ int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, 
     int row = 0;
     int rc;
 
+    c->by_set = 0;
     if (!vals)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     if (sink_ok(c)) {
         free(vals);
         return sink_walk(c, 0, lo, nlo, hi, nhi, fn, arg, err);
     }
-    rc = stmt_for(c, Q_SCAN, lo, nlo, hi, nhi, &st, err);
+    rc = stmt_for(c, Q_SCAN, 0, lo, nlo, hi, nhi, &st, err);
     while (!rc) {
         uint64_t h = 0;
 
@@ -1750,7 +2222,7 @@ int ferry_checksum_sum(struct ferry_checksum *c, const struct ferry_value *lo, s
 
         *count = 0;
         *sum = 0;
-        rc = stmt_for(c, Q_SUM, lo, nlo, hi, nhi, &st, err);
+        rc = stmt_for(c, Q_SUM, 0, lo, nlo, hi, nhi, &st, err);
         if (!rc)
             rc = ferry_stmt_step(st, &row, err);
         if (!rc && row) {
@@ -1885,6 +2357,7 @@ int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo,
     int rc;
 
     ferry_ranges_init(out);
+    c->by_set = 0;
     if (parts < 1 || parts > FERRY_DIGEST_MAX_PARTS)
         return ferry_error_set(err, FERRY_EINTERNAL, "checksum: %zu parts", parts);
     marks = calloc(2 * parts, sizeof(*marks));
@@ -1910,7 +2383,7 @@ int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo,
         }
     }
     if (rc == SINK_UNORDERED) {
-        rc = stmt_for(c, Q_ORDERED, lo, nlo, hi, nhi, &st, err);
+        rc = stmt_for(c, Q_ORDERED, 0, lo, nlo, hi, nhi, &st, err);
         while (!rc) {
             struct ferry_value key[FERRY_MAX_KEY_COLS];
             uint64_t h = 0;

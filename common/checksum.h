@@ -242,4 +242,19 @@ int ferry_checksum_hashed_in_sql(const struct ferry_checksum *c);
 /* Read and hash c's rows here from now on (tests compare the two ways). */
 void ferry_checksum_hash_in_c(struct ferry_checksum *c);
 
+/*
+ * On SQLite a walk of all of a table's rows inside a read transaction
+ * keeps the keys it read (those the tenant owns) with the connection, and
+ * a walk of a child of that table then checks its rows' owner against
+ * them instead of joining the parent, as long as the database has not
+ * changed since (its data version, ferry_db_data_version, is the same);
+ * else, or outside a read transaction, the join, as always. The same rows
+ * either way. ferry_checksum_by_set: whether c's last walk did (tests).
+ * ferry_checksum_set_max: the most bytes of keys a connection keeps
+ * (16 MB; a table with more keys is not kept); returns the one before
+ * (tests: not thread-safe).
+ */
+int ferry_checksum_by_set(const struct ferry_checksum *c);
+size_t ferry_checksum_set_max(size_t bytes);
+
 #endif

@@ -187,6 +187,17 @@ typedef int (*ferry_db_fn)(void *arg, const struct ferry_value *vals, size_t n, 
 int ferry_db_function(struct ferry_db *db, const char *name, ferry_db_fn fn, void *arg,
                       void (*destroy)(void *arg), struct ferry_error *err);
 
+/*
+ * SQLite only (FERRY_EINTERNAL elsewhere): inside an open read transaction,
+ * version[0..1] such that two read transactions of this connection that
+ * get the same two numbers see the same data: they change with every
+ * commit to the main database, by this connection or any other (SQLite's
+ * data version), and with every row this connection writes (its total
+ * changes). FERRY_ENOTFOUND when no read transaction is open (none, or a
+ * write transaction: its own changes are not committed yet).
+ */
+int ferry_db_data_version(struct ferry_db *db, uint64_t version[2], struct ferry_error *err);
+
 /* Convenience: run sql (one "?" per value) and read one int64 (0 if no row). */
 int ferry_db_query_int(struct ferry_db *db, const char *sql, const struct ferry_value *args,
                        size_t nargs, int64_t *out, struct ferry_error *err);

@@ -1213,6 +1213,27 @@ static int sq_function(struct ferry_db *db, const char *name, ferry_db_fn fn, vo
     return FERRY_OK;
 }
 
+int ferry_db_data_version(struct ferry_db *db, uint64_t version[2], struct ferry_error *err)
+{
+    struct sq_db *d;
+    unsigned int dv = 0;
+    int src;
+
+    if (db->engine != FERRY_ENGINE_SQLITE)
+        return ferry_error_set(err, FERRY_EINTERNAL, "no data version on this engine");
+    d = sq_db(db);
+    if (sqlite3_txn_state(d->h, "main") != SQLITE_TXN_READ)
+        return ferry_error_set(err, FERRY_ENOTFOUND, "no read transaction open on %s", d->path);
+    /* the pager's counter: unlike PRAGMA data_version, it moves with our commits too */
+    src = sqlite3_file_control(d->h, "main", SQLITE_FCNTL_DATA_VERSION, &dv);
+    if (src != SQLITE_OK)
+        return ferry_error_set(err, FERRY_EDB, "cannot read the data version of %s: %s", d->path,
+                               sqlite3_errstr(src));
+    version[0] = dv;
+    version[1] = (uint64_t)sqlite3_total_changes64(d->h);
+    return FERRY_OK;
+}
+
 const struct ferry_db_ops ferry_sqlite_ops = {
     .open = sq_open,
     .close = sq_close,

@@ -566,6 +566,67 @@ class DigestEndpointTest(ft.FerryTestCase):
                                                         "lo": None, "hi": None, "parts": 1})
             self.assertEqual((st, [r[0] for r in rep["ranges"]]), (200, [[1]]))
 
+    def test_digest_reads_owners_anew(self):
+        """A digest of all of posts keeps the keys it read with the source's
+        connection, and a digest of reactions then checks its rows' owner
+        against them instead of joining posts, while the database is as it
+        was. After another connection moves posts (and with them their
+        reactions) between teams and deletes one, the next reactions digest
+        is the oracle's of the database as it is now, row by row (SQL and a
+        hash computed here)."""
+        self.make_source(teams=3, posts_per_team=150, auth=False)
+        oracle = {
+            "posts": "SELECT * FROM posts WHERE channel_id IN (SELECT id FROM channels WHERE"
+                     " team_id = 1) ORDER BY id",
+            "reactions": "SELECT * FROM reactions WHERE post_id IN (SELECT id FROM posts WHERE"
+                         " channel_id IN (SELECT id FROM channels WHERE team_id = 1))"
+                         " ORDER BY post_id, emoji, user_id",
+        }
+        npk = {"posts": 1, "reactions": 3}
+
+        def expect(srv, table):
+            con = sqlite3.connect(self.src_db)
+            rows = con.execute(oracle[table]).fetchall()
+            con.close()
+            self.assertTrue(0 < len(rows) <= 1024, len(rows))
+            st, rep = self.post(srv.url, "/v1/digest", {"v": 1, "tenant": "1", "table": table,
+                                                        "lo": None, "hi": None, "parts": 1024})
+            self.assertEqual(st, 200, rep)
+            got = [(tuple(r[0]), r[1], r[2]) for r in rep["ranges"]]
+            want = [(tuple(r[:npk[table]]), 1,
+                     as_int64(int.from_bytes(hashlib.sha256(row_encoding(r)).digest()[:8], "big")))
+                    for r in rows]
+            self.assertEqual(got, want, table)
+            return got
+
+        con = sqlite3.connect(self.src_db)
+        with_reactions = lambda team: [r[0] for r in con.execute(
+            "SELECT DISTINCT p.id FROM posts p JOIN channels c ON c.id = p.channel_id"
+            " JOIN reactions r ON r.post_id = p.id WHERE c.team_id = ? ORDER BY p.id", (team,))]
+        mine, theirs = with_reactions(1), with_reactions(2)
+        other_channel = con.execute("SELECT min(id) FROM channels WHERE team_id = 2").fetchone()[0]
+        my_channel = con.execute("SELECT min(id) FROM channels WHERE team_id = 1").fetchone()[0]
+        con.close()
+        self.assertTrue(len(mine) > 2 and theirs)
+        with self.serve() as srv:
+            expect(srv, "reactions")
+            expect(srv, "posts")
+            before = expect(srv, "reactions")
+            con = sqlite3.connect(self.src_db)
+            con.execute("UPDATE posts SET channel_id = ? WHERE id = ?", (other_channel, mine[0]))
+            con.execute("DELETE FROM posts WHERE id = ?", (mine[1],))  # its reactions stay
+            con.execute("UPDATE posts SET channel_id = ? WHERE id = ?", (my_channel, theirs[0]))
+            con.commit()
+            con.close()
+            after = expect(srv, "reactions")
+            self.assertNotEqual(after, before)
+            self.assertEqual({k[0] for k, _, _ in after} - {k[0] for k, _, _ in before},
+                             {theirs[0]})
+            self.assertEqual({k[0] for k, _, _ in before} - {k[0] for k, _, _ in after},
+                             {mine[0], mine[1]})
+            expect(srv, "posts")
+            expect(srv, "reactions")
+
     def test_digest_hash(self):
         """A digest names its row hash: none is SHA-256, "siphash-1-3" with a
         key of 16 bytes is SipHash under that key; each against a hash of

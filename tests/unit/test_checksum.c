@@ -952,6 +952,180 @@ static void test_owner_paths(void)
     ferry_db_close(d);
 }
 
+/* ---- an owner check by the parent's owned keys, kept from a walk of the parent ---- */
+
+/*
+ * Count and sum of table for tenant, as verify reads them: in a read
+ * transaction, a whole walk and a split in key order (which must agree).
+ * Returns whether the owner check went by a set of the parent's keys.
+ */
+static int set_walk(struct ferry_db *d, struct ferry_scope *sc, const char *table, int64_t tenant,
+                    int64_t *n, uint64_t *sum)
+{
+    struct ferry_value tv = ferry_value_int(tenant);
+    struct ferry_checksum *c = NULL;
+    struct ferry_ranges rs;
+    struct ferry_error err;
+    int64_t pn = 0;
+    uint64_t ps = 0;
+    int by, by_split;
+
+    ASSERT_EQ(ferry_db_begin_read(d, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_new(d, sc, (size_t)ferry_scope_find(sc, table), &tv, NULL, &c, &err),
+              FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, n, sum, &err), FERRY_OK);
+    by = ferry_checksum_by_set(c);
+    ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 5, &rs, &err), FERRY_OK);
+    by_split = ferry_checksum_by_set(c);
+    for (size_t i = 0; i < rs.n; i++) {
+        pn += rs.r[i].count;
+        ps += rs.r[i].sum;
+    }
+    ferry_ranges_release(&rs);
+    ASSERT_EQ(pn, *n);
+    ASSERT(ps == *sum);
+    ASSERT_EQ(by_split, by);
+    ferry_checksum_free(c);
+    ferry_db_rollback(d);
+    return by;
+}
+
+static void expect_reacts(struct ferry_db *d, struct ferry_scope *sc, int64_t tenant, int by_set)
+{
+    char sql[400];
+    int64_t want_n = 0, n = 0;
+    uint64_t want_sum = 0, sum = 0;
+    int by;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT post_id, emoji, n FROM reacts WHERE post_id IN (SELECT id FROM posts WHERE"
+             " channel_id IN (SELECT id FROM channels WHERE team_id = %lld))",
+             (long long)tenant);
+    oracle(d, sql, 3, &want_n, &want_sum);
+    ASSERT(want_n > 100);
+    by = set_walk(d, sc, "reacts", tenant, &n, &sum);
+    ASSERT_EQ(n, want_n);
+    ASSERT(sum == want_sum);
+    ASSERT_EQ(by, by_set);
+}
+
+static void expect_posts(struct ferry_db *d, struct ferry_scope *sc)
+{
+    int64_t want_n = 0, n = 0;
+    uint64_t want_sum = 0, sum = 0;
+
+    oracle(d,
+           "SELECT id, channel_id, body FROM posts WHERE channel_id IN"
+           " (SELECT id FROM channels WHERE team_id = 1)",
+           3, &want_n, &want_sum);
+    ASSERT_EQ(set_walk(d, sc, "posts", 1, &n, &sum), 0); /* channels: an IN list */
+    ASSERT_EQ(n, want_n);
+    ASSERT(sum == want_sum);
+}
+
+static void test_owned_sets(void)
+{
+    const char *dir = test_tmpdir("test_checksum_sets");
+
+    /* dense keys (kept as bits) and sparse ones (kept as a sorted array) */
+    for (int sparse = 0; sparse < 2; sparse++) {
+        struct ferry_table_info *tables;
+        struct ferry_scope *sc = NULL;
+        struct ferry_db *d = NULL, *other = NULL;
+        struct ferry_error err;
+        char url[700], sql[1000];
+        char **names = NULL;
+        size_t n = 0;
+        int step = sparse ? 1000 : 1;
+        size_t old_max;
+
+        snprintf(url, sizeof(url), "sqlite://%s/sets%d.db", dir, sparse);
+        ASSERT_EQ(ferry_db_open(url, FERRY_DB_CREATE, &d, &err), FERRY_OK);
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT);"
+                 "CREATE TABLE channels(id INTEGER PRIMARY KEY,"
+                 " team_id INTEGER REFERENCES teams(id), name TEXT);"
+                 "CREATE TABLE posts(id INTEGER PRIMARY KEY,"
+                 " channel_id INTEGER REFERENCES channels(id), body TEXT);"
+                 "CREATE TABLE reacts(post_id INTEGER REFERENCES posts(id), emoji TEXT,"
+                 " n INTEGER, PRIMARY KEY(post_id, emoji)) WITHOUT ROWID;"
+                 "INSERT INTO teams VALUES (1, 'one'), (2, 'two');"
+                 "INSERT INTO channels VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 1, 'c'),"
+                 " (4, 2, 'd'), (5, 1, 'e'), (6, NULL, 'f');"
+                 "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000)"
+                 " INSERT INTO posts SELECT i * %d, CASE WHEN i %% 13 = 0 THEN NULL"
+                 " ELSE 1 + i %% 7 END, 'post ' || i FROM s;"
+                 "INSERT INTO reacts SELECT id, ':+1:', id %% 7 FROM posts WHERE id %% 3 = 0;"
+                 "INSERT INTO reacts SELECT id, ':-1:', NULL FROM posts WHERE id %% 4 = 0;"
+                 /* keys no post has, and values the rowid seek reads as SQLite does */
+                 "INSERT INTO reacts VALUES (999999999, 'x', 1), ('abc', 'x', 2), (2.5, 'x', 3),"
+                 " ('%d', 'y', 4), (-1, 'x', 5);",
+                 step, 7 * step);
+        ASSERT_EQ(ferry_db_exec(d, sql, &err), FERRY_OK);
+        ASSERT_EQ(ferry_db_tables(d, &names, &n, &err), FERRY_OK);
+        tables = calloc(n, sizeof(*tables));
+        ASSERT(tables != NULL);
+        for (size_t i = 0; i < n; i++) {
+            ASSERT_EQ(ferry_db_table_info(d, names[i], &tables[i], &err), FERRY_OK);
+            free(names[i]);
+        }
+        free(names);
+        ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+
+        /* no walk of posts yet: the join */
+        expect_reacts(d, sc, 1, 0);
+        /* after one: its keys, for tenant 1 only */
+        expect_posts(d, sc);
+        expect_reacts(d, sc, 1, 1);
+        expect_reacts(d, sc, 1, 1);
+        expect_reacts(d, sc, 2, 0);
+
+        /* another connection moves a post of tenant 1 (and its reactions) to tenant 2,
+         * deletes one (its reactions stay, orphans) and moves one of tenant 2's in */
+        ASSERT_EQ(ferry_db_open(url, 0, &other, &err), FERRY_OK);
+        snprintf(sql, sizeof(sql),
+                 "UPDATE posts SET channel_id = 2 WHERE id = %d;"
+                 "DELETE FROM posts WHERE id = %d;"
+                 "UPDATE posts SET channel_id = 3 WHERE id = %d;",
+                 12 * step, 24 * step, 36 * step);
+        ASSERT_EQ(ferry_db_exec(other, sql, &err), FERRY_OK);
+        ferry_db_close(other);
+        expect_reacts(d, sc, 1, 0);
+        expect_posts(d, sc);
+        expect_reacts(d, sc, 1, 1);
+
+        /* this connection's own write */
+        snprintf(sql, sizeof(sql), "UPDATE posts SET channel_id = 4 WHERE id = %d", 48 * step);
+        ASSERT_EQ(ferry_db_exec(d, sql, &err), FERRY_OK);
+        expect_reacts(d, sc, 1, 0);
+
+        /* keys over the limit are not kept: the join */
+        old_max = ferry_checksum_set_max(64);
+        expect_posts(d, sc);
+        expect_reacts(d, sc, 1, 0);
+        ferry_checksum_set_max(old_max);
+        expect_posts(d, sc);
+        expect_reacts(d, sc, 1, 1);
+
+        /* outside a read transaction nothing is kept nor used */
+        {
+            struct ferry_value tv = ferry_value_int(1);
+            struct ferry_checksum *c = NULL;
+            int64_t cnt = 0;
+            uint64_t sum = 0;
+
+            ASSERT_EQ(ferry_checksum_new(d, sc, (size_t)ferry_scope_find(sc, "reacts"), &tv, NULL,
+                                         &c, &err),
+                      FERRY_OK);
+            ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &cnt, &sum, &err), FERRY_OK);
+            ASSERT_EQ(ferry_checksum_by_set(c), 0);
+            ferry_checksum_free(c);
+        }
+        ferry_scope_free(sc);
+        ferry_db_close(d);
+    }
+}
+
 /* ---- coercions: a value hashed as the target of the other engine stores it ---- */
 
 /* Same type and the same bits or bytes. */
@@ -1668,6 +1842,7 @@ int main(void)
     test_values_in_sql();
     test_keyed_sums();
     test_owner_paths();
+    test_owned_sets();
     test_coerce_values();
     test_coerce_for();
     test_coerce_sqlite_roundtrip();
