@@ -594,5 +594,18 @@ int main(void)
     test_random();
     test_base64(dir);
     test_hex();
+    /* again with OpenSSL set up as the agents set it up: the fetched SHA-256 and HMAC */
+    ferry_crypto_init();
+    ferry_crypto_init(); /* twice is harmless */
+    test_hashes();
+    test_sign(dir);
+    test_wrap(dir);
+    {
+        char again[4096];
+
+        snprintf(again, sizeof(again), "%s/again", dir);
+        ASSERT_EQ(mkdir(again, 0700), 0);
+        test_keygen_files(again);
+    }
     return TEST_DONE();
 }
