@@ -576,13 +576,14 @@ class DigestEndpointTest(ft.FerryTestCase):
         hash computed here)."""
         self.make_source(teams=3, posts_per_team=150, auth=False)
         oracle = {
+            "channels": "SELECT * FROM channels WHERE team_id = 1 ORDER BY id",
             "posts": "SELECT * FROM posts WHERE channel_id IN (SELECT id FROM channels WHERE"
                      " team_id = 1) ORDER BY id",
             "reactions": "SELECT * FROM reactions WHERE post_id IN (SELECT id FROM posts WHERE"
                          " channel_id IN (SELECT id FROM channels WHERE team_id = 1))"
                          " ORDER BY post_id, emoji, user_id",
         }
-        npk = {"posts": 1, "reactions": 3}
+        npk = {"channels": 1, "posts": 1, "reactions": 3}
 
         def expect(srv, table):
             con = sqlite3.connect(self.src_db)
@@ -624,6 +625,21 @@ class DigestEndpointTest(ft.FerryTestCase):
                              {theirs[0]})
             self.assertEqual({k[0] for k, _, _ in before} - {k[0] for k, _, _ in after},
                              {mine[0], mine[1]})
+            expect(srv, "posts")
+            expect(srv, "reactions")
+            # posts by the keys of channels (kept by its digest), until a channel moves
+            expect(srv, "channels")
+            expect(srv, "posts")
+            con = sqlite3.connect(self.src_db)
+            moved = con.execute("SELECT channel_id FROM posts WHERE id = ?",
+                                (mine[2],)).fetchone()[0]
+            con.execute("UPDATE channels SET team_id = 2 WHERE id = ?", (moved,))
+            con.commit()
+            con.close()
+            gone = {k[0] for k, _, _ in expect(srv, "posts")}
+            self.assertNotIn(mine[2], gone)
+            self.assertNotIn(mine[2], {k[0] for k, _, _ in expect(srv, "reactions")})
+            expect(srv, "channels")
             expect(srv, "posts")
             expect(srv, "reactions")
 

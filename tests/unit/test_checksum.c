@@ -1009,16 +1009,31 @@ static void expect_reacts(struct ferry_db *d, struct ferry_scope *sc, int64_t te
     ASSERT_EQ(by, by_set);
 }
 
-static void expect_posts(struct ferry_db *d, struct ferry_scope *sc)
+/* posts of tenant 1; by_set: after a walk of channels (a small parent, else an IN list) */
+static void expect_posts(struct ferry_db *d, struct ferry_scope *sc, int by_set)
 {
     int64_t want_n = 0, n = 0;
     uint64_t want_sum = 0, sum = 0;
+    int by;
 
     oracle(d,
            "SELECT id, channel_id, body FROM posts WHERE channel_id IN"
            " (SELECT id FROM channels WHERE team_id = 1)",
            3, &want_n, &want_sum);
-    ASSERT_EQ(set_walk(d, sc, "posts", 1, &n, &sum), 0); /* channels: an IN list */
+    by = set_walk(d, sc, "posts", 1, &n, &sum);
+    ASSERT_EQ(n, want_n);
+    ASSERT(sum == want_sum);
+    ASSERT_EQ(by, by_set);
+}
+
+/* channels of tenant 1 (their parent is the root: never by a set) */
+static void expect_channels(struct ferry_db *d, struct ferry_scope *sc)
+{
+    int64_t want_n = 0, n = 0;
+    uint64_t want_sum = 0, sum = 0;
+
+    oracle(d, "SELECT * FROM channels WHERE team_id = 1", 3, &want_n, &want_sum);
+    ASSERT_EQ(set_walk(d, sc, "channels", 1, &n, &sum), 0);
     ASSERT_EQ(n, want_n);
     ASSERT(sum == want_sum);
 }
@@ -1075,7 +1090,7 @@ static void test_owned_sets(void)
         /* no walk of posts yet: the join */
         expect_reacts(d, sc, 1, 0);
         /* after one: its keys, for tenant 1 only */
-        expect_posts(d, sc);
+        expect_posts(d, sc, 0);
         expect_reacts(d, sc, 1, 1);
         expect_reacts(d, sc, 1, 1);
         expect_reacts(d, sc, 2, 0);
@@ -1091,8 +1106,21 @@ static void test_owned_sets(void)
         ASSERT_EQ(ferry_db_exec(other, sql, &err), FERRY_OK);
         ferry_db_close(other);
         expect_reacts(d, sc, 1, 0);
-        expect_posts(d, sc);
+        expect_posts(d, sc, 0);
         expect_reacts(d, sc, 1, 1);
+
+        /* a small parent: posts by the keys of channels, until a channel changes tenant */
+        expect_channels(d, sc);
+        expect_posts(d, sc, 1);
+        expect_reacts(d, sc, 1, 1);
+        ASSERT_EQ(ferry_db_open(url, 0, &other, &err), FERRY_OK);
+        ASSERT_EQ(ferry_db_exec(other, "UPDATE channels SET team_id = 2 WHERE id = 3", &err),
+                  FERRY_OK);
+        ferry_db_close(other);
+        expect_posts(d, sc, 0);
+        expect_reacts(d, sc, 1, 1); /* posts' keys were read again, after the change */
+        expect_channels(d, sc);
+        expect_posts(d, sc, 1);
 
         /* this connection's own write */
         snprintf(sql, sizeof(sql), "UPDATE posts SET channel_id = 4 WHERE id = %d", 48 * step);
@@ -1101,10 +1129,10 @@ static void test_owned_sets(void)
 
         /* keys over the limit are not kept: the join */
         old_max = ferry_checksum_set_max(64);
-        expect_posts(d, sc);
+        expect_posts(d, sc, 0);
         expect_reacts(d, sc, 1, 0);
         ferry_checksum_set_max(old_max);
-        expect_posts(d, sc);
+        expect_posts(d, sc, 0);
         expect_reacts(d, sc, 1, 1);
 
         /* outside a read transaction nothing is kept nor used */
