@@ -5,10 +5,13 @@
  * (scope.h), joined hop by hop (owner_parts): a few key lookups per row
  * read, where the set form would rebuild its IN (...) lists at every
  * execution, and bisection executes the same statement many times over
- * smaller and smaller ranges. The one exception is the hop to a small
- * parent next to the root (in_list_hop): its keys are a short IN list. It
- * reads the table itself, never ferry's change log or key maps: verify is
- * the safety net for when those are wrong.
+ * smaller and smaller ranges. The exceptions: the hop to a small parent
+ * next to the root (in_list_hop), whose keys are a short IN list; and on
+ * SQLite the first hop of a walk after a walk of all of the parent's rows
+ * in an unchanged database, which looks the key up among the parent's keys
+ * that walk kept (struct owned, OWNED_FN). It reads the table itself,
+ * never ferry's change log or key maps: verify is the safety net for when
+ * those are wrong.
  *
  * Rows are hashed by ferry_rowhash_row() in C, from the values the
  * adapters return: here, or on SQLite inside the statement (a C function,
