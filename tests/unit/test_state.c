@@ -406,6 +406,30 @@ static int wait_child(pid_t pid)
         }                                                                                          \
     } while (0)
 
+/* The lock file holds exactly "<pid>\n", also over a longer text left by an earlier holder. */
+static void test_lock_file_text(void)
+{
+    char lockpath[700], text[64], want[32];
+    struct ferry_state *st;
+    FILE *f;
+    size_t n;
+
+    snprintf(lockpath, sizeof(lockpath), "%s/ferry.lock", dir);
+    f = fopen(lockpath, "w");
+    ASSERT(f != NULL);
+    fputs("4194303999999999 and more text\n", f);
+    fclose(f);
+    st = open_ok(0);
+    f = fopen(lockpath, "r");
+    ASSERT(f != NULL);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    snprintf(want, sizeof(want), "%ld\n", (long)getpid());
+    ASSERT_STR(text, want);
+    ferry_state_close(st);
+}
+
 static void test_lock_and_readers(void)
 {
     struct ferry_error err = {0};
@@ -633,6 +657,7 @@ int main(void)
     test_many_runs();
     test_reopen();
     test_runs_trimmed();
+    test_lock_file_text();
     test_lock_and_readers();
     test_bad_records();
     return TEST_DONE();
