@@ -882,12 +882,13 @@ end:
 out:
     deltas_stop(&r);
     ferry_db_close(prep.db);
+    /* while the target closes on its thread (the state's lock is held until it has) */
+    ferry_client_free(r.client);
+    ferry_progress_close(r.prog);
+    ferry_manifest_free(r.manifest);
     if (closing)
         pthread_join(closer, NULL);
-    ferry_progress_close(r.prog);
     ferry_applier_close(r.applier);
-    ferry_manifest_free(r.manifest);
-    ferry_client_free(r.client);
     ferry_state_close(r.state);
     return rc;
 }
