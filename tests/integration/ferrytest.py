@@ -210,6 +210,20 @@ def source_conn(db):
     return conn
 
 
+def on_source(db, *statements):
+    """Run each statement (SQL, or (SQL, params)) on the source as the
+    application would (source_conn, autocommit), then close."""
+    conn = source_conn(db)
+    try:
+        for st in statements:
+            if isinstance(st, str):
+                conn.execute(st)
+            else:
+                conn.execute(*st)
+    finally:
+        conn.close()
+
+
 def make_sample_db(path, teams=3, posts_per_team=200, seed=1, channels_per_team=4):
     sample_app.create(path, teams=teams, posts_per_team=posts_per_team, seed=seed,
                       channels_per_team=channels_per_team)

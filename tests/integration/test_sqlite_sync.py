@@ -267,11 +267,7 @@ class SyncTest(ft.FerryTestCase):
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
             st0 = ft.status_json(self.dst_conf)
-            conn = ft.source_conn(self.src_db)
-            try:
-                conn.execute("UPDATE teams SET name = 'Team Two' WHERE id = 2")
-            finally:
-                conn.close()
+            ft.on_source(self.src_db, "UPDATE teams SET name = 'Team Two' WHERE id = 2")
             away = self.path("dst-away.db")
             os.rename(self.dst_db, away)
             for suffix in ("-wal", "-shm"):
@@ -285,11 +281,7 @@ class SyncTest(ft.FerryTestCase):
             self.assertGreater(st["source_head"], st0["source_head"], "team 2's change is not seen")
             self.assertGreater(run["id"], last_run(st0)["id"])
             os.rename(away, self.dst_db)
-            conn = ft.source_conn(self.src_db)
-            try:
-                conn.execute("UPDATE teams SET name = 'Team One' WHERE id = 1")
-            finally:
-                conn.close()
+            ft.on_source(self.src_db, "UPDATE teams SET name = 'Team One' WHERE id = 1")
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
             self.assertGreater(ft.status_json(self.dst_conf)["hwm"], st["hwm"])
@@ -304,12 +296,8 @@ class SyncTest(ft.FerryTestCase):
             self.sync("--quiet")
         st0 = ft.status_json(self.dst_conf)
         before = ft.db_dump(self.dst_db)
-        conn = ft.source_conn(self.src_db)
-        try:
-            conn.execute("UPDATE posts SET body = 'while down' WHERE channel_id IN "
-                         "(SELECT id FROM channels WHERE team_id = 1)")
-        finally:
-            conn.close()
+        ft.on_source(self.src_db, "UPDATE posts SET body = 'while down' WHERE channel_id IN "
+                     "(SELECT id FROM channels WHERE team_id = 1)")
         self.sync("--quiet", expect=4, timeout=120)
         st = ft.status_json(self.dst_conf)
         run = last_run(st)

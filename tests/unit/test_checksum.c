@@ -808,6 +808,18 @@ static void expect_table(struct ferry_db *d, struct ferry_scope *sc, const char 
  * reading gives the oracle's rows, never another tenant's, an orphan's or
  * a row whose parent key is NULL.
  */
+
+/* teams <- channels <- posts <- reacts, and the two teams: the owner-check tests' schema */
+#define OWNER_SCHEMA                                                                               \
+    "CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT);"                                       \
+    "CREATE TABLE channels(id INTEGER PRIMARY KEY,"                                                \
+    " team_id INTEGER REFERENCES teams(id), name TEXT);"                                           \
+    "CREATE TABLE posts(id INTEGER PRIMARY KEY,"                                                   \
+    " channel_id INTEGER REFERENCES channels(id), body TEXT);"                                     \
+    "CREATE TABLE reacts(post_id INTEGER REFERENCES posts(id), emoji TEXT,"                        \
+    " n INTEGER, PRIMARY KEY(post_id, emoji)) WITHOUT ROWID;"                                      \
+    "INSERT INTO teams VALUES (1, 'one'), (2, 'two');"
+
 static void test_owner_paths(void)
 {
     const char *dir = test_tmpdir("test_checksum_owner");
@@ -830,14 +842,7 @@ static void test_owner_paths(void)
     ASSERT_EQ(ferry_db_open(url, FERRY_DB_CREATE, &d, &err), FERRY_OK);
     ASSERT_EQ(ferry_db_exec(
                   d,
-                  "CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT);"
-                  "CREATE TABLE channels(id INTEGER PRIMARY KEY,"
-                  " team_id INTEGER REFERENCES teams(id), name TEXT);"
-                  "CREATE TABLE posts(id INTEGER PRIMARY KEY,"
-                  " channel_id INTEGER REFERENCES channels(id), body TEXT);"
-                  "CREATE TABLE reacts(post_id INTEGER REFERENCES posts(id), emoji TEXT,"
-                  " n INTEGER, PRIMARY KEY(post_id, emoji)) WITHOUT ROWID;"
-                  "INSERT INTO teams VALUES (1, 'one'), (2, 'two');"
+                  OWNER_SCHEMA
                   "INSERT INTO channels VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 1, 'c'),"
                   " (4, NULL, 'd');"
                   /* 3000 posts over channels 1..5 (5: none), some without one */
@@ -1057,14 +1062,7 @@ static void test_owned_sets(void)
         snprintf(url, sizeof(url), "sqlite://%s/sets%d.db", dir, sparse);
         ASSERT_EQ(ferry_db_open(url, FERRY_DB_CREATE, &d, &err), FERRY_OK);
         snprintf(sql, sizeof(sql),
-                 "CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT);"
-                 "CREATE TABLE channels(id INTEGER PRIMARY KEY,"
-                 " team_id INTEGER REFERENCES teams(id), name TEXT);"
-                 "CREATE TABLE posts(id INTEGER PRIMARY KEY,"
-                 " channel_id INTEGER REFERENCES channels(id), body TEXT);"
-                 "CREATE TABLE reacts(post_id INTEGER REFERENCES posts(id), emoji TEXT,"
-                 " n INTEGER, PRIMARY KEY(post_id, emoji)) WITHOUT ROWID;"
-                 "INSERT INTO teams VALUES (1, 'one'), (2, 'two');"
+                 OWNER_SCHEMA
                  "INSERT INTO channels VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 1, 'c'),"
                  " (4, 2, 'd'), (5, 1, 'e'), (6, NULL, 'f');"
                  "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 3000)"
