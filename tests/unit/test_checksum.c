@@ -228,6 +228,29 @@ static void test_siphash_vectors(void)
 static struct ferry_db *db;
 static struct ferry_scope *scope;
 
+/* The scope rooted at teams of d's tables (want: how many tables d has; 0: any). */
+static struct ferry_scope *scope_of(struct ferry_db *d, size_t want)
+{
+    struct ferry_table_info *tables;
+    struct ferry_scope *sc = NULL;
+    struct ferry_error err;
+    char **names = NULL;
+    size_t n = 0;
+
+    ASSERT_EQ(ferry_db_tables(d, &names, &n, &err), FERRY_OK);
+    if (want)
+        ASSERT_EQ(n, want);
+    tables = calloc(n, sizeof(*tables));
+    ASSERT(tables != NULL);
+    for (size_t i = 0; i < n; i++) {
+        ASSERT_EQ(ferry_db_table_info(d, names[i], &tables[i], &err), FERRY_OK);
+        free(names[i]);
+    }
+    free(names);
+    ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+    return sc;
+}
+
 /*
  * teams 1..3; channels 1..30 round-robin over teams 1 and 2 (odd ids team 1,
  * even ids team 2), name "c<id>"; settings (team_id, key) with keys k0..k9
@@ -236,11 +259,8 @@ static struct ferry_scope *scope;
 static void setup(void)
 {
     const char *dir = test_tmpdir("test_checksum");
-    struct ferry_table_info *tables;
     struct ferry_error err;
     char url[700];
-    char **names = NULL;
-    size_t n = 0;
 
     snprintf(url, sizeof(url), "sqlite://%s/c.db", dir);
     ASSERT_EQ(ferry_db_open(url, FERRY_DB_CREATE, &db, &err), FERRY_OK);
@@ -259,16 +279,7 @@ static void setup(void)
                             " FROM s, (SELECT 1 AS t UNION ALL SELECT 2);",
                             &err),
               FERRY_OK);
-    ASSERT_EQ(ferry_db_tables(db, &names, &n, &err), FERRY_OK);
-    ASSERT_EQ(n, 3);
-    tables = calloc(n, sizeof(*tables));
-    ASSERT(tables != NULL);
-    for (size_t i = 0; i < n; i++) {
-        ASSERT_EQ(ferry_db_table_info(db, names[i], &tables[i], &err), FERRY_OK);
-        free(names[i]);
-    }
-    free(names);
-    ASSERT_EQ(ferry_scope_build(tables, n, "teams", &scope, &err), FERRY_OK);
+    scope = scope_of(db, 3);
     ASSERT_EQ(scope->ntables, 3);
 }
 
@@ -828,13 +839,10 @@ static void test_owner_paths(void)
     static const char reacts_sql[] =
         "SELECT post_id, emoji, n FROM reacts WHERE post_id IN (SELECT id FROM posts WHERE"
         " channel_id IN (SELECT id FROM channels WHERE team_id = 1))";
-    struct ferry_table_info *tables;
     struct ferry_scope *sc = NULL;
     struct ferry_db *d = NULL;
     struct ferry_error err;
     char url[700];
-    char **names = NULL;
-    size_t n = 0;
     int64_t want_n = 0;
     uint64_t want_sum = 0;
 
@@ -853,15 +861,7 @@ static void test_owner_paths(void)
                   "INSERT INTO reacts SELECT id, ':-1:', NULL FROM posts WHERE id % 4 = 0;",
                   &err),
               FERRY_OK);
-    ASSERT_EQ(ferry_db_tables(d, &names, &n, &err), FERRY_OK);
-    tables = calloc(n, sizeof(*tables));
-    ASSERT(tables != NULL);
-    for (size_t i = 0; i < n; i++) {
-        ASSERT_EQ(ferry_db_table_info(d, names[i], &tables[i], &err), FERRY_OK);
-        free(names[i]);
-    }
-    free(names);
-    ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+    sc = scope_of(d, 0);
 
     for (int big = 0; big < 2; big++) {
         if (big)
@@ -935,16 +935,7 @@ static void test_owner_paths(void)
                   FERRY_OK);
         ASSERT_EQ(ferry_db_exec(d, ddl.data, &err), FERRY_OK);
         ferry_buf_release(&ddl);
-        names = NULL;
-        ASSERT_EQ(ferry_db_tables(d, &names, &n, &err), FERRY_OK);
-        tables = calloc(n, sizeof(*tables));
-        ASSERT(tables != NULL);
-        for (size_t i = 0; i < n; i++) {
-            ASSERT_EQ(ferry_db_table_info(d, names[i], &tables[i], &err), FERRY_OK);
-            free(names[i]);
-        }
-        free(names);
-        ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+        sc = scope_of(d, 0);
         snprintf(sql, sizeof(sql), "SELECT * FROM wide WHERE team_id = 1");
         oracle(d, sql, 112, &want_n, &want_sum);
         ASSERT_EQ(want_n, 25);
@@ -1049,13 +1040,10 @@ static void test_owned_sets(void)
 
     /* dense keys (kept as bits) and sparse ones (kept as a sorted array) */
     for (int sparse = 0; sparse < 2; sparse++) {
-        struct ferry_table_info *tables;
         struct ferry_scope *sc = NULL;
         struct ferry_db *d = NULL, *other = NULL;
         struct ferry_error err;
         char url[700], sql[1000];
-        char **names = NULL;
-        size_t n = 0;
         int step = sparse ? 1000 : 1;
         size_t old_max;
 
@@ -1075,15 +1063,7 @@ static void test_owned_sets(void)
                  " ('%d', 'y', 4), (-1, 'x', 5);",
                  step, 7 * step);
         ASSERT_EQ(ferry_db_exec(d, sql, &err), FERRY_OK);
-        ASSERT_EQ(ferry_db_tables(d, &names, &n, &err), FERRY_OK);
-        tables = calloc(n, sizeof(*tables));
-        ASSERT(tables != NULL);
-        for (size_t i = 0; i < n; i++) {
-            ASSERT_EQ(ferry_db_table_info(d, names[i], &tables[i], &err), FERRY_OK);
-            free(names[i]);
-        }
-        free(names);
-        ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+        sc = scope_of(d, 0);
 
         /* no walk of posts yet: the join */
         expect_reacts(d, sc, 1, 0);
@@ -1766,13 +1746,10 @@ static void pg_coerce_checksum(struct ferry_db *pg, struct ferry_scope *sc)
 static void test_pg_in_sql(void)
 {
     const char *masks[34] = {0};
-    struct ferry_table_info *tables;
     struct ferry_scope *sc = NULL;
     struct ferry_db *pg = NULL;
     struct ferry_error err;
-    char **names = NULL;
     char url[1024];
-    size_t n = 0;
     int64_t want = 0;
     int rc;
 
@@ -1787,16 +1764,7 @@ static void test_pg_in_sql(void)
     if (rc)
         fprintf(stderr, "test_checksum: %s\n", err.msg);
     ASSERT_EQ(rc, FERRY_OK);
-    ASSERT_EQ(ferry_db_tables(pg, &names, &n, &err), FERRY_OK);
-    ASSERT_EQ(n, 3);
-    tables = calloc(n, sizeof(*tables));
-    ASSERT(tables != NULL);
-    for (size_t i = 0; i < n; i++) {
-        ASSERT_EQ(ferry_db_table_info(pg, names[i], &tables[i], &err), FERRY_OK);
-        free(names[i]);
-    }
-    free(names);
-    ASSERT_EQ(ferry_scope_build(tables, n, "teams", &sc, &err), FERRY_OK);
+    sc = scope_of(pg, 3);
 
     /* 18 of team 1's 24 rows (i % 4 != 3) and the row of NULLs */
     ASSERT_EQ(ferry_db_query_int(pg, "SELECT count(*) FROM kinds WHERE team_id = 1", NULL, 0, &want,
