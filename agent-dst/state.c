@@ -13,13 +13,9 @@
  * whole life. The kernel drops that lock when the holder dies, so a crash
  * never leaves a stale lock behind.
  *
- * Commits flush the data pages but not the meta page (MDB_NOMETASYNC: one
- * disk flush a commit instead of two). LMDB stays consistent; a power loss
- * can only take the state back to the commit before, never ahead of the
- * target: a mark is written after the target's own commit is durable, so
- * the state going back means the next run asks for changes it has already
- * applied, and applying a change again writes the same row image (the
- * same as a run killed between the target's commit and the mark's).
+ * Commits are fully durable (no MDB_NOMETASYNC, which would save one
+ * flush a commit): an operator prunes the source's change log by the mark
+ * `status` shows, and a power loss must not take that mark back below it.
  */
 #include "state.h"
 
@@ -530,7 +526,7 @@ int ferry_state_open(const char *dir, int flags, struct ferry_state **out, struc
     if (!rc)
         rc = mdb_env_set_mapsize(st->env, STATE_MAPSIZE);
     if (!rc)
-        rc = mdb_env_open(st->env, dir, readonly ? MDB_RDONLY : MDB_NOMETASYNC, 0600);
+        rc = mdb_env_open(st->env, dir, readonly ? MDB_RDONLY : 0, 0600);
     if (rc) {
         if (rc == EACCES || rc == EROFS)
             rc = ferry_error_set(err, FERRY_ECONFIG, "cannot open state %s: %s", dir,
