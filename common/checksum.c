@@ -2140,6 +2140,89 @@ static int sink_walk(struct ferry_checksum *c, int ordered, const struct ferry_v
     return FERRY_OK;
 }
 
+/*
+ * Whether a walk of c over [lo, hi) reads PostgreSQL's rows through COPY
+ * (copy_walk): rows read here (HASH_C) of a whole table, the scans that
+ * cost (an unchanged verify's total on the target, the source's first
+ * split). A range of a bisection keeps its prepared statement: a COPY is
+ * planned again at every run.
+ */
+static int copy_ok(const struct ferry_checksum *c, const struct ferry_value *lo,
+                   const struct ferry_value *hi)
+{
+    return c->in_sql == HASH_C && ferry_db_engine(c->db) == FERRY_ENGINE_PG && !lo && !hi;
+}
+
+/*
+ * The rows of query q (Q_SCAN or Q_ORDERED, over the whole table) as COPY
+ * (...) TO STDOUT text instead of result rows: libpq's single-row mode
+ * builds a PGresult for every row. Each field is decoded into the value
+ * the statement's column would give (ferry_db_copy_out_field), and the row
+ * hashed and handed to fn as row_of and its callers do.
+ */
+static int copy_walk(struct ferry_checksum *c, int q,
+                     int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
+                               uint64_t hash),
+                     void *arg, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    struct ferry_value *vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));
+    struct ferry_value key[FERRY_MAX_KEY_COLS];
+    struct ferry_error e2;
+    struct ferry_buf sql;
+    int open = 0, row = 0;
+    int rc;
+
+    if (!vals)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = build_sql(c, q, 0, &sql);
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the checksum query of %s", ti->name);
+    if (!rc)
+        rc = ferry_db_copy_out_begin(c->db, sql.data, &c->tenant, 1, err);
+    open = !rc;
+    while (!rc) {
+        const char *line, *p, *end;
+        size_t n;
+        uint64_t h = 0;
+
+        rc = ferry_db_copy_out_next(c->db, &line, &n, &row, err);
+        if (rc || !row)
+            break;
+        end = line + n;
+        p = line;
+        /* tab-separated fields; a tab inside a value is escaped, so each is a separator */
+        for (size_t i = 0; i < ti->ncols && !rc; i++) {
+            const char *tab = memchr(p, '\t', (size_t)(end - p));
+
+            if ((tab != NULL) != (i + 1 < ti->ncols)) {
+                rc =
+                    ferry_error_set(err, FERRY_EDB, "checksum: a COPY row of %s has not %zu fields",
+                                    ti->name, ti->ncols);
+                break;
+            }
+            rc = ferry_db_copy_out_field(c->db, (int)i, p, (size_t)((tab ? tab : end) - p),
+                                         &vals[i], err);
+            p = tab ? tab + 1 : end;
+        }
+        for (size_t k = 0; k < c->npk && !rc; k++)
+            key[k] = vals[ferry_table_pkcol(ti, k)];
+        if (!rc)
+            rc = ferry_rowhash_coerced(c->hash, c->coerce, vals, ti->ncols, &h, err);
+        if (!rc)
+            rc = fn(arg, key, c->npk, h);
+    }
+    /* after a failure too: the rows left are read and dropped, the connection is free again */
+    if (open && ferry_db_copy_out_end(c->db, &e2) && !rc) {
+        rc = e2.code;
+        *err = e2;
+    }
+    ferry_buf_release(&sql);
+    free(vals);
+    return rc;
+}
+
 int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
                         const struct ferry_value *hi, size_t nhi,
                         int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
@@ -2159,6 +2242,10 @@ int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, 
     if (sink_ok(c)) {
         free(vals);
         return sink_walk(c, 0, lo, nlo, hi, nhi, fn, arg, err);
+    }
+    if (copy_ok(c, lo, hi)) {
+        free(vals);
+        return copy_walk(c, Q_SCAN, fn, arg, err);
     }
     rc = stmt_for(c, Q_SCAN, 0, lo, nlo, hi, nhi, &st, err);
     while (!rc) {
@@ -2388,7 +2475,9 @@ int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo,
             split_reset(&sp);
         }
     }
-    if (rc == SINK_UNORDERED) {
+    if (rc == SINK_UNORDERED && copy_ok(c, lo, hi)) {
+        rc = copy_walk(c, Q_ORDERED, split_row, &sp, err);
+    } else if (rc == SINK_UNORDERED) {
         rc = stmt_for(c, Q_ORDERED, 0, lo, nlo, hi, nhi, &st, err);
         while (!rc) {
             struct ferry_value key[FERRY_MAX_KEY_COLS];
