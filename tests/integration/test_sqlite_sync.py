@@ -260,8 +260,10 @@ class SyncTest(ft.FerryTestCase):
 
     def test_nothing_pending_leaves_the_target_alone(self):
         # The manifest says no change of the tenant is pending after the
-        # mark: the run records itself and the source head it saw, and does
-        # not open the target database (a missing one is not created).
+        # mark: the run records itself and the source head it saw, and
+        # writes nothing to the target; a missing target database is not
+        # created (a delta run opens an existing one while the manifest is
+        # on its way, never with create).
         self.make_source(teams=2, posts_per_team=30)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
@@ -273,7 +275,7 @@ class SyncTest(ft.FerryTestCase):
             for suffix in ("-wal", "-shm"):
                 self.assertFalse(os.path.exists(self.dst_db + suffix))
             self.sync("--quiet")
-            self.assertFalse(os.path.exists(self.dst_db), "the target database was opened")
+            self.assertFalse(os.path.exists(self.dst_db), "the target database was created")
             st = ft.status_json(self.dst_conf)
             run = last_run(st)
             self.assertEqual((run["code"], run["upserted"], run["deleted"]), ("OK", 0, 0), run)
