@@ -116,7 +116,7 @@ int ferry_follow(const struct ferry_config *cfg, const struct ferry_follow_opts 
         log_info("follow: tenant %s from %s every %g s; SIGINT or SIGTERM stops after the "
                  "current batch",
                  cfg->target.tenant, cfg->source.url, o->interval);
-    for (int round = 1; !stop_flag; round++) {
+    for (int round = 1, idle = 0; !stop_flag; round++) {
         struct ferry_sync_report rep;
         struct ferry_sync_opts so;
         int64_t lag;
@@ -128,7 +128,10 @@ int ferry_follow(const struct ferry_config *cfg, const struct ferry_follow_opts 
         so.stop = &stop_flag;
         so.kind = "follow";
         so.report = &rep;
+        /* after a round with nothing pending the target opens only when changes come */
+        so.lazy_target = idle;
         rc = ferry_sync(cfg, &so, err);
+        idle = !rc && rep.pending == 0;
         if (rc == FERRY_EINTR && stop_flag) {
             rc = FERRY_OK;
             break;

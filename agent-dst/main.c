@@ -75,7 +75,7 @@ static int load(const struct opts *o, struct ferry_config *cfg, struct ferry_err
 static int cmd_sync(const struct opts *o, struct ferry_error *err)
 {
     struct ferry_config cfg;
-    struct ferry_sync_opts so = {o->dry_run, o->quiet, NULL, NULL, NULL};
+    struct ferry_sync_opts so = {.dry_run = o->dry_run, .quiet = o->quiet};
     int rc;
 
     memset(&cfg, 0, sizeof(cfg));

@@ -650,9 +650,9 @@ static void *close_main(void *arg)
 /*
  * What a delta run does while its manifest is on the way, on a thread of
  * its own (the state and the target are the run's thread's again after
- * the join): record the run's start, and open the target database, not
- * created here (an idle run must not create it; a run with changes opens
- * it the usual way when this could not).
+ * the join): record the run's start, and open the target database (unless
+ * lazy_target), not created here (an idle run must not create it; a run
+ * with changes opens it the usual way when this could not).
  */
 struct prep {
     pthread_t th;
@@ -660,6 +660,7 @@ struct prep {
     struct ferry_run *run;
     int rc;
     struct ferry_error err;
+    int open_target;
     struct ferry_db *db; /* NULL: not opened */
 };
 
@@ -669,7 +670,7 @@ static void *prep_main(void *arg)
     struct ferry_error e;
 
     p->rc = ferry_state_run_begin(p->r->state, p->run, &p->err);
-    if (!p->rc && ferry_db_open(p->r->cfg->target.database, 0, &p->db, &e))
+    if (!p->rc && p->open_target && ferry_db_open(p->r->cfg->target.database, 0, &p->db, &e))
         p->db = NULL;
     return NULL;
 }
@@ -738,6 +739,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     if (!opts->dry_run && r.meta.phase == FERRY_PHASE_STREAMING) {
         prep.r = &r;
         prep.run = &run;
+        prep.open_target = !opts->lazy_target;
         prepping = pthread_create(&prep.th, NULL, prep_main, &prep) == 0;
     }
     seen = (int64_t)time(NULL);

@@ -29,6 +29,12 @@ struct ferry_sync_opts {
     volatile sig_atomic_t *stop;
     const char *kind;                 /* run kind in the state and run log; "sync" when NULL */
     struct ferry_sync_report *report; /* when set: filled when the run succeeds */
+    /*
+     * A delta run opens the target database while its manifest is on the
+     * way; with lazy_target, only once the manifest says changes are
+     * pending (follow, after an idle round: no connection every interval).
+     */
+    int lazy_target;
 };
 
 /*
