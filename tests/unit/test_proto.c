@@ -458,8 +458,8 @@ static void test_request_snapshot(void)
         /* ids with anything but letters, digits and '-' are refused both ways */
         for (size_t i = 0; i < 3; i++) {
             static const char *const bad[3] = {"1'; DROP TABLE x; --", "",
-                                               "0000000000000000000000000000000000000000000000000"
-                                               "0000000000000000"};
+                                               ("0000000000000000000000000000000000000000000000000"
+                                                "0000000000000000")};
             char *body;
             size_t blen;
 
