@@ -366,6 +366,15 @@ def free_port():
         s.close()
 
 
+def refusing_port():
+    """(port, sock): a loopback port bound by sock but not listening, so a
+    connection to it is refused and no other process (another test's
+    source, running at the same time) can take it until sock.close()."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1], s
+
+
 class SrcServer:
     """`ferry-src serve --config conf` for the duration of a with block.
 

@@ -56,8 +56,12 @@ class BadInputTest(ft.FerryTestCase):
             self.assertIn(w, cp.stderr)
 
     def test_source_unreachable(self):
-        self.make_target("http://127.0.0.1:%d" % ft.free_port(), tenant=1)
-        cp = self.sync("--quiet", expect=None, timeout=120)
+        port, holder = ft.refusing_port()
+        try:
+            self.make_target("http://127.0.0.1:%d" % port, tenant=1)
+            cp = self.sync("--quiet", expect=None, timeout=120)
+        finally:
+            holder.close()
         self.assertExit(cp, 4)
         if os.path.exists(self.dst_db):
             self.assertEqual(ft.table_names(self.dst_db), [])

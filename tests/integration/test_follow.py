@@ -155,7 +155,9 @@ class FollowTest(ft.FerryTestCase):
 
     def test_follow_keeps_going_while_the_source_is_away(self):
         self.make_source(teams=2, posts_per_team=30)
-        port = ft.free_port()
+        # held until the source starts: a free port let go could be taken by
+        # another test's source meanwhile, which refuses this target's key
+        port, holder = ft.refusing_port()
         with open(self.src_conf) as f:
             conf = f.read()
         with open(self.src_conf, "w") as f:
@@ -165,10 +167,12 @@ class FollowTest(ft.FerryTestCase):
         try:
             time.sleep(1.0)  # rounds fail: nobody listens
             self.assertIsNone(proc.poll(), "follow gave up on an unreachable source")
+            holder.close()
             with self.serve():
                 wait_for(lambda: re.search(r"round \d+: copied", read_text(self.follow_log)),
                          30, "the copy once the source is up")
         finally:
+            holder.close()
             log = self.stop_follow(proc)
         self.assertIn("retrying in", log)
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))

@@ -300,7 +300,14 @@ class SyncTest(ft.FerryTestCase):
         before = ft.db_dump(self.dst_db)
         ft.on_source(self.src_db, "UPDATE posts SET body = 'while down' WHERE channel_id IN "
                      "(SELECT id FROM channels WHERE team_id = 1)")
-        self.sync("--quiet", expect=4, timeout=120)
+        # the source's port is let go: a port held refusing stands for it
+        # (another test's source could take the freed one meanwhile)
+        port, holder = ft.refusing_port()
+        try:
+            self.make_target("http://127.0.0.1:%d" % port, tenant=1)
+            self.sync("--quiet", expect=4, timeout=120)
+        finally:
+            holder.close()
         st = ft.status_json(self.dst_conf)
         run = last_run(st)
         self.assertGreater(run["id"], last_run(st0)["id"], "the failed run is not recorded")
