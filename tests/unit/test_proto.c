@@ -115,6 +115,24 @@ static void mp_bool(struct mp *m, int b)
     mp_u8(m, b ? 0xc3 : 0xc2);
 }
 
+/*
+ * A manifest request's map of nkeys keys into m (emptied first), its first
+ * four written as the encoder orders them: v, tenant, after, counts.
+ */
+static void mp_manifest(struct mp *m, uint32_t nkeys, const char *tenant, int64_t after, int counts)
+{
+    memset(m, 0, sizeof(*m));
+    mp_map(m, nkeys);
+    mp_str(m, "v");
+    mp_int(m, 1);
+    mp_str(m, "tenant");
+    mp_str(m, tenant);
+    mp_str(m, "after");
+    mp_int(m, after);
+    mp_str(m, "counts");
+    mp_bool(m, counts);
+}
+
 static void mp_free(struct mp *m)
 {
     free(m->p);
@@ -256,15 +274,7 @@ static void test_request_manifest(void)
 
     ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
     /* byte for byte what the header documents, in the encoder's key order */
-    mp_map(&m, 4);
-    mp_str(&m, "v");
-    mp_int(&m, 1);
-    mp_str(&m, "tenant");
-    mp_str(&m, "team-42");
-    mp_str(&m, "after");
-    mp_int(&m, -1);
-    mp_str(&m, "counts");
-    mp_bool(&m, 1);
+    mp_manifest(&m, 4, "team-42", -1, 1);
     ASSERT_EQ(len, m.len);
     ASSERT(memcmp(out, m.p, len) == 0);
     dump("fuzz_request", "manifest", out, len);
@@ -287,16 +297,7 @@ static void test_request_manifest(void)
     req.want_snapshot = 1;
     ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
     mp_free(&m);
-    memset(&m, 0, sizeof(m));
-    mp_map(&m, 5);
-    mp_str(&m, "v");
-    mp_int(&m, 1);
-    mp_str(&m, "tenant");
-    mp_str(&m, "team-42");
-    mp_str(&m, "after");
-    mp_int(&m, -1);
-    mp_str(&m, "counts");
-    mp_bool(&m, 1);
+    mp_manifest(&m, 5, "team-42", -1, 1);
     mp_str(&m, "snapshot");
     mp_bool(&m, 1);
     ASSERT_EQ(len, m.len);
@@ -308,32 +309,14 @@ static void test_request_manifest(void)
     free(out);
     /* strict as ever: the optional key has a type, and comes once */
     mp_free(&m);
-    memset(&m, 0, sizeof(m));
-    mp_map(&m, 5);
-    mp_str(&m, "v");
-    mp_int(&m, 1);
-    mp_str(&m, "tenant");
-    mp_str(&m, "t");
-    mp_str(&m, "after");
-    mp_int(&m, -1);
-    mp_str(&m, "counts");
-    mp_bool(&m, 0);
+    mp_manifest(&m, 5, "t", -1, 0);
     mp_str(&m, "snapshot");
     mp_str(&m, "yes");
     ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, (const char *)m.p, m.len, lim, &got, &err),
               FERRY_EPROTO);
     ASSERT(contains(err.msg, "snapshot: expected bool"));
     mp_free(&m);
-    memset(&m, 0, sizeof(m));
-    mp_map(&m, 6);
-    mp_str(&m, "v");
-    mp_int(&m, 1);
-    mp_str(&m, "tenant");
-    mp_str(&m, "t");
-    mp_str(&m, "after");
-    mp_int(&m, -1);
-    mp_str(&m, "counts");
-    mp_bool(&m, 0);
+    mp_manifest(&m, 6, "t", -1, 0);
     mp_str(&m, "snapshot");
     mp_bool(&m, 1);
     mp_str(&m, "snapshot");
@@ -348,16 +331,7 @@ static void test_request_manifest(void)
     req.after = 77;
     req.with_changes = 5000;
     ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
-    memset(&m, 0, sizeof(m));
-    mp_map(&m, 5);
-    mp_str(&m, "v");
-    mp_int(&m, 1);
-    mp_str(&m, "tenant");
-    mp_str(&m, "team-42");
-    mp_str(&m, "after");
-    mp_int(&m, 77);
-    mp_str(&m, "counts");
-    mp_bool(&m, 1);
+    mp_manifest(&m, 5, "team-42", 77, 1);
     mp_str(&m, "changes");
     mp_int(&m, 100);
     /* the same map, but for the integer's width (msgpack-c packs 5000 in 3 bytes) */
@@ -374,16 +348,7 @@ static void test_request_manifest(void)
     mp_free(&m);
     /* not positive, not an integer, or without a mark: refused */
     for (int bad = 0; bad < 3; bad++) {
-        memset(&m, 0, sizeof(m));
-        mp_map(&m, 5);
-        mp_str(&m, "v");
-        mp_int(&m, 1);
-        mp_str(&m, "tenant");
-        mp_str(&m, "t");
-        mp_str(&m, "after");
-        mp_int(&m, bad == 2 ? -1 : 3);
-        mp_str(&m, "counts");
-        mp_bool(&m, 0);
+        mp_manifest(&m, 5, "t", bad == 2 ? -1 : 3, 0);
         mp_str(&m, "changes");
         if (bad == 1)
             mp_str(&m, "5000");
