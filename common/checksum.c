@@ -1769,6 +1769,17 @@ static int stmt_for(struct ferry_checksum *c, int q, int set, const struct ferry
 }
 
 /* Hash the current row of st (all columns) and borrow its key values. */
+/* A row read here (every column in vals): its key (pointing into vals) and its hash. */
+static int hash_values(struct ferry_checksum *c, const struct ferry_value *vals,
+                       struct ferry_value *key, uint64_t *hash, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+
+    for (size_t k = 0; k < c->npk; k++)
+        key[k] = vals[ferry_table_pkcol(ti, k)];
+    return ferry_rowhash_coerced(c->hash, c->coerce, vals, ti->ncols, hash, err);
+}
+
 static int row_of(struct ferry_checksum *c, struct ferry_stmt *st, struct ferry_value *vals,
                   struct ferry_value *key, uint64_t *hash, struct ferry_error *err)
 {
@@ -1788,9 +1799,7 @@ static int row_of(struct ferry_checksum *c, struct ferry_stmt *st, struct ferry_
     }
     for (size_t i = 0; i < ti->ncols; i++)
         ferry_stmt_column(st, (int)i, &vals[i]);
-    for (size_t k = 0; k < c->npk; k++)
-        key[k] = vals[ferry_table_pkcol(ti, k)];
-    return ferry_rowhash_coerced(c->hash, c->coerce, vals, ti->ncols, hash, err);
+    return hash_values(c, vals, key, hash, err);
 }
 
 /* Whether c's walks go through ROWSINK_FN. */
@@ -2170,7 +2179,7 @@ static int copy_walk(struct ferry_checksum *c, int q,
     struct ferry_value key[FERRY_MAX_KEY_COLS];
     struct ferry_error e2;
     struct ferry_buf sql;
-    int open = 0, row = 0;
+    int open, row = 0;
     int rc;
 
     if (!vals)
@@ -2206,10 +2215,8 @@ static int copy_walk(struct ferry_checksum *c, int q,
                                          &vals[i], err);
             p = tab ? tab + 1 : end;
         }
-        for (size_t k = 0; k < c->npk && !rc; k++)
-            key[k] = vals[ferry_table_pkcol(ti, k)];
         if (!rc)
-            rc = ferry_rowhash_coerced(c->hash, c->coerce, vals, ti->ncols, &h, err);
+            rc = hash_values(c, vals, key, &h, err);
         if (!rc)
             rc = fn(arg, key, c->npk, h);
     }
