@@ -228,6 +228,19 @@ static void test_siphash_vectors(void)
 static struct ferry_db *db;
 static struct ferry_scope *scope;
 
+/* "CREATE TABLE <name>(id, team_id, c0 .. c<n-1>);" appended to ddl: a table of teams' rows */
+static void add_wide_table(struct ferry_buf *ddl, const char *name, int n)
+{
+    ASSERT_EQ(ferry_buf_addf(ddl,
+                             " CREATE TABLE %s(id INTEGER PRIMARY KEY,"
+                             " team_id INTEGER REFERENCES teams(id)",
+                             name),
+              FERRY_OK);
+    for (int i = 0; i < n; i++)
+        ASSERT_EQ(ferry_buf_addf(ddl, ", c%d", i), FERRY_OK);
+    ASSERT_EQ(ferry_buf_adds(ddl, ");"), FERRY_OK);
+}
+
 /* The scope rooted at teams of d's tables (want: how many tables d has; 0: any). */
 static struct ferry_scope *scope_of(struct ferry_db *d, size_t want)
 {
@@ -915,22 +928,14 @@ static void test_owner_paths(void)
 
         ferry_scope_free(sc);
         ferry_buf_init(&ddl, 1 << 16);
-        ASSERT_EQ(ferry_buf_adds(&ddl, "CREATE TABLE wide(id INTEGER PRIMARY KEY,"
-                                       " team_id INTEGER REFERENCES teams(id)"),
-                  FERRY_OK);
-        for (int i = 0; i < 110; i++)
-            ASSERT_EQ(ferry_buf_addf(&ddl, ", c%d", i), FERRY_OK);
-        ASSERT_EQ(ferry_buf_adds(&ddl, "); WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+        add_wide_table(&ddl, "wide", 110);
+        ASSERT_EQ(ferry_buf_adds(&ddl, " WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1"
                                        " FROM s WHERE i < 50) INSERT INTO wide(id, team_id, c0,"
                                        " c109) SELECT i, 1 + i % 2, i * 2, 'w' || i FROM s;"),
                   FERRY_OK);
         /* and one too wide for an SQL function on SQLite (127 arguments): read and hashed here */
-        ASSERT_EQ(ferry_buf_adds(&ddl, " CREATE TABLE wider(id INTEGER PRIMARY KEY,"
-                                       " team_id INTEGER REFERENCES teams(id)"),
-                  FERRY_OK);
-        for (int i = 0; i < 140; i++)
-            ASSERT_EQ(ferry_buf_addf(&ddl, ", c%d", i), FERRY_OK);
-        ASSERT_EQ(ferry_buf_adds(&ddl, "); INSERT INTO wider(id, team_id, c0, c139) VALUES"
+        add_wide_table(&ddl, "wider", 140);
+        ASSERT_EQ(ferry_buf_adds(&ddl, " INSERT INTO wider(id, team_id, c0, c139) VALUES"
                                        " (1, 1, 'a', 'z'), (2, 2, 'b', 'y'), (3, 1, 3, 4.5)"),
                   FERRY_OK);
         ASSERT_EQ(ferry_db_exec(d, ddl.data, &err), FERRY_OK);
