@@ -203,7 +203,7 @@ struct rec {
 
 /* A walk of rows through ROWSINK_FN. */
 struct sink {
-    int (*fn)(void *arg, const struct ferry_value *key, size_t nkey, uint64_t hash);
+    ferry_checksum_fn fn;
     void *arg;
     int ordered;   /* key order wanted: a key of one INT must be above the last */
     int have_last; /* last holds the key of the row before */
@@ -2064,9 +2064,7 @@ static void owned_keep(struct conn *cn, const struct ferry_buf *id, const uint64
  * returned.
  */
 static int sink_walk(struct ferry_checksum *c, int ordered, const struct ferry_value *lo,
-                     size_t nlo, const struct ferry_value *hi, size_t nhi,
-                     int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
-                               uint64_t hash),
+                     size_t nlo, const struct ferry_value *hi, size_t nhi, ferry_checksum_fn fn,
                      void *arg, struct ferry_error *err)
 {
     struct ferry_stmt *st = NULL;
@@ -2169,10 +2167,8 @@ static int copy_ok(const struct ferry_checksum *c, const struct ferry_value *lo,
  * the statement's column would give (ferry_db_copy_out_field), and the row
  * hashed and handed to fn as row_of and its callers do.
  */
-static int copy_walk(struct ferry_checksum *c, int q,
-                     int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
-                               uint64_t hash),
-                     void *arg, struct ferry_error *err)
+static int copy_walk(struct ferry_checksum *c, int q, ferry_checksum_fn fn, void *arg,
+                     struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     struct ferry_value *vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));
@@ -2231,10 +2227,8 @@ static int copy_walk(struct ferry_checksum *c, int q,
 }
 
 int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
-                        const struct ferry_value *hi, size_t nhi,
-                        int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
-                                  uint64_t hash),
-                        void *arg, struct ferry_error *err)
+                        const struct ferry_value *hi, size_t nhi, ferry_checksum_fn fn, void *arg,
+                        struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     struct ferry_value *vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));

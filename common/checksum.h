@@ -203,16 +203,17 @@ int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo,
                          const struct ferry_value *hi, size_t nhi, size_t parts,
                          struct ferry_ranges *out, struct ferry_error *err);
 
+/* A row of a walk: its key (borrowed, valid during the call) and hash; nonzero stops the walk. */
+typedef int (*ferry_checksum_fn)(void *arg, const struct ferry_value *key, size_t nkey,
+                                 uint64_t hash);
+
 /*
- * Call fn for every tenant row in [lo, hi), in no particular order, with
- * its key (borrowed, valid during the call) and hash. fn returning nonzero
- * stops the walk, and that value is returned.
+ * Call fn for every tenant row in [lo, hi), in no particular order. fn
+ * returning nonzero stops the walk, and that value is returned.
  */
 int ferry_checksum_each(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
-                        const struct ferry_value *hi, size_t nhi,
-                        int (*fn)(void *arg, const struct ferry_value *key, size_t nkey,
-                                  uint64_t hash),
-                        void *arg, struct ferry_error *err);
+                        const struct ferry_value *hi, size_t nhi, ferry_checksum_fn fn, void *arg,
+                        struct ferry_error *err);
 
 /*
  * Hash c's values as coerced by codes (n, one per column of the table, each
