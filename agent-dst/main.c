@@ -24,9 +24,11 @@ static const char usage[] =
     "  sync    --config C [--dry-run]   bulk copy, then deltas; resumable\n"
     "  status  --config C [--json]      what the state says, without the source\n"
     "  keygen  --out FILE [--bits N]    this target's key pair: FILE (0600), FILE.pub\n"
-    "  verify  --config C [--repair] [--json]\n"
+    "  verify  --config C [--repair] [--keyed-hash] [--json]\n"
     "                                   compare with the source (counts, checksums, keys);\n"
-    "                                   --repair pulls the differing keys again\n"
+    "                                   --repair pulls the differing keys again;\n"
+    "                                   --keyed-hash hashes rows with SipHash in the agents\n"
+    "                                   even between two PostgreSQL servers (slower)\n"
     "  cutover --config C [--then CMD]... [--force] [--json]\n"
     "                                   freeze the tenant on the source, final delta, verify,\n"
     "                                   record, then run each CMD (sh -c); the source stays\n"
@@ -44,6 +46,7 @@ struct opts {
     const char *bits; /* keygen */
     int dry_run;
     int repair; /* verify */
+    int keyed;  /* verify */
     /* cutover: hooks in order, --force; follow: --interval */
     const char *then[FERRY_CUTOVER_MAX_HOOKS];
     size_t nthen;
@@ -109,6 +112,7 @@ static int cmd_verify(const struct opts *o, struct ferry_error *err)
     memset(&cfg, 0, sizeof(cfg));
     memset(&vo, 0, sizeof(vo));
     vo.repair = o->repair;
+    vo.keyed = o->keyed;
     vo.json = o->json;
     rc = load(o, &cfg, err);
     if (!rc) {
@@ -207,13 +211,21 @@ static const struct {
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},   {"dry-run", no_argument, NULL, 'n'},
-        {"json", no_argument, NULL, 'j'},           {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},        {"out", required_argument, NULL, 'o'},
-        {"bits", required_argument, NULL, 'b'},     {"repair", no_argument, NULL, 'r'},
-        {"then", required_argument, NULL, 't'},     {"force", no_argument, NULL, 'f'},
-        {"interval", required_argument, NULL, 'i'}, {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"dry-run", no_argument, NULL, 'n'},
+        {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"out", required_argument, NULL, 'o'},
+        {"bits", required_argument, NULL, 'b'},
+        {"repair", no_argument, NULL, 'r'},
+        {"then", required_argument, NULL, 't'},
+        {"force", no_argument, NULL, 'f'},
+        {"interval", required_argument, NULL, 'i'},
+        {"keyed-hash", no_argument, NULL, 'k'},
+        {NULL, 0, NULL, 0},
     };
     struct ferry_error err;
     struct opts o;
@@ -246,6 +258,9 @@ int main(int argc, char **argv)
             break;
         case 'r':
             o.repair = 1;
+            break;
+        case 'k':
+            o.keyed = 1;
             break;
         case 't':
             if (o.nthen == FERRY_CUTOVER_MAX_HOOKS) {

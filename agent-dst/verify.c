@@ -82,6 +82,13 @@ struct vrun {
      */
     int hash;
     unsigned char hash_key[FERRY_HASH_KEY_SIZE];
+    /*
+     * The row hash of the table being compared: hash, or FERRY_HASH_PGREC
+     * (computed by the servers) when both ends are PostgreSQL and hold the
+     * table with the same column types; hash again once the source
+     * refused it (a source from before it, or one that cannot).
+     */
+    int thash;
 };
 
 static double now_s(void)
@@ -103,6 +110,17 @@ const char *ferry_verify_kind_name(enum ferry_diff_kind k)
         return "differs";
     }
     return "?";
+}
+
+static const char *hash_name(int hash)
+{
+    switch (hash) {
+    case FERRY_HASH_SIPHASH13:
+        return FERRY_HASH_SIPHASH13_NAME;
+    case FERRY_HASH_PGREC:
+        return FERRY_HASH_PGREC_NAME;
+    }
+    return "sha-256";
 }
 
 static const char *kind_word(enum ferry_diff_kind k)
@@ -320,15 +338,23 @@ static int digest(struct vrun *r, size_t t, const struct ferry_value *lo, size_t
     req.parts = parts;
     req.coerce = r->coerce;
     req.ncoerce = r->ncoerce;
-    req.hash = r->hash;
+    req.hash = r->thash;
     memcpy(req.hash_key, r->hash_key, sizeof(req.hash_key));
     rc = call(r, "/v1/digest", &req, body, &len, err);
-    if (rc == FERRY_EPROTO && r->hash != FERRY_HASH_SHA256 &&
+    if ((rc == FERRY_EPROTO || rc == FERRY_EDATA) && r->thash == FERRY_HASH_PGREC &&
+        strstr(err->msg, "hash")) {
+        /* the source does not know it, or cannot hash this table so: the keyed hash in C */
+        log_info("verify %s: %s; hashing its rows in the agents", ti->name, err->msg);
+        ferry_error_clear(err);
+        r->thash = req.hash = r->hash;
+        rc = call(r, "/v1/digest", &req, body, &len, err);
+    }
+    if (rc == FERRY_EPROTO && r->thash != FERRY_HASH_SHA256 &&
         strstr(err->msg, "unknown key \"hash")) {
         /* a source from before the keyed hash: SHA-256 from now on (the caller redoes its side) */
         log_info("the source does not know the keyed row hash: verifying with SHA-256 (slower)");
         ferry_error_clear(err);
-        r->hash = req.hash = FERRY_HASH_SHA256;
+        r->hash = r->thash = req.hash = FERRY_HASH_SHA256;
         rc = call(r, "/v1/digest", &req, body, &len, err);
     }
     if (rc)
@@ -561,6 +587,7 @@ static int compare_range(struct vrun *r, size_t t, struct ferry_checksum *cs,
 struct total_job {
     struct vrun *r;
     size_t t;
+    int64_t parts;
     struct ferry_digest *g;
     char *body;
     int rc;
@@ -571,7 +598,7 @@ static void *total_main(void *arg)
 {
     struct total_job *j = arg;
 
-    j->rc = digest(j->r, j->t, NULL, 0, NULL, 0, SPLIT_PARTS, &j->g, &j->body, &j->err);
+    j->rc = digest(j->r, j->t, NULL, 0, NULL, 0, j->parts, &j->g, &j->body, &j->err);
     return NULL;
 }
 
@@ -580,13 +607,20 @@ static void *total_main(void *arg)
  * the client, the target's only the target connection), then, when they
  * differ, the bisection. An unchanged table costs one scan on each side,
  * side by side.
+ *
+ * A SQLite source sends its split of the whole table with the total: it
+ * reads keys in order as cheaply as in any order. A PostgreSQL source is
+ * asked the total alone (one part: a sequential scan, and with
+ * FERRY_HASH_PGREC the server's sum, where reading in key order is an
+ * index walk of the whole table or a sort): the split comes only when the
+ * totals differ, at the cost of a second pass then.
  */
 static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
                           struct ferry_error *err)
 {
     struct ferry_verify_table *vt = counts_of(r, t);
     struct total_job job;
-    int hash = r->hash; /* the thread may change r->hash: read again after the join */
+    int hash = r->thash; /* the thread may change r->thash: read again after the join */
     pthread_t th;
     int threaded;
     int rc;
@@ -594,18 +628,21 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
     memset(&job, 0, sizeof(job));
     job.r = r;
     job.t = t;
+    job.parts =
+        r->manifest->engine && strcmp(r->manifest->engine, "postgresql") == 0 ? 1 : SPLIT_PARTS;
     threaded = pthread_create(&th, NULL, total_main, &job) == 0;
     if (!threaded)
         total_main(&job);
     rc = target_sum(cs, NULL, 0, NULL, 0, &vt->dst_rows, &vt->dst_sum, err);
     if (threaded)
         pthread_join(th, NULL);
-    /* the source refused the keyed hash (its first digest, the root's): SHA-256 here too */
-    if (!rc && !job.rc && cs && r->hash != hash) {
-        rc = ferry_checksum_set_hash(cs, r->hash, r->hash_key, err);
+    /* the source refused the hash: the one it took here too */
+    if (!rc && !job.rc && cs && r->thash != hash) {
+        rc = ferry_checksum_set_hash(cs, r->thash, r->hash_key, err);
         if (!rc)
             rc = target_sum(cs, NULL, 0, NULL, 0, &vt->dst_rows, &vt->dst_sum, err);
     }
+    vt->hash = r->thash;
     if (!rc && job.rc) {
         rc = job.rc;
         *err = job.err;
@@ -615,8 +652,14 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
         vt->src_sum += job.g->ranges[i].sum;
     }
     /* The source's split of the whole table came with its total: bisect from it. */
-    if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum))
-        rc = compare_split(r, t, cs, job.g, NULL, 0, NULL, 0, 0, err);
+    if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum)) {
+        if (job.parts > 1 || job.g->nranges == 0)
+            rc = compare_split(r, t, cs, job.g, NULL, 0, NULL, 0, 0, err);
+        else if (vt->src_rows <= LEAF_ROWS)
+            rc = compare_leaf(r, t, cs, NULL, 0, NULL, 0, 0, err);
+        else
+            rc = compare_range(r, t, cs, NULL, 0, NULL, 0, 1, err);
+    }
     ferry_digest_free(job.g);
     free(job.body);
     return rc;
@@ -668,6 +711,35 @@ static int target_coercions(struct vrun *r, size_t t, struct ferry_error *err)
     return FERRY_OK;
 }
 
+/*
+ * Whether table t's rows can be hashed by the servers (FERRY_HASH_PGREC):
+ * both ends PostgreSQL, the keyed hash not asked for, and the target's
+ * columns those of the manifest, name by name and type by type (the form
+ * a value is hashed in follows its type on each side).
+ */
+static int pgrec_wanted(struct vrun *r, size_t t)
+{
+    const struct ferry_table_info *ti = &r->scope->tables[t].info;
+    const char *src = r->manifest->engine;
+    struct ferry_table_info dst;
+    struct ferry_error e;
+    int same;
+
+    if (r->o->keyed || r->hash == FERRY_HASH_SHA256 || !src || strcmp(src, "postgresql") != 0 ||
+        ferry_db_engine(r->db) != FERRY_ENGINE_PG || r->coerce ||
+        ferry_db_table_info(r->db, ti->name, &dst, &e) != FERRY_OK)
+        return 0;
+    same = dst.ncols == ti->ncols;
+    for (size_t i = 0; same && i < ti->ncols; i++)
+        same = strcmp(ti->cols[i].name, dst.cols[i].name) == 0 && ti->cols[i].type &&
+               dst.cols[i].type && strcmp(ti->cols[i].type, dst.cols[i].type) == 0;
+    ferry_table_info_release(&dst);
+    if (!same)
+        log_debug("verify %s: the target's columns are not the source's: rows hashed in the agents",
+                  ti->name);
+    return same;
+}
+
 static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
 {
     struct ferry_verify_table *vt = counts_of(r, t);
@@ -685,11 +757,20 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     free(r->coerce);
     r->coerce = NULL;
     r->ncoerce = 0;
+    r->thash = r->hash;
     if (exists) {
         rc = target_coercions(r, t, err);
         if (!rc)
             rc = ferry_checksum_new(r->db, r->scope, t, &r->tenant, NULL, &cs, err);
-        if (!rc)
+        if (!rc && pgrec_wanted(r, t)) {
+            struct ferry_error e;
+
+            if (ferry_checksum_set_hash(cs, FERRY_HASH_PGREC, r->hash_key, &e) == FERRY_OK)
+                r->thash = FERRY_HASH_PGREC;
+            else
+                log_debug("verify %s: %s", vt->name, e.msg);
+        }
+        if (!rc && r->thash != FERRY_HASH_PGREC)
             rc = ferry_checksum_set_hash(cs, r->hash, r->hash_key, err);
         if (!rc)
             rc = ferry_db_begin_read(r->db, err);
@@ -1054,9 +1135,10 @@ static void print_json(const struct vrun *r, int code, const struct ferry_error 
                 ",\"source_rows\":%" PRId64 ",\"target_rows\":%" PRId64
                 ",\"source_checksum\":\"%016" PRIx64 "\",\"target_checksum\":\"%016" PRIx64
                 "\",\"missing\":%" PRId64 ",\"extra\":%" PRId64 ",\"differs\":%" PRId64
-                ",\"equal\":%s}",
+                ",\"equal\":%s,\"hash\":\"%s\"}",
                 vt->src_rows, vt->dst_rows, vt->src_sum, vt->dst_sum, vt->missing, vt->extra,
-                vt->differs, vt->missing + vt->extra + vt->differs ? "false" : "true");
+                vt->differs, vt->missing + vt->extra + vt->differs ? "false" : "true",
+                hash_name(vt->hash));
     }
     fprintf(f, "],\"differences_total\":%" PRId64 ",\"differences\":", rep->total_diffs);
     json_diffs(f, r, rep->diffs, rep->ndiffs);

@@ -36,6 +36,12 @@ struct ferry_verify_opts {
     int json;   /* print the report as one JSON object on stdout */
     int quiet;  /* print nothing (the caller prints from the report) */
     /*
+     * Hash rows with SipHash under this verify's key in the agents, even
+     * when both ends are PostgreSQL (where the servers hash them by
+     * default: FERRY_HASH_PGREC, faster, not keyed against crafted rows).
+     */
+    int keyed;
+    /*
      * Borrowed, may be NULL: the open state to record the run in, for a
      * caller that holds it (cutover; the state has one writer at a time).
      * NULL: verify opens [target] state itself, creating it when missing.
@@ -67,6 +73,7 @@ struct ferry_verify_table {
     uint64_t src_sum, dst_sum; /* checksum.h sums over the whole table */
     int64_t missing, extra, differs;
     int present; /* the table exists on the target */
+    int hash;    /* the row hash its comparison used (enum ferry_hash) */
 };
 
 /* Most differing keys listed (and repaired per round); more are only counted. */

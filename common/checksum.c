@@ -52,9 +52,10 @@
 /*
  * Statements: rows in key order, rows in any order, count and sum (HASH_PG);
  * on SQLite also the same two walks with every row handed to a sink from
- * inside the statement (ROWSINK_FN), which then returns no row at all.
+ * inside the statement (ROWSINK_FN), which then returns no row at all; and
+ * the key of any one row (a one-part split's first key on PostgreSQL).
  */
-enum { Q_ORDERED, Q_SCAN, Q_SUM, Q_SINK_ORDERED, Q_SINK, NQ };
+enum { Q_ORDERED, Q_SCAN, Q_SUM, Q_SINK_ORDERED, Q_SINK, Q_ANY, NQ };
 
 /*
  * A statement's shape: lo bound present (1), hi bound present (2), and on
@@ -83,7 +84,8 @@ enum pg_enc {
 
 struct pg_col {
     enum pg_enc enc;
-    char *out; /* PG_OUT: the output function, schema-qualified and quoted */
+    int64_t base; /* the base type's OID */
+    char *out;    /* PG_OUT: the output function, schema-qualified and quoted */
 };
 
 struct ferry_checksum {
@@ -899,7 +901,13 @@ enum {
     OID_OID = 26,
     OID_FLOAT4 = 700,
     OID_FLOAT8 = 701,
-    OID_VARCHAR = 1043
+    OID_VARCHAR = 1043,
+    OID_DATE = 1082,
+    OID_TIME = 1083,
+    OID_TIMESTAMP = 1114,
+    OID_TIMESTAMPTZ = 1184,
+    OID_INTERVAL = 1186,
+    OID_UUID = 2950
 };
 
 /*
@@ -1036,6 +1044,7 @@ static const char *pg_plan(struct ferry_checksum *c, struct ferry_error *err)
         struct ferry_value base, kind, out;
 
         c->pgcol[i].out = NULL;
+        c->pgcol[i].base = 0;
         if (ferry_stmt_step(st, &row, err) || !row) {
             why = "the catalog query of the values' types failed";
             break;
@@ -1047,6 +1056,7 @@ static const char *pg_plan(struct ferry_checksum *c, struct ferry_error *err)
             why = "the catalog query of the values' types failed";
             break;
         }
+        c->pgcol[i].base = base.u.i;
         switch (base.u.i) {
         case OID_INT2:
         case OID_INT4:
@@ -1230,6 +1240,9 @@ int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, 
                            e != PG_FLOAT));
         }
     }
+    if (any && c->alg == FERRY_HASH_PGREC)
+        return ferry_error_set(err, FERRY_EDATA, "coercions of %s with hash \"%s\"", ti->name,
+                               FERRY_HASH_PGREC_NAME);
     free(c->coerce);
     c->coerce = NULL;
     if (any) {
@@ -1258,16 +1271,60 @@ int ferry_checksum_hashed_in_sql(const struct ferry_checksum *c)
     return c->in_sql != HASH_C;
 }
 
+/*
+ * Why FERRY_HASH_PGREC cannot hash c's rows, or NULL when it can (the
+ * columns' encodings planned: c->pgcol).
+ */
+static const char *pgrec_why(struct ferry_checksum *c)
+{
+    struct ferry_error perr;
+    const char *why;
+    int64_t ok = 0;
+
+    if (ferry_db_engine(c->db) != FERRY_ENGINE_PG)
+        return "not PostgreSQL";
+    if (c->coerce)
+        return "values coerced";
+    /* a mask's value need not have the type the target stores it as */
+    if (c->masks)
+        return "masked columns";
+    if (ferry_db_query_int(c->db,
+                           "SELECT (pg_catalog.to_regprocedure("
+                           "'pg_catalog.hash_record_extended(record, bigint)') IS NOT NULL)::int",
+                           NULL, 0, &ok, &perr))
+        return "the server's functions could not be read";
+    if (!ok)
+        return "a server before PostgreSQL 14 (no hash_record_extended)";
+    if (c->pgcol)
+        return NULL;
+    why = pg_plan(c, &perr);
+    if (why)
+        pgcol_free(c);
+    return why;
+}
+
 int ferry_checksum_set_hash(struct ferry_checksum *c, int alg, const unsigned char *key,
                             struct ferry_error *err)
 {
-    if (alg != FERRY_HASH_SHA256 && (alg != FERRY_HASH_SIPHASH13 || !key))
+    const char *name = c->scope->tables[c->t].info.name;
+
+    if (alg != FERRY_HASH_SHA256 &&
+        ((alg != FERRY_HASH_SIPHASH13 && alg != FERRY_HASH_PGREC) || !key))
         return ferry_error_set(err, FERRY_EDATA, "checksum: no hash %d with%s key", alg,
                                key ? " a" : "out a");
+    if (alg == FERRY_HASH_PGREC) {
+        const char *why = pgrec_why(c);
+
+        if (why)
+            return ferry_error_set(err, FERRY_EDATA,
+                                   "checksum: hash \"%s\" cannot hash the rows of %s here: %s",
+                                   FERRY_HASH_PGREC_NAME, name, why);
+    }
     c->alg = alg;
     memset(c->key, 0, sizeof(c->key));
-    if (alg == FERRY_HASH_SIPHASH13)
+    if (alg != FERRY_HASH_SHA256)
         memcpy(c->key, key, sizeof(c->key));
+    /* FERRY_HASH_PGREC has no C form: its rows are hashed in SQL only (below) */
     ferry_rowhash_set(c->hash, alg, c->key);
     /* statements are built anew with the hash in their text */
     for (int q = 0; q < NQ; q++)
@@ -1275,10 +1332,11 @@ int ferry_checksum_set_hash(struct ferry_checksum *c, int alg, const unsigned ch
             ferry_stmt_free(c->st[q][k]);
             c->st[q][k] = NULL;
         }
-    /* the SQL encoding on PostgreSQL has SHA-256 only */
-    if (alg != FERRY_HASH_SHA256 && c->in_sql == HASH_PG) {
-        log_debug("checksum: rows of %s read and hashed in C, not in SQL: a keyed hash",
-                  c->scope->tables[c->t].info.name);
+    if (alg == FERRY_HASH_PGREC) {
+        c->in_sql = HASH_PG;
+    } else if (c->in_sql == HASH_PG && (alg != FERRY_HASH_SHA256 || !pg_in_sql_wanted())) {
+        /* the SHA-256 encoding in SQL is opt-in (PG_IN_SQL_ENV); SipHash is computed in C */
+        log_debug("checksum: rows of %s read and hashed in C, not in SQL", name);
         pgcol_free(c);
         c->in_sql = HASH_C;
     }
@@ -1486,6 +1544,98 @@ static int add_col(struct ferry_checksum *c, struct ferry_buf *b, size_t i)
     return rc;
 }
 
+/* Append pre, value i of the row, post. */
+static int add_wrapped(struct ferry_checksum *c, struct ferry_buf *b, size_t i, const char *pre,
+                       const char *post)
+{
+    int rc = ferry_buf_adds(b, pre);
+
+    if (!rc)
+        rc = add_col(c, b, i);
+    if (!rc)
+        rc = ferry_buf_adds(b, post);
+    return rc;
+}
+
+/*
+ * Append FERRY_HASH_PGREC's expression: hash_record_extended() of a row of
+ * the values, seeded with the key's first 8 bytes, each value in a form
+ * that two values share only when the C path would hash them alike (their
+ * text, or their bits). The server's own hash of a type follows the type's
+ * equality, which is looser: it folds an int8 to 32 bits (0 and 2^32 + 1
+ * hash alike whatever the seed), takes -0 for 0, 1.0 for 1.00, and a
+ * nondeterministic collation's equal strings for one. So the values go as
+ * bytes, whose hash is the server's hash of all of them (hash_bytes):
+ * integers as int8send (any width, the same bytes for the same number),
+ * floats as float8send (every NaN one bit pattern, as in the C path),
+ * dates, times, timestamps, intervals and uuids by their binary send
+ * function (exact), text and varchar as text under the "C" collation (its
+ * bytes); a bytea is bytes already. Any other type, numeric and jsonb
+ * among them, goes as its output function's text, what the C path hashes.
+ */
+static int add_pgrec_hash(struct ferry_checksum *c, struct ferry_buf *b)
+{
+    static const struct {
+        int64_t oid;
+        const char *send;
+    } sends[] = {{OID_DATE, "pg_catalog.date_send(("},
+                 {OID_TIME, "pg_catalog.time_send(("},
+                 {OID_TIMESTAMP, "pg_catalog.timestamp_send(("},
+                 {OID_TIMESTAMPTZ, "pg_catalog.timestamptz_send(("},
+                 {OID_INTERVAL, "pg_catalog.interval_send(("},
+                 {OID_UUID, "pg_catalog.uuid_send(("}};
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    uint64_t seed = 0;
+    int rc = ferry_buf_adds(b, "pg_catalog.hash_record_extended(ROW(");
+
+    for (size_t i = 0; i < ti->ncols && !rc; i++) {
+        const struct pg_col *pc = &c->pgcol[i];
+        size_t k;
+
+        rc = ferry_buf_adds(b, i ? ", " : "");
+        if (rc)
+            break;
+        switch (pc->enc) {
+        case PG_INT:
+            rc = add_wrapped(c, b, i, "pg_catalog.int8send((", ")::pg_catalog.int8)");
+            break;
+        case PG_BOOL:
+            rc = add_wrapped(c, b, i, "(", ")::pg_catalog.bool");
+            break;
+        case PG_FLOAT:
+            rc = add_wrapped(c, b, i, "CASE WHEN (",
+                             ")::pg_catalog.float8 = 'NaN'::pg_catalog.float8"
+                             " THEN '\\x7ff8000000000000'::pg_catalog.bytea"
+                             " ELSE pg_catalog.float8send((");
+            if (!rc)
+                rc = add_wrapped(c, b, i, "", ")::pg_catalog.float8) END");
+            break;
+        case PG_BYTEA:
+            rc = add_wrapped(c, b, i, "(", ")::pg_catalog.bytea");
+            break;
+        case PG_TEXT:
+            rc = add_wrapped(c, b, i, "(", ")::pg_catalog.text COLLATE pg_catalog.\"C\"");
+            break;
+        case PG_OUT:
+            for (k = 0; k < sizeof(sends) / sizeof(sends[0]) && sends[k].oid != pc->base; k++)
+                ;
+            if (k < sizeof(sends) / sizeof(sends[0])) {
+                rc = add_wrapped(c, b, i, sends[k].send, "))");
+                break;
+            }
+            rc = ferry_buf_addf(b, "pg_catalog.textin(%s(", pc->out);
+            if (!rc)
+                rc = add_wrapped(c, b, i, "", ")) COLLATE pg_catalog.\"C\"");
+            break;
+        }
+    }
+    for (int k = 0; k < 8; k++)
+        seed = seed << 8 | c->key[k];
+    if (!rc)
+        rc = ferry_buf_addf(b, "), '%" PRId64 "'::pg_catalog.int8)", (int64_t)seed);
+    return rc;
+}
+
 /*
  * Append the PostgreSQL expression of the row hash: the encoding of
  * checksum.h built value by value (a NULL makes its part NULL, which
@@ -1496,7 +1646,11 @@ static int add_col(struct ferry_checksum *c, struct ferry_buf *b, size_t i)
 static int add_pg_hash(struct ferry_checksum *c, struct ferry_buf *b)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
-    int rc = ferry_buf_adds(b, "('x' || pg_catalog.encode(pg_catalog.substr(pg_catalog.sha256(");
+    int rc;
+
+    if (c->alg == FERRY_HASH_PGREC)
+        return add_pgrec_hash(c, b);
+    rc = ferry_buf_adds(b, "('x' || pg_catalog.encode(pg_catalog.substr(pg_catalog.sha256(");
 
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
         const struct pg_col *pc = &c->pgcol[i];
@@ -1671,7 +1825,9 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
         return build_sink_sql(c, q, shape, b);
     rc = ferry_buf_adds(b, "SELECT ");
 
-    if (q == Q_SUM) {
+    if (q == Q_ANY) {
+        rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+    } else if (q == Q_SUM) {
         /* HASH_PG only: the sum as numeric text, reduced modulo 2^64 here */
         rc = ferry_buf_adds(b, "pg_catalog.count(*), pg_catalog.sum(");
         if (!rc)
@@ -1722,6 +1878,8 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
         if (!rc)
             rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
     }
+    if (!rc && q == Q_ANY)
+        rc = ferry_buf_adds(b, " LIMIT 1");
     return rc;
 }
 
@@ -2157,7 +2315,8 @@ static int sink_walk(struct ferry_checksum *c, int ordered, const struct ferry_v
 static int copy_ok(const struct ferry_checksum *c, const struct ferry_value *lo,
                    const struct ferry_value *hi)
 {
-    return c->in_sql == HASH_C && ferry_db_engine(c->db) == FERRY_ENGINE_PG && !lo && !hi;
+    return (c->in_sql == HASH_C || c->in_sql == HASH_PG) &&
+           ferry_db_engine(c->db) == FERRY_ENGINE_PG && !lo && !hi;
 }
 
 /*
@@ -2165,13 +2324,16 @@ static int copy_ok(const struct ferry_checksum *c, const struct ferry_value *lo,
  * (...) TO STDOUT text instead of result rows: libpq's single-row mode
  * builds a PGresult for every row. Each field is decoded into the value
  * the statement's column would give (ferry_db_copy_out_field), and the row
- * hashed and handed to fn as row_of and its callers do.
+ * hashed (or, hashed in SQL, its key and hash read) and handed to fn as
+ * row_of and its callers do.
  */
 static int copy_walk(struct ferry_checksum *c, int q, ferry_checksum_fn fn, void *arg,
                      struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
-    struct ferry_value *vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));
+    /* every column, or hashed in SQL the key and the hash */
+    size_t nf = c->in_sql == HASH_PG ? c->npk + 1 : ti->ncols;
+    struct ferry_value *vals = calloc(nf ? nf : 1, sizeof(*vals));
     struct ferry_value key[FERRY_MAX_KEY_COLS];
     struct ferry_error e2;
     struct ferry_buf sql;
@@ -2198,21 +2360,28 @@ static int copy_walk(struct ferry_checksum *c, int q, ferry_checksum_fn fn, void
         end = line + n;
         p = line;
         /* tab-separated fields; a tab inside a value is escaped, so each is a separator */
-        for (size_t i = 0; i < ti->ncols && !rc; i++) {
+        for (size_t i = 0; i < nf && !rc; i++) {
             const char *tab = memchr(p, '\t', (size_t)(end - p));
 
-            if ((tab != NULL) != (i + 1 < ti->ncols)) {
-                rc =
-                    ferry_error_set(err, FERRY_EDB, "checksum: a COPY row of %s has not %zu fields",
-                                    ti->name, ti->ncols);
+            if ((tab != NULL) != (i + 1 < nf)) {
+                rc = ferry_error_set(err, FERRY_EDB,
+                                     "checksum: a COPY row of %s has not %zu fields", ti->name, nf);
                 break;
             }
             rc = ferry_db_copy_out_field(c->db, (int)i, p, (size_t)((tab ? tab : end) - p),
                                          &vals[i], err);
             p = tab ? tab + 1 : end;
         }
-        if (!rc)
+        if (!rc && c->in_sql == HASH_PG) {
+            if (vals[c->npk].type != FERRY_INT)
+                rc = ferry_error_set(err, FERRY_EINTERNAL,
+                                     "checksum: a row hash of %s is no integer", ti->name);
+            for (size_t k = 0; k < c->npk; k++)
+                key[k] = vals[k];
+            h = (uint64_t)vals[c->npk].u.i;
+        } else if (!rc) {
             rc = hash_values(c, vals, key, &h, err);
+        }
         if (!rc)
             rc = fn(arg, key, c->npk, h);
     }
@@ -2435,6 +2604,79 @@ static int split_row(void *arg, const struct ferry_value *key, size_t nkey, uint
     return FERRY_OK;
 }
 
+/* The first row of a one-part split: its key kept, the rest counted. */
+struct one {
+    struct ferry_buf *arena;
+    int64_t n;
+    uint64_t sum;
+};
+
+static int one_row(void *arg, const struct ferry_value *key, size_t nkey, uint64_t h)
+{
+    struct one *o = arg;
+
+    if (o->n++ == 0 && ferry_key_pack(o->arena, key, nkey))
+        return FERRY_ETOOBIG;
+    o->sum += h;
+    return FERRY_OK;
+}
+
+/*
+ * A split into one part: the total of [lo, hi) in any order, the cheaper
+ * pass where keys are not read in order (on PostgreSQL: an index walk of
+ * the whole table, or a sort, against a sequential scan; hashed in SQL,
+ * the server adds them up and sends one row). Its first key is whichever
+ * row came first, or on PostgreSQL hashing in SQL any one row's key.
+ */
+static int split_one(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
+                     const struct ferry_value *hi, size_t nhi, struct ferry_ranges *out,
+                     struct ferry_error *err)
+{
+    const char *name = c->scope->tables[c->t].info.name;
+    struct one o = {&out->arena, 0, 0};
+    int rc;
+
+    if (c->in_sql == HASH_PG) {
+        struct ferry_stmt *st = NULL;
+        int row = 0;
+
+        rc = ferry_checksum_sum(c, lo, nlo, hi, nhi, &o.n, &o.sum, err);
+        if (!rc && o.n > 0)
+            rc = stmt_for(c, Q_ANY, 0, lo, nlo, hi, nhi, &st, err);
+        if (!rc && st)
+            rc = ferry_stmt_step(st, &row, err);
+        if (!rc && st && !row)
+            rc = ferry_error_set(err, FERRY_EDATA,
+                                 "checksum: %s counted %" PRId64 " rows and found none", name, o.n);
+        if (!rc && st) {
+            struct ferry_value key[FERRY_MAX_KEY_COLS];
+
+            for (size_t k = 0; k < c->npk; k++)
+                ferry_stmt_column(st, (int)k, &key[k]);
+            if (ferry_key_pack(&out->arena, key, c->npk))
+                rc = FERRY_ETOOBIG;
+        }
+        if (st)
+            ferry_stmt_reset(st);
+    } else {
+        rc = ferry_checksum_each(c, lo, nlo, hi, nhi, one_row, &o, err);
+    }
+    if (rc == FERRY_ETOOBIG)
+        return ferry_error_set(err, rc, "checksum: keys of %s too large", name);
+    if (rc || o.n == 0)
+        return rc;
+    out->r = calloc(1, sizeof(*out->r));
+    if (!out->r)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    if (ferry_key_unpack(out->arena.data, out->arena.len, out->r[0].first, FERRY_MAX_KEY_COLS,
+                         &out->r[0].nfirst))
+        return ferry_error_set(err, FERRY_EINTERNAL, "checksum: a key kept in a split is corrupt");
+    out->r[0].count = o.n;
+    out->r[0].sum = o.sum;
+    out->n = 1;
+    return FERRY_OK;
+}
+
 int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
                          const struct ferry_value *hi, size_t nhi, size_t parts,
                          struct ferry_ranges *out, struct ferry_error *err)
@@ -2454,6 +2696,12 @@ int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo,
     c->by_set = 0;
     if (parts < 1 || parts > FERRY_DIGEST_MAX_PARTS)
         return ferry_error_set(err, FERRY_EINTERNAL, "checksum: %zu parts", parts);
+    if (parts == 1) {
+        rc = split_one(c, lo, nlo, hi, nhi, out, err);
+        if (rc)
+            ferry_ranges_release(out);
+        return rc;
+    }
     marks = calloc(2 * parts, sizeof(*marks));
     vals = calloc(ti->ncols ? ti->ncols : 1, sizeof(*vals));
     if (!marks || !vals) {

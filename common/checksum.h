@@ -73,10 +73,18 @@ void ferry_ranges_release(struct ferry_ranges *rs);
 enum ferry_hash {
     FERRY_HASH_SHA256 = 0,    /* the first 8 bytes of SHA-256, big-endian; no key */
     FERRY_HASH_SIPHASH13 = 1, /* SipHash-1-3 under a FERRY_HASH_KEY_SIZE-byte key */
-    FERRY_HASH_MAX = 1
+    /*
+     * PostgreSQL only, computed by the server: hash_record_extended() of
+     * the row's values in an exact form (checksum.c, add_pgrec_hash),
+     * seeded with the key's first 8 bytes. No C implementation: both ends
+     * must be PostgreSQL 14 or later.
+     */
+    FERRY_HASH_PGREC = 2,
+    FERRY_HASH_MAX = 2
 };
 #define FERRY_HASH_KEY_SIZE 16
 #define FERRY_HASH_SIPHASH13_NAME "siphash-1-3" /* its name in a digest request */
+#define FERRY_HASH_PGREC_NAME "pg-record-1"     /* idem; the form's version in its name */
 
 /* SipHash-1-3 of in[0..n) under key: the reference's output read little-endian. */
 uint64_t ferry_siphash13(const unsigned char key[FERRY_HASH_KEY_SIZE], const void *in, size_t n);
@@ -197,7 +205,9 @@ int ferry_checksum_sum(struct ferry_checksum *c, const struct ferry_value *lo, s
  * result). Ranges hold about equal counts, within a factor of two: the
  * split does not count first. With rows <= parts every range is one row:
  * its first key is the row's key and its sum the row's hash. No rows: no
- * ranges.
+ * ranges. One part is the total of [lo, hi) from a pass in any order (on
+ * PostgreSQL the server's count and sum), and its first key is one of the
+ * range's keys, not always the least: a reader bounds it by lo.
  */
 int ferry_checksum_split(struct ferry_checksum *c, const struct ferry_value *lo, size_t nlo,
                          const struct ferry_value *hi, size_t nhi, size_t parts,
@@ -227,8 +237,10 @@ int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, 
 /*
  * Hash c's rows with alg (enum ferry_hash) under key (FERRY_HASH_KEY_SIZE
  * bytes, copied; NULL for SHA-256) from now on; SHA-256 until then.
- * FERRY_EDATA for an unknown alg or SipHash without a key. On PostgreSQL a
- * keyed hash is computed in C (the SQL encoding has SHA-256 only).
+ * FERRY_EDATA for an unknown alg or a keyed one without a key, and for
+ * FERRY_HASH_PGREC where it cannot be: not PostgreSQL 14 or later, values
+ * coerced, a value of a type it does not take (the message says which; c
+ * keeps the hash it had). On PostgreSQL SipHash is computed in C.
  */
 int ferry_checksum_set_hash(struct ferry_checksum *c, int alg, const unsigned char *key,
                             struct ferry_error *err);

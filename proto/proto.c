@@ -254,7 +254,8 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
         }
         if (req->hash) {
             pack_cstr(w, "hash");
-            pack_cstr(w, FERRY_HASH_SIPHASH13_NAME);
+            pack_cstr(w, req->hash == FERRY_HASH_PGREC ? FERRY_HASH_PGREC_NAME
+                                                       : FERRY_HASH_SIPHASH13_NAME);
             pack_cstr(w, "hash_key");
             msgpack_pack_bin(&w->pk, FERRY_HASH_KEY_SIZE);
             msgpack_pack_bin_body(&w->pk, req->hash_key, FERRY_HASH_KEY_SIZE);
@@ -1392,6 +1393,12 @@ static int get_coerce(struct dec *d, const msgpack_object *o, struct ferry_reque
 }
 
 /* A digest request's "hash" and "hash_key" (NULL when absent): a keyed hash and its key. */
+/* Whether the msgpack string o is s. */
+static int str_is(const msgpack_object *o, const char *s)
+{
+    return o->via.str.size == strlen(s) && memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
 static int get_hash(struct dec *d, const msgpack_object *name, const msgpack_object *key,
                     struct ferry_request *req)
 {
@@ -1407,14 +1414,16 @@ static int get_hash(struct dec *d, const msgpack_object *name, const msgpack_obj
         rc = want(d, key, MSGPACK_OBJECT_BIN, "hash_key", "bin");
     if (rc)
         return rc;
-    if (name->via.str.size != strlen(FERRY_HASH_SIPHASH13_NAME) ||
-        memcmp(name->via.str.ptr, FERRY_HASH_SIPHASH13_NAME, name->via.str.size) != 0)
-        return fail(d, FERRY_EPROTO, "hash", "unknown hash, expected \"%s\"",
-                    FERRY_HASH_SIPHASH13_NAME);
+    if (str_is(name, FERRY_HASH_SIPHASH13_NAME))
+        req->hash = FERRY_HASH_SIPHASH13;
+    else if (str_is(name, FERRY_HASH_PGREC_NAME))
+        req->hash = FERRY_HASH_PGREC;
+    else
+        return fail(d, FERRY_EPROTO, "hash", "unknown hash, expected \"%s\" or \"%s\"",
+                    FERRY_HASH_SIPHASH13_NAME, FERRY_HASH_PGREC_NAME);
     if (key->via.bin.size != FERRY_HASH_KEY_SIZE)
         return fail(d, FERRY_EPROTO, "hash_key", "%" PRIu32 " bytes, expected %d",
                     key->via.bin.size, FERRY_HASH_KEY_SIZE);
-    req->hash = FERRY_HASH_SIPHASH13;
     memcpy(req->hash_key, key->via.bin.ptr, FERRY_HASH_KEY_SIZE);
     return 0;
 }

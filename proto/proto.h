@@ -33,9 +33,13 @@
  *              "coerce": bin (optional, sent only across engines: one byte
  *              per column of the table, enum ferry_coerce of checksum.h,
  *              how the target stores that column's values; absent: none),
- *              "hash": "siphash-1-3" (optional: the row hash, checksum.h;
- *              absent: SHA-256, all a source from before it knows, which
- *              refuses the key: the target then asks again without it),
+ *              "hash": "siphash-1-3" | "pg-record-1" (optional: the row
+ *              hash, checksum.h; absent: SHA-256, all a source from before
+ *              it knows, which refuses the key: the target then asks again
+ *              without it; "pg-record-1" only from a PostgreSQL target to a
+ *              PostgreSQL source, which refuses it, as one from before it
+ *              does, when it cannot hash the table so: the target then asks
+ *              again with "siphash-1-3"),
  *              "hash_key": bin (FERRY_HASH_KEY_SIZE bytes, with "hash"
  *              only: the key, drawn at random by the target for one verify)}
  *   rows      {"v", "tenant": str, "table": str,
@@ -65,7 +69,9 @@
  *              (text format, the cols' fields, no CR, LF or end marker)
  *   digest    {"v", "ranges": [[first key values, count int >= 1,
  *              checksum int (the uint64's bits as int64)]...]}
- *              (checksum.h; a rows request is answered with a changes batch)
+ *              (checksum.h; a rows request is answered with a changes batch;
+ *              to "parts": 1, the first key is one of the range's keys, not
+ *              always its least)
  *   freeze    {"v", "tenant": str, "frozen": bool, "head": int}
  *              (head: the change-log head once no write to the tenant is in flight)
  *

@@ -798,6 +798,98 @@ class VerifyPgTest(VerifyCase):
             self.assertPgTenantEqual()
             self.assertTrue(self.verify_json(expect=0)["equal"])
 
+    def team1_kind(self, where):
+        """The id of the one kinds row of team 1 on the source where `where` holds."""
+        ids_ = tp.psql(self.src_url, "SELECT k.id FROM kinds k JOIN channels c ON c.id = "
+                       "k.channel_id WHERE c.team_id = 1 AND %s" % where).split()
+        self.assertEqual(len(ids_), 1, "test_pg's data: %s" % where)
+        return ids_[0]
+
+    def test_pg_servers_hash_the_rows(self):
+        """Between two PostgreSQL servers the servers hash the rows
+        ("pg-record-1") unless --keyed-hash asks for SipHash in the agents.
+        Values the server's equality takes for the same but whose text
+        differs (-0 and 0, 0.10 and 0.1, '-1 day' and '-24 hours') are found
+        either way, with exactly their keys, and repaired."""
+        self.pg_pair()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            self.sync()
+            by_server = self.verify_json(expect=0)
+            keyed = self.verify_json("--keyed-hash", expect=0)
+            self.assertEqual({t["hash"] for t in by_server["tables"]}, {"pg-record-1"})
+            self.assertEqual({t["hash"] for t in keyed["tables"]}, {"siphash-1-3"})
+            self.assertCounts(by_server,
+                              {t: len(tp.pg_rows(self.src_url, t, 1)) for t in tp.PG_TABLES})
+            for a, b in zip(by_server["tables"], keyed["tables"]):
+                if a["source_rows"]:
+                    self.assertNotEqual(a["source_checksum"], b["source_checksum"], a["table"])
+
+            zero = self.team1_kind("k.f8 = 0")
+            day = self.team1_kind("k.iv = interval '-1 day'")
+            tenth = self.team1_kind("k.n = 0.10")
+            tp.psql(self.dst_url, "UPDATE kinds SET f8 = 0 WHERE id = '%s';"
+                    "UPDATE kinds SET iv = '-24 hours' WHERE id = '%s';"
+                    "UPDATE kinds SET n = 0.1 WHERE id = '%s';" % (zero, day, tenth))
+            sql = "SELECT f8::text || iv::text || n::text FROM kinds WHERE id = '%s'"
+            for k in (zero, day, tenth):
+                self.assertNotEqual(tp.psql(self.src_url, sql % k), tp.psql(self.dst_url, sql % k),
+                                    "the change left the text alone: the premise fails")
+            expected = {("kinds", "differs", key(id=k)) for k in (zero, day, tenth)}
+            for args in ((), ("--keyed-hash",)):
+                rep = self.verify_json(*args, expect=1)
+                self.assertEqual(diff_set(rep["differences"]), expected, args)
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqual((rep["repair"]["upserted"], rep["repair"]["deleted"]), (3, 0))
+            self.assertPgTenantEqual()
+
+    def test_pg_masked_table_falls_back_to_the_keyed_hash(self):
+        """A source refuses "pg-record-1" for a table it masks (a mask's value
+        need not have the stored type): that table is hashed with SipHash in
+        the agents, the others by the servers, and a change is still found."""
+        self.pg_pair()
+        with open(self.src_conf, "a") as f:
+            f.write("\n[mask]\nposts.body = 'post ' || id\n")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            self.sync()
+            cp = self.verify("--json", expect=0)
+            hashes = {t["table"]: t["hash"] for t in json.loads(cp.stdout)["tables"]}
+            self.assertEqual(hashes.pop("posts"), "siphash-1-3")
+            self.assertEqual(set(hashes.values()), {"pg-record-1"})
+            self.assertIn("masked columns", cp.stderr)
+            p = int(tp.psql(self.dst_url, "SELECT min(p.id) FROM posts p JOIN channels c "
+                            "ON c.id = p.channel_id WHERE c.team_id = 1"))
+            tp.psql(self.dst_url, "UPDATE posts SET body = 'real body' WHERE id = %d" % p)
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqual(diff_set(rep["differences"]), {("posts", "differs", key(id=p))})
+            self.assertEqual(tp.psql(self.dst_url,
+                                     "SELECT body FROM posts WHERE id = %d" % p).strip(),
+                             "post %d" % p)
+
+    def test_pg_old_source_falls_back_to_sha256(self):
+        """A PostgreSQL source from before the keyed hash refuses
+        "pg-record-1", then SipHash: the target verifies with SHA-256, says
+        so once, and still finds a changed row."""
+        old = ft.old_source()
+        new_src, ft.FERRY_SRC = ft.FERRY_SRC, old
+        try:
+            self.pg_pair()
+            with self.serve() as srv:
+                self.make_target(srv.url, tenant=1, db=self.dst_url)
+                self.sync()
+                cp = self.verify("--json", expect=0)
+                self.assertEqual({t["hash"] for t in json.loads(cp.stdout)["tables"]},
+                                 {"sha-256"})
+                self.assertEqual(cp.stderr.count("does not know the keyed row hash"), 1, cp.stderr)
+                p = int(tp.psql(self.dst_url, "SELECT min(p.id) FROM posts p JOIN channels c "
+                                "ON c.id = p.channel_id WHERE c.team_id = 1"))
+                tp.psql(self.dst_url, "UPDATE posts SET score = score + 1 WHERE id = %d" % p)
+                rep = self.verify_json(expect=1)
+                self.assertEqual(diff_set(rep["differences"]), {("posts", "differs", key(id=p))})
+        finally:
+            ft.FERRY_SRC = new_src
+
     def assertCrossEngineDiffs(self, change, table, first_ids, extra_id, chan):
         """change(sql) on the target: a changed, a deleted and an extra row of
         table are found with exactly their keys; --repair fixes them."""

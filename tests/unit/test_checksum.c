@@ -1748,6 +1748,156 @@ static void pg_coerce_checksum(struct ferry_db *pg, struct ferry_scope *sc)
     ferry_checksum_free(b);
 }
 
+/* The ids of table name whose rows' FERRY_HASH_PGREC hashes under key, team 1's rows. */
+static void pgrec_walk(struct ferry_db *pg, struct ferry_scope *sc, const char *name,
+                       const unsigned char *key, struct walk *w, uint64_t *sum)
+{
+    struct ferry_checksum *c = NULL;
+    struct ferry_value tv = ferry_value_int(1);
+    struct ferry_ranges one;
+    struct ferry_error err;
+    int64_t n = 0;
+    int t = ferry_scope_find(sc, name);
+    int found = 0;
+
+    ASSERT(t >= 0);
+    ASSERT_EQ(ferry_checksum_new(pg, sc, (size_t)t, &tv, NULL, &c, &err), FERRY_OK);
+    if (ferry_checksum_set_hash(c, FERRY_HASH_PGREC, key, &err) != FERRY_OK)
+        fprintf(stderr, "test_checksum: %s\n", err.msg);
+    ASSERT_EQ(ferry_checksum_hashed_in_sql(c), 1);
+    memset(w, 0, sizeof(*w));
+    ASSERT_EQ(ferry_checksum_each(c, NULL, 0, NULL, 0, walk_row, w, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &n, sum, &err), FERRY_OK);
+    ASSERT_EQ(n, (int64_t)w->n);
+    /* one part: the server's count and sum, and one of the keys */
+    ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 1, &one, &err), FERRY_OK);
+    ASSERT_EQ(one.n, 1);
+    ASSERT_EQ(one.r[0].count, n);
+    ASSERT(one.r[0].sum == *sum);
+    ASSERT_EQ(one.r[0].nfirst, 1);
+    for (size_t i = 0; i < w->n; i++)
+        found = found || w->key[i] == one.r[0].first[0].u.i;
+    ASSERT(found);
+    ferry_ranges_release(&one);
+    ferry_checksum_free(c);
+}
+
+/*
+ * FERRY_HASH_PGREC, the servers' row hash: two copies of kinds, then in the
+ * second values that PostgreSQL's equality or its own hash take for the
+ * first's (-0 and 0, 0.10 and 0.1, '-1 day' and '-24 hours', strings equal
+ * under a nondeterministic collation, jsonb 20 and 20.0, an int8 and its
+ * fold twin under hashint8), and one plain change. The oracle: the ids
+ * whose row text differs (SQL), which must be exactly the ids whose hashes
+ * differ; the premises (equal, or hashing alike, to the server) are
+ * checked in SQL too.
+ */
+static void pg_record_hash(struct ferry_db *pg)
+{
+    static const unsigned char key[FERRY_HASH_KEY_SIZE] = {0x9e, 0x37, 0x79, 0xb9, 0x7f, 0x4a,
+                                                           0x7c, 0x15, 1,    2,    3,    4};
+    static const int64_t changed[] = {12, 13, 14, 16, 17, 18, 20, 21, 24};
+    struct ferry_scope *sc = NULL;
+    struct ferry_checksum *c = NULL;
+    struct ferry_value tv = ferry_value_int(1);
+    struct walk wa, wb;
+    struct ferry_error err;
+    uint64_t sa = 0, sb = 0;
+    unsigned char codes[64] = {0};
+    int64_t premise = 0, oracle = 0;
+    int rc;
+
+    rc = ferry_db_exec(pg,
+                       "CREATE COLLATION ferry_ci (provider = icu, locale = 'und-u-ks-level2',"
+                       " deterministic = false);"
+                       "CREATE TABLE ka (LIKE kinds); ALTER TABLE ka ADD PRIMARY KEY (id),"
+                       " ADD FOREIGN KEY (team_id) REFERENCES teams(id),"
+                       " ALTER COLUMN vc TYPE varchar(20) COLLATE ferry_ci;"
+                       "INSERT INTO ka SELECT * FROM kinds;"
+                       "CREATE TABLE kb (LIKE ka INCLUDING ALL); ALTER TABLE kb"
+                       " ADD FOREIGN KEY (team_id) REFERENCES teams(id);"
+                       "INSERT INTO kb SELECT * FROM ka;",
+                       &err);
+    if (rc)
+        fprintf(stderr, "test_checksum: %s\n", err.msg);
+    ASSERT_EQ(rc, FERRY_OK);
+    sc = scope_of(pg, 0);
+    pgrec_walk(pg, sc, "ka", key, &wa, &sa);
+    pgrec_walk(pg, sc, "kb", key, &wb, &sb);
+    ASSERT_EQ(wa.n, 19);
+    ASSERT(sa == sb);
+    for (size_t i = 0; i < wa.n; i++)
+        ASSERT(walk_hash(&wb, wa.key[i]) == wa.hash[i]);
+
+    ASSERT_EQ(ferry_db_exec(pg,
+                            "UPDATE kb SET f8 = 0 WHERE id = 12;"
+                            "UPDATE kb SET i8 = i8 # 4294967297 WHERE id = 13;"
+                            "UPDATE kb SET n = 0.1 WHERE id = 14;"
+                            "UPDATE kb SET n = 'NaN' WHERE id = 16;"
+                            "UPDATE ka SET n = 'Infinity' WHERE id = 16;"
+                            "UPDATE kb SET iv = '-24 hours' WHERE id = 17;"
+                            "UPDATE kb SET vc = upper(vc) WHERE id = 18;"
+                            "UPDATE kb SET jb = jsonb_set(jb, '{i}', '20.0') WHERE id = 20;"
+                            "UPDATE kb SET ts = ts + interval '1 microsecond' WHERE id = 21;"
+                            "UPDATE kb SET f4 = 0 WHERE id = 24;",
+                            &err),
+              FERRY_OK);
+    /* what the server takes for equal, or hashes alike: 8 of the 9 changes */
+    ASSERT_EQ(ferry_db_query_int(
+                  pg,
+                  "SELECT (SELECT count(*) FROM ka JOIN kb USING (id) WHERE (id = 12 AND"
+                  " ka.f8 = kb.f8) OR (id = 14 AND ka.n = kb.n) OR (id = 17 AND ka.iv = kb.iv)"
+                  " OR (id = 18 AND ka.vc = kb.vc) OR (id = 20 AND ka.jb = kb.jb)"
+                  " OR (id = 24 AND ka.f4 = kb.f4) OR (id = 13 AND"
+                  " hashint8extended(ka.i8, 5) = hashint8extended(kb.i8, 5)) OR (id = 16 AND"
+                  " hash_numeric_extended(ka.n, 5) = hash_numeric_extended(kb.n, 5)))",
+                  NULL, 0, &premise, &err),
+              FERRY_OK);
+    ASSERT_EQ(premise, 8);
+    /* the oracle: rows whose text differs */
+    ASSERT_EQ(ferry_db_query_int(pg,
+                                 "SELECT count(*) FROM ka JOIN kb USING (id) WHERE ka.team_id = 1"
+                                 " AND ka::text <> kb::text AND id IN (12, 13, 14, 16, 17, 18, 20,"
+                                 " 21, 24)",
+                                 NULL, 0, &oracle, &err),
+              FERRY_OK);
+    ASSERT_EQ(oracle, 9);
+    ASSERT_EQ(ferry_db_query_int(pg,
+                                 "SELECT count(*) FROM ka JOIN kb USING (id) WHERE ka.team_id = 1"
+                                 " AND ka::text <> kb::text",
+                                 NULL, 0, &oracle, &err),
+              FERRY_OK);
+    ASSERT_EQ(oracle, 9);
+    pgrec_walk(pg, sc, "ka", key, &wa, &sa);
+    pgrec_walk(pg, sc, "kb", key, &wb, &sb);
+    ASSERT(sa != sb);
+    for (size_t i = 0; i < wa.n; i++) {
+        int differs = 0;
+
+        for (size_t k = 0; k < sizeof(changed) / sizeof(changed[0]); k++)
+            differs = differs || changed[k] == wa.key[i];
+        if ((walk_hash(&wb, wa.key[i]) != wa.hash[i]) != differs)
+            fprintf(stderr, "test_checksum: kinds row %lld: hashes %016llx and %016llx\n",
+                    (long long)wa.key[i], (unsigned long long)wa.hash[i],
+                    (unsigned long long)walk_hash(&wb, wa.key[i]));
+        ASSERT_EQ(walk_hash(&wb, wa.key[i]) != wa.hash[i], differs);
+    }
+
+    /* where it cannot be: coerced values, SQLite; the handle keeps its hash */
+    ASSERT_EQ(ferry_checksum_new(pg, sc, (size_t)ferry_scope_find(sc, "ka"), &tv, NULL, &c, &err),
+              FERRY_OK);
+    codes[0] = FERRY_COERCE_SQLITE_TEXT;
+    ASSERT_EQ(
+        ferry_checksum_coerce(c, codes, sc->tables[ferry_scope_find(sc, "ka")].info.ncols, &err),
+        FERRY_OK);
+    ASSERT_EQ(ferry_checksum_set_hash(c, FERRY_HASH_PGREC, key, &err), FERRY_EDATA);
+    ASSERT(strstr(err.msg, FERRY_HASH_PGREC_NAME) != NULL);
+    ASSERT_EQ(ferry_checksum_hashed_in_sql(c), 0);
+    ferry_checksum_free(c);
+    ferry_scope_free(sc);
+    ASSERT_EQ(ferry_db_exec(pg, "DROP TABLE ka, kb; DROP COLLATION ferry_ci;", &err), FERRY_OK);
+}
+
 static void test_pg_in_sql(void)
 {
     const char *masks[34] = {0};
@@ -1789,6 +1939,7 @@ static void test_pg_in_sql(void)
     ASSERT_EQ(pg_compare(pg, sc, "xids", NULL, 0), 3);
     pg_coerce_checksum(pg, sc);
     pg_coerce_roundtrip(pg);
+    pg_record_hash(pg);
 
     /* an independent value: team 1's row hashed from known values */
     {

@@ -589,28 +589,35 @@ static void test_request_digest_hash(void)
     char *out = NULL;
     size_t len = 0;
 
+    static const struct {
+        int hash;
+        const char *name;
+    } named[] = {{FERRY_HASH_SIPHASH13, "siphash-1-3"}, {FERRY_HASH_PGREC, "pg-record-1"}};
+
     for (size_t i = 0; i < FERRY_HASH_KEY_SIZE; i++)
         req.hash_key[i] = (unsigned char)(0xf0 + i);
-    req.hash = FERRY_HASH_SIPHASH13;
-    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
-    /* the six keys, then the hash's name and its key as bin */
-    mp_digest(&m, NULL, 0, 0);
-    m.p[0] += 2;
-    mp_str(&m, "hash");
-    mp_str(&m, "siphash-1-3");
-    mp_str(&m, "hash_key");
-    mp_u8(&m, 0xc4);
-    mp_u8(&m, FERRY_HASH_KEY_SIZE);
-    mp_raw(&m, req.hash_key, FERRY_HASH_KEY_SIZE);
-    ASSERT_EQ(len, m.len);
-    ASSERT(memcmp(out, m.p, len) == 0);
-    dump("fuzz_request", "digest-hash", out, len);
-    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, out, len, lim, &got, &err), 0);
-    ASSERT_EQ(got.hash, FERRY_HASH_SIPHASH13);
-    ASSERT(memcmp(got.hash_key, req.hash_key, FERRY_HASH_KEY_SIZE) == 0);
-    ferry_request_release(&got);
-    free(out);
-    mp_free(&m);
+    for (size_t k = 0; k < sizeof(named) / sizeof(named[0]); k++) {
+        req.hash = named[k].hash;
+        ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+        /* the six keys, then the hash's name and its key as bin */
+        mp_digest(&m, NULL, 0, 0);
+        m.p[0] += 2;
+        mp_str(&m, "hash");
+        mp_str(&m, named[k].name);
+        mp_str(&m, "hash_key");
+        mp_u8(&m, 0xc4);
+        mp_u8(&m, FERRY_HASH_KEY_SIZE);
+        mp_raw(&m, req.hash_key, FERRY_HASH_KEY_SIZE);
+        ASSERT_EQ(len, m.len);
+        ASSERT(memcmp(out, m.p, len) == 0);
+        dump("fuzz_request", k ? "digest-hash-pgrec" : "digest-hash", out, len);
+        ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, out, len, lim, &got, &err), 0);
+        ASSERT_EQ(got.hash, named[k].hash);
+        ASSERT(memcmp(got.hash_key, req.hash_key, FERRY_HASH_KEY_SIZE) == 0);
+        ferry_request_release(&got);
+        free(out);
+        mp_free(&m);
+    }
 
     /* SHA-256: nothing sent, nothing decoded */
     req.hash = FERRY_HASH_SHA256;
