@@ -257,46 +257,41 @@ static int create_sql(const struct ferry_applier *a, const struct ferry_table_in
     return rc;
 }
 
-/* The target table must have exactly the source's columns (by name). */
-static int check_columns(struct ferry_applier *a, const struct ferry_table_info *src,
+/* The target table dst must have exactly the source's columns (by name). */
+static int check_columns(const struct ferry_table_info *src, const struct ferry_table_info *dst,
                          int *same_types, struct ferry_error *err)
 {
-    struct ferry_table_info dst;
-    int rc;
+    int rc = FERRY_OK;
 
-    rc = ferry_db_table_info(a->db, src->name, &dst, err);
-    if (rc)
-        return rc;
     *same_types = 1;
     for (size_t i = 0; i < src->ncols; i++) {
-        int d = ferry_table_colidx(&dst, src->cols[i].name);
+        int d = ferry_table_colidx(dst, src->cols[i].name);
 
-        if (d < 0 || !src->cols[i].type || !dst.cols[d].type ||
-            strcmp(src->cols[i].type, dst.cols[d].type) != 0)
+        if (d < 0 || !src->cols[i].type || !dst->cols[d].type ||
+            strcmp(src->cols[i].type, dst->cols[d].type) != 0)
             *same_types = 0;
     }
     for (size_t i = 0; i < src->ncols && !rc; i++)
-        if (ferry_table_colidx(&dst, src->cols[i].name) < 0)
+        if (ferry_table_colidx(dst, src->cols[i].name) < 0)
             rc = ferry_error_set(err, FERRY_ESCHEMA,
                                  "target table %s has no column %s, which the source has; add "
                                  "it (ALTER TABLE %s ADD COLUMN %s) or drop the table",
                                  src->name, src->cols[i].name, src->name, src->cols[i].name);
-    for (size_t i = 0; i < dst.ncols && !rc; i++)
-        if (ferry_table_colidx(src, dst.cols[i].name) < 0)
+    for (size_t i = 0; i < dst->ncols && !rc; i++)
+        if (ferry_table_colidx(src, dst->cols[i].name) < 0)
             rc = ferry_error_set(err, FERRY_ESCHEMA,
                                  "target table %s has a column %s that the source does not have; "
                                  "drop it or make the schemas match",
-                                 src->name, dst.cols[i].name);
+                                 src->name, dst->cols[i].name);
     for (size_t k = 0; k < ferry_table_npk(src) && !rc; k++) {
         int s = ferry_table_pkcol(src, k);
-        int d = ferry_table_pkcol(&dst, k);
+        int d = ferry_table_pkcol(dst, k);
 
-        if (d < 0 || strcmp(src->cols[s].name, dst.cols[d].name) != 0)
+        if (d < 0 || strcmp(src->cols[s].name, dst->cols[d].name) != 0)
             rc = ferry_error_set(err, FERRY_ESCHEMA,
                                  "target table %s has a different primary key than the source",
                                  src->name);
     }
-    ferry_table_info_release(&dst);
     return rc;
 }
 
@@ -530,9 +525,10 @@ static int applier_open(const char *url, struct ferry_db *db, const struct ferry
     }
     for (size_t t = 0; t < a->scope->ntables && !rc; t++) {
         const struct ferry_table_info *ti = &a->scope->tables[t].info;
+        struct ferry_table_info dst;
         int exists = 0;
 
-        rc = ferry_db_table_exists(a->db, ti->name, &exists, err);
+        rc = ferry_db_table_columns(a->db, ti->name, &dst, &exists, err);
         if (rc)
             break;
         a->present[t] = exists;
@@ -543,7 +539,8 @@ static int applier_open(const char *url, struct ferry_db *db, const struct ferry
          * by the same types' input functions.
          */
         if (exists) {
-            rc = check_columns(a, ti, &a->st[t].copy_text, err);
+            rc = check_columns(ti, &dst, &a->st[t].copy_text, err);
+            ferry_table_info_release(&dst);
             a->st[t].copy_text = a->st[t].copy_text && a->pg && a->src_pg;
             continue;
         }

@@ -678,6 +678,7 @@ static int target_coercions(struct vrun *r, size_t t, struct ferry_error *err)
     const char *src = r->manifest->engine;
     int engine = ferry_db_engine(r->db);
     struct ferry_table_info dst;
+    int exists = 0;
     int any = 0;
     int rc;
 
@@ -686,8 +687,8 @@ static int target_coercions(struct vrun *r, size_t t, struct ferry_error *err)
     r->ncoerce = 0;
     if (!src || !ti->ncols || (strcmp(src, "postgresql") == 0) == (engine == FERRY_ENGINE_PG))
         return FERRY_OK;
-    rc = ferry_db_table_info(r->db, ti->name, &dst, err);
-    if (rc)
+    rc = ferry_db_table_columns(r->db, ti->name, &dst, &exists, err);
+    if (rc || !exists)
         return rc;
     r->coerce = calloc(ti->ncols, 1);
     if (!r->coerce) {
@@ -723,11 +724,12 @@ static int pgrec_wanted(struct vrun *r, size_t t)
     const char *src = r->manifest->engine;
     struct ferry_table_info dst;
     struct ferry_error e;
+    int exists = 0;
     int same;
 
     if (r->o->keyed || r->hash == FERRY_HASH_SHA256 || !src || strcmp(src, "postgresql") != 0 ||
         ferry_db_engine(r->db) != FERRY_ENGINE_PG || r->coerce ||
-        ferry_db_table_info(r->db, ti->name, &dst, &e) != FERRY_OK)
+        ferry_db_table_columns(r->db, ti->name, &dst, &exists, &e) != FERRY_OK || !exists)
         return 0;
     same = dst.ncols == ti->ncols;
     for (size_t i = 0; same && i < ti->ncols; i++)

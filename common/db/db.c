@@ -200,6 +200,33 @@ int ferry_db_table_exists(struct ferry_db *db, const char *table, int *exists,
     return db->ops->table_exists(db, table, exists, err);
 }
 
+int ferry_db_table_columns(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                           int *exists, struct ferry_error *err)
+{
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    out->rows = -1;
+    if (db->ops->table_columns)
+        return db->ops->table_columns(db, table, out, exists, err);
+    /* an engine without its own: the whole description, keys dropped */
+    rc = db->ops->table_exists(db, table, exists, err);
+    if (rc || !*exists)
+        return rc;
+    rc = db->ops->table_info(db, table, out, err);
+    if (!rc) {
+        struct ferry_table_info keys;
+
+        memset(&keys, 0, sizeof(keys));
+        keys.fks = out->fks;
+        keys.nfks = out->nfks;
+        out->fks = NULL;
+        out->nfks = 0;
+        ferry_table_info_release(&keys);
+    }
+    return rc;
+}
+
 int ferry_db_fk_check(struct ferry_db *db, const char *table, int64_t *violations,
                       struct ferry_error *err)
 {

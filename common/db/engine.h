@@ -55,6 +55,9 @@ struct ferry_db_ops {
                       struct ferry_error *err);
     int (*table_exists)(struct ferry_db *db, const char *table, int *exists,
                         struct ferry_error *err);
+    /* optional (NULL: table_exists, then table_info without its keys); *out is zeroed */
+    int (*table_columns)(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                         int *exists, struct ferry_error *err);
     int (*fk_check)(struct ferry_db *db, const char *table, int64_t *violations,
                     struct ferry_error *err);
     /* bulk load, see ferry_db_copy_begin(); rollback abandons an open copy */

@@ -1487,6 +1487,24 @@ out:
     return rc;
 }
 
+static int pg_table_columns(struct ferry_db *db, const char *table, struct ferry_table_info *out,
+                            int *exists, struct ferry_error *err)
+{
+    struct pg_db *d = pg_db(db);
+    char oid[32];
+    int rc;
+
+    rc = find_table(d, table, oid, sizeof(oid), &out->name, exists, err);
+    if (!rc && *exists)
+        rc = read_columns(d, oid, out, err);
+    if (rc)
+        ferry_table_info_release(out);
+    if (rc || !*exists)
+        memset(out, 0, sizeof(*out));
+    out->rows = -1;
+    return rc;
+}
+
 static int pg_table_exists(struct ferry_db *db, const char *table, int *exists,
                            struct ferry_error *err)
 {
@@ -2343,6 +2361,7 @@ const struct ferry_db_ops ferry_pg_ops = {
     .tables = pg_tables,
     .table_info = pg_table_info,
     .table_exists = pg_table_exists,
+    .table_columns = pg_table_columns,
     .fk_check = pg_fk_check,
     .copy_begin = pg_copy_begin,
     .copy_row = pg_copy_row,

@@ -754,6 +754,38 @@ static void test_introspection(void)
     ASSERT_STR(t.cols[1].name, "name");
     ferry_table_info_release(&t);
 
+    /* the columns alone: what the description says, without its keys */
+    {
+        static const char *const described[] = {"channels",   "posts",       "notes", "Mixed Case",
+                                                "mixed case", "refs_parted", "teams"};
+
+        for (size_t k = 0; k < sizeof(described) / sizeof(described[0]); k++) {
+            struct ferry_table_info c;
+
+            exists = 0;
+            ASSERT_EQ(ferry_db_table_info(db, described[k], &t, &err), 0);
+            ASSERT_EQ(ferry_db_table_columns(db, described[k], &c, &exists, &err), 0);
+            ASSERT_EQ(exists, 1);
+            ASSERT_STR(c.name, t.name);
+            ASSERT_EQ(c.ncols, t.ncols);
+            for (size_t i = 0; i < t.ncols; i++) {
+                ASSERT_STR(c.cols[i].name, t.cols[i].name);
+                ASSERT_STR(c.cols[i].type, t.cols[i].type);
+                ASSERT_EQ(c.cols[i].pk, t.cols[i].pk);
+                ASSERT_EQ(c.cols[i].notnull, t.cols[i].notnull);
+            }
+            ASSERT_EQ(c.nfks, 0);
+            ASSERT_EQ(c.rows, -1);
+            ferry_table_info_release(&c);
+            ferry_table_info_release(&t);
+        }
+        exists = 1;
+        ASSERT_EQ(ferry_db_table_columns(db, "hidden", &t, &exists, &err), 0);
+        ASSERT_EQ(exists, 0);
+        ASSERT_EQ(t.ncols, 0);
+        ASSERT(t.name == NULL);
+    }
+
     ASSERT_EQ(ferry_db_table_info(db, "hidden", &t, &err), FERRY_ENOTFOUND);
     ASSERT(strstr(err.msg, "hidden"));
     ASSERT_EQ(ferry_db_table_exists(db, "hidden", &exists, &err), 0);

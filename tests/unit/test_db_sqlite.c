@@ -522,6 +522,20 @@ static void test_introspection(const char *dir)
     ASSERT_STR(fk->pcols[1], "user_id");
     ferry_table_info_release(&t);
 
+    /* the columns alone (the generic way: the description, its keys dropped) */
+    exists = 0;
+    ASSERT_EQ(ferry_db_table_columns(db, "posts", &t, &exists, &err), 0);
+    ASSERT_EQ(exists, 1);
+    ASSERT_STR(t.name, "posts");
+    ASSERT_STR(t.cols[ferry_table_pkcol(&t, 0)].name, "id");
+    ASSERT_EQ(t.nfks, 0);
+    ASSERT(t.fks == NULL);
+    ferry_table_info_release(&t);
+    exists = 1;
+    ASSERT_EQ(ferry_db_table_columns(db, "nosuch", &t, &exists, &err), 0);
+    ASSERT_EQ(exists, 0);
+    ASSERT(t.name == NULL && t.cols == NULL);
+
     /* omitted parent columns of a missing table cannot be completed */
     ASSERT_EQ(ferry_db_table_info(db, "orphan", &t, &err), FERRY_ESCHEMA);
     ASSERT(strstr(err.msg, "'gone'") != NULL);
