@@ -105,8 +105,13 @@ struct table_stmts {
     struct ferry_stmt *merge; /* INSERT ... SELECT FROM staging ON CONFLICT ... */
     int staged;               /* the staging table exists with colmap's columns */
     int stage_dirty;          /* rows were staged in the current transaction */
-    int no_direct;            /* a direct COPY of a page failed: stage from now on */
-    int copy_text;            /* the target's column types are the source's (PostgreSQL) */
+    /* PostgreSQL: deletes through a staging table of keys, see pg_apply_deletes */
+    struct ferry_stmt *del_many;  /* DELETE ... USING the staged keys */
+    struct ferry_stmt *del_clash; /* a staged key whose row is left: another tenant's */
+    int del_staged;               /* the keys' staging table exists */
+    int del_dirty;                /* keys were staged in the current transaction */
+    int no_direct;                /* a direct COPY of a page failed: stage from now on */
+    int copy_text;                /* the target's column types are the source's (PostgreSQL) */
     struct seq_col *seqs;
     size_t nseqs;
 };
@@ -307,6 +312,8 @@ void ferry_applier_close(struct ferry_applier *a)
             ferry_stmt_free(a->st[t].exists);
             ferry_stmt_free(a->st[t].clash);
             ferry_stmt_free(a->st[t].merge);
+            ferry_stmt_free(a->st[t].del_many);
+            ferry_stmt_free(a->st[t].del_clash);
             free(a->st[t].colmap);
             for (size_t i = 0; i < a->st[t].nseqs; i++)
                 free(a->st[t].seqs[i].seq);
@@ -607,6 +614,16 @@ static void forget_stage(struct table_stmts *ts)
     ts->stage_dirty = 0;
 }
 
+static void forget_del_stage(struct table_stmts *ts)
+{
+    ferry_stmt_free(ts->del_many);
+    ferry_stmt_free(ts->del_clash);
+    ts->del_many = NULL;
+    ts->del_clash = NULL;
+    ts->del_staged = 0;
+    ts->del_dirty = 0;
+}
+
 static int pg_drop_stage(struct ferry_applier *a, size_t t, struct ferry_error *err)
 {
     struct ferry_buf sql;
@@ -663,6 +680,67 @@ static int add_set_cols(struct ferry_buf *b, const struct ferry_set *set, const 
 }
 
 /*
+ * Create the staging table stage (quoted) with table's columns cols (a
+ * column list), their types, no constraints, emptied at each commit; one
+ * left by an earlier batch whose rollback did not take it away is dropped.
+ */
+static int create_stage(struct ferry_applier *a, const char *stage, const char *cols,
+                        const char *table, struct ferry_error *err)
+{
+    struct ferry_buf sql;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_addf(&sql,
+                        "DROP TABLE IF EXISTS pg_temp.%s;\n"
+                        "CREATE TEMP TABLE %s ON COMMIT DELETE ROWS AS SELECT %s FROM ",
+                        stage, stage, cols);
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, table);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WITH NO DATA");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the staging table of %s", table);
+    else
+        rc = ferry_db_exec(a->db, sql.data, err);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+/*
+ * The clash check of staging table stage (quoted) of table t: a staged key
+ * whose target row belongs to another tenant (the tenant its parameter).
+ */
+static int prepare_clash(struct ferry_applier *a, size_t t, const char *stage, const char *owner,
+                         struct ferry_stmt **out, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct ferry_buf sql;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "SELECT ");
+    if (!rc)
+        rc = ferry_scope_keylist(a->scope, t, "\"_s\".", &sql);
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " FROM %s AS \"_s\" JOIN ", stage);
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_o\" ON ");
+    if (!rc)
+        rc = ferry_scope_keymatch(&sql, ti, "\"_o\".", "\"_s\".");
+    if (!rc)
+        rc = ferry_buf_addf(&sql, " WHERE %s IS NOT NULL AND %s <> ? LIMIT 1", owner, owner);
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the clash check of %s", ti->name);
+    else
+        rc = ferry_db_prepare(a->db, sql.data, out, err);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
+/*
  * The staging table for the set's columns (created within the batch's
  * transaction: a rollback takes it away, see forget_stage) and its two
  * statements.
@@ -681,53 +759,18 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
     rc = add_stage_name(&stage, ti->name);
     if (!rc)
         rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
-    /* the target's own column types, no constraints; emptied at each commit */
-    /* one left by an earlier batch whose rollback did not take it away */
-    if (!rc)
-        rc = ferry_buf_addf(&sql, "DROP TABLE IF EXISTS pg_temp.%s;\n", stage.data);
-    if (!rc)
-        rc = ferry_buf_addf(&sql, "CREATE TEMP TABLE %s ON COMMIT DELETE ROWS AS SELECT ",
-                            stage.data);
     if (!rc)
         rc = add_set_cols(&sql, set, "");
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " FROM ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " WITH NO DATA");
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build the staging table of %s", ti->name);
         goto out;
     }
-    rc = ferry_db_exec(a->db, sql.data, err);
+    rc = create_stage(a, stage.data, sql.data, ti->name, err);
     if (rc)
         goto out;
     ts->staged = 1;
     ts->upsert_ncols = set->ncols;
-
-    /* clash: a staged key whose target row belongs to another tenant */
-    ferry_buf_reset(&sql);
-    rc = ferry_buf_adds(&sql, "SELECT ");
-    if (!rc)
-        rc = ferry_scope_keylist(a->scope, t, "\"_s\".", &sql);
-    if (!rc)
-        rc = ferry_buf_addf(&sql, " FROM %s AS \"_s\" JOIN ", stage.data);
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " AS \"_o\" ON ");
-    if (!rc)
-        rc = ferry_scope_keymatch(&sql, ti, "\"_o\".", "\"_s\".");
-    if (!rc)
-        rc = ferry_buf_addf(&sql, " WHERE %s IS NOT NULL AND %s <> ? LIMIT 1", owner.data,
-                            owner.data);
-    if (!rc) {
-        rc = ferry_db_prepare(a->db, sql.data, &ts->clash, err);
-    } else {
-        rc = ferry_error_set(err, rc, "cannot build the clash check of %s", ti->name);
-        goto out;
-    }
+    rc = prepare_clash(a, t, stage.data, owner.data, &ts->clash, err);
     if (rc)
         goto out;
 
@@ -1229,13 +1272,11 @@ static int apply_upserts(struct ferry_applier *a, size_t t, const struct ferry_s
     return rc;
 }
 
-static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_set *set,
-                         struct ferry_apply_counts *c, struct ferry_error *err)
+/* A delete set names the table's key columns, in key order. */
+static int check_delete_set(const struct ferry_table_info *ti, const struct ferry_set *set,
+                            struct ferry_error *err)
 {
-    const struct ferry_table_info *ti = &a->scope->tables[t].info;
-    struct table_stmts *ts = &a->st[t];
     size_t npk = ferry_table_npk(ti);
-    int rc;
 
     if (set->ncols != npk)
         return ferry_error_set(err, FERRY_EPROTO,
@@ -1245,6 +1286,20 @@ static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_s
         if (strcmp(set->cols[k], ti->cols[ferry_table_pkcol(ti, k)].name) != 0)
             return ferry_error_set(err, FERRY_EPROTO, "delete set for %s: key column %zu is %s",
                                    ti->name, k, set->cols[k]);
+    return FERRY_OK;
+}
+
+static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                         struct ferry_apply_counts *c, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct table_stmts *ts = &a->st[t];
+    size_t npk = ferry_table_npk(ti);
+    int rc;
+
+    rc = check_delete_set(ti, set, err);
+    if (rc)
+        return rc;
     rc = prepare_delete(a, t, err);
     for (size_t r = 0; r < set->nrows && !rc; r++) {
         const struct ferry_value *key = &set->vals[r * npk];
@@ -1273,6 +1328,134 @@ static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_s
             rc = clash(a, t, set, key, err);
     }
     return rc;
+}
+
+/*
+ * The staging table of table t's keys on PostgreSQL ("_ferry_x_<table>",
+ * temporary, emptied at each commit) and its two statements.
+ */
+static int pg_prepare_del_stage(struct ferry_applier *a, size_t t, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct table_stmts *ts = &a->st[t];
+    struct ferry_buf sql, owner, stage, match;
+    int rc;
+
+    if (ts->del_staged)
+        return FERRY_OK;
+    ferry_buf_init(&sql, SQL_MAX);
+    ferry_buf_init(&owner, SQL_MAX);
+    ferry_buf_init(&stage, 1024);
+    ferry_buf_init(&match, SQL_MAX);
+    rc = ferry_scope_add_objname(&stage, "x", ti->name);
+    if (!rc)
+        rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
+    if (!rc)
+        rc = ferry_scope_keymatch(&match, ti, "\"_o\".", "\"_s\".");
+    if (!rc)
+        rc = ferry_scope_keylist(a->scope, t, "", &sql);
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot build the delete staging of %s", ti->name);
+        goto out;
+    }
+    rc = create_stage(a, stage.data, sql.data, ti->name, err);
+    if (rc)
+        goto out;
+    ts->del_staged = 1;
+    /* the tenant's rows among the keys, and rows whose owner is gone, as one by one */
+    ferry_buf_reset(&sql);
+    rc = ferry_buf_adds(&sql, "DELETE FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ti->name);
+    if (!rc)
+        rc = ferry_buf_addf(&sql,
+                            " AS \"_o\" USING %s AS \"_s\" WHERE %s AND COALESCE(%s = ?, TRUE)",
+                            stage.data, match.data, owner.data);
+    if (!rc)
+        rc = ferry_db_prepare(a->db, sql.data, &ts->del_many, err);
+    /* what is left of the keys is another tenant's */
+    if (!rc)
+        rc = prepare_clash(a, t, stage.data, owner.data, &ts->del_clash, err);
+out:
+    ferry_buf_release(&sql);
+    ferry_buf_release(&owner);
+    ferry_buf_release(&stage);
+    ferry_buf_release(&match);
+    return rc;
+}
+
+/*
+ * A set of deletes on PostgreSQL: the keys are copied into their staging
+ * table, then one DELETE ... USING takes the tenant's rows among them and
+ * one query looks for a key whose row is left: another tenant's, a clash.
+ * Three statements for the set, where a statement a key (two when the row
+ * was gone already, as every child of a cascade is) took a round trip each.
+ */
+static int pg_apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                            struct ferry_apply_counts *c, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct table_stmts *ts = &a->st[t];
+    size_t npk = ferry_table_npk(ti);
+    char stage[FERRY_OBJNAME_SIZE];
+    int has = 0;
+    int rc;
+
+    rc = check_delete_set(ti, set, err);
+    if (rc)
+        return rc;
+    if (set->nrows == 0)
+        return FERRY_OK;
+    rc = pg_prepare_del_stage(a, t, err);
+    if (!rc)
+        rc = ferry_scope_objname(stage, "x", ti->name);
+    if (!rc && ts->del_dirty) {
+        struct ferry_buf sql;
+
+        ferry_buf_init(&sql, 1024);
+        rc = ferry_buf_adds(&sql, "TRUNCATE ");
+        if (!rc)
+            rc = ferry_scope_add_objname(&sql, "x", ti->name);
+        rc =
+            rc ? ferry_error_set(err, rc, "cannot build SQL") : ferry_db_exec(a->db, sql.data, err);
+        ferry_buf_release(&sql);
+    }
+    ts->del_dirty = 1;
+    if (!rc)
+        rc = ferry_db_copy_begin(a->db, stage, set->cols, npk, err);
+    for (size_t r = 0; r < set->nrows && !rc; r++)
+        if (ferry_db_copy_row(a->db, &set->vals[r * npk], err))
+            return row_error(a, t, set, &set->vals[r * npk], err);
+    if (!rc)
+        rc = ferry_db_copy_end(a->db, NULL, err);
+    if (!rc) {
+        ferry_stmt_reset(ts->del_many);
+        rc = ferry_stmt_bind(ts->del_many, 1, &a->tenant, err);
+    }
+    if (!rc)
+        rc = ferry_stmt_step(ts->del_many, &has, err);
+    if (!rc)
+        c->deleted += ferry_stmt_changes(ts->del_many);
+    ferry_stmt_reset(ts->del_many);
+    if (!rc) {
+        ferry_stmt_reset(ts->del_clash);
+        rc = ferry_stmt_bind(ts->del_clash, 1, &a->tenant, err);
+    }
+    if (!rc)
+        rc = ferry_stmt_step(ts->del_clash, &has, err);
+    if (!rc && has) {
+        struct ferry_value key[FERRY_MAX_KEY_COLS];
+
+        for (size_t k = 0; k < npk; k++)
+            ferry_stmt_column(ts->del_clash, (int)k, &key[k]);
+        rc = clash(a, t, set, key, err);
+        ferry_stmt_reset(ts->del_clash);
+        return rc;
+    }
+    ferry_stmt_reset(ts->del_clash);
+    if (rc)
+        return ferry_error_prefix(err, "applying %s", set->table);
+    return FERRY_OK;
 }
 
 /*
@@ -1328,6 +1511,7 @@ static void pg_after_rollback(struct ferry_applier *a)
         struct table_stmts *ts = &a->st[t];
 
         forget_stage(ts);
+        forget_del_stage(ts);
         for (size_t q = 0; q < ts->nseqs; q++)
             ts->seqs[q].batch = INT64_MIN;
     }
@@ -1350,8 +1534,10 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
     if (rc)
         return rc;
     if (a->pg)
-        for (size_t t = 0; t < a->scope->ntables; t++)
+        for (size_t t = 0; t < a->scope->ntables; t++) {
             a->st[t].stage_dirty = 0; /* ON COMMIT DELETE ROWS emptied them */
+            a->st[t].del_dirty = 0;
+        }
     for (size_t i = 0; i < b->nsets && !rc; i++) {
         const struct ferry_set *set = &b->sets[i];
         int t = ferry_scope_find(a->scope, set->table);
@@ -1373,6 +1559,8 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
             rc = pg_apply_upserts(a, (size_t)t, set, b->kind == FERRY_KIND_SNAPSHOT, &c, err);
         else if (set->op == FERRY_OP_UPSERT)
             rc = apply_upserts(a, (size_t)t, set, &c, err);
+        else if (a->pg)
+            rc = pg_apply_deletes(a, (size_t)t, set, &c, err);
         else
             rc = apply_deletes(a, (size_t)t, set, &c, err);
     }

@@ -498,6 +498,42 @@ COMMIT;""")
                              [(str(clash), "9", "nine")], "the clashing batch was committed")
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts").strip(), "0")
 
+    def test_delete_clash_with_other_tenant(self):
+        """A delete of the tenant's row whose key the target holds for
+        another tenant: exit 5 naming table and key; nothing of the batch
+        is committed (its other deletes included), the row intact. Deletes
+        go through a staging table of keys on PostgreSQL (one DELETE a
+        set), so the check is a query over what the DELETE left."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            posts = psql(self.src_url, "SELECT string_agg(p.id::text, ',' ORDER BY p.id) FROM "
+                         "posts p JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 "
+                         "AND NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id)"
+                         ).strip().split(",")
+            gone, clash = int(posts[0]), int(posts[1])
+            gone_chan = psql(self.dst_url, "SELECT channel_id FROM posts WHERE id = %d"
+                             % gone).strip()
+            psql(self.dst_url, "INSERT INTO teams VALUES (9, 'Team Nine'); "
+                               "INSERT INTO channels(id, team_id, name) VALUES (9000, 9, 'nine'); "
+                               "UPDATE posts SET channel_id = 9000 WHERE id = %d" % clash)
+            psql(self.src_url, "DELETE FROM posts WHERE id IN (%d, %d)" % (gone, clash))
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertRegex(cp.stderr, r"\bposts\b", "error does not name the table")
+            self.assertRegex(cp.stderr, r"(?<!\d)%d(?!\d)" % clash, "error does not name the key")
+            self.assertEqual(psql(self.dst_url, "SELECT id, channel_id FROM posts WHERE id IN "
+                                  "(%d, %d) ORDER BY id" % (gone, clash)).split(),
+                             ["%d|%s" % (gone, gone_chan), "%d|9000" % clash],
+                             "the clashing batch was committed")
+            # resolved on the target: the next sync converges
+            psql(self.dst_url, "DELETE FROM posts WHERE id = %d" % clash)
+            self.sync("--quiet")
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE id IN (%d, %d)"
+                                  % (gone, clash)).strip(), "0")
+            self.assertEqual(pg_rows(self.dst_url, "posts", 1), pg_rows(self.src_url, "posts", 1))
+
     def test_late_commit(self):
         """A transaction that took a lower seq and commits after a higher one
         was written: the mark never passes it; its row arrives once it commits
