@@ -924,6 +924,27 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
     return rc;
 }
 
+/*
+ * The version of what install puts in the database (the change log, the
+ * key maps, the triggers), kept in _ferry_capture. Raise it whenever any
+ * of that changes: a database keeps the triggers of the ferry-src that
+ * installed them until install runs again, and serve says so
+ * (ferry_capture_check). 1: the first version recorded.
+ */
+#define CAPTURE_VERSION 1
+
+static int write_version(struct ferry_db *db, struct ferry_error *err)
+{
+    char sql[192];
+
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE IF NOT EXISTS _ferry_capture(version integer NOT NULL);\n"
+             "DELETE FROM _ferry_capture;\n"
+             "INSERT INTO _ferry_capture(version) VALUES (%d)",
+             CAPTURE_VERSION);
+    return ferry_db_exec(db, sql, err);
+}
+
 /* The schema the connection resolves bare names in (current_schema()). */
 static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
 {
@@ -1025,6 +1046,9 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
             goto rollback;
         }
     }
+    rc = write_version(db, err);
+    if (rc)
+        goto rollback;
     rc = ferry_db_commit(db, err);
     /*
      * Outside the transaction: the key maps' visibility maps, so that counts
@@ -1173,6 +1197,9 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
             goto rollback;
         }
     }
+    rc = write_version(db, err);
+    if (rc)
+        goto rollback;
     rc = ferry_db_commit(db, err);
     goto out;
 rollback:
@@ -1198,6 +1225,33 @@ int ferry_capture_uninstall(struct ferry_db *db, struct ferry_error *err)
         return rc;
     }
     return ferry_db_commit(db, err);
+}
+
+/*
+ * Warn, once a process, when the capture was installed by an older
+ * ferry-src (or one from before versions were recorded): it still runs
+ * that ferry-src's triggers. Not an error: they keep capturing as they
+ * did.
+ */
+static int check_version(struct ferry_db *db, struct ferry_error *err)
+{
+    static int warned;
+    int64_t version = 0;
+    int exists = 0;
+    int rc;
+
+    rc = ferry_db_table_exists(db, "_ferry_capture", &exists, err);
+    if (!rc && exists)
+        rc = ferry_db_query_int(db, "SELECT COALESCE(max(version), 0) FROM _ferry_capture", NULL, 0,
+                                &version, err);
+    if (rc || version >= CAPTURE_VERSION || warned)
+        return rc;
+    warned = 1;
+    log_warn("change capture was installed by an older ferry-src (capture version %" PRId64
+             ", this one writes %d): its triggers lack later fixes; run ferry-src install "
+             "--config C again (it keeps the change log) when you can",
+             version, CAPTURE_VERSION);
+    return FERRY_OK;
 }
 
 int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
@@ -1254,7 +1308,7 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
                                        s->tables[t].info.name);
         }
     }
-    return FERRY_OK;
+    return check_version(db, err);
 }
 
 int ferry_capture_pruned(struct ferry_db *db, int64_t *below, struct ferry_error *err)

@@ -423,6 +423,35 @@ class SyncTest(ft.FerryTestCase):
         conn.close()
         self.assertEqual(seq, [], "uninstall left _ferry rows in sqlite_sequence")
 
+    def test_serve_warns_of_an_older_install(self):
+        """install records its capture version (_ferry_capture); serve warns,
+        in one line that says what to run, when the database's capture was
+        installed by an older ferry-src (a lower version, or none recorded),
+        keeps serving, and is quiet after install runs again."""
+        self.make_source(teams=2, posts_per_team=10)
+        conn = sqlite3.connect(self.src_db)
+        self.assertEqual(conn.execute("SELECT version FROM _ferry_capture").fetchall(), [(1,)])
+        conn.close()
+        warning = "installed by an older ferry-src"
+        with self.serve() as srv:
+            self.assertNotIn(warning, srv.log())
+        for older in ("UPDATE _ferry_capture SET version = 0", "DROP TABLE _ferry_capture"):
+            conn = sqlite3.connect(self.src_db)
+            conn.execute(older)
+            conn.commit()
+            conn.close()
+            with self.serve() as srv:
+                self.make_target(srv.url, tenant=1)
+                self.sync()
+                lines = [ln for ln in srv.log().splitlines() if warning in ln]
+                self.assertEqual(len(lines), 1, srv.log())
+                self.assertIn("ferry-src install --config C", lines[0])
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        with self.serve() as srv:
+            self.assertNotIn(warning, srv.log())
+
     def test_clash_with_other_tenant(self):
         self.make_source(teams=3, posts_per_team=40)
         conn = sqlite3.connect(self.src_db)
