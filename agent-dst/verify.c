@@ -651,7 +651,7 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
         vt->src_rows += job.g->ranges[i].count;
         vt->src_sum += job.g->ranges[i].sum;
     }
-    /* The source's split of the whole table came with its total: bisect from it. */
+    /* Bisect: from the split that came with the total, else from one asked for now. */
     if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum)) {
         if (job.parts > 1 || job.g->nranges == 0)
             rc = compare_split(r, t, cs, job.g, NULL, 0, NULL, 0, 0, err);
