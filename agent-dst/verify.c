@@ -1190,8 +1190,8 @@ static void print_text(const struct vrun *r, int code)
                    " missing, %" PRId64 " extra, %" PRId64 " differ\n",
                    vt->name, vt->src_rows, vt->dst_rows, vt->missing, vt->extra, vt->differs);
         else
-            printf("  %-24s %10" PRId64 " rows  equal  checksum %016" PRIx64 "\n", vt->name,
-                   vt->src_rows, vt->src_sum);
+            printf("  %-24s %10" PRId64 " rows  equal  checksum %016" PRIx64 " (%s)\n", vt->name,
+                   vt->src_rows, vt->src_sum, hash_name(vt->hash));
     }
     if (rep->total_diffs) {
         printf("differences:\n");
