@@ -12,6 +12,7 @@ import atexit
 import json
 import os
 import random
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -470,7 +471,13 @@ def pg_url(db):
         if cp.returncode != 0:
             raise AssertionError("pgcluster.sh start failed: %s" % cp.stderr)
         _PG["dir"] = d
-        atexit.register(lambda: subprocess.run([PGCLUSTER, "stop", d], capture_output=True))
+
+        def stop():
+            # stopped and removed, as test_pg's clusters are: 50-80 MB a run otherwise
+            subprocess.run([PGCLUSTER, "stop", d], capture_output=True)
+            shutil.rmtree(d, ignore_errors=True)
+
+        atexit.register(stop)
     cp = subprocess.run([PGCLUSTER, "createdb", _PG["dir"], db], capture_output=True, text=True)
     if cp.returncode != 0:
         raise AssertionError("pgcluster.sh createdb failed: %s" % cp.stderr)
