@@ -425,7 +425,7 @@ static void test_split(void)
     }
     ferry_ranges_release(&rs);
 
-    /* one part: the whole, from the first row */
+    /* one part: the whole, its first key one of its keys (a pass in rowid order here: 1) */
     ASSERT_EQ(ferry_checksum_split(c, NULL, 0, NULL, 0, 1, &rs, &err), FERRY_OK);
     ASSERT_EQ(rs.n, 1);
     ASSERT_EQ(rs.r[0].first[0].u.i, 1);
