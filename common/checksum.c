@@ -31,6 +31,7 @@
  */
 #include "checksum.h"
 
+#include "crypto.h"
 #include "keypack.h"
 #include "log.h"
 
@@ -1559,7 +1560,7 @@ static int add_wrapped(struct ferry_checksum *c, struct ferry_buf *b, size_t i, 
 
 /*
  * Append FERRY_HASH_PGREC's expression: hash_record_extended() of a row of
- * the values, seeded with the key's first 8 bytes, each value in a form
+ * the values, seeded from the key (pgrec_seed), each value in a form
  * that two values share only when the C path would hash them alike (their
  * text, or their bits). The server's own hash of a type follows the type's
  * equality, which is looser: it folds an int8 to 32 bits (0 and 2^32 + 1
@@ -1573,6 +1574,30 @@ static int add_wrapped(struct ferry_checksum *c, struct ferry_buf *b, size_t i, 
  * bytes); a bytea is bytes already. Any other type, numeric and jsonb
  * among them, goes as its output function's text, what the C path hashes.
  */
+/*
+ * FERRY_HASH_PGREC's seed: the first 8 bytes (big-endian) of SHA-256 of
+ * PGREC_SEED_LABEL and the verify's key. It goes into the statements' text,
+ * which a server may log; derived so, it tells nothing of the key, which
+ * keys SipHash for the tables that fall back to it.
+ */
+#define PGREC_SEED_LABEL "ferry pg-record-1 seed"
+
+static int pgrec_seed(const unsigned char *key, uint64_t *seed)
+{
+    unsigned char in[sizeof(PGREC_SEED_LABEL) - 1 + FERRY_HASH_KEY_SIZE];
+    unsigned char md[FERRY_SHA256_LEN];
+    struct ferry_error err;
+
+    memcpy(in, PGREC_SEED_LABEL, sizeof(PGREC_SEED_LABEL) - 1);
+    memcpy(in + sizeof(PGREC_SEED_LABEL) - 1, key, FERRY_HASH_KEY_SIZE);
+    if (ferry_sha256(in, sizeof(in), md, &err) != FERRY_OK)
+        return FERRY_EINTERNAL;
+    *seed = 0;
+    for (int k = 0; k < 8; k++)
+        *seed = *seed << 8 | md[k];
+    return FERRY_OK;
+}
+
 static int add_pgrec_hash(struct ferry_checksum *c, struct ferry_buf *b)
 {
     static const struct {
@@ -1629,8 +1654,8 @@ static int add_pgrec_hash(struct ferry_checksum *c, struct ferry_buf *b)
             break;
         }
     }
-    for (int k = 0; k < 8; k++)
-        seed = seed << 8 | c->key[k];
+    if (!rc)
+        rc = pgrec_seed(c->key, &seed);
     if (!rc)
         rc = ferry_buf_addf(b, "), '%" PRId64 "'::pg_catalog.int8)", (int64_t)seed);
     return rc;

@@ -76,8 +76,9 @@ enum ferry_hash {
     /*
      * PostgreSQL only, computed by the server: hash_record_extended() of
      * the row's values in an exact form (checksum.c, add_pgrec_hash),
-     * seeded with the key's first 8 bytes. No C implementation: both ends
-     * must be PostgreSQL 14 or later.
+     * seeded with the first 8 bytes (big-endian) of SHA-256("ferry
+     * pg-record-1 seed" || key). No C implementation: both ends must be
+     * PostgreSQL 14 or later.
      */
     FERRY_HASH_PGREC = 2,
     FERRY_HASH_MAX = 2

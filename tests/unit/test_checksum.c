@@ -19,6 +19,8 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include <openssl/sha.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1822,6 +1824,33 @@ static void pg_record_hash(struct ferry_db *pg)
         fprintf(stderr, "test_checksum: %s\n", err.msg);
     ASSERT_EQ(rc, FERRY_OK);
     sc = scope_of(pg, 0);
+    /*
+     * An independent value: team 1's row (1, 'one') hashed by the server
+     * from this test's own SQL, the seed SHA-256("ferry pg-record-1 seed" ||
+     * key) computed here with OpenSSL's one-shot SHA256().
+     */
+    {
+        unsigned char in[22 + FERRY_HASH_KEY_SIZE], md[32];
+        char sql[256];
+        uint64_t seed = 0;
+        int64_t want = 0;
+
+        memcpy(in, "ferry pg-record-1 seed", 22);
+        memcpy(in + 22, key, FERRY_HASH_KEY_SIZE);
+        SHA256(in, sizeof(in), md);
+        for (int k = 0; k < 8; k++)
+            seed = seed << 8 | md[k];
+        snprintf(sql, sizeof(sql),
+                 "SELECT hash_record_extended(ROW(int8send(1::int8), 'one'::text COLLATE \"C\"),"
+                 " %" PRId64 ")",
+                 (int64_t)seed);
+        ASSERT_EQ(ferry_db_query_int(pg, sql, NULL, 0, &want, &err), FERRY_OK);
+        pgrec_walk(pg, sc, "teams", key, &wa, &sa);
+        ASSERT_EQ(wa.n, 1);
+        ASSERT_EQ(wa.key[0], 1);
+        ASSERT(wa.hash[0] == (uint64_t)want);
+        ASSERT(sa == (uint64_t)want);
+    }
     pgrec_walk(pg, sc, "ka", key, &wa, &sa);
     pgrec_walk(pg, sc, "kb", key, &wb, &sb);
     ASSERT_EQ(wa.n, 19);
