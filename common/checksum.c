@@ -1600,58 +1600,51 @@ static int pgrec_seed(const unsigned char *key, uint64_t *seed)
 
 static int add_pgrec_hash(struct ferry_checksum *c, struct ferry_buf *b)
 {
+    /* a value's form by its encoding, and for PG_OUT by its base type: pre, value, post */
     static const struct {
-        int64_t oid;
-        const char *send;
-    } sends[] = {{OID_DATE, "pg_catalog.date_send(("},
-                 {OID_TIME, "pg_catalog.time_send(("},
-                 {OID_TIMESTAMP, "pg_catalog.timestamp_send(("},
-                 {OID_TIMESTAMPTZ, "pg_catalog.timestamptz_send(("},
-                 {OID_INTERVAL, "pg_catalog.interval_send(("},
-                 {OID_UUID, "pg_catalog.uuid_send(("}};
+        enum pg_enc enc;
+        int64_t base; /* PG_OUT only */
+        const char *pre, *post;
+    } forms[] = {
+        {PG_INT, 0, "pg_catalog.int8send((", ")::pg_catalog.int8)"},
+        {PG_BOOL, 0, "(", ")::pg_catalog.bool"},
+        {PG_BYTEA, 0, "(", ")::pg_catalog.bytea"},
+        {PG_TEXT, 0, "(", ")::pg_catalog.text COLLATE pg_catalog.\"C\""},
+        {PG_OUT, OID_DATE, "pg_catalog.date_send((", "))"},
+        {PG_OUT, OID_TIME, "pg_catalog.time_send((", "))"},
+        {PG_OUT, OID_TIMESTAMP, "pg_catalog.timestamp_send((", "))"},
+        {PG_OUT, OID_TIMESTAMPTZ, "pg_catalog.timestamptz_send((", "))"},
+        {PG_OUT, OID_INTERVAL, "pg_catalog.interval_send((", "))"},
+        {PG_OUT, OID_UUID, "pg_catalog.uuid_send((", "))"},
+    };
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     uint64_t seed = 0;
     int rc = ferry_buf_adds(b, "pg_catalog.hash_record_extended(ROW(");
 
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
         const struct pg_col *pc = &c->pgcol[i];
-        size_t k;
+        size_t k = 0;
 
+        while (k < sizeof(forms) / sizeof(forms[0]) &&
+               (forms[k].enc != pc->enc || (pc->enc == PG_OUT && forms[k].base != pc->base)))
+            k++;
         rc = ferry_buf_adds(b, i ? ", " : "");
         if (rc)
             break;
-        switch (pc->enc) {
-        case PG_INT:
-            rc = add_wrapped(c, b, i, "pg_catalog.int8send((", ")::pg_catalog.int8)");
-            break;
-        case PG_BOOL:
-            rc = add_wrapped(c, b, i, "(", ")::pg_catalog.bool");
-            break;
-        case PG_FLOAT:
+        if (k < sizeof(forms) / sizeof(forms[0])) {
+            rc = add_wrapped(c, b, i, forms[k].pre, forms[k].post);
+        } else if (pc->enc == PG_FLOAT) {
             rc = add_wrapped(c, b, i, "CASE WHEN (",
                              ")::pg_catalog.float8 = 'NaN'::pg_catalog.float8"
                              " THEN '\\x7ff8000000000000'::pg_catalog.bytea"
                              " ELSE pg_catalog.float8send((");
             if (!rc)
                 rc = add_wrapped(c, b, i, "", ")::pg_catalog.float8) END");
-            break;
-        case PG_BYTEA:
-            rc = add_wrapped(c, b, i, "(", ")::pg_catalog.bytea");
-            break;
-        case PG_TEXT:
-            rc = add_wrapped(c, b, i, "(", ")::pg_catalog.text COLLATE pg_catalog.\"C\"");
-            break;
-        case PG_OUT:
-            for (k = 0; k < sizeof(sends) / sizeof(sends[0]) && sends[k].oid != pc->base; k++)
-                ;
-            if (k < sizeof(sends) / sizeof(sends[0])) {
-                rc = add_wrapped(c, b, i, sends[k].send, "))");
-                break;
-            }
+        } else {
+            /* PG_OUT of any other type: its output function's text */
             rc = ferry_buf_addf(b, "pg_catalog.textin(%s(", pc->out);
             if (!rc)
                 rc = add_wrapped(c, b, i, "", ")) COLLATE pg_catalog.\"C\"");
-            break;
         }
     }
     if (!rc)
