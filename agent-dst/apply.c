@@ -300,6 +300,27 @@ static int check_columns(const struct ferry_table_info *src, const struct ferry_
     return rc;
 }
 
+/* PostgreSQL: the staging tables' statements freed (a rollback took the tables or not). */
+static void forget_stage(struct table_stmts *ts)
+{
+    ferry_stmt_free(ts->clash);
+    ferry_stmt_free(ts->merge);
+    ts->clash = NULL;
+    ts->merge = NULL;
+    ts->staged = 0;
+    ts->stage_dirty = 0;
+}
+
+static void forget_del_stage(struct table_stmts *ts)
+{
+    ferry_stmt_free(ts->del_many);
+    ferry_stmt_free(ts->del_clash);
+    ts->del_many = NULL;
+    ts->del_clash = NULL;
+    ts->del_staged = 0;
+    ts->del_dirty = 0;
+}
+
 void ferry_applier_close(struct ferry_applier *a)
 {
     if (!a)
@@ -310,10 +331,8 @@ void ferry_applier_close(struct ferry_applier *a)
             ferry_stmt_free(a->st[t].upsert_many);
             ferry_stmt_free(a->st[t].del);
             ferry_stmt_free(a->st[t].exists);
-            ferry_stmt_free(a->st[t].clash);
-            ferry_stmt_free(a->st[t].merge);
-            ferry_stmt_free(a->st[t].del_many);
-            ferry_stmt_free(a->st[t].del_clash);
+            forget_stage(&a->st[t]);
+            forget_del_stage(&a->st[t]);
             free(a->st[t].colmap);
             for (size_t i = 0; i < a->st[t].nseqs; i++)
                 free(a->st[t].seqs[i].seq);
@@ -602,26 +621,6 @@ int ferry_applier_open_db(struct ferry_db *db, const char *url, const struct fer
 static int add_stage_name(struct ferry_buf *b, const char *table)
 {
     return ferry_scope_add_objname(b, "s", table);
-}
-
-static void forget_stage(struct table_stmts *ts)
-{
-    ferry_stmt_free(ts->clash);
-    ferry_stmt_free(ts->merge);
-    ts->clash = NULL;
-    ts->merge = NULL;
-    ts->staged = 0;
-    ts->stage_dirty = 0;
-}
-
-static void forget_del_stage(struct table_stmts *ts)
-{
-    ferry_stmt_free(ts->del_many);
-    ferry_stmt_free(ts->del_clash);
-    ts->del_many = NULL;
-    ts->del_clash = NULL;
-    ts->del_staged = 0;
-    ts->del_dirty = 0;
 }
 
 static int pg_drop_stage(struct ferry_applier *a, size_t t, struct ferry_error *err)
@@ -1006,17 +1005,80 @@ static void describe_key(const struct ferry_table_info *ti, const char *const *n
     }
 }
 
-static int clash(struct ferry_applier *a, size_t t, const struct ferry_set *set,
-                 const struct ferry_value *row, struct ferry_error *err)
+/* The clash of table t's row whose n values vals are the columns names. */
+static int clash_of(struct ferry_applier *a, size_t t, const char *const *names,
+                    const struct ferry_value *vals, size_t n, struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &a->scope->tables[t].info;
     char key[200];
 
-    describe_key(ti, set->cols, row, set->ncols, key, sizeof(key));
+    describe_key(ti, names, vals, n, key, sizeof(key));
     return ferry_error_set(err, FERRY_ECLASH,
                            "target row %s (%s) belongs to another tenant than %s; nothing of "
                            "this batch was committed: resolve the clash on the target and rerun",
                            ti->name, key, a->tenant_str);
+}
+
+static int clash(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                 const struct ferry_value *row, struct ferry_error *err)
+{
+    return clash_of(a, t, (const char *const *)set->cols, row, set->ncols, err);
+}
+
+/*
+ * Run a staging table's clash check st (prepare_clash) for this tenant: a
+ * row it finds (the key) is the clash, named.
+ */
+static int check_staged_clash(struct ferry_applier *a, size_t t, struct ferry_stmt *st,
+                              struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct ferry_value key[FERRY_MAX_KEY_COLS];
+    const char *names[FERRY_MAX_KEY_COLS];
+    size_t npk = ferry_table_npk(ti);
+    int has = 0;
+    int rc;
+
+    ferry_stmt_reset(st);
+    rc = ferry_stmt_bind(st, 1, &a->tenant, err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &has, err);
+    if (!rc && has) {
+        for (size_t k = 0; k < npk; k++) {
+            names[k] = ti->cols[ferry_table_pkcol(ti, k)].name;
+            ferry_stmt_column(st, (int)k, &key[k]);
+        }
+        rc = clash_of(a, t, names, key, npk, err);
+    }
+    ferry_stmt_reset(st);
+    return rc;
+}
+
+/*
+ * Ready staging table kind ("s" upserts, "x" deletes) of table to take
+ * rows: emptied when rows were staged earlier in this transaction (*dirty),
+ * which they are from now on; its unquoted name in name.
+ */
+static int pg_stage_ready(struct ferry_applier *a, const char *kind, const char *table, int *dirty,
+                          char name[FERRY_OBJNAME_SIZE], struct ferry_error *err)
+{
+    int rc = ferry_scope_objname(name, kind, table);
+
+    if (!rc && *dirty) {
+        struct ferry_buf sql;
+
+        ferry_buf_init(&sql, 1024);
+        rc = ferry_buf_adds(&sql, "TRUNCATE ");
+        if (!rc)
+            rc = ferry_scope_add_objname(&sql, kind, table);
+        rc =
+            rc ? ferry_error_set(err, rc, "cannot build SQL") : ferry_db_exec(a->db, sql.data, err);
+        ferry_buf_release(&sql);
+    } else if (rc) {
+        rc = ferry_error_set(err, rc, "cannot name the staging table of %s", table);
+    }
+    *dirty = 1;
+    return rc;
 }
 
 /* Prefix err with the table and the row's key: "applying posts (id=5): ..." */
@@ -1119,7 +1181,7 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
 {
     const struct ferry_table_info *ti = &a->scope->tables[t].info;
     struct table_stmts *ts = &a->st[t];
-    struct ferry_buf stage;
+    char stage[FERRY_OBJNAME_SIZE];
     int has = 0;
     int rc;
 
@@ -1149,54 +1211,15 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
         if (rc)
             return rc;
     }
-    ferry_buf_init(&stage, 1024);
-    if (ts->stage_dirty) {
-        rc = ferry_buf_adds(&stage, "TRUNCATE ");
-        if (!rc)
-            rc = add_stage_name(&stage, ti->name);
-        if (!rc)
-            rc = ferry_db_exec(a->db, stage.data, err);
-        ferry_buf_reset(&stage);
-    }
-    if (!rc) {
-        char name[FERRY_OBJNAME_SIZE];
-
-        rc = ferry_scope_objname(name, "s", ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(&stage, name);
-    }
-    ts->stage_dirty = 1;
+    rc = pg_stage_ready(a, "s", ti->name, &ts->stage_dirty, stage, err);
     if (!rc)
-        rc = pg_copy_set(a, t, stage.data, set, err);
-    ferry_buf_release(&stage);
+        rc = pg_copy_set(a, t, stage, set, err);
+    if (!rc)
+        rc = check_staged_clash(a, t, ts->clash, err);
     if (rc)
         return rc;
-    ferry_stmt_reset(ts->clash);
-    rc = ferry_stmt_bind(ts->clash, 1, &a->tenant, err);
-    if (!rc)
-        rc = ferry_stmt_step(ts->clash, &has, err);
-    if (!rc && has) {
-        struct ferry_value key[FERRY_MAX_KEY_COLS];
-        const char *names[FERRY_MAX_KEY_COLS];
-        char desc[200];
-        size_t npk = ferry_table_npk(ti);
-
-        for (size_t k = 0; k < npk; k++) {
-            names[k] = ti->cols[ferry_table_pkcol(ti, k)].name;
-            ferry_stmt_column(ts->clash, (int)k, &key[k]);
-        }
-        describe_key(ti, names, key, npk, desc, sizeof(desc));
-        return ferry_error_set(err, FERRY_ECLASH,
-                               "target row %s (%s) belongs to another tenant than %s; nothing of "
-                               "this batch was committed: resolve the clash on the target and "
-                               "rerun",
-                               ti->name, desc, a->tenant_str);
-    }
-    ferry_stmt_reset(ts->clash);
-    if (!rc) {
-        ferry_stmt_reset(ts->merge);
-        rc = ferry_stmt_step(ts->merge, &has, err);
-    }
+    ferry_stmt_reset(ts->merge);
+    rc = ferry_stmt_step(ts->merge, &has, err);
     if (rc)
         return ferry_error_prefix(err, "applying %s", set->table);
     note_sequences(a, t, set);
@@ -1396,7 +1419,6 @@ static int pg_apply_deletes(struct ferry_applier *a, size_t t, const struct ferr
 {
     const struct ferry_table_info *ti = &a->scope->tables[t].info;
     struct table_stmts *ts = &a->st[t];
-    size_t npk = ferry_table_npk(ti);
     char stage[FERRY_OBJNAME_SIZE];
     int has = 0;
     int rc;
@@ -1408,54 +1430,22 @@ static int pg_apply_deletes(struct ferry_applier *a, size_t t, const struct ferr
         return FERRY_OK;
     rc = pg_prepare_del_stage(a, t, err);
     if (!rc)
-        rc = ferry_scope_objname(stage, "x", ti->name);
-    if (!rc && ts->del_dirty) {
-        struct ferry_buf sql;
-
-        ferry_buf_init(&sql, 1024);
-        rc = ferry_buf_adds(&sql, "TRUNCATE ");
-        if (!rc)
-            rc = ferry_scope_add_objname(&sql, "x", ti->name);
-        rc =
-            rc ? ferry_error_set(err, rc, "cannot build SQL") : ferry_db_exec(a->db, sql.data, err);
-        ferry_buf_release(&sql);
-    }
-    ts->del_dirty = 1;
+        rc = pg_stage_ready(a, "x", ti->name, &ts->del_dirty, stage, err);
     if (!rc)
-        rc = ferry_db_copy_begin(a->db, stage, set->cols, npk, err);
-    for (size_t r = 0; r < set->nrows && !rc; r++)
-        if (ferry_db_copy_row(a->db, &set->vals[r * npk], err))
-            return row_error(a, t, set, &set->vals[r * npk], err);
-    if (!rc)
-        rc = ferry_db_copy_end(a->db, NULL, err);
-    if (!rc) {
-        ferry_stmt_reset(ts->del_many);
-        rc = ferry_stmt_bind(ts->del_many, 1, &a->tenant, err);
-    }
+        rc = pg_copy_set(a, t, stage, set, err); /* the set is the keys */
+    if (rc)
+        return rc;
+    ferry_stmt_reset(ts->del_many);
+    rc = ferry_stmt_bind(ts->del_many, 1, &a->tenant, err);
     if (!rc)
         rc = ferry_stmt_step(ts->del_many, &has, err);
     if (!rc)
         c->deleted += ferry_stmt_changes(ts->del_many);
     ferry_stmt_reset(ts->del_many);
-    if (!rc) {
-        ferry_stmt_reset(ts->del_clash);
-        rc = ferry_stmt_bind(ts->del_clash, 1, &a->tenant, err);
-    }
-    if (!rc)
-        rc = ferry_stmt_step(ts->del_clash, &has, err);
-    if (!rc && has) {
-        struct ferry_value key[FERRY_MAX_KEY_COLS];
-
-        for (size_t k = 0; k < npk; k++)
-            ferry_stmt_column(ts->del_clash, (int)k, &key[k]);
-        rc = clash(a, t, set, key, err);
-        ferry_stmt_reset(ts->del_clash);
-        return rc;
-    }
-    ferry_stmt_reset(ts->del_clash);
     if (rc)
         return ferry_error_prefix(err, "applying %s", set->table);
-    return FERRY_OK;
+    /* what the DELETE left of the keys is another tenant's */
+    return check_staged_clash(a, t, ts->del_clash, err);
 }
 
 /*

@@ -191,7 +191,16 @@ static int fetch_one(struct fetch *f, struct page *pg)
     int rc;
 
     memset(pg, 0, sizeof(*pg));
-    rc = call(f->r, changes ? "/v1/changes" : "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
+    if (f->raw) {
+        /* the change batch that came with the manifest: the first request's answer */
+        pg->resp = f->raw;
+        pg->len = f->nraw;
+        f->raw = NULL;
+        rc = FERRY_OK;
+    } else {
+        rc =
+            call(f->r, changes ? "/v1/changes" : "/v1/snapshot", &f->req, &pg->resp, &pg->len, err);
+    }
     if (rc == FERRY_EPROTO && f->req.copy_text && strstr(err->msg, "unknown key \"copy\"")) {
         /* a source from before COPY text: ask as it understands, from now on */
         atomic_store(&f->r->copy_refused, 1);
@@ -254,20 +263,7 @@ static void *fetch_main(void *arg)
         pthread_mutex_unlock(&f->mu);
         if (f->cancel)
             break;
-        if (f->raw) {
-            memset(&pg, 0, sizeof(pg));
-            pg.resp = f->raw;
-            pg.len = f->nraw;
-            f->raw = NULL;
-            rc = ferry_batch_decode(pg.resp, pg.len, &ferry_limits_default, &pg.batch, &f->err);
-            if (rc) {
-                ferry_error_prefix(&f->err, "change batch");
-                free(pg.resp);
-                break;
-            }
-        } else {
-            rc = fetch_one(f, &pg);
-        }
+        rc = fetch_one(f, &pg);
         if (rc)
             break;
         if (f->req.type == FERRY_REQ_CHANGES) {
