@@ -666,43 +666,33 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
 }
 
 /*
- * r->coerce for table t (present on the target): when the source is the
+ * r->coerce for table t (present on the target, its columns dst): when the source is the
  * other engine, how the target stores each column's values, by the type of
  * its own column of that name (checksum.h), so that the source hashes them
  * so. None when the engines are the same (values round-trip exactly) or
  * the source did not say its engine.
  */
-static int target_coercions(struct vrun *r, size_t t, struct ferry_error *err)
+static int target_coercions(struct vrun *r, size_t t, const struct ferry_table_info *dst,
+                            struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &r->scope->tables[t].info;
     const char *src = r->manifest->engine;
     int engine = ferry_db_engine(r->db);
-    struct ferry_table_info dst;
-    int exists = 0;
     int any = 0;
-    int rc;
 
-    free(r->coerce);
-    r->coerce = NULL;
-    r->ncoerce = 0;
+    /* r->coerce is NULL here (compare_table) */
     if (!src || !ti->ncols || (strcmp(src, "postgresql") == 0) == (engine == FERRY_ENGINE_PG))
         return FERRY_OK;
-    rc = ferry_db_table_columns(r->db, ti->name, &dst, &exists, err);
-    if (rc || !exists)
-        return rc;
     r->coerce = calloc(ti->ncols, 1);
-    if (!r->coerce) {
-        ferry_table_info_release(&dst);
+    if (!r->coerce)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
-    }
     for (size_t i = 0; i < ti->ncols; i++)
-        for (size_t j = 0; j < dst.ncols; j++)
-            if (strcmp(ti->cols[i].name, dst.cols[j].name) == 0) {
-                r->coerce[i] = (unsigned char)ferry_coerce_for(engine, dst.cols[j].type);
+        for (size_t j = 0; j < dst->ncols; j++)
+            if (strcmp(ti->cols[i].name, dst->cols[j].name) == 0) {
+                r->coerce[i] = (unsigned char)ferry_coerce_for(engine, dst->cols[j].type);
                 any = any || r->coerce[i];
                 break;
             }
-    ferry_table_info_release(&dst);
     if (!any) {
         free(r->coerce);
         r->coerce = NULL;
@@ -718,24 +708,19 @@ static int target_coercions(struct vrun *r, size_t t, struct ferry_error *err)
  * columns those of the manifest, name by name and type by type (the form
  * a value is hashed in follows its type on each side).
  */
-static int pgrec_wanted(struct vrun *r, size_t t)
+static int pgrec_wanted(struct vrun *r, size_t t, const struct ferry_table_info *dst)
 {
     const struct ferry_table_info *ti = &r->scope->tables[t].info;
     const char *src = r->manifest->engine;
-    struct ferry_table_info dst;
-    struct ferry_error e;
-    int exists = 0;
     int same;
 
     if (r->o->keyed || r->hash == FERRY_HASH_SHA256 || !src || strcmp(src, "postgresql") != 0 ||
-        ferry_db_engine(r->db) != FERRY_ENGINE_PG || r->coerce ||
-        ferry_db_table_columns(r->db, ti->name, &dst, &exists, &e) != FERRY_OK || !exists)
+        ferry_db_engine(r->db) != FERRY_ENGINE_PG || r->coerce)
         return 0;
-    same = dst.ncols == ti->ncols;
+    same = dst->ncols == ti->ncols;
     for (size_t i = 0; same && i < ti->ncols; i++)
-        same = strcmp(ti->cols[i].name, dst.cols[i].name) == 0 && ti->cols[i].type &&
-               dst.cols[i].type && strcmp(ti->cols[i].type, dst.cols[i].type) == 0;
-    ferry_table_info_release(&dst);
+        same = strcmp(ti->cols[i].name, dst->cols[i].name) == 0 && ti->cols[i].type &&
+               dst->cols[i].type && strcmp(ti->cols[i].type, dst->cols[i].type) == 0;
     if (!same)
         log_debug("verify %s: the target's columns are not the source's: rows hashed in the agents",
                   ti->name);
@@ -746,13 +731,15 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
 {
     struct ferry_verify_table *vt = counts_of(r, t);
     struct ferry_checksum *cs = NULL;
+    struct ferry_table_info dst; /* the target's columns */
     size_t from = r->cur.n;
     double t0 = now_s();
     int exists = 0;
     int rc = FERRY_OK;
 
+    memset(&dst, 0, sizeof(dst));
     if (r->db)
-        rc = ferry_db_table_exists(r->db, vt->name, &exists, err);
+        rc = ferry_db_table_columns(r->db, vt->name, &dst, &exists, err);
     if (rc)
         return rc;
     vt->present = exists;
@@ -761,10 +748,10 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     r->ncoerce = 0;
     r->thash = r->hash;
     if (exists) {
-        rc = target_coercions(r, t, err);
+        rc = target_coercions(r, t, &dst, err);
         if (!rc)
             rc = ferry_checksum_new(r->db, r->scope, t, &r->tenant, NULL, &cs, err);
-        if (!rc && pgrec_wanted(r, t)) {
+        if (!rc && pgrec_wanted(r, t, &dst)) {
             struct ferry_error e;
 
             if (ferry_checksum_set_hash(cs, FERRY_HASH_PGREC, r->hash_key, &e) == FERRY_OK)
@@ -776,6 +763,7 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
             rc = ferry_checksum_set_hash(cs, r->hash, r->hash_key, err);
         if (!rc)
             rc = ferry_db_begin_read(r->db, err);
+        ferry_table_info_release(&dst);
         if (rc) {
             ferry_checksum_free(cs);
             return rc;
