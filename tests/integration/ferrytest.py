@@ -655,8 +655,10 @@ class FerryTestCase(unittest.TestCase):
         os.makedirs(FERRY_TEST_TMP, exist_ok=True)
         name = self.id().split(".", 1)[-1].replace(".", "-")
         self.dir = tempfile.mkdtemp(prefix=name + "-", dir=FERRY_TEST_TMP)
+        # The first cleanup runs last: after a subclass's (an unmount, say).
+        self.addCleanup(self._drop_dir)
 
-    def tearDown(self):
+    def _drop_dir(self):
         ok = getattr(self._outcome, "success", False)
         if ok and not os.environ.get("FERRY_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -44,13 +44,55 @@ static int test_count;
         }                                                                                          \
     } while (0)
 
-/* Call at the end of main(): prints the count, returns 0. */
-#define TEST_DONE() (printf("%s: %d assertions passed\n", __FILE__, test_count), 0)
+/* Set by TEST_DONE: the directories test_tmpdir() made go at exit. */
+static int test_passed;
 
-/* A fresh directory under $FERRY_TEST_TMP (or /tmp) for one test; static storage. */
+/* Call at the end of main(): prints the count, returns 0. */
+#define TEST_DONE() (test_passed = 1, printf("%s: %d assertions passed\n", __FILE__, test_count), 0)
+
+/*
+ * Remember a directory test_tmpdir() made (add), or at exit (add NULL)
+ * remove them all when the test passed and FERRY_KEEP is unset; a failed
+ * test keeps them and says where.
+ */
+static inline void test_tmpdirs(const char *add)
+{
+    static char dirs[16][512];
+    static int n;
+    char cmd[1200];
+
+    if (add) {
+        for (int i = 0; i < n; i++)
+            if (strcmp(dirs[i], add) == 0)
+                return;
+        if (n < (int)(sizeof(dirs) / sizeof(dirs[0])))
+            snprintf(dirs[n++], sizeof(dirs[0]), "%s", add);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!test_passed || getenv("FERRY_KEEP")) {
+            fprintf(stderr, "[kept %s]\n", dirs[i]);
+            continue;
+        }
+        snprintf(cmd, sizeof(cmd), "rm -rf '%.511s'", dirs[i]);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", dirs[i]);
+    }
+}
+
+static inline void test_tmpdirs_at_exit(void)
+{
+    test_tmpdirs(NULL);
+}
+
+/*
+ * A fresh directory under $FERRY_TEST_TMP (or /tmp) for one test; static
+ * storage. Removed at exit if the test passes (test_tmpdirs).
+ */
 static inline const char *test_tmpdir(const char *name)
 {
     static char path[512];
+    static int registered;
     const char *base = getenv("FERRY_TEST_TMP");
     char cmd[1200];
 
@@ -60,6 +102,11 @@ static inline const char *test_tmpdir(const char *name)
         fprintf(stderr, "cannot create %s\n", path);
         exit(1);
     }
+    if (!registered) {
+        registered = 1;
+        atexit(test_tmpdirs_at_exit);
+    }
+    test_tmpdirs(path);
     return path;
 }
 
