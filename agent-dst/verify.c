@@ -49,6 +49,7 @@
 #include <time.h>
 
 #define SPLIT_PARTS 32
+#define SPLIT_MAX 1024 /* parts of a split by the size of the range (split_parts) */
 #define LEAF_ROWS 1024 /* a leaf digest asks for this many parts: one per row */
 #define MAX_DEPTH 64   /* bisection depth; each level cuts the source's rows at least in half */
 #define ROWS_PER_REQUEST 500
@@ -434,7 +435,7 @@ static int leaf_target_row(void *arg, const struct ferry_value *key, size_t nkey
 
 static int compare_range(struct vrun *r, size_t t, struct ferry_checksum *cs,
                          const struct ferry_value *lo, size_t nlo, const struct ferry_value *hi,
-                         size_t nhi, int depth, struct ferry_error *err);
+                         size_t nhi, int64_t rows, int depth, struct ferry_error *err);
 
 /* Row by row: the source's rows of [lo, hi) (one range each) against the target's. */
 static int compare_leaf(struct vrun *r, size_t t, struct ferry_checksum *cs,
@@ -466,7 +467,7 @@ static int compare_leaf(struct vrun *r, size_t t, struct ferry_checksum *cs,
                                  r->rep->tables[t].name);
             goto out;
         }
-        rc = compare_range(r, t, cs, lo, nlo, hi, nhi, depth + 1, err);
+        rc = compare_range(r, t, cs, lo, nlo, hi, nhi, (int64_t)g->nranges, depth + 1, err);
         goto out;
     }
     lf.rows = calloc(g->nranges ? g->nranges : 1, sizeof(*lf.rows));
@@ -561,21 +562,35 @@ static int compare_split(struct vrun *r, size_t t, struct ferry_checksum *cs,
                                  "verify again, or freeze the tenant first",
                                  vt->name);
         else
-            rc = compare_range(r, t, cs, L, nL, H, nH, depth + 1, err);
+            rc = compare_range(r, t, cs, L, nL, H, nH, sr->count, depth + 1, err);
     }
     return rc;
 }
 
-/* Compare [lo, hi) of table t, splitting at the source's keys. */
+/*
+ * Parts to split about rows rows into: enough that each is a leaf (the
+ * source's split is even to within a factor of two), at most SPLIT_MAX.
+ * Differences spread over a table then cost a level or two, not one per
+ * factor of 32; a part is one statement on the target, so the few
+ * differences of one corner do not pay for thousands of them.
+ */
+static int64_t split_parts(int64_t rows)
+{
+    int64_t parts = rows / (LEAF_ROWS / 2) + 1;
+
+    return parts < 2 ? 2 : parts > SPLIT_MAX ? SPLIT_MAX : parts;
+}
+
+/* Compare [lo, hi) of table t, about rows rows, splitting at the source's keys. */
 static int compare_range(struct vrun *r, size_t t, struct ferry_checksum *cs,
                          const struct ferry_value *lo, size_t nlo, const struct ferry_value *hi,
-                         size_t nhi, int depth, struct ferry_error *err)
+                         size_t nhi, int64_t rows, int depth, struct ferry_error *err)
 {
     struct ferry_digest *g = NULL;
     char *body = NULL;
     int rc;
 
-    rc = digest(r, t, lo, nlo, hi, nhi, SPLIT_PARTS, &g, &body, err);
+    rc = digest(r, t, lo, nlo, hi, nhi, split_parts(rows), &g, &body, err);
     if (!rc)
         rc = compare_split(r, t, cs, g, lo, nlo, hi, nhi, depth, err);
     ferry_digest_free(g);
@@ -628,8 +643,9 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
     memset(&job, 0, sizeof(job));
     job.r = r;
     job.t = t;
-    job.parts =
-        r->manifest->engine && strcmp(r->manifest->engine, "postgresql") == 0 ? 1 : SPLIT_PARTS;
+    job.parts = r->manifest->engine && strcmp(r->manifest->engine, "postgresql") == 0
+                    ? 1
+                    : FERRY_DIGEST_MAX_PARTS;
     threaded = pthread_create(&th, NULL, total_main, &job) == 0;
     if (!threaded)
         total_main(&job);
@@ -658,7 +674,7 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
         else if (vt->src_rows <= LEAF_ROWS)
             rc = compare_leaf(r, t, cs, NULL, 0, NULL, 0, 0, err);
         else
-            rc = compare_range(r, t, cs, NULL, 0, NULL, 0, 1, err);
+            rc = compare_range(r, t, cs, NULL, 0, NULL, 0, vt->src_rows, 1, err);
     }
     ferry_digest_free(job.g);
     free(job.body);

@@ -798,6 +798,34 @@ class VerifyPgTest(VerifyCase):
             self.assertPgTenantEqual()
             self.assertTrue(self.verify_json(expect=0)["equal"])
 
+    def test_pg_spread_differences_one_split(self):
+        """Differences spread over a big table cost one split of it and one
+        leaf each: the first split makes ranges of leaf size (about 500
+        rows), not 32 ranges that all differ and are split again."""
+        self.pg_pair()
+        chan = int(tp.psql(self.src_url, "SELECT min(id) FROM channels WHERE team_id = 1"))
+        tp.psql(self.src_url, "INSERT INTO posts(id, channel_id, body) SELECT 100000 + i, %d, "
+                "'bulk ' || i FROM generate_series(1, 40000) i" % chan)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            self.sync()
+            # every 2,000th of the new posts, changed behind ferry's back
+            spread = [100000 + i for i in range(1000, 40001, 2000)]
+            tp.psql(self.dst_url, "UPDATE posts SET body = 'spread' WHERE id IN (%s)"
+                    % ",".join(map(str, spread)))
+            changed = tp.psql(self.dst_url, "SELECT string_agg(id::text, ',' ORDER BY id) "
+                              "FROM posts WHERE body = 'spread'").strip().split(",")
+            self.assertEqual(sorted(map(int, changed)), spread)
+            rep = self.verify_json(expect=1)
+            self.assertEqual(diff_set(rep["differences"]),
+                             {("posts", "differs", key(id=i)) for i in spread})
+            # the manifest, each table's total, one split of posts, a leaf per difference
+            # (before: a split into 32 ranges, then each of the 20 that differ split again)
+            self.assertLessEqual(rep["requests"], 1 + len(rep["tables"]) + 1 + len(spread), rep)
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqual(rep["repair"]["upserted"], len(spread))
+            self.assertPgTenantEqual()
+
     def team1_kind(self, where):
         """The id of the one kinds row of team 1 on the source where `where` holds."""
         ids_ = tp.psql(self.src_url, "SELECT k.id FROM kinds k JOIN channels c ON c.id = "
