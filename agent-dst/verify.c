@@ -3,12 +3,14 @@
  * bisecting ranges that differ down to the keys; repair those keys.
  *
  * One comparison, per table (parent-first):
- *   1. ask the source for a digest of the whole table in SPLIT_PARTS ranges
- *      (first key, count, checksum of each);
+ *   1. ask the source for a digest of the whole table in up to
+ *      FERRY_DIGEST_MAX_PARTS ranges (first key, count, checksum of each;
+ *      a PostgreSQL source for its total alone first, compare_totals);
  *   2. compute count and checksum of each of those ranges on the target,
  *      with the source's boundaries, over the rows this tenant owns there;
  *   3. a range that matches is done; one that differs is split again at the
- *      source's keys (recursion), until it holds at most LEAF_ROWS source
+ *      source's keys into parts of about a leaf (split_parts; recursion),
+ *      until it holds at most LEAF_ROWS source
  *      rows: then the source sends one range per row (its key and row hash),
  *      the target walks its rows of the range, and the keys are matched
  *      exactly (packed bytes): missing on target, extra on target, differs.
@@ -48,8 +50,6 @@
 #include <string.h>
 #include <time.h>
 
-#define SPLIT_PARTS 32
-#define SPLIT_MAX 1024 /* parts of a split by the size of the range (split_parts) */
 #define LEAF_ROWS 1024 /* a leaf digest asks for this many parts: one per row */
 #define MAX_DEPTH 64   /* bisection depth; each level cuts the source's rows at least in half */
 #define ROWS_PER_REQUEST 500
@@ -569,16 +569,17 @@ static int compare_split(struct vrun *r, size_t t, struct ferry_checksum *cs,
 
 /*
  * Parts to split about rows rows into: enough that each is a leaf (the
- * source's split is even to within a factor of two), at most SPLIT_MAX.
- * Differences spread over a table then cost a level or two, not one per
- * factor of 32; a part is one statement on the target, so the few
- * differences of one corner do not pay for thousands of them.
+ * source's split is even to within a factor of two), at most what a
+ * digest may have. Differences spread over a table then cost one split
+ * for up to half a million rows, not one per level of 32 parts (every
+ * part of which differs). Each part is a statement on the target: a few
+ * differences in one corner of a big table pay 1,024 of them, not 64.
  */
 static int64_t split_parts(int64_t rows)
 {
     int64_t parts = rows / (LEAF_ROWS / 2) + 1;
 
-    return parts < 2 ? 2 : parts > SPLIT_MAX ? SPLIT_MAX : parts;
+    return parts < 2 ? 2 : parts > FERRY_DIGEST_MAX_PARTS ? FERRY_DIGEST_MAX_PARTS : parts;
 }
 
 /* Compare [lo, hi) of table t, about rows rows, splitting at the source's keys. */
