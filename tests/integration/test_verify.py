@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sqlite3
 import struct
 import subprocess
@@ -801,30 +802,45 @@ class VerifyPgTest(VerifyCase):
     def test_pg_spread_differences_one_split(self):
         """Differences spread over a big table cost one split of it and one
         leaf each: the first split makes ranges of leaf size (about 500
-        rows), not 32 ranges that all differ and are split again."""
+        rows), not 32 ranges that all differ and are split again. To a
+        PostgreSQL target (the servers hash) and to a SQLite one (the
+        agents hash)."""
         self.pg_pair()
         chan = int(tp.psql(self.src_url, "SELECT min(id) FROM channels WHERE team_id = 1"))
         tp.psql(self.src_url, "INSERT INTO posts(id, channel_id, body) SELECT 100000 + i, %d, "
                 "'bulk ' || i FROM generate_series(1, 40000) i" % chan)
-        with self.serve() as srv:
-            self.make_target(srv.url, tenant=1, db=self.dst_url)
-            self.sync()
-            # every 2,000th of the new posts, changed behind ferry's back
-            spread = [100000 + i for i in range(1000, 40001, 2000)]
-            tp.psql(self.dst_url, "UPDATE posts SET body = 'spread' WHERE id IN (%s)"
-                    % ",".join(map(str, spread)))
-            changed = tp.psql(self.dst_url, "SELECT string_agg(id::text, ',' ORDER BY id) "
-                              "FROM posts WHERE body = 'spread'").strip().split(",")
-            self.assertEqual(sorted(map(int, changed)), spread)
-            rep = self.verify_json(expect=1)
-            self.assertEqual(diff_set(rep["differences"]),
-                             {("posts", "differs", key(id=i)) for i in spread})
-            # the manifest, each table's total, one split of posts, a leaf per difference
-            # (before: a split into 32 ranges, then each of the 20 that differ split again)
-            self.assertLessEqual(rep["requests"], 1 + len(rep["tables"]) + 1 + len(spread), rep)
-            rep = self.verify_json("--repair", expect=0)
-            self.assertEqual(rep["repair"]["upserted"], len(spread))
-            self.assertPgTenantEqual()
+        # every 2,000th of the new posts, changed behind ferry's back
+        spread = [100000 + i for i in range(1000, 40001, 2000)]
+        for engine in ("postgresql", "sqlite"):
+            with self.subTest(target=engine), self.serve() as srv:
+                shutil.rmtree(self.path("state"), ignore_errors=True)
+                if engine == "postgresql":
+                    self.make_target(srv.url, tenant=1, db=self.dst_url)
+                    change = lambda sql: tp.psql(self.dst_url, sql)  # noqa: E731
+                else:
+                    self.make_target(srv.url, tenant=1)
+                    change = lambda sql: execute(self.dst_db, sql)  # noqa: E731
+                self.sync()
+                change("UPDATE posts SET body = 'spread' WHERE id IN (%s)"
+                       % ",".join(map(str, spread)))
+                rep = self.verify_json(expect=1)
+                self.assertEqual(diff_set(rep["differences"]),
+                                 {("posts", "differs", key(id=i)) for i in spread})
+                # the manifest, each table's total, one split of posts, a leaf per difference
+                # (before: a split into 32 ranges, then each of the 20 that differ split again)
+                self.assertLessEqual(rep["requests"], 1 + len(rep["tables"]) + 1 + len(spread),
+                                     rep)
+                rep = self.verify_json("--repair", expect=0)
+                self.assertEqual(rep["repair"]["upserted"], len(spread))
+                self.assertTrue(self.verify_json(expect=0)["equal"])
+        self.assertPgTenantEqual()
+        conn = sqlite3.connect(self.dst_db)
+        try:
+            bodies = dict(conn.execute("SELECT id, body FROM posts WHERE id IN (%s)"
+                                       % ",".join(map(str, spread))).fetchall())
+        finally:
+            conn.close()
+        self.assertEqual(bodies, {i: "bulk %d" % (i - 100000) for i in spread})
 
     def team1_kind(self, where):
         """The id of the one kinds row of team 1 on the source where `where` holds."""
