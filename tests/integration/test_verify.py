@@ -325,6 +325,31 @@ class VerifyTest(VerifyCase):
                              [("EMISMATCH", 0, 0), ("EMISMATCH", 0, 0), ("OK", 5, 1),
                               ("OK", 0, 0)], runs)
 
+    def test_spread_differences_one_split(self):
+        """A SQLite source sends a big table's total in leaf-size ranges
+        (up to 1,024): differences spread over it cost a leaf each, no
+        second split (before: 32 ranges that all differed, split again)."""
+        self.make_source(teams=2, posts_per_team=100)
+        chan = ids(self.src_db, "SELECT id FROM channels WHERE team_id = 1 ORDER BY id")[0]
+        execute(self.src_db, ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                              "WHERE i < 40000) INSERT INTO posts(id, channel_id, user_id, body, "
+                              "score, data) SELECT 100000 + i, ?, 1, 'bulk ' || i, i / 4.0, NULL "
+                              "FROM n", (chan,)))
+        spread = [100000 + i for i in range(1000, 40001, 2000)]
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            execute(self.dst_db, "UPDATE posts SET body = 'spread' WHERE id IN (%s)"
+                    % ",".join(map(str, spread)))
+            rep = self.verify_json(expect=1)
+            self.assertEqual(diff_set(rep["differences"]),
+                             {("posts", "differs", key(id=i)) for i in spread})
+            # the manifest, each table's total (with its split), a leaf per difference
+            self.assertLessEqual(rep["requests"], 1 + len(rep["tables"]) + len(spread), rep)
+            rep = self.verify_json("--repair", expect=0)
+            self.assertEqual(rep["repair"]["upserted"], len(spread))
+            self.assertTenantEqual(1)
+
     def test_other_tenant_never_read_reported_nor_touched(self):
         self.make_source(teams=3, posts_per_team=150)
         with self.serve() as srv:
