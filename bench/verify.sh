@@ -7,8 +7,10 @@
 #
 # Prints: the initial copy time, the time of `ferry-dst verify` of the
 # unchanged team and its share of the copy (goal: under 25%), then the time
-# of a verify that finds 100 rows changed behind ferry's back and of
-# `verify --repair` fixing them. Needs a built tree (build/bin) or FERRY_BIN.
+# of a verify that finds 100 rows changed behind ferry's back (side by side
+# in key order), of `verify --repair` fixing them, and of a verify that finds
+# 100 rows changed apart (every ~10,000th post). Needs a built tree
+# (build/bin) or FERRY_BIN.
 # --pg: one throw-away cluster (scripts/pgcluster.sh, as bench/pg.sh: unix
 # socket, fsync off, 1 GB of shared buffers) holds the source and the
 # target, with bench/pg.sh's schema and data; exit 77 without PostgreSQL.
@@ -141,7 +143,10 @@ run verify verify --quiet --json --config "$work/dst.conf"
 change "UPDATE posts SET body = 'changed' WHERE id IN (SELECT id FROM posts ORDER BY id LIMIT 100 OFFSET 1000)"
 run verify2 verify --quiet --json --config "$work/dst.conf"
 run verify3 verify --quiet --json --repair --config "$work/dst.conf"
-for n in copy:0 verify:0 verify2:1 verify3:0; do
+# 100 rows changed behind ferry's back, spread over the team (every ~10,000th post)
+change "UPDATE posts SET body = 'spread' WHERE id IN (SELECT id FROM posts WHERE id % 9973 = 0 ORDER BY id LIMIT 100)"
+run verify4 verify --quiet --json --config "$work/dst.conf"
+for n in copy:0 verify:0 verify2:1 verify3:0 verify4:1; do
     [ "$(cat "$work/${n%%:*}.rc")" = "${n##*:}" ] ||
         { echo "bench: ${n%%:*} exited $(cat "$work/${n%%:*}.rc"), expected ${n##*:}" >&2; exit 1; }
 done
@@ -154,9 +159,11 @@ def f(name, what):
 rep = json.load(open(os.path.join(work, "verify.out")))
 rep2 = json.load(open(os.path.join(work, "verify2.out")))
 rep3 = json.load(open(os.path.join(work, "verify3.out")))
+rep4 = json.load(open(os.path.join(work, "verify4.out")))
 assert rep["equal"] and sum(t["source_rows"] for t in rep["tables"]) == team, rep
 assert rep2["differences_total"] == 100, rep2["differences_total"]
 assert rep3["equal"] and rep3["repair"]["upserted"] == 100, rep3["repair"]
+assert rep4["differences_total"] == 100, rep4["differences_total"]
 cw, cc = f("copy", "wall"), f("copy", "cpu")
 print("rows in team 1                  %d   (%s CPUs, load average %s at the start)"
       % (team, ncpu, load))
@@ -164,7 +171,8 @@ print("                                wall        CPU (both agents)")
 print("initial copy                    %7.3f s   %7.3f s" % (cw, cc))
 for name, what, r in (("verify", "verify, unchanged team", rep),
                       ("verify2", "verify, 100 rows changed", rep2),
-                      ("verify3", "verify --repair of those", rep3)):
+                      ("verify3", "verify --repair of those", rep3),
+                      ("verify4", "verify, 100 rows changed apart", rep4)):
     w, c = f(name, "wall"), f(name, "cpu")
     print("%-31s %7.3f s   %7.3f s   %5.1f%% / %5.1f%% of the copy, %d requests"
           % (what, w, c, 100 * w / cw, 100 * c / cc, r["requests"]))
