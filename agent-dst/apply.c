@@ -88,6 +88,14 @@ struct seq_col {
     int64_t batch; /* largest value of col in the current batch, INT64_MIN if none */
 };
 
+/* PostgreSQL: a staging table of one table's rows or keys, and its two statements. */
+struct stage {
+    struct ferry_stmt *run;   /* INSERT ... SELECT ... ON CONFLICT, or DELETE ... USING */
+    struct ferry_stmt *clash; /* a staged key whose target row is another tenant's */
+    int made;                 /* the table exists (upserts: with colmap's columns) */
+    int dirty;                /* rows were staged in the current transaction */
+};
+
 struct table_stmts {
     struct ferry_stmt *upsert;
     size_t upsert_ncols;
@@ -100,18 +108,10 @@ struct table_stmts {
     int *colmap; /* set column i -> target column index (for the check) */
     struct ferry_stmt *del;
     struct ferry_stmt *exists;
-    /* PostgreSQL: staging for upserts, see the header comment */
-    struct ferry_stmt *clash; /* a staged key whose target row is another tenant's */
-    struct ferry_stmt *merge; /* INSERT ... SELECT FROM staging ON CONFLICT ... */
-    int staged;               /* the staging table exists with colmap's columns */
-    int stage_dirty;          /* rows were staged in the current transaction */
-    /* PostgreSQL: deletes through a staging table of keys, see pg_apply_deletes */
-    struct ferry_stmt *del_many;  /* DELETE ... USING the staged keys */
-    struct ferry_stmt *del_clash; /* a staged key whose row is left: another tenant's */
-    int del_staged;               /* the keys' staging table exists */
-    int del_dirty;                /* keys were staged in the current transaction */
-    int no_direct;                /* a direct COPY of a page failed: stage from now on */
-    int copy_text;                /* the target's column types are the source's (PostgreSQL) */
+    /* PostgreSQL: staging for upserts (the header comment) and for deletes (pg_apply_deletes) */
+    struct stage upserts, deletes;
+    int no_direct; /* a direct COPY of a page failed: stage from now on */
+    int copy_text; /* the target's column types are the source's (PostgreSQL) */
     struct seq_col *seqs;
     size_t nseqs;
 };
@@ -300,25 +300,12 @@ static int check_columns(const struct ferry_table_info *src, const struct ferry_
     return rc;
 }
 
-/* PostgreSQL: the staging tables' statements freed (a rollback took the tables or not). */
-static void forget_stage(struct table_stmts *ts)
+/* PostgreSQL: a staging table's statements freed (a rollback took the table or not). */
+static void forget_stage(struct stage *st)
 {
-    ferry_stmt_free(ts->clash);
-    ferry_stmt_free(ts->merge);
-    ts->clash = NULL;
-    ts->merge = NULL;
-    ts->staged = 0;
-    ts->stage_dirty = 0;
-}
-
-static void forget_del_stage(struct table_stmts *ts)
-{
-    ferry_stmt_free(ts->del_many);
-    ferry_stmt_free(ts->del_clash);
-    ts->del_many = NULL;
-    ts->del_clash = NULL;
-    ts->del_staged = 0;
-    ts->del_dirty = 0;
+    ferry_stmt_free(st->run);
+    ferry_stmt_free(st->clash);
+    memset(st, 0, sizeof(*st));
 }
 
 void ferry_applier_close(struct ferry_applier *a)
@@ -331,8 +318,8 @@ void ferry_applier_close(struct ferry_applier *a)
             ferry_stmt_free(a->st[t].upsert_many);
             ferry_stmt_free(a->st[t].del);
             ferry_stmt_free(a->st[t].exists);
-            forget_stage(&a->st[t]);
-            forget_del_stage(&a->st[t]);
+            forget_stage(&a->st[t].upserts);
+            forget_stage(&a->st[t].deletes);
             free(a->st[t].colmap);
             for (size_t i = 0; i < a->st[t].nseqs; i++)
                 free(a->st[t].seqs[i].seq);
@@ -628,7 +615,7 @@ static int pg_drop_stage(struct ferry_applier *a, size_t t, struct ferry_error *
     struct ferry_buf sql;
     int rc;
 
-    forget_stage(&a->st[t]);
+    forget_stage(&a->st[t].upserts);
     ferry_buf_init(&sql, SQL_MAX);
     rc = ferry_buf_adds(&sql, "DROP TABLE IF EXISTS pg_temp.");
     if (!rc)
@@ -767,9 +754,9 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
     rc = create_stage(a, stage.data, sql.data, ti->name, err);
     if (rc)
         goto out;
-    ts->staged = 1;
+    ts->upserts.made = 1;
     ts->upsert_ncols = set->ncols;
-    rc = prepare_clash(a, t, stage.data, owner.data, &ts->clash, err);
+    rc = prepare_clash(a, t, stage.data, owner.data, &ts->upserts.clash, err);
     if (rc)
         goto out;
 
@@ -807,7 +794,7 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
     if (rc)
         rc = ferry_error_set(err, rc, "cannot build the upsert of %s", ti->name);
     else
-        rc = ferry_db_prepare(a->db, sql.data, &ts->merge, err);
+        rc = ferry_db_prepare(a->db, sql.data, &ts->upserts.run, err);
 out:
     ferry_buf_release(&sql);
     ferry_buf_release(&owner);
@@ -870,7 +857,7 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     struct table_stmts *ts = &a->st[t];
     int rc = FERRY_OK;
 
-    if ((ts->upsert || ts->staged) && ts->upsert_ncols == set->ncols) {
+    if ((ts->upsert || ts->upserts.made) && ts->upsert_ncols == set->ncols) {
         int same = 1;
 
         for (size_t i = 0; i < set->ncols && same; i++)
@@ -883,7 +870,7 @@ static int prepare_upsert(struct ferry_applier *a, size_t t, const struct ferry_
     ferry_stmt_free(ts->upsert_many);
     ts->upsert_many = NULL;
     ts->many = 0;
-    if (ts->staged) {
+    if (ts->upserts.made) {
         rc = pg_drop_stage(a, t, err);
         if (rc)
             return rc;
@@ -1056,15 +1043,15 @@ static int check_staged_clash(struct ferry_applier *a, size_t t, struct ferry_st
 
 /*
  * Ready staging table kind ("s" upserts, "x" deletes) of table to take
- * rows: emptied when rows were staged earlier in this transaction (*dirty),
+ * rows: emptied when rows were staged earlier in this transaction (st->dirty),
  * which they are from now on; its unquoted name in name.
  */
-static int pg_stage_ready(struct ferry_applier *a, const char *kind, const char *table, int *dirty,
-                          char name[FERRY_OBJNAME_SIZE], struct ferry_error *err)
+static int pg_stage_ready(struct ferry_applier *a, const char *kind, const char *table,
+                          struct stage *st, char name[FERRY_OBJNAME_SIZE], struct ferry_error *err)
 {
     int rc = ferry_scope_objname(name, kind, table);
 
-    if (!rc && *dirty) {
+    if (!rc && st->dirty) {
         struct ferry_buf sql;
 
         ferry_buf_init(&sql, 1024);
@@ -1077,7 +1064,7 @@ static int pg_stage_ready(struct ferry_applier *a, const char *kind, const char 
     } else if (rc) {
         rc = ferry_error_set(err, rc, "cannot name the staging table of %s", table);
     }
-    *dirty = 1;
+    st->dirty = 1;
     return rc;
 }
 
@@ -1211,15 +1198,15 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
         if (rc)
             return rc;
     }
-    rc = pg_stage_ready(a, "s", ti->name, &ts->stage_dirty, stage, err);
+    rc = pg_stage_ready(a, "s", ti->name, &ts->upserts, stage, err);
     if (!rc)
         rc = pg_copy_set(a, t, stage, set, err);
     if (!rc)
-        rc = check_staged_clash(a, t, ts->clash, err);
+        rc = check_staged_clash(a, t, ts->upserts.clash, err);
     if (rc)
         return rc;
-    ferry_stmt_reset(ts->merge);
-    rc = ferry_stmt_step(ts->merge, &has, err);
+    ferry_stmt_reset(ts->upserts.run);
+    rc = ferry_stmt_step(ts->upserts.run, &has, err);
     if (rc)
         return ferry_error_prefix(err, "applying %s", set->table);
     note_sequences(a, t, set);
@@ -1364,7 +1351,7 @@ static int pg_prepare_del_stage(struct ferry_applier *a, size_t t, struct ferry_
     struct ferry_buf sql, owner, stage, match;
     int rc;
 
-    if (ts->del_staged)
+    if (ts->deletes.made)
         return FERRY_OK;
     ferry_buf_init(&sql, SQL_MAX);
     ferry_buf_init(&owner, SQL_MAX);
@@ -1384,7 +1371,7 @@ static int pg_prepare_del_stage(struct ferry_applier *a, size_t t, struct ferry_
     rc = create_stage(a, stage.data, sql.data, ti->name, err);
     if (rc)
         goto out;
-    ts->del_staged = 1;
+    ts->deletes.made = 1;
     /* the tenant's rows among the keys, and rows whose owner is gone, as one by one */
     ferry_buf_reset(&sql);
     rc = ferry_buf_adds(&sql, "DELETE FROM ");
@@ -1395,10 +1382,10 @@ static int pg_prepare_del_stage(struct ferry_applier *a, size_t t, struct ferry_
                             " AS \"_o\" USING %s AS \"_s\" WHERE %s AND COALESCE(%s = ?, TRUE)",
                             stage.data, match.data, owner.data);
     if (!rc)
-        rc = ferry_db_prepare(a->db, sql.data, &ts->del_many, err);
+        rc = ferry_db_prepare(a->db, sql.data, &ts->deletes.run, err);
     /* what is left of the keys is another tenant's */
     if (!rc)
-        rc = prepare_clash(a, t, stage.data, owner.data, &ts->del_clash, err);
+        rc = prepare_clash(a, t, stage.data, owner.data, &ts->deletes.clash, err);
 out:
     ferry_buf_release(&sql);
     ferry_buf_release(&owner);
@@ -1430,22 +1417,22 @@ static int pg_apply_deletes(struct ferry_applier *a, size_t t, const struct ferr
         return FERRY_OK;
     rc = pg_prepare_del_stage(a, t, err);
     if (!rc)
-        rc = pg_stage_ready(a, "x", ti->name, &ts->del_dirty, stage, err);
+        rc = pg_stage_ready(a, "x", ti->name, &ts->deletes, stage, err);
     if (!rc)
         rc = pg_copy_set(a, t, stage, set, err); /* the set is the keys */
     if (rc)
         return rc;
-    ferry_stmt_reset(ts->del_many);
-    rc = ferry_stmt_bind(ts->del_many, 1, &a->tenant, err);
+    ferry_stmt_reset(ts->deletes.run);
+    rc = ferry_stmt_bind(ts->deletes.run, 1, &a->tenant, err);
     if (!rc)
-        rc = ferry_stmt_step(ts->del_many, &has, err);
+        rc = ferry_stmt_step(ts->deletes.run, &has, err);
     if (!rc)
-        c->deleted += ferry_stmt_changes(ts->del_many);
-    ferry_stmt_reset(ts->del_many);
+        c->deleted += ferry_stmt_changes(ts->deletes.run);
+    ferry_stmt_reset(ts->deletes.run);
     if (rc)
         return ferry_error_prefix(err, "applying %s", set->table);
     /* what the DELETE left of the keys is another tenant's */
-    return check_staged_clash(a, t, ts->del_clash, err);
+    return check_staged_clash(a, t, ts->deletes.clash, err);
 }
 
 /*
@@ -1500,8 +1487,8 @@ static void pg_after_rollback(struct ferry_applier *a)
     for (size_t t = 0; t < a->scope->ntables; t++) {
         struct table_stmts *ts = &a->st[t];
 
-        forget_stage(ts);
-        forget_del_stage(ts);
+        forget_stage(&ts->upserts);
+        forget_stage(&ts->deletes);
         for (size_t q = 0; q < ts->nseqs; q++)
             ts->seqs[q].batch = INT64_MIN;
     }
@@ -1525,8 +1512,8 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
         return rc;
     if (a->pg)
         for (size_t t = 0; t < a->scope->ntables; t++) {
-            a->st[t].stage_dirty = 0; /* ON COMMIT DELETE ROWS emptied them */
-            a->st[t].del_dirty = 0;
+            a->st[t].upserts.dirty = 0; /* ON COMMIT DELETE ROWS emptied them */
+            a->st[t].deletes.dirty = 0;
         }
     for (size_t i = 0; i < b->nsets && !rc; i++) {
         const struct ferry_set *set = &b->sets[i];
