@@ -949,9 +949,10 @@ static int pg_in_sql_wanted(void)
  * Set up hashing in SQL on PostgreSQL: the type of every hashed value
  * (column or mask) and how it is encoded (enum pg_enc). Decided once per
  * table. Returns 0 when done, else why not, for the debug log; the columns
- * are then read and hashed in C. Not in SQL: a server before 11 (no
- * sha256()), one whose encoding is not UTF8 (the lengths would be the
- * server's), a value of type xid, xid8 or a pseudo-type.
+ * are then read and hashed in C. Not in SQL: a server or client encoding
+ * other than UTF8 (the lengths would be the server's), a value of type
+ * xid, xid8 or a pseudo-type. (sha256() came in 11; the connection refuses
+ * servers before 12.)
  */
 static const char *pg_plan(struct ferry_checksum *c, struct ferry_error *err)
 {
@@ -959,19 +960,18 @@ static const char *pg_plan(struct ferry_checksum *c, struct ferry_error *err)
     struct ferry_stmt *st = NULL;
     struct ferry_buf sql;
     const char *why = NULL;
+    const char *enc;
     int64_t *oids = NULL;
-    int64_t ok = 0;
     int row = 0;
     int rc;
 
-    if (ferry_db_query_int(c->db,
-                           "SELECT (pg_catalog.current_setting('server_version_num')::int >= 110000"
-                           " AND pg_catalog.current_setting('server_encoding') = 'UTF8'"
-                           " AND pg_catalog.current_setting('client_encoding') = 'UTF8')::int",
-                           NULL, 0, &ok, err))
-        return "the server's version and encoding could not be read";
-    if (!ok)
-        return "a server before 11 or not in UTF8";
+    /* the encodings the server reported (the connection refuses servers before 12) */
+    enc = ferry_db_server_param(c->db, "server_encoding");
+    if (!enc || strcmp(enc, "UTF8") != 0)
+        return "a server not in UTF8";
+    enc = ferry_db_server_param(c->db, "client_encoding");
+    if (!enc || strcmp(enc, "UTF8") != 0)
+        return "a client encoding other than UTF8";
     c->pgcol = calloc(ti->ncols, sizeof(*c->pgcol));
     oids = calloc(ti->ncols, sizeof(*oids));
     if (!c->pgcol || !oids) {
@@ -1280,7 +1280,6 @@ static const char *pgrec_why(struct ferry_checksum *c)
 {
     struct ferry_error perr;
     const char *why;
-    int64_t ok = 0;
 
     if (ferry_db_engine(c->db) != FERRY_ENGINE_PG)
         return "not PostgreSQL";
@@ -1289,12 +1288,7 @@ static const char *pgrec_why(struct ferry_checksum *c)
     /* a mask's value need not have the type the target stores it as */
     if (c->masks)
         return "masked columns";
-    if (ferry_db_query_int(c->db,
-                           "SELECT (pg_catalog.to_regprocedure("
-                           "'pg_catalog.hash_record_extended(record, bigint)') IS NOT NULL)::int",
-                           NULL, 0, &ok, &perr))
-        return "the server's functions could not be read";
-    if (!ok)
+    if (ferry_db_server_version(c->db) < 140000)
         return "a server before PostgreSQL 14 (no hash_record_extended)";
     if (c->pgcol)
         return NULL;

@@ -200,6 +200,16 @@ int ferry_db_table_exists(struct ferry_db *db, const char *table, int *exists,
     return db->ops->table_exists(db, table, exists, err);
 }
 
+int ferry_db_server_version(struct ferry_db *db)
+{
+    return db->ops->server_version ? db->ops->server_version(db) : 0;
+}
+
+const char *ferry_db_server_param(struct ferry_db *db, const char *name)
+{
+    return db->ops->server_param ? db->ops->server_param(db, name) : NULL;
+}
+
 int ferry_db_table_columns(struct ferry_db *db, const char *table, struct ferry_table_info *out,
                            int *exists, struct ferry_error *err)
 {

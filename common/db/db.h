@@ -128,6 +128,15 @@ int ferry_db_table_columns(struct ferry_db *db, const char *table, struct ferry_
                            int *exists, struct ferry_error *err);
 
 /*
+ * PostgreSQL: the server's version (as server_version_num: 150018) and a
+ * setting it reports to the client (server_encoding, client_encoding,
+ * TimeZone, ...), from the connection's state: no statement. 0 and NULL
+ * for SQLite or a setting not reported.
+ */
+int ferry_db_server_version(struct ferry_db *db);
+const char *ferry_db_server_param(struct ferry_db *db, const char *name);
+
+/*
  * Count rows of table that violate a foreign key (SQLite PRAGMA
  * foreign_key_check; PostgreSQL enforces them itself and reports 0).
  */

@@ -60,6 +60,9 @@ struct ferry_db_ops {
                          int *exists, struct ferry_error *err);
     int (*fk_check)(struct ferry_db *db, const char *table, int64_t *violations,
                     struct ferry_error *err);
+    /* optional (PostgreSQL): what the server reported at connection, no round trip */
+    int (*server_version)(struct ferry_db *db);
+    const char *(*server_param)(struct ferry_db *db, const char *name);
     /* bulk load, see ferry_db_copy_begin(); rollback abandons an open copy */
     int (*copy_begin)(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
                       struct ferry_error *err);

@@ -2339,6 +2339,16 @@ static int pg_copy_out_end(struct ferry_db *db, struct ferry_error *err)
     return rc;
 }
 
+static int pg_server_version(struct ferry_db *db)
+{
+    return PQserverVersion(pg_db(db)->conn);
+}
+
+static const char *pg_server_param(struct ferry_db *db, const char *name)
+{
+    return PQparameterStatus(pg_db(db)->conn, name);
+}
+
 const struct ferry_db_ops ferry_pg_ops = {
     .open = pg_open,
     .close = pg_close,
@@ -2363,6 +2373,8 @@ const struct ferry_db_ops ferry_pg_ops = {
     .table_exists = pg_table_exists,
     .table_columns = pg_table_columns,
     .fk_check = pg_fk_check,
+    .server_version = pg_server_version,
+    .server_param = pg_server_param,
     .copy_begin = pg_copy_begin,
     .copy_row = pg_copy_row,
     .copy_end = pg_copy_end,

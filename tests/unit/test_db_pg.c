@@ -1068,6 +1068,26 @@ static void test_copy(struct ferry_db *db)
     exec_ok(db, "DROP TABLE \"Copy Me\"");
 }
 
+/* What the server reported, read without a statement, against SHOW through psql. */
+static void test_server_settings(void)
+{
+    struct ferry_db *db = open_db(0);
+    const char *p;
+
+    ASSERT_EQ(ferry_db_server_version(db), psql_int("SHOW server_version_num"));
+    p = ferry_db_server_param(db, "server_encoding");
+    ASSERT(p != NULL);
+    ASSERT_STR(p, psql("SHOW server_encoding"));
+    /* a setting changed in the session is reported again */
+    exec_ok(db, "SET TimeZone = 'Asia/Tokyo'");
+    p = ferry_db_server_param(db, "TimeZone");
+    ASSERT(p != NULL);
+    ASSERT_STR(p, "Asia/Tokyo");
+    /* one the server does not report */
+    ASSERT(ferry_db_server_param(db, "work_mem") == NULL);
+    ferry_db_close(db);
+}
+
 int main(void)
 {
     struct ferry_db *db;
@@ -1084,6 +1104,7 @@ int main(void)
     test_copy(db);
     ferry_db_close(db);
     test_introspection();
+    test_server_settings();
     test_pg_passed();
     return TEST_DONE();
 }

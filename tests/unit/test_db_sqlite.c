@@ -630,6 +630,9 @@ int main(void)
     test_open_errors(dir);
     ASSERT_EQ(ferry_db_open(dburl, FERRY_DB_CREATE, &db, &err), 0);
     ASSERT_EQ(ferry_db_engine(db), FERRY_ENGINE_SQLITE);
+    /* no server: no version, no reported settings */
+    ASSERT_EQ(ferry_db_server_version(db), 0);
+    ASSERT(ferry_db_server_param(db, "server_encoding") == NULL);
     test_values(db);
     test_statements(db);
     test_transactions(db);
