@@ -113,17 +113,6 @@ const char *ferry_verify_kind_name(enum ferry_diff_kind k)
     return "?";
 }
 
-static const char *hash_name(int hash)
-{
-    switch (hash) {
-    case FERRY_HASH_SIPHASH13:
-        return FERRY_HASH_SIPHASH13_NAME;
-    case FERRY_HASH_PGREC:
-        return FERRY_HASH_PGREC_NAME;
-    }
-    return "sha-256";
-}
-
 static const char *kind_word(enum ferry_diff_kind k)
 {
     return k == FERRY_DIFF_MISSING ? "missing" : k == FERRY_DIFF_EXTRA ? "extra" : "differs";
@@ -1145,7 +1134,7 @@ static void print_json(const struct vrun *r, int code, const struct ferry_error 
                 ",\"equal\":%s,\"hash\":\"%s\"}",
                 vt->src_rows, vt->dst_rows, vt->src_sum, vt->dst_sum, vt->missing, vt->extra,
                 vt->differs, vt->missing + vt->extra + vt->differs ? "false" : "true",
-                hash_name(vt->hash));
+                ferry_hash_name(vt->hash));
     }
     fprintf(f, "],\"differences_total\":%" PRId64 ",\"differences\":", rep->total_diffs);
     json_diffs(f, r, rep->diffs, rep->ndiffs);
@@ -1196,7 +1185,7 @@ static void print_text(const struct vrun *r, int code)
                    vt->name, vt->src_rows, vt->dst_rows, vt->missing, vt->extra, vt->differs);
         else
             printf("  %-24s %10" PRId64 " rows  equal  checksum %016" PRIx64 " (%s)\n", vt->name,
-                   vt->src_rows, vt->src_sum, hash_name(vt->hash));
+                   vt->src_rows, vt->src_sum, ferry_hash_name(vt->hash));
     }
     if (rep->total_diffs) {
         printf("differences:\n");

@@ -325,6 +325,17 @@ void ferry_rowhash_set(struct ferry_rowhash *h, int alg, const unsigned char *ke
     h->k1 = h->alg == FERRY_HASH_SIPHASH13 ? get_le64(key + 8) : 0;
 }
 
+const char *ferry_hash_name(int alg)
+{
+    switch (alg) {
+    case FERRY_HASH_SIPHASH13:
+        return FERRY_HASH_SIPHASH13_NAME;
+    case FERRY_HASH_PGREC:
+        return FERRY_HASH_PGREC_NAME;
+    }
+    return "sha-256";
+}
+
 #define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                                   \
     do {                                                                                           \
@@ -1553,22 +1564,6 @@ static int add_wrapped(struct ferry_checksum *c, struct ferry_buf *b, size_t i, 
 }
 
 /*
- * Append FERRY_HASH_PGREC's expression: hash_record_extended() of a row of
- * the values, seeded from the key (pgrec_seed), each value in a form
- * that two values share only when the C path would hash them alike (their
- * text, or their bits). The server's own hash of a type follows the type's
- * equality, which is looser: it folds an int8 to 32 bits (0 and 2^32 + 1
- * hash alike whatever the seed), takes -0 for 0, 1.0 for 1.00, and a
- * nondeterministic collation's equal strings for one. So the values go as
- * bytes, whose hash is the server's hash of all of them (hash_bytes):
- * integers as int8send (any width, the same bytes for the same number),
- * floats as float8send (every NaN one bit pattern, as in the C path),
- * dates, times, timestamps, intervals and uuids by their binary send
- * function (exact), text and varchar as text under the "C" collation (its
- * bytes); a bytea is bytes already. Any other type, numeric and jsonb
- * among them, goes as its output function's text, what the C path hashes.
- */
-/*
  * FERRY_HASH_PGREC's seed: the first 8 bytes (big-endian) of SHA-256 of
  * PGREC_SEED_LABEL and the verify's key. It goes into the statements' text,
  * which a server may log; derived so, it tells nothing of the key, which
@@ -1592,6 +1587,22 @@ static int pgrec_seed(const unsigned char *key, uint64_t *seed)
     return FERRY_OK;
 }
 
+/*
+ * Append FERRY_HASH_PGREC's expression: hash_record_extended() of a row of
+ * the values, seeded from the key (pgrec_seed), each value in a form
+ * that two values share only when the C path would hash them alike (their
+ * text, or their bits). The server's own hash of a type follows the type's
+ * equality, which is looser: it folds an int8 to 32 bits (0 and 2^32 + 1
+ * hash alike whatever the seed), takes -0 for 0, 1.0 for 1.00, and a
+ * nondeterministic collation's equal strings for one. So the values go as
+ * bytes, whose hash is the server's hash of all of them (hash_bytes):
+ * integers as int8send (any width, the same bytes for the same number),
+ * floats as float8send (every NaN one bit pattern, as in the C path),
+ * dates, times, timestamps, intervals and uuids by their binary send
+ * function (exact), text and varchar as text under the "C" collation (its
+ * bytes); a bytea is bytes already. Any other type, numeric and jsonb
+ * among them, goes as its output function's text, what the C path hashes.
+ */
 static int add_pgrec_hash(struct ferry_checksum *c, struct ferry_buf *b)
 {
     /* a value's form by its encoding, and for PG_OUT by its base type: pre, value, post */

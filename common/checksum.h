@@ -87,6 +87,9 @@ enum ferry_hash {
 #define FERRY_HASH_SIPHASH13_NAME "siphash-1-3" /* its name in a digest request */
 #define FERRY_HASH_PGREC_NAME "pg-record-1"     /* idem; the form's version in its name */
 
+/* A row hash's name: its name in a digest request, "sha-256" for the unnamed default. */
+const char *ferry_hash_name(int alg);
+
 /* SipHash-1-3 of in[0..n) under key: the reference's output read little-endian. */
 uint64_t ferry_siphash13(const unsigned char key[FERRY_HASH_KEY_SIZE], const void *in, size_t n);
 

@@ -254,8 +254,7 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
         }
         if (req->hash) {
             pack_cstr(w, "hash");
-            pack_cstr(w, req->hash == FERRY_HASH_PGREC ? FERRY_HASH_PGREC_NAME
-                                                       : FERRY_HASH_SIPHASH13_NAME);
+            pack_cstr(w, ferry_hash_name(req->hash));
             pack_cstr(w, "hash_key");
             msgpack_pack_bin(&w->pk, FERRY_HASH_KEY_SIZE);
             msgpack_pack_bin_body(&w->pk, req->hash_key, FERRY_HASH_KEY_SIZE);
@@ -1392,13 +1391,13 @@ static int get_coerce(struct dec *d, const msgpack_object *o, struct ferry_reque
     return 0;
 }
 
-/* A digest request's "hash" and "hash_key" (NULL when absent): a keyed hash and its key. */
 /* Whether the msgpack string o is s. */
 static int str_is(const msgpack_object *o, const char *s)
 {
     return o->via.str.size == strlen(s) && memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
 }
 
+/* A digest request's "hash" and "hash_key" (NULL when absent): a keyed hash and its key. */
 static int get_hash(struct dec *d, const msgpack_object *name, const msgpack_object *key,
                     struct ferry_request *req)
 {
