@@ -666,34 +666,6 @@ static int add_set_cols(struct ferry_buf *b, const struct ferry_set *set, const 
 }
 
 /*
- * Create the staging table stage (quoted) with table's columns cols (a
- * column list), their types, no constraints, emptied at each commit; one
- * left by an earlier batch whose rollback did not take it away is dropped.
- */
-static int create_stage(struct ferry_applier *a, const char *stage, const char *cols,
-                        const char *table, struct ferry_error *err)
-{
-    struct ferry_buf sql;
-    int rc;
-
-    ferry_buf_init(&sql, SQL_MAX);
-    rc = ferry_buf_addf(&sql,
-                        "DROP TABLE IF EXISTS pg_temp.%s;\n"
-                        "CREATE TEMP TABLE %s ON COMMIT DELETE ROWS AS SELECT %s FROM ",
-                        stage, stage, cols);
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, table);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " WITH NO DATA");
-    if (rc)
-        rc = ferry_error_set(err, rc, "cannot build the staging table of %s", table);
-    else
-        rc = ferry_db_exec(a->db, sql.data, err);
-    ferry_buf_release(&sql);
-    return rc;
-}
-
-/*
  * The clash check of staging table stage (quoted) of table t: a staged key
  * whose target row belongs to another tenant (the tenant its parameter).
  */
@@ -727,6 +699,45 @@ static int prepare_clash(struct ferry_applier *a, size_t t, const char *stage, c
 }
 
 /*
+ * Create staging table kind ("s", "x") of table t: columns cols (a column
+ * list) with the table's types, no constraints, emptied at each commit
+ * (one left by an earlier batch whose rollback did not take it away is
+ * dropped); st made, its clash check prepared. Its quoted name in stage and
+ * the owner of the target's row "_o" in owner, for the caller's statement.
+ */
+static int open_stage(struct ferry_applier *a, size_t t, const char *kind, const char *cols,
+                      struct stage *st, struct ferry_buf *stage, struct ferry_buf *owner,
+                      struct ferry_error *err)
+{
+    const char *table = a->scope->tables[t].info.name;
+    struct ferry_buf sql;
+    int rc;
+
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_scope_add_objname(stage, kind, table);
+    if (!rc)
+        rc = ferry_scope_owner(a->scope, t, "\"_o\".", owner);
+    if (!rc)
+        rc = ferry_buf_addf(&sql,
+                            "DROP TABLE IF EXISTS pg_temp.%s;\n"
+                            "CREATE TEMP TABLE %s ON COMMIT DELETE ROWS AS SELECT %s FROM ",
+                            stage->data, stage->data, cols);
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, table);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WITH NO DATA");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the staging table of %s", table);
+    else
+        rc = ferry_db_exec(a->db, sql.data, err);
+    ferry_buf_release(&sql);
+    if (rc)
+        return rc;
+    st->made = 1;
+    return prepare_clash(a, t, stage->data, owner->data, &st->clash, err);
+}
+
+/*
  * The staging table for the set's columns (created within the batch's
  * transaction: a rollback takes it away, see forget_stage) and its two
  * statements.
@@ -742,23 +753,15 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
     ferry_buf_init(&sql, SQL_MAX);
     ferry_buf_init(&owner, SQL_MAX);
     ferry_buf_init(&stage, 1024);
-    rc = add_stage_name(&stage, ti->name);
-    if (!rc)
-        rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
-    if (!rc)
-        rc = add_set_cols(&sql, set, "");
+    rc = add_set_cols(&sql, set, "");
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build the staging table of %s", ti->name);
         goto out;
     }
-    rc = create_stage(a, stage.data, sql.data, ti->name, err);
+    rc = open_stage(a, t, "s", sql.data, &ts->upserts, &stage, &owner, err);
     if (rc)
         goto out;
-    ts->upserts.made = 1;
     ts->upsert_ncols = set->ncols;
-    rc = prepare_clash(a, t, stage.data, owner.data, &ts->upserts.clash, err);
-    if (rc)
-        goto out;
 
     /*
      * merge: the text forms of the rows compare exactly where "=" does not
@@ -1357,21 +1360,16 @@ static int pg_prepare_del_stage(struct ferry_applier *a, size_t t, struct ferry_
     ferry_buf_init(&owner, SQL_MAX);
     ferry_buf_init(&stage, 1024);
     ferry_buf_init(&match, SQL_MAX);
-    rc = ferry_scope_add_objname(&stage, "x", ti->name);
-    if (!rc)
-        rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
-    if (!rc)
-        rc = ferry_scope_keymatch(&match, ti, "\"_o\".", "\"_s\".");
+    rc = ferry_scope_keymatch(&match, ti, "\"_o\".", "\"_s\".");
     if (!rc)
         rc = ferry_scope_keylist(a->scope, t, "", &sql);
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build the delete staging of %s", ti->name);
         goto out;
     }
-    rc = create_stage(a, stage.data, sql.data, ti->name, err);
+    rc = open_stage(a, t, "x", sql.data, &ts->deletes, &stage, &owner, err);
     if (rc)
         goto out;
-    ts->deletes.made = 1;
     /* the tenant's rows among the keys, and rows whose owner is gone, as one by one */
     ferry_buf_reset(&sql);
     rc = ferry_buf_adds(&sql, "DELETE FROM ");
@@ -1381,11 +1379,10 @@ static int pg_prepare_del_stage(struct ferry_applier *a, size_t t, struct ferry_
         rc = ferry_buf_addf(&sql,
                             " AS \"_o\" USING %s AS \"_s\" WHERE %s AND COALESCE(%s = ?, TRUE)",
                             stage.data, match.data, owner.data);
-    if (!rc)
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the deletes of %s", ti->name);
+    else
         rc = ferry_db_prepare(a->db, sql.data, &ts->deletes.run, err);
-    /* what is left of the keys is another tenant's */
-    if (!rc)
-        rc = prepare_clash(a, t, stage.data, owner.data, &ts->deletes.clash, err);
 out:
     ferry_buf_release(&sql);
     ferry_buf_release(&owner);
