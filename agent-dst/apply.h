@@ -57,6 +57,12 @@ int ferry_applier_durable(struct ferry_applier *a, int durable, struct ferry_err
 int ferry_applier_fk_check(struct ferry_applier *a, int64_t *violations, struct ferry_error *err);
 
 /*
+ * Planner statistics for the scope's tables after the initial copy
+ * (PostgreSQL's ANALYZE; nothing on SQLite). *analyzed: how many tables.
+ */
+int ferry_applier_analyze(struct ferry_applier *a, size_t *analyzed, struct ferry_error *err);
+
+/*
  * 1 when table can take a PostgreSQL source's snapshot rows as COPY text:
  * the target is PostgreSQL and each column has the source's declared type.
  */

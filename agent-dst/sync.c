@@ -551,6 +551,25 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
     return rc;
 }
 
+/*
+ * After the initial copy: the target's planner statistics for the copied
+ * tables (ferry_applier_analyze). The copy stands without them, so a
+ * failure is a warning.
+ */
+static void analyze_target(struct run *r, int quiet)
+{
+    struct ferry_error err;
+    double t0 = now_s();
+    size_t n = 0;
+
+    if (ferry_applier_analyze(r->applier, &n, &err))
+        log_warn("target: no planner statistics after the copy (%s); run ANALYZE on the "
+                 "copied tables before the application uses them",
+                 err.msg);
+    else if (n && !quiet)
+        log_info("target: planner statistics for %zu tables (ANALYZE, %.2f s)", n, now_s() - t0);
+}
+
 static int apply_deltas(struct run *r, struct ferry_error *err)
 {
     int64_t before = r->meta.hwm;
@@ -811,6 +830,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         rc = ferry_state_meta_put(r.state, &r.meta, err);
         if (rc)
             goto end;
+        analyze_target(&r, opts->quiet);
     }
     rc = apply_deltas(&r, err);
     if (rc)
