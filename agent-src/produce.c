@@ -140,38 +140,36 @@ static int check_masks(struct ferry_producer *p, struct ferry_error *err)
  * its rows, verify's owner check of the reactions took twice as long on a
  * target. A warning only: ferry does not write the application's statistics.
  */
-static int warn_unanalyzed(struct ferry_producer *p, struct ferry_error *err)
+static void warn_unanalyzed(struct ferry_producer *p)
 {
     struct ferry_buf names;
+    struct ferry_error err;
     size_t n = 0;
     int rc = FERRY_OK;
 
     if (ferry_db_engine(p->db) != FERRY_ENGINE_PG || ferry_db_server_version(p->db) < 140000)
-        return FERRY_OK;
+        return;
     ferry_buf_init(&names, 1024);
     for (size_t t = 0; t < p->scope->ntables && !rc; t++) {
-        const char *name = p->scope->tables[t].info.name;
         struct ferry_buf rel;
         struct ferry_value v;
         int64_t never = 0;
 
         ferry_buf_init(&rel, 1024);
-        rc = ferry_buf_add_ident(&rel, name);
-        if (rc) {
-            ferry_buf_release(&rel);
-            return ferry_error_set(err, rc, "table name too long");
-        }
+        rc = ferry_buf_add_ident(&rel, p->scope->tables[t].info.name);
         v = ferry_value_text(rel.data, rel.len);
-        rc = ferry_db_query_int(p->db,
-                                "SELECT (c.reltuples < 0)::pg_catalog.int4 FROM "
-                                "pg_catalog.pg_class c WHERE c.oid = CAST(? AS "
-                                "pg_catalog.regclass)",
-                                &v, 1, &never, err);
+        if (!rc)
+            rc = ferry_db_query_int(p->db,
+                                    "SELECT (c.reltuples < 0)::pg_catalog.int4 FROM "
+                                    "pg_catalog.pg_class c WHERE c.oid = CAST(? AS "
+                                    "pg_catalog.regclass)",
+                                    &v, 1, &never, &err);
         if (!rc && never && names.len < 512)
             rc = ferry_buf_addf(&names, "%s%s", n ? ", " : "", rel.data);
         n += !rc && never;
         ferry_buf_release(&rel);
     }
+    /* advisory: a table the check could not read is not a reason to stop serving */
     if (!rc && n)
         log_warn("source: %zu table%s of the scope never analyzed (%s%s): ferry's reads of "
                  "them are planned from guesses and can be several times slower; run ANALYZE "
@@ -179,7 +177,6 @@ static int warn_unanalyzed(struct ferry_producer *p, struct ferry_error *err)
                  n, n == 1 ? "" : "s", names.data, names.len >= 512 ? ", ..." : "",
                  n == 1 ? "it" : "them");
     ferry_buf_release(&names);
-    return rc;
 }
 
 int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **out,
@@ -200,10 +197,9 @@ int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **
     if (rc)
         goto fail;
     rc = ferry_capture_check(p->db, p->scope, err);
-    if (!rc)
-        rc = warn_unanalyzed(p, err);
     if (rc)
         goto fail;
+    warn_unanalyzed(p);
     p->cfg = cfg;
     rc = check_masks(p, err);
     if (rc)
