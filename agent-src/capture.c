@@ -276,24 +276,60 @@ static int add_orphan_cols(struct ferry_buf *b, size_t n)
     return rc;
 }
 
-/* ptbl = 'P' AND ctbl = 'C' AND p0 = NEW.<pcol0>[::text] AND ... */
-static int add_orphan_match(struct ferry_buf *b, const char *o, const char *ptbl, const char *ctbl,
-                            const struct ferry_fkey *fk, int pg)
+/*
+ * On PostgreSQL, column col of ti (of the row row: "NEW.") as _ferry_orphans
+ * keeps a key: text that two values share when the foreign key calls them
+ * equal, so that a child's note and its parent's key meet. Most types' text
+ * does; a numeric's keeps its scale (1.0, 1.00 and 1 are one key: trailing
+ * zeros go) and a float's its sign of zero (-0 is 0).
+ */
+static int add_orphan_value(struct ferry_buf *b, const char *row, const struct ferry_table_info *ti,
+                            const char *col)
+{
+    int c = ferry_table_colidx(ti, col);
+    const char *type = c >= 0 && ti->cols[c].type ? ti->cols[c].type : "";
+    struct ferry_buf x;
+    int rc;
+
+    ferry_buf_init(&x, 1024);
+    rc = ferry_buf_adds(&x, row);
+    if (!rc)
+        rc = ferry_buf_add_ident(&x, col);
+    if (!rc && strncmp(type, "numeric", 7) == 0)
+        rc = ferry_buf_addf(b,
+                            "CASE WHEN pg_catalog.strpos((%s)::text, '.') > 0 THEN "
+                            "pg_catalog.rtrim(pg_catalog.rtrim((%s)::text, '0'), '.') "
+                            "ELSE (%s)::text END",
+                            x.data, x.data, x.data);
+    else if (!rc && (strcmp(type, "double precision") == 0 || strcmp(type, "real") == 0))
+        rc = ferry_buf_addf(b, "CASE WHEN %s = 0 THEN '0' ELSE (%s)::text END", x.data, x.data);
+    else if (!rc)
+        rc = ferry_buf_addf(b, "(%s)::text", x.data);
+    ferry_buf_release(&x);
+    return rc;
+}
+
+/* ptbl = 'P' AND ctbl = 'C' AND p0 = NEW.<pcol0>[as text] AND ..., pi the parent's table */
+static int add_orphan_match(struct ferry_buf *b, const char *o, const struct ferry_table_info *pi,
+                            const char *ctbl, const struct ferry_fkey *fk, int pg)
 {
     int rc = ferry_buf_addf(b, "%sptbl = ", o);
 
     if (!rc)
-        rc = ferry_buf_add_literal(b, ptbl);
+        rc = ferry_buf_add_literal(b, pi->name);
     if (!rc)
         rc = ferry_buf_addf(b, " AND %sctbl = ", o);
     if (!rc)
         rc = ferry_buf_add_literal(b, ctbl);
     for (size_t i = 0; i < fk->ncols && !rc; i++) {
-        rc = ferry_buf_addf(b, " AND %sp%zu = NEW.", o, i);
-        if (!rc)
-            rc = ferry_buf_add_ident(b, fk->pcols[i]);
+        rc = ferry_buf_addf(b, " AND %sp%zu = ", o, i);
         if (!rc && pg)
-            rc = ferry_buf_adds(b, "::text");
+            rc = add_orphan_value(b, "NEW.", pi, fk->pcols[i]);
+        else if (!rc) {
+            rc = ferry_buf_adds(b, "NEW.");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, fk->pcols[i]);
+        }
     }
     return rc;
 }
@@ -328,11 +364,14 @@ static int add_orphan_note(struct ferry_buf *b, const struct ferry_scope *s, siz
     if (!rc)
         rc = ferry_buf_add_literal(b, s->tables[t].info.name);
     for (size_t i = 0; i < fk->ncols && !rc; i++) {
-        rc = ferry_buf_addf(b, ", %s", row);
-        if (!rc)
-            rc = ferry_buf_add_ident(b, fk->cols[i]);
+        rc = ferry_buf_adds(b, ", ");
         if (!rc && pg)
-            rc = ferry_buf_adds(b, "::text");
+            rc = add_orphan_value(b, row, &s->tables[t].info, fk->cols[i]);
+        else if (!rc) {
+            rc = ferry_buf_adds(b, row);
+            if (!rc)
+                rc = ferry_buf_add_ident(b, fk->cols[i]);
+        }
     }
     if (!rc && backfill) {
         rc = ferry_buf_adds(b, " FROM ");
@@ -370,7 +409,7 @@ static int add_orphan_note(struct ferry_buf *b, const struct ferry_scope *s, siz
  */
 static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
 {
-    const char *ptbl = s->tables[t].info.name;
+    const struct ferry_table_info *pi = &s->tables[t].info;
     int rc = FERRY_OK;
 
     for (size_t c = t + 1; c < s->ntables && !rc; c++) {
@@ -383,7 +422,7 @@ static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, si
         if (pg) {
             rc = ferry_buf_adds(b, "IF EXISTS (SELECT 1 FROM _ferry_orphans WHERE ");
             if (!rc)
-                rc = add_orphan_match(b, "", ptbl, ci->name, fk, 1);
+                rc = add_orphan_match(b, "", pi, ci->name, fk, 1);
             if (!rc)
                 rc = ferry_buf_adds(b, ") THEN\n");
         }
@@ -414,7 +453,7 @@ static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, si
             if (!rc)
                 rc = ferry_buf_adds(b, " AS \"_ferry_c\" WHERE ");
             if (!rc)
-                rc = add_orphan_match(b, "o.", ptbl, ci->name, fk, 0);
+                rc = add_orphan_match(b, "o.", pi, ci->name, fk, 0);
             for (size_t i = 0; i < fk->ncols && !rc; i++) {
                 rc = ferry_buf_adds(b, " AND \"_ferry_c\".");
                 if (!rc)
@@ -428,7 +467,7 @@ static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, si
         if (!rc)
             rc = ferry_buf_adds(b, ";\nDELETE FROM _ferry_orphans WHERE ");
         if (!rc)
-            rc = add_orphan_match(b, "", ptbl, ci->name, fk, pg);
+            rc = add_orphan_match(b, "", pi, ci->name, fk, pg);
         if (!rc)
             rc = ferry_buf_adds(b, pg ? ";\nEND IF;\n" : ";\n");
     }
@@ -933,9 +972,11 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * of that changes: a database keeps the triggers of the ferry-src that
  * installed them until install runs again, and serve says so
  * (ferry_capture_check). 1: the first version recorded. 2: PostgreSQL's
- * trigger functions run with enable_seqscan off (pg_table_sql).
+ * trigger functions run with enable_seqscan off (pg_table_sql). 3: on
+ * PostgreSQL, _ferry_orphans keeps numeric and float keys in a form equal
+ * keys share (add_orphan_value).
  */
-#define CAPTURE_VERSION 2
+#define CAPTURE_VERSION 3
 
 static int write_version(struct ferry_db *db, struct ferry_error *err)
 {

@@ -544,6 +544,65 @@ COMMIT;""")
         with self.serve() as srv:
             self.assertNotIn("never analyzed", srv.log())
 
+    def test_orphans_with_numeric_and_float_keys(self):
+        """Children written before their parents (deferred foreign keys) whose
+        key's text differs from the parent's though the foreign key calls
+        them equal (numeric 2.0 against 2.00, float -0 against 0) are adopted
+        when the parent arrives and reach the target with the next delta;
+        another tenant's late child does not. Oracle: SQL joins over the
+        source."""
+        self.src_url = createdb("src")
+        psql(self.src_url, """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE docs (id numeric PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
+  title text);
+CREATE TABLE pages (id bigint PRIMARY KEY, doc_id numeric NOT NULL
+  REFERENCES docs(id) DEFERRABLE INITIALLY DEFERRED, body text);
+CREATE TABLE spots (x double precision PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id));
+CREATE TABLE pins (id bigint PRIMARY KEY, x double precision NOT NULL
+  REFERENCES spots(x) DEFERRABLE INITIALLY DEFERRED);
+-- the test config's exclude and [table tags] name these
+CREATE TABLE audit_log (id bigint PRIMARY KEY);
+CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO docs VALUES (1, 1, 'first'), (7, 2, 'theirs');
+INSERT INTO pages VALUES (1, 1, 'p1'), (2, 7, 'theirs');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        queries = {
+            "docs": "SELECT id::text, title FROM docs WHERE team_id = 1 ORDER BY id",
+            "pages": "SELECT p.id, p.doc_id::text, p.body FROM pages p JOIN docs d "
+                     "ON d.id = p.doc_id WHERE d.team_id = 1 ORDER BY p.id",
+            "spots": "SELECT x::text FROM spots WHERE team_id = 1 ORDER BY x",
+            "pins": "SELECT p.id, p.x::text FROM pins p JOIN spots s ON s.x = p.x "
+                    "WHERE s.team_id = 1 ORDER BY p.id",
+        }
+        with self.serve() as srv:
+            self.pg_target(srv.url, precreate=False)
+            self.sync("--quiet")
+            psql(self.src_url, """
+BEGIN;
+INSERT INTO pages VALUES (10, 2.0, 'before its doc');
+INSERT INTO docs VALUES (2.00, 1, 'late');
+INSERT INTO pins VALUES (10, '-0');
+INSERT INTO spots VALUES (0, 1);
+INSERT INTO pages VALUES (11, 8.0, 'theirs, late');
+INSERT INTO docs VALUES (8.00, 2, 'theirs, late');
+COMMIT;
+""")
+            self.sync("--quiet")
+            for t, q in queries.items():
+                want = psql(self.src_url, q)
+                got = psql(self.dst_url, q.replace(" WHERE d.team_id = 1", "")
+                           .replace(" WHERE s.team_id = 1", "")
+                           .replace(" WHERE team_id = 1", ""))
+                self.assertEqual(got, want, "%s differs from the tenant's rows" % t)
+            self.assertIn("10|2.0|before its doc", psql(self.dst_url, queries["pages"]))
+            self.assertIn("10|-0", psql(self.dst_url, queries["pins"]))
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM pages WHERE id IN (2, 11)")
+                             .strip(), "0", "another tenant's pages reached the target")
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
