@@ -567,7 +567,7 @@ static void analyze_target(struct run *r, int quiet)
                  "copied tables before the application uses them",
                  err.msg);
     else if (n && !quiet)
-        log_info("target: planner statistics for %zu tables (ANALYZE, %.2f s)", n, now_s() - t0);
+        log_info("target: ANALYZE of the %zu copied tables (%.2f s)", n, now_s() - t0);
 }
 
 static int apply_deltas(struct run *r, struct ferry_error *err)
