@@ -145,37 +145,14 @@ static void warn_unanalyzed(struct ferry_producer *p)
     struct ferry_buf names;
     struct ferry_error err;
     size_t n = 0;
-    int rc = FERRY_OK;
 
-    if (ferry_db_engine(p->db) != FERRY_ENGINE_PG || ferry_db_server_version(p->db) < 140000)
-        return;
     ferry_buf_init(&names, 1024);
-    for (size_t t = 0; t < p->scope->ntables && !rc; t++) {
-        struct ferry_buf rel;
-        struct ferry_value v;
-        int64_t never = 0;
-
-        ferry_buf_init(&rel, 1024);
-        rc = ferry_buf_add_ident(&rel, p->scope->tables[t].info.name);
-        v = ferry_value_text(rel.data, rel.len);
-        if (!rc)
-            rc = ferry_db_query_int(p->db,
-                                    "SELECT (c.reltuples < 0)::pg_catalog.int4 FROM "
-                                    "pg_catalog.pg_class c WHERE c.oid = CAST(? AS "
-                                    "pg_catalog.regclass)",
-                                    &v, 1, &never, &err);
-        if (!rc && never && names.len < 512)
-            rc = ferry_buf_addf(&names, "%s%s", n ? ", " : "", rel.data);
-        n += !rc && never;
-        ferry_buf_release(&rel);
-    }
     /* advisory: a table the check could not read is not a reason to stop serving */
-    if (!rc && n)
-        log_warn("source: %zu table%s of the scope never analyzed (%s%s): ferry's reads of "
-                 "them are planned from guesses and can be several times slower; run ANALYZE "
-                 "on %s on the source",
-                 n, n == 1 ? "" : "s", names.data, names.len >= 512 ? ", ..." : "",
-                 n == 1 ? "it" : "them");
+    if (ferry_scope_unanalyzed(p->db, p->scope, &names, &n, &err) == FERRY_OK && n)
+        log_warn("source: %zu table%s of the scope never analyzed (%s): ferry's reads of them "
+                 "are planned from guesses and can be several times slower; run ANALYZE on %s "
+                 "on the source",
+                 n, n == 1 ? "" : "s", names.data, n == 1 ? "it" : "them");
     ferry_buf_release(&names);
 }
 

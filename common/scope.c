@@ -668,3 +668,40 @@ int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti,
     }
     return rc;
 }
+
+int ferry_scope_unanalyzed(struct ferry_db *db, const struct ferry_scope *s,
+                           struct ferry_buf *names, size_t *n, struct ferry_error *err)
+{
+    int more = 0; /* ", ..." said */
+    int rc = FERRY_OK;
+
+    *n = 0;
+    if (ferry_db_engine(db) != FERRY_ENGINE_PG || ferry_db_server_version(db) < 140000)
+        return FERRY_OK;
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        struct ferry_buf rel;
+        struct ferry_value v;
+        int64_t never = 0;
+
+        ferry_buf_init(&rel, 1024);
+        rc = ferry_buf_add_ident(&rel, s->tables[t].info.name);
+        v = ferry_value_text(rel.data, rel.len);
+        if (rc)
+            rc = ferry_error_set(err, rc, "table name too long");
+        else
+            rc = ferry_db_query_int(db,
+                                    "SELECT (c.reltuples < 0)::pg_catalog.int4 FROM "
+                                    "pg_catalog.pg_class c WHERE c.oid = CAST(? AS "
+                                    "pg_catalog.regclass)",
+                                    &v, 1, &never, err);
+        if (!rc && never && names->len < 512)
+            rc = ferry_buf_addf(names, "%s%s", *n ? ", " : "", rel.data);
+        else if (!rc && never && !more) {
+            rc = ferry_buf_adds(names, ", ...");
+            more = 1;
+        }
+        *n += !rc && never;
+        ferry_buf_release(&rel);
+    }
+    return rc;
+}

@@ -130,4 +130,13 @@ int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti,
 int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx,
                         struct ferry_buf *b);
 
+/*
+ * The tables of s that PostgreSQL (14 and later: reltuples -1) has never
+ * analyzed in db: *n of them, their quoted names appended to names (", "
+ * between; up to about 512 bytes, then ", ..."). Queries on them are planned
+ * from guesses. 0 and nothing on SQLite or an older server.
+ */
+int ferry_scope_unanalyzed(struct ferry_db *db, const struct ferry_scope *s,
+                           struct ferry_buf *names, size_t *n, struct ferry_error *err);
+
 #endif

@@ -824,6 +824,37 @@ class VerifyPgTest(VerifyCase):
             self.assertPgTenantEqual()
             self.assertTrue(self.verify_json(expect=0)["equal"])
 
+    def test_pg_verify_warns_of_target_tables_never_analyzed(self):
+        """A target table PostgreSQL never analyzed (copied by a ferry from
+        before sync analyzed, or by a copy stopped before that) is named in
+        verify's one warning; verify writes nothing, statistics neither;
+        after ANALYZE it says nothing. Oracle: pg_class.reltuples."""
+        self.pg_pair()
+        names = ", ".join("'%s'" % t for t in tp.PG_TABLES)
+        never = lambda: tp.psql(  # noqa: E731
+            self.dst_url, "SELECT relname FROM pg_class WHERE reltuples < 0 AND relname IN (%s) "
+                          "ORDER BY 1" % names).split()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            self.sync()
+            self.assertEqual(never(), [], "the copy left tables without statistics")
+            # what a table never analyzed looks like: no statistics, reltuples -1
+            tp.psql(self.dst_url, "DELETE FROM pg_statistic WHERE starelid = 'channels'::regclass;"
+                                  "UPDATE pg_class SET reltuples = -1 "
+                                  "WHERE oid = 'channels'::regclass")
+            self.assertEqual(never(), ["channels"])
+            cp = self.verify(expect=0)
+            warned = [ln for ln in cp.stderr.splitlines() if "never analyzed" in ln]
+            self.assertEqual(len(warned), 1, cp.stderr)
+            self.assertIn('1 table never analyzed ("channels")', warned[0])
+            self.assertIn("run ANALYZE", warned[0])
+            self.assertEqual(never(), ["channels"], "verify wrote statistics")
+
+            tp.psql(self.dst_url, "ANALYZE channels")
+            self.assertEqual(never(), [])
+            cp = self.verify(expect=0)
+            self.assertNotIn("never analyzed", cp.stderr)
+
     def test_pg_spread_differences_one_split(self):
         """Differences spread over a big table cost one split of it and one
         leaf each: the first split makes ranges of leaf size (about 500
