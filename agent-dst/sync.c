@@ -826,11 +826,12 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
             rc = copy_table(&r, &r.manifest->tables[i], err);
         if (rc)
             goto end;
+        /* before the phase moves: a copy stopped in between analyzes when it ends */
+        analyze_target(&r, opts->quiet);
         r.meta.phase = FERRY_PHASE_STREAMING;
         rc = ferry_state_meta_put(r.state, &r.meta, err);
         if (rc)
             goto end;
-        analyze_target(&r, opts->quiet);
     }
     rc = apply_deltas(&r, err);
     if (rc)
