@@ -277,14 +277,15 @@ static int add_orphan_cols(struct ferry_buf *b, size_t n)
 }
 
 /*
- * On PostgreSQL, column col of ti (of the row row: "NEW.") as _ferry_orphans
- * keeps a key: text that two values share when the foreign key calls them
- * equal, so that a child's note and its parent's key meet. Most types' text
- * does; a numeric's keeps its scale (1.0, 1.00 and 1 are one key: trailing
- * zeros go) and a float's its sign of zero (-0 is 0).
+ * Column col of ti (of the row row: "NEW.") as _ferry_orphans keeps a key.
+ * On SQLite the value itself. On PostgreSQL text that two values share when
+ * the foreign key calls them equal, so that a child's note and its parent's
+ * key meet: most types' text does; a numeric's keeps its scale (1.0, 1.00
+ * and 1 are one key: trailing zeros go) and a float's its sign of zero (-0
+ * is 0).
  */
 static int add_orphan_value(struct ferry_buf *b, const char *row, const struct ferry_table_info *ti,
-                            const char *col)
+                            const char *col, int pg)
 {
     int c = ferry_table_colidx(ti, col);
     const char *type = c >= 0 && ti->cols[c].type ? ti->cols[c].type : "";
@@ -295,7 +296,9 @@ static int add_orphan_value(struct ferry_buf *b, const char *row, const struct f
     rc = ferry_buf_adds(&x, row);
     if (!rc)
         rc = ferry_buf_add_ident(&x, col);
-    if (!rc && strncmp(type, "numeric", 7) == 0)
+    if (!rc && !pg)
+        rc = ferry_buf_adds(b, x.data);
+    else if (!rc && strncmp(type, "numeric", 7) == 0)
         rc = ferry_buf_addf(b,
                             "CASE WHEN pg_catalog.strpos((%s)::text, '.') > 0 THEN "
                             "pg_catalog.rtrim(pg_catalog.rtrim((%s)::text, '0'), '.') "
@@ -309,7 +312,7 @@ static int add_orphan_value(struct ferry_buf *b, const char *row, const struct f
     return rc;
 }
 
-/* ptbl = 'P' AND ctbl = 'C' AND p0 = NEW.<pcol0>[as text] AND ..., pi the parent's table */
+/* ptbl = 'P' AND ctbl = 'C' AND p0 = <NEW.pcol0 as kept> AND ..., pi the parent's table */
 static int add_orphan_match(struct ferry_buf *b, const char *o, const struct ferry_table_info *pi,
                             const char *ctbl, const struct ferry_fkey *fk, int pg)
 {
@@ -323,13 +326,8 @@ static int add_orphan_match(struct ferry_buf *b, const char *o, const struct fer
         rc = ferry_buf_add_literal(b, ctbl);
     for (size_t i = 0; i < fk->ncols && !rc; i++) {
         rc = ferry_buf_addf(b, " AND %sp%zu = ", o, i);
-        if (!rc && pg)
-            rc = add_orphan_value(b, "NEW.", pi, fk->pcols[i]);
-        else if (!rc) {
-            rc = ferry_buf_adds(b, "NEW.");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->pcols[i]);
-        }
+        if (!rc)
+            rc = add_orphan_value(b, "NEW.", pi, fk->pcols[i], pg);
     }
     return rc;
 }
@@ -365,13 +363,8 @@ static int add_orphan_note(struct ferry_buf *b, const struct ferry_scope *s, siz
         rc = ferry_buf_add_literal(b, s->tables[t].info.name);
     for (size_t i = 0; i < fk->ncols && !rc; i++) {
         rc = ferry_buf_adds(b, ", ");
-        if (!rc && pg)
-            rc = add_orphan_value(b, row, &s->tables[t].info, fk->cols[i]);
-        else if (!rc) {
-            rc = ferry_buf_adds(b, row);
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->cols[i]);
-        }
+        if (!rc)
+            rc = add_orphan_value(b, row, &s->tables[t].info, fk->cols[i], pg);
     }
     if (!rc && backfill) {
         rc = ferry_buf_adds(b, " FROM ");
