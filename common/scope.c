@@ -689,10 +689,10 @@ int ferry_scope_unanalyzed(struct ferry_db *db, const struct ferry_scope *s,
         if (rc)
             rc = ferry_error_set(err, rc, "table name too long");
         else
+            /* a table that is not there (a target before its copy) is not one */
             rc = ferry_db_query_int(db,
-                                    "SELECT (c.reltuples < 0)::pg_catalog.int4 FROM "
-                                    "pg_catalog.pg_class c WHERE c.oid = CAST(? AS "
-                                    "pg_catalog.regclass)",
+                                    "SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c "
+                                    "WHERE c.oid = pg_catalog.to_regclass(?) AND c.reltuples < 0",
                                     &v, 1, &never, err);
         if (!rc && never && names->len < 512)
             rc = ferry_buf_addf(names, "%s%s", *n ? ", " : "", rel.data);
