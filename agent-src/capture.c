@@ -194,15 +194,63 @@ static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, si
 }
 
 /*
+ * "EXISTS (...)": the row OLD -> NEW of table t changed its tenant (its key
+ * map holds another, or none while NEW now has one).
+ */
+static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "EXISTS (SELECT 1 FROM ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
+    if (!rc)
+        rc = ferry_buf_addf(b, " AND km.\"_ferry_tenant\"%s",
+                            pg ? " IS DISTINCT FROM " : " IS NOT ");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "NEW.", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(b, ") AND ");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "NEW.", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " IS NOT NULL)");
+    return rc;
+}
+
+/*
+ * PostgreSQL: the application's triggers that a touch of ferry's fires run
+ * with the session's planner settings, not with the enable_seqscan = off
+ * of ferry's trigger functions (pg_table_sql), nor cache plans made so.
+ * SET LOCAL inside a function with that SET clause ends with the function.
+ */
+#define PG_APP_SETTINGS "SET LOCAL enable_seqscan TO DEFAULT;\n"
+#define PG_FERRY_SETTINGS "SET LOCAL enable_seqscan TO off;\n"
+
+/*
  * Children on the scope path follow a row whose tenant changed: a no-op
  * write to each child that references the row (by its old or new values)
- * fires the child's own update trigger, which recomputes its tenant.
+ * fires the child's own update trigger, which recomputes its tenant. On
+ * PostgreSQL the writes run only when the tenant changed (an IF): an
+ * UPDATE that matches no row still fires the application's statement-level
+ * triggers of the child's table.
  */
 static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
 {
-    const struct ferry_table_info *ti = &s->tables[t].info;
-    const char *ne = pg ? " IS DISTINCT FROM " : " IS NOT ";
     int rc = FERRY_OK;
+    int any = 0;
 
     for (size_t c = t + 1; c < s->ntables && !rc; c++) {
         const struct ferry_scope_table *ct = &s->tables[c];
@@ -211,7 +259,16 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
         if (ct->parent != (int)t || ct->info.scope_sql)
             continue;
         fk = &ct->info.fks[ct->fk];
-        rc = ferry_buf_adds(b, "UPDATE ");
+        if (pg && !any) {
+            rc = ferry_buf_adds(b, "IF ");
+            if (!rc)
+                rc = add_tenant_changed(b, s, t, pg);
+            if (!rc)
+                rc = ferry_buf_adds(b, " THEN\n" PG_APP_SETTINGS);
+        }
+        any = 1;
+        if (!rc)
+            rc = ferry_buf_adds(b, "UPDATE ");
         if (!rc)
             rc = ferry_buf_add_ident(b, ct->info.name);
         if (!rc)
@@ -227,32 +284,14 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
                 rc = ferry_buf_adds(b, ")");
         }
         if (!rc)
-            rc = ferry_buf_adds(b, ") AND EXISTS (SELECT 1 FROM ");
-        if (!rc)
-            rc = ferry_scope_keymap(b, ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(b, " AS km WHERE ");
-        if (!rc)
-            rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-        if (!rc)
-            rc = ferry_buf_addf(b, " AND km.\"_ferry_tenant\"%s", ne);
-        if (!rc)
-            rc = ferry_scope_owner(s, t, "NEW.", b);
-        if (!rc)
-            rc = ferry_buf_adds(b, " UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ");
-        if (!rc)
-            rc = ferry_scope_keymap(b, ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(b, " AS km WHERE ");
-        if (!rc)
-            rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-        if (!rc)
-            rc = ferry_buf_adds(b, ") AND ");
-        if (!rc)
-            rc = ferry_scope_owner(s, t, "NEW.", b);
-        if (!rc)
-            rc = ferry_buf_adds(b, " IS NOT NULL);\n");
+            rc = ferry_buf_adds(b, pg ? ");\n" : ") AND ");
+        if (!rc && !pg)
+            rc = add_tenant_changed(b, s, t, pg);
+        if (!rc && !pg)
+            rc = ferry_buf_adds(b, ";\n");
     }
+    if (!rc && pg && any)
+        rc = ferry_buf_adds(b, PG_FERRY_SETTINGS "END IF;\n");
     return rc;
 }
 
@@ -417,7 +456,7 @@ static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, si
             if (!rc)
                 rc = add_orphan_match(b, "", pi, ci->name, fk, 1);
             if (!rc)
-                rc = ferry_buf_adds(b, ") THEN\n");
+                rc = ferry_buf_adds(b, ") THEN\n" PG_APP_SETTINGS);
         }
         if (!rc)
             rc = ferry_buf_adds(b, "UPDATE ");
@@ -458,7 +497,8 @@ static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, si
                 rc = ferry_buf_adds(b, ")");
         }
         if (!rc)
-            rc = ferry_buf_adds(b, ";\nDELETE FROM _ferry_orphans WHERE ");
+            rc = ferry_buf_adds(b, pg ? ";\n" PG_FERRY_SETTINGS "DELETE FROM _ferry_orphans WHERE "
+                                      : ";\nDELETE FROM _ferry_orphans WHERE ");
         if (!rc)
             rc = add_orphan_match(b, "", pi, ci->name, fk, pg);
         if (!rc)
@@ -967,9 +1007,19 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * (ferry_capture_check). 1: the first version recorded. 2: PostgreSQL's
  * trigger functions run with enable_seqscan off (pg_table_sql). 3: on
  * PostgreSQL, _ferry_orphans keeps numeric and float keys in a form equal
- * keys share (add_orphan_value).
+ * keys share (add_orphan_value). 4: on PostgreSQL, children are touched
+ * only when their parent's tenant changed, and the application's triggers
+ * run with the session's enable_seqscan (add_touch_children); install
+ * notes waiting children afresh (ORPHANS_RESET).
  */
-#define CAPTURE_VERSION 3
+#define CAPTURE_VERSION 4
+
+/*
+ * Install notes the waiting children again from the data (add_orphan_note's
+ * backfill), with the tables locked and the old triggers gone: what an
+ * older install noted, in a form its triggers wrote, goes.
+ */
+#define ORPHANS_RESET "DELETE FROM _ferry_orphans"
 
 static int write_version(struct ferry_db *db, struct ferry_error *err)
 {
@@ -1067,6 +1117,8 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
     rc = ferry_db_exec(db, sql.data, err);
     if (!rc)
         rc = pg_drop(db, 0, err);
+    if (!rc)
+        rc = ferry_db_exec(db, ORPHANS_RESET, err);
     if (rc)
         goto rollback;
     for (size_t t = 0; t < s->ntables; t++) {
@@ -1218,6 +1270,8 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
     if (rc)
         goto rollback;
     rc = ferry_capture_drop_triggers(db, "\\_ferry\\_%", err);
+    if (!rc)
+        rc = ferry_db_exec(db, ORPHANS_RESET, err);
     if (rc)
         goto rollback;
     for (size_t t = 0; t < s->ntables; t++) {

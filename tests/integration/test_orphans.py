@@ -97,6 +97,30 @@ class OrphanTest(ft.FerryTestCase):
             self.assertEqual(self.copied("SELECT count(*) FROM posts WHERE id = 9101"), 1)
         conn.close()
 
+    def test_reinstall_notes_waiting_children_again(self):
+        """A re-install (a new ferry's capture) notes the children still
+        waiting from the data and drops notes no row waits on, such as the
+        ones an older capture wrote in another form; the waiting child is
+        still captured when its parent comes."""
+        self.make_source(teams=2, posts_per_team=20)
+        conn = plain_conn(self.src_db)
+        conn.execute("INSERT INTO posts(id, channel_id, body) VALUES (9201, 5201, 'waits')")
+        conn.execute("INSERT INTO _ferry_orphans(ptbl, ctbl, p0) VALUES "
+                     "('channels', 'posts', '5201.0'), ('channels', 'posts', 5299)")
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        waiting = conn.execute("SELECT ptbl, ctbl, p0 FROM _ferry_orphans "
+                               "ORDER BY 1, 2, 3").fetchall()
+        self.assertEqual(waiting, [("channels", "posts", 5201)])
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            conn.execute("INSERT INTO channels VALUES (5201, 1, 'parent at last')")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+            self.assertEqual(self.copied("SELECT count(*) FROM posts WHERE id = 9201"), 1)
+        conn.close()
+
 
 if __name__ == "__main__":
     ft.main()

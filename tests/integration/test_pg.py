@@ -603,6 +603,47 @@ COMMIT;
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM pages WHERE id IN (2, 11)")
                              .strip(), "0", "another tenant's pages reached the target")
 
+    def test_capture_leaves_application_triggers_alone(self):
+        """ferry's triggers fire the application's own only where they write:
+        an update of a channel that does not move it runs no statement on
+        its posts (the application's statement-level trigger on posts stays
+        quiet), and when a move does touch the posts, the application's
+        triggers run with the session's planner settings, not capture's
+        enable_seqscan = off. The move still reaches the target. Oracle: the
+        application's triggers' own record of what fired, SQL over the
+        source."""
+        self.pg_source()
+        psql(self.src_url, """
+CREATE FUNCTION app_note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO app_fired VALUES (TG_LEVEL, current_setting('enable_seqscan'));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER app_stmt AFTER UPDATE ON posts FOR EACH STATEMENT EXECUTE FUNCTION app_note();
+CREATE TRIGGER app_row AFTER UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION app_note();
+""")
+        chan = psql(self.src_url, "SELECT min(id) FROM channels WHERE team_id = 1").strip()
+        npost = int(psql(self.src_url, "SELECT count(*) FROM posts WHERE channel_id = %s"
+                                       % chan).strip())
+        self.assertGreater(npost, 0)
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            out = psql(self.src_url, """
+CREATE TEMP TABLE app_fired(level text, seqscan text);
+UPDATE channels SET name = name || ' renamed' WHERE team_id = 1;
+SELECT 'rename', count(*) FROM app_fired;
+UPDATE channels SET team_id = 2 WHERE id = %s;
+SELECT level, seqscan, count(*) FROM app_fired GROUP BY 1, 2 ORDER BY 1, 2;
+""" % chan)
+            self.assertIn("rename|0", out.split(),
+                          "renaming channels ran an UPDATE of posts: %s" % out)
+            self.assertEqual([l for l in out.split() if not l.startswith("rename")],
+                             ["ROW|on|%d" % npost, "STATEMENT|on|1"],
+                             "the application's triggers of the move's touch")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
