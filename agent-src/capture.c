@@ -798,7 +798,8 @@ static int pg_backfill_select(struct ferry_buf *b, const struct ferry_scope *s, 
  * The same statements as the SQLite triggers, in PL/pgSQL functions. Each
  * function pins search_path to the schema ferry was installed in, so the
  * bare table names in its statements resolve there whatever the
- * application's session says, and turns sequential scans off: its
+ * application's session says (pg_temp last: a session's temporary table of
+ * the same name does not stand in for a table), and turns sequential scans off: its
  * statements look rows up by key, and a session keeps the plan it made
  * first, which for a key map still small then (a fresh install) is a scan
  * of it, for every row after: a 40,000-row INSERT took 90 s so.
@@ -818,6 +819,8 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     rc = ferry_buf_adds(&settings, " SET enable_seqscan TO off SET search_path TO ");
     if (!rc)
         rc = ferry_buf_add_ident(&settings, schema);
+    if (!rc)
+        rc = ferry_buf_adds(&settings, ", pg_temp");
     for (size_t k = 0; k < ferry_table_npk(ti); k++)
         stable &= pg_stable_key_type(ti->cols[ferry_table_pkcol(ti, k)].type);
     if (!rc && !stable)
@@ -1010,7 +1013,9 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * keys share (add_orphan_value). 4: on PostgreSQL, children are touched
  * only when their parent's tenant changed, and the application's triggers
  * run with the session's enable_seqscan (add_touch_children); install
- * notes waiting children afresh (ORPHANS_RESET).
+ * notes waiting children afresh (ORPHANS_RESET); the trigger functions'
+ * search_path ends with pg_temp, and the freeze triggers' (freeze.c) is
+ * pinned too.
  */
 #define CAPTURE_VERSION 4
 
@@ -1033,8 +1038,7 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
     return ferry_db_exec(db, sql, err);
 }
 
-/* The schema the connection resolves bare names in (current_schema()). */
-static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
+int ferry_capture_pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
 {
     struct ferry_stmt *st = NULL;
     struct ferry_value v;
@@ -1069,7 +1073,7 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
     rc = ferry_db_begin(db, err);
     if (rc)
         goto out;
-    rc = pg_schema(db, schema, sizeof(schema), err);
+    rc = ferry_capture_pg_schema(db, schema, sizeof(schema), err);
     if (rc)
         goto rollback;
     /*

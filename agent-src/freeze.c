@@ -214,7 +214,14 @@ static const char pg_drop_sql[] =
     "  END LOOP;\n"
     "END $ferry$;\n";
 
-static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+/*
+ * One function per table for its BEFORE and AFTER triggers. Its search_path
+ * is the schema ferry was installed in (pg_temp last), as capture's: the
+ * application's session may name its tables with their schema and leave
+ * that schema out of its own path, and every write runs this function.
+ */
+static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                        const char *schema)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     int rc = ferry_buf_adds(b, "CREATE OR REPLACE FUNCTION ");
@@ -222,7 +229,11 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = add_name(b, "fn", ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, "() RETURNS trigger LANGUAGE plpgsql AS $ferry$\n"
+        rc = ferry_buf_adds(b, "() RETURNS trigger LANGUAGE plpgsql SET search_path TO ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, schema);
+    if (!rc)
+        rc = ferry_buf_adds(b, ", pg_temp AS $ferry$\n"
                                "DECLARE t text;\n"
                                "BEGIN\n"
                                "  IF EXISTS (SELECT 1 FROM _ferry_frozen) THEN\n"
@@ -272,6 +283,7 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
 int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
     int pg = ferry_db_engine(db) == FERRY_ENGINE_PG;
+    char schema[256];
     struct ferry_buf sql;
     int rc;
 
@@ -294,10 +306,12 @@ int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struc
         rc = ferry_db_commit(db, err);
         goto out;
     }
-    rc = ferry_db_exec(db, pg_drop_sql, err);
+    rc = ferry_capture_pg_schema(db, schema, sizeof(schema), err);
+    if (!rc)
+        rc = ferry_db_exec(db, pg_drop_sql, err);
     for (size_t t = 0; t < s->ntables && !rc; t++) {
         ferry_buf_reset(&sql);
-        rc = pg_table_sql(&sql, s, t);
+        rc = pg_table_sql(&sql, s, t, schema);
         if (rc) {
             rc = ferry_error_set(err, rc, "cannot build the freeze triggers of %s",
                                  s->tables[t].info.name);

@@ -214,6 +214,17 @@ def psql(url, sql, check=True):
     return out
 
 
+def psql_refused(url, sql):
+    """Run sql that must fail; psql's error text."""
+    env = dict(os.environ, PGOPTIONS=PGOPTIONS)
+    cp = subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url,
+                         "-f", "-"], input=sql.encode(), capture_output=True, env=env,
+                        timeout=300)
+    if cp.returncode == 0:
+        raise AssertionError("psql succeeded where it should fail: %s" % sql[:2000])
+    return cp.stderr.decode()
+
+
 def pg_json(url, sql):
     out = psql(url, sql).strip()
     return json.loads(out) if out else None
@@ -643,6 +654,27 @@ SELECT level, seqscan, count(*) FROM app_fired GROUP BY 1, 2 ORDER BY 1, 2;
                              "the application's triggers of the move's touch")
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url)
+
+    def test_capture_ignores_temporary_tables(self):
+        """An application session with a temporary table named like a table
+        of the scope (channels) writes a post: ferry's triggers look its
+        channel up in the real table, so the post reaches the target.
+        Oracle: SQL over the source's real tables."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            psql(self.src_url, """
+CREATE TEMP TABLE channels(id bigint, team_id bigint);
+CREATE TEMP TABLE _ferry_frozen(tenant text, since bigint, reason text);
+INSERT INTO _ferry_frozen VALUES ('1', 0, 'not ferry''s');
+INSERT INTO public.posts(channel_id, body)
+  SELECT min(id), 'written beside a temporary table' FROM public.channels WHERE team_id = 1;
+""")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE body = "
+                                                "'written beside a temporary table'").strip(), "1")
 
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
@@ -1114,6 +1146,25 @@ SELECT level, seqscan, count(*) FROM app_fired GROUP BY 1, 2 ORDER BY 1, 2;
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM pg_class WHERE relname = "
                                                 "'posts' AND relnamespace = 'public'::regnamespace")
                              .strip(), "0", "tables created outside the target schema")
+
+            # the application's own session need not have app in its search_path:
+            # ferry's triggers name their tables wherever they fire from
+            psql(url, "UPDATE app.posts SET body = body || ' (edited)' WHERE id = "
+                      "(SELECT min(p.id) FROM app.posts p JOIN app.channels c "
+                      "ON c.id = p.channel_id WHERE c.team_id = 1)")
+            self.sync("--quiet")
+            self.assertPgCopy(src_app, dst_app)
+            cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "1"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            out = psql_refused(url, "UPDATE app.posts SET body = 'frozen?' WHERE id = "
+                                    "(SELECT min(p.id) FROM app.posts p JOIN app.channels c "
+                                    "ON c.id = p.channel_id WHERE c.team_id = 1)")
+            self.assertIn("tenant 1 is frozen for migration", out)
+            psql(url, "UPDATE app.posts SET body = 'other team' WHERE id = "
+                      "(SELECT min(p.id) FROM app.posts p JOIN app.channels c "
+                      "ON c.id = p.channel_id WHERE c.team_id = 2)")
+            cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
 
     # -- SQLite -> PG -------------------------------------------------------
 
