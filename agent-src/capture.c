@@ -92,11 +92,12 @@ static int add_pairs(struct ferry_buf *b, const char *sep, const char *lctx, cha
 }
 
 /*
- * Keymap refresh for the row NEW: drop its entry, insert it again with the
- * tenant computed from the database as it is now, then log a 'U' for the
- * tenant it landed in (none when it belongs to no tenant).
+ * SQLite: keymap refresh for the row NEW: drop its entry, insert it again
+ * with the tenant computed from the database as it is now, then log a 'U'
+ * for the tenant it landed in (none when it belongs to no tenant).
+ * PostgreSQL's trigger functions do it with variables (pg_insert_body).
  */
-static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
+static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     int rc;
@@ -120,10 +121,8 @@ static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, siz
         rc = ferry_buf_adds(b, ", o FROM (SELECT ");
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", b);
-    /* PostgreSQL before 16 wants every subquery in FROM named */
     if (!rc)
-        rc = ferry_buf_adds(b, pg ? " AS o) AS \"_ferry_o\" WHERE o IS NOT NULL;\n"
-                                  : " AS o) WHERE o IS NOT NULL;\n");
+        rc = ferry_buf_adds(b, " AS o) WHERE o IS NOT NULL;\n");
     if (!rc)
         rc = add_log_head(b, ti, "U");
     if (!rc)
@@ -169,12 +168,12 @@ static int add_tombstone_old(struct ferry_buf *b, const struct ferry_scope *s, s
     return rc;
 }
 
-/* SQL condition: the tenant of the updated row, or its key, changed. */
-static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, size_t t, int pg)
+/* SQLite condition: the tenant of the updated row, or its key, changed. */
+static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     size_t npk = ferry_table_npk(ti);
-    const char *ne = pg ? " IS DISTINCT FROM " : " IS NOT ";
+    const char *ne = " IS NOT ";
     int rc = ferry_buf_addf(c, "km.\"_ferry_tenant\"%s", ne);
 
     if (!rc)
@@ -194,10 +193,11 @@ static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, si
 }
 
 /*
- * "EXISTS (...)": the row OLD -> NEW of table t changed its tenant (its key
- * map holds another, or none while NEW now has one).
+ * SQLite: "EXISTS (...)": the row OLD -> NEW of table t changed its tenant
+ * (its key map holds another, or none while NEW now has one). PostgreSQL's
+ * trigger functions hold both tenants in variables (pg_update_body).
  */
-static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
+static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     int rc = ferry_buf_adds(b, "EXISTS (SELECT 1 FROM ");
@@ -209,8 +209,7 @@ static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, 
     if (!rc)
         rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
     if (!rc)
-        rc = ferry_buf_addf(b, " AND km.\"_ferry_tenant\"%s",
-                            pg ? " IS DISTINCT FROM " : " IS NOT ");
+        rc = ferry_buf_adds(b, " AND km.\"_ferry_tenant\" IS NOT ");
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", b);
     if (!rc)
@@ -237,15 +236,19 @@ static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, 
  * SET LOCAL inside a function with that SET clause ends with the function.
  */
 #define PG_APP_SETTINGS "SET LOCAL enable_seqscan TO DEFAULT;\n"
+/* PostgreSQL trigger functions' variables: NEW's tenant, OLD's (its key map's) */
+#define PG_O "\"_ferry_o\""
+#define PG_OT "\"_ferry_ot\""
 #define PG_FERRY_SETTINGS "SET LOCAL enable_seqscan TO off;\n"
 
 /*
  * Children on the scope path follow a row whose tenant changed: a no-op
  * write to each child that references the row (by its old or new values)
  * fires the child's own update trigger, which recomputes its tenant. On
- * PostgreSQL the writes run only when the tenant changed (an IF): an
- * UPDATE that matches no row still fires the application's statement-level
- * triggers of the child's table.
+ * PostgreSQL the writes run only when the tenant changed (an IF on the
+ * trigger function's variables, see pg_update_body): an UPDATE that
+ * matches no row still fires the application's statement-level triggers
+ * of the child's table.
  */
 static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
 {
@@ -259,13 +262,8 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
         if (ct->parent != (int)t || ct->info.scope_sql)
             continue;
         fk = &ct->info.fks[ct->fk];
-        if (pg && !any) {
-            rc = ferry_buf_adds(b, "IF ");
-            if (!rc)
-                rc = add_tenant_changed(b, s, t, pg);
-            if (!rc)
-                rc = ferry_buf_adds(b, " THEN\n" PG_APP_SETTINGS);
-        }
+        if (pg && !any)
+            rc = ferry_buf_adds(b, "IF " PG_OT " IS DISTINCT FROM " PG_O " THEN\n" PG_APP_SETTINGS);
         any = 1;
         if (!rc)
             rc = ferry_buf_adds(b, "UPDATE ");
@@ -286,7 +284,7 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
         if (!rc)
             rc = ferry_buf_adds(b, pg ? ");\n" : ") AND ");
         if (!rc && !pg)
-            rc = add_tenant_changed(b, s, t, pg);
+            rc = add_tenant_changed(b, s, t);
         if (!rc && !pg)
             rc = ferry_buf_adds(b, ";\n");
     }
@@ -586,7 +584,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, " BEGIN\n");
     if (!rc)
-        rc = add_refresh_new(b, s, t, 0);
+        rc = add_refresh_new(b, s, t);
     if (!rc)
         rc = add_orphan_note(b, s, t, 0, 0);
     if (!rc)
@@ -597,7 +595,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     /* update */
     ferry_buf_init(&cond, SQL_MAX);
     if (!rc)
-        rc = build_moved_cond(&cond, s, t, 0);
+        rc = build_moved_cond(&cond, s, t);
     if (!rc)
         rc = ferry_buf_adds(b, "CREATE TRIGGER ");
     if (!rc)
@@ -623,7 +621,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, ";\n");
     if (!rc)
-        rc = add_refresh_new(b, s, t, 0);
+        rc = add_refresh_new(b, s, t);
     if (!rc)
         rc = add_orphan_note(b, s, t, 0, 0);
     if (!rc)
@@ -692,7 +690,8 @@ static const char *col_type(const struct ferry_table_info *ti, const char *name)
 
 /* One trigger function and its AFTER ... FOR EACH ROW trigger. body ends with ";\n". */
 static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti, const char *kind,
-                          const char *event, const char *settings, const char *body)
+                          const char *event, const char *settings, const char *decl,
+                          const char *body)
 {
     int rc;
 
@@ -704,9 +703,9 @@ static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti
         rc = add_trigger_name(b, kind, ti->name);
     if (!rc)
         rc = ferry_buf_addf(b,
-                            "() RETURNS trigger LANGUAGE plpgsql%s AS $ferry$\nBEGIN\n%s"
+                            "() RETURNS trigger LANGUAGE plpgsql%s AS $ferry$\n%sBEGIN\n%s"
                             "RETURN NULL;\nEND\n$ferry$;\nCREATE TRIGGER ",
-                            settings, body);
+                            settings, decl, body);
     if (!rc)
         rc = add_trigger_name(b, kind, ti->name);
     if (!rc)
@@ -794,8 +793,194 @@ static int pg_backfill_select(struct ferry_buf *b, const struct ferry_scope *s, 
     return rc;
 }
 
+/* "(OLD.a IS DISTINCT FROM NEW.a OR ...)": the update changed the row's key */
+static int pg_add_key_changed(struct ferry_buf *b, const struct ferry_table_info *ti)
+{
+    int rc = ferry_buf_adds(b, "(");
+
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        rc = ferry_buf_adds(b, k ? " OR OLD." : "OLD.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+        if (!rc)
+            rc = ferry_buf_adds(b, " IS DISTINCT FROM NEW.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, col);
+    }
+    return rc ? rc : ferry_buf_adds(b, ")");
+}
+
+/* Log op for the row ctx ("NEW.", "OLD.") in tenant (SQL). */
+static int pg_add_log(struct ferry_buf *b, const struct ferry_scope *s, size_t t, const char *op,
+                      const char *tenant, const char *ctx)
+{
+    int rc = add_log_head(b, &s->tables[t].info, op);
+
+    if (!rc)
+        rc = ferry_buf_addf(b, "%s, ", tenant);
+    if (!rc)
+        rc = add_keys(b, s, t, ctx);
+    return rc ? rc : ferry_buf_adds(b, ";\n");
+}
+
+/* DELETE FROM the key map WHERE its key = ctx's; */
+static int pg_add_keymap_delete(struct ferry_buf *b, const struct ferry_table_info *ti,
+                                const char *ctx)
+{
+    int rc = ferry_buf_adds(b, "DELETE FROM ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "", ctx);
+    return rc ? rc : ferry_buf_adds(b, ";\n");
+}
+
+/* The key map says NEW is in tenant PG_O (an upsert). */
+static int pg_add_keymap_upsert(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "INSERT INTO ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " VALUES (");
+    if (!rc)
+        rc = add_keys(b, s, t, "NEW.");
+    if (!rc)
+        rc = ferry_buf_adds(b, ", " PG_O ") ON CONFLICT (");
+    if (!rc)
+        rc = add_keys(b, s, t, "");
+    if (!rc)
+        rc = ferry_buf_adds(b, ") DO UPDATE SET \"_ferry_tenant\" = "
+                               "EXCLUDED.\"_ferry_tenant\";\n");
+    return rc;
+}
+
 /*
- * The same statements as the SQLite triggers, in PL/pgSQL functions. Each
+ * The bodies of PostgreSQL's trigger functions do what SQLite's triggers
+ * do, with the tenants in variables (PG_O, PG_OT) so that each is looked
+ * up once and the key map is written only when it changes: an update that
+ * keeps the row's key and tenant, an application's usual write, runs one
+ * query for both tenants and the log's insert (before: six statements,
+ * two of them rewriting the key map's entry).
+ */
+static int pg_insert_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, PG_O " := ");
+
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "NEW.", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\nIF " PG_O " IS NOT NULL THEN\n");
+    if (!rc)
+        rc = pg_add_keymap_upsert(b, s, t);
+    if (!rc)
+        rc = pg_add_log(b, s, t, "U", PG_O, "NEW.");
+    if (!rc)
+        rc = ferry_buf_adds(b, "ELSE\n");
+    if (!rc)
+        rc = pg_add_keymap_delete(b, ti, "NEW.");
+    if (!rc)
+        rc = add_orphan_note(b, s, t, 1, 0);
+    if (!rc)
+        rc = ferry_buf_adds(b, "END IF;\n");
+    return rc ? rc : add_orphan_adopt(b, s, t, 1);
+}
+
+static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    struct ferry_buf moved;
+    int rc;
+
+    ferry_buf_init(&moved, 64 * 1024);
+    rc = pg_add_key_changed(&moved, ti);
+    if (!rc)
+        rc = ferry_buf_adds(b, "SELECT (SELECT km.\"_ferry_tenant\" FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(b, "), ");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "NEW.", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " INTO " PG_OT ", " PG_O ";\n");
+    if (!rc)
+        rc = add_touch_children(b, s, t, 1);
+    /* gone from its tenant: moved to another (or none), or its key changed */
+    if (!rc)
+        rc = ferry_buf_addf(
+            b, "IF " PG_OT " IS NOT NULL AND (" PG_OT " IS DISTINCT FROM " PG_O " OR %s) THEN\n",
+            moved.data);
+    if (!rc)
+        rc = pg_add_log(b, s, t, "D", PG_OT, "OLD.");
+    if (!rc)
+        rc = ferry_buf_addf(b, "END IF;\nIF %s THEN\n", moved.data);
+    if (!rc)
+        rc = pg_add_keymap_delete(b, ti, "OLD.");
+    if (!rc)
+        rc = ferry_buf_addf(
+            b, "END IF;\nIF " PG_O " IS NULL THEN\nIF " PG_OT " IS NOT NULL OR %s THEN\n",
+            moved.data);
+    if (!rc)
+        rc = pg_add_keymap_delete(b, ti, "NEW.");
+    if (!rc)
+        rc = ferry_buf_adds(b, "END IF;\n");
+    if (!rc)
+        rc = add_orphan_note(b, s, t, 1, 0);
+    if (!rc)
+        rc = ferry_buf_addf(b, "ELSE\nIF " PG_OT " IS DISTINCT FROM " PG_O " OR %s THEN\n",
+                            moved.data);
+    if (!rc)
+        rc = pg_add_keymap_upsert(b, s, t);
+    if (!rc)
+        rc = ferry_buf_adds(b, "END IF;\n");
+    if (!rc)
+        rc = pg_add_log(b, s, t, "U", PG_O, "NEW.");
+    if (!rc)
+        rc = ferry_buf_adds(b, "END IF;\n");
+    if (!rc)
+        rc = add_orphan_adopt(b, s, t, 1);
+    ferry_buf_release(&moved);
+    return rc;
+}
+
+/* One statement: the key map's entry goes, and its tenant gets the 'D'. */
+static int pg_delete_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "WITH \"_ferry_d\" AS (DELETE FROM ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "", "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(b, " RETURNING \"_ferry_tenant\") ");
+    if (!rc)
+        rc = add_log_head(b, ti, "D");
+    if (!rc)
+        rc = ferry_buf_adds(b, "\"_ferry_d\".\"_ferry_tenant\", ");
+    if (!rc)
+        rc = add_keys(b, s, t, "OLD.");
+    return rc ? rc : ferry_buf_adds(b, " FROM \"_ferry_d\";\n");
+}
+
+/*
+ * The SQLite triggers' work, in PL/pgSQL functions (pg_insert_body ...). Each
  * function pins search_path to the schema ferry was installed in, so the
  * bare table names in its statements resolve there whatever the
  * application's session says (pg_temp last: a session's temporary table of
@@ -809,13 +994,14 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     const struct ferry_table_info *ri = ferry_scope_root(s);
-    struct ferry_buf settings, body, cond;
+    const char *rtype = col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name);
+    struct ferry_buf settings, body, decl;
     int stable = 1;
     int rc;
 
     ferry_buf_init(&settings, 4096);
     ferry_buf_init(&body, SQL_MAX);
-    ferry_buf_init(&cond, SQL_MAX);
+    ferry_buf_init(&decl, 4096);
     rc = ferry_buf_adds(&settings, " SET enable_seqscan TO off SET search_path TO ");
     if (!rc)
         rc = ferry_buf_add_ident(&settings, schema);
@@ -881,62 +1067,25 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = ferry_buf_adds(b, ";\n");
 
-    /* insert */
     if (!rc)
-        rc = add_refresh_new(&body, s, t, 1);
+        rc = ferry_buf_addf(&decl, "DECLARE " PG_O " %s; " PG_OT " %s;\n", rtype, rtype);
     if (!rc)
-        rc = add_orphan_note(&body, s, t, 1, 0);
+        rc = pg_insert_body(&body, s, t);
     if (!rc)
-        rc = add_orphan_adopt(&body, s, t, 1);
-    if (!rc)
-        rc = pg_add_trigger(b, ti, "i", "INSERT", settings.data, body.data);
-
-    /* update */
+        rc = pg_add_trigger(b, ti, "i", "INSERT", settings.data, decl.data, body.data);
     ferry_buf_reset(&body);
     if (!rc)
-        rc = build_moved_cond(&cond, s, t, 1);
+        rc = pg_update_body(&body, s, t);
     if (!rc)
-        rc = add_touch_children(&body, s, t, 1);
-    if (!rc)
-        rc = add_tombstone_old(&body, s, t, cond.data);
-    if (!rc)
-        rc = ferry_buf_adds(&body, "DELETE FROM ");
-    if (!rc)
-        rc = ferry_scope_keymap(&body, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(&body, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(&body, ti, "", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(&body, ";\n");
-    if (!rc)
-        rc = add_refresh_new(&body, s, t, 1);
-    if (!rc)
-        rc = add_orphan_note(&body, s, t, 1, 0);
-    if (!rc)
-        rc = add_orphan_adopt(&body, s, t, 1);
-    if (!rc)
-        rc = pg_add_trigger(b, ti, "u", "UPDATE", settings.data, body.data);
-
-    /* delete */
+        rc = pg_add_trigger(b, ti, "u", "UPDATE", settings.data, decl.data, body.data);
     ferry_buf_reset(&body);
     if (!rc)
-        rc = add_tombstone_old(&body, s, t, NULL);
+        rc = pg_delete_body(&body, s, t);
     if (!rc)
-        rc = ferry_buf_adds(&body, "DELETE FROM ");
-    if (!rc)
-        rc = ferry_scope_keymap(&body, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(&body, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(&body, ti, "", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(&body, ";\n");
-    if (!rc)
-        rc = pg_add_trigger(b, ti, "d", "DELETE", settings.data, body.data);
+        rc = pg_add_trigger(b, ti, "d", "DELETE", settings.data, decl.data, body.data);
     ferry_buf_release(&settings);
     ferry_buf_release(&body);
-    ferry_buf_release(&cond);
+    ferry_buf_release(&decl);
     return rc;
 }
 

@@ -134,7 +134,8 @@ PG_TABLES = {
 # The source's writes of a delta round: insert, update, delete, a cascaded
 # delete of a channel (posts, reactions, kinds, events), tenant moves out and
 # in (children follow), keys of type bytea and timestamptz, an override
-# table, and writes to other tenants that must not leak.
+# table, writes to other tenants that must not leak, and primary key changes
+# (one that also moves the row out of the tenant).
 DELTAS = r"""
 INSERT INTO posts(channel_id, body, meta, tstz, rating, data)
   SELECT id, 'new post', '{"x": 1}', '2025-01-01 10:00:00.000001+05', 0.5, '\x0001'
@@ -162,6 +163,14 @@ UPDATE tags SET team_ref = 2 WHERE name = 'team1-tag0';
 UPDATE posts SET body = 'other tenant' WHERE channel_id IN (SELECT id FROM channels
   WHERE team_id = 2);
 DELETE FROM settings WHERE team_id = 3 AND key = 'ratio';
+UPDATE tags SET name = 'team1-renamed' WHERE name = 'team1-tag1';
+UPDATE posts SET id = nextval('posts_id_seq'), channel_id = (SELECT min(id) FROM channels WHERE team_id = 2)
+  WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c ON c.id = p.channel_id
+  WHERE c.team_id = 1 AND p.body <> 'new post' AND NOT EXISTS (SELECT 1 FROM reactions r
+  WHERE r.post_id = p.id));
+UPDATE posts SET id = nextval('posts_id_seq') WHERE id = (SELECT min(p.id) FROM posts p JOIN channels c
+  ON c.id = p.channel_id WHERE c.team_id = 1 AND NOT EXISTS (SELECT 1 FROM reactions r
+  WHERE r.post_id = p.id));
 """
 
 
