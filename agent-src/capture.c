@@ -242,6 +242,31 @@ static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, 
 #define PG_FERRY_SETTINGS "SET LOCAL enable_seqscan TO off;\n"
 
 /*
+ * PostgreSQL: "IF the tenant changed THEN", and the moved row locked FOR
+ * UPDATE before its children are touched. A foreign key's check locks the
+ * parent FOR KEY SHARE, which a plain update of it does not wait for: a
+ * child written while the move is uncommitted would look its tenant up in
+ * the parent as it was, and one written just before would be invisible to
+ * the touch. FOR UPDATE waits for such a writer (then the touch, a new
+ * statement, sees its child) and makes the next ones wait for the move's
+ * commit (then their triggers see the new tenant). Under REPEATABLE READ
+ * the move's touch still cannot see a child committed after the move's
+ * transaction began.
+ */
+static int pg_add_lock_moved(struct ferry_buf *b, const struct ferry_table_info *ti)
+{
+    int rc = ferry_buf_adds(b, "IF " PG_OT " IS DISTINCT FROM " PG_O " THEN\nPERFORM 1 FROM ");
+
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "", "NEW.");
+    return rc ? rc : ferry_buf_adds(b, " FOR UPDATE;\n" PG_APP_SETTINGS);
+}
+
+/*
  * Children on the scope path follow a row whose tenant changed: a no-op
  * write to each child that references the row (by its old or new values)
  * fires the child's own update trigger, which recomputes its tenant. On
@@ -252,6 +277,7 @@ static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, 
  */
 static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int pg)
 {
+    const struct ferry_table_info *ti = &s->tables[t].info;
     int rc = FERRY_OK;
     int any = 0;
 
@@ -263,7 +289,7 @@ static int add_touch_children(struct ferry_buf *b, const struct ferry_scope *s, 
             continue;
         fk = &ct->info.fks[ct->fk];
         if (pg && !any)
-            rc = ferry_buf_adds(b, "IF " PG_OT " IS DISTINCT FROM " PG_O " THEN\n" PG_APP_SETTINGS);
+            rc = pg_add_lock_moved(b, ti);
         any = 1;
         if (!rc)
             rc = ferry_buf_adds(b, "UPDATE ");
@@ -1161,7 +1187,8 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * PostgreSQL, _ferry_orphans keeps numeric and float keys in a form equal
  * keys share (add_orphan_value). 4: on PostgreSQL, children are touched
  * only when their parent's tenant changed, and the application's triggers
- * run with the session's enable_seqscan (add_touch_children); install
+ * run with the session's enable_seqscan, and a moved row is locked FOR
+ * UPDATE before its children are touched (add_touch_children); install
  * notes waiting children afresh (ORPHANS_RESET); the trigger functions'
  * search_path ends with pg_temp, and the freeze triggers' (freeze.c) is
  * pinned too.

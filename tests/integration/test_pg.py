@@ -685,6 +685,52 @@ INSERT INTO public.posts(channel_id, body)
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE body = "
                                                 "'written beside a temporary table'").strip(), "1")
 
+    def test_child_written_while_its_parent_moves(self):
+        """A post written into a channel while another transaction moves
+        that channel to another team, in either order of the two: the post
+        belongs to the new team and reaches its target. (The foreign key's
+        check of the channel does not wait for a plain update of it; the
+        move's trigger locks the channel for update before it touches its
+        children, so a racing insert waits for the move, or the move for
+        the insert.) Oracle: SQL over the source."""
+        self.pg_source()
+        c1, c2 = psql(self.src_url, "SELECT id FROM channels WHERE team_id = 1 ORDER BY id "
+                                    "LIMIT 2").split()
+        with self.serve() as srv:
+            self.pg_target(srv.url, tenant=2)
+            self.sync("--quiet")
+            mover, writer = self.open_session(self.src_url), self.open_session(self.src_url)
+            try:
+                # the move first, the post while it is uncommitted
+                self.session_do(mover, "BEGIN; UPDATE channels SET team_id = 2 WHERE id = %s;"
+                                % c1)
+                writer.stdin.write(("INSERT INTO posts(channel_id, body) VALUES "
+                                    "(%s, 'written while its channel moved');\n"
+                                    "\\echo ferry-test-done\n" % c1).encode())
+                writer.stdin.flush()
+                time.sleep(0.5)
+                self.session_do(mover, "COMMIT;")
+                self.session_do(writer, "")
+                # the post first, uncommitted, then the move
+                self.session_do(writer, "BEGIN; INSERT INTO posts(channel_id, body) VALUES "
+                                        "(%s, 'written before its channel moved');" % c2)
+                mover.stdin.write(("UPDATE channels SET team_id = 2 WHERE id = %s;\n"
+                                   "\\echo ferry-test-done\n" % c2).encode())
+                mover.stdin.flush()
+                time.sleep(0.5)
+                self.session_do(writer, "COMMIT;")
+                self.session_do(mover, "")
+            finally:
+                for p in (mover, writer):
+                    p.stdin.close()
+                    p.wait(timeout=30)
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url, tenant=2)
+            self.assertEqual(psql(self.dst_url, "SELECT body FROM posts WHERE body LIKE "
+                                                "'written %' ORDER BY body").split("\n")[:2],
+                             ["written before its channel moved",
+                              "written while its channel moved"])
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
