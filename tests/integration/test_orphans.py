@@ -121,6 +121,45 @@ class OrphanTest(ft.FerryTestCase):
             self.assertEqual(self.copied("SELECT count(*) FROM posts WHERE id = 9201"), 1)
         conn.close()
 
+    def test_keys_stored_as_text_and_integer(self):
+        """SQLite compares a TEXT-affinity foreign key with an INTEGER
+        primary key by value ('77' = 77): a child written before its parent
+        with the key in either storage class is adopted when the parent
+        comes, as the application's own join sees it. Oracle: the rows as
+        written, the target's copy."""
+        import sqlite3
+        src = self.path("src.db")
+        conn = sqlite3.connect(src, isolation_level=None)
+        conn.executescript("""
+CREATE TABLE teams(id INTEGER PRIMARY KEY, name TEXT);
+CREATE TABLE channels(id INTEGER PRIMARY KEY, team_id INTEGER REFERENCES teams(id), name TEXT);
+CREATE TABLE posts(id INTEGER PRIMARY KEY, channel_id TEXT REFERENCES channels(id), body TEXT);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO channels VALUES (1, 1, 'c1');
+INSERT INTO posts VALUES (1, '1', 'first');
+-- the test config's exclude and [table tags] name these
+CREATE TABLE audit_log(id INTEGER PRIMARY KEY);
+CREATE TABLE tags(name TEXT PRIMARY KEY, team_ref INTEGER);
+""")
+        self.source_conf(src)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            conn.execute("INSERT INTO posts VALUES (10, '77', 'text key, before its channel')")
+            conn.execute("INSERT INTO posts VALUES (11, 78, 'integer key, before its channel')")
+            conn.execute("INSERT INTO posts VALUES (12, '79', 'another team')")
+            self.assertEqual(conn.execute("SELECT typeof(channel_id) FROM posts WHERE id IN "
+                                          "(10, 11) ORDER BY id").fetchall(),
+                             [("text",), ("text",)])
+            conn.execute("INSERT INTO channels VALUES (77, 1, 'late')")
+            conn.execute("INSERT INTO channels VALUES ('78', 1, 'late, key written as text')")
+            conn.execute("INSERT INTO channels VALUES (79, 2, 'late, other team')")
+            self.sync("--quiet")
+            self.assertEqual(self.copied("SELECT group_concat(id) FROM "
+                                         "(SELECT id FROM posts ORDER BY id)"), "1,10,11")
+            self.assertEqual(conn.execute("SELECT count(*) FROM _ferry_orphans").fetchone()[0], 0)
+        conn.close()
+
 
 if __name__ == "__main__":
     ft.main()
