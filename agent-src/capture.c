@@ -706,6 +706,11 @@ static int pg_stable_key_type(const char *type)
     return 0;
 }
 
+/* The settings key text depends on, pinned for keys of other types */
+#define PG_KEY_SETTINGS                                                                            \
+    " SET DateStyle TO 'ISO, MDY' SET IntervalStyle TO 'iso_8601' SET TimeZone TO 'UTC' SET "      \
+    "extra_float_digits TO 3 SET bytea_output TO 'hex'"
+
 /* Type of column name of ti as format_type() wrote it ("" when unknown). */
 static const char *col_type(const struct ferry_table_info *ti, const char *name)
 {
@@ -1036,9 +1041,7 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     for (size_t k = 0; k < ferry_table_npk(ti); k++)
         stable &= pg_stable_key_type(ti->cols[ferry_table_pkcol(ti, k)].type);
     if (!rc && !stable)
-        rc = ferry_buf_adds(&settings, " SET DateStyle TO 'ISO, MDY' SET IntervalStyle TO "
-                                       "'iso_8601' SET TimeZone TO 'UTC' SET extra_float_digits "
-                                       "TO 3 SET bytea_output TO 'hex'");
+        rc = ferry_buf_adds(&settings, PG_KEY_SETTINGS);
 
     /* key map: the key columns with their types, the tenant with the root key's */
     if (!rc)
@@ -1116,6 +1119,111 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
 }
 
 /*
+ * PostgreSQL: a child noted as waiting whose parent another transaction
+ * inserts and commits while the child's is still open (a deferred foreign
+ * key) is not adopted by the parent's trigger, which cannot see the
+ * uncommitted note. A deferred constraint trigger on _ferry_orphans looks
+ * again when the child's transaction commits (a new snapshot, after the
+ * foreign key's own check): the parent there, the children are touched as
+ * the parent's trigger would have. Only notes pay for it.
+ */
+static int pg_orphans_settle_sql(struct ferry_buf *b, const struct ferry_scope *s,
+                                 const char *schema)
+{
+    struct ferry_buf body;
+    int rc;
+
+    ferry_buf_init(&body, SQL_MAX);
+    rc = ferry_buf_adds(&body, "IF NOT EXISTS (SELECT 1 FROM _ferry_orphans o WHERE "
+                               "o.ptbl = NEW.ptbl AND o.ctbl = NEW.ctbl AND o.p0 = NEW.p0 AND "
+                               "o.p1 = NEW.p1 AND o.p2 = NEW.p2 AND o.p3 = NEW.p3) THEN\n"
+                               "RETURN NULL;\nEND IF;\n");
+    for (size_t c = 1; c < s->ntables && !rc; c++) {
+        const struct ferry_fkey *fk = path_fk(s, c);
+        const struct ferry_table_info *ci = &s->tables[c].info;
+        const struct ferry_table_info *pi;
+
+        if (!fk)
+            continue;
+        pi = &s->tables[s->tables[c].parent].info;
+        rc = ferry_buf_adds(&body, "IF NEW.ptbl = ");
+        if (!rc)
+            rc = ferry_buf_add_literal(&body, pi->name);
+        if (!rc)
+            rc = ferry_buf_adds(&body, " AND NEW.ctbl = ");
+        if (!rc)
+            rc = ferry_buf_add_literal(&body, ci->name);
+        /* nested: the casts below are only for this pair's keys */
+        if (!rc)
+            rc = ferry_buf_adds(&body, " THEN\nIF EXISTS (SELECT 1 FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(&body, pi->name);
+        for (size_t i = 0; i < fk->ncols && !rc; i++) {
+            rc = ferry_buf_adds(&body, i ? " AND " : " WHERE ");
+            if (!rc)
+                rc = ferry_buf_add_ident(&body, fk->pcols[i]);
+            if (!rc)
+                rc =
+                    ferry_buf_addf(&body, " = CAST(NEW.p%zu AS %s)", i, col_type(pi, fk->pcols[i]));
+        }
+        if (!rc)
+            rc = ferry_buf_adds(&body, ") THEN\n" PG_APP_SETTINGS "UPDATE ");
+        if (!rc)
+            rc = ferry_buf_add_ident(&body, ci->name);
+        if (!rc)
+            rc = ferry_buf_adds(&body, " SET ");
+        if (!rc)
+            rc = add_pairs(&body, ", ", "", fk->cols, "", fk->cols, fk->ncols);
+        for (size_t i = 0; i < fk->ncols && !rc; i++) {
+            rc = ferry_buf_adds(&body, i ? " AND " : " WHERE ");
+            if (!rc)
+                rc = ferry_buf_add_ident(&body, fk->cols[i]);
+            if (!rc)
+                rc =
+                    ferry_buf_addf(&body, " = CAST(NEW.p%zu AS %s)", i, col_type(pi, fk->pcols[i]));
+        }
+        if (!rc)
+            rc = ferry_buf_adds(&body, ";\n" PG_FERRY_SETTINGS
+                                       "DELETE FROM _ferry_orphans WHERE ptbl = NEW.ptbl AND "
+                                       "ctbl = NEW.ctbl AND p0 = NEW.p0 AND p1 = NEW.p1 AND "
+                                       "p2 = NEW.p2 AND p3 = NEW.p3;\nEND IF;\nEND IF;\n");
+    }
+    if (!rc && strstr(body.data, "$ferry$"))
+        rc = FERRY_ESCHEMA;
+    if (!rc)
+        rc = ferry_buf_adds(b, "CREATE FUNCTION ");
+    if (!rc)
+        rc = add_trigger_name(b, "i", "_ferry_orphans");
+    if (!rc)
+        rc = ferry_buf_adds(b, "() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan TO off "
+                               "SET search_path TO ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, schema);
+    /* the notes' text of a key was written under these (pg_table_sql) */
+    if (!rc)
+        rc = ferry_buf_adds(b, ", pg_temp" PG_KEY_SETTINGS " AS $ferry$\nBEGIN\n");
+    if (!rc)
+        rc = ferry_buf_adds(b, body.data);
+    if (!rc)
+        rc = ferry_buf_adds(b, "RETURN NULL;\nEND\n$ferry$;\nCREATE CONSTRAINT TRIGGER ");
+    if (!rc)
+        rc = add_trigger_name(b, "i", "_ferry_orphans");
+    if (!rc)
+        rc = ferry_buf_adds(b, " AFTER INSERT ON _ferry_orphans DEFERRABLE INITIALLY DEFERRED "
+                               "FOR EACH ROW EXECUTE FUNCTION ");
+    if (!rc)
+        rc = add_trigger_name(b, "i", "_ferry_orphans");
+    if (!rc)
+        rc = ferry_buf_adds(b, "();\nALTER TABLE _ferry_orphans ENABLE ALWAYS TRIGGER ");
+    if (!rc)
+        rc = add_trigger_name(b, "i", "_ferry_orphans");
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
+    ferry_buf_release(&body);
+    return rc;
+}
+
+/*
  * Drop statements for ferry's objects in the current schema, built by the
  * server (format %I quotes): capture's triggers and their functions only
  * (all_objects 0: a re-install keeps the log and the freeze triggers), or
@@ -1188,7 +1296,8 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * keys share (add_orphan_value). 4: on PostgreSQL, children are touched
  * only when their parent's tenant changed, and the application's triggers
  * run with the session's enable_seqscan, and a moved row is locked FOR
- * UPDATE before its children are touched (add_touch_children); install
+ * UPDATE before its children are touched (add_touch_children), and a
+ * deferred trigger settles notes at commit (pg_orphans_settle_sql); install
  * notes waiting children afresh (ORPHANS_RESET); the trigger functions'
  * search_path ends with pg_temp, and the freeze triggers' (freeze.c) is
  * pinned too.
@@ -1316,7 +1425,16 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
             goto rollback;
         }
     }
-    rc = write_version(db, err);
+    ferry_buf_reset(&sql);
+    rc = pg_orphans_settle_sql(&sql, s, schema);
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot build capture SQL for _ferry_orphans");
+        goto rollback;
+    }
+    log_debug("capture SQL for _ferry_orphans:\n%s", sql.data);
+    rc = ferry_db_exec(db, sql.data, err);
+    if (!rc)
+        rc = write_version(db, err);
     if (rc)
         goto rollback;
     rc = ferry_db_commit(db, err);

@@ -731,6 +731,52 @@ INSERT INTO public.posts(channel_id, body)
                              ["written before its channel moved",
                               "written while its channel moved"])
 
+    def test_orphan_whose_parent_another_transaction_commits(self):
+        """A child written before its parent (a deferred foreign key) while
+        another transaction inserts that parent and commits first: the
+        parent's trigger cannot see the child's uncommitted note, so the
+        child is adopted when its own transaction commits (a deferred
+        trigger on the notes), with the parent's key in another text form
+        (5.0 against 5.00). It reaches the target; nothing is left waiting.
+        Oracle: SQL joins over the source."""
+        self.src_url = createdb("src")
+        psql(self.src_url, """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE docs (id numeric PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
+  title text);
+CREATE TABLE pages (id bigint PRIMARY KEY, doc_id numeric NOT NULL
+  REFERENCES docs(id) DEFERRABLE INITIALLY DEFERRED, body text);
+-- the test config's exclude and [table tags] name these
+CREATE TABLE audit_log (id bigint PRIMARY KEY);
+CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO docs VALUES (1, 1, 'first');
+INSERT INTO pages VALUES (1, 1, 'p1');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        pages = ("SELECT p.id, p.doc_id::text, p.body FROM pages p JOIN docs d "
+                 "ON d.id = p.doc_id WHERE d.team_id = 1 ORDER BY p.id")
+        with self.serve() as srv:
+            self.pg_target(srv.url, precreate=False)
+            self.sync("--quiet")
+            writer = self.open_session(self.src_url)
+            try:
+                self.session_do(writer, "BEGIN; INSERT INTO pages VALUES (20, 5.0, "
+                                        "'waits for a doc another transaction writes');")
+                psql(self.src_url, "INSERT INTO docs VALUES (5.00, 1, 'from another "
+                                   "transaction')")
+                self.session_do(writer, "COMMIT;")
+            finally:
+                writer.stdin.close()
+                writer.wait(timeout=30)
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(),
+                             "0", "a note is left waiting")
+            self.sync("--quiet")
+            self.assertEqual(psql(self.dst_url, pages.replace(" WHERE d.team_id = 1", "")),
+                             psql(self.src_url, pages))
+            self.assertIn("20|5.0|waits for a doc", psql(self.dst_url, pages))
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
