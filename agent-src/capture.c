@@ -29,6 +29,7 @@
 #include "capture.h"
 
 #include "../common/buf.h"
+#include "freeze.h"
 #include "../common/log.h"
 
 #include <errno.h>
@@ -236,9 +237,14 @@ static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, 
  * SET LOCAL inside a function with that SET clause ends with the function.
  */
 #define PG_APP_SETTINGS "SET LOCAL enable_seqscan TO DEFAULT;\n"
-/* PostgreSQL trigger functions' variables: NEW's tenant, OLD's (its key map's) */
+/*
+ * PostgreSQL trigger functions' variables: NEW's tenant, OLD's (its key
+ * map's), and whether any tenant is frozen (PG_ANY_FROZEN, freeze.h)
+ */
 #define PG_O "\"_ferry_o\""
 #define PG_OT "\"_ferry_ot\""
+#define PG_FZ "\"_ferry_fz\""
+#define PG_ANY_FROZEN "EXISTS (SELECT 1 FROM _ferry_frozen)"
 #define PG_FERRY_SETTINGS "SET LOCAL enable_seqscan TO off;\n"
 
 /*
@@ -894,6 +900,32 @@ static int pg_add_keymap_upsert(struct ferry_buf *b, const struct ferry_scope *s
 }
 
 /*
+ * Migration mode (freeze.h): refuse the write when the row's tenant before
+ * it (old: PG_OT) or after it (new: PG_O) is frozen. PG_FZ was set by the
+ * query that looked the tenants up.
+ */
+static int pg_add_freeze_check(struct ferry_buf *b, int old, int new)
+{
+    int rc = ferry_buf_adds(b, "IF " PG_FZ " AND pg_catalog.current_setting("
+                               "'session_replication_role') <> 'replica' THEN\n");
+
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        const char *v = pass ? PG_O : PG_OT;
+
+        if (!(pass ? new : old))
+            continue;
+        rc =
+            ferry_buf_addf(b,
+                           "IF %s IS NOT NULL AND EXISTS (SELECT 1 FROM _ferry_frozen f WHERE "
+                           "f.tenant = %s::text) THEN\nRAISE EXCEPTION 'tenant %% " FERRY_FROZEN_MSG
+                           "', %s::text USING ERRCODE = 'object_not_in_prerequisite_state';\n"
+                           "END IF;\n",
+                           v, v, v);
+    }
+    return rc ? rc : ferry_buf_adds(b, "END IF;\n");
+}
+
+/*
  * The bodies of PostgreSQL's trigger functions do what SQLite's triggers
  * do, with the tenants in variables (PG_O, PG_OT) so that each is looked
  * up once and the key map is written only when it changes: an update that
@@ -904,12 +936,16 @@ static int pg_add_keymap_upsert(struct ferry_buf *b, const struct ferry_scope *s
 static int pg_insert_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = ferry_buf_adds(b, PG_O " := ");
+    int rc = ferry_buf_adds(b, "SELECT ");
 
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", b);
     if (!rc)
-        rc = ferry_buf_adds(b, ";\nIF " PG_O " IS NOT NULL THEN\n");
+        rc = ferry_buf_adds(b, ", " PG_ANY_FROZEN " INTO " PG_O ", " PG_FZ ";\n");
+    if (!rc)
+        rc = pg_add_freeze_check(b, 0, 1);
+    if (!rc)
+        rc = ferry_buf_adds(b, "IF " PG_O " IS NOT NULL THEN\n");
     if (!rc)
         rc = pg_add_keymap_upsert(b, s, t);
     if (!rc)
@@ -946,7 +982,9 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", b);
     if (!rc)
-        rc = ferry_buf_adds(b, " INTO " PG_OT ", " PG_O ";\n");
+        rc = ferry_buf_adds(b, ", " PG_ANY_FROZEN " INTO " PG_OT ", " PG_O ", " PG_FZ ";\n");
+    if (!rc)
+        rc = pg_add_freeze_check(b, 1, 1);
     if (!rc)
         rc = add_touch_children(b, s, t, 1);
     /* gone from its tenant: moved to another (or none), or its key changed */
@@ -987,11 +1025,24 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     return rc;
 }
 
-/* One statement: the key map's entry goes, and its tenant gets the 'D'. */
+/* The freeze check, then one statement: the key map's entry goes, its tenant gets the 'D'. */
 static int pg_delete_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = ferry_buf_adds(b, "WITH \"_ferry_d\" AS (DELETE FROM ");
+    int rc = ferry_buf_adds(b, "SELECT (SELECT km.\"_ferry_tenant\" FROM ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(b, "), " PG_ANY_FROZEN " INTO " PG_OT ", " PG_FZ ";\n");
+    if (!rc)
+        rc = pg_add_freeze_check(b, 1, 0);
+    if (!rc)
+        rc = ferry_buf_adds(b, "WITH \"_ferry_d\" AS (DELETE FROM ");
 
     if (!rc)
         rc = ferry_scope_keymap(b, ti->name);
@@ -1097,7 +1148,8 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
         rc = ferry_buf_adds(b, ";\n");
 
     if (!rc)
-        rc = ferry_buf_addf(&decl, "DECLARE " PG_O " %s; " PG_OT " %s;\n", rtype, rtype);
+        rc = ferry_buf_addf(&decl, "DECLARE " PG_O " %s; " PG_OT " %s; " PG_FZ " boolean;\n", rtype,
+                            rtype);
     if (!rc)
         rc = pg_insert_body(&body, s, t);
     if (!rc)
@@ -1297,7 +1349,8 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * only when their parent's tenant changed, and the application's triggers
  * run with the session's enable_seqscan, and a moved row is locked FOR
  * UPDATE before its children are touched (add_touch_children), and a
- * deferred trigger settles notes at commit (pg_orphans_settle_sql); install
+ * deferred trigger settles notes at commit (pg_orphans_settle_sql), and
+ * the freeze check moved into these functions (pg_add_freeze_check); install
  * notes waiting children afresh (ORPHANS_RESET); the trigger functions'
  * search_path ends with pg_temp, and the freeze triggers' (freeze.c) is
  * pinned too.
@@ -1323,7 +1376,8 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
     return ferry_db_exec(db, sql, err);
 }
 
-int ferry_capture_pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
+/* The schema the connection resolves bare names in (current_schema()). */
+static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
 {
     struct ferry_stmt *st = NULL;
     struct ferry_value v;
@@ -1358,7 +1412,7 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
     rc = ferry_db_begin(db, err);
     if (rc)
         goto out;
-    rc = ferry_capture_pg_schema(db, schema, sizeof(schema), err);
+    rc = pg_schema(db, schema, sizeof(schema), err);
     if (rc)
         goto rollback;
     /*
@@ -1397,7 +1451,10 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
                             "ctbl text NOT NULL, p0 text NOT NULL DEFAULT '', "
                             "p1 text NOT NULL DEFAULT '', p2 text NOT NULL DEFAULT '', "
                             "p3 text NOT NULL DEFAULT '', "
-                            "PRIMARY KEY (ptbl, ctbl, p0, p1, p2, p3));\n",
+                            "PRIMARY KEY (ptbl, ctbl, p0, p1, p2, p3));\n"
+                            /* read by the trigger functions (freeze.h); as freeze.c makes it */
+                            "CREATE TABLE IF NOT EXISTS _ferry_frozen(tenant text PRIMARY KEY, "
+                            "since bigint NOT NULL, reason text);\n",
                             col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name));
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build capture SQL");

@@ -32,13 +32,6 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s,
  * SQLite: drop every trigger whose name matches the LIKE pattern (with '\'
  * as its escape), e.g. "\_ferry\_frz\_%". Used by capture and freeze.
  */
-/*
- * PostgreSQL: the schema the connection resolves bare names in
- * (current_schema()), where install puts ferry's tables; out holds size
- * bytes. FERRY_ECONFIG when there is none.
- */
-int ferry_capture_pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err);
-
 int ferry_capture_drop_triggers(struct ferry_db *db, const char *like, struct ferry_error *err);
 /* Drop every trigger and table ferry created. Idempotent. */
 int ferry_capture_uninstall(struct ferry_db *db, struct ferry_error *err);

@@ -30,8 +30,7 @@ struct ferry_freezer {
     struct ferry_scope *scope;
 };
 
-static const char frozen_msg[] =
-    "is frozen for migration by ferry; writes are refused until ferry-src unfreeze";
+static const char frozen_msg[] = FERRY_FROZEN_MSG;
 
 /* "_ferry_frz_<kind>_<table>", quoted. */
 static int add_name(struct ferry_buf *b, const char *kind, const char *table)
@@ -200,7 +199,7 @@ static int sqlite_rebuild(struct ferry_db *db, const struct ferry_scope *s, stru
     return rc;
 }
 
-/* ---- PostgreSQL: static triggers that read _ferry_frozen ---- */
+/* ---- PostgreSQL: capture's functions check (freeze.h); earlier versions' triggers go ---- */
 
 static const char pg_drop_sql[] =
     "DO $ferry$ DECLARE r record; BEGIN\n"
@@ -214,76 +213,11 @@ static const char pg_drop_sql[] =
     "  END LOOP;\n"
     "END $ferry$;\n";
 
-/*
- * One function per table for its BEFORE and AFTER triggers. Its search_path
- * is the schema ferry was installed in (pg_temp last), as capture's: the
- * application's session may name its tables with their schema and leave
- * that schema out of its own path, and every write runs this function.
- */
-static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
-                        const char *schema)
-{
-    const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = ferry_buf_adds(b, "CREATE OR REPLACE FUNCTION ");
-
-    if (!rc)
-        rc = add_name(b, "fn", ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, "() RETURNS trigger LANGUAGE plpgsql SET search_path TO ");
-    if (!rc)
-        rc = ferry_buf_add_ident(b, schema);
-    if (!rc)
-        rc = ferry_buf_adds(b, ", pg_temp AS $ferry$\n"
-                               "DECLARE t text;\n"
-                               "BEGIN\n"
-                               "  IF EXISTS (SELECT 1 FROM _ferry_frozen) THEN\n"
-                               "    IF TG_WHEN = 'BEFORE' THEN\n"
-                               "      t := ");
-    if (!rc)
-        rc = add_old_tenant(b, ti, "::text");
-    if (!rc)
-        rc = ferry_buf_adds(b, ";\n    ELSE\n      t := (");
-    if (!rc)
-        rc = ferry_scope_owner(s, t, "NEW.", b);
-    if (!rc)
-        rc = ferry_buf_adds(b, ")::text;\n    END IF;\n"
-                               "    IF t IS NOT NULL AND EXISTS (SELECT 1 FROM _ferry_frozen f "
-                               "WHERE f.tenant = t) THEN\n"
-                               "      RAISE EXCEPTION 'tenant % ");
-    if (!rc)
-        rc = ferry_buf_adds(b, frozen_msg);
-    if (!rc)
-        rc = ferry_buf_adds(b, "', t USING ERRCODE = 'object_not_in_prerequisite_state';\n"
-                               "    END IF;\n"
-                               "  END IF;\n"
-                               "  IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;\n"
-                               "  RETURN NEW;\n"
-                               "END $ferry$;\n");
-    for (int pass = 0; pass < 2 && !rc; pass++) {
-        rc = ferry_buf_adds(b, "CREATE TRIGGER ");
-        if (!rc)
-            rc = add_name(b, pass ? "a" : "b", ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(b, pass ? " AFTER INSERT OR UPDATE ON "
-                                        : " BEFORE UPDATE OR DELETE ON ");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(b, " FOR EACH ROW EXECUTE FUNCTION ");
-        if (!rc)
-            rc = add_name(b, "fn", ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(b, "();\n");
-    }
-    return rc;
-}
-
 /* ---- install ---- */
 
 int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
     int pg = ferry_db_engine(db) == FERRY_ENGINE_PG;
-    char schema[256];
     struct ferry_buf sql;
     int rc;
 
@@ -306,22 +240,7 @@ int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struc
         rc = ferry_db_commit(db, err);
         goto out;
     }
-    rc = ferry_capture_pg_schema(db, schema, sizeof(schema), err);
-    if (!rc)
-        rc = ferry_db_exec(db, pg_drop_sql, err);
-    for (size_t t = 0; t < s->ntables && !rc; t++) {
-        ferry_buf_reset(&sql);
-        rc = pg_table_sql(&sql, s, t, schema);
-        if (rc) {
-            rc = ferry_error_set(err, rc, "cannot build the freeze triggers of %s",
-                                 s->tables[t].info.name);
-            break;
-        }
-        log_debug("freeze SQL for %s:\n%s", s->tables[t].info.name, sql.data);
-        rc = ferry_db_exec(db, sql.data, err);
-        if (rc)
-            ferry_error_prefix(err, "installing the freeze triggers on %s", s->tables[t].info.name);
-    }
+    rc = ferry_db_exec(db, pg_drop_sql, err);
     if (rc)
         goto rollback;
     rc = ferry_db_commit(db, err);
@@ -340,12 +259,13 @@ int ferry_freeze_uninstall(struct ferry_db *db, struct ferry_error *err)
     rc = ferry_db_begin(db, err);
     if (rc)
         return rc;
-    if (ferry_db_engine(db) == FERRY_ENGINE_PG)
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
         rc = ferry_db_exec(db, pg_drop_sql, err);
-    else
+    } else {
         rc = ferry_capture_drop_triggers(db, "\\_ferry\\_frz\\_%", err);
-    if (!rc)
-        rc = ferry_db_exec(db, "DROP TABLE IF EXISTS _ferry_frozen", err);
+        if (!rc)
+            rc = ferry_db_exec(db, "DROP TABLE IF EXISTS _ferry_frozen", err);
+    }
     if (rc) {
         ferry_db_rollback(db);
         return rc;

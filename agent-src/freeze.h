@@ -17,8 +17,14 @@
  * SQLite: RAISE takes a literal message only, so the triggers are rebuilt
  * from _ferry_frozen in the same transaction as every freeze and unfreeze,
  * with one WHEN per frozen tenant; while nothing is frozen there are none,
- * and the application pays nothing. PostgreSQL: one trigger function per
- * table reads _ferry_frozen (a cheap EXISTS while it is empty).
+ * and the application pays nothing. PostgreSQL: capture's own trigger
+ * functions check (capture.c, pg_add_freeze_check): the query that looks
+ * the row's tenants up also asks whether any tenant is frozen, so while
+ * none is the check costs no statement of its own. Its AFTER triggers read
+ * the old tenant from the key map before they change it; they fire ALWAYS,
+ * the check is skipped for a session in session_replication_role replica
+ * (a replica's apply, as ordinary triggers are). Earlier versions had their
+ * own BEFORE and AFTER triggers, _ferry_frz_*; install drops them.
  *
  * Capture must be installed first (the key maps); `ferry-src install` does
  * both, in that order, and `ferry-src uninstall` removes both (which also
@@ -34,17 +40,25 @@
 
 #include <stdint.h>
 
+/* What a refused write's error says after "tenant ID ". */
+#define FERRY_FROZEN_MSG                                                                           \
+    "is frozen for migration by ferry; writes are refused until ferry-src unfreeze"
+
 /* How long a PostgreSQL freeze waits for transactions that began before it. */
 #define FERRY_FREEZE_WAIT_SECS 45
 
 /*
  * Create _ferry_frozen when missing and (re)create the freeze triggers for
- * every table of s, in one transaction; frozen tenants stay frozen.
- * Idempotent. Call after ferry_capture_install (which drops every _ferry_
- * trigger it finds).
+ * every table of s (SQLite; on PostgreSQL drop those of earlier versions),
+ * in one transaction; frozen tenants stay frozen. Idempotent. Call after
+ * ferry_capture_install (which drops every _ferry_ trigger it finds).
  */
 int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err);
-/* Drop the freeze triggers, functions and _ferry_frozen. Idempotent. */
+/*
+ * Drop the freeze triggers, functions and (SQLite) _ferry_frozen; on
+ * PostgreSQL capture's functions read the table, and ferry_capture_uninstall
+ * drops it with them. Idempotent.
+ */
 int ferry_freeze_uninstall(struct ferry_db *db, struct ferry_error *err);
 
 struct ferry_freezer; /* opaque: its own connection to the source and the scope */

@@ -545,6 +545,49 @@ class PgCutoverTest(CutoverTest):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertPgFrozen(1, frozen=False)
 
+    def test_pg_freeze_refuses_moves_and_cascades(self):
+        """PostgreSQL: beyond the plain writes, a row moved into or out of
+        the frozen tenant, a cascading delete of its channel and the delete
+        of its root row are refused, naming the tenant; the other tenants
+        write as before, a replica session (a replication apply) is not
+        refused, a tenant frozen across a re-install stays frozen, and
+        unfreeze restores writes. Oracle: the rows as SQL counts them."""
+        self.make_pg_source("freezemv_%d" % os.getpid())
+        count = "SELECT count(*) FROM posts p JOIN channels c ON c.id = p.channel_id " \
+                "WHERE c.team_id = 1"
+        before = self.pg_rows(count)
+        cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "1"])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        c1 = "(SELECT min(id) FROM channels WHERE team_id = 1)"
+        c2 = "(SELECT min(id) FROM channels WHERE team_id = 2)"
+        p1 = "(SELECT min(p.id) FROM posts p JOIN channels c ON c.id = p.channel_id " \
+             "WHERE c.team_id = 1)"
+        p2 = "(SELECT min(p.id) FROM posts p JOIN channels c ON c.id = p.channel_id " \
+             "WHERE c.team_id = 2)"
+        for sql in ("UPDATE posts SET channel_id = %s WHERE id = %s" % (c2, p1),
+                    "UPDATE posts SET channel_id = %s WHERE id = %s" % (c1, p2),
+                    "UPDATE channels SET team_id = 2 WHERE id = %s" % c1,
+                    "UPDATE channels SET team_id = 1 WHERE id = %s" % c2,
+                    "DELETE FROM channels WHERE id = %s" % c1,
+                    "DELETE FROM teams WHERE id = 1"):
+            ok, _, err = psql(self.src_db, sql)
+            self.assertFalse(ok, "accepted with tenant 1 frozen: %s" % sql)
+            self.assertIn("tenant 1 %s" % FROZEN, err)
+        self.assertEqual(self.pg_rows(count), before, "a refused write changed tenant 1")
+        self.assertPgFrozen(2, frozen=False)
+        ok, _, err = psql(self.src_db, "BEGIN; SET LOCAL session_replication_role = replica; "
+                                       "UPDATE posts SET body = 'applied' WHERE id = %s; "
+                                       "ROLLBACK" % p1)
+        self.assertTrue(ok, "a replica session was refused: %s" % err)
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertPgFrozen(1)
+        cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertPgFrozen(1, frozen=False)
+        ok, _, err = psql(self.src_db, "UPDATE channels SET team_id = 2 WHERE id = %s" % c1)
+        self.assertTrue(ok, err)
+
     def test_pg_freeze_over_http_keeps_serving_other_tenants(self):
         """A cutover's freeze waits for a transaction that began before it;
         meanwhile the same ferry-src serves another tenant's whole sync."""
