@@ -970,15 +970,11 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     ferry_buf_init(&moved, 64 * 1024);
     rc = pg_add_key_changed(&moved, ti);
     if (!rc)
-        rc = ferry_buf_adds(b, "SELECT (SELECT km.\"_ferry_tenant\" FROM ");
+        rc = ferry_buf_adds(b, "SELECT ");
     if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
+        rc = ferry_scope_keymap_tenant(b, ti, "OLD.");
     if (!rc)
-        rc = ferry_buf_adds(b, " AS km WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, "), ");
+        rc = ferry_buf_adds(b, ", ");
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", b);
     if (!rc)
@@ -1029,16 +1025,12 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
 static int pg_delete_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = ferry_buf_adds(b, "SELECT (SELECT km.\"_ferry_tenant\" FROM ");
+    int rc = ferry_buf_adds(b, "SELECT ");
 
     if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
+        rc = ferry_scope_keymap_tenant(b, ti, "OLD.");
     if (!rc)
-        rc = ferry_buf_adds(b, " AS km WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, "), " PG_ANY_FROZEN " INTO " PG_OT ", " PG_FZ ";\n");
+        rc = ferry_buf_adds(b, ", " PG_ANY_FROZEN " INTO " PG_OT ", " PG_FZ ";\n");
     if (!rc)
         rc = pg_add_freeze_check(b, 1, 0);
     if (!rc)

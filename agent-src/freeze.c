@@ -41,22 +41,6 @@ static int add_name(struct ferry_buf *b, const char *kind, const char *table)
     return ferry_scope_add_objname(b, k, table);
 }
 
-/* (SELECT km."_ferry_tenant"[cast] FROM "_ferry_k_t" AS km WHERE km.k = OLD.k ...) */
-static int add_old_tenant(struct ferry_buf *b, const struct ferry_table_info *ti, const char *cast)
-{
-    int rc = ferry_buf_addf(b, "(SELECT km.\"_ferry_tenant\"%s FROM ", cast);
-
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS km WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, ")");
-    return rc;
-}
-
 /* A tenant id for a message: printable, bounded (it is the operator's input). */
 static void printable(const char *in, size_t n, char *out, size_t outsz)
 {
@@ -155,7 +139,7 @@ static int sqlite_trigger(struct ferry_buf *b, const struct ferry_scope *s, size
     if (!rc)
         rc = ferry_buf_adds(b, " BEGIN SELECT CASE ");
     if (!rc)
-        rc = old ? add_old_tenant(b, ti, "") : ferry_scope_owner(s, t, "NEW.", b);
+        rc = old ? ferry_scope_keymap_tenant(b, ti, "OLD.") : ferry_scope_owner(s, t, "NEW.", b);
     if (!rc)
         rc = ferry_buf_adds(b, cases);
     if (!rc)

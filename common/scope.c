@@ -669,6 +669,20 @@ int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti,
     return rc;
 }
 
+int ferry_scope_keymap_tenant(struct ferry_buf *b, const struct ferry_table_info *ti,
+                              const char *ctx)
+{
+    int rc = ferry_buf_adds(b, "(SELECT km.\"_ferry_tenant\" FROM ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "km.", ctx);
+    return rc ? rc : ferry_buf_adds(b, ")");
+}
+
 int ferry_scope_unanalyzed(struct ferry_db *db, const struct ferry_scope *s,
                            struct ferry_buf *names, size_t *n, struct ferry_error *err)
 {

@@ -126,6 +126,14 @@ int ferry_scope_keymap(struct ferry_buf *b, const char *table);
 int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti, const char *lhs,
                          const char *rhs);
 
+/*
+ * Append (SELECT km."_ferry_tenant" FROM <ti's key map> AS km WHERE km.k =
+ * ctx"k" ...): the tenant the key map holds for the row ctx ("OLD."), NULL
+ * when it holds none.
+ */
+int ferry_scope_keymap_tenant(struct ferry_buf *b, const struct ferry_table_info *ti,
+                              const char *ctx);
+
 /* Append "ctx"k1", ctx"k2"..." for the key columns of t (ctx may be ""). */
 int ferry_scope_keylist(const struct ferry_scope *s, size_t t, const char *ctx,
                         struct ferry_buf *b);
