@@ -113,6 +113,16 @@ INSERT INTO audit_log(team_id, what) SELECT t, 'event ' || k || ' of team ' || t
   FROM generate_series(1, 3) t, generate_series(0, 2) k;
 """
 
+# Documents keyed by numeric, their pages' foreign key deferred: children
+# written before their parents, keys whose text differs (2.0, 2.00).
+DOCS_SCHEMA = """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE docs (id numeric PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
+  title text);
+CREATE TABLE pages (id bigint PRIMARY KEY, doc_id numeric NOT NULL
+  REFERENCES docs(id) DEFERRABLE INITIALLY DEFERRED, body text);
+"""
+
 # table -> (primary key, FROM ... WHERE selecting tenant %(t)s's rows as alias t)
 PG_TABLES = {
     "teams": (("id",), "FROM teams t WHERE t.id = %(t)s"),
@@ -572,12 +582,7 @@ COMMIT;""")
         another tenant's late child does not. Oracle: SQL joins over the
         source."""
         self.src_url = createdb("src")
-        psql(self.src_url, """
-CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
-CREATE TABLE docs (id numeric PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
-  title text);
-CREATE TABLE pages (id bigint PRIMARY KEY, doc_id numeric NOT NULL
-  REFERENCES docs(id) DEFERRABLE INITIALLY DEFERRED, body text);
+        psql(self.src_url, DOCS_SCHEMA + """
 CREATE TABLE spots (x double precision PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id));
 CREATE TABLE pins (id bigint PRIMARY KEY, x double precision NOT NULL
   REFERENCES spots(x) DEFERRABLE INITIALLY DEFERRED);
@@ -740,12 +745,7 @@ INSERT INTO public.posts(channel_id, body)
         (5.0 against 5.00). It reaches the target; nothing is left waiting.
         Oracle: SQL joins over the source."""
         self.src_url = createdb("src")
-        psql(self.src_url, """
-CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
-CREATE TABLE docs (id numeric PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
-  title text);
-CREATE TABLE pages (id bigint PRIMARY KEY, doc_id numeric NOT NULL
-  REFERENCES docs(id) DEFERRABLE INITIALLY DEFERRED, body text);
+        psql(self.src_url, DOCS_SCHEMA + """
 -- the test config's exclude and [table tags] name these
 CREATE TABLE audit_log (id bigint PRIMARY KEY);
 CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
