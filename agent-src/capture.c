@@ -901,10 +901,10 @@ static int pg_add_keymap_upsert(struct ferry_buf *b, const struct ferry_scope *s
 
 /*
  * Migration mode (freeze.h): refuse the write when the row's tenant before
- * it (old: PG_OT) or after it (new: PG_O) is frozen. PG_FZ was set by the
- * query that looked the tenants up.
+ * it (check_old: PG_OT) or after it (check_new: PG_O) is frozen. PG_FZ was
+ * set by the query that looked the tenants up.
  */
-static int pg_add_freeze_check(struct ferry_buf *b, int old, int new)
+static int pg_add_freeze_check(struct ferry_buf *b, int check_old, int check_new)
 {
     int rc = ferry_buf_adds(b, "IF " PG_FZ " AND pg_catalog.current_setting("
                                "'session_replication_role') <> 'replica' THEN\n");
@@ -912,7 +912,7 @@ static int pg_add_freeze_check(struct ferry_buf *b, int old, int new)
     for (int pass = 0; pass < 2 && !rc; pass++) {
         const char *v = pass ? PG_O : PG_OT;
 
-        if (!(pass ? new : old))
+        if (!(pass ? check_new : check_old))
             continue;
         rc =
             ferry_buf_addf(b,
