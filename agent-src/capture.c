@@ -1069,6 +1069,7 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     const struct ferry_table_info *ti = &s->tables[t].info;
     const struct ferry_table_info *ri = ferry_scope_root(s);
     const char *rtype = col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name);
+    const struct ferry_fkey *fk = path_fk(s, t);
     struct ferry_buf settings, body, decl;
     int stable = 1;
     int rc;
@@ -1083,6 +1084,9 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
         rc = ferry_buf_adds(&settings, ", pg_temp");
     for (size_t k = 0; k < ferry_table_npk(ti); k++)
         stable &= pg_stable_key_type(ti->cols[ferry_table_pkcol(ti, k)].type);
+    /* and the parent key a waiting child's note holds (add_orphan_note) */
+    for (size_t k = 0; fk && k < fk->ncols; k++)
+        stable &= pg_stable_key_type(col_type(ti, fk->cols[k]));
     if (!rc && !stable)
         rc = ferry_buf_adds(&settings, PG_KEY_SETTINGS);
 
@@ -1342,7 +1346,9 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * run with the session's enable_seqscan, and a moved row is locked FOR
  * UPDATE before its children are touched (add_touch_children), and a
  * deferred trigger settles notes at commit (pg_orphans_settle_sql), and
- * the freeze check moved into these functions (pg_add_freeze_check); install
+ * the freeze check moved into these functions (pg_add_freeze_check), and
+ * a child's functions pin the key settings when its parent key's text
+ * depends on them (pg_table_sql); install
  * notes waiting children afresh (ORPHANS_RESET); the trigger functions'
  * search_path ends with pg_temp, and the freeze triggers' (freeze.c) is
  * pinned too.

@@ -777,6 +777,47 @@ INSERT INTO pages VALUES (1, 1, 'p1');
                              psql(self.src_url, pages))
             self.assertIn("20|5.0|waits for a doc", psql(self.dst_url, pages))
 
+    def test_orphan_keyed_by_timestamp_in_another_datestyle(self):
+        """A child written before its parent (deferred foreign key) whose
+        parent key is a timestamptz, by a session with its own DateStyle and
+        TimeZone: its note is written in the same text as the parent's
+        trigger looks for, so it is adopted in the same transaction and
+        reaches the target. Oracle: SQL joins over the source."""
+        self.src_url = createdb("src")
+        psql(self.src_url, """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE days (at timestamptz PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id));
+CREATE TABLE notes (id bigint PRIMARY KEY, at timestamptz NOT NULL
+  REFERENCES days(at) DEFERRABLE INITIALLY DEFERRED, body text);
+-- the test config's exclude and [table tags] name these
+CREATE TABLE audit_log (id bigint PRIMARY KEY);
+CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO days VALUES ('2024-01-01 00:00+00', 1);
+INSERT INTO notes VALUES (1, '2024-01-01 00:00+00', 'first');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        notes = ("SELECT n.id, n.body FROM notes n JOIN days d ON d.at = n.at "
+                 "WHERE d.team_id = 1 ORDER BY n.id")
+        with self.serve() as srv:
+            self.pg_target(srv.url, precreate=False)
+            self.sync("--quiet")
+            psql(self.src_url, """
+SET DateStyle = 'SQL, DMY';
+SET TimeZone = 'Asia/Tokyo';
+BEGIN;
+INSERT INTO notes VALUES (2, '2024-03-05 10:00:00.25+00', 'before its day');
+INSERT INTO days VALUES ('2024-03-05 10:00:00.25+00', 1);
+COMMIT;
+""")
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(),
+                             "0", "the note was not adopted")
+            self.sync("--quiet")
+            self.assertEqual(psql(self.dst_url, notes.replace(" WHERE d.team_id = 1", "")),
+                             psql(self.src_url, notes))
+            self.assertIn("2|before its day", psql(self.dst_url, notes))
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
