@@ -92,6 +92,21 @@ static int add_pairs(struct ferry_buf *b, const char *sep, const char *lctx, cha
     return rc;
 }
 
+/* DELETE FROM the key map of ti WHERE its key = ctx's ("OLD.", "NEW."); */
+static int add_keymap_delete(struct ferry_buf *b, const struct ferry_table_info *ti,
+                             const char *ctx)
+{
+    int rc = ferry_buf_adds(b, "DELETE FROM ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "", ctx);
+    return rc ? rc : ferry_buf_adds(b, ";\n");
+}
+
 /*
  * SQLite: keymap refresh for the row NEW: drop its entry, insert it again
  * with the tenant computed from the database as it is now, then log a 'U'
@@ -101,17 +116,10 @@ static int add_pairs(struct ferry_buf *b, const char *sep, const char *lctx, cha
 static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc;
+    int rc = add_keymap_delete(b, ti, "NEW.");
 
-    rc = ferry_buf_adds(b, "DELETE FROM ");
     if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "", "NEW.");
-    if (!rc)
-        rc = ferry_buf_adds(b, ";\nINSERT INTO ");
+        rc = ferry_buf_adds(b, "INSERT INTO ");
     if (!rc)
         rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
@@ -169,65 +177,52 @@ static int add_tombstone_old(struct ferry_buf *b, const struct ferry_scope *s, s
     return rc;
 }
 
-/* SQLite condition: the tenant of the updated row, or its key, changed. */
-static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, size_t t)
+/* "(OLD.a<ne>NEW.a OR ...)": the update changed the row's key; ne: IS NOT, IS DISTINCT FROM */
+static int add_key_changed(struct ferry_buf *b, const struct ferry_table_info *ti, const char *ne)
 {
-    const struct ferry_table_info *ti = &s->tables[t].info;
-    size_t npk = ferry_table_npk(ti);
-    const char *ne = " IS NOT ";
-    int rc = ferry_buf_addf(c, "km.\"_ferry_tenant\"%s", ne);
+    int rc = ferry_buf_adds(b, "(");
 
-    if (!rc)
-        rc = ferry_scope_owner(s, t, "NEW.", c);
-    for (size_t k = 0; k < npk && !rc; k++) {
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
         const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
 
-        rc = ferry_buf_adds(c, " OR OLD.");
+        rc = ferry_buf_adds(b, k ? " OR OLD." : "OLD.");
         if (!rc)
-            rc = ferry_buf_add_ident(c, col);
+            rc = ferry_buf_add_ident(b, col);
         if (!rc)
-            rc = ferry_buf_addf(c, "%sNEW.", ne);
+            rc = ferry_buf_addf(b, "%sNEW.", ne);
         if (!rc)
-            rc = ferry_buf_add_ident(c, col);
+            rc = ferry_buf_add_ident(b, col);
     }
-    return rc;
+    return rc ? rc : ferry_buf_adds(b, ")");
 }
 
 /*
- * SQLite: "EXISTS (...)": the row OLD -> NEW of table t changed its tenant
- * (its key map holds another, or none while NEW now has one). PostgreSQL's
- * trigger functions hold both tenants in variables (pg_update_body).
+ * SQLite condition, beside the key map's row km: the tenant of the updated
+ * row, or its key, changed.
+ */
+static int build_moved_cond(struct ferry_buf *c, const struct ferry_scope *s, size_t t)
+{
+    int rc = ferry_buf_adds(c, "km.\"_ferry_tenant\" IS NOT ");
+
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "NEW.", c);
+    if (!rc)
+        rc = ferry_buf_adds(c, " OR ");
+    return rc ? rc : add_key_changed(c, &s->tables[t].info, " IS NOT ");
+}
+
+/*
+ * SQLite: the row OLD -> NEW of table t changed its tenant: its key map
+ * holds another, or none while NEW now has one. PostgreSQL's trigger
+ * functions hold both tenants in variables (pg_update_body).
  */
 static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
-    const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = ferry_buf_adds(b, "EXISTS (SELECT 1 FROM ");
+    int rc = ferry_scope_keymap_tenant(b, &s->tables[t].info, "OLD.");
 
     if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS km WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, " AND km.\"_ferry_tenant\" IS NOT ");
-    if (!rc)
-        rc = ferry_scope_owner(s, t, "NEW.", b);
-    if (!rc)
-        rc = ferry_buf_adds(b, " UNION ALL SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ");
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS km WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, ") AND ");
-    if (!rc)
-        rc = ferry_scope_owner(s, t, "NEW.", b);
-    if (!rc)
-        rc = ferry_buf_adds(b, " IS NOT NULL)");
-    return rc;
+        rc = ferry_buf_adds(b, " IS NOT ");
+    return rc ? rc : ferry_scope_owner(s, t, "NEW.", b);
 }
 
 /*
@@ -643,15 +638,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = add_tombstone_old(b, s, t, cond.data);
     if (!rc)
-        rc = ferry_buf_adds(b, "DELETE FROM ");
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, ";\n");
+        rc = add_keymap_delete(b, ti, "OLD.");
     if (!rc)
         rc = add_refresh_new(b, s, t);
     if (!rc)
@@ -676,15 +663,9 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = add_tombstone_old(b, s, t, NULL);
     if (!rc)
-        rc = ferry_buf_adds(b, "DELETE FROM ");
+        rc = add_keymap_delete(b, ti, "OLD.");
     if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, ";\nEND;\n");
+        rc = ferry_buf_adds(b, "END;\n");
     return rc;
 }
 
@@ -830,25 +811,6 @@ static int pg_backfill_select(struct ferry_buf *b, const struct ferry_scope *s, 
     return rc;
 }
 
-/* "(OLD.a IS DISTINCT FROM NEW.a OR ...)": the update changed the row's key */
-static int pg_add_key_changed(struct ferry_buf *b, const struct ferry_table_info *ti)
-{
-    int rc = ferry_buf_adds(b, "(");
-
-    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
-        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
-
-        rc = ferry_buf_adds(b, k ? " OR OLD." : "OLD.");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-        if (!rc)
-            rc = ferry_buf_adds(b, " IS DISTINCT FROM NEW.");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, col);
-    }
-    return rc ? rc : ferry_buf_adds(b, ")");
-}
-
 /* Log op for the row ctx ("NEW.", "OLD.") in tenant (SQL). */
 static int pg_add_log(struct ferry_buf *b, const struct ferry_scope *s, size_t t, const char *op,
                       const char *tenant, const char *ctx)
@@ -859,21 +821,6 @@ static int pg_add_log(struct ferry_buf *b, const struct ferry_scope *s, size_t t
         rc = ferry_buf_addf(b, "%s, ", tenant);
     if (!rc)
         rc = add_keys(b, s, t, ctx);
-    return rc ? rc : ferry_buf_adds(b, ";\n");
-}
-
-/* DELETE FROM the key map WHERE its key = ctx's; */
-static int pg_add_keymap_delete(struct ferry_buf *b, const struct ferry_table_info *ti,
-                                const char *ctx)
-{
-    int rc = ferry_buf_adds(b, "DELETE FROM ");
-
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "", ctx);
     return rc ? rc : ferry_buf_adds(b, ";\n");
 }
 
@@ -953,7 +900,7 @@ static int pg_insert_body(struct ferry_buf *b, const struct ferry_scope *s, size
     if (!rc)
         rc = ferry_buf_adds(b, "ELSE\n");
     if (!rc)
-        rc = pg_add_keymap_delete(b, ti, "NEW.");
+        rc = add_keymap_delete(b, ti, "NEW.");
     if (!rc)
         rc = add_orphan_note(b, s, t, 1, 0);
     if (!rc)
@@ -968,7 +915,7 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     int rc;
 
     ferry_buf_init(&moved, 64 * 1024);
-    rc = pg_add_key_changed(&moved, ti);
+    rc = add_key_changed(&moved, ti, " IS DISTINCT FROM ");
     if (!rc)
         rc = ferry_buf_adds(b, "SELECT ");
     if (!rc)
@@ -993,13 +940,13 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     if (!rc)
         rc = ferry_buf_addf(b, "END IF;\nIF %s THEN\n", moved.data);
     if (!rc)
-        rc = pg_add_keymap_delete(b, ti, "OLD.");
+        rc = add_keymap_delete(b, ti, "OLD.");
     if (!rc)
         rc = ferry_buf_addf(
             b, "END IF;\nIF " PG_O " IS NULL THEN\nIF " PG_OT " IS NOT NULL OR %s THEN\n",
             moved.data);
     if (!rc)
-        rc = pg_add_keymap_delete(b, ti, "NEW.");
+        rc = add_keymap_delete(b, ti, "NEW.");
     if (!rc)
         rc = ferry_buf_adds(b, "END IF;\n");
     if (!rc)
