@@ -35,16 +35,10 @@ trap cleanup EXIT
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
 
 if [ -n "$pg" ]; then
-    chmod 755 "$work" # the cluster may run as another user (pgcluster.sh as root)
-    "$here/scripts/pgcluster.sh" start "$work/pg" >/dev/null || exit $?
-    pgbin=$("$here/scripts/pgcluster.sh" bindir)
-    psql() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-    psql -d "$("$here/scripts/pgcluster.sh" url "$work/pg")" -c "ALTER SYSTEM SET shared_buffers = '1GB'"
-    "$here/scripts/pgcluster.sh" stop "$work/pg" >/dev/null
-    "$here/scripts/pgcluster.sh" start "$work/pg" >/dev/null
+    . "$here/bench/pgdata.sh"
+    pg_bench_cluster "$here" "$work/pg" || exit $?
     plain=$("$here/scripts/pgcluster.sh" createdb "$work/pg" plain | tail -1)
     captured=$("$here/scripts/pgcluster.sh" createdb "$work/pg" captured | tail -1)
-    . "$here/bench/pgdata.sh"
     pg_bench_schema "$plain" "$captured"
     pg_bench_data "$plain" "$rows"
     pg_bench_data "$captured" "$rows"

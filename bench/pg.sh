@@ -30,21 +30,12 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
-chmod 755 "$work" # the cluster may run as another user (pgcluster.sh as root)
-"$here/scripts/pgcluster.sh" start "$work/pg" >/dev/null || exit $?
-pgbin=$("$here/scripts/pgcluster.sh" bindir)
-# the test cluster's 32 MB of shared buffers would make both sides read the
-# tables through the kernel on every probe; a server holds its working set
-"$pgbin/psql" -X -q -d "$("$here/scripts/pgcluster.sh" url "$work/pg")" \
-    -c "ALTER SYSTEM SET shared_buffers = '1GB'"
-"$here/scripts/pgcluster.sh" stop "$work/pg" >/dev/null
-"$here/scripts/pgcluster.sh" start "$work/pg" >/dev/null
+. "$here/bench/pgdata.sh"
+pg_bench_cluster "$here" "$work/pg" || exit $?
 src=$("$here/scripts/pgcluster.sh" createdb "$work/pg" src | tail -1)
 base=$("$here/scripts/pgcluster.sh" createdb "$work/pg" dst_base | tail -1)
 dst=$("$here/scripts/pgcluster.sh" createdb "$work/pg" dst_ferry | tail -1)
-psql() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
-. "$here/bench/pgdata.sh"
 pg_bench_schema "$src" "$base" "$dst"
 
 total=$((rows * 7 / 5))

@@ -1,10 +1,27 @@
-# bench/pgdata.sh - the PostgreSQL benchmarks' schema and data, sourced by
-# bench/pg.sh and bench/verify.sh --pg (which define psql() first).
+# bench/pgdata.sh - the PostgreSQL benchmarks' cluster, schema and data,
+# sourced by bench/pg.sh, bench/verify.sh --pg and bench/capture.sh --pg.
 #
+#   pg_bench_cluster HERE DIR  start a throw-away cluster in DIR
+#                              (scripts/pgcluster.sh of the checkout HERE) with
+#                              1 GB of shared buffers; sets pgbin and psql();
+#                              returns pgcluster.sh's status (77: no server)
 #   pg_bench_schema DB...     the tables (primary and foreign keys, a bigserial)
 #   pg_bench_data DB TOTAL    three teams, 60 channels, TOTAL posts whose ids
 #                             interleave the teams (team 1 gets 5 of every 7),
 #                             a reaction on every fifth post
+
+pg_bench_cluster() {
+    local here=$1 dir=$2
+    chmod 755 "$(dirname "$dir")" # the cluster may run as another user (pgcluster.sh as root)
+    "$here/scripts/pgcluster.sh" start "$dir" >/dev/null || return $?
+    pgbin=$("$here/scripts/pgcluster.sh" bindir)
+    psql() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+    # the test cluster's 32 MB of shared buffers would make both sides read the
+    # tables through the kernel on every probe; a server holds its working set
+    psql -d "$("$here/scripts/pgcluster.sh" url "$dir")" -c "ALTER SYSTEM SET shared_buffers = '1GB'"
+    "$here/scripts/pgcluster.sh" stop "$dir" >/dev/null
+    "$here/scripts/pgcluster.sh" start "$dir" >/dev/null
+}
 
 pg_bench_schema() {
     local schema="
