@@ -115,6 +115,12 @@ INSERT INTO audit_log(team_id, what) SELECT t, 'event ' || k || ' of team ' || t
 
 # Documents keyed by numeric, their pages' foreign key deferred: children
 # written before their parents, keys whose text differs (2.0, 2.00).
+CONF_TABLES = """
+-- the test config's exclude and [table tags] name these
+CREATE TABLE audit_log (id bigint PRIMARY KEY);
+CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
+"""
+
 DOCS_SCHEMA = """
 CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
 CREATE TABLE docs (id numeric PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
@@ -582,13 +588,10 @@ COMMIT;""")
         another tenant's late child does not. Oracle: SQL joins over the
         source."""
         self.src_url = createdb("src")
-        psql(self.src_url, DOCS_SCHEMA + """
+        psql(self.src_url, DOCS_SCHEMA + CONF_TABLES + """
 CREATE TABLE spots (x double precision PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id));
 CREATE TABLE pins (id bigint PRIMARY KEY, x double precision NOT NULL
   REFERENCES spots(x) DEFERRABLE INITIALLY DEFERRED);
--- the test config's exclude and [table tags] name these
-CREATE TABLE audit_log (id bigint PRIMARY KEY);
-CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
 INSERT INTO teams VALUES (1, 'one'), (2, 'two');
 INSERT INTO docs VALUES (1, 1, 'first'), (7, 2, 'theirs');
 INSERT INTO pages VALUES (1, 1, 'p1'), (2, 7, 'theirs');
@@ -709,26 +712,21 @@ INSERT INTO public.posts(channel_id, body)
                 # the move first, the post while it is uncommitted
                 self.session_do(mover, "BEGIN; UPDATE channels SET team_id = 2 WHERE id = %s;"
                                 % c1)
-                writer.stdin.write(("INSERT INTO posts(channel_id, body) VALUES "
-                                    "(%s, 'written while its channel moved');\n"
-                                    "\\echo ferry-test-done\n" % c1).encode())
-                writer.stdin.flush()
+                self.session_send(writer, "INSERT INTO posts(channel_id, body) VALUES "
+                                          "(%s, 'written while its channel moved');" % c1)
                 time.sleep(0.5)
                 self.session_do(mover, "COMMIT;")
-                self.session_do(writer, "")
+                self.session_wait(writer)
                 # the post first, uncommitted, then the move
                 self.session_do(writer, "BEGIN; INSERT INTO posts(channel_id, body) VALUES "
                                         "(%s, 'written before its channel moved');" % c2)
-                mover.stdin.write(("UPDATE channels SET team_id = 2 WHERE id = %s;\n"
-                                   "\\echo ferry-test-done\n" % c2).encode())
-                mover.stdin.flush()
+                self.session_send(mover, "UPDATE channels SET team_id = 2 WHERE id = %s;" % c2)
                 time.sleep(0.5)
                 self.session_do(writer, "COMMIT;")
-                self.session_do(mover, "")
+                self.session_wait(mover)
             finally:
                 for p in (mover, writer):
-                    p.stdin.close()
-                    p.wait(timeout=30)
+                    self.close_session(p)
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url, tenant=2)
             self.assertEqual(psql(self.dst_url, "SELECT body FROM posts WHERE body LIKE "
@@ -745,10 +743,7 @@ INSERT INTO public.posts(channel_id, body)
         (5.0 against 5.00). It reaches the target; nothing is left waiting.
         Oracle: SQL joins over the source."""
         self.src_url = createdb("src")
-        psql(self.src_url, DOCS_SCHEMA + """
--- the test config's exclude and [table tags] name these
-CREATE TABLE audit_log (id bigint PRIMARY KEY);
-CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
+        psql(self.src_url, DOCS_SCHEMA + CONF_TABLES + """
 INSERT INTO teams VALUES (1, 'one'), (2, 'two');
 INSERT INTO docs VALUES (1, 1, 'first');
 INSERT INTO pages VALUES (1, 1, 'p1');
@@ -768,8 +763,7 @@ INSERT INTO pages VALUES (1, 1, 'p1');
                                    "transaction')")
                 self.session_do(writer, "COMMIT;")
             finally:
-                writer.stdin.close()
-                writer.wait(timeout=30)
+                self.close_session(writer)
             self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(),
                              "0", "a note is left waiting")
             self.sync("--quiet")
@@ -784,14 +778,11 @@ INSERT INTO pages VALUES (1, 1, 'p1');
         trigger looks for, so it is adopted in the same transaction and
         reaches the target. Oracle: SQL joins over the source."""
         self.src_url = createdb("src")
-        psql(self.src_url, """
+        psql(self.src_url, CONF_TABLES + """
 CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
 CREATE TABLE days (at timestamptz PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id));
 CREATE TABLE notes (id bigint PRIMARY KEY, at timestamptz NOT NULL
   REFERENCES days(at) DEFERRABLE INITIALLY DEFERRED, body text);
--- the test config's exclude and [table tags] name these
-CREATE TABLE audit_log (id bigint PRIMARY KEY);
-CREATE TABLE tags (name text PRIMARY KEY, team_ref bigint);
 INSERT INTO teams VALUES (1, 'one'), (2, 'two');
 INSERT INTO days VALUES ('2024-01-01 00:00+00', 1);
 INSERT INTO notes VALUES (1, '2024-01-01 00:00+00', 'first');
@@ -938,8 +929,16 @@ COMMIT;
 
     def session_do(self, p, sql):
         """Run sql in session p and wait until psql has done it."""
+        self.session_send(p, sql)
+        self.session_wait(p)
+
+    def session_send(self, p, sql):
+        """Give session p sql to run, without waiting (session_wait waits)."""
         p.stdin.write((sql + "\n\\echo ferry-test-done\n").encode())
         p.stdin.flush()
+
+    def session_wait(self, p):
+        """Wait until session p has done what session_send gave it; no ERROR."""
         out = b""
         while not out.endswith(b"ferry-test-done\n"):
             c = p.stdout.read(1)
