@@ -1397,7 +1397,7 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
                             "p1 text NOT NULL DEFAULT '', p2 text NOT NULL DEFAULT '', "
                             "p3 text NOT NULL DEFAULT '', "
                             "PRIMARY KEY (ptbl, ctbl, p0, p1, p2, p3));\n"
-                            /* read by the trigger functions (freeze.h); as freeze.c makes it */
+                            /* migration mode (freeze.h): the trigger functions read it */
                             "CREATE TABLE IF NOT EXISTS _ferry_frozen(tenant text PRIMARY KEY, "
                             "since bigint NOT NULL, reason text);\n",
                             col_type(ri, ri->cols[ferry_table_pkcol(ri, 0)].name));

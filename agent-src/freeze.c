@@ -201,39 +201,26 @@ static const char pg_drop_sql[] =
 
 int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
-    int pg = ferry_db_engine(db) == FERRY_ENGINE_PG;
-    struct ferry_buf sql;
-    int rc;
+    int rc = ferry_db_begin(db, err);
 
-    ferry_buf_init(&sql, SQL_MAX);
-    rc = ferry_db_begin(db, err);
     if (rc)
-        goto out;
-    rc = ferry_db_exec(db,
-                       pg ? "CREATE TABLE IF NOT EXISTS _ferry_frozen(tenant text PRIMARY KEY, "
-                            "since bigint NOT NULL, reason text)"
-                          : "CREATE TABLE IF NOT EXISTS _ferry_frozen(tenant NOT NULL PRIMARY KEY, "
-                            "since INTEGER NOT NULL, reason TEXT)",
-                       err);
-    if (rc)
-        goto rollback;
-    if (!pg) {
-        rc = sqlite_rebuild(db, s, err);
-        if (rc)
-            goto rollback;
-        rc = ferry_db_commit(db, err);
-        goto out;
+        return rc;
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
+        /* capture's install made _ferry_frozen, which its functions read */
+        rc = ferry_db_exec(db, pg_drop_sql, err);
+    } else {
+        rc = ferry_db_exec(db,
+                           "CREATE TABLE IF NOT EXISTS _ferry_frozen(tenant NOT NULL PRIMARY KEY, "
+                           "since INTEGER NOT NULL, reason TEXT)",
+                           err);
+        if (!rc)
+            rc = sqlite_rebuild(db, s, err);
     }
-    rc = ferry_db_exec(db, pg_drop_sql, err);
-    if (rc)
-        goto rollback;
-    rc = ferry_db_commit(db, err);
-    goto out;
-rollback:
-    ferry_db_rollback(db);
-out:
-    ferry_buf_release(&sql);
-    return rc;
+    if (rc) {
+        ferry_db_rollback(db);
+        return rc;
+    }
+    return ferry_db_commit(db, err);
 }
 
 int ferry_freeze_uninstall(struct ferry_db *db, struct ferry_error *err)

@@ -48,10 +48,11 @@
 #define FERRY_FREEZE_WAIT_SECS 45
 
 /*
- * Create _ferry_frozen when missing and (re)create the freeze triggers for
- * every table of s (SQLite; on PostgreSQL drop those of earlier versions),
- * in one transaction; frozen tenants stay frozen. Idempotent. Call after
- * ferry_capture_install (which drops every _ferry_ trigger it finds).
+ * SQLite: create _ferry_frozen when missing and (re)create the freeze
+ * triggers for every table of s. PostgreSQL: drop the freeze triggers of
+ * earlier versions (ferry_capture_install made _ferry_frozen and the
+ * check). One transaction; frozen tenants stay frozen. Idempotent. Call
+ * after ferry_capture_install (which drops every _ferry_ trigger it finds).
  */
 int ferry_freeze_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err);
 /*
