@@ -108,15 +108,60 @@ static int add_keymap_delete(struct ferry_buf *b, const struct ferry_table_info 
 }
 
 /*
+ * Log a 'D' for the row ctx ("OLD.", "NEW.") in the tenant the keymap
+ * remembers for its key, when cond (SQL, beside the key map's row km) holds.
+ */
+static int add_tombstone(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                         const char *ctx, const char *cond)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = add_log_head(b, ti, "D");
+
+    if (!rc)
+        rc = ferry_buf_adds(b, "km.\"_ferry_tenant\", ");
+    if (!rc)
+        rc = add_keys(b, s, t, ctx);
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "km.", ctx);
+    if (!rc && cond)
+        rc = ferry_buf_addf(b, " AND (%s)", cond);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
+    return rc;
+}
+
+/*
  * SQLite: keymap refresh for the row NEW: drop its entry, insert it again
  * with the tenant computed from the database as it is now, then log a 'U'
  * for the tenant it landed in (none when it belongs to no tenant).
  * PostgreSQL's trigger functions do it with variables (pg_insert_body).
+ *
+ * An entry there before, for another tenant, is a row that REPLACE
+ * (INSERT OR REPLACE, UPDATE OR REPLACE) deleted to make room for NEW:
+ * SQLite fires no delete trigger for it unless the application's
+ * connection set recursive_triggers. That tenant gets its 'D' here.
  */
 static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = add_keymap_delete(b, ti, "NEW.");
+    struct ferry_buf cond;
+    int rc;
+
+    ferry_buf_init(&cond, SQL_MAX);
+    rc = ferry_buf_adds(&cond, "km.\"_ferry_tenant\" IS NOT ");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "NEW.", &cond);
+    if (!rc)
+        rc = add_tombstone(b, s, t, "NEW.", cond.data);
+    ferry_buf_release(&cond);
+    if (!rc)
+        rc = add_keymap_delete(b, ti, "NEW.");
 
     if (!rc)
         rc = ferry_buf_adds(b, "INSERT INTO ");
@@ -146,32 +191,6 @@ static int add_refresh_new(struct ferry_buf *b, const struct ferry_scope *s, siz
         rc = ferry_buf_adds(b, " WHERE ");
     if (!rc)
         rc = ferry_scope_keymatch(b, ti, "", "NEW.");
-    if (!rc)
-        rc = ferry_buf_adds(b, ";\n");
-    return rc;
-}
-
-/* Log a 'D' for OLD in the tenant the keymap remembers, when cond (SQL) holds. */
-static int add_tombstone_old(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
-                             const char *cond)
-{
-    const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = add_log_head(b, ti, "D");
-
-    if (!rc)
-        rc = ferry_buf_adds(b, "km.\"_ferry_tenant\", ");
-    if (!rc)
-        rc = add_keys(b, s, t, "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, " FROM ");
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS km WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "km.", "OLD.");
-    if (!rc && cond)
-        rc = ferry_buf_addf(b, " AND (%s)", cond);
     if (!rc)
         rc = ferry_buf_adds(b, ";\n");
     return rc;
@@ -239,6 +258,7 @@ static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, 
 #define PG_O "\"_ferry_o\""
 #define PG_OT "\"_ferry_ot\""
 #define PG_FZ "\"_ferry_fz\""
+#define PG_FT "\"_ferry_ft\"" /* the truncate's frozen tenant */
 #define PG_ANY_FROZEN "EXISTS (SELECT 1 FROM _ferry_frozen)"
 #define PG_FERRY_SETTINGS "SET LOCAL enable_seqscan TO off;\n"
 
@@ -636,7 +656,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = add_touch_children(b, s, t, 0);
     if (!rc)
-        rc = add_tombstone_old(b, s, t, cond.data);
+        rc = add_tombstone(b, s, t, "OLD.", cond.data);
     if (!rc)
         rc = add_keymap_delete(b, ti, "OLD.");
     if (!rc)
@@ -661,7 +681,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, " BEGIN\n");
     if (!rc)
-        rc = add_tombstone_old(b, s, t, NULL);
+        rc = add_tombstone(b, s, t, "OLD.", NULL);
     if (!rc)
         rc = add_keymap_delete(b, ti, "OLD.");
     if (!rc)
@@ -731,7 +751,8 @@ static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti
     if (!rc)
         rc = ferry_buf_add_ident(b, ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, " FOR EACH ROW EXECUTE FUNCTION ");
+        rc = ferry_buf_addf(b, " FOR EACH %s EXECUTE FUNCTION ",
+                            strcmp(event, "TRUNCATE") ? "ROW" : "STATEMENT");
     if (!rc)
         rc = add_trigger_name(b, kind, ti->name);
     /*
@@ -908,6 +929,53 @@ static int pg_insert_body(struct ferry_buf *b, const struct ferry_scope *s, size
     return rc ? rc : add_orphan_adopt(b, s, t, 1);
 }
 
+/*
+ * An update changed the row's key (PostgreSQL). One statement may move keys
+ * onto each other's old values (a deferrable key: positions shifted up, two
+ * rows' keys swapped), and the row triggers run when the statement ends,
+ * one row after the other. So the old key's entry in the key map may
+ * already be another row's, written by that row's trigger: PG_OT may be
+ * that row's tenant, and the entry must stay. The row's tenant before is
+ * therefore also taken from its old values (its parents as they are now),
+ * and that tenant gets a 'D' too when it differs (a 'D' for a key still in
+ * a tenant is harmless: the producer sends current images); the entry
+ * goes only when no row holds the old key now.
+ */
+static int pg_add_key_left(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = add_log_head(b, ti, "D");
+
+    if (!rc)
+        rc = ferry_buf_adds(b, "\"_ferry_w\".\"t\", ");
+    if (!rc)
+        rc = add_keys(b, s, t, "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM (SELECT ");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "OLD.", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"t\") AS \"_ferry_w\" WHERE \"_ferry_w\".\"t\" "
+                               "IS DISTINCT FROM " PG_OT " AND \"_ferry_w\".\"t\" IS NOT NULL;\n");
+    if (!rc)
+        rc = ferry_buf_adds(b, "DELETE FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "", "OLD.");
+    if (!rc)
+        rc = ferry_buf_adds(b, " AND NOT EXISTS (SELECT 1 FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", "OLD.");
+    return rc ? rc : ferry_buf_adds(b, ");\n");
+}
+
 static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
@@ -940,7 +1008,7 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     if (!rc)
         rc = ferry_buf_addf(b, "END IF;\nIF %s THEN\n", moved.data);
     if (!rc)
-        rc = add_keymap_delete(b, ti, "OLD.");
+        rc = pg_add_key_left(b, s, t);
     if (!rc)
         rc = ferry_buf_addf(
             b, "END IF;\nIF " PG_O " IS NULL THEN\nIF " PG_OT " IS NOT NULL OR %s THEN\n",
@@ -966,6 +1034,43 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
         rc = add_orphan_adopt(b, s, t, 1);
     ferry_buf_release(&moved);
     return rc;
+}
+
+/*
+ * TRUNCATE fires no row trigger: a statement trigger gives every key the
+ * key map holds a 'D' in its tenant and empties the map, after the freeze
+ * check of every tenant it held. Cascades (TRUNCATE ... CASCADE) fire each
+ * table's own.
+ */
+static int pg_truncate_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "SELECT f.tenant INTO " PG_FT " FROM _ferry_frozen f WHERE "
+                               "pg_catalog.current_setting('session_replication_role') <> "
+                               "'replica' AND EXISTS (SELECT 1 FROM ");
+
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(
+            b, " AS km WHERE km.\"_ferry_tenant\"::text = f.tenant) LIMIT 1;\n"
+               "IF " PG_FT " IS NOT NULL THEN\nRAISE EXCEPTION 'tenant % " FERRY_FROZEN_MSG
+               "', " PG_FT " USING ERRCODE = 'object_not_in_prerequisite_state';\nEND IF;\n");
+    if (!rc)
+        rc = add_log_head(b, ti, "D");
+    if (!rc)
+        rc = ferry_buf_adds(b, "km.\"_ferry_tenant\", ");
+    if (!rc)
+        rc = add_keys(b, s, t, "km.");
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km;\nDELETE FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    return rc ? rc : ferry_buf_adds(b, ";\n");
 }
 
 /* The freeze check, then one statement: the key map's entry goes, its tenant gets the 'D'. */
@@ -1107,6 +1212,12 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
         rc = pg_delete_body(&body, s, t);
     if (!rc)
         rc = pg_add_trigger(b, ti, "d", "DELETE", settings.data, decl.data, body.data);
+    ferry_buf_reset(&body);
+    if (!rc)
+        rc = pg_truncate_body(&body, s, t);
+    if (!rc)
+        rc = pg_add_trigger(b, ti, "t", "TRUNCATE", settings.data, "DECLARE " PG_FT " text;\n",
+                            body.data);
     ferry_buf_release(&settings);
     ferry_buf_release(&body);
     ferry_buf_release(&decl);
@@ -1243,7 +1354,7 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
         "  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         "  WHERE ? AND n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
         "  AND c.relname LIKE '\\_ferry\\_%') AS x";
-    const char *re = all_objects ? "^_ferry_" : "^_ferry_[iud]_";
+    const char *re = all_objects ? "^_ferry_" : "^_ferry_[iudt]_";
     struct ferry_value args[3];
     struct ferry_stmt *st = NULL;
     struct ferry_value v;
@@ -1298,9 +1409,13 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * depends on them (pg_table_sql); install
  * notes waiting children afresh (ORPHANS_RESET); the trigger functions'
  * search_path ends with pg_temp, and the freeze triggers' (freeze.c) is
- * pinned too.
+ * pinned too. 5: on PostgreSQL, an update that changes a row's key keeps
+ * the old key's entry when another row of the statement took that key,
+ * and logs a 'D' for the tenant its old values name (pg_add_key_left), and
+ * TRUNCATE is captured (pg_truncate_body); on SQLite, a row that REPLACE
+ * deleted gets its tenant's 'D' (add_refresh_new).
  */
-#define CAPTURE_VERSION 4
+#define CAPTURE_VERSION 5
 
 /*
  * Install notes the waiting children again from the data (add_orphan_note's

@@ -809,6 +809,120 @@ COMMIT;
                              psql(self.src_url, notes))
             self.assertIn("2|before its day", psql(self.dst_url, notes))
 
+    def tenant_targets(self, url, tenants, name="dst"):
+        """A PostgreSQL target per tenant, each with its own config and
+        state: {tenant: (config, database URL)}."""
+        out = {}
+        for t in tenants:
+            self.make_target(url, tenant=t, db=createdb("%s%d" % (name, t)))
+            conf = ft.write_dst_conf(self.path("%s-%d.conf" % (name, t)), self.dst_db,
+                                     self.path("%s-%d.state" % (name, t)), t, url,
+                                     identity=ft.test_key("dst-%d" % t),
+                                     public_key=ft.test_key("src") + ".pub")
+            out[t] = (conf, self.dst_db)
+        return out
+
+    def test_keys_shifted_and_swapped_in_one_statement(self):
+        """One statement moving keys onto each other's old values, as a
+        deferrable key allows: the positions of a list shifted up (the row
+        taking a key updated before the row leaving it), and two tenants'
+        rows swapping keys. Each tenant's target gets exactly its rows, a
+        later delete of a shifted row reaches it, and a fresh copy has them
+        all. Oracle: SQL over the source, tenant by tenant."""
+        self.src_url = createdb("src")
+        psql(self.src_url, CONF_TABLES + """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE lists (id bigint PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id));
+CREATE TABLE items (list_id bigint NOT NULL REFERENCES lists(id), pos int NOT NULL, body text,
+  PRIMARY KEY (list_id, pos) DEFERRABLE);
+CREATE TABLE notes (id int PRIMARY KEY DEFERRABLE, team_id bigint NOT NULL REFERENCES teams(id),
+  body text);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO lists VALUES (1, 1), (2, 2);
+INSERT INTO items SELECT l, p, 'item ' || l || '.' || p
+  FROM generate_series(1, 2) l, generate_series(1, 5) p ORDER BY l, p;
+INSERT INTO notes VALUES (1, 1, 'note of one'), (2, 2, 'note of two');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        oracle = {
+            "items": "SELECT i.list_id, i.pos, i.body FROM items i JOIN lists l "
+                     "ON l.id = i.list_id WHERE l.team_id = %d ORDER BY 1, 2",
+            "notes": "SELECT id, team_id, body FROM notes WHERE team_id = %d ORDER BY id",
+        }
+
+        def assert_targets(targets, when):
+            for t, (conf, db) in targets.items():
+                for table, q in oracle.items():
+                    self.assertEqual(psql(db, q.replace(" WHERE l.team_id = %d", "")
+                                          .replace(" WHERE team_id = %d", "")),
+                                     psql(self.src_url, q % t),
+                                     "%s of tenant %d %s" % (table, t, when))
+
+        def sync_all(targets):
+            for conf, _ in targets.values():
+                cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+
+        with self.serve() as srv:
+            targets = self.tenant_targets(srv.url, (1, 2))
+            sync_all(targets)
+            assert_targets(targets, "after the copy")
+            psql(self.src_url, """
+UPDATE items SET pos = pos + 1 WHERE list_id = 1;
+INSERT INTO items VALUES (1, 1, 'new first');
+UPDATE notes SET id = 3 - id;
+""")
+            # the shift ran in key order: the row taking pos 2 before the one leaving it
+            self.assertEqual(psql(self.src_url, "SELECT body FROM items WHERE list_id = 1 "
+                                                "AND pos = 2").strip(), "item 1.1")
+            sync_all(targets)
+            assert_targets(targets, "after the shift and the swap")
+            psql(self.src_url, "DELETE FROM items WHERE list_id = 1 AND pos IN (2, 4); "
+                               "DELETE FROM notes WHERE id = 2")
+            sync_all(targets)
+            assert_targets(targets, "after deletes of shifted and swapped rows")
+            self.assertEqual(psql(targets[1][1], "SELECT count(*) FROM notes").strip(), "0")
+            fresh = self.tenant_targets(srv.url, (1, 2), "fresh")
+            sync_all(fresh)
+            assert_targets(fresh, "in a fresh copy")
+
+    def test_truncate_reaches_the_target(self):
+        """TRUNCATE fires no row trigger: the tenant's target loses the
+        rows all the same, cascades included, and a truncate that would
+        take a frozen tenant's rows is refused with the migration's error.
+        Oracle: the source's tables (assertPgCopy)."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            psql(self.src_url, "TRUNCATE reactions")
+            self.assertNotEqual(psql(self.dst_url, "SELECT count(*) FROM reactions").strip(), "0")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM reactions").strip(), "0")
+
+            cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "2"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            out = psql_refused(self.src_url, "TRUNCATE channels CASCADE")
+            self.assertIn("tenant 2 is frozen for migration", out)
+            self.assertNotEqual(psql(self.src_url, "SELECT count(*) FROM posts").strip(), "0")
+            cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "2"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+
+            # posts, kinds and events go with their channels
+            psql(self.src_url, "TRUNCATE channels CASCADE")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts").strip(), "0")
+            # and the tables fill again, keys reused
+            psql(self.src_url, "INSERT INTO channels(id, team_id, name) VALUES (1, 1, 'again'); "
+                               "INSERT INTO posts(id, channel_id, body) VALUES (1, 1, 'again')")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT body FROM posts").strip(), "again")
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""

@@ -156,6 +156,42 @@ class SyncTest(ft.FerryTestCase):
                              ("sync", "OK", 0, 0), run)
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
+    def test_replace_takes_rows_from_tenants(self):
+        """SQLite's REPLACE conflict resolution deletes the row holding the
+        key without firing its delete trigger (unless the application set
+        recursive_triggers): INSERT OR REPLACE and UPDATE OR REPLACE that take
+        a key from one tenant into another, and one that stays in the
+        tenant. The tenant that lost the row loses it on its target too.
+        Oracle: the tenant's rows in the source (assertTenantCopy)."""
+        self.make_source(teams=3, posts_per_team=50)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            conn = ft.source_conn(self.src_db)
+            try:
+                quiet = ids(conn, "SELECT p.id FROM posts p JOIN channels c "
+                                  "ON c.id = p.channel_id WHERE c.team_id = 1 AND p.id NOT IN "
+                                  "(SELECT post_id FROM reactions) ORDER BY p.id")
+                conn.execute("BEGIN")
+                conn.execute("INSERT OR REPLACE INTO tags(name, team_ref) "
+                             "VALUES ('team1-tag0', 2)")
+                conn.execute("UPDATE OR REPLACE tags SET name = 'team1-tag1' "
+                             "WHERE name = 'team2-tag1'")
+                conn.execute("INSERT OR REPLACE INTO posts(id, channel_id, body) "
+                             "VALUES (?, ?, 'taken by team 2')", (quiet[0], team_channels(conn, 2)[0]))
+                conn.execute("INSERT OR REPLACE INTO settings(team_id, key, value) "
+                             "VALUES (1, 'theme', 'replaced')")
+                conn.execute("COMMIT")
+                # the oracle sees what the test means: rows gone from team 1
+                self.assertEqual(conn.execute("SELECT team_ref FROM tags WHERE name IN "
+                                              "('team1-tag0', 'team1-tag1')").fetchall(),
+                                 [(2,), (2,)])
+            finally:
+                conn.close()
+            self.assertIn(("text", b"team1-tag1"), [r[0] for r in ft.table_rows(self.dst_db, "tags")])
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
     def test_move_channel_out_of_tenant(self):
         # A channel that moves from team 1 to team 3 leaves team 1 with its
         # posts, reactions and kinds, though none of those rows changed.
