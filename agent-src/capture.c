@@ -92,9 +92,12 @@ static int add_pairs(struct ferry_buf *b, const char *sep, const char *lctx, cha
     return rc;
 }
 
-/* DELETE FROM the key map of ti WHERE its key = ctx's ("OLD.", "NEW."); */
-static int add_keymap_delete(struct ferry_buf *b, const struct ferry_table_info *ti,
-                             const char *ctx)
+/*
+ * DELETE FROM the key map of ti WHERE its key = ctx's ("OLD.", "NEW."),
+ * and with unless_held, only when no row of ti holds that key now.
+ */
+static int add_keymap_delete_if(struct ferry_buf *b, const struct ferry_table_info *ti,
+                                const char *ctx, int unless_held)
 {
     int rc = ferry_buf_adds(b, "DELETE FROM ");
 
@@ -104,7 +107,24 @@ static int add_keymap_delete(struct ferry_buf *b, const struct ferry_table_info 
         rc = ferry_buf_adds(b, " WHERE ");
     if (!rc)
         rc = ferry_scope_keymatch(b, ti, "", ctx);
+    if (!rc && unless_held) {
+        rc = ferry_buf_adds(b, " AND NOT EXISTS (SELECT 1 FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
+        if (!rc)
+            rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", ctx);
+        if (!rc)
+            rc = ferry_buf_adds(b, ")");
+    }
     return rc ? rc : ferry_buf_adds(b, ";\n");
+}
+
+static int add_keymap_delete(struct ferry_buf *b, const struct ferry_table_info *ti,
+                             const char *ctx)
+{
+    return add_keymap_delete_if(b, ti, ctx, 0);
 }
 
 /*
@@ -957,23 +977,7 @@ static int pg_add_key_left(struct ferry_buf *b, const struct ferry_scope *s, siz
     if (!rc)
         rc = ferry_buf_adds(b, " AS \"t\") AS \"_ferry_w\" WHERE \"_ferry_w\".\"t\" "
                                "IS DISTINCT FROM " PG_OT " AND \"_ferry_w\".\"t\" IS NOT NULL;\n");
-    if (!rc)
-        rc = ferry_buf_adds(b, "DELETE FROM ");
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "", "OLD.");
-    if (!rc)
-        rc = ferry_buf_adds(b, " AND NOT EXISTS (SELECT 1 FROM ");
-    if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", "OLD.");
-    return rc ? rc : ferry_buf_adds(b, ");\n");
+    return rc ? rc : add_keymap_delete_if(b, ti, "OLD.", 1);
 }
 
 static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
