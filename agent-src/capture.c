@@ -1041,10 +1041,28 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
 }
 
 /*
- * TRUNCATE fires no row trigger: a statement trigger gives every key the
- * key map holds a 'D' in its tenant and empties the map, after the freeze
- * check of every tenant it held. Cascades (TRUNCATE ... CASCADE) fire each
- * table's own.
+ * km's key is held by no row of ti now: " NOT EXISTS (...)", beside the
+ * key map's row km.
+ */
+static int add_key_gone(struct ferry_buf *b, const struct ferry_table_info *ti)
+{
+    int rc = ferry_buf_adds(b, " NOT EXISTS (SELECT 1 FROM ");
+
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", "km.");
+    return rc ? rc : ferry_buf_adds(b, ")");
+}
+
+/*
+ * TRUNCATE fires no row trigger. A statement trigger on the table and on
+ * each of its partitions (a partition can be truncated alone) takes the
+ * key map's entries whose key no row holds any more, and gives each a 'D'
+ * in its tenant, after the freeze check of those tenants. Cascades
+ * (TRUNCATE ... CASCADE) fire each table's own.
  */
 static int pg_truncate_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
@@ -1056,25 +1074,72 @@ static int pg_truncate_body(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE km.\"_ferry_tenant\"::text = f.tenant AND");
+    if (!rc)
+        rc = add_key_gone(b, ti);
+    if (!rc)
         rc = ferry_buf_adds(
-            b, " AS km WHERE km.\"_ferry_tenant\"::text = f.tenant) LIMIT 1;\n"
+            b, ") LIMIT 1;\n"
                "IF " PG_FT " IS NOT NULL THEN\nRAISE EXCEPTION 'tenant % " FERRY_FROZEN_MSG
-               "', " PG_FT " USING ERRCODE = 'object_not_in_prerequisite_state';\nEND IF;\n");
+               "', " PG_FT " USING ERRCODE = 'object_not_in_prerequisite_state';\nEND IF;\n"
+               "WITH km AS (DELETE FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km WHERE");
+    if (!rc)
+        rc = add_key_gone(b, ti);
+    if (!rc)
+        rc = ferry_buf_adds(b, " RETURNING km.*) ");
     if (!rc)
         rc = add_log_head(b, ti, "D");
     if (!rc)
         rc = ferry_buf_adds(b, "km.\"_ferry_tenant\", ");
     if (!rc)
         rc = add_keys(b, s, t, "km.");
+    return rc ? rc : ferry_buf_adds(b, " FROM km;\n");
+}
+
+/*
+ * The truncate trigger (kind "t") on every partition of ti, at any depth:
+ * PostgreSQL clones row triggers to partitions, not statement triggers. A
+ * partition attached later has none until install runs again.
+ */
+static int pg_add_partition_triggers(struct ferry_buf *b, const struct ferry_table_info *ti)
+{
+    struct ferry_buf name, rel;
+    int rc;
+
+    ferry_buf_init(&name, 1024);
+    ferry_buf_init(&rel, 1024);
+    rc = add_trigger_name(&name, "t", ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, " FROM ");
+        rc = ferry_buf_add_ident(&rel, ti->name);
     if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
+        rc = ferry_buf_adds(b, "DO $ferry$ DECLARE r pg_catalog.regclass; BEGIN\n"
+                               "FOR r IN SELECT p.relid FROM pg_catalog.pg_partition_tree(");
     if (!rc)
-        rc = ferry_buf_adds(b, " AS km;\nDELETE FROM ");
+        rc = ferry_buf_add_literal(b, rel.data);
     if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    return rc ? rc : ferry_buf_adds(b, ";\n");
+        rc = ferry_buf_adds(b, "::pg_catalog.regclass) p WHERE p.level > 0 LOOP\n"
+                               "EXECUTE pg_catalog.format('CREATE TRIGGER %s AFTER TRUNCATE ON %s "
+                               "FOR EACH STATEMENT EXECUTE FUNCTION %s(); ALTER TABLE %s "
+                               "ENABLE ALWAYS TRIGGER %s', ");
+    if (!rc)
+        rc = ferry_buf_add_literal(b, name.data);
+    if (!rc)
+        rc = ferry_buf_adds(b, ", r, ");
+    if (!rc)
+        rc = ferry_buf_add_literal(b, name.data);
+    if (!rc)
+        rc = ferry_buf_adds(b, ", r, ");
+    if (!rc)
+        rc = ferry_buf_add_literal(b, name.data);
+    if (!rc)
+        rc = ferry_buf_adds(b, ");\nEND LOOP;\nEND\n$ferry$;\n");
+    ferry_buf_release(&name);
+    ferry_buf_release(&rel);
+    return rc;
 }
 
 /* The freeze check, then one statement: the key map's entry goes, its tenant gets the 'D'. */
@@ -1222,6 +1287,8 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = pg_add_trigger(b, ti, "t", "TRUNCATE", settings.data, "DECLARE " PG_FT " text;\n",
                             body.data);
+    if (!rc)
+        rc = pg_add_partition_triggers(b, ti);
     ferry_buf_release(&settings);
     ferry_buf_release(&body);
     ferry_buf_release(&decl);
@@ -1348,6 +1415,10 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
         "  FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
         "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         "  WHERE NOT t.tgisinternal AND n.nspname = current_schema() AND t.tgname ~ ?"
+        /* a partition's clone of its parent's trigger goes with the parent's (13+) */
+        "  AND (pg_catalog.current_setting('server_version_num')::int < 130000"
+        "   OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid ="
+        "   'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = t.oid AND d.deptype = 'P'))"
         " UNION ALL SELECT 2, p.proname,"
         "  format('DROP FUNCTION IF EXISTS %I.%I();', n.nspname, p.proname)"
         "  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
@@ -1416,8 +1487,9 @@ static int pg_drop(struct ferry_db *db, int all_objects, struct ferry_error *err
  * pinned too. 5: on PostgreSQL, an update that changes a row's key keeps
  * the old key's entry when another row of the statement took that key,
  * and logs a 'D' for the tenant its old values name (pg_add_key_left), and
- * TRUNCATE is captured (pg_truncate_body); on SQLite, a row that REPLACE
- * deleted gets its tenant's 'D' (add_refresh_new).
+ * TRUNCATE is captured (pg_truncate_body), partitions' included
+ * (pg_add_partition_triggers); on SQLite, a row that REPLACE deleted gets
+ * its tenant's 'D' (add_refresh_new).
  */
 #define CAPTURE_VERSION 5
 
@@ -1765,6 +1837,42 @@ static int check_version(struct ferry_db *db, struct ferry_error *err)
     return FERRY_OK;
 }
 
+/*
+ * Warn of partitions of ti without the truncate trigger (pg_add_partition_
+ * triggers): attached after install, or by an install before version 5.
+ */
+static int pg_check_partitions(struct ferry_db *db, const struct ferry_table_info *ti,
+                               struct ferry_error *err)
+{
+    char name[FERRY_OBJNAME_SIZE];
+    struct ferry_value args[2];
+    struct ferry_buf rel;
+    int64_t n = 0;
+    int rc;
+
+    if (ferry_scope_objname(name, "t", ti->name))
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a trigger");
+    ferry_buf_init(&rel, 1024);
+    rc = ferry_buf_add_ident(&rel, ti->name);
+    if (rc)
+        return ferry_error_set(err, rc, "table name too long");
+    args[0] = ferry_value_text(rel.data, rel.len);
+    args[1] = ferry_value_text(name, strlen(name));
+    rc = ferry_db_query_int(
+        db,
+        "SELECT count(*) FROM pg_catalog.pg_partition_tree(CAST(? AS "
+        "pg_catalog.regclass)) p WHERE p.level > 0 AND NOT EXISTS (SELECT 1 "
+        "FROM pg_catalog.pg_trigger g WHERE g.tgrelid = p.relid AND g.tgname = ?)",
+        args, 2, &n, err);
+    if (!rc && n > 0)
+        log_warn("%" PRId64 " partitions of %s have no truncate trigger (attached after install): "
+                 "a TRUNCATE of one would not reach the targets; run ferry-src install --config "
+                 "C again",
+                 n, ti->name);
+    ferry_buf_release(&rel);
+    return rc;
+}
+
 int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
     int exists = 0;
@@ -1819,7 +1927,10 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
                                        s->tables[t].info.name);
         }
     }
-    return check_version(db, err);
+    rc = check_version(db, err);
+    for (size_t t = 0; t < s->ntables && !rc && ferry_db_engine(db) == FERRY_ENGINE_PG; t++)
+        rc = pg_check_partitions(db, &s->tables[t].info, err);
+    return rc;
 }
 
 int ferry_capture_pruned(struct ferry_db *db, int64_t *below, struct ferry_error *err)
