@@ -188,7 +188,10 @@ static int sqlite_rebuild(struct ferry_db *db, const struct ferry_scope *s, stru
 static const char pg_drop_sql[] =
     "DO $ferry$ DECLARE r record; BEGIN\n"
     "  FOR r IN SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t\n"
-    "      WHERE t.tgname LIKE '\\_ferry\\_frz\\_%' LOOP\n"
+    "      WHERE t.tgname LIKE '\\_ferry\\_frz\\_%' AND NOT t.tgisinternal\n"
+    /* a partition's clone of its parent's trigger after the parent's, which takes it along */
+    "      ORDER BY EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_trigger'::regclass\n"
+    "          AND d.objid = t.oid AND d.deptype = 'P') LOOP\n"
     "    EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', r.tgname, r.rel);\n"
     "  END LOOP;\n"
     "  FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p\n"
