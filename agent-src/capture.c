@@ -746,6 +746,17 @@ static const char *col_type(const struct ferry_table_info *ti, const char *name)
     return c >= 0 && ti->cols[c].type ? ti->cols[c].type : "";
 }
 
+/*
+ * How ferry's trigger functions begin. SECURITY DEFINER: they run with the
+ * rights of the role that ran install, which owns ferry's tables, whatever
+ * role the application writes as (one allowed its own tables and nothing
+ * else: without it, install would make every write of such an
+ * application fail on ferry's tables). Each pins its search_path (ending
+ * with pg_temp), as such a function must; a trigger function cannot be
+ * called other than by its trigger.
+ */
+#define PG_FN_HEAD "() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+
 /* One trigger function and its AFTER ... FOR EACH ROW trigger. body ends with ";\n". */
 static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti, const char *kind,
                           const char *event, const char *settings, const char *decl,
@@ -761,8 +772,8 @@ static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti
         rc = add_trigger_name(b, kind, ti->name);
     if (!rc)
         rc = ferry_buf_addf(b,
-                            "() RETURNS trigger LANGUAGE plpgsql%s AS $ferry$\n%sBEGIN\n%s"
-                            "RETURN NULL;\nEND\n$ferry$;\nCREATE TRIGGER ",
+                            PG_FN_HEAD "%s AS $ferry$\n%sBEGIN\n%s"
+                                       "RETURN NULL;\nEND\n$ferry$;\nCREATE TRIGGER ",
                             settings, decl, body);
     if (!rc)
         rc = add_trigger_name(b, kind, ti->name);
@@ -1372,8 +1383,7 @@ static int pg_orphans_settle_sql(struct ferry_buf *b, const struct ferry_scope *
     if (!rc)
         rc = add_trigger_name(b, "i", "_ferry_orphans");
     if (!rc)
-        rc = ferry_buf_adds(b, "() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan TO off "
-                               "SET search_path TO ");
+        rc = ferry_buf_adds(b, PG_FN_HEAD " SET enable_seqscan TO off SET search_path TO ");
     if (!rc)
         rc = ferry_buf_add_ident(b, schema);
     /* the notes' text of a key was written under these (pg_table_sql) */

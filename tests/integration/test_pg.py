@@ -1011,6 +1011,46 @@ INSERT INTO files VALUES (5000, 1, 100, 'high'), (7, 1, 101, 'low');
         self.assertEqual(psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE "
                                             "'\\_ferry\\_%'").strip(), "0")
 
+    def test_application_role_without_rights_on_ferrys_tables(self):
+        """install run by another role (here the superuser) than the
+        application's, which may write its own tables and nothing else:
+        the application's inserts, updates, moves (children touched) and
+        deletes still work, reach the target, and the application's role
+        still cannot read or write ferry's tables. Oracle: assertPgCopy."""
+        self.pg_source()
+        role = "app_%d_%d" % (os.getpid(), CLUSTER["n"])
+        psql(self.src_url, """
+CREATE ROLE %(r)s LOGIN;
+GRANT USAGE ON SCHEMA public TO %(r)s;
+GRANT SELECT, INSERT, UPDATE, DELETE ON teams, users, channels, posts, reactions, settings,
+  kinds, events, blobs, tags, audit_log TO %(r)s;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO %(r)s;
+""" % {"r": role})
+        app = self.src_url.replace("user=ferrytest", "user=" + role)
+        self.assertNotEqual(app, self.src_url)
+        self.install()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            psql(app, """
+INSERT INTO posts(channel_id, body) SELECT min(id), 'by the application' FROM channels
+  WHERE team_id = 1;
+UPDATE posts SET body = 'edited by the application' WHERE id = (SELECT min(p.id) FROM posts p
+  JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1);
+UPDATE channels SET team_id = 1 WHERE id = (SELECT min(id) FROM channels WHERE team_id = 2);
+DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
+  ON c.id = p.channel_id WHERE c.team_id = 1 AND NOT EXISTS (SELECT 1 FROM reactions r
+  WHERE r.post_id = p.id) AND p.body <> 'by the application');
+""")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE body = "
+                                                "'by the application'").strip(), "1")
+            for sql in ("SELECT count(*) FROM _ferry_changes",
+                        "INSERT INTO _ferry_frozen VALUES ('1', 0, 'forged')",
+                        "DELETE FROM _ferry_k_posts"):
+                self.assertIn("permission denied", psql_refused(app, sql))
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
