@@ -62,6 +62,8 @@ struct run {
     struct fetch *deltas;
     /* streaming, and the manifest says no change of the tenant is pending */
     int idle;
+    /* streaming, and tables of the manifest were never copied (new to the scope) */
+    size_t uncopied;
 };
 
 static double now_s(void)
@@ -570,6 +572,59 @@ static void analyze_target(struct run *r, int quiet)
         log_info("target: ANALYZE of the %zu copied tables (%.2f s)", n, now_s() - t0);
 }
 
+/*
+ * Tables of the manifest whose copy the state does not record as done:
+ * while streaming, tables that joined the scope after the copy (the
+ * application created a table referencing it, and ferry-src install ran).
+ */
+static int count_uncopied(struct run *r, size_t *n, struct ferry_error *err)
+{
+    int rc = FERRY_OK;
+
+    *n = 0;
+    for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
+        struct ferry_copy_progress p;
+
+        rc = ferry_state_copy_get(r->state, r->manifest->tables[i].name, &p, err);
+        if (rc == FERRY_ENOTFOUND) {
+            ferry_error_clear(err);
+            rc = FERRY_OK;
+            p.done = 0;
+        }
+        if (!rc && !p.done)
+            (*n)++;
+    }
+    return rc;
+}
+
+/*
+ * While streaming, copy the tables that joined the scope, after this run's
+ * deltas: their rows' parents are then on the target up to the manifest's
+ * head. Whatever changes in them meanwhile is logged (install put their
+ * triggers in before their rows could be served) and comes with later
+ * deltas, as current images over the copied ones.
+ */
+static int copy_joined(struct run *r, struct ferry_error *err)
+{
+    int rc = FERRY_OK;
+
+    if (!r->uncopied)
+        return FERRY_OK;
+    deltas_stop(r); /* the client is this thread's again */
+    for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
+        struct ferry_copy_progress p;
+
+        if (ferry_state_copy_get(r->state, r->manifest->tables[i].name, &p, err) == FERRY_OK &&
+            p.done)
+            continue;
+        ferry_error_clear(err);
+        if (!r->opts->quiet)
+            log_info("copy %s: a table new to the scope", r->manifest->tables[i].name);
+        rc = copy_table(r, &r->manifest->tables[i], err);
+    }
+    return rc;
+}
+
 static int apply_deltas(struct run *r, struct ferry_error *err)
 {
     int64_t before = r->meta.hwm;
@@ -783,7 +838,10 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
          * Nothing of the tenant after the mark up to the manifest's head:
          * no change request, and the target database stays closed.
          */
-        r.idle = r.manifest->pending == 0;
+        rc = count_uncopied(&r, &r.uncopied, err);
+        if (rc)
+            goto end;
+        r.idle = r.manifest->pending == 0 && !r.uncopied;
         if (!r.idle)
             rc = deltas_start(&r, err);
         if (rc)
@@ -834,6 +892,8 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
             goto end;
     }
     rc = apply_deltas(&r, err);
+    if (!rc)
+        rc = copy_joined(&r, err);
     if (rc)
         goto end;
     /*

@@ -51,7 +51,8 @@ struct ferry_producer {
     long batch_rows;
     const struct ferry_config *cfg; /* borrowed: [mask] expressions, the database URL */
     struct snap_holder holders[FERRY_SNAPSHOT_HOLDERS];
-    int lookups_set; /* LOOKUPS_SQL is set in the read transaction of encode_current */
+    int lookups_set;     /* LOOKUPS_SQL is set in the read transaction of encode_current */
+    int64_t fingerprint; /* ferry_scope_fingerprint() of what scope was read from */
 };
 
 static int owner_join_check(const struct ferry_scope *s, size_t t, struct ferry_buf *expr,
@@ -156,6 +157,89 @@ static void warn_unanalyzed(struct ferry_producer *p)
     ferry_buf_release(&names);
 }
 
+/*
+ * Read the scope (again): the tables, then their fingerprint, checked by a
+ * second reading (a schema changed between the two is read again), then
+ * capture on every table and the masks. On failure p keeps what it had.
+ */
+static int read_scope(struct ferry_producer *p, struct ferry_error *err)
+{
+    struct ferry_scope *old = p->scope;
+    int rc = FERRY_OK;
+
+    p->scope = NULL;
+    for (int tries = 0; tries < 3; tries++) {
+        struct ferry_scope *s = NULL;
+        int64_t fp = 0, again = 0;
+
+        rc = ferry_scope_resolve(p->db, p->cfg, &s, err);
+        if (!rc)
+            rc = ferry_scope_fingerprint(p->db, s, &fp, err);
+        ferry_scope_free(p->scope);
+        p->scope = s;
+        if (!rc)
+            rc = ferry_scope_resolve(p->db, p->cfg, &s, err);
+        if (!rc) {
+            ferry_scope_free(p->scope);
+            p->scope = s;
+            rc = ferry_scope_fingerprint(p->db, s, &again, err);
+        }
+        p->fingerprint = fp;
+        if (rc || fp == again)
+            break;
+    }
+    if (!rc)
+        rc = ferry_capture_check(p->db, p->scope, err);
+    if (!rc)
+        rc = check_masks(p, err);
+    if (rc) {
+        ferry_scope_free(p->scope);
+        p->scope = old;
+    } else {
+        ferry_scope_free(old);
+    }
+    return rc;
+}
+
+/*
+ * The application may change its schema while ferry-src serves (a column
+ * added and filled, a table that now references the scope). A request
+ * served from the scope as it was would send rows without the new column,
+ * and verify would compare the columns both sides knew of and say equal.
+ * So after each request the fingerprint is asked again (after: a schema
+ * change that committed while the request read waited for its reads, which
+ * hold the tables' locks); when it moved, the answer is thrown away, the
+ * scope read again, and the request served again from it (at most twice).
+ * A snapshot page that was served is not checked (a page per few thousand
+ * rows, 0.4 ms a check on PostgreSQL): a column added during a copy has
+ * only values written after it was added, which come with the deltas, and
+ * the next manifest names it.
+ */
+static int serve_request(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                         size_t *len, struct ferry_error *err);
+
+int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                  size_t *len, struct ferry_error *err)
+{
+    for (int tries = 0;; tries++) {
+        struct ferry_error e2;
+        int64_t fp = 0;
+        int rc = serve_request(p, req, out, len, err);
+
+        if (tries == 2 || (!rc && req->type == FERRY_REQ_SNAPSHOT) ||
+            (ferry_scope_fingerprint(p->db, p->scope, &fp, &e2) == FERRY_OK &&
+             fp == p->fingerprint))
+            return rc;
+        free(*out);
+        *out = NULL;
+        *len = 0;
+        log_info("the schema of the source's tables changed; reading the scope again");
+        rc = read_scope(p, err);
+        if (rc)
+            return rc;
+    }
+}
+
 int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **out,
                         struct ferry_error *err)
 {
@@ -170,17 +254,11 @@ int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **
     rc = ferry_db_open(cfg->source.database, 0, &p->db, err);
     if (rc)
         goto fail;
-    rc = ferry_scope_resolve(p->db, cfg, &p->scope, err);
-    if (rc)
-        goto fail;
-    rc = ferry_capture_check(p->db, p->scope, err);
+    p->cfg = cfg;
+    rc = read_scope(p, err);
     if (rc)
         goto fail;
     warn_unanalyzed(p);
-    p->cfg = cfg;
-    rc = check_masks(p, err);
-    if (rc)
-        goto fail;
     *out = p;
     return FERRY_OK;
 fail:
@@ -1897,8 +1975,8 @@ static int produce_digest(struct ferry_producer *p, const struct ferry_request *
     return rc;
 }
 
-int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, char **out,
-                  size_t *len, struct ferry_error *err)
+static int serve_request(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                         size_t *len, struct ferry_error *err)
 {
     *out = NULL;
     *len = 0;

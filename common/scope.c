@@ -33,6 +33,54 @@ void ferry_scope_free(struct ferry_scope *s)
     free(s);
 }
 
+int ferry_scope_fingerprint(struct ferry_db *db, const struct ferry_scope *s, int64_t *out,
+                            struct ferry_error *err)
+{
+    struct ferry_buf sql, rels;
+    int rc = FERRY_OK;
+
+    *out = 0;
+    if (ferry_db_engine(db) != FERRY_ENGINE_PG)
+        return ferry_db_query_int(db, "PRAGMA schema_version", NULL, 0, out, err);
+    ferry_buf_init(&sql, (size_t)1 << 20);
+    ferry_buf_init(&rels, (size_t)1 << 20);
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        struct ferry_buf name;
+
+        ferry_buf_init(&name, 1024);
+        rc = ferry_buf_add_ident(&name, s->tables[t].info.name);
+        if (!rc)
+            rc = ferry_buf_adds(&rels, t ? ", " : "ARRAY[");
+        if (!rc)
+            rc = ferry_buf_add_literal(&rels, name.data);
+        if (!rc)
+            rc = ferry_buf_adds(&rels, "::pg_catalog.regclass");
+        ferry_buf_release(&name);
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&rels, "]");
+    if (!rc)
+        rc = ferry_buf_addf(
+            &sql,
+            "SELECT ('x' || pg_catalog.substr(pg_catalog.md5(COALESCE(pg_catalog.string_agg(x, "
+            "',' ORDER BY x), '')), 1, 16))::pg_catalog.bit(64)::pg_catalog.int8 FROM ("
+            "SELECT pg_catalog.concat_ws(':', a.attrelid, a.attnum, a.attname, a.atttypid, "
+            "a.atttypmod, a.attnotnull, a.attgenerated) AS x FROM pg_catalog.pg_attribute a "
+            "WHERE a.attrelid = ANY (%s) AND a.attnum > 0 AND NOT a.attisdropped UNION ALL "
+            "SELECT pg_catalog.concat_ws(':', c.oid, c.contype, c.conrelid, c.conkey, c.confrelid, "
+            "c.confkey, c.confdeltype, c.condeferrable) FROM pg_catalog.pg_constraint c "
+            "WHERE c.contype IN ('p', 'f') AND (c.conrelid = ANY (%s) OR c.confrelid = ANY (%s))"
+            ") AS f",
+            rels.data, rels.data, rels.data);
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+    else
+        rc = ferry_db_query_int(db, sql.data, NULL, 0, out, err);
+    ferry_buf_release(&sql);
+    ferry_buf_release(&rels);
+    return rc;
+}
+
 int ferry_scope_find(const struct ferry_scope *s, const char *name)
 {
     for (size_t i = 0; i < s->ntables; i++)

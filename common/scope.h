@@ -55,6 +55,16 @@ int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
                         struct ferry_scope **out, struct ferry_error *err);
 void ferry_scope_free(struct ferry_scope *s);
 
+/*
+ * A number that changes when what ferry_scope_resolve() read of s's tables
+ * may have changed: SQLite's schema version; on PostgreSQL a 64-bit digest
+ * of the tables' columns (names, types, nullability) and of the primary
+ * and foreign keys on them or pointing at them. Cheap enough to ask at
+ * every request.
+ */
+int ferry_scope_fingerprint(struct ferry_db *db, const struct ferry_scope *s, int64_t *out,
+                            struct ferry_error *err);
+
 /* Index of table name in s->tables, or -1 when out of scope. */
 int ferry_scope_find(const struct ferry_scope *s, const char *name);
 static inline const struct ferry_table_info *ferry_scope_root(const struct ferry_scope *s)

@@ -1051,6 +1051,49 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
                         "DELETE FROM _ferry_k_posts"):
                 self.assertIn("permission denied", psql_refused(app, sql))
 
+    def test_schema_changed_while_serving(self):
+        """The application adds a column and fills it while ferry-src
+        serves: the next sync stops with the schema error naming the column
+        (exit 5), nothing applied; with the column added on the target, the
+        values arrive and verify says equal. Then a table that starts
+        referencing the scope: serve asks for install, which brings its
+        rows. Oracle: assertPgCopy and SQL over the source."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            psql(self.src_url, "ALTER TABLE posts ADD COLUMN note text; "
+                               "UPDATE posts SET note = 'note ' || id")
+            before = pg_rows(self.dst_url, "posts")
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("ALTER TABLE posts ADD COLUMN note", cp.stderr)
+            self.assertEqual(pg_rows(self.dst_url, "posts"), before)
+            psql(self.dst_url, "ALTER TABLE posts ADD COLUMN note text")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertIn("note ", psql(self.dst_url, "SELECT min(note) FROM posts"))
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
+            # a new table in the scope has no capture yet: refused, and said so
+            psql(self.src_url, "CREATE TABLE pins (post_id bigint PRIMARY KEY REFERENCES posts(id), "
+                               "at text); INSERT INTO pins SELECT id, 'pinned' FROM posts")
+            cp = self.sync("--quiet", expect=None)
+            self.assertNotEqual(cp.returncode, 0)
+            self.assertIn("details in the ferry-src log", cp.stderr)
+        with open(self.path("src-%d.log" % self._nserve)) as f:
+            self.assertIn("not installed on table pins", f.read())
+        self.install()
+        with self.serve() as srv:
+            self.make_target(srv.url, db=self.dst_url)
+            self.sync("--quiet")
+            pins = ("SELECT x.post_id, x.at FROM pins x JOIN posts p ON p.id = x.post_id "
+                    "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 ORDER BY 1")
+            self.assertEqual(psql(self.dst_url, pins.replace(" WHERE c.team_id = 1", "")),
+                             psql(self.src_url, pins))
+            self.assertPgCopy(self.src_url, self.dst_url)
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""

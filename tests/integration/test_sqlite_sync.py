@@ -192,6 +192,64 @@ class SyncTest(ft.FerryTestCase):
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
+    def test_column_added_while_serving(self):
+        """The application adds a column while ferry-src serves, and fills
+        it: the next sync stops with the schema error that names the column
+        and says what to do (exit 5), nothing applied; once the target has
+        the column, the sync brings the values and verify says equal. A
+        source that kept serving its old idea of the table would have sent
+        the rows without the column, and verify would have said equal.
+        Oracle: the tenant's rows in the source (assertTenantCopy)."""
+        self.make_source(teams=3, posts_per_team=50)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            ft.on_source(self.src_db, "ALTER TABLE posts ADD COLUMN note TEXT",
+                         "UPDATE posts SET note = 'note ' || id WHERE id % 2 = 0")
+            before = ft.db_dump(self.dst_db)
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("no column note", cp.stderr)
+            self.assertIn("ALTER TABLE posts ADD COLUMN note", cp.stderr)
+            self.assertUnchanged(before, self.dst_db, "a sync that stopped on the schema")
+            ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN note TEXT")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            # and a column the application drops
+            ft.on_source(self.src_db, "ALTER TABLE posts DROP COLUMN note")
+            ft.on_source(self.dst_db, "ALTER TABLE posts DROP COLUMN note")
+            ft.on_source(self.src_db, "UPDATE posts SET body = 'after the drop' WHERE id % 5 = 0")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+            # a table that joins the scope: refused until install, then copied
+            ft.on_source(self.src_db, "CREATE TABLE pins(post_id INTEGER PRIMARY KEY "
+                                      "REFERENCES posts(id), at TEXT)",
+                         "INSERT INTO pins SELECT id, 'pinned ' || id FROM posts")
+            cp = self.sync("--quiet", expect=None)
+            self.assertNotEqual(cp.returncode, 0)
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            pins = ("SELECT x.post_id, x.at FROM pins x JOIN posts p ON p.id = x.post_id "
+                    "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 ORDER BY 1")
+            conn = ft.source_conn(self.src_db)
+            try:
+                want = conn.execute(pins).fetchall()
+            finally:
+                conn.close()
+            conn = ft.source_conn(self.dst_db)
+            try:
+                got = conn.execute("SELECT post_id, at FROM pins ORDER BY 1").fetchall()
+            finally:
+                conn.close()
+            self.assertEqual(got, want)
+            self.assertGreater(len(want), 0)
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+
     def test_move_channel_out_of_tenant(self):
         # A channel that moves from team 1 to team 3 leaves team 1 with its
         # posts, reactions and kinds, though none of those rows changed.
