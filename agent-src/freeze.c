@@ -28,6 +28,8 @@
 struct ferry_freezer {
     struct ferry_db *db;
     struct ferry_scope *scope;
+    const struct ferry_config *cfg; /* borrowed */
+    int64_t fingerprint;            /* ferry_scope_fingerprint() when scope was read */
 };
 
 static const char frozen_msg[] = FERRY_FROZEN_MSG;
@@ -249,6 +251,38 @@ int ferry_freeze_uninstall(struct ferry_db *db, struct ferry_error *err)
 
 /* ---- the freezer ---- */
 
+/*
+ * Read the scope again when its tables' schema changed since (a table that
+ * joined the scope, then install): SQLite's freeze triggers are rebuilt
+ * over the scope's tables, and a serve that runs for days must not leave a
+ * new table out. Called inside the freeze's transaction on SQLite, which
+ * holds the write lock: no schema change gets in between.
+ */
+static int freezer_scope(struct ferry_freezer *f, struct ferry_error *err)
+{
+    struct ferry_scope *s = NULL;
+    struct ferry_error e2;
+    int64_t fp = 0;
+    int rc;
+
+    if (f->scope && ferry_scope_fingerprint(f->db, f->scope, &fp, &e2) == FERRY_OK &&
+        fp == f->fingerprint)
+        return FERRY_OK;
+    rc = ferry_scope_resolve(f->db, f->cfg, &s, err);
+    if (!rc)
+        rc = ferry_scope_fingerprint(f->db, s, &fp, err);
+    if (!rc)
+        rc = ferry_capture_check(f->db, s, err);
+    if (rc) {
+        ferry_scope_free(s);
+        return rc;
+    }
+    ferry_scope_free(f->scope);
+    f->scope = s;
+    f->fingerprint = fp;
+    return FERRY_OK;
+}
+
 int ferry_freeze_open(const struct ferry_config *cfg, struct ferry_freezer **out,
                       struct ferry_error *err)
 {
@@ -259,11 +293,10 @@ int ferry_freeze_open(const struct ferry_config *cfg, struct ferry_freezer **out
     *out = NULL;
     if (!f)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    f->cfg = cfg;
     rc = ferry_db_open(cfg->source.database, 0, &f->db, err);
     if (!rc)
-        rc = ferry_scope_resolve(f->db, cfg, &f->scope, err);
-    if (!rc)
-        rc = ferry_capture_check(f->db, f->scope, err);
+        rc = freezer_scope(f, err);
     if (!rc)
         rc = ferry_db_table_exists(f->db, "_ferry_frozen", &exists, err);
     if (!rc && !exists)
@@ -486,6 +519,11 @@ int ferry_freeze_start(struct ferry_freezer *f, const char *tenant, int on, cons
     rc = ferry_db_begin(f->db, err);
     if (rc)
         return rc;
+    rc = freezer_scope(f, err);
+    if (rc) {
+        ferry_db_rollback(f->db);
+        return rc;
+    }
     if (on) {
         struct ferry_value why =
             reason ? ferry_value_text(reason, strlen(reason)) : ferry_value_null();

@@ -282,6 +282,43 @@ class CutoverTest(ft.FerryTestCase):
             conn.close()
         self.assertEqual(left, 0)
 
+    def test_cutover_after_a_table_joined_the_scope(self):
+        """The application creates a table under posts while ferry-src
+        serves; install runs; the serve that kept running freezes (through
+        ferry-dst cutover): the new table's writes for the tenant are
+        refused too, and its rows reached the target. Oracle: the source."""
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            ft.on_source(self.src_db, "CREATE TABLE pins(post_id INTEGER PRIMARY KEY "
+                                      "REFERENCES posts(id), at TEXT)",
+                         "INSERT INTO pins SELECT id, 'pinned' FROM posts")
+            cp = ft.run_src(["install", "--config", self.src_conf])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.cutover()
+            self.assertFrozen(1)
+            conn = ft.source_conn(self.src_db)
+            try:
+                post1, post2 = team_post(conn, 1), team_post(conn, 2)
+                ok, msg = try_sql(conn, "UPDATE pins SET at = 'after' WHERE post_id = ?", post1)
+                self.assertFalse(ok, "a write to the new table of the frozen tenant was accepted")
+                self.assertIn("tenant 1 " + FROZEN, msg)
+                self.assertTrue(try_sql(conn, "UPDATE pins SET at = 'after' WHERE post_id = ?",
+                                        post2)[0])
+                want = conn.execute("SELECT x.post_id, x.at FROM pins x JOIN posts p "
+                                    "ON p.id = x.post_id JOIN channels c ON c.id = p.channel_id "
+                                    "WHERE c.team_id = 1 ORDER BY 1").fetchall()
+            finally:
+                conn.close()
+            conn = ft.source_conn(self.dst_db)
+            try:
+                got = conn.execute("SELECT post_id, at FROM pins ORDER BY 1").fetchall()
+            finally:
+                conn.close()
+            self.assertEqual(got, want)
+            self.assertGreater(len(want), 0)
+
     def test_freeze_survives_reinstall_and_uninstall_removes_it(self):
         self.make_source(teams=2, posts_per_team=20)
         self.assertEqual(ft.run_src(["freeze", "--config", self.src_conf,
