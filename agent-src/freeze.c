@@ -30,6 +30,7 @@ struct ferry_freezer {
     struct ferry_scope *scope;
     const struct ferry_config *cfg; /* borrowed */
     int64_t fingerprint;            /* ferry_scope_fingerprint() when scope was read */
+    int stale;                      /* read the scope again, whatever the fingerprint */
 };
 
 static const char frozen_msg[] = FERRY_FROZEN_MSG;
@@ -265,7 +266,7 @@ static int freezer_scope(struct ferry_freezer *f, struct ferry_error *err)
     int64_t fp = 0;
     int rc;
 
-    if (f->scope && ferry_scope_fingerprint(f->db, f->scope, &fp, &e2) == FERRY_OK &&
+    if (f->scope && !f->stale && ferry_scope_fingerprint(f->db, f->scope, &fp, &e2) == FERRY_OK &&
         fp == f->fingerprint)
         return FERRY_OK;
     rc = ferry_scope_resolve(f->db, f->cfg, &s, err);
@@ -280,6 +281,7 @@ static int freezer_scope(struct ferry_freezer *f, struct ferry_error *err)
     ferry_scope_free(f->scope);
     f->scope = s;
     f->fingerprint = fp;
+    f->stale = 0;
     return FERRY_OK;
 }
 
@@ -500,8 +502,36 @@ int ferry_freeze_poll(struct ferry_freezer *f, struct ferry_freeze_wait *w, int 
     return rc;
 }
 
+static int freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
+                        int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err);
+
+/*
+ * A serve's freezer keeps its connection for days: when the server dropped
+ * it (a restart, a failover), connect again and start once more (setting
+ * or clearing the flag is idempotent, whether the lost attempt committed
+ * or not).
+ */
 int ferry_freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
                        int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err)
+{
+    struct ferry_db *db = NULL;
+    int rc = freeze_start(f, tenant, on, reason, head, wait, err);
+
+    if (!rc || ferry_db_alive(f->db))
+        return rc;
+    log_warn("the connection to the source database was lost; connecting again");
+    rc = ferry_db_open(f->cfg->source.database, 0, &db, err);
+    if (rc)
+        return rc;
+    ferry_db_close(f->db);
+    f->db = db;
+    f->stale = 1;
+    rc = freezer_scope(f, err);
+    return rc ? rc : freeze_start(f, tenant, on, reason, head, wait, err);
+}
+
+static int freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
+                        int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err)
 {
     int pg = ferry_db_engine(f->db) == FERRY_ENGINE_PG;
     struct ferry_value typed, key;

@@ -218,15 +218,50 @@ static int read_scope(struct ferry_producer *p, struct ferry_error *err)
 static int serve_request(struct ferry_producer *p, const struct ferry_request *req, char **out,
                          size_t *len, struct ferry_error *err);
 
+/*
+ * A new connection in place of one the server dropped (a restart, a
+ * failover): every request reads, so the one that found it gone is served
+ * again on the new one. The scope is read again too (the server may have
+ * come back with another schema). The snapshot holders' connections went
+ * with the server; their next page says the snapshot is gone, and the
+ * target reads pages from snapshots of their own.
+ */
+static int reconnect(struct ferry_producer *p, struct ferry_error *err)
+{
+    struct ferry_db *db = NULL;
+    int rc;
+
+    log_warn("the connection to the source database was lost; connecting again");
+    rc = ferry_db_open(p->cfg->source.database, 0, &db, err);
+    if (rc)
+        return rc;
+    ferry_db_close(p->db);
+    p->db = db;
+    p->lookups_set = 0;
+    return read_scope(p, err);
+}
+
 int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, char **out,
                   size_t *len, struct ferry_error *err)
 {
+    int lost = 0;
+
     for (int tries = 0;; tries++) {
         struct ferry_error e2;
         int64_t fp = 0;
         int rc = serve_request(p, req, out, len, err);
 
-        if (tries == 2 || (!rc && req->type == FERRY_REQ_SNAPSHOT) ||
+        if (rc && !ferry_db_alive(p->db) && !lost) {
+            free(*out);
+            *out = NULL;
+            *len = 0;
+            lost = 1;
+            rc = reconnect(p, err);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (tries >= 2 || (!rc && req->type == FERRY_REQ_SNAPSHOT) ||
             (ferry_scope_fingerprint(p->db, p->scope, &fp, &e2) == FERRY_OK &&
              fp == p->fingerprint))
             return rc;

@@ -1125,6 +1125,43 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
 
+    def test_source_database_restarts_under_serve(self):
+        """The source's PostgreSQL restarts (a failover, an upgrade) while
+        ferry-src serves: the next sync after it works without restarting
+        ferry-src, and brings what was written. Oracle: assertPgCopy."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            cp = subprocess.run([PGCLUSTER, "stop", CLUSTER["dir"]], capture_output=True,
+                                text=True)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            cp = subprocess.run([PGCLUSTER, "start", CLUSTER["dir"]], capture_output=True,
+                                text=True)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            psql(self.src_url, "UPDATE posts SET body = 'after the restart' WHERE id IN "
+                               "(SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
+                               "WHERE c.team_id = 1 ORDER BY p.id LIMIT 5)")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE body = "
+                                                "'after the restart'").strip(), "5")
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            # and once more before a cutover: the serve's freeze connects again too
+            for action in ("stop", "start"):
+                cp = subprocess.run([PGCLUSTER, action, CLUSTER["dir"]], capture_output=True,
+                                    text=True)
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            cp = ft.run_dst(["cutover", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            out = psql_refused(self.src_url, "UPDATE posts SET body = 'frozen?' WHERE id = "
+                                             "(SELECT min(p.id) FROM posts p JOIN channels c "
+                                             "ON c.id = p.channel_id WHERE c.team_id = 1)")
+            self.assertIn("tenant 1 is frozen for migration", out)
+        with open(self.path("src-%d.log" % self._nserve)) as f:
+            self.assertIn("connection to the source database was lost", f.read())
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
