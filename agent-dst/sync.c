@@ -696,6 +696,18 @@ static int dry_run(struct run *r, struct ferry_error *err)
     if (r->meta.phase == FERRY_PHASE_STREAMING) {
         printf("copy done; %" PRId64 " changes pending after mark %" PRId64 "\n",
                r->manifest->pending, r->meta.hwm);
+        for (size_t i = 0; i < r->manifest->ntables; i++) {
+            const struct ferry_table_info *ti = &r->manifest->tables[i];
+            struct ferry_copy_progress p;
+
+            if (ferry_state_copy_get(r->state, ti->name, &p, err) == FERRY_OK && p.done)
+                continue;
+            ferry_error_clear(err);
+            printf("  %-24s %10" PRId64 " rows  new to the scope: would be copied %s\n", ti->name,
+                   ti->rows,
+                   ferry_applier_has_table(r->applier, ti->name) ? "(table exists)"
+                                                                 : "(table would be created)");
+        }
         return FERRY_OK;
     }
     for (size_t i = 0; i < r->manifest->ntables; i++) {

@@ -233,6 +233,10 @@ class SyncTest(ft.FerryTestCase):
         self.assertEqual(cp.returncode, 0, cp.stderr)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
+            cp = self.sync("--dry-run")
+            self.assertRegex(cp.stdout, r"pins\s+\d+ rows  new to the scope: would be copied "
+                                        r"\(table would be created\)")
+            self.assertFalse("pins" in ft.table_names(self.dst_db), "a dry run created a table")
             self.sync("--quiet")
             pins = ("SELECT x.post_id, x.at FROM pins x JOIN posts p ON p.id = x.post_id "
                     "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 ORDER BY 1")
