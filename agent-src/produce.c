@@ -158,6 +158,37 @@ static void warn_unanalyzed(struct ferry_producer *p)
 }
 
 /*
+ * Say what a new reading of the scope changed: tables that joined or left
+ * it, columns that came or went. A new column is served as it is unless a
+ * [mask] names it: on a staging mirror that masks personal data, a column
+ * the application just added is worth the operator's look.
+ */
+static void log_scope_changes(const struct ferry_scope *old, const struct ferry_scope *s)
+{
+    for (size_t t = 0; t < s->ntables; t++) {
+        const struct ferry_table_info *ti = &s->tables[t].info;
+        int o = ferry_scope_find(old, ti->name);
+
+        if (o < 0) {
+            log_warn("table %s joined the scope", ti->name);
+            continue;
+        }
+        for (size_t c = 0; c < ti->ncols; c++)
+            if (ferry_table_colidx(&old->tables[o].info, ti->cols[c].name) < 0)
+                log_warn("table %s has a new column %s, served as it is unless a [mask] "
+                         "names it",
+                         ti->name, ti->cols[c].name);
+        for (size_t c = 0; c < old->tables[o].info.ncols; c++)
+            if (ferry_table_colidx(ti, old->tables[o].info.cols[c].name) < 0)
+                log_info("table %s no longer has column %s", ti->name,
+                         old->tables[o].info.cols[c].name);
+    }
+    for (size_t t = 0; t < old->ntables; t++)
+        if (ferry_scope_find(s, old->tables[t].info.name) < 0)
+            log_warn("table %s left the scope", old->tables[t].info.name);
+}
+
+/*
  * Read the scope (again): the tables, then their fingerprint, checked by a
  * second reading (a schema changed between the two is read again), then
  * capture on every table and the masks. On failure p keeps what it had.
@@ -196,6 +227,8 @@ static int read_scope(struct ferry_producer *p, struct ferry_error *err)
         ferry_scope_free(p->scope);
         p->scope = old;
     } else {
+        if (old)
+            log_scope_changes(old, p->scope);
         ferry_scope_free(old);
     }
     return rc;

@@ -212,6 +212,8 @@ class SyncTest(ft.FerryTestCase):
             self.assertIn("no column note", cp.stderr)
             self.assertIn("ALTER TABLE posts ADD COLUMN note", cp.stderr)
             self.assertUnchanged(before, self.dst_db, "a sync that stopped on the schema")
+            with open(self.path("src-%d.log" % self._nserve)) as f:
+                self.assertIn("table posts has a new column note", f.read())
             ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN note TEXT")
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
