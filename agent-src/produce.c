@@ -157,14 +157,28 @@ static void warn_unanalyzed(struct ferry_producer *p)
     ferry_buf_release(&names);
 }
 
+/* Whether a [mask] names a column of table. */
+static int table_masked(const struct ferry_producer *p, const char *table)
+{
+    for (size_t i = 0; p->cfg && i < p->cfg->nmasks; i++)
+        if (strcmp(p->cfg->masks[i].table, table) == 0)
+            return 1;
+    return 0;
+}
+
 /*
  * Say what a new reading of the scope changed: tables that joined or left
- * it, columns that came or went. A new column is served as it is unless a
- * [mask] names it: on a staging mirror that masks personal data, a column
- * the application just added is worth the operator's look.
+ * it, columns that came or went. A new column of a table with [mask]s is
+ * not served until the operator decided (FERRY_ECONFIG): such a config
+ * keeps some of the table's values from leaving the source, and the
+ * application's new column may well be another of them. A restart of serve
+ * (with a [mask] for it, or without) is that decision.
  */
-static void log_scope_changes(const struct ferry_scope *old, const struct ferry_scope *s)
+static int scope_changes(const struct ferry_producer *p, const struct ferry_scope *old,
+                         const struct ferry_scope *s, struct ferry_error *err)
 {
+    int rc = FERRY_OK;
+
     for (size_t t = 0; t < s->ntables; t++) {
         const struct ferry_table_info *ti = &s->tables[t].info;
         int o = ferry_scope_find(old, ti->name);
@@ -173,11 +187,19 @@ static void log_scope_changes(const struct ferry_scope *old, const struct ferry_
             log_warn("table %s joined the scope", ti->name);
             continue;
         }
-        for (size_t c = 0; c < ti->ncols; c++)
-            if (ferry_table_colidx(&old->tables[o].info, ti->cols[c].name) < 0)
-                log_warn("table %s has a new column %s, served as it is unless a [mask] "
-                         "names it",
-                         ti->name, ti->cols[c].name);
+        for (size_t c = 0; c < ti->ncols; c++) {
+            const char *col = ti->cols[c].name;
+
+            if (ferry_table_colidx(&old->tables[o].info, col) >= 0)
+                continue;
+            log_warn("table %s has a new column %s", ti->name, col);
+            if (!rc && table_masked(p, ti->name) && !mask_of(p, ti->name, col))
+                rc = ferry_error_set(err, FERRY_ECONFIG,
+                                     "table %s has a new column %s and [mask]s but none for it: "
+                                     "add one to %s and restart ferry-src serve, or restart it "
+                                     "to serve the column as it is",
+                                     ti->name, col, p->cfg->path ? p->cfg->path : "the config");
+        }
         for (size_t c = 0; c < old->tables[o].info.ncols; c++)
             if (ferry_table_colidx(ti, old->tables[o].info.cols[c].name) < 0)
                 log_info("table %s no longer has column %s", ti->name,
@@ -186,6 +208,7 @@ static void log_scope_changes(const struct ferry_scope *old, const struct ferry_
     for (size_t t = 0; t < old->ntables; t++)
         if (ferry_scope_find(s, old->tables[t].info.name) < 0)
             log_warn("table %s left the scope", old->tables[t].info.name);
+    return rc;
 }
 
 /*
@@ -196,6 +219,7 @@ static void log_scope_changes(const struct ferry_scope *old, const struct ferry_
 static int read_scope(struct ferry_producer *p, struct ferry_error *err)
 {
     struct ferry_scope *old = p->scope;
+    int64_t old_fp = p->fingerprint;
     int rc = FERRY_OK;
 
     p->scope = NULL;
@@ -223,12 +247,14 @@ static int read_scope(struct ferry_producer *p, struct ferry_error *err)
         rc = ferry_capture_check(p->db, p->scope, err);
     if (!rc)
         rc = check_masks(p, err);
+    if (!rc && old)
+        rc = scope_changes(p, old, p->scope, err);
     if (rc) {
+        /* the next request finds the change again, and is refused again */
         ferry_scope_free(p->scope);
         p->scope = old;
+        p->fingerprint = old_fp;
     } else {
-        if (old)
-            log_scope_changes(old, p->scope);
         ferry_scope_free(old);
     }
     return rc;

@@ -179,6 +179,40 @@ class FollowTest(ft.FerryTestCase):
 
     # -- masking ----------------------------------------------------------------
 
+    def test_new_column_of_a_masked_table_waits_for_the_operator(self):
+        """The application adds a column to a table that has [mask]s while
+        ferry-src serves: the column is not served (no request is, the
+        source log names the column and the two ways on) until serve is
+        restarted; its value never reaches the target meanwhile (a new
+        column of a table without masks is not held:
+        test_sqlite_sync.test_column_added_while_serving). Oracle: the
+        target's bytes, and the values the test wrote."""
+        self.make_source(teams=2, posts_per_team=50)
+        with open(self.src_conf, "a") as f:
+            f.write("\n[mask]\nposts.body = 'redacted ' || id\n")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            ft.on_source(self.src_db, "ALTER TABLE posts ADD COLUMN phone TEXT",
+                         "UPDATE posts SET phone = 'PHONE-SECRET-' || id")
+            for attempt in (1, 2):
+                cp = self.sync("--quiet", expect=None)
+                self.assertEqual(cp.returncode, 2, "attempt %d: %s" % (attempt, cp.stderr))
+            with open(self.path("src-%d.log" % self._nserve)) as f:
+                self.assertIn("table posts has a new column phone and [mask]s but none for it",
+                              f.read())
+            with open(self.dst_db, "rb") as f:
+                self.assertNotIn(b"PHONE-SECRET", f.read())
+        # the operator's decision: serve it as it is (a restart); the target adds it
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet", expect=5)
+            ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN phone TEXT")
+            self.sync("--quiet")
+            got = dict(ft.source_conn(self.dst_db).execute("SELECT id, phone FROM posts"))
+            self.assertGreater(len(got), 0)
+            self.assertTrue(all(v == "PHONE-SECRET-%d" % k for k, v in got.items()))
+
     def test_masked_columns_never_leave_the_source(self):
         self.make_source(teams=2, posts_per_team=100)
         conn = ft.source_conn(self.src_db)
