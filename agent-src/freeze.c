@@ -514,17 +514,13 @@ static int freeze_start(struct ferry_freezer *f, const char *tenant, int on, con
 int ferry_freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
                        int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err)
 {
-    struct ferry_db *db = NULL;
     int rc = freeze_start(f, tenant, on, reason, head, wait, err);
 
     if (!rc || ferry_db_alive(f->db))
         return rc;
-    log_warn("the connection to the source database was lost; connecting again");
-    rc = ferry_db_open(f->cfg->source.database, 0, &db, err);
+    rc = ferry_db_reconnect(&f->db, f->cfg->source.database, 0, err);
     if (rc)
         return rc;
-    ferry_db_close(f->db);
-    f->db = db;
     f->stale = 1;
     rc = freezer_scope(f, err);
     return rc ? rc : freeze_start(f, tenant, on, reason, head, wait, err);

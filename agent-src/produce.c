@@ -287,17 +287,10 @@ static int serve_request(struct ferry_producer *p, const struct ferry_request *r
  */
 static int reconnect(struct ferry_producer *p, struct ferry_error *err)
 {
-    struct ferry_db *db = NULL;
-    int rc;
+    int rc = ferry_db_reconnect(&p->db, p->cfg->source.database, 0, err);
 
-    log_warn("the connection to the source database was lost; connecting again");
-    rc = ferry_db_open(p->cfg->source.database, 0, &db, err);
-    if (rc)
-        return rc;
-    ferry_db_close(p->db);
-    p->db = db;
     p->lookups_set = 0;
-    return read_scope(p, err);
+    return rc ? rc : read_scope(p, err);
 }
 
 int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, char **out,

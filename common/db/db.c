@@ -6,6 +6,8 @@
  */
 #include "engine.h"
 
+#include "../log.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +115,20 @@ void ferry_db_rollback(struct ferry_db *db)
 int ferry_db_alive(struct ferry_db *db)
 {
     return db->ops->alive ? db->ops->alive(db) : 1;
+}
+
+int ferry_db_reconnect(struct ferry_db **db, const char *url, int flags, struct ferry_error *err)
+{
+    struct ferry_db *fresh = NULL;
+    int rc;
+
+    log_warn("the connection to the database was lost; connecting again");
+    rc = ferry_db_open(url, flags, &fresh, err);
+    if (rc)
+        return rc;
+    ferry_db_close(*db);
+    *db = fresh;
+    return FERRY_OK;
 }
 
 int ferry_db_durable(struct ferry_db *db, int durable, struct ferry_error *err)

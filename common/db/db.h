@@ -64,6 +64,12 @@ void ferry_db_rollback(struct ferry_db *db);
 /* 0 once the connection to a database server is gone (an embedded database: always 1). */
 int ferry_db_alive(struct ferry_db *db);
 /*
+ * Replace *db, whose server dropped it (a restart, a failover), by a new
+ * connection to url (flags as ferry_db_open's), with a warning in the log.
+ * On failure *db stays as it was.
+ */
+int ferry_db_reconnect(struct ferry_db **db, const char *url, int flags, struct ferry_error *err);
+/*
  * Group commit. With durable 0, later commits survive a crash of this
  * process but may be lost with the machine (power, kernel) until the first
  * commit after ferry_db_durable(db, 1): that one is durable, and so is

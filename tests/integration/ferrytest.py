@@ -224,6 +224,22 @@ def on_source(db, *statements):
         conn.close()
 
 
+def query(db, sql, *params):
+    """All rows of one query on a SQLite database (opened and closed here)."""
+    conn = source_conn(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+# The tenant's rows of a table "pins" that a test added under posts, and the
+# same rows on a target that holds one tenant.
+PINS_OF_TEAM_1 = ("SELECT x.post_id, x.at FROM pins x JOIN posts p ON p.id = x.post_id "
+                  "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 ORDER BY 1")
+PINS_ON_TARGET = "SELECT post_id, at FROM pins ORDER BY 1"
+
+
 def make_sample_db(path, teams=3, posts_per_team=200, seed=1, channels_per_team=4):
     sample_app.create(path, teams=teams, posts_per_team=posts_per_team, seed=seed,
                       channels_per_team=channels_per_team)

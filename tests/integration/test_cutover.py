@@ -306,17 +306,10 @@ class CutoverTest(ft.FerryTestCase):
                 self.assertIn("tenant 1 " + FROZEN, msg)
                 self.assertTrue(try_sql(conn, "UPDATE pins SET at = 'after' WHERE post_id = ?",
                                         post2)[0])
-                want = conn.execute("SELECT x.post_id, x.at FROM pins x JOIN posts p "
-                                    "ON p.id = x.post_id JOIN channels c ON c.id = p.channel_id "
-                                    "WHERE c.team_id = 1 ORDER BY 1").fetchall()
             finally:
                 conn.close()
-            conn = ft.source_conn(self.dst_db)
-            try:
-                got = conn.execute("SELECT post_id, at FROM pins ORDER BY 1").fetchall()
-            finally:
-                conn.close()
-            self.assertEqual(got, want)
+            want = ft.query(self.src_db, ft.PINS_OF_TEAM_1)
+            self.assertEqual(ft.query(self.dst_db, ft.PINS_ON_TARGET), want)
             self.assertGreater(len(want), 0)
 
     def test_freeze_survives_reinstall_and_uninstall_removes_it(self):

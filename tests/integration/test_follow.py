@@ -209,7 +209,7 @@ class FollowTest(ft.FerryTestCase):
             self.sync("--quiet", expect=5)
             ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN phone TEXT")
             self.sync("--quiet")
-            got = dict(ft.source_conn(self.dst_db).execute("SELECT id, phone FROM posts"))
+            got = dict(ft.query(self.dst_db, "SELECT id, phone FROM posts"))
             self.assertGreater(len(got), 0)
             self.assertTrue(all(v == "PHONE-SECRET-%d" % k for k, v in got.items()))
 

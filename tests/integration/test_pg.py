@@ -1160,7 +1160,7 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
                                              "ON c.id = p.channel_id WHERE c.team_id = 1)")
             self.assertIn("tenant 1 is frozen for migration", out)
         with open(self.path("src-%d.log" % self._nserve)) as f:
-            self.assertIn("connection to the source database was lost", f.read())
+            self.assertIn("connection to the database was lost", f.read())
 
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5

@@ -240,19 +240,8 @@ class SyncTest(ft.FerryTestCase):
                                         r"\(table would be created\)")
             self.assertFalse("pins" in ft.table_names(self.dst_db), "a dry run created a table")
             self.sync("--quiet")
-            pins = ("SELECT x.post_id, x.at FROM pins x JOIN posts p ON p.id = x.post_id "
-                    "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 ORDER BY 1")
-            conn = ft.source_conn(self.src_db)
-            try:
-                want = conn.execute(pins).fetchall()
-            finally:
-                conn.close()
-            conn = ft.source_conn(self.dst_db)
-            try:
-                got = conn.execute("SELECT post_id, at FROM pins ORDER BY 1").fetchall()
-            finally:
-                conn.close()
-            self.assertEqual(got, want)
+            want = ft.query(self.src_db, ft.PINS_OF_TEAM_1)
+            self.assertEqual(ft.query(self.dst_db, ft.PINS_ON_TARGET), want)
             self.assertGreater(len(want), 0)
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
