@@ -92,6 +92,20 @@ static int add_pairs(struct ferry_buf *b, const char *sep, const char *lctx, cha
     return rc;
 }
 
+/* The key ctx ("OLD.", "km.") is held by no row of ti now: " NOT EXISTS (...)". */
+static int add_key_gone(struct ferry_buf *b, const struct ferry_table_info *ti, const char *ctx)
+{
+    int rc = ferry_buf_adds(b, " NOT EXISTS (SELECT 1 FROM ");
+
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", ctx);
+    return rc ? rc : ferry_buf_adds(b, ")");
+}
+
 /*
  * DELETE FROM the key map of ti WHERE its key = ctx's ("OLD.", "NEW."),
  * and with unless_held, only when no row of ti holds that key now.
@@ -108,15 +122,9 @@ static int add_keymap_delete_if(struct ferry_buf *b, const struct ferry_table_in
     if (!rc)
         rc = ferry_scope_keymatch(b, ti, "", ctx);
     if (!rc && unless_held) {
-        rc = ferry_buf_adds(b, " AND NOT EXISTS (SELECT 1 FROM ");
+        rc = ferry_buf_adds(b, " AND");
         if (!rc)
-            rc = ferry_buf_add_ident(b, ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
-        if (!rc)
-            rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", ctx);
-        if (!rc)
-            rc = ferry_buf_adds(b, ")");
+            rc = add_key_gone(b, ti, ctx);
     }
     return rc ? rc : ferry_buf_adds(b, ";\n");
 }
@@ -1052,23 +1060,6 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
 }
 
 /*
- * km's key is held by no row of ti now: " NOT EXISTS (...)", beside the
- * key map's row km.
- */
-static int add_key_gone(struct ferry_buf *b, const struct ferry_table_info *ti)
-{
-    int rc = ferry_buf_adds(b, " NOT EXISTS (SELECT 1 FROM ");
-
-    if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", "km.");
-    return rc ? rc : ferry_buf_adds(b, ")");
-}
-
-/*
  * TRUNCATE fires no row trigger. A statement trigger on the table and on
  * each of its partitions (a partition can be truncated alone) takes the
  * key map's entries whose key no row holds any more, and gives each a 'D'
@@ -1087,7 +1078,7 @@ static int pg_truncate_body(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, " AS km WHERE km.\"_ferry_tenant\"::text = f.tenant AND");
     if (!rc)
-        rc = add_key_gone(b, ti);
+        rc = add_key_gone(b, ti, "km.");
     if (!rc)
         rc = ferry_buf_adds(
             b, ") LIMIT 1;\n"
@@ -1099,7 +1090,7 @@ static int pg_truncate_body(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_adds(b, " AS km WHERE");
     if (!rc)
-        rc = add_key_gone(b, ti);
+        rc = add_key_gone(b, ti, "km.");
     if (!rc)
         rc = ferry_buf_adds(b, " RETURNING km.*) ");
     if (!rc)
