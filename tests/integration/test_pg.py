@@ -964,6 +964,12 @@ INSERT INTO files SELECT i * 40, 1 + i % 3, i, 'file ' || i FROM generate_series
             self.pg_target(srv.url, precreate=False)
             self.sync("--quiet")
             check("after the copy")
+            # partitions are read through their parents, not as tables of their own (tags:
+            # the config's [table tags])
+            self.assertEqual(psql(self.dst_url, "SELECT string_agg(relname, ',' ORDER BY relname) "
+                                                "FROM pg_class WHERE relkind IN ('r', 'p') AND "
+                                                "relnamespace = 'public'::regnamespace").strip(),
+                             "files,messages,tags,teams")
             psql(self.src_url, """
 INSERT INTO messages VALUES (1, 100, 'through the parent');
 INSERT INTO messages_1 VALUES (1, 101, 'into the partition');
