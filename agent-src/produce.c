@@ -774,6 +774,11 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
         creq.after = req->after;
         creq.limit = req->with_changes;
         rc = changes_batch(p, &creq, &batch, &blen, err);
+        if (rc == FERRY_ETOOBIG) {
+            /* the manifest goes alone; the changes request says what is wrong */
+            ferry_error_clear(err);
+            rc = FERRY_OK;
+        }
         if (rc)
             goto out;
         m.changes = batch;
@@ -1178,7 +1183,10 @@ static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info 
         if (checklen == 1 && check[0] == 't') {
             rc = ferry_enc_line(enc, line, tab[0]);
             if (rc) {
-                rc = ferry_error_set(err, rc, "row of %s too large for one message", ti->name);
+                rc = ferry_error_set(err, rc,
+                                     "a row of %s is over the %zu MB one message carries: "
+                                     "ferry cannot send it (README, Limits)",
+                                     ti->name, p->max_body >> 20);
                 break;
             }
             (*nrows)++;
@@ -1402,7 +1410,10 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         if (send) {
             rc = ferry_enc_row(enc, vals, nc);
             if (rc) {
-                rc = ferry_error_set(err, rc, "row of %s too large for one message", ti->name);
+                rc = ferry_error_set(err, rc,
+                                     "a row of %s is over the %zu MB one message carries: "
+                                     "ferry cannot send it (README, Limits)",
+                                     ti->name, p->max_body >> 20);
                 break;
             }
             nrows++;
@@ -1530,7 +1541,10 @@ static int encode_row(struct ferry_producer *p, const struct ferry_table_info *t
         ferry_stmt_column(st, (int)c, &vals[c]);
     rc = ferry_enc_row(enc, vals, ti->ncols);
     if (rc)
-        return ferry_error_set(err, rc, "change batch too large");
+        return ferry_error_set(err, rc,
+                               "change batch too large: a row of %s is in it (a single row over "
+                               "the %zu MB one message carries cannot be sent; README, Limits)",
+                               ti->name, p->max_body >> 20);
     p->stats.rows++;
     return FERRY_OK;
 }

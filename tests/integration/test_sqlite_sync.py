@@ -245,6 +245,32 @@ class SyncTest(ft.FerryTestCase):
             self.assertGreater(len(want), 0)
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
+    def test_row_over_the_message_limit(self):
+        """A 40 MB row copies. A 70 MB row (over the 64 MB one message
+        carries) stops the deltas with an error that names the table and
+        the limit, nothing after it applied; once the row is made smaller
+        on the source, the next sync converges. Oracle: assertTenantCopy."""
+        self.make_source(teams=2, posts_per_team=20)
+        ch = ft.query(self.src_db, "SELECT min(id) FROM channels WHERE team_id = 1")[0][0]
+        ft.on_source(self.src_db, ("INSERT INTO posts(channel_id, body) VALUES (?, ?)",
+                                   (ch, "w" * (40 << 20))))
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+            ft.on_source(self.src_db, ("INSERT INTO posts(id, channel_id, body) VALUES (?, ?, ?)",
+                                       (900001, ch, "h" * (70 << 20))),
+                         "UPDATE teams SET name = 'after the big row' WHERE id = 1")
+            mark = ft.status_json(self.dst_conf)["hwm"]
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("a row of posts", cp.stderr)
+            self.assertIn("64 MB", cp.stderr)
+            self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
+            ft.on_source(self.src_db, "UPDATE posts SET body = 'made smaller' WHERE id = 900001")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_move_channel_out_of_tenant(self):
         # A channel that moves from team 1 to team 3 leaves team 1 with its
         # posts, reactions and kinds, though none of those rows changed.
