@@ -8,9 +8,11 @@ Every check compares with the hand-written oracle of ferrytest.tenant_rows().
 """
 
 import os
+import random
 import re
 import sqlite3
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -270,6 +272,94 @@ class SyncTest(ft.FerryTestCase):
             ft.on_source(self.src_db, "UPDATE posts SET body = 'made smaller' WHERE id = 900001")
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
+    # Writes of a random workload ({w}: the writer, {t}: a team): inserts,
+    # updates, deletes, cascades, moves between tenants, key changes, upserts
+    # and REPLACE (which deletes the row in the way without its trigger).
+    RANDOM_WRITES = [
+        "INSERT INTO posts(channel_id, body) SELECT id, 'w{w}' FROM channels "
+        "ORDER BY random() LIMIT 1",
+        "UPDATE posts SET body = 'w{w} ' || id WHERE id = (SELECT id FROM posts "
+        "ORDER BY random() LIMIT 1)",
+        "DELETE FROM posts WHERE id = (SELECT id FROM posts ORDER BY random() LIMIT 1)",
+        "UPDATE channels SET team_id = {t} WHERE id = (SELECT id FROM channels "
+        "ORDER BY random() LIMIT 1)",
+        "UPDATE posts SET channel_id = (SELECT id FROM channels ORDER BY random() LIMIT 1) "
+        "WHERE id = (SELECT id FROM posts ORDER BY random() LIMIT 1)",
+        "UPDATE posts SET id = (SELECT max(id) + 1 FROM posts) WHERE id = (SELECT id FROM "
+        "posts p WHERE NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id) "
+        "ORDER BY random() LIMIT 1)",
+        "DELETE FROM channels WHERE id = (SELECT id FROM channels ORDER BY random() LIMIT 1)",
+        "INSERT INTO channels(team_id, name) VALUES ({t}, 'w{w}')",
+        "INSERT OR IGNORE INTO reactions SELECT id, 'e' || abs(random() % 5), 1 FROM posts "
+        "ORDER BY random() LIMIT 1",
+        "DELETE FROM reactions WHERE post_id = (SELECT post_id FROM reactions "
+        "ORDER BY random() LIMIT 1)",
+        "INSERT INTO settings VALUES ({t}, 'k' || abs(random() % 20), '1') "
+        "ON CONFLICT (team_id, key) DO UPDATE SET value = '2'",
+        "INSERT OR REPLACE INTO settings VALUES ({t}, 'k' || abs(random() % 20), '3')",
+        "DELETE FROM settings WHERE (team_id, key) IN (SELECT team_id, key FROM settings "
+        "ORDER BY random() LIMIT 1)",
+        "UPDATE tags SET team_ref = {t} WHERE name = (SELECT name FROM tags "
+        "ORDER BY random() LIMIT 1)",
+        "INSERT OR REPLACE INTO tags VALUES ((SELECT name FROM tags ORDER BY random() "
+        "LIMIT 1), {t})",
+        "INSERT OR REPLACE INTO posts(id, channel_id, body) SELECT (SELECT id FROM posts p "
+        "WHERE NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id) "
+        "ORDER BY random() LIMIT 1), id, 'replaced' FROM channels ORDER BY random() LIMIT 1",
+    ]
+
+    def test_concurrent_random_writers(self):
+        """Three connections write random transactions of the workload above
+        (a tenth rolled back) while the three teams' targets sync again and
+        again; after a last sync each holds exactly its team's rows (the
+        build before REPLACE was captured failed here). FERRY_TEST_SEED
+        repeats a run. Oracle: assertTenantCopy, team by team."""
+        seed = int(os.environ.get("FERRY_TEST_SEED", "1"))
+        self.make_source(teams=3, posts_per_team=60)
+        with self.serve() as srv:
+            confs = {}
+            for t in (1, 2, 3):
+                self.make_target(srv.url, tenant=t, db=self.path("dst%d.db" % t))
+                confs[t] = ft.write_dst_conf(
+                    self.path("dst-%d.conf" % t), self.dst_db, self.path("state-%d" % t), t,
+                    srv.url, identity=ft.test_key("dst-%d" % t),
+                    public_key=ft.test_key("src") + ".pub")
+
+            def sync_all():
+                for conf in confs.values():
+                    cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
+                    self.assertEqual(cp.returncode, 0, cp.stderr)
+
+            def writer(w, errors):
+                rnd = random.Random(seed * 100 + w)
+                conn = ft.source_conn(self.src_db)
+                try:
+                    for _ in range(200):
+                        conn.execute("BEGIN IMMEDIATE")
+                        for _ in range(rnd.randint(1, 3)):
+                            conn.execute(rnd.choice(self.RANDOM_WRITES).format(
+                                w=w, t=rnd.randint(1, 3)))
+                        conn.execute("COMMIT" if rnd.random() < 0.9 else "ROLLBACK")
+                except sqlite3.Error as e:
+                    errors.append("writer %d: %s" % (w, e))
+                finally:
+                    conn.close()
+
+            sync_all()
+            errors = []
+            writers = [threading.Thread(target=writer, args=(w, errors)) for w in range(3)]
+            for t in writers:
+                t.start()
+            while any(t.is_alive() for t in writers):
+                sync_all()
+            for t in writers:
+                t.join()
+            sync_all()
+            self.assertEqual(errors, [])
+            for t in (1, 2, 3):
+                self.assertTenantCopy(self.src_db, self.path("dst%d.db" % t), t,
+                                      others=tuple(o for o in (1, 2, 3) if o != t))
 
     def test_move_channel_out_of_tenant(self):
         # A channel that moves from team 1 to team 3 leaves team 1 with its
