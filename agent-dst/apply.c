@@ -776,8 +776,19 @@ static int pg_prepare_stage(struct ferry_applier *a, size_t t, const struct ferr
         rc = ferry_buf_adds(&sql, " AS \"_o\" (");
     if (!rc)
         rc = add_set_cols(&sql, set, "");
+    /*
+     * One row a key, as the target's "=" sees keys: a change batch may
+     * carry one row twice, found by two logged keys that differ as text but
+     * not as values (a numeric key written 30 and 30.00, a float -0 and 0),
+     * and ON CONFLICT refuses to update a row twice in one statement. Both
+     * are the same current image.
+     */
     if (!rc)
-        rc = ferry_buf_adds(&sql, ") SELECT ");
+        rc = ferry_buf_adds(&sql, ") SELECT DISTINCT ON (");
+    if (!rc)
+        rc = ferry_scope_keylist(a->scope, t, "", &sql);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, ") ");
     if (!rc)
         rc = add_set_cols(&sql, set, "");
     if (!rc)

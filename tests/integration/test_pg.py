@@ -773,6 +773,31 @@ INSERT INTO pages VALUES (1, 1, 'p1');
                              psql(self.src_url, pages))
             self.assertIn("20|5.0|waits for a doc", psql(self.dst_url, pages))
 
+    def test_one_row_under_two_logged_keys(self):
+        """A numeric key deleted as 30.00 and written again as 30: the log
+        holds both texts, each finds the one row, and the change batch
+        carries it twice. The target applies it once (ON CONFLICT would
+        refuse to update a row twice in one statement, and every later sync
+        would stop on it). Oracle: SQL over the source."""
+        self.src_url = createdb("src")
+        psql(self.src_url, DOCS_SCHEMA + CONF_TABLES + """
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO docs VALUES (30.00, 1, 'first'), (31, 1, 'other');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        docs = "SELECT id::text, title FROM docs WHERE team_id = 1 ORDER BY id"
+        with self.serve() as srv:
+            self.pg_target(srv.url, precreate=False)
+            self.sync("--quiet")
+            psql(self.src_url, "DELETE FROM docs WHERE id = 30.00; "
+                               "INSERT INTO docs VALUES (30, 1, 'again'); "
+                               "UPDATE docs SET title = 'edited' WHERE id = 31")
+            self.sync("--quiet")
+            self.assertEqual(psql(self.dst_url, docs.replace(" WHERE team_id = 1", "")),
+                             psql(self.src_url, docs))
+            self.assertIn("30|again", psql(self.dst_url, docs))
+
     def test_orphan_keyed_by_timestamp_in_another_datestyle(self):
         """A child written before its parent (deferred foreign key) whose
         parent key is a timestamptz, by a session with its own DateStyle and
@@ -1203,61 +1228,120 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
         "(SELECT channel_id, at FROM events ORDER BY random() LIMIT 1)",
     ]
 
-    def test_concurrent_random_writers(self):
-        """Three writers run random transactions of the workload above
-        (some rolled back, some failing on a foreign key or a deadlock)
-        while the three teams' targets sync again and again; after a last
-        sync each target holds exactly its team's rows. A seed makes the
-        writers' choices repeatable (FERRY_TEST_SEED). Oracle: PG_TABLES'
-        SQL over the source, tenant by tenant."""
+    def random_workload(self, writes, targets, values):
+        """Three psql writers run 60 random transactions each of writes (a
+        tenth rolled back; values(rnd) gives each write's format fields)
+        while targets ({tenant: (config, URL)}) sync again and again, then
+        once more. Errors may only be the workload's own (foreign keys,
+        deadlocks); the writers must have written. FERRY_TEST_SEED repeats
+        a run."""
         seed = int(os.environ.get("FERRY_TEST_SEED", "1"))
-        self.pg_source()
         env = dict(os.environ, PGOPTIONS=PGOPTIONS)
+        errors = {}
 
-        def sync_all(targets):
+        def sync_all():
             for conf, _ in targets.values():
                 cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
                 self.assertEqual(cp.returncode, 0, cp.stderr)
 
-        def writer(w, out):
+        def writer(w):
             rnd = random.Random(seed * 100 + w)
             script = []
             for _ in range(60):
                 script.append("BEGIN;")
                 for _ in range(rnd.randint(1, 3)):
-                    script.append(rnd.choice(self.RANDOM_WRITES).format(w=w, t=rnd.randint(1, 3))
-                                  + ";")
+                    script.append(rnd.choice(writes).format(w=w, **values(rnd)) + ";")
                 script.append("COMMIT;" if rnd.random() < 0.9 else "ROLLBACK;")
             cp = subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-d", self.src_url, "-f",
                                  "-"], input="\n".join(script).encode(), capture_output=True,
                                 env=env, timeout=300)
-            out[w] = cp.stderr.decode()
+            errors[w] = cp.stderr.decode()
 
+        sync_all()
+        before = int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
+        writers = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+        for t in writers:
+            t.start()
+        while any(t.is_alive() for t in writers):
+            sync_all()
+        for t in writers:
+            t.join()
+        sync_all()
+        self.assertGreater(int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
+                           - before, 100)
+        for w, text in errors.items():
+            for line in text.splitlines():
+                if "ERROR" in line:
+                    self.assertRegex(line, "foreign key|deadlock|transaction is aborted",
+                                     "writer %d" % w)
+
+    def test_concurrent_random_writers(self):
+        """Three writers run random transactions of RANDOM_WRITES (some
+        rolled back, some failing on a foreign key or a deadlock) while the
+        three teams' targets sync again and again; after a last sync each
+        target holds exactly its team's rows. Oracle: PG_TABLES' SQL over
+        the source, tenant by tenant."""
+        self.pg_source()
         with self.serve() as srv:
             targets = self.tenant_targets(srv.url, (1, 2, 3))
-            sync_all(targets)
-            before = int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
-            errors = {}
-            writers = [threading.Thread(target=writer, args=(w, errors)) for w in range(3)]
-            for t in writers:
-                t.start()
-            while any(t.is_alive() for t in writers):
-                sync_all(targets)
-            for t in writers:
-                t.join()
-            sync_all(targets)
-            # the writers wrote (their errors are the workload's own: foreign keys, deadlocks)
-            self.assertGreater(int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes")
-                                   .strip()) - before, 100)
-            for w, text in errors.items():
-                for line in text.splitlines():
-                    if "ERROR" in line:
-                        self.assertRegex(line, "foreign key|deadlock|transaction is aborted",
-                                         "writer %d" % w)
+            self.random_workload(self.RANDOM_WRITES, targets,
+                                 lambda rnd: {"t": rnd.randint(1, 3)})
             for tenant, (_, db) in targets.items():
                 for table in PG_TABLES:
                     self.assertTableEqual(pg_rows(self.src_url, table, tenant), pg_rows(db, table),
                                           "%s of team %d" % (table, tenant))
+
+    # The same with children written before their parents (a deferred foreign
+    # key), numeric keys written in other text forms ({d}.0, {d}.00, {d}).
+    DEFERRED_WRITES = [
+        "INSERT INTO pages VALUES (nextval('page_ids'), {d}.0, 'early'); "
+        "INSERT INTO docs VALUES ({d}.00, {t}, 'late') ON CONFLICT DO NOTHING",
+        "INSERT INTO pages VALUES (nextval('page_ids'), (SELECT id FROM docs "
+        "ORDER BY random() LIMIT 1), 'w{w}')",
+        "UPDATE pages SET body = 'w{w}' WHERE id = (SELECT id FROM pages "
+        "ORDER BY random() LIMIT 1)",
+        "DELETE FROM pages WHERE id = (SELECT id FROM pages ORDER BY random() LIMIT 1)",
+        "UPDATE docs SET team_id = {t} WHERE id = (SELECT id FROM docs ORDER BY random() LIMIT 1)",
+        "DELETE FROM docs WHERE id = (SELECT id FROM docs ORDER BY random() LIMIT 1)",
+        "UPDATE pages SET doc_id = (SELECT id FROM docs ORDER BY random() LIMIT 1) "
+        "WHERE id = (SELECT id FROM pages ORDER BY random() LIMIT 1)",
+        "INSERT INTO docs VALUES ({d}, {t}, 'new') ON CONFLICT DO NOTHING",
+    ]
+
+    def test_concurrent_random_writers_with_deferred_keys(self):
+        """DEFERRED_WRITES from three writers while the three teams'
+        targets sync: pages written before their docs, docs keyed 30, 30.0
+        and 30.00 (one key), docs moved and deleted (their pages cascade).
+        Each target ends with exactly its team's docs and pages, and no
+        page is left waiting. Oracle: SQL joins over the source."""
+        self.src_url = createdb("src")
+        psql(self.src_url, CONF_TABLES + """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE docs (id numeric PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
+  title text);
+CREATE TABLE pages (id bigint PRIMARY KEY, doc_id numeric NOT NULL REFERENCES docs(id)
+  ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED, body text);
+CREATE SEQUENCE page_ids START 1000;
+INSERT INTO teams VALUES (1, 'one'), (2, 'two'), (3, 'three');
+INSERT INTO docs SELECT i, 1 + i % 3, 'doc' FROM generate_series(1, 30) i;
+INSERT INTO pages SELECT i, 1 + i % 30, 'p' FROM generate_series(1, 200) i;
+""")
+        self.write_src(self.src_url)
+        self.install()
+        docs = "SELECT id::text, title FROM docs WHERE team_id = %d ORDER BY 1"
+        pages = ("SELECT p.id, p.doc_id::text, p.body FROM pages p JOIN docs d "
+                 "ON d.id = p.doc_id WHERE d.team_id = %d ORDER BY 1")
+        with self.serve() as srv:
+            targets = self.tenant_targets(srv.url, (1, 2, 3))
+            self.random_workload(self.DEFERRED_WRITES, targets,
+                                 lambda rnd: {"t": rnd.randint(1, 3), "d": rnd.randint(25, 60)})
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(),
+                             "0")
+            for tenant, (_, db) in targets.items():
+                for q in (docs, pages):
+                    self.assertEqual(psql(db, q.replace(" WHERE team_id = %d", "")
+                                          .replace(" WHERE d.team_id = %d", "")),
+                                     psql(self.src_url, q % tenant), "team %d" % tenant)
 
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
