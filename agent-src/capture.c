@@ -940,10 +940,49 @@ static int pg_add_freeze_check(struct ferry_buf *b, int check_old, int check_new
  * query for both tenants and the log's insert (before: six statements,
  * two of them rewriting the key map's entry).
  */
+/*
+ * PostgreSQL: lock the parent NEW names on the scope path FOR KEY SHARE, as
+ * a foreign key's check does, before the tenant is read from it. A check
+ * that is deferred takes that lock only at commit: until then a move of
+ * the parent (which locks it FOR UPDATE, pg_add_lock_moved) neither waits
+ * for this transaction nor sees its new child, which would keep the
+ * tenant the parent had. With the lock, one waits for the other. Where the
+ * check is immediate the transaction holds the lock already (the foreign
+ * key's trigger fired first), and this costs one lookup. cond: SQL under
+ * which to lock (NULL: always).
+ */
+static int pg_add_lock_parent(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                              const char *cond)
+{
+    const struct ferry_fkey *fk = path_fk(s, t);
+    int rc = FERRY_OK;
+
+    if (!fk)
+        return FERRY_OK;
+    if (cond)
+        rc = ferry_buf_addf(b, "IF %s THEN\n", cond);
+    if (!rc)
+        rc = ferry_buf_adds(b, "PERFORM 1 FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, s->tables[s->tables[t].parent].info.name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_p\" WHERE ");
+    if (!rc)
+        rc = add_pairs(b, " AND ", "\"_ferry_p\".", fk->pcols, "NEW.", fk->cols, fk->ncols);
+    if (!rc)
+        rc = ferry_buf_adds(b, " FOR KEY SHARE;\n");
+    if (!rc && cond)
+        rc = ferry_buf_adds(b, "END IF;\n");
+    return rc;
+}
+
 static int pg_insert_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = ferry_buf_adds(b, "SELECT ");
+    int rc = pg_add_lock_parent(b, s, t, NULL);
+
+    if (!rc)
+        rc = ferry_buf_adds(b, "SELECT ");
 
     if (!rc)
         rc = ferry_scope_owner(s, t, "NEW.", b);
@@ -1006,7 +1045,24 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     int rc;
 
     ferry_buf_init(&moved, 64 * 1024);
-    rc = add_key_changed(&moved, ti, " IS DISTINCT FROM ");
+    /* a child given another parent: lock that one, as an insert does */
+    rc = path_fk(s, t) ? ferry_buf_adds(&moved, "(") : FERRY_OK;
+    for (size_t i = 0; path_fk(s, t) && i < path_fk(s, t)->ncols && !rc; i++) {
+        rc = ferry_buf_adds(&moved, i ? " OR OLD." : "OLD.");
+        if (!rc)
+            rc = ferry_buf_add_ident(&moved, path_fk(s, t)->cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(&moved, " IS DISTINCT FROM NEW.");
+        if (!rc)
+            rc = ferry_buf_add_ident(&moved, path_fk(s, t)->cols[i]);
+    }
+    if (!rc && path_fk(s, t))
+        rc = ferry_buf_adds(&moved, ")");
+    if (!rc)
+        rc = pg_add_lock_parent(b, s, t, moved.data);
+    ferry_buf_reset(&moved);
+    if (!rc)
+        rc = add_key_changed(&moved, ti, " IS DISTINCT FROM ");
     if (!rc)
         rc = ferry_buf_adds(b, "SELECT ");
     if (!rc)

@@ -736,6 +736,51 @@ INSERT INTO public.posts(channel_id, body)
                              ["written before its channel moved",
                               "written while its channel moved"])
 
+    def test_child_under_a_deferred_key_written_while_its_parent_moves(self):
+        """As above with a deferred foreign key, whose check (and its lock on
+        the parent) waits for the child's commit: pages written into a doc,
+        and moved into another, while another transaction moves that doc to
+        another team, each in either order. Every page belongs to the new
+        team and reaches its target (capture locks the parent itself).
+        Oracle: SQL over the source."""
+        self.src_url = createdb("src")
+        psql(self.src_url, DOCS_SCHEMA + CONF_TABLES + """
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO docs VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 1, 'c'), (4, 1, 'd');
+INSERT INTO pages VALUES (1, 1, 'p1');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        pages = ("SELECT p.id, p.body FROM pages p JOIN docs d ON d.id = p.doc_id "
+                 "WHERE d.team_id = 2 ORDER BY p.id")
+        with self.serve() as srv:
+            self.pg_target(srv.url, precreate=False, tenant=2)
+            self.sync("--quiet")
+            mover, writer = self.open_session(self.src_url), self.open_session(self.src_url)
+            try:
+                for doc, write in ((1, "INSERT INTO pages VALUES (10, 1, 'new, move first')"),
+                                   (2, "UPDATE pages SET doc_id = 2 WHERE id = 1")):
+                    self.session_do(mover, "BEGIN; UPDATE docs SET team_id = 2 WHERE id = %d;"
+                                    % doc)
+                    self.session_send(writer, write + ";")
+                    time.sleep(0.5)
+                    self.session_do(mover, "COMMIT;")
+                    self.session_wait(writer)
+                for doc, write in ((3, "INSERT INTO pages VALUES (11, 3, 'new, write first')"),
+                                   (4, "UPDATE pages SET doc_id = 4 WHERE id = 10")):
+                    self.session_do(writer, "BEGIN; %s;" % write)
+                    self.session_send(mover, "UPDATE docs SET team_id = 2 WHERE id = %d;" % doc)
+                    time.sleep(0.5)
+                    self.session_do(writer, "COMMIT;")
+                    self.session_wait(mover)
+            finally:
+                for p in (mover, writer):
+                    self.close_session(p)
+            self.sync("--quiet")
+            self.assertEqual(psql(self.dst_url, pages.replace(" WHERE d.team_id = 2", "")),
+                             psql(self.src_url, pages))
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM pages").strip(), "3")
+
     def test_orphan_whose_parent_another_transaction_commits(self):
         """A child written before its parent (a deferred foreign key) while
         another transaction inserts that parent and commits first: the
