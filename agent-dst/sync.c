@@ -573,28 +573,19 @@ static void analyze_target(struct run *r, int quiet)
 }
 
 /*
- * Tables of the manifest whose copy the state does not record as done:
- * while streaming, tables that joined the scope after the copy (the
- * application created a table referencing it, and ferry-src install ran).
+ * Whether the state records the copy of table as done. While streaming, a
+ * table of the manifest whose copy is not done joined the scope after the
+ * copy (the application created a table referencing it, and ferry-src
+ * install ran).
+ * A state that cannot be read says no: copy_table() then reads it again and
+ * reports why.
  */
-static int count_uncopied(struct run *r, size_t *n, struct ferry_error *err)
+static int copy_done(struct run *r, const char *table)
 {
-    int rc = FERRY_OK;
+    struct ferry_copy_progress p;
+    struct ferry_error e;
 
-    *n = 0;
-    for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
-        struct ferry_copy_progress p;
-
-        rc = ferry_state_copy_get(r->state, r->manifest->tables[i].name, &p, err);
-        if (rc == FERRY_ENOTFOUND) {
-            ferry_error_clear(err);
-            rc = FERRY_OK;
-            p.done = 0;
-        }
-        if (!rc && !p.done)
-            (*n)++;
-    }
-    return rc;
+    return ferry_state_copy_get(r->state, table, &p, &e) == FERRY_OK && p.done;
 }
 
 /*
@@ -612,12 +603,8 @@ static int copy_joined(struct run *r, struct ferry_error *err)
         return FERRY_OK;
     deltas_stop(r); /* the client is this thread's again */
     for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
-        struct ferry_copy_progress p;
-
-        if (ferry_state_copy_get(r->state, r->manifest->tables[i].name, &p, err) == FERRY_OK &&
-            p.done)
+        if (copy_done(r, r->manifest->tables[i].name))
             continue;
-        ferry_error_clear(err);
         if (!r->opts->quiet)
             log_info("copy %s: a table new to the scope", r->manifest->tables[i].name);
         rc = copy_table(r, &r->manifest->tables[i], err);
@@ -698,11 +685,9 @@ static int dry_run(struct run *r, struct ferry_error *err)
                r->manifest->pending, r->meta.hwm);
         for (size_t i = 0; i < r->manifest->ntables; i++) {
             const struct ferry_table_info *ti = &r->manifest->tables[i];
-            struct ferry_copy_progress p;
 
-            if (ferry_state_copy_get(r->state, ti->name, &p, err) == FERRY_OK && p.done)
+            if (copy_done(r, ti->name))
                 continue;
-            ferry_error_clear(err);
             printf("  %-24s %10" PRId64 " rows  new to the scope: would be copied %s\n", ti->name,
                    ti->rows,
                    ferry_applier_has_table(r->applier, ti->name) ? "(table exists)"
@@ -850,9 +835,8 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
          * Nothing of the tenant after the mark up to the manifest's head:
          * no change request, and the target database stays closed.
          */
-        rc = count_uncopied(&r, &r.uncopied, err);
-        if (rc)
-            goto end;
+        for (size_t i = 0; i < r.manifest->ntables; i++)
+            r.uncopied += !copy_done(&r, r.manifest->tables[i].name);
         r.idle = r.manifest->pending == 0 && !r.uncopied;
         if (!r.idle)
             rc = deltas_start(&r, err);

@@ -948,19 +948,28 @@ static int pg_add_freeze_check(struct ferry_buf *b, int check_old, int check_new
  * for this transaction nor sees its new child, which would keep the
  * tenant the parent had. With the lock, one waits for the other. Where the
  * check is immediate the transaction holds the lock already (the foreign
- * key's trigger fired first), and this costs one lookup. cond: SQL under
- * which to lock (NULL: always).
+ * key's trigger fired first), and this costs one lookup. if_moved: only
+ * when an update gave NEW another parent (the insert's case again).
  */
 static int pg_add_lock_parent(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
-                              const char *cond)
+                              int if_moved)
 {
     const struct ferry_fkey *fk = path_fk(s, t);
     int rc = FERRY_OK;
 
     if (!fk)
         return FERRY_OK;
-    if (cond)
-        rc = ferry_buf_addf(b, "IF %s THEN\n", cond);
+    for (size_t i = 0; if_moved && i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_adds(b, i ? " OR OLD." : "IF OLD.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(b, " IS DISTINCT FROM NEW.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+    }
+    if (!rc && if_moved)
+        rc = ferry_buf_adds(b, " THEN\n");
     if (!rc)
         rc = ferry_buf_adds(b, "PERFORM 1 FROM ");
     if (!rc)
@@ -971,7 +980,7 @@ static int pg_add_lock_parent(struct ferry_buf *b, const struct ferry_scope *s, 
         rc = add_pairs(b, " AND ", "\"_ferry_p\".", fk->pcols, "NEW.", fk->cols, fk->ncols);
     if (!rc)
         rc = ferry_buf_adds(b, " FOR KEY SHARE;\n");
-    if (!rc && cond)
+    if (!rc && if_moved)
         rc = ferry_buf_adds(b, "END IF;\n");
     return rc;
 }
@@ -979,7 +988,7 @@ static int pg_add_lock_parent(struct ferry_buf *b, const struct ferry_scope *s, 
 static int pg_insert_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    int rc = pg_add_lock_parent(b, s, t, NULL);
+    int rc = pg_add_lock_parent(b, s, t, 0);
 
     if (!rc)
         rc = ferry_buf_adds(b, "SELECT ");
@@ -1045,22 +1054,7 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     int rc;
 
     ferry_buf_init(&moved, 64 * 1024);
-    /* a child given another parent: lock that one, as an insert does */
-    rc = path_fk(s, t) ? ferry_buf_adds(&moved, "(") : FERRY_OK;
-    for (size_t i = 0; path_fk(s, t) && i < path_fk(s, t)->ncols && !rc; i++) {
-        rc = ferry_buf_adds(&moved, i ? " OR OLD." : "OLD.");
-        if (!rc)
-            rc = ferry_buf_add_ident(&moved, path_fk(s, t)->cols[i]);
-        if (!rc)
-            rc = ferry_buf_adds(&moved, " IS DISTINCT FROM NEW.");
-        if (!rc)
-            rc = ferry_buf_add_ident(&moved, path_fk(s, t)->cols[i]);
-    }
-    if (!rc && path_fk(s, t))
-        rc = ferry_buf_adds(&moved, ")");
-    if (!rc)
-        rc = pg_add_lock_parent(b, s, t, moved.data);
-    ferry_buf_reset(&moved);
+    rc = pg_add_lock_parent(b, s, t, 1);
     if (!rc)
         rc = add_key_changed(&moved, ti, " IS DISTINCT FROM ");
     if (!rc)

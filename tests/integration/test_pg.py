@@ -131,6 +131,26 @@ CREATE TABLE pages (id bigint PRIMARY KEY, doc_id numeric NOT NULL
   REFERENCES docs(id) DEFERRABLE INITIALLY DEFERRED, body text);
 """
 
+# Partitioned tables: messages listed by team (a team change moves the row to
+# another partition), their files by range of id; ids for new rows.
+PARTITIONS_SCHEMA = """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE messages (team_id bigint NOT NULL REFERENCES teams(id), id bigint NOT NULL,
+  body text, PRIMARY KEY (team_id, id)) PARTITION BY LIST (team_id);
+CREATE TABLE messages_1 PARTITION OF messages FOR VALUES IN (1);
+CREATE TABLE messages_2 PARTITION OF messages FOR VALUES IN (2);
+CREATE TABLE messages_rest PARTITION OF messages DEFAULT;
+CREATE TABLE files (id bigint NOT NULL, team_id bigint NOT NULL, message_id bigint NOT NULL,
+  name text, PRIMARY KEY (id), FOREIGN KEY (team_id, message_id) REFERENCES messages
+  ON DELETE CASCADE ON UPDATE CASCADE) PARTITION BY RANGE (id);
+CREATE TABLE files_low PARTITION OF files FOR VALUES FROM (MINVALUE) TO (1000);
+CREATE TABLE files_high PARTITION OF files FOR VALUES FROM (1000) TO (MAXVALUE);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two'), (3, 'three');
+INSERT INTO messages SELECT 1 + i % 3, i, 'message ' || i FROM generate_series(1, 60) i;
+INSERT INTO files SELECT i * 40, 1 + i % 3, i, 'file ' || i FROM generate_series(1, 60) i;
+CREATE SEQUENCE ids START 1000;
+"""
+
 # table -> (primary key, FROM ... WHERE selecting tenant %(t)s's rows as alias t)
 PG_TABLES = {
     "teams": (("id",), "FROM teams t WHERE t.id = %(t)s"),
@@ -1002,22 +1022,7 @@ UPDATE notes SET id = 3 - id;
         partitions by an update, a truncated partition and a detached one;
         verify says equal. Oracle: SQL over the source's parent tables."""
         self.src_url = createdb("src")
-        psql(self.src_url, CONF_TABLES + """
-CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
-CREATE TABLE messages (team_id bigint NOT NULL REFERENCES teams(id), id bigint NOT NULL,
-  body text, PRIMARY KEY (team_id, id)) PARTITION BY LIST (team_id);
-CREATE TABLE messages_1 PARTITION OF messages FOR VALUES IN (1);
-CREATE TABLE messages_2 PARTITION OF messages FOR VALUES IN (2);
-CREATE TABLE messages_rest PARTITION OF messages DEFAULT;
-CREATE TABLE files (id bigint NOT NULL, team_id bigint NOT NULL, message_id bigint NOT NULL,
-  name text, PRIMARY KEY (id), FOREIGN KEY (team_id, message_id) REFERENCES messages
-  ON DELETE CASCADE ON UPDATE CASCADE) PARTITION BY RANGE (id);
-CREATE TABLE files_low PARTITION OF files FOR VALUES FROM (MINVALUE) TO (1000);
-CREATE TABLE files_high PARTITION OF files FOR VALUES FROM (1000) TO (MAXVALUE);
-INSERT INTO teams VALUES (1, 'one'), (2, 'two'), (3, 'three');
-INSERT INTO messages SELECT 1 + i % 3, i, 'message ' || i FROM generate_series(1, 60) i;
-INSERT INTO files SELECT i * 40, 1 + i % 3, i, 'file ' || i FROM generate_series(1, 60) i;
-""")
+        psql(self.src_url, CONF_TABLES + PARTITIONS_SCHEMA)
         self.write_src(self.src_url)
         self.install()
         oracle = {
@@ -1388,8 +1393,7 @@ INSERT INTO pages SELECT i, 1 + i % 30, 'p' FROM generate_series(1, 200) i;
                                           .replace(" WHERE d.team_id = %d", "")),
                                      psql(self.src_url, q % tenant), "team %d" % tenant)
 
-    # And on partitioned tables: messages listed by team (a team change moves
-    # the row to another partition), their files by range of id.
+    # And on partitioned tables (PARTITIONS_SCHEMA).
     PARTITIONED_WRITES = [
         "INSERT INTO messages VALUES ({t}, nextval('ids'), 'w{w}')",
         "UPDATE messages SET body = 'w{w}' WHERE (team_id, id) = (SELECT team_id, id "
@@ -1416,23 +1420,7 @@ INSERT INTO pages SELECT i, 1 + i % 30, 'p' FROM generate_series(1, 200) i;
         own error (moved to another partition), allowed like a deadlock.
         Oracle: SQL over the source."""
         self.src_url = createdb("src")
-        psql(self.src_url, CONF_TABLES + """
-CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
-CREATE SEQUENCE ids START 1000;
-CREATE TABLE messages (team_id bigint NOT NULL REFERENCES teams(id), id bigint NOT NULL,
-  body text, PRIMARY KEY (team_id, id)) PARTITION BY LIST (team_id);
-CREATE TABLE messages_1 PARTITION OF messages FOR VALUES IN (1);
-CREATE TABLE messages_2 PARTITION OF messages FOR VALUES IN (2);
-CREATE TABLE messages_rest PARTITION OF messages DEFAULT;
-CREATE TABLE files (id bigint NOT NULL, team_id bigint NOT NULL, message_id bigint NOT NULL,
-  name text, PRIMARY KEY (id), FOREIGN KEY (team_id, message_id) REFERENCES messages
-  ON DELETE CASCADE ON UPDATE CASCADE) PARTITION BY RANGE (id);
-CREATE TABLE files_low PARTITION OF files FOR VALUES FROM (MINVALUE) TO (1000);
-CREATE TABLE files_high PARTITION OF files FOR VALUES FROM (1000) TO (MAXVALUE);
-INSERT INTO teams VALUES (1, 'one'), (2, 'two'), (3, 'three');
-INSERT INTO messages SELECT 1 + i % 3, i, 'message ' || i FROM generate_series(1, 60) i;
-INSERT INTO files SELECT i * 40, 1 + i % 3, i, 'file ' || i FROM generate_series(1, 60) i;
-""")
+        psql(self.src_url, CONF_TABLES + PARTITIONS_SCHEMA)
         self.write_src(self.src_url)
         self.install()
         queries = ("SELECT team_id, id, body FROM messages WHERE team_id = %d ORDER BY 1, 2",

@@ -23,6 +23,13 @@ def ids(conn, sql, *params):
     return [r[0] for r in conn.execute(sql, params)]
 
 
+def quiet_posts(conn, team):
+    """Ids of team's posts without reactions (a delete cascades to nothing)."""
+    return ids(conn, "SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
+                     "WHERE c.team_id = ? AND p.id NOT IN (SELECT post_id FROM reactions) "
+                     "ORDER BY p.id", team)
+
+
 def team_channels(conn, team):
     return ids(conn, "SELECT id FROM channels WHERE team_id = ? ORDER BY id", team)
 
@@ -171,9 +178,7 @@ class SyncTest(ft.FerryTestCase):
             self.sync("--quiet")
             conn = ft.source_conn(self.src_db)
             try:
-                quiet = ids(conn, "SELECT p.id FROM posts p JOIN channels c "
-                                  "ON c.id = p.channel_id WHERE c.team_id = 1 AND p.id NOT IN "
-                                  "(SELECT post_id FROM reactions) ORDER BY p.id")
+                quiet = quiet_posts(conn, 1)
                 conn.execute("BEGIN")
                 conn.execute("INSERT OR REPLACE INTO tags(name, team_ref) "
                              "VALUES ('team1-tag0', 2)")
@@ -391,9 +396,7 @@ class SyncTest(ft.FerryTestCase):
             self.sync("--quiet")
             conn = ft.source_conn(self.src_db)
             try:
-                quiet = ids(conn, "SELECT p.id FROM posts p JOIN channels c "
-                                  "ON c.id = p.channel_id WHERE c.team_id = 1 AND p.id NOT IN "
-                                  "(SELECT post_id FROM reactions) ORDER BY p.id")
+                quiet = quiet_posts(conn, 1)
                 gone = quiet[0]
                 upd = ids(conn, "SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
                                 "WHERE c.team_id = 1 AND p.id <> ? ORDER BY p.id LIMIT 128", gone)
