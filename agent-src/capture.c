@@ -1969,12 +1969,41 @@ static int pg_run(struct ferry_db *db, struct ferry_buf *sql, int rc, const char
 }
 
 /*
- * How long step 1 and step 3 wait for a lock on the scope's tables (one
- * application transaction that holds one, and every writer queued behind
- * install's request waits with it), and how often they try again.
+ * How long step 1 and step 3 wait for the lock on each table of the scope
+ * (while one application transaction holds it, every writer queued behind
+ * install's request waits too), and how often they try again.
  */
-#define PG_LOCK_WAIT "SET LOCAL lock_timeout TO '3s'"
-#define PG_LOCK_TRIES 20
+#define PG_LOCK_WAIT "SET LOCAL lock_timeout TO '200ms';\nSET LOCAL statement_timeout TO '500ms';\n"
+#define PG_LOCK_TRIES 60
+
+/*
+ * The scope's tables locked in mode, parents first, as the application's
+ * statements take them, in at most PG_LOCK_WAIT's time (a statement's
+ * time limit applies to each statement of a query string since 13).
+ */
+static int pg_lock_scope(struct ferry_buf *b, const struct ferry_scope *s, const char *mode)
+{
+    int rc = ferry_buf_adds(b, PG_LOCK_WAIT);
+
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        rc = ferry_buf_adds(b, t ? ", " : "LOCK TABLE ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, s->tables[t].info.name);
+    }
+    if (!rc)
+        rc = ferry_buf_addf(b, " IN %s MODE;\n", mode);
+    return rc ? rc
+              : ferry_buf_adds(b, "SET LOCAL lock_timeout TO DEFAULT;\n"
+                                  "SET LOCAL statement_timeout TO DEFAULT;\n");
+}
+
+static long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Step 1: the log's tables, the noting triggers, a fresh KM_BUILD orphans table. */
 static int pg_install_begin(struct ferry_db *db, const struct ferry_scope *s, const char *schema,
@@ -1997,7 +2026,7 @@ static int pg_install_begin(struct ferry_db *db, const struct ferry_scope *s, co
     rc = ferry_db_begin(db, err);
     if (rc)
         return rc;
-    rc = ferry_db_exec(db, PG_LOCK_WAIT, err);
+    rc = pg_run(db, sql, pg_lock_scope(sql, s, "SHARE ROW EXCLUSIVE"), NULL, err);
     /* what an install that stopped half way left */
     if (!rc)
         rc = pg_drop(db, PG_DROP_BUILD_TRIGGERS, PG_DROP_BUILD_TABLES, err);
@@ -2039,18 +2068,12 @@ static int pg_install_finish(struct ferry_db *db, const struct ferry_scope *s, c
 
     if (rc)
         return rc;
-    /* parents first, as the application's own statements take them */
-    rc = ferry_buf_adds(sql, PG_LOCK_WAIT ";\n");
-    for (size_t t = 0; t < s->ntables && !rc; t++) {
-        rc = ferry_buf_adds(sql, t ? ", " : "LOCK TABLE ");
-        if (!rc)
-            rc = ferry_buf_add_ident(sql, s->tables[t].info.name);
-    }
-    if (!rc)
-        rc = ferry_buf_adds(sql, " IN SHARE ROW EXCLUSIVE MODE;\n");
-    rc = pg_run(db, sql, rc, NULL, err);
+    /* writers wait from here; readers too once the triggers are dropped */
+    rc = pg_run(db, sql, pg_lock_scope(sql, s, "SHARE ROW EXCLUSIVE"), NULL, err);
     for (size_t t = 0; t < s->ntables && !rc; t++)
         rc = pg_run(db, sql, pg_catchup_sql(sql, s, t), s->tables[t].info.name, err);
+    if (!rc)
+        rc = pg_run(db, sql, pg_lock_scope(sql, s, "ACCESS EXCLUSIVE"), NULL, err);
     if (!rc)
         rc = pg_drop(db, "^_ferry_[iudtwx]_", PG_DROP_NONE, err);
     for (size_t t = 0; t < s->ntables && !rc; t++)
@@ -2076,7 +2099,11 @@ static int pg_install_finish(struct ferry_db *db, const struct ferry_scope *s, c
     return rc;
 }
 
-/* Runs step (1 or 3) again while it fails for a lock it waited too long for. */
+/*
+ * Runs step (1 or 3) again while it fails for a lock: one it waited too
+ * long for, or a deadlock (its locks are taken table by table, the
+ * application's in its own order).
+ */
 static int pg_with_locks(int (*step)(struct ferry_db *, const struct ferry_scope *, const char *,
                                      struct ferry_buf *, struct ferry_error *),
                          struct ferry_db *db, const struct ferry_scope *s, const char *schema,
@@ -2085,14 +2112,26 @@ static int pg_with_locks(int (*step)(struct ferry_db *, const struct ferry_scope
     int rc = FERRY_OK;
 
     for (int i = 0; i < PG_LOCK_TRIES; i++) {
+        long t0 = mono_ms();
+
         ferry_buf_reset(sql);
         rc = step(db, s, schema, sql, err);
-        if (!rc || !strstr(err->msg, "SQLSTATE 55P03"))
+        if (!rc)
+            log_info("install: %s in %ld ms (try %d)",
+                     step == pg_install_begin ? "noting writes" : "caught up, writers waiting",
+                     mono_ms() - t0, i + 1);
+        /*
+         * 55P03: lock_timeout; 57014: statement_timeout (PG_LOCK_WAIT);
+         * 40P01: a deadlock with the application's writers
+         */
+        if (!rc || (!strstr(err->msg, "SQLSTATE 55P03") && !strstr(err->msg, "SQLSTATE 57014") &&
+                    !strstr(err->msg, "SQLSTATE 40P01")))
             return rc;
-        log_warn("install: a transaction holds a lock on a table of the scope; trying again "
-                 "(%d of %d)",
+        log_warn("install: %s; trying again (%d of %d)",
+                 strstr(err->msg, "40P01") ? "a deadlock with the application's writes"
+                                           : "a transaction holds a lock on a table of the scope",
                  i + 1, PG_LOCK_TRIES);
-        sleep_ms(1000);
+        sleep_ms(500);
     }
     return ferry_error_set(err, rc,
                            "install: a transaction kept a lock on a table of the scope for "

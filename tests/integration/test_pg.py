@@ -1436,6 +1436,206 @@ INSERT INTO pages SELECT i, 1 + i % 30, 'p' FROM generate_series(1, 200) i;
                     self.assertEqual(psql(db, q.replace(" WHERE team_id = %d", "")),
                                      psql(self.src_url, q % tenant), "team %d" % tenant)
 
+    # Random writes for a source with a bulk team (9) of posts from id {n} on:
+    # RANDOM_WRITES' kinds on teams 1-3's rows, and bulk posts deleted and
+    # moved into teams 1-3 (rows a key map build read before they changed).
+    INSTALL_WRITES = [
+        "INSERT INTO posts(channel_id, body, tstz) SELECT id, 'w{w}', now() FROM channels "
+        "WHERE team_id < 4 ORDER BY random() LIMIT 1",
+        "UPDATE posts SET body = 'w{w} ' || id WHERE id = (SELECT id FROM posts WHERE id < {n} "
+        "ORDER BY random() LIMIT 1)",
+        "DELETE FROM posts WHERE id = (SELECT id FROM posts WHERE id < {n} "
+        "ORDER BY random() LIMIT 1)",
+        "UPDATE channels SET team_id = {t} WHERE id = (SELECT id FROM channels WHERE team_id < 4 "
+        "ORDER BY random() LIMIT 1)",
+        "UPDATE posts SET channel_id = (SELECT id FROM channels WHERE team_id < 4 "
+        "ORDER BY random() LIMIT 1) WHERE id = (SELECT id FROM posts WHERE id < {n} "
+        "ORDER BY random() LIMIT 1)",
+        "UPDATE posts SET id = nextval('posts_id_seq') WHERE id = (SELECT id FROM posts p "
+        "WHERE id < {n} AND NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id) "
+        "ORDER BY random() LIMIT 1)",
+        "DELETE FROM channels WHERE id = (SELECT id FROM channels WHERE team_id < 4 "
+        "ORDER BY random() LIMIT 1)",
+        "INSERT INTO channels(team_id, name) VALUES ({t}, 'w{w}')",
+        "INSERT INTO reactions SELECT id, 'e' || (random() * 5)::int, 1 FROM posts "
+        "WHERE id < {n} ORDER BY random() LIMIT 1 ON CONFLICT DO NOTHING",
+        "DELETE FROM reactions WHERE post_id = (SELECT post_id FROM reactions "
+        "ORDER BY random() LIMIT 1)",
+        "INSERT INTO settings VALUES ({t}, 'k' || (random() * 20)::int, '1') "
+        "ON CONFLICT (team_id, key) DO UPDATE SET value = '2'",
+        "UPDATE tags SET team_ref = {t} WHERE name = (SELECT name FROM tags "
+        "ORDER BY random() LIMIT 1)",
+        "UPDATE events SET at = at + interval '1 day' WHERE (channel_id, at) = "
+        "(SELECT channel_id, at FROM events ORDER BY random() LIMIT 1)",
+        "DELETE FROM posts WHERE id = {n} + {b}",
+        "UPDATE posts SET channel_id = (SELECT id FROM channels WHERE team_id < 4 "
+        "ORDER BY random() LIMIT 1) WHERE id = {n} + {b}",
+    ]
+
+    def bulk_source(self, bulk=1000000):
+        """A PostgreSQL source with SCHEMA and DATA, and a team 9 of bulk
+        posts from id n on, not installed: (n, bulk)."""
+        self.src_url = createdb("src")
+        psql(self.src_url, SCHEMA + DATA + """
+INSERT INTO teams VALUES (9, 'bulk');
+INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
+""")
+        n = int(psql(self.src_url, "SELECT max(id) + 1 FROM posts").strip())
+        psql(self.src_url, "INSERT INTO posts(channel_id, body) SELECT (SELECT min(id) FROM "
+             "channels WHERE team_id = 9) + i %% 2, 'bulk ' || i FROM generate_series(0, %d) i; "
+             "ANALYZE" % (bulk - 1))
+        self.write_src(self.src_url)
+        return n, bulk
+
+    def assertKeyMaps(self):
+        """Every key map of the source holds exactly its table's rows, each
+        under the team PG_TABLES' SQL puts it in; nothing waits for a
+        parent; nothing of install's build is left."""
+        for table, (pk, frm) in PG_TABLES.items():
+            keys = ", ".join("x.%s" % c for c in pk)
+            oracle = ("SELECT %s, tm.id FROM teams tm CROSS JOIN LATERAL (SELECT t.* %s) x"
+                      % (keys, frm % {"t": "tm.id"}))
+            keymap = "SELECT %s, x._ferry_tenant FROM _ferry_k_%s x" % (keys, table)
+            diff = psql(self.src_url, "SELECT count(*) FROM ((%s) EXCEPT ALL (%s)) a; "
+                        "SELECT count(*) FROM ((%s) EXCEPT ALL (%s)) b"
+                        % (oracle, keymap, keymap, oracle)).split()
+            self.assertEqual(diff, ["0", "0"], "key map of %s against the source" % table)
+        self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(), "0")
+        self.assertEqual(psql(self.src_url, "SELECT count(*) FROM pg_class WHERE relname ~ "
+                              "'^_ferry_[ny]_'").strip(), "0", "install's build tables left")
+
+    # the workload's own errors (a move into a channel when teams 1-3 have none left)
+    INSTALL_WRITES_FAIL = "foreign key|deadlock|transaction is aborted|violates not-null"
+
+    def test_install_while_the_application_writes(self):
+        """ferry-src install on PostgreSQL while three writers keep writing
+        (INSTALL_WRITES, each statement under lock_timeout 2 s) to a source
+        with a million posts: no write waits 2 s for install's locks (the
+        build before this one locked every table of the scope while it
+        filled the key maps, 3-6 s here), writes commit while install runs,
+        and the key maps install leaves say exactly which team every row
+        belongs to. Then three teams' targets copy and follow more random
+        writes. Oracles: PG_TABLES' SQL over the source for the key maps and
+        the targets, and the writers' own log of commit times."""
+        n, bulk = self.bulk_source()
+        psql(self.src_url, "CREATE TABLE write_log (at timestamptz NOT NULL)")
+        env = dict(os.environ, PGOPTIONS=PGOPTIONS)
+        seed = int(os.environ.get("FERRY_TEST_SEED", "1"))
+        stop = threading.Event()
+        errors = []
+
+        def values(rnd):
+            return {"t": rnd.randint(1, 3), "n": n, "b": rnd.randrange(bulk)}
+
+        def writer(w):
+            rnd = random.Random(seed * 100 + w)
+            while not stop.is_set():
+                script = ["SET lock_timeout = '2s';"]
+                for _ in range(10):
+                    script.append("BEGIN;")
+                    for _ in range(rnd.randint(1, 3)):
+                        script.append(rnd.choice(self.INSTALL_WRITES).format(w=w, **values(rnd))
+                                      + ";")
+                    script.append("INSERT INTO write_log VALUES (clock_timestamp());")
+                    script.append("COMMIT;" if rnd.random() < 0.9 else "ROLLBACK;")
+                cp = subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-d", self.src_url,
+                                     "-f", "-"], input="\n".join(script).encode(),
+                                    capture_output=True, env=env, timeout=300)
+                errors.append((w, cp.stderr.decode()))
+
+        writers = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+        for t in writers:
+            t.start()
+        try:
+            time.sleep(0.5)
+            began = psql(self.src_url, "SELECT clock_timestamp()").strip()
+            cp = ft.run_src(["install", "--config", self.src_conf])
+            ended = psql(self.src_url, "SELECT clock_timestamp()").strip()
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in writers:
+                t.join()
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        for w, text in errors:
+            for line in text.splitlines():
+                if "ERROR" in line:
+                    self.assertRegex(line, self.INSTALL_WRITES_FAIL,
+                                     "writer %d; install said: %s" % (w, cp.stderr))
+        during = int(psql(self.src_url, "SELECT count(*) FROM write_log WHERE at > '%s' AND "
+                          "at < '%s'" % (began, ended)).strip())
+        self.assertGreater(during, 10, "writes committed while install ran")
+
+        self.assertKeyMaps()
+
+        with self.serve() as srv:
+            targets = self.tenant_targets(srv.url, (1, 2, 3))
+            self.random_workload(self.INSTALL_WRITES, targets, values,
+                                 allowed=self.INSTALL_WRITES_FAIL)
+            for tenant, (_, db) in targets.items():
+                for table in PG_TABLES:
+                    self.assertTableEqual(pg_rows(self.src_url, table, tenant), pg_rows(db, table),
+                                          "%s of team %d" % (table, tenant))
+
+    def test_install_again_catches_up_with_writes_made_while_it_built(self):
+        """install run again (an upgrade) on a source with a million posts
+        whose team 1 has a target. While it builds the key maps, other
+        sessions truncate events, move a bulk post and a channel of team 2
+        into team 1, delete a post of team 1 with its reactions (a cascade)
+        and add posts; one more session holds a lock on teams, so install
+        waits for it before it catches up (and says so). The key maps then
+        match the source, the target gets every change (the old triggers
+        logged them meanwhile), and a later delete of the moved post
+        reaches team 1 through the new key map. Oracles: PG_TABLES' SQL over
+        the source."""
+        n, _ = self.bulk_source()
+        self.install()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
+                                     self.src_conf], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+            deadline = time.time() + 60
+            while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
+                       "'_ferry_w_teams'").strip() != "1":
+                self.assertLess(time.time(), deadline, "install noted no writes")
+                self.assertIsNone(proc.poll(), "install ended before its build")
+                time.sleep(0.02)
+            holder = self.open_session(self.src_url)
+            self.session_do(holder, "BEGIN; UPDATE teams SET name = name WHERE id = 3;")
+            psql(self.src_url, """
+TRUNCATE events;
+UPDATE posts SET channel_id = (SELECT min(id) FROM channels WHERE team_id = 1) WHERE id = %d;
+UPDATE channels SET team_id = 1 WHERE id = (SELECT max(id) FROM channels WHERE team_id = 2);
+DELETE FROM posts WHERE id = (SELECT min(r.post_id) FROM reactions r JOIN posts p
+  ON p.id = r.post_id JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1);
+INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WHERE team_id = 1;
+""" % (n + 7))
+            # install waits for teams, gives up, tries again
+            while psql(self.src_url, "SELECT count(*) FROM pg_locks WHERE relation = "
+                       "'teams'::regclass AND NOT granted").strip() == "0":
+                self.assertLess(time.time(), deadline, "install did not wait for teams")
+                self.assertIsNone(proc.poll(), "install ended while a session held teams")
+                time.sleep(0.02)
+            time.sleep(1.5)
+            self.session_do(holder, "COMMIT;")
+            self.close_session(holder)
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err.decode())
+            self.assertIn("trying again", err.decode())
+            self.assertKeyMaps()
+            self.sync("--quiet")
+            for table in PG_TABLES:
+                self.assertTableEqual(pg_rows(self.src_url, table, 1), pg_rows(self.dst_url, table),
+                                      table)
+            psql(self.src_url, "DELETE FROM posts WHERE id = %d" % (n + 7))
+            self.sync("--quiet")
+            self.assertTableEqual(pg_rows(self.src_url, "posts", 1),
+                                  pg_rows(self.dst_url, "posts"), "posts")
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE id = %d"
+                                  % (n + 7)).strip(), "0")
+
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
         naming table and key; that batch is not committed, the row intact."""
