@@ -1577,64 +1577,107 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
                     self.assertTableEqual(pg_rows(self.src_url, table, tenant), pg_rows(db, table),
                                           "%s of team %d" % (table, tenant))
 
-    def test_install_again_catches_up_with_writes_made_while_it_built(self):
-        """install run again (an upgrade) on a source with a million posts
-        whose team 1 has a target. While it builds the key maps, other
-        sessions truncate events, move a bulk post and a channel of team 2
-        into team 1, delete a post of team 1 with its reactions (a cascade)
-        and add posts; one more session holds a lock on teams, so install
-        waits for it before it catches up (and says so). The key maps then
-        match the source, the target gets every change (the old triggers
-        logged them meanwhile), and a later delete of the moved post
-        reaches team 1 through the new key map. Oracles: PG_TABLES' SQL over
-        the source."""
-        n, _ = self.bulk_source()
-        self.install()
-        with self.serve() as srv:
-            self.pg_target(srv.url)
-            self.sync("--quiet")
-            proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
-                                     self.src_conf], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-            deadline = time.time() + 60
-            while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
-                       "'_ferry_w_teams'").strip() != "1":
-                self.assertLess(time.time(), deadline, "install noted no writes")
-                self.assertIsNone(proc.poll(), "install ended before its build")
-                time.sleep(0.02)
-            holder = self.open_session(self.src_url)
-            self.session_do(holder, "BEGIN; UPDATE teams SET name = name WHERE id = 3;")
-            psql(self.src_url, """
+    def install_with_writes(self, writes):
+        """ferry-src install while, once it notes writes, a session holds a
+        lock on teams and other sessions run writes; install waits for the
+        lock, gives up, tries again (and says so) once the holder commits."""
+        proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
+                                 self.src_conf], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
+                   "'_ferry_w_teams'").strip() != "1":
+            self.assertLess(time.time(), deadline, "install noted no writes")
+            self.assertIsNone(proc.poll(), "install ended before its build")
+            time.sleep(0.02)
+        holder = self.open_session(self.src_url)
+        self.session_do(holder, "BEGIN; UPDATE teams SET name = name WHERE id = 3;")
+        psql(self.src_url, writes)
+        while psql(self.src_url, "SELECT count(*) FROM pg_locks WHERE relation = "
+                   "'teams'::regclass AND NOT granted").strip() == "0":
+            self.assertLess(time.time(), deadline, "install did not wait for teams")
+            self.assertIsNone(proc.poll(), "install ended while a session held teams")
+            time.sleep(0.02)
+        time.sleep(1.5)
+        self.session_do(holder, "COMMIT;")
+        self.close_session(holder)
+        _, err = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 0, err.decode())
+        self.assertIn("trying again", err.decode())
+
+    # Writes while install builds: a truncate, a bulk post and a channel of
+    # team 2 moved into team 1 (the channel's posts follow), a post of team 1
+    # deleted with its reactions (a cascade), new posts.
+    INSTALL_BUILD_WRITES = """
 TRUNCATE events;
-UPDATE posts SET channel_id = (SELECT min(id) FROM channels WHERE team_id = 1) WHERE id = %d;
-UPDATE channels SET team_id = 1 WHERE id = (SELECT max(id) FROM channels WHERE team_id = 2);
+UPDATE posts SET channel_id = (SELECT min(id) FROM channels WHERE team_id = 1) WHERE id = %(p)d;
+UPDATE channels SET team_id = 1 WHERE id = (SELECT max(id) FROM channels WHERE team_id = %(t)d);
 DELETE FROM posts WHERE id = (SELECT min(r.post_id) FROM reactions r JOIN posts p
   ON p.id = r.post_id JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1);
 INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WHERE team_id = 1;
-""" % (n + 7))
-            # install waits for teams, gives up, tries again
-            while psql(self.src_url, "SELECT count(*) FROM pg_locks WHERE relation = "
-                       "'teams'::regclass AND NOT granted").strip() == "0":
-                self.assertLess(time.time(), deadline, "install did not wait for teams")
-                self.assertIsNone(proc.poll(), "install ended while a session held teams")
-                time.sleep(0.02)
-            time.sleep(1.5)
-            self.session_do(holder, "COMMIT;")
-            self.close_session(holder)
-            out, err = proc.communicate(timeout=120)
-            self.assertEqual(proc.returncode, 0, err.decode())
-            self.assertIn("trying again", err.decode())
+"""
+
+    def test_install_catches_up_with_writes_made_while_it_built(self):
+        """install on a source with a million posts, while INSTALL_BUILD_WRITES
+        run and a session holds teams (install_with_writes): the key maps match
+        the source. Then install again (an upgrade) the same way, team 1
+        having a target: the key maps match again, the target gets every
+        change (the old triggers logged them meanwhile), and a later delete of
+        a moved post reaches team 1 through the new key map. Oracles:
+        PG_TABLES' SQL over the source."""
+        n, _ = self.bulk_source()
+        self.install_with_writes(self.INSTALL_BUILD_WRITES % {"p": n + 7, "t": 2})
+        self.assertKeyMaps()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            psql(self.src_url, "INSERT INTO events SELECT id, now(), 'e' FROM channels")
+            self.install_with_writes(self.INSTALL_BUILD_WRITES % {"p": n + 8, "t": 3})
             self.assertKeyMaps()
             self.sync("--quiet")
             for table in PG_TABLES:
                 self.assertTableEqual(pg_rows(self.src_url, table, 1), pg_rows(self.dst_url, table),
                                       table)
-            psql(self.src_url, "DELETE FROM posts WHERE id = %d" % (n + 7))
+            psql(self.src_url, "DELETE FROM posts WHERE id IN (%d, %d)" % (n + 7, n + 8))
             self.sync("--quiet")
             self.assertTableEqual(pg_rows(self.src_url, "posts", 1),
                                   pg_rows(self.dst_url, "posts"), "posts")
-            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE id = %d"
-                                  % (n + 7)).strip(), "0")
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE id IN (%d, %d)"
+                                  % (n + 7, n + 8)).strip(), "0")
+
+    def test_install_catches_up_with_waiting_children(self):
+        """Children that wait for a parent (written with the foreign key
+        unchecked, as a replica's writes are) while install builds: one
+        noted before install whose parent arrives during the build (as
+        77.0, noted as 77) takes its parent's team and waits no more; one
+        written during the build waits, and takes its team when its parent
+        arrives after install. Oracles: SQL joins over the source."""
+        self.src_url = createdb("src")
+        psql(self.src_url, CONF_TABLES + DOCS_SCHEMA + """
+INSERT INTO teams VALUES (1, 'one'), (2, 'two'), (3, 'three');
+INSERT INTO docs SELECT i, 1 + i % 3, 'doc' FROM generate_series(1, 30) i;
+INSERT INTO pages SELECT i, 3, 'bulk' FROM generate_series(1000, 800999) i;
+SET session_replication_role = replica;
+INSERT INTO pages VALUES (100, 77, 'waits');
+""")
+        self.write_src(self.src_url)
+        self.install_with_writes("""
+INSERT INTO docs VALUES (77.0, 2, 'arrived');
+SET session_replication_role = replica;
+INSERT INTO pages VALUES (101, 88, 'waits too');
+""")
+        keymap = "SELECT id::text || ':' || _ferry_tenant FROM _ferry_k_pages WHERE id IN (100, 101)"
+        self.assertEqual(psql(self.src_url, keymap).split(), ["100:2"])
+        self.assertEqual(psql(self.src_url, "SELECT ctbl || ':' || p0 FROM _ferry_orphans")
+                         .split(), ["pages:88"])
+        psql(self.src_url, "INSERT INTO docs VALUES (88, 1, 'late')")
+        self.assertEqual(sorted(psql(self.src_url, keymap).split()), ["100:2", "101:1"])
+        self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(), "0")
+        diff = psql(self.src_url, """
+SELECT count(*) FROM ((SELECT p.id, d.team_id FROM pages p JOIN docs d ON d.id = p.doc_id)
+  EXCEPT ALL (SELECT id, _ferry_tenant FROM _ferry_k_pages)) a;
+SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
+  EXCEPT ALL (SELECT p.id, d.team_id FROM pages p JOIN docs d ON d.id = p.doc_id)) b""")
+        self.assertEqual(diff.split(), ["0", "0"])
 
     def test_clash_with_other_tenant(self):
         """A target row of another tenant with a key the copy needs: exit 5
