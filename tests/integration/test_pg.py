@@ -1577,10 +1577,11 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
                     self.assertTableEqual(pg_rows(self.src_url, table, tenant), pg_rows(db, table),
                                           "%s of team %d" % (table, tenant))
 
-    def install_with_writes(self, writes):
+    def install_with_writes(self, writes, late_writes=None):
         """ferry-src install while, once it notes writes, a session holds a
-        lock on teams and other sessions run writes; install waits for the
-        lock, gives up, tries again (and says so) once the holder commits."""
+        lock on teams and other sessions run writes (then late_writes, once
+        install waits for the lock: its key maps are built); install gives
+        up, tries again (and says so) once the holder commits."""
         proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
                                  self.src_conf], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
@@ -1597,6 +1598,8 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
             self.assertLess(time.time(), deadline, "install did not wait for teams")
             self.assertIsNone(proc.poll(), "install ended while a session held teams")
             time.sleep(0.02)
+        if late_writes:
+            psql(self.src_url, late_writes)
         time.sleep(1.5)
         self.session_do(holder, "COMMIT;")
         self.close_session(holder)
@@ -1647,8 +1650,9 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
     def test_install_catches_up_with_waiting_children(self):
         """Children that wait for a parent (written with the foreign key
         unchecked, as a replica's writes are) while install builds: one
-        noted before install whose parent arrives during the build (as
-        77.0, noted as 77) takes its parent's team and waits no more; one
+        noted before install whose parent arrives once the key maps are
+        built (as 77.0, noted as 77) takes its parent's team and waits no
+        more; one
         written during the build waits, and takes its team when its parent
         arrives after install. Oracles: SQL joins over the source."""
         self.src_url = createdb("src")
@@ -1661,10 +1665,9 @@ INSERT INTO pages VALUES (100, 77, 'waits');
 """)
         self.write_src(self.src_url)
         self.install_with_writes("""
-INSERT INTO docs VALUES (77.0, 2, 'arrived');
 SET session_replication_role = replica;
 INSERT INTO pages VALUES (101, 88, 'waits too');
-""")
+""", "INSERT INTO docs VALUES (77.0, 2, 'arrived')")
         keymap = "SELECT id::text || ':' || _ferry_tenant FROM _ferry_k_pages WHERE id IN (100, 101)"
         self.assertEqual(psql(self.src_url, keymap).split(), ["100:2"])
         self.assertEqual(psql(self.src_url, "SELECT ctbl || ':' || p0 FROM _ferry_orphans")
