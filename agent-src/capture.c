@@ -2492,6 +2492,21 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
     rc = check_version(db, err);
     for (size_t t = 0; t < s->ntables && !rc && ferry_db_engine(db) == FERRY_ENGINE_PG; t++)
         rc = pg_check_partitions(db, &s->tables[t].info, err);
+    if (!rc && ferry_db_engine(db) == FERRY_ENGINE_PG) {
+        int64_t n = 0;
+
+        /* step 1's tables (pg_install) */
+        rc = ferry_db_query_int(db,
+                                "SELECT count(*) FROM pg_catalog.pg_class c JOIN "
+                                "pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE "
+                                "n.nspname = current_schema() AND c.relname ~ '^_ferry_y_'",
+                                NULL, 0, &n, err);
+        if (!rc && n > 0)
+            log_warn("a ferry-src install is running on this database, or one stopped half way: "
+                     "its triggers note every write to %" PRId64 " tables until it ends; if none "
+                     "runs, run ferry-src install --config C again (or uninstall)",
+                     n);
+    }
     return rc;
 }
 

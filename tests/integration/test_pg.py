@@ -1647,6 +1647,41 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE id IN (%d, %d)"
                                   % (n + 7, n + 8)).strip(), "0")
 
+    def test_install_killed_half_way(self):
+        """install killed (SIGKILL) while it builds the key maps, over an
+        earlier install: the application still writes, its triggers still
+        log for targets, serve warns that an install is running or stopped
+        half way; install run again ends the noting triggers and leaves key
+        maps that match the source. Oracles: PG_TABLES' SQL, pg_trigger."""
+        n, _ = self.bulk_source(bulk=400000)
+        self.install()
+        proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
+                                 self.src_conf], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
+                   "'_ferry_w_posts'").strip() != "1":
+            self.assertLess(time.time(), deadline, "install noted no writes")
+            self.assertIsNone(proc.poll(), "install ended before its build")
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        noting = "SELECT count(*) FROM pg_trigger WHERE tgname ~ '^_ferry_[wx]_'"
+        self.assertNotEqual(psql(self.src_url, noting).strip(), "0")
+        before = int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
+        psql(self.src_url, "UPDATE posts SET channel_id = (SELECT min(id) FROM channels WHERE "
+             "team_id = 2) WHERE id = %d" % (n + 3))
+        self.assertGreater(int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes")
+                               .strip()), before)
+        with self.serve() as srv:
+            self.assertIn("install is running on this database, or one stopped half way",
+                          srv.log())
+        self.install()
+        self.assertEqual(psql(self.src_url, noting).strip(), "0")
+        self.assertKeyMaps()
+        with self.serve() as srv:
+            self.assertNotIn("stopped half way", srv.log())
+
     def test_install_catches_up_with_waiting_children(self):
         """Children that wait for a parent (written with the foreign key
         unchecked, as a replica's writes are) while install builds: one
