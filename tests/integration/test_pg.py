@@ -1651,8 +1651,10 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
         """install killed (SIGKILL) while it builds the key maps, over an
         earlier install: the application still writes, its triggers still
         log for targets, serve warns that an install is running or stopped
-        half way; install run again ends the noting triggers and leaves key
-        maps that match the source. Oracles: PG_TABLES' SQL, pg_trigger."""
+        half way; install run again (once the killed install's server
+        process, which it names, is ended) ends the noting triggers and
+        leaves key maps that match the source. Oracles: PG_TABLES' SQL,
+        pg_trigger."""
         n, _ = self.bulk_source(bulk=400000)
         self.install()
         proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
@@ -1676,7 +1678,16 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
         with self.serve() as srv:
             self.assertIn("install is running on this database, or one stopped half way",
                           srv.log())
-        self.install()
+        # the killed install's server process holds on until its statement ends
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        if cp.returncode != 0:
+            self.assertEqual(cp.returncode, 5, cp.stderr)
+            m = re.search(r"another ferry-src install is running on this database \(server "
+                          r"process (\d+)\); wait for it to end, or end it: SELECT "
+                          r"pg_terminate_backend\(\1\)", cp.stderr)
+            self.assertTrue(m, cp.stderr)
+            psql(self.src_url, "SELECT pg_terminate_backend(%s)" % m.group(1))
+            self.install()
         self.assertEqual(psql(self.src_url, noting).strip(), "0")
         self.assertKeyMaps()
         with self.serve() as srv:
