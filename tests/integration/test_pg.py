@@ -1577,11 +1577,9 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
                     self.assertTableEqual(pg_rows(self.src_url, table, tenant), pg_rows(db, table),
                                           "%s of team %d" % (table, tenant))
 
-    def install_with_writes(self, writes, late_writes=None):
-        """ferry-src install while, once it notes writes, a session holds a
-        lock on teams and other sessions run writes (then late_writes, once
-        install waits for the lock: its key maps are built); install gives
-        up, tries again (and says so) once the holder commits."""
+    def start_install(self):
+        """ferry-src install in the background, returned once it notes
+        writes (its first step committed: it builds the key maps now)."""
         proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
                                  self.src_conf], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
@@ -1589,7 +1587,16 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
                    "'_ferry_w_teams'").strip() != "1":
             self.assertLess(time.time(), deadline, "install noted no writes")
             self.assertIsNone(proc.poll(), "install ended before its build")
-            time.sleep(0.02)
+            time.sleep(0.01)
+        return proc
+
+    def install_with_writes(self, writes, late_writes=None):
+        """ferry-src install while, once it notes writes, a session holds a
+        lock on teams and other sessions run writes (then late_writes, once
+        install waits for the lock: its key maps are built); install gives
+        up, tries again (and says so) once the holder commits."""
+        proc = self.start_install()
+        deadline = time.time() + 60
         holder = self.open_session(self.src_url)
         self.session_do(holder, "BEGIN; UPDATE teams SET name = name WHERE id = 3;")
         psql(self.src_url, writes)
@@ -1657,17 +1664,9 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
         pg_trigger."""
         n, _ = self.bulk_source(bulk=400000)
         self.install()
-        proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
-                                 self.src_conf], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
-                   "'_ferry_w_posts'").strip() != "1":
-            self.assertLess(time.time(), deadline, "install noted no writes")
-            self.assertIsNone(proc.poll(), "install ended before its build")
-            time.sleep(0.01)
+        proc = self.start_install()
         proc.kill()
-        proc.wait()
+        proc.communicate()
         noting = "SELECT count(*) FROM pg_trigger WHERE tgname ~ '^_ferry_[wx]_'"
         self.assertNotEqual(psql(self.src_url, noting).strip(), "0")
         before = int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
