@@ -2141,6 +2141,24 @@ static int pg_install_finish(struct ferry_db *db, const struct ferry_scope *s, c
     return rc;
 }
 
+/* A pass of step 3 while the application writes (pg_install). */
+static int pg_catchup_pass(struct ferry_db *db, const struct ferry_scope *s, struct ferry_buf *sql,
+                           struct ferry_error *err)
+{
+    long t0 = mono_ms();
+    int rc = ferry_db_begin(db, err);
+
+    for (size_t t = 0; t < s->ntables && !rc; t++)
+        rc = pg_run(db, sql, pg_catchup_sql(sql, s, t), s->tables[t].info.name, err);
+    if (!rc)
+        rc = ferry_db_commit(db, err);
+    else
+        ferry_db_rollback(db);
+    if (!rc)
+        log_info("install: caught up with the writes so far in %ld ms", mono_ms() - t0);
+    return rc;
+}
+
 /*
  * Runs step (1 or 3) again while it fails for a lock: one it waited too
  * long for, or a deadlock (its locks are taken table by table, the
@@ -2174,6 +2192,13 @@ static int pg_with_locks(int (*step)(struct ferry_db *, const struct ferry_scope
                                            : "a transaction holds a lock on a table of the scope",
                  i + 1, PG_LOCK_TRIES);
         sleep_ms(500);
+        /* what was noted meanwhile, not to be caught up with writers waiting */
+        if (step == pg_install_finish) {
+            ferry_buf_reset(sql);
+            rc = pg_catchup_pass(db, s, sql, err);
+            if (rc)
+                return rc;
+        }
     }
     return ferry_error_set(err, rc,
                            "install: a transaction kept a lock on a table of the scope for "
@@ -2233,19 +2258,10 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
      * is left: step 3 then waits only for what the last pass could not see.
      */
     for (int pass = 0; pass < PG_CATCHUP_PASSES && !rc; pass++) {
-        long t0 = mono_ms(), ms;
+        long t0 = mono_ms();
 
-        rc = ferry_db_begin(db, err);
-        for (size_t t = 0; t < s->ntables && !rc; t++)
-            rc = pg_run(db, &sql, pg_catchup_sql(&sql, s, t), s->tables[t].info.name, err);
-        if (!rc)
-            rc = ferry_db_commit(db, err);
-        else
-            ferry_db_rollback(db);
-        ms = mono_ms() - t0;
-        if (!rc)
-            log_info("install: caught up with the writes so far in %ld ms", ms);
-        if (ms < PG_CATCHUP_ENOUGH_MS)
+        rc = pg_catchup_pass(db, s, &sql, err);
+        if (mono_ms() - t0 < PG_CATCHUP_ENOUGH_MS)
             break;
     }
     log_info("install: catching up with the last writes, writers waiting");
