@@ -918,6 +918,71 @@ out:
     return rc;
 }
 
+/* ---- the columns a table was copied with ---- */
+
+/* "cols:" TABLE in the meta database (keys an older ferry-dst never reads) */
+static int cols_key(char *out, size_t size, const char *table, struct ferry_error *err)
+{
+    int n = snprintf(out, size, "cols:%s", table);
+
+    if (n < 0 || (size_t)n >= size || !table[0])
+        return ferry_error_set(err, FERRY_ENOTFOUND, "no columns recorded for table \"%.64s\"",
+                               table);
+    return FERRY_OK;
+}
+
+int ferry_state_cols_get(struct ferry_state *st, const char *table, char *cols, size_t size,
+                         size_t *len, struct ferry_error *err)
+{
+    char key[300];
+    MDB_val k, v;
+    MDB_txn *txn;
+    int rc = cols_key(key, sizeof(key), table, err);
+
+    if (rc)
+        return rc;
+    k.mv_size = strlen(key);
+    k.mv_data = key;
+    rc = txn_begin(st, 1, &txn, err);
+    if (rc)
+        return rc;
+    rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        rc = ferry_error_set(err, FERRY_ENOTFOUND, "no columns recorded for table \"%s\"", table);
+    else if (rc)
+        rc = mdb_fail(st->dir, rc, "read a table's columns", err);
+    else if (v.mv_size < 1 || ((const unsigned char *)v.mv_data)[0] != STATE_VERSION ||
+             (cols && v.mv_size - 1 > size))
+        rc = bad_record(st, "columns", err);
+    else {
+        if (cols)
+            memcpy(cols, (const unsigned char *)v.mv_data + 1, v.mv_size - 1);
+        *len = v.mv_size - 1;
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int ferry_state_cols_put(struct ferry_state *st, const char *table, const char *cols, size_t len,
+                         struct ferry_error *err)
+{
+    char key[300];
+    unsigned char *rec;
+    int rc = cols_key(key, sizeof(key), table, err);
+
+    if (rc)
+        return ferry_error_set(err, FERRY_EINTERNAL, "state: a table name over %zu bytes",
+                               sizeof(key) - 6);
+    rec = malloc(len + 1);
+    if (!rec)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory writing a table's columns");
+    rec[0] = STATE_VERSION;
+    memcpy(rec + 1, cols, len);
+    rc = put_one(st, st->meta, key, strlen(key), rec, len + 1, "write a table's columns", err);
+    free(rec);
+    return rc;
+}
+
 /* ---- runs ---- */
 
 static int run_check(const struct ferry_run *r, struct ferry_error *err)

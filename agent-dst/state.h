@@ -120,6 +120,19 @@ int ferry_state_copy_each(struct ferry_state *st,
                           struct ferry_error *err);
 
 /* Begin a run: fills r->id and r->started, writes it. */
+/*
+ * The columns a table's copy was made with (names, each ended by a NUL):
+ * a column the source gains afterwards was filled in the rows already
+ * there without a change (ALTER TABLE ... ADD COLUMN ... DEFAULT), so the
+ * table is copied again. get: FERRY_ENOTFOUND when none is recorded,
+ * FERRY_EDATA (a bad record) when it does not fit size; with cols NULL,
+ * only whether there is one (and its length).
+ */
+int ferry_state_cols_get(struct ferry_state *st, const char *table, char *cols, size_t size,
+                         size_t *len, struct ferry_error *err);
+int ferry_state_cols_put(struct ferry_state *st, const char *table, const char *cols, size_t len,
+                         struct ferry_error *err);
+
 int ferry_state_run_begin(struct ferry_state *st, struct ferry_run *r, struct ferry_error *err);
 /* Rewrite a run (by r->id), e.g. at its end. */
 int ferry_state_run_put(struct ferry_state *st, const struct ferry_run *r, struct ferry_error *err);

@@ -455,6 +455,84 @@ static void deltas_stop(struct run *r)
 #define GROUP_PAGES 16
 #define GROUP_SECS 1.0
 
+/* The largest list of a table's column names the state keeps (1,600 of 63 bytes and a NUL). */
+#define COLS_MAX (1600 * 64)
+
+/* ti's column names, each ended by a NUL, into b (what ferry_state_cols_put keeps). */
+static int cols_list(const struct ferry_table_info *ti, struct ferry_buf *b)
+{
+    int rc = FERRY_OK;
+
+    for (size_t c = 0; c < ti->ncols && !rc; c++)
+        rc = ferry_buf_add(b, ti->cols[c].name, strlen(ti->cols[c].name) + 1);
+    return rc;
+}
+
+/* Record the columns ti's copy was made with (the manifest's). */
+static int cols_record(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
+{
+    struct ferry_buf b;
+    int rc;
+
+    ferry_buf_init(&b, COLS_MAX);
+    rc = cols_list(ti, &b);
+    if (rc)
+        rc = ferry_error_set(err, rc, "table %s has too many columns for the state", ti->name);
+    else
+        rc = ferry_state_cols_put(r->state, ti->name, b.data, b.len, err);
+    ferry_buf_release(&b);
+    return rc;
+}
+
+/*
+ * Whether ti (the manifest's) has columns its copy did not have: their
+ * names into added ("a, b", cut to size). The application added them
+ * since, and ALTER TABLE ... ADD COLUMN fills the rows already there
+ * (with the column's DEFAULT) without a change a delta would carry: the
+ * table is copied again. A copy that recorded no columns (an older
+ * ferry-dst's) gets them recorded now when record says so, and says no.
+ */
+static int cols_added(struct run *r, const struct ferry_table_info *ti, int record, char *added,
+                      size_t size, struct ferry_error *err)
+{
+    char *old = malloc(COLS_MAX);
+    size_t len = 0, used = 0;
+    int rc;
+
+    added[0] = '\0';
+    if (!old)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the state");
+    rc = ferry_state_cols_get(r->state, ti->name, old, COLS_MAX, &len, err);
+    if (rc == FERRY_ENOTFOUND) {
+        rc = record ? cols_record(r, ti, err) : FERRY_OK;
+        len = 0;
+    }
+    for (size_t c = 0; c < ti->ncols && !rc && len; c++) {
+        const char *name = ti->cols[c].name;
+        size_t off = 0;
+
+        while (off < len && strcmp(old + off, name) != 0)
+            off += strnlen(old + off, len - off) + 1;
+        if (off < len)
+            continue;
+        used += (size_t)snprintf(added + used, used < size ? size - used : 0, "%s%s",
+                                 added[0] ? ", " : "", name);
+        if (used >= size)
+            used = size - 1;
+    }
+    /* columns dropped: the list to compare with from now on */
+    if (!rc && len && !added[0] && record) {
+        struct ferry_buf now;
+
+        ferry_buf_init(&now, COLS_MAX);
+        if (!cols_list(ti, &now) && (now.len != len || memcmp(now.data, old, len) != 0))
+            rc = cols_record(r, ti, err);
+        ferry_buf_release(&now);
+    }
+    free(old);
+    return rc ? -1 : added[0] != '\0';
+}
+
 static int copy_table(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
 {
     struct ferry_copy_progress p;
@@ -475,6 +553,30 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
     }
     if (rc || p.done)
         return rc;
+    /*
+     * The columns the copy is made with (copy_again). Resumed after the
+     * source gained columns, the rows copied before lack their values: it
+     * starts over.
+     */
+    if (p.keylen) {
+        char added[512];
+        int n = cols_added(r, ti, 1, added, sizeof(added), err);
+
+        if (n < 0)
+            return err->code;
+        if (n) {
+            if (!r->opts->quiet)
+                log_info("copy %s: starting over, column%s %s added on the source since it began",
+                         ti->name, strchr(added, ',') ? "s" : "", added);
+            p.keylen = 0;
+            p.rows = 0;
+        }
+    }
+    if (!p.keylen) {
+        rc = cols_record(r, ti, err);
+        if (rc)
+            return rc;
+    }
     if (p.rows && !r->opts->quiet)
         log_info("copy %s: resuming after %" PRId64 " rows", ti->name, p.rows);
     ferry_progress_table(r->prog, ti->name, p.rows, ti->rows, 0);
@@ -588,6 +690,54 @@ static int copy_done(struct run *r, const char *table)
     return ferry_state_copy_get(r->state, table, &p, &e) == FERRY_OK && p.done;
 }
 
+/* Whether table's copy was made once (its columns are recorded). */
+static int copied_before(struct run *r, const char *table)
+{
+    size_t len;
+    struct ferry_error e;
+
+    return ferry_state_cols_get(r->state, table, NULL, 0, &len, &e) == FERRY_OK;
+}
+
+/*
+ * Tables of the manifest whose copy is done but which gained columns since
+ * (cols_added): their copy starts over, and copy_joined makes it after
+ * this run's deltas. dry: only say so.
+ */
+static int copy_again(struct run *r, int dry, struct ferry_error *err)
+{
+    int rc = FERRY_OK;
+
+    for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
+        const struct ferry_table_info *ti = &r->manifest->tables[i];
+        struct ferry_copy_progress p;
+        char added[512];
+        int n;
+
+        if (!copy_done(r, ti->name))
+            continue;
+        n = cols_added(r, ti, !dry, added, sizeof(added), err);
+        if (n < 0)
+            return err->code;
+        if (!n)
+            continue;
+        if (dry) {
+            printf("  %-24s %10" PRId64 " rows  would be copied again: column%s %s added on "
+                   "the source since its copy\n",
+                   ti->name, ti->rows, strchr(added, ',') ? "s" : "", added);
+            continue;
+        }
+        if (!r->opts->quiet)
+            log_info("copy %s again: column%s %s added on the source since its copy (the rows "
+                     "there before got their values without a change to carry them)",
+                     ti->name, strchr(added, ',') ? "s" : "", added);
+        memset(&p, 0, sizeof(p));
+        snprintf(p.table, sizeof(p.table), "%s", ti->name);
+        rc = ferry_state_copy_put(r->state, &p, err);
+    }
+    return rc;
+}
+
 /*
  * While streaming, copy the tables that joined the scope, after this run's
  * deltas: their rows' parents are then on the target up to the manifest's
@@ -606,7 +756,10 @@ static int copy_joined(struct run *r, struct ferry_error *err)
         if (copy_done(r, r->manifest->tables[i].name))
             continue;
         if (!r->opts->quiet)
-            log_info("copy %s: a table new to the scope", r->manifest->tables[i].name);
+            log_info("copy %s: %s", r->manifest->tables[i].name,
+                     copied_before(r, r->manifest->tables[i].name)
+                         ? "again, for the columns added on the source"
+                         : "a table new to the scope");
         rc = copy_table(r, &r->manifest->tables[i], err);
     }
     return rc;
@@ -688,12 +841,17 @@ static int dry_run(struct run *r, struct ferry_error *err)
 
             if (copy_done(r, ti->name))
                 continue;
-            printf("  %-24s %10" PRId64 " rows  new to the scope: would be copied %s\n", ti->name,
-                   ti->rows,
-                   ferry_applier_has_table(r->applier, ti->name) ? "(table exists)"
-                                                                 : "(table would be created)");
+            if (copied_before(r, ti->name))
+                printf("  %-24s %10" PRId64 " rows  would be copied again: columns were added "
+                       "on the source since its copy\n",
+                       ti->name, ti->rows);
+            else
+                printf("  %-24s %10" PRId64 " rows  new to the scope: would be copied %s\n",
+                       ti->name, ti->rows,
+                       ferry_applier_has_table(r->applier, ti->name) ? "(table exists)"
+                                                                     : "(table would be created)");
         }
-        return FERRY_OK;
+        return copy_again(r, 1, err);
     }
     for (size_t i = 0; i < r->manifest->ntables; i++) {
         const struct ferry_table_info *ti = &r->manifest->tables[i];
@@ -835,6 +993,9 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
          * Nothing of the tenant after the mark up to the manifest's head:
          * no change request, and the target database stays closed.
          */
+        rc = copy_again(&r, 0, err);
+        if (rc)
+            goto end;
         for (size_t i = 0; i < r.manifest->ntables; i++)
             r.uncopied += !copy_done(&r, r.manifest->tables[i].name);
         r.idle = r.manifest->pending == 0 && !r.uncopied;

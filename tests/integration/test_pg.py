@@ -1138,7 +1138,9 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
         """The application adds a column and fills it while ferry-src
         serves: the next sync stops with the schema error naming the column
         (exit 5), nothing applied; with the column added on the target, the
-        values arrive and verify says equal. Then a table that starts
+        values arrive and verify says equal. A column that ADD COLUMN fills
+        with a DEFAULT (no row changes, nothing logged): posts are copied
+        again, the target's rows get the value. Then a table that starts
         referencing the scope: serve asks for install, which brings its
         rows. Oracle: assertPgCopy and SQL over the source."""
         self.pg_source()
@@ -1158,6 +1160,23 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
             self.assertIn("note ", psql(self.dst_url, "SELECT min(note) FROM posts"))
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            # a column that ADD COLUMN fills with its DEFAULT, no row changed: the
+            # target (given the column as the error says, no default) copies
+            # posts again; a dry run says it would
+            psql(self.src_url, "ALTER TABLE posts ADD COLUMN pinned integer NOT NULL DEFAULT 7")
+            self.sync("--quiet", expect=5)
+            psql(self.dst_url, "ALTER TABLE posts ADD COLUMN pinned integer")
+            cp = self.sync("--dry-run")
+            self.assertRegex(cp.stdout, r"posts\s+\d+ rows  would be copied again: columns? "
+                                        r"(pinned )?(were )?added on the source since its copy")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*), min(pinned), max(pinned) "
+                                  "FROM posts").strip(),
+                             psql(self.src_url, "SELECT count(*), 7, 7 FROM posts p JOIN "
+                                  "channels c ON c.id = p.channel_id WHERE c.team_id = 1").strip())
+            cp = self.sync("--dry-run")
+            self.assertNotIn("copied again", cp.stdout)
 
             # a new table in the scope has no capture yet: refused, and said so
             psql(self.src_url, "CREATE TABLE pins (post_id bigint PRIMARY KEY REFERENCES posts(id), "

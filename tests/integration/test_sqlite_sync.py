@@ -205,7 +205,9 @@ class SyncTest(ft.FerryTestCase):
         and says what to do (exit 5), nothing applied; once the target has
         the column, the sync brings the values and verify says equal. A
         source that kept serving its old idea of the table would have sent
-        the rows without the column, and verify would have said equal.
+        the rows without the column, and verify would have said equal. A
+        column that ADD COLUMN fills with a DEFAULT (no row changed): posts
+        are copied again, the target's rows get the value.
         Oracle: the tenant's rows in the source (assertTenantCopy)."""
         self.make_source(teams=3, posts_per_team=50)
         with self.serve() as srv:
@@ -226,6 +228,17 @@ class SyncTest(ft.FerryTestCase):
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            # a column ADD COLUMN fills with its DEFAULT (no row changes): the
+            # target, given the column as the error says, copies posts again
+            ft.on_source(self.src_db, "ALTER TABLE posts ADD COLUMN pinned INTEGER NOT NULL "
+                                      "DEFAULT 7")
+            self.sync("--quiet", expect=5)
+            ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN pinned INTEGER")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+            self.assertEqual(ft.query(self.dst_db, "SELECT DISTINCT pinned FROM posts"), [(7,)])
+            ft.on_source(self.src_db, "ALTER TABLE posts DROP COLUMN pinned")
+            ft.on_source(self.dst_db, "ALTER TABLE posts DROP COLUMN pinned")
             # and a column the application drops
             ft.on_source(self.src_db, "ALTER TABLE posts DROP COLUMN note")
             ft.on_source(self.dst_db, "ALTER TABLE posts DROP COLUMN note")

@@ -196,6 +196,39 @@ static void test_copy(void)
     ferry_state_close(st);
 }
 
+static void test_cols(void)
+{
+    static const char cols[] = "id\0channel_id\0body\0";
+    struct ferry_error err = {0};
+    struct ferry_state_meta m;
+    struct ferry_state *st = open_ok(0);
+    char out[64];
+    size_t len = 0;
+
+    ASSERT_EQ(ferry_state_cols_get(st, "posts", out, sizeof(out), &len, &err), FERRY_ENOTFOUND);
+    ASSERT(strstr(err.msg, "posts") != NULL);
+    ASSERT_EQ(ferry_state_cols_get(st, "posts", NULL, 0, &len, &err), FERRY_ENOTFOUND);
+    ASSERT_EQ(ferry_state_cols_put(st, "posts", cols, sizeof(cols) - 1, &err), FERRY_OK);
+    ASSERT_EQ(ferry_state_cols_get(st, "posts", out, sizeof(out), &len, &err), FERRY_OK);
+    ASSERT_EQ(len, sizeof(cols) - 1);
+    ASSERT(memcmp(out, cols, len) == 0);
+    /* whether there is one, without reading it */
+    len = 0;
+    ASSERT_EQ(ferry_state_cols_get(st, "posts", NULL, 0, &len, &err), FERRY_OK);
+    ASSERT_EQ(len, sizeof(cols) - 1);
+    /* a buffer too small is a bad record, not a cut list */
+    ASSERT_EQ(ferry_state_cols_get(st, "posts", out, 4, &len, &err), FERRY_EDATA);
+    /* "post" is another table; a rewrite replaces */
+    ASSERT_EQ(ferry_state_cols_get(st, "post", out, sizeof(out), &len, &err), FERRY_ENOTFOUND);
+    ASSERT_EQ(ferry_state_cols_put(st, "posts", "id\0", 3, &err), FERRY_OK);
+    ASSERT_EQ(ferry_state_cols_get(st, "posts", out, sizeof(out), &len, &err), FERRY_OK);
+    ASSERT_EQ(len, 3);
+    /* beside the meta record, which stays readable */
+    ASSERT_EQ(ferry_state_meta_get(st, &m, &err), FERRY_OK);
+    ASSERT_EQ(ferry_state_cols_get(st, "", out, sizeof(out), &len, &err), FERRY_ENOTFOUND);
+    ferry_state_close(st);
+}
+
 static void test_runs(void)
 {
     struct ferry_error err = {0};
@@ -652,6 +685,7 @@ int main(void)
     test_missing();
     test_meta();
     test_copy();
+    test_cols();
     test_runs();
     test_run_end();
     test_many_runs();
