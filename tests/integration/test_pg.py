@@ -1895,32 +1895,56 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
         self.pg_source(batch_rows=100, extra_posts=30000)
         with self.serve() as srv:
             self.pg_target(srv.url)
-            p = ft.start_dst(["sync", "--config", self.dst_conf], self.path("sync1.log"))
-            # kill once the state records progress inside posts (pages, of 400
-            # rows of COPY text, are committed in groups of 16: the state moves
-            # at each durable commit)
-            deadline = time.monotonic() + 120
-            recorded = 0
-            while time.monotonic() < deadline and p.poll() is None:
-                cp = ft.run_dst(["status", "--config", self.dst_conf, "--json"], timeout=60)
-                st = json.loads(cp.stdout) if cp.returncode == 0 else {}  # no state yet
-                recorded = sum(t["rows"] for t in st.get("tables") or []
-                               if t["table"] == "posts" and not t["done"])
-                if recorded > 0:
-                    break
-                time.sleep(0.02)
-            self.assertIsNone(p.poll(), "the copy ended before it could be killed")
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            self.assertGreater(recorded, 0)
-            n = int(psql(self.dst_url, "SELECT count(*) FROM posts").strip())
-            self.assertGreaterEqual(n, recorded, "rows the state records as copied are missing")
-            total = int(psql(self.src_url, "SELECT count(*) " + PG_TABLES["posts"][1]
-                             % {"t": 1}).strip())
-            self.assertLess(n, total, "nothing left to resume")
+            self.kill_mid_copy()
             cp = self.sync()
             self.assertRegex(cp.stderr, r"resuming after \d+ rows")
             self.assertPgCopy(self.src_url, self.dst_url)
+
+    def kill_mid_copy(self):
+        """ferry-dst sync killed (-9) once the state records progress inside
+        posts, with rows of posts left to copy."""
+        p = ft.start_dst(["sync", "--config", self.dst_conf], self.path("sync1.log"))
+        # kill once the state records progress inside posts (pages, of 400
+        # rows of COPY text, are committed in groups of 16: the state moves
+        # at each durable commit)
+        deadline = time.monotonic() + 120
+        recorded = 0
+        while time.monotonic() < deadline and p.poll() is None:
+            cp = ft.run_dst(["status", "--config", self.dst_conf, "--json"], timeout=60)
+            st = json.loads(cp.stdout) if cp.returncode == 0 else {}  # no state yet
+            recorded = sum(t["rows"] for t in st.get("tables") or []
+                           if t["table"] == "posts" and not t["done"])
+            if recorded > 0:
+                break
+            time.sleep(0.02)
+        self.assertIsNone(p.poll(), "the copy ended before it could be killed")
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        self.assertGreater(recorded, 0)
+        n = int(psql(self.dst_url, "SELECT count(*) FROM posts").strip())
+        self.assertGreaterEqual(n, recorded, "rows the state records as copied are missing")
+        total = int(psql(self.src_url, "SELECT count(*) " + PG_TABLES["posts"][1]
+                         % {"t": 1}).strip())
+        self.assertLess(n, total, "nothing left to resume")
+
+    def test_column_added_while_a_copy_was_stopped(self):
+        """A copy killed inside posts; the application then adds a column
+        that ADD COLUMN fills with its DEFAULT, and the operator adds it on
+        the target: the rerun copies posts again from the start (and says
+        so), so the rows copied before the column get its value too.
+        Oracle: assertPgCopy, and the DEFAULT on every copied post."""
+        self.pg_source(batch_rows=100, extra_posts=30000)
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.kill_mid_copy()
+            psql(self.src_url, "ALTER TABLE posts ADD COLUMN pinned integer NOT NULL DEFAULT 7")
+            psql(self.dst_url, "ALTER TABLE posts ADD COLUMN pinned integer")
+            cp = self.sync()
+            self.assertIn("copy posts: starting over, column pinned added on the source since "
+                          "it began", cp.stderr)
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE pinned IS "
+                                  "DISTINCT FROM 7").strip(), "0")
 
     def test_prune(self):
         """ferry-src prune on PostgreSQL: the log below the mark is gone, the
