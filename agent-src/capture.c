@@ -1575,9 +1575,10 @@ static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_e
  * Install on PostgreSQL, online. Filling the key maps reads every row of
  * the scope; with the tables locked meanwhile the application's writes
  * would wait seconds per million rows. Instead, in three steps:
- *  1. (short locks) every table of the scope gets a trigger that notes the
- *     keys each write touches, OLD's and NEW's, in _ferry_y_<t>, and a
- *     truncate a row of NULLs (pg_dirty_sql);
+ *  1. (short locks) every table of the scope gets triggers that note the
+ *     keys each write touches, OLD's and NEW's, in _ferry_y_<t> (an update
+ *     only when it may change the row's tenant), and a truncate a row of
+ *     NULLs (pg_dirty_sql);
  *  2. (no lock that stops writers) the key maps are built beside the live
  *     ones, parents first, as _ferry_n_<t>, and the waiting children noted
  *     in _ferry_n_orphans, each from the data as one statement sees it
@@ -1598,7 +1599,7 @@ static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_e
  * the targets that exist. An install that stops half way leaves the noting triggers behind: the
  * next install (or uninstall) drops them.
  */
-#define PG_DROP_BUILD_TRIGGERS "^_ferry_[wx]_"
+#define PG_DROP_BUILD_TRIGGERS "^_ferry_[vwx]_"
 #define PG_DROP_BUILD_TABLES "^_ferry_[ny]_"
 
 /* Step 1 for table t: its dirty keys' table, the triggers that fill it. */
@@ -1649,7 +1650,54 @@ static int pg_dirty_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
             rc = ferry_buf_adds(&body, ");\nEND IF;\n");
     }
     if (!rc)
-        rc = pg_add_trigger(b, ti, "w", "INSERT OR UPDATE OR DELETE", settings.data, "", body.data);
+        rc = pg_add_trigger(b, ti, "w", "INSERT OR DELETE", settings.data, "", body.data);
+    /*
+     * Updates through the same function, only those that can change the
+     * row's tenant: of its key or of the foreign key on the scope path
+     * (any, in a table scoped by a predicate). A WHEN costs no call.
+     */
+    if (!rc)
+        rc = ferry_buf_adds(b, "CREATE TRIGGER ");
+    if (!rc)
+        rc = add_trigger_name(b, "v", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AFTER UPDATE ON ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " FOR EACH ROW ");
+    if (!rc && !ti->scope_sql) {
+        const struct ferry_fkey *fk = path_fk(s, t);
+
+        rc = ferry_buf_adds(b, "WHEN (");
+        if (!rc)
+            rc = add_key_changed(b, ti, " IS DISTINCT FROM ");
+        for (size_t i = 0; fk && i < fk->ncols && !rc; i++) {
+            rc = ferry_buf_adds(b, " OR OLD.");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, fk->cols[i]);
+            if (!rc)
+                rc = ferry_buf_adds(b, " IS DISTINCT FROM NEW.");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, fk->cols[i]);
+        }
+        if (!rc)
+            rc = ferry_buf_adds(b, ") ");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, "EXECUTE FUNCTION ");
+    if (!rc)
+        rc = add_trigger_name(b, "w", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, "();\nALTER TABLE ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " ENABLE ALWAYS TRIGGER ");
+    if (!rc)
+        rc = add_trigger_name(b, "v", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
     ferry_buf_reset(&body);
     if (!rc)
         rc = ferry_buf_adds(&body, "INSERT INTO ");
@@ -2117,7 +2165,7 @@ static int pg_install_finish(struct ferry_db *db, const struct ferry_scope *s, c
     if (!rc)
         rc = pg_run(db, sql, pg_lock_scope(sql, s, "ACCESS EXCLUSIVE"), NULL, err);
     if (!rc)
-        rc = pg_drop(db, "^_ferry_[iudtwx]_", PG_DROP_NONE, err);
+        rc = pg_drop(db, "^_ferry_[iudtvwx]_", PG_DROP_NONE, err);
     for (size_t t = 0; t < s->ntables && !rc; t++)
         rc = pg_run(db, sql, pg_swap_sql(sql, &s->tables[t].info), s->tables[t].info.name, err);
     if (!rc)

@@ -1686,7 +1686,7 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
         proc = self.start_install()
         proc.kill()
         proc.communicate()
-        noting = "SELECT count(*) FROM pg_trigger WHERE tgname ~ '^_ferry_[wx]_'"
+        noting = "SELECT count(*) FROM pg_trigger WHERE tgname ~ '^_ferry_[vwx]_'"
         self.assertNotEqual(psql(self.src_url, noting).strip(), "0")
         before = int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
         psql(self.src_url, "UPDATE posts SET channel_id = (SELECT min(id) FROM channels WHERE "
