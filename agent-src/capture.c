@@ -2150,6 +2150,17 @@ static int pg_install_begin(struct ferry_db *db, const struct ferry_scope *s, co
     return rc;
 }
 
+/* Step 3's look-ups, table by table, parents first, in the transaction begun. */
+static int pg_catchup(struct ferry_db *db, const struct ferry_scope *s, struct ferry_buf *sql,
+                      struct ferry_error *err)
+{
+    int rc = FERRY_OK;
+
+    for (size_t t = 0; t < s->ntables && !rc; t++)
+        rc = pg_run(db, sql, pg_catchup_sql(sql, s, t), s->tables[t].info.name, err);
+    return rc;
+}
+
 /* Step 3: catch up, swap, the capture triggers; the version last. */
 static int pg_install_finish(struct ferry_db *db, const struct ferry_scope *s, const char *schema,
                              struct ferry_buf *sql, struct ferry_error *err)
@@ -2160,8 +2171,8 @@ static int pg_install_finish(struct ferry_db *db, const struct ferry_scope *s, c
         return rc;
     /* writers wait from here; readers too once the triggers are dropped */
     rc = pg_run(db, sql, pg_lock_scope(sql, s, "SHARE ROW EXCLUSIVE"), NULL, err);
-    for (size_t t = 0; t < s->ntables && !rc; t++)
-        rc = pg_run(db, sql, pg_catchup_sql(sql, s, t), s->tables[t].info.name, err);
+    if (!rc)
+        rc = pg_catchup(db, s, sql, err);
     if (!rc)
         rc = pg_run(db, sql, pg_lock_scope(sql, s, "ACCESS EXCLUSIVE"), NULL, err);
     if (!rc)
@@ -2196,8 +2207,8 @@ static int pg_catchup_pass(struct ferry_db *db, const struct ferry_scope *s, str
     long t0 = mono_ms();
     int rc = ferry_db_begin(db, err);
 
-    for (size_t t = 0; t < s->ntables && !rc; t++)
-        rc = pg_run(db, sql, pg_catchup_sql(sql, s, t), s->tables[t].info.name, err);
+    if (!rc)
+        rc = pg_catchup(db, s, sql, err);
     if (!rc)
         rc = ferry_db_commit(db, err);
     else
