@@ -2323,14 +2323,18 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
         if (mono_ms() - t0 < PG_CATCHUP_ENOUGH_MS)
             break;
     }
-    log_info("install: catching up with the last writes, writers waiting");
-    if (!rc)
+    if (!rc) {
+        log_info("install: catching up with the last writes, writers waiting");
         rc = pg_with_locks(pg_install_finish, db, s, schema, &sql, err);
+    }
     if (rc) {
         struct ferry_error e2;
 
-        /* the noting triggers would go on costing every write */
-        if (ferry_db_begin(db, &e2) ||
+        /*
+         * The noting triggers would go on costing every write. Their drop
+         * waits for locks too, not for long: the writers queue behind it.
+         */
+        if (ferry_db_begin(db, &e2) || ferry_db_exec(db, "SET LOCAL lock_timeout TO '2s'", &e2) ||
             pg_drop(db, PG_DROP_BUILD_TRIGGERS, PG_DROP_BUILD_TABLES, &e2) ||
             ferry_db_commit(db, &e2)) {
             ferry_db_rollback(db);
