@@ -1711,6 +1711,63 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
         with self.serve() as srv:
             self.assertNotIn("stopped half way", srv.log())
 
+    def test_install_again_while_targets_sync(self):
+        """install run twice more while two writers write (INSTALL_WRITES)
+        and three teams' targets sync in a loop against the running serve:
+        no sync fails, and after the writers stop and a last sync, the key
+        maps and every target match the source. Oracles: PG_TABLES' SQL."""
+        n, bulk = self.bulk_source(bulk=300000)
+        self.install()
+        env = dict(os.environ, PGOPTIONS=PGOPTIONS)
+        stop = threading.Event()
+        failed = []
+        with self.serve() as srv:
+            targets = self.tenant_targets(srv.url, (1, 2, 3))
+
+            def syncer():
+                while not stop.is_set():
+                    for conf, _ in targets.values():
+                        cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
+                        if cp.returncode != 0:
+                            failed.append(cp.stderr)
+
+            def writer(w):
+                rnd = random.Random(w)
+                while not stop.is_set():
+                    script = []
+                    for _ in range(10):
+                        script.append("BEGIN;")
+                        for _ in range(rnd.randint(1, 3)):
+                            script.append(rnd.choice(self.INSTALL_WRITES).format(
+                                w=w, t=rnd.randint(1, 3), n=n, b=rnd.randrange(bulk)) + ";")
+                        script.append("COMMIT;")
+                    subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-d", self.src_url, "-f",
+                                    "-"], input="\n".join(script).encode(), capture_output=True,
+                                   env=env, timeout=300)
+
+            threads = [threading.Thread(target=syncer)]
+            threads += [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+            for t in threads:
+                t.start()
+            try:
+                time.sleep(1)
+                for _ in range(2):
+                    self.install()
+                time.sleep(1)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join()
+            self.assertEqual(failed, [])
+            for conf, _ in targets.values():
+                cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertKeyMaps()
+        for tenant, (_, db) in targets.items():
+            for table in PG_TABLES:
+                self.assertTableEqual(pg_rows(self.src_url, table, tenant), pg_rows(db, table),
+                                      "%s of team %d" % (table, tenant))
+
     def test_install_catches_up_with_waiting_children(self):
         """Children that wait for a parent (written with the foreign key
         unchecked, as a replica's writes are) while install builds: one
