@@ -2252,16 +2252,23 @@ static int pg_with_locks(int (*step)(struct ferry_db *, const struct ferry_scope
                  i + 1, PG_LOCK_TRIES);
         sleep_ms(500);
         /* what was noted meanwhile, not to be caught up with writers waiting */
-        if (step == pg_install_finish) {
+        if (step == pg_install_finish && i + 1 < PG_LOCK_TRIES) {
+            int pass;
+
             ferry_buf_reset(sql);
-            rc = pg_catchup_pass(db, s, sql, err);
-            if (rc)
-                return rc;
+            pass = pg_catchup_pass(db, s, sql, err);
+            if (pass)
+                return pass;
         }
     }
-    return ferry_error_set(err, rc,
+    /*
+     * A copy's exported snapshot (ferry-src serve holds it open) keeps its
+     * tables locked as read until that copy ends: install waits for it too.
+     */
+    return ferry_error_set(err, FERRY_EDB,
                            "install: a transaction kept a lock on a table of the scope for "
-                           "%d tries; end it (pg_stat_activity, pg_locks), then run install again",
+                           "%d tries (a copy in progress keeps one while it reads its snapshot); "
+                           "end it or wait (pg_stat_activity, pg_locks), then run install again",
                            PG_LOCK_TRIES);
 }
 

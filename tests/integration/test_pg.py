@@ -2120,6 +2120,47 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
         self.assertEqual(r.status, status, r)
         self.assertEqual(ft.mp_unpack(r.body)["code"], code, r)
 
+    def test_install_waits_for_a_copy_reading_its_snapshot(self):
+        """install run again while a copy reads pages from an exported
+        snapshot (ferry-src holds it open, and with it a read lock on the
+        scope's tables and key maps): install keeps trying (and says so)
+        until the copy has read its last page, then ends. The copy's pages,
+        all read from its snapshot, hold exactly the team's posts, and the
+        key maps match the source. Oracle: SQL over the source."""
+        self.pg_source(extra_posts=2000)
+        with self.serve() as srv:
+            c = self.snap_client(srv, tenant=2)
+            m = self.snap_manifest(c, tenant=2)
+            snap = m["snapshot"]
+            proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install",
+                                     "--config", self.src_conf], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+            deadline = time.time() + 60
+            while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
+                       "'_ferry_w_teams'").strip() != "1":
+                self.assertLess(time.time(), deadline, "install noted no writes")
+                time.sleep(0.05)
+            time.sleep(2)  # install now fails to lock and tries again
+            self.assertIsNone(proc.poll(), "install ended while a copy held its snapshot")
+            posts = []
+            for t in m["tables"]:
+                after = None
+                while True:
+                    r = self.snap_page(c, t["name"], after, snap, limit=50, tenant=2)
+                    self.assertEqual(r.status, 200, r)
+                    b = ft.mp_unpack(r.body)
+                    if t["name"] == "posts" and b["sets"]:
+                        posts += [row[b["sets"][0]["cols"].index("id")]
+                                  for row in b["sets"][0]["rows"]]
+                    after = b["last"]
+                    if not b["more"]:
+                        break
+            _, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err.decode())
+            self.assertIn("trying again", err.decode())
+            self.assertEqual(posts, [i for i, _ in self.posts_oracle(tenant=2)])
+        self.assertKeyMaps()
+
     def test_snapshot_pages_one_moment(self):
         """The pages of one copy come from the snapshot its manifest
         exported: rows updated, deleted and inserted on the source after the
