@@ -1528,12 +1528,13 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
 
     def test_install_while_the_application_writes(self):
         """ferry-src install on PostgreSQL while three writers keep writing
-        (INSTALL_WRITES, each statement under lock_timeout 2 s) to a source
-        with a million posts: no write waits 2 s for install's locks (the
-        build before this one locked every table of the scope while it
-        filled the key maps, 3-6 s here), writes commit while install runs,
-        and the key maps install leaves say exactly which team every row
-        belongs to. Then three teams' targets copy and follow more random
+        (INSTALL_WRITES, each statement under lock_timeout 5 s) to a source
+        with a million posts: no write waits 5 s for a lock, writes commit
+        while install runs and no time without a commit lasts half of
+        install's (the build before this one locked every table of the
+        scope while it filled the key maps: most of its run; here it also
+        deadlocked with the writers), and the key maps install leaves say
+        exactly which team every row belongs to. Then three teams' targets copy and follow more random
         writes. Oracles: PG_TABLES' SQL over the source for the key maps and
         the targets, and the writers' own log of commit times."""
         n, bulk = self.bulk_source()
@@ -1549,7 +1550,7 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
         def writer(w):
             rnd = random.Random(seed * 100 + w)
             while not stop.is_set():
-                script = ["SET lock_timeout = '2s';"]
+                script = ["SET lock_timeout = '5s';"]
                 for _ in range(10):
                     script.append("BEGIN;")
                     for _ in range(rnd.randint(1, 3)):
@@ -1584,6 +1585,15 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
         during = int(psql(self.src_url, "SELECT count(*) FROM write_log WHERE at > '%s' AND "
                           "at < '%s'" % (began, ended)).strip())
         self.assertGreater(during, 10, "writes committed while install ran")
+        # the longest time no write committed, against install's: an install
+        # that locked the tables while it filled the key maps stops them all
+        # for most of its run
+        gap, took = psql(self.src_url, "SELECT coalesce(extract(epoch FROM max(gap)), 0), "
+                         "extract(epoch FROM timestamptz '%s' - timestamptz '%s') FROM (SELECT "
+                         "at - lag(at) OVER (ORDER BY at) AS gap FROM write_log WHERE at > '%s' "
+                         "AND at < '%s') x" % (ended, began, began, ended)).strip().split("|")
+        self.assertLess(float(gap), float(took) / 2,
+                        "no write committed for %s s of install's %s s" % (gap, took))
 
         self.assertKeyMaps()
 
