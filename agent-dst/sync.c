@@ -489,22 +489,28 @@ static int cols_record(struct run *r, const struct ferry_table_info *ti, struct 
  * names into added ("a, b", cut to size). The application added them
  * since, and ALTER TABLE ... ADD COLUMN fills the rows already there
  * (with the column's DEFAULT) without a change a delta would carry: the
- * table is copied again. A copy that recorded no columns (an older
- * ferry-dst's) gets them recorded now when record says so, and says no.
+ * table is copied again. Otherwise, with record, a list that differs
+ * (none recorded, by an older ferry-dst; columns dropped) is replaced by
+ * the manifest's. -1: an error.
  */
 static int cols_added(struct run *r, const struct ferry_table_info *ti, int record, char *added,
                       size_t size, struct ferry_error *err)
 {
     char *old = malloc(COLS_MAX);
+    struct ferry_buf now;
     size_t len = 0, used = 0;
     int rc;
 
     added[0] = '\0';
-    if (!old)
-        return ferry_error_set(err, FERRY_ENOMEM, "out of memory reading the state");
+    ferry_buf_init(&now, COLS_MAX);
+    rc = old ? cols_list(ti, &now) : FERRY_ENOMEM;
+    if (rc) {
+        rc = ferry_error_set(err, rc, "cannot read the columns of %s in the state", ti->name);
+        goto out;
+    }
     rc = ferry_state_cols_get(r->state, ti->name, old, COLS_MAX, &len, err);
     if (rc == FERRY_ENOTFOUND) {
-        rc = record ? cols_record(r, ti, err) : FERRY_OK;
+        rc = FERRY_OK;
         len = 0;
     }
     for (size_t c = 0; c < ti->ncols && !rc && len; c++) {
@@ -520,15 +526,10 @@ static int cols_added(struct run *r, const struct ferry_table_info *ti, int reco
         if (used >= size)
             used = size - 1;
     }
-    /* columns dropped: the list to compare with from now on */
-    if (!rc && len && !added[0] && record) {
-        struct ferry_buf now;
-
-        ferry_buf_init(&now, COLS_MAX);
-        if (!cols_list(ti, &now) && (now.len != len || memcmp(now.data, old, len) != 0))
-            rc = cols_record(r, ti, err);
-        ferry_buf_release(&now);
-    }
+    if (!rc && record && !added[0] && (now.len != len || memcmp(now.data, old, len) != 0))
+        rc = ferry_state_cols_put(r->state, ti->name, now.data, now.len, err);
+out:
+    ferry_buf_release(&now);
     free(old);
     return rc ? -1 : added[0] != '\0';
 }

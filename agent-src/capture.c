@@ -250,6 +250,23 @@ static int add_key_changed(struct ferry_buf *b, const struct ferry_table_info *t
     return rc ? rc : ferry_buf_adds(b, ")");
 }
 
+/* "OLD.a IS DISTINCT FROM NEW.a OR ...": an update changed fk's columns (PostgreSQL) */
+static int add_fk_changed(struct ferry_buf *b, const struct ferry_fkey *fk)
+{
+    int rc = FERRY_OK;
+
+    for (size_t i = 0; i < fk->ncols && !rc; i++) {
+        rc = ferry_buf_adds(b, i ? " OR OLD." : "OLD.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(b, " IS DISTINCT FROM NEW.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, fk->cols[i]);
+    }
+    return rc;
+}
+
 /*
  * SQLite condition, beside the key map's row km: the tenant of the updated
  * row, or its key, changed.
@@ -781,10 +798,13 @@ static const char *col_type(const struct ferry_table_info *ti, const char *name)
  */
 #define PG_FN_HEAD "() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
 
-/* One trigger function and its AFTER ... FOR EACH ROW trigger. body ends with ";\n". */
+/*
+ * One trigger function and its AFTER ... FOR EACH ROW trigger, fired only
+ * when the condition when holds (NULL: always). body ends with ";\n".
+ */
 static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti, const char *kind,
-                          const char *event, const char *settings, const char *decl,
-                          const char *body)
+                          const char *event, const char *when, const char *settings,
+                          const char *decl, const char *body)
 {
     int rc;
 
@@ -806,8 +826,9 @@ static int pg_add_trigger(struct ferry_buf *b, const struct ferry_table_info *ti
     if (!rc)
         rc = ferry_buf_add_ident(b, ti->name);
     if (!rc)
-        rc = ferry_buf_addf(b, " FOR EACH %s EXECUTE FUNCTION ",
-                            strcmp(event, "TRUNCATE") ? "ROW" : "STATEMENT");
+        rc = ferry_buf_addf(b, " FOR EACH %s %s%s%sEXECUTE FUNCTION ",
+                            strcmp(event, "TRUNCATE") ? "ROW" : "STATEMENT", when ? "WHEN (" : "",
+                            when ? when : "", when ? ") " : "");
     if (!rc)
         rc = add_trigger_name(b, kind, ti->name);
     /*
@@ -992,17 +1013,13 @@ static int pg_add_lock_parent(struct ferry_buf *b, const struct ferry_scope *s, 
 
     if (!fk)
         return FERRY_OK;
-    for (size_t i = 0; if_moved && i < fk->ncols && !rc; i++) {
-        rc = ferry_buf_adds(b, i ? " OR OLD." : "IF OLD.");
+    if (if_moved) {
+        rc = ferry_buf_adds(b, "IF ");
         if (!rc)
-            rc = ferry_buf_add_ident(b, fk->cols[i]);
+            rc = add_fk_changed(b, fk);
         if (!rc)
-            rc = ferry_buf_adds(b, " IS DISTINCT FROM NEW.");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, fk->cols[i]);
+            rc = ferry_buf_adds(b, " THEN\n");
     }
-    if (!rc && if_moved)
-        rc = ferry_buf_adds(b, " THEN\n");
     if (!rc)
         rc = ferry_buf_adds(b, "PERFORM 1 FROM ");
     if (!rc)
@@ -1303,23 +1320,23 @@ static int pg_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = pg_insert_body(&body, s, t);
     if (!rc)
-        rc = pg_add_trigger(b, ti, "i", "INSERT", settings.data, decl.data, body.data);
+        rc = pg_add_trigger(b, ti, "i", "INSERT", NULL, settings.data, decl.data, body.data);
     ferry_buf_reset(&body);
     if (!rc)
         rc = pg_update_body(&body, s, t);
     if (!rc)
-        rc = pg_add_trigger(b, ti, "u", "UPDATE", settings.data, decl.data, body.data);
+        rc = pg_add_trigger(b, ti, "u", "UPDATE", NULL, settings.data, decl.data, body.data);
     ferry_buf_reset(&body);
     if (!rc)
         rc = pg_delete_body(&body, s, t);
     if (!rc)
-        rc = pg_add_trigger(b, ti, "d", "DELETE", settings.data, decl.data, body.data);
+        rc = pg_add_trigger(b, ti, "d", "DELETE", NULL, settings.data, decl.data, body.data);
     ferry_buf_reset(&body);
     if (!rc)
         rc = pg_truncate_body(&body, s, t);
     if (!rc)
-        rc = pg_add_trigger(b, ti, "t", "TRUNCATE", settings.data, "DECLARE " PG_FT " text;\n",
-                            body.data);
+        rc = pg_add_trigger(b, ti, "t", "TRUNCATE", NULL, settings.data,
+                            "DECLARE " PG_FT " text;\n", body.data);
     if (!rc)
         rc = pg_add_partition_triggers(b, ti, "t");
     ferry_buf_release(&settings);
@@ -1608,11 +1625,12 @@ static int pg_dirty_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     size_t npk = ferry_table_npk(ti);
-    struct ferry_buf settings, body;
+    struct ferry_buf settings, body, when;
     int rc;
 
     ferry_buf_init(&settings, 4096);
     ferry_buf_init(&body, SQL_MAX);
+    ferry_buf_init(&when, SQL_MAX);
     rc = ferry_buf_adds(&settings, " SET search_path TO ");
     if (!rc)
         rc = ferry_buf_add_ident(&settings, schema);
@@ -1650,54 +1668,24 @@ static int pg_dirty_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
             rc = ferry_buf_adds(&body, ");\nEND IF;\n");
     }
     if (!rc)
-        rc = pg_add_trigger(b, ti, "w", "INSERT OR DELETE", settings.data, "", body.data);
+        rc = pg_add_trigger(b, ti, "w", "INSERT OR DELETE", NULL, settings.data, "", body.data);
     /*
-     * Updates through the same function, only those that can change the
-     * row's tenant: of its key or of the foreign key on the scope path
-     * (any, in a table scoped by a predicate). A WHEN costs no call.
+     * Updates only when they can change the row's tenant: of its key or of
+     * the foreign key on the scope path (any, in a table scoped by a
+     * predicate). A WHEN costs no call.
      */
-    if (!rc)
-        rc = ferry_buf_adds(b, "CREATE TRIGGER ");
-    if (!rc)
-        rc = add_trigger_name(b, "v", ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AFTER UPDATE ON ");
-    if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " FOR EACH ROW ");
     if (!rc && !ti->scope_sql) {
         const struct ferry_fkey *fk = path_fk(s, t);
 
-        rc = ferry_buf_adds(b, "WHEN (");
-        if (!rc)
-            rc = add_key_changed(b, ti, " IS DISTINCT FROM ");
-        for (size_t i = 0; fk && i < fk->ncols && !rc; i++) {
-            rc = ferry_buf_adds(b, " OR OLD.");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->cols[i]);
-            if (!rc)
-                rc = ferry_buf_adds(b, " IS DISTINCT FROM NEW.");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, fk->cols[i]);
-        }
-        if (!rc)
-            rc = ferry_buf_adds(b, ") ");
+        rc = add_key_changed(&when, ti, " IS DISTINCT FROM ");
+        if (!rc && fk)
+            rc = ferry_buf_adds(&when, " OR ");
+        if (!rc && fk)
+            rc = add_fk_changed(&when, fk);
     }
     if (!rc)
-        rc = ferry_buf_adds(b, "EXECUTE FUNCTION ");
-    if (!rc)
-        rc = add_trigger_name(b, "w", ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, "();\nALTER TABLE ");
-    if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " ENABLE ALWAYS TRIGGER ");
-    if (!rc)
-        rc = add_trigger_name(b, "v", ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, ";\n");
+        rc = pg_add_trigger(b, ti, "v", "UPDATE", ti->scope_sql ? NULL : when.data, settings.data,
+                            "", body.data);
     ferry_buf_reset(&body);
     if (!rc)
         rc = ferry_buf_adds(&body, "INSERT INTO ");
@@ -1708,11 +1696,12 @@ static int pg_dirty_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t
     if (!rc)
         rc = ferry_buf_adds(&body, ");\n");
     if (!rc)
-        rc = pg_add_trigger(b, ti, "x", "TRUNCATE", settings.data, "", body.data);
+        rc = pg_add_trigger(b, ti, "x", "TRUNCATE", NULL, settings.data, "", body.data);
     if (!rc)
         rc = pg_add_partition_triggers(b, ti, "x");
     ferry_buf_release(&settings);
     ferry_buf_release(&body);
+    ferry_buf_release(&when);
     return rc;
 }
 
@@ -1820,7 +1809,7 @@ static int pg_catchup_sql(struct ferry_buf *b, const struct ferry_scope *s, size
      * a truncate: the map's keys no row holds (an IF: as a condition of the
      * statement, the planner ran the anti-join anyway, 6 s for 1.4 M posts)
      */
-    rc = ferry_buf_adds(&cond, "DO $ferry$ BEGIN IF EXISTS (SELECT 1 FROM ");
+    rc = ferry_buf_adds(&cond, "IF EXISTS (SELECT 1 FROM ");
     if (!rc)
         rc = ferry_scope_add_objname(&cond, KM_DIRTY, ti->name);
     if (!rc)
@@ -1843,10 +1832,11 @@ static int pg_catchup_sql(struct ferry_buf *b, const struct ferry_scope *s, size
         rc = ferry_buf_adds(&cond, " AS km WHERE");
     if (!rc)
         rc = add_key_gone(&cond, ti, "km.");
-    if (!rc && strstr(cond.data + 8, "$ferry$"))
+    /* pasted between dollar quotes: it must not close them */
+    if (!rc && strstr(cond.data, "$ferry$"))
         rc = FERRY_ESCHEMA;
     if (!rc)
-        rc = ferry_buf_addf(b, "%s;\nEND IF;\nEND\n$ferry$;\n", cond.data);
+        rc = ferry_buf_addf(b, "DO $ferry$ BEGIN %s;\nEND IF;\nEND\n$ferry$;\n", cond.data);
     ferry_buf_reset(&cond);
     /* the children of the parents that changed tenant */
     if (!rc && fk) {
@@ -2218,27 +2208,31 @@ static int pg_catchup_pass(struct ferry_db *db, const struct ferry_scope *s, str
     return rc;
 }
 
+/* Step 1 or step 3: a transaction that locks the scope's tables (pg_with_locks). */
+typedef int (*pg_step_fn)(struct ferry_db *, const struct ferry_scope *, const char *,
+                          struct ferry_buf *, struct ferry_error *);
+
 /*
- * Runs step (1 or 3) again while it fails for a lock: one it waited too
- * long for, or a deadlock (its locks are taken table by table, the
- * application's in its own order).
+ * Runs step again while it fails for a lock: one it waited too long for,
+ * or a deadlock (its locks are taken table by table, the application's in
+ * its own order). done names the step in the log; between, when not NULL,
+ * runs between two tries (step 3: a pass without the locks, so that what
+ * was noted meanwhile is not caught up with writers waiting).
  */
-static int pg_with_locks(int (*step)(struct ferry_db *, const struct ferry_scope *, const char *,
-                                     struct ferry_buf *, struct ferry_error *),
+static int pg_with_locks(pg_step_fn step, const char *done,
+                         int (*between)(struct ferry_db *, const struct ferry_scope *,
+                                        struct ferry_buf *, struct ferry_error *),
                          struct ferry_db *db, const struct ferry_scope *s, const char *schema,
                          struct ferry_buf *sql, struct ferry_error *err)
 {
-    int rc = FERRY_OK;
-
     for (int i = 0; i < PG_LOCK_TRIES; i++) {
         long t0 = mono_ms();
+        int rc;
 
         ferry_buf_reset(sql);
         rc = step(db, s, schema, sql, err);
         if (!rc)
-            log_info("install: %s in %ld ms (try %d)",
-                     step == pg_install_begin ? "noting writes" : "caught up, writers waiting",
-                     mono_ms() - t0, i + 1);
+            log_info("install: %s in %ld ms (try %d)", done, mono_ms() - t0, i + 1);
         /*
          * 55P03: lock_timeout; 57014: statement_timeout (PG_LOCK_WAIT);
          * 40P01: a deadlock with the application's writers
@@ -2251,14 +2245,11 @@ static int pg_with_locks(int (*step)(struct ferry_db *, const struct ferry_scope
                                            : "a transaction holds a lock on a table of the scope",
                  i + 1, PG_LOCK_TRIES);
         sleep_ms(500);
-        /* what was noted meanwhile, not to be caught up with writers waiting */
-        if (step == pg_install_finish && i + 1 < PG_LOCK_TRIES) {
-            int pass;
-
+        if (between && i + 1 < PG_LOCK_TRIES) {
             ferry_buf_reset(sql);
-            pass = pg_catchup_pass(db, s, sql, err);
-            if (pass)
-                return pass;
+            rc = between(db, s, sql, err);
+            if (rc)
+                return rc;
         }
     }
     /*
@@ -2305,7 +2296,7 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
     if (rc)
         goto out;
     log_info("install: noting writes to the scope's %zu tables", s->ntables);
-    rc = pg_with_locks(pg_install_begin, db, s, schema, &sql, err);
+    rc = pg_with_locks(pg_install_begin, "noting writes", NULL, db, s, schema, &sql, err);
     if (rc)
         goto unlock;
     /* step 2: a transaction per table, writers go on */
@@ -2332,7 +2323,8 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
     }
     if (!rc) {
         log_info("install: catching up with the last writes, writers waiting");
-        rc = pg_with_locks(pg_install_finish, db, s, schema, &sql, err);
+        rc = pg_with_locks(pg_install_finish, "caught up, writers waiting", pg_catchup_pass, db, s,
+                           schema, &sql, err);
     }
     if (rc) {
         struct ferry_error e2;

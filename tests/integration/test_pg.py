@@ -1266,26 +1266,29 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
 
     # Writes of a random workload ({w}: the writer, {t}: a team): inserts,
     # updates, deletes, cascades, moves between tenants, key changes, upserts.
+    # {posts} and {channels}: the rows they pick from (ALL_PICKS; bulk_values
+    # keeps a bulk team's out).
     RANDOM_WRITES = [
-        "INSERT INTO posts(channel_id, body, tstz) SELECT id, 'w{w}', now() FROM channels "
-        "ORDER BY random() LIMIT 1",
-        "UPDATE posts SET body = 'w{w} ' || id WHERE id = (SELECT id FROM posts "
+        "INSERT INTO posts(channel_id, body, tstz) SELECT id, 'w{w}', now() FROM {channels} "
+        "AS x ORDER BY random() LIMIT 1",
+        "UPDATE posts SET body = 'w{w} ' || id WHERE id = (SELECT id FROM {posts} AS x "
         "ORDER BY random() LIMIT 1)",
-        "DELETE FROM posts WHERE id = (SELECT id FROM posts ORDER BY random() LIMIT 1)",
-        "UPDATE channels SET team_id = {t} WHERE id = (SELECT id FROM channels "
+        "DELETE FROM posts WHERE id = (SELECT id FROM {posts} AS x ORDER BY random() LIMIT 1)",
+        "UPDATE channels SET team_id = {t} WHERE id = (SELECT id FROM {channels} AS x "
         "ORDER BY random() LIMIT 1)",
-        "UPDATE posts SET channel_id = (SELECT id FROM channels ORDER BY random() LIMIT 1) "
-        "WHERE id = (SELECT id FROM posts ORDER BY random() LIMIT 1)",
-        "UPDATE posts SET id = nextval('posts_id_seq') WHERE id = (SELECT id FROM posts p "
+        "UPDATE posts SET channel_id = (SELECT id FROM {channels} AS x ORDER BY random() LIMIT 1) "
+        "WHERE id = (SELECT id FROM {posts} AS x ORDER BY random() LIMIT 1)",
+        "UPDATE posts SET id = nextval('posts_id_seq') WHERE id = (SELECT id FROM {posts} AS p "
         "WHERE NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id) "
         "ORDER BY random() LIMIT 1)",
-        "DELETE FROM channels WHERE id = (SELECT id FROM channels ORDER BY random() LIMIT 1)",
+        "DELETE FROM channels WHERE id = (SELECT id FROM {channels} AS x ORDER BY random() "
+        "LIMIT 1)",
         "INSERT INTO channels(team_id, name) VALUES ({t}, 'w{w}')",
-        "INSERT INTO reactions SELECT id, 'e' || (random() * 5)::int, 1 FROM posts "
+        "INSERT INTO reactions SELECT id, 'e' || (random() * 5)::int, 1 FROM {posts} AS x "
         "ORDER BY random() LIMIT 1 ON CONFLICT DO NOTHING",
         "DELETE FROM reactions WHERE post_id = (SELECT post_id FROM reactions "
         "ORDER BY random() LIMIT 1)",
-        "UPDATE posts SET body = body || '.' WHERE channel_id = (SELECT id FROM channels "
+        "UPDATE posts SET body = body || '.' WHERE channel_id = (SELECT id FROM {channels} AS x "
         "ORDER BY random() LIMIT 1)",
         "INSERT INTO settings VALUES ({t}, 'k' || (random() * 20)::int, '1') "
         "ON CONFLICT (team_id, key) DO UPDATE SET value = '2'",
@@ -1296,6 +1299,28 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
         "UPDATE events SET at = at + interval '1 day' WHERE (channel_id, at) = "
         "(SELECT channel_id, at FROM events ORDER BY random() LIMIT 1)",
     ]
+    ALL_PICKS = {"posts": "posts", "channels": "channels"}
+
+    def random_script(self, rnd, w, writes, values, transactions, each=""):
+        """psql input: `transactions` random transactions of 1-3 writes each
+        (from writes, formatted with w, ALL_PICKS and values(rnd)), each
+        ending with `each`; a tenth are rolled back."""
+        script = []
+        for _ in range(transactions):
+            script.append("BEGIN;")
+            for _ in range(rnd.randint(1, 3)):
+                fields = dict(self.ALL_PICKS, w=w)
+                fields.update(values(rnd))
+                script.append(rnd.choice(writes).format(**fields) + ";")
+            script.append(each + ("COMMIT;" if rnd.random() < 0.9 else "ROLLBACK;"))
+        return "\n".join(script)
+
+    def source_script(self, script):
+        """script run by psql on the source, in a session of its own: its stderr."""
+        cp = subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-d", self.src_url, "-f", "-"],
+                            input=script.encode(), capture_output=True,
+                            env=dict(os.environ, PGOPTIONS=PGOPTIONS), timeout=300)
+        return cp.stderr.decode()
 
     def random_workload(self, writes, targets, values,
                         allowed="foreign key|deadlock|transaction is aborted"):
@@ -1306,7 +1331,6 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
         keys, deadlocks); the writers must have written. FERRY_TEST_SEED
         repeats a run."""
         seed = int(os.environ.get("FERRY_TEST_SEED", "1"))
-        env = dict(os.environ, PGOPTIONS=PGOPTIONS)
         errors = {}
 
         def sync_all():
@@ -1316,16 +1340,7 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
 
         def writer(w):
             rnd = random.Random(seed * 100 + w)
-            script = []
-            for _ in range(60):
-                script.append("BEGIN;")
-                for _ in range(rnd.randint(1, 3)):
-                    script.append(rnd.choice(writes).format(w=w, **values(rnd)) + ";")
-                script.append("COMMIT;" if rnd.random() < 0.9 else "ROLLBACK;")
-            cp = subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-d", self.src_url, "-f",
-                                 "-"], input="\n".join(script).encode(), capture_output=True,
-                                env=env, timeout=300)
-            errors[w] = cp.stderr.decode()
+            errors[w] = self.source_script(self.random_script(rnd, w, writes, values, 60))
 
         sync_all()
         before = int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
@@ -1455,41 +1470,23 @@ INSERT INTO pages SELECT i, 1 + i % 30, 'p' FROM generate_series(1, 200) i;
                     self.assertEqual(psql(db, q.replace(" WHERE team_id = %d", "")),
                                      psql(self.src_url, q % tenant), "team %d" % tenant)
 
-    # Random writes for a source with a bulk team (9) of posts from id {n} on:
-    # RANDOM_WRITES' kinds on teams 1-3's rows, and bulk posts deleted and
+    # RANDOM_WRITES on a source with a bulk team (9) of posts from id {n} on
+    # (bulk_values keeps them out of the picks), and bulk posts deleted and
     # moved into teams 1-3 (rows a key map build read before they changed).
-    INSTALL_WRITES = [
-        "INSERT INTO posts(channel_id, body, tstz) SELECT id, 'w{w}', now() FROM channels "
-        "WHERE team_id < 4 ORDER BY random() LIMIT 1",
-        "UPDATE posts SET body = 'w{w} ' || id WHERE id = (SELECT id FROM posts WHERE id < {n} "
-        "ORDER BY random() LIMIT 1)",
-        "DELETE FROM posts WHERE id = (SELECT id FROM posts WHERE id < {n} "
-        "ORDER BY random() LIMIT 1)",
-        "UPDATE channels SET team_id = {t} WHERE id = (SELECT id FROM channels WHERE team_id < 4 "
-        "ORDER BY random() LIMIT 1)",
-        "UPDATE posts SET channel_id = (SELECT id FROM channels WHERE team_id < 4 "
-        "ORDER BY random() LIMIT 1) WHERE id = (SELECT id FROM posts WHERE id < {n} "
-        "ORDER BY random() LIMIT 1)",
-        "UPDATE posts SET id = nextval('posts_id_seq') WHERE id = (SELECT id FROM posts p "
-        "WHERE id < {n} AND NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id) "
-        "ORDER BY random() LIMIT 1)",
-        "DELETE FROM channels WHERE id = (SELECT id FROM channels WHERE team_id < 4 "
-        "ORDER BY random() LIMIT 1)",
-        "INSERT INTO channels(team_id, name) VALUES ({t}, 'w{w}')",
-        "INSERT INTO reactions SELECT id, 'e' || (random() * 5)::int, 1 FROM posts "
-        "WHERE id < {n} ORDER BY random() LIMIT 1 ON CONFLICT DO NOTHING",
-        "DELETE FROM reactions WHERE post_id = (SELECT post_id FROM reactions "
-        "ORDER BY random() LIMIT 1)",
-        "INSERT INTO settings VALUES ({t}, 'k' || (random() * 20)::int, '1') "
-        "ON CONFLICT (team_id, key) DO UPDATE SET value = '2'",
-        "UPDATE tags SET team_ref = {t} WHERE name = (SELECT name FROM tags "
-        "ORDER BY random() LIMIT 1)",
-        "UPDATE events SET at = at + interval '1 day' WHERE (channel_id, at) = "
-        "(SELECT channel_id, at FROM events ORDER BY random() LIMIT 1)",
+    INSTALL_WRITES = RANDOM_WRITES + [
         "DELETE FROM posts WHERE id = {n} + {b}",
-        "UPDATE posts SET channel_id = (SELECT id FROM channels WHERE team_id < 4 "
-        "ORDER BY random() LIMIT 1) WHERE id = {n} + {b}",
+        "UPDATE posts SET channel_id = (SELECT id FROM {channels} AS x ORDER BY random() "
+        "LIMIT 1) WHERE id = {n} + {b}",
     ]
+
+    @staticmethod
+    def bulk_values(n, bulk):
+        """INSTALL_WRITES' format fields for bulk_source's (n, bulk): picks
+        among teams 1-3's rows (random orders over a million posts, or a
+        bulk channel moved, would take the test's time)."""
+        return lambda rnd: {"t": rnd.randint(1, 3), "n": n, "b": rnd.randrange(bulk),
+                            "posts": "(SELECT * FROM posts WHERE id < %d)" % n,
+                            "channels": "(SELECT * FROM channels WHERE team_id < 4)"}
 
     def bulk_source(self, bulk=1000000):
         """A PostgreSQL source with SCHEMA and DATA, and a team 9 of bulk
@@ -1539,29 +1536,18 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
         the targets, and the writers' own log of commit times."""
         n, bulk = self.bulk_source()
         psql(self.src_url, "CREATE TABLE write_log (at timestamptz NOT NULL)")
-        env = dict(os.environ, PGOPTIONS=PGOPTIONS)
         seed = int(os.environ.get("FERRY_TEST_SEED", "1"))
         stop = threading.Event()
         errors = []
-
-        def values(rnd):
-            return {"t": rnd.randint(1, 3), "n": n, "b": rnd.randrange(bulk)}
+        values = self.bulk_values(n, bulk)
 
         def writer(w):
             rnd = random.Random(seed * 100 + w)
             while not stop.is_set():
-                script = ["SET lock_timeout = '5s';"]
-                for _ in range(10):
-                    script.append("BEGIN;")
-                    for _ in range(rnd.randint(1, 3)):
-                        script.append(rnd.choice(self.INSTALL_WRITES).format(w=w, **values(rnd))
-                                      + ";")
-                    script.append("INSERT INTO write_log VALUES (clock_timestamp());")
-                    script.append("COMMIT;" if rnd.random() < 0.9 else "ROLLBACK;")
-                cp = subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-d", self.src_url,
-                                     "-f", "-"], input="\n".join(script).encode(),
-                                    capture_output=True, env=env, timeout=300)
-                errors.append((w, cp.stderr.decode()))
+                errors.append((w, self.source_script(
+                    "SET lock_timeout = '5s';\n" + self.random_script(
+                        rnd, w, self.INSTALL_WRITES, values, 10,
+                        each="INSERT INTO write_log VALUES (clock_timestamp());\n"))))
 
         writers = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
         for t in writers:
@@ -1728,7 +1714,7 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
         maps and every target match the source. Oracles: PG_TABLES' SQL."""
         n, bulk = self.bulk_source(bulk=300000)
         self.install()
-        env = dict(os.environ, PGOPTIONS=PGOPTIONS)
+        values = self.bulk_values(n, bulk)
         stop = threading.Event()
         failed = []
         with self.serve() as srv:
@@ -1744,16 +1730,8 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
             def writer(w):
                 rnd = random.Random(w)
                 while not stop.is_set():
-                    script = []
-                    for _ in range(10):
-                        script.append("BEGIN;")
-                        for _ in range(rnd.randint(1, 3)):
-                            script.append(rnd.choice(self.INSTALL_WRITES).format(
-                                w=w, t=rnd.randint(1, 3), n=n, b=rnd.randrange(bulk)) + ";")
-                        script.append("COMMIT;")
-                    subprocess.run([CLUSTER["psql"], "-X", "-q", "-At", "-d", self.src_url, "-f",
-                                    "-"], input="\n".join(script).encode(), capture_output=True,
-                                   env=env, timeout=300)
+                    self.source_script(self.random_script(rnd, w, self.INSTALL_WRITES, values,
+                                                          10))
 
             threads = [threading.Thread(target=syncer)]
             threads += [threading.Thread(target=writer, args=(w,)) for w in range(2)]
@@ -2142,14 +2120,7 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             c = self.snap_client(srv, tenant=2)
             m = self.snap_manifest(c, tenant=2)
             snap = m["snapshot"]
-            proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install",
-                                     "--config", self.src_conf], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-            deadline = time.time() + 60
-            while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
-                       "'_ferry_w_teams'").strip() != "1":
-                self.assertLess(time.time(), deadline, "install noted no writes")
-                time.sleep(0.05)
+            proc = self.start_install()
             time.sleep(2)  # install now fails to lock and tries again
             self.assertIsNone(proc.poll(), "install ended while a copy held its snapshot")
             posts = []
