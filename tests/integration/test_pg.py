@@ -1531,9 +1531,10 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
         install's (the build before this one locked every table of the
         scope while it filled the key maps: most of its run; here it also
         deadlocked with the writers), and the key maps install leaves say
-        exactly which team every row belongs to. Then three teams' targets copy and follow more random
-        writes. Oracles: PG_TABLES' SQL over the source for the key maps and
-        the targets, and the writers' own log of commit times."""
+        exactly which team every row belongs to. Then three teams' targets
+        copy and follow more random writes. Oracles: PG_TABLES' SQL over the
+        source for the key maps and the targets, and the writers' own log of
+        commit times."""
         n, bulk = self.bulk_source()
         psql(self.src_url, "CREATE TABLE write_log (at timestamptz NOT NULL)")
         seed = int(os.environ.get("FERRY_TEST_SEED", "1"))
