@@ -613,6 +613,315 @@ static int add_orphan_adopt(struct ferry_buf *b, const struct ferry_scope *s, si
     return rc;
 }
 
+/*
+ * SQLite's REPLACE through a UNIQUE index other than the primary key
+ * deletes the row holding the value with no delete trigger (add_refresh_new
+ * covers the rows REPLACE deletes for holding NEW's key). Before an insert,
+ * or an update that changes an indexed column, the rows that hold NEW's
+ * value in such an index are noted in _ferry_replacing; after it, the noted
+ * keys no row holds any more are the deleted ones: their tenant gets its
+ * 'D', their entries leave the key map. A note that stays behind (INSERT OR
+ * IGNORE deletes nothing and runs no AFTER trigger) is looked at by the
+ * table's next write: its row is still there, nothing is logged.
+ */
+struct sqlite_replace {
+    struct ferry_buf bi, bu; /* the BEFORE INSERT and BEFORE UPDATE triggers, or empty */
+    struct ferry_buf after;  /* the AFTER INSERT and AFTER UPDATE triggers that look, or empty */
+    int skipped;             /* unique indexes on expressions, not covered */
+};
+
+/* CREATE TRIGGER <kind> <event> ON t [WHEN cond] BEGIN body END ("BEFORE INSERT") */
+static int add_sqlite_trigger(struct ferry_buf *b, const struct ferry_table_info *ti,
+                              const char *kind, const char *event, const char *when,
+                              const char *body)
+{
+    int rc = ferry_buf_adds(b, "CREATE TRIGGER ");
+
+    if (!rc)
+        rc = add_trigger_name(b, kind, ti->name);
+    if (!rc)
+        rc = ferry_buf_addf(b, " %s ON ", event);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc && when)
+        rc = ferry_buf_addf(b, " WHEN %s", when);
+    if (!rc)
+        rc = ferry_buf_addf(b, " BEGIN\n%sEND", body);
+    return rc;
+}
+
+/* The first n (at most 64) of an index's column names and collations. */
+static void free_names(char **cols, char **colls, size_t n)
+{
+    for (size_t i = 0; i < n && i < 64; i++) {
+        free(cols[i]);
+        free(colls[i]);
+    }
+}
+
+/* ctx"pk" = r.k0 AND ... over the key columns of ti. */
+static int add_noted_match(struct ferry_buf *b, const struct ferry_table_info *ti, const char *ctx)
+{
+    int rc = FERRY_OK;
+
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        rc = ferry_buf_addf(b, "%s%s", k ? " AND " : "", ctx);
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->cols[ferry_table_pkcol(ti, k)].name);
+        if (!rc)
+            rc = ferry_buf_addf(b, " = r.%s", kcols[k]);
+    }
+    return rc;
+}
+
+/* One index's note: INSERT INTO _ferry_replacing ... WHERE x.c = NEW.c COLLATE coll ... */
+static int add_replace_note(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                            char *const *cols, char *const *colls, size_t n, int update)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    int rc = ferry_buf_adds(b, "INSERT INTO _ferry_replacing(tbl");
+
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++)
+        rc = ferry_buf_addf(b, ", %s", kcols[k]);
+    if (!rc)
+        rc = ferry_buf_adds(b, ") SELECT ");
+    if (!rc)
+        rc = ferry_buf_add_literal(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, ", ");
+    if (!rc)
+        rc = add_keys(b, s, t, "\"_ferry_x\".");
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
+    for (size_t i = 0; i < n && !rc; i++) {
+        /* the index's collation, so that its values match as they clash, and it is used */
+        rc = ferry_buf_adds(b, i ? " AND \"_ferry_x\"." : "\"_ferry_x\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(b, " = NEW.");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, cols[i]);
+        if (!rc)
+            rc = ferry_buf_adds(b, " COLLATE ");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, colls[i]);
+    }
+    if (!rc && update) {
+        rc = ferry_buf_adds(b, " AND NOT (");
+        if (!rc)
+            rc = ferry_scope_keymatch(b, ti, "\"_ferry_x\".", "OLD.");
+        if (!rc)
+            rc = ferry_buf_adds(b, ")");
+    }
+    return rc ? rc : ferry_buf_adds(b, ";\n");
+}
+
+/*
+ * The AFTER INSERT and AFTER UPDATE triggers that look at the notes, when
+ * there are any: the noted keys no row holds are gone from their tenant.
+ */
+static int add_replaced_after(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+    struct ferry_buf body, when, km;
+    int rc;
+
+    ferry_buf_init(&body, SQL_MAX);
+    ferry_buf_init(&when, SQL_MAX);
+    ferry_buf_init(&km, 256);
+    rc = ferry_scope_keymap(&km, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&km, ".");
+    if (!rc)
+        rc = add_log_head(&body, ti, "D");
+    if (!rc)
+        rc = ferry_buf_adds(&body, "km.\"_ferry_tenant\"");
+    for (size_t k = 0; k < npk && !rc; k++)
+        rc = ferry_buf_addf(&body, ", r.%s", kcols[k]);
+    if (!rc)
+        rc = ferry_buf_adds(&body, " FROM _ferry_replacing AS r JOIN ");
+    if (!rc)
+        rc = ferry_scope_keymap(&body, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&body, " AS km ON ");
+    if (!rc)
+        rc = add_noted_match(&body, ti, "km.");
+    if (!rc)
+        rc = ferry_buf_adds(&body, " WHERE r.tbl = ");
+    if (!rc)
+        rc = ferry_buf_add_literal(&body, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&body, " AND");
+    if (!rc)
+        rc = add_key_gone(&body, ti, "km.");
+    if (!rc)
+        rc = ferry_buf_adds(&body, ";\nDELETE FROM ");
+    if (!rc)
+        rc = ferry_scope_keymap(&body, ti->name);
+    /* driven by the notes, through the key map's primary key */
+    if (!rc)
+        rc = ferry_buf_adds(&body, npk > 1 ? " WHERE (" : " WHERE ");
+    if (!rc)
+        rc = add_keys(&body, s, t, "");
+    if (!rc)
+        rc = ferry_buf_adds(&body, npk > 1 ? ") IN (SELECT " : " IN (SELECT ");
+    for (size_t k = 0; k < npk && !rc; k++)
+        rc = ferry_buf_addf(&body, "%sr.%s", k ? ", " : "", kcols[k]);
+    if (!rc)
+        rc = ferry_buf_adds(&body, " FROM _ferry_replacing AS r WHERE r.tbl = ");
+    if (!rc)
+        rc = ferry_buf_add_literal(&body, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&body, ") AND");
+    if (!rc)
+        rc = add_key_gone(&body, ti, km.data);
+    if (!rc)
+        rc = ferry_buf_adds(&body, ";\nDELETE FROM _ferry_replacing WHERE tbl = ");
+    if (!rc)
+        rc = ferry_buf_add_literal(&body, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&body, ";\n");
+
+    /* nearly always false: one look at an empty table */
+    if (!rc)
+        rc = ferry_buf_adds(&when, "EXISTS (SELECT 1 FROM _ferry_replacing WHERE tbl = ");
+    if (!rc)
+        rc = ferry_buf_add_literal(&when, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&when, ")");
+    if (!rc)
+        rc = add_sqlite_trigger(b, ti, "ri", "AFTER INSERT", when.data, body.data);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
+    if (!rc)
+        rc = add_sqlite_trigger(b, ti, "ru", "AFTER UPDATE", when.data, body.data);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
+    ferry_buf_release(&body);
+    ferry_buf_release(&when);
+    ferry_buf_release(&km);
+    return rc;
+}
+
+static void sqlite_replace_release(struct sqlite_replace *r)
+{
+    ferry_buf_release(&r->bi);
+    ferry_buf_release(&r->bu);
+    ferry_buf_release(&r->after);
+}
+
+/*
+ * Fill r for table t from its UNIQUE indexes other than the primary key
+ * (constraints and CREATE UNIQUE INDEX alike; a partial index as if it were
+ * whole: a note too many only costs a look-up). Empty when it has none.
+ */
+static int sqlite_replace_sql(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                              struct sqlite_replace *r, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    struct ferry_value arg = ferry_value_text(ti->name, strlen(ti->name));
+    struct ferry_buf ins, upd, when;
+    struct ferry_stmt *st = NULL;
+    char *cols[64], *colls[64]; /* free_names() knows the 64 */
+    char index[512] = "";
+    size_t n = 0;
+    int expr = 0, row = 0, rc;
+
+    ferry_buf_init(&r->bi, SQL_MAX);
+    ferry_buf_init(&r->bu, SQL_MAX);
+    ferry_buf_init(&r->after, SQL_MAX);
+    r->skipped = 0;
+    ferry_buf_init(&ins, SQL_MAX);
+    ferry_buf_init(&upd, SQL_MAX);
+    ferry_buf_init(&when, SQL_MAX);
+    rc = ferry_db_prepare(db,
+                          "SELECT il.name, xi.cid, xi.name, xi.coll FROM pragma_index_list(?1) AS "
+                          "il, pragma_index_xinfo(il.name) AS xi WHERE il.\"unique\" AND "
+                          "il.origin <> 'pk' AND xi.key ORDER BY il.name, xi.seqno",
+                          &st, err);
+    if (!rc)
+        rc = ferry_stmt_bind(st, 1, &arg, err);
+    for (;;) {
+        struct ferry_value v[4];
+        int same = 0;
+
+        if (!rc)
+            rc = ferry_stmt_step(st, &row, err);
+        if (!rc && row) {
+            for (int i = 0; i < 4; i++)
+                ferry_stmt_column(st, i, &v[i]);
+            same = v[0].type == FERRY_TEXT && strlen(index) == v[0].u.s.n &&
+                   !memcmp(index, v[0].u.s.p, v[0].u.s.n);
+        }
+        /* an index ends: its note, unless it is on an expression (or too wide) */
+        if (!rc && !same && *index) {
+            if (expr || n > sizeof(cols) / sizeof(cols[0])) {
+                r->skipped++;
+            } else {
+                rc = add_replace_note(&ins, s, t, cols, colls, n, 0);
+                if (!rc)
+                    rc = add_replace_note(&upd, s, t, cols, colls, n, 1);
+                for (size_t i = 0; i < n && !rc; i++) {
+                    rc = ferry_buf_adds(&when, when.len ? " OR NEW." : "NEW.");
+                    if (!rc)
+                        rc = ferry_buf_add_ident(&when, cols[i]);
+                    if (!rc)
+                        rc = ferry_buf_adds(&when, " IS NOT OLD.");
+                    if (!rc)
+                        rc = ferry_buf_add_ident(&when, cols[i]);
+                    if (!rc)
+                        rc = ferry_buf_adds(&when, " COLLATE BINARY");
+                }
+            }
+            free_names(cols, colls, n);
+            n = 0;
+            expr = 0;
+            *index = '\0';
+        }
+        if (rc || !row)
+            break;
+        if (!same)
+            snprintf(index, sizeof(index), "%.*s", (int)v[0].u.s.n, v[0].u.s.p);
+        if (v[1].type != FERRY_INT || v[1].u.i < 0 || v[2].type != FERRY_TEXT ||
+            v[3].type != FERRY_TEXT) {
+            expr = 1; /* cid -2: an expression; -1: the rowid */
+        } else if (n < sizeof(cols) / sizeof(cols[0])) {
+            cols[n] = strndup(v[2].u.s.p, v[2].u.s.n);
+            colls[n] = strndup(v[3].u.s.p, v[3].u.s.n);
+            if (!cols[n] || !colls[n]) {
+                free(cols[n]);
+                free(colls[n]);
+                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading indexes");
+                continue;
+            }
+        }
+        n++;
+    }
+    ferry_stmt_free(st);
+    free_names(cols, colls, n);
+    if (!rc && ins.len) {
+        rc = add_sqlite_trigger(&r->bi, ti, "bi", "BEFORE INSERT", NULL, ins.data);
+        if (!rc)
+            rc = add_sqlite_trigger(&r->bu, ti, "bu", "BEFORE UPDATE", when.data, upd.data);
+        if (!rc)
+            rc = add_replaced_after(&r->after, s, t);
+        if (rc)
+            rc = ferry_error_set(err, rc, "cannot build capture SQL for %s", ti->name);
+    }
+    ferry_buf_release(&ins);
+    ferry_buf_release(&upd);
+    ferry_buf_release(&when);
+    if (rc)
+        sqlite_replace_release(r);
+    return rc;
+}
+
 static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
@@ -1540,9 +1849,13 @@ static int pg_drop(struct ferry_db *db, const char *trig, const char *tables,
  * and logs a 'D' for the tenant its old values name (pg_add_key_left), and
  * TRUNCATE is captured (pg_truncate_body), partitions' included
  * (pg_add_partition_triggers); on SQLite, a row that REPLACE deleted gets
- * its tenant's 'D' (add_refresh_new).
+ * its tenant's 'D' (add_refresh_new). 6: on SQLite, a row that REPLACE
+ * deleted through another UNIQUE index gets its tenant's 'D' too
+ * (sqlite_replace_sql).
  */
-#define CAPTURE_VERSION 5
+#define CAPTURE_VERSION 6
+/* The last version that changed PostgreSQL's capture: older ones get the warning there */
+#define CAPTURE_VERSION_PG 5
 
 /*
  * Install notes the waiting children again from the data (add_orphan_note's
@@ -2468,7 +2781,10 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
                        "CREATE TABLE IF NOT EXISTS _ferry_orphans(ptbl TEXT NOT NULL, "
                        "ctbl TEXT NOT NULL, p0 NOT NULL DEFAULT '', p1 NOT NULL DEFAULT '', "
                        "p2 NOT NULL DEFAULT '', p3 NOT NULL DEFAULT '', "
-                       "PRIMARY KEY (ptbl, ctbl, p0, p1, p2, p3)) WITHOUT ROWID;\n",
+                       "PRIMARY KEY (ptbl, ctbl, p0, p1, p2, p3)) WITHOUT ROWID;\n"
+                       "CREATE TABLE IF NOT EXISTS _ferry_replacing(tbl TEXT NOT NULL, "
+                       "k0, k1, k2, k3);\n"
+                       "DELETE FROM _ferry_replacing;\n",
                        err);
     if (rc)
         goto rollback;
@@ -2478,8 +2794,20 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, stru
     if (rc)
         goto rollback;
     for (size_t t = 0; t < s->ntables; t++) {
+        struct sqlite_replace r;
+
+        rc = sqlite_replace_sql(db, s, t, &r, err);
+        if (rc)
+            goto rollback;
+        if (r.skipped)
+            log_warn("%s has %d UNIQUE indexes on expressions: a row that REPLACE deletes "
+                     "through one of them stays on its target until verify --repair",
+                     s->tables[t].info.name, r.skipped);
         ferry_buf_reset(&sql);
         rc = sqlite_table_sql(&sql, s, t);
+        if (!rc && r.bi.len)
+            rc = ferry_buf_addf(&sql, "%s;\n%s;\n%s", r.bi.data, r.bu.data, r.after.data);
+        sqlite_replace_release(&r);
         if (rc) {
             rc =
                 ferry_error_set(err, rc, "cannot build capture SQL for %s", s->tables[t].info.name);
@@ -2539,7 +2867,8 @@ static int check_version(struct ferry_db *db, struct ferry_error *err)
     if (!rc && exists)
         rc = ferry_db_query_int(db, "SELECT COALESCE(max(version), 0) FROM _ferry_capture", NULL, 0,
                                 &version, err);
-    if (rc || version >= CAPTURE_VERSION || warned)
+    if (rc || warned ||
+        version >= (ferry_db_engine(db) == FERRY_ENGINE_PG ? CAPTURE_VERSION_PG : CAPTURE_VERSION))
         return rc;
     warned = 1;
     log_warn("change capture was installed by an older ferry-src (capture version %" PRId64
@@ -2582,6 +2911,43 @@ static int pg_check_partitions(struct ferry_db *db, const struct ferry_table_inf
                  "C again",
                  n, ti->name);
     ferry_buf_release(&rel);
+    return rc;
+}
+
+/*
+ * Warn when table t's UNIQUE indexes are not those install saw (its
+ * BEFORE INSERT trigger is not the one install would write now): a row
+ * that REPLACE deletes through a new one would stay on its target.
+ */
+static int sqlite_check_unique(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                               struct ferry_error *err)
+{
+    const char *table = s->tables[t].info.name;
+    char name[FERRY_OBJNAME_SIZE];
+    struct sqlite_replace r;
+    struct ferry_value v;
+    int64_t same = 0;
+    int rc;
+
+    if (ferry_scope_objname(name, "bi", table))
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a trigger");
+    rc = sqlite_replace_sql(db, s, t, &r, err);
+    if (rc)
+        return rc;
+    v = ferry_value_text(name, strlen(name));
+    rc = ferry_db_query_int(db,
+                            r.bi.len ? "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' "
+                                       "AND name = ? AND sql = ?"
+                                     : "SELECT count(*) = 0 FROM sqlite_schema WHERE type = "
+                                       "'trigger' AND name = ?",
+                            (struct ferry_value[]){v, ferry_value_text(r.bi.data, r.bi.len)},
+                            r.bi.len ? 2 : 1, &same, err);
+    if (!rc && !same)
+        log_warn("the UNIQUE indexes of %s changed since install: a row that INSERT OR REPLACE "
+                 "deletes through a new one would stay on its target; run ferry-src install "
+                 "--config C again",
+                 table);
+    sqlite_replace_release(&r);
     return rc;
 }
 
@@ -2640,8 +3006,10 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
         }
     }
     rc = check_version(db, err);
-    for (size_t t = 0; t < s->ntables && !rc && ferry_db_engine(db) == FERRY_ENGINE_PG; t++)
-        rc = pg_check_partitions(db, &s->tables[t].info, err);
+    for (size_t t = 0; t < s->ntables && !rc; t++)
+        rc = ferry_db_engine(db) == FERRY_ENGINE_PG
+                 ? pg_check_partitions(db, &s->tables[t].info, err)
+                 : sqlite_check_unique(db, s, t, err);
     if (!rc && ferry_db_engine(db) == FERRY_ENGINE_PG) {
         int64_t n = 0;
 

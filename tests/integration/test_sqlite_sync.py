@@ -199,6 +199,89 @@ class SyncTest(ft.FerryTestCase):
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
+    def team_targets(self, url, teams):
+        """A target (dst<team>.db, state-<team>) for each team: {team: conf}."""
+        confs = {}
+        for t in teams:
+            self.make_target(url, tenant=t, db=self.path("dst%d.db" % t))
+            confs[t] = ft.write_dst_conf(
+                self.path("dst-%d.conf" % t), self.dst_db, self.path("state-%d" % t), t, url,
+                identity=ft.test_key("dst-%d" % t), public_key=ft.test_key("src") + ".pub")
+        return confs
+
+    def sync_targets(self, confs):
+        for conf in confs.values():
+            cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+
+    def test_replace_through_another_unique_index(self):
+        """REPLACE that deletes a row for holding a value of another UNIQUE
+        index (not the primary key): the row goes without its delete trigger,
+        and has a key other than the row that took its place. INSERT OR
+        REPLACE and UPDATE OR REPLACE take channel names (a UNIQUE index) from
+        team 1 into team 2, their posts going by cascade; a post replaced in
+        its own channel through a partial, NOCASE index on two columns; an
+        INSERT OR IGNORE and a failed INSERT that delete nothing. Both teams'
+        targets lose exactly the rows their team lost; a UNIQUE index made
+        after install makes serve warn. Oracle: the tenants' rows in the
+        source (assertTenantCopy), and verify."""
+        self.make_source(teams=3, posts_per_team=30, install=False)
+        ft.on_source(self.src_db, "CREATE UNIQUE INDEX channels_name ON channels(name)",
+                     "CREATE UNIQUE INDEX posts_tagged ON posts(channel_id, body COLLATE NOCASE) "
+                     "WHERE body LIKE 'u:%'")
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        with self.serve() as srv:
+            confs = self.team_targets(srv.url, (1, 2))
+
+            conn = ft.source_conn(self.src_db)
+            try:
+                ch1 = team_channels(conn, 1)
+                conn.execute("INSERT INTO posts(id, channel_id, body) VALUES (90001, ?, 'u:x')",
+                             (ch1[2],))
+                self.sync_targets(confs)
+                gone = ids(conn, "SELECT count(*) FROM posts WHERE channel_id IN (?, ?)",
+                           ch1[0], ch1[1])[0]
+                self.assertGreater(gone, 0)
+                conn.execute("BEGIN")
+                conn.execute("INSERT OR REPLACE INTO channels(id, team_id, name) "
+                             "VALUES (9001, 2, 'team1-channel0')")
+                conn.execute("UPDATE OR REPLACE channels SET name = 'team1-channel1' "
+                             "WHERE name = 'team2-channel1'")
+                conn.execute("INSERT OR REPLACE INTO posts(id, channel_id, body) "
+                             "VALUES (90002, ?, 'U:X')", (ch1[2],))
+                conn.execute("INSERT OR IGNORE INTO channels(id, team_id, name) "
+                             "VALUES (9002, 3, 'team1-channel2')")
+                with self.assertRaises(sqlite3.IntegrityError):
+                    conn.execute("INSERT INTO channels(id, team_id, name) "
+                                 "VALUES (9003, 3, 'team1-channel3')")
+                # the table's next write looks at what the IGNORE left noted
+                conn.execute("UPDATE channels SET name = name WHERE id = ?", (ch1[3],))
+                conn.execute("COMMIT")
+                # the oracle sees what the test means: rows gone from team 1
+                self.assertEqual(ids(conn, "SELECT team_id FROM channels WHERE name IN "
+                                           "('team1-channel0', 'team1-channel1', "
+                                           "'team1-channel2', 'team1-channel3') ORDER BY name"),
+                                 [2, 2, 1, 1])
+                self.assertEqual(ids(conn, "SELECT id FROM posts WHERE body LIKE 'u:%'"), [90002])
+                self.assertEqual(ids(conn, "SELECT count(*) FROM posts WHERE channel_id IN "
+                                           "(?, ?)", ch1[0], ch1[1]), [0])
+            finally:
+                conn.close()
+            self.sync_targets(confs)
+            for t, other in ((1, 2), (2, 1)):
+                self.assertTenantCopy(self.src_db, self.path("dst%d.db" % t), t, others=(other, 3))
+                cp = ft.run_dst(["verify", "--config", confs[t]])
+                self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            # nothing stays noted
+            self.assertEqual(ft.query(self.src_db, "SELECT count(*) FROM _ferry_replacing"),
+                             [(0,)])
+            # a UNIQUE index the application makes after install
+            ft.on_source(self.src_db, "CREATE UNIQUE INDEX teams_name ON teams(name)")
+            self.sync_targets(confs)
+        with open(self.path("src-%d.log" % self._nserve)) as f:
+            self.assertIn("the UNIQUE indexes of teams changed since install", f.read())
+
     def test_column_added_while_serving(self):
         """The application adds a column while ferry-src serves, and fills
         it: the next sync stops with the schema error that names the column
@@ -336,18 +419,7 @@ class SyncTest(ft.FerryTestCase):
         seed = int(os.environ.get("FERRY_TEST_SEED", "1"))
         self.make_source(teams=3, posts_per_team=60)
         with self.serve() as srv:
-            confs = {}
-            for t in (1, 2, 3):
-                self.make_target(srv.url, tenant=t, db=self.path("dst%d.db" % t))
-                confs[t] = ft.write_dst_conf(
-                    self.path("dst-%d.conf" % t), self.dst_db, self.path("state-%d" % t), t,
-                    srv.url, identity=ft.test_key("dst-%d" % t),
-                    public_key=ft.test_key("src") + ".pub")
-
-            def sync_all():
-                for conf in confs.values():
-                    cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
-                    self.assertEqual(cp.returncode, 0, cp.stderr)
+            confs = self.team_targets(srv.url, (1, 2, 3))
 
             def writer(w, errors):
                 rnd = random.Random(seed * 100 + w)
@@ -364,16 +436,16 @@ class SyncTest(ft.FerryTestCase):
                 finally:
                     conn.close()
 
-            sync_all()
+            self.sync_targets(confs)
             errors = []
             writers = [threading.Thread(target=writer, args=(w, errors)) for w in range(3)]
             for t in writers:
                 t.start()
             while any(t.is_alive() for t in writers):
-                sync_all()
+                self.sync_targets(confs)
             for t in writers:
                 t.join()
-            sync_all()
+            self.sync_targets(confs)
             self.assertEqual(errors, [])
             for t in (1, 2, 3):
                 self.assertTenantCopy(self.src_db, self.path("dst%d.db" % t), t,
