@@ -3,7 +3,13 @@
 # the source: the same writes into two copies of one database, one with
 # `ferry-src install` and one without, in the same run, alternated.
 #
-#   bench/capture.sh [--pg] [ROWS]   (default 100000)
+#   bench/capture.sh [--pg | --unique] [ROWS]   (default 100000)
+#
+# --unique (SQLite): posts also has a UNIQUE index on body, on both
+# databases, so that capture adds the triggers that see rows REPLACE
+# deletes through it (capture.c, sqlite_replace_sql): the bulk UPDATE
+# changes body (its BEFORE UPDATE trigger looks the new value up), the
+# single-row UPDATEs do not.
 #
 # Each database holds bench/pgdata.sh's schema (teams, channels, posts,
 # reactions; on SQLite the same tables) with ROWS posts already there. One
@@ -19,10 +25,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${FERRY_BIN:-$here/build/bin}
 pg=
-if [ "${1:-}" = --pg ]; then
-    pg=1
-    shift
-fi
+unique=
+case "${1:-}" in
+--pg) pg=1 && shift ;;
+--unique) unique=1 && shift ;;
+esac
 rows=${1:-100000}
 singles=2000
 rounds=3
@@ -45,7 +52,7 @@ if [ -n "$pg" ]; then
 else
     plain=$work/plain.db
     captured=$work/captured.db
-    python3 - "$plain" "$captured" "$rows" <<'PY'
+    python3 - "$plain" "$captured" "$rows" "$unique" <<'PY'
 import sqlite3, sys
 for path in sys.argv[1:3]:
     db = sqlite3.connect(path)
@@ -69,6 +76,8 @@ WITH RECURSIVE p(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM p WHERE i < ?)
 INSERT INTO posts SELECT i, 1 + i % 60, i % 97, 'post ' || i || ': lorem ipsum dolor sit amet',
   i * 0.25, i % 2, '{"n": ' || i || '}', '2024-01-01 00:00:00' FROM p""", (int(sys.argv[3]),))
     db.execute("INSERT INTO reactions SELECT id, ':+1:', id % 97 FROM posts WHERE id % 5 = 0")
+    if sys.argv[4]:
+        db.execute("CREATE UNIQUE INDEX posts_body ON posts(body)")
     db.commit()
     db.close()
 PY
@@ -143,6 +152,7 @@ for r in $(seq "$rounds"); do
 done
 
 engine=SQLite
+[ -n "$unique" ] && engine="SQLite, posts with a UNIQUE index on body"
 [ -n "$pg" ] && engine=PostgreSQL
 python3 - "$work/plain.times" "$work/captured.times" "$rows" "$singles" "$engine" <<'PY'
 import os, sys
