@@ -2359,7 +2359,7 @@ static int pg_run(struct ferry_db *db, struct ferry_buf *sql, int rc, const char
  * install's request waits too), and how often they try again.
  */
 #define PG_LOCK_WAIT "SET LOCAL lock_timeout TO '200ms';\nSET LOCAL statement_timeout TO '500ms';\n"
-#define PG_LOCK_TRIES 60
+#define PG_LOCK_PAUSE_MS 500 /* between two tries */
 /*
  * The advisory lock one install holds on a database ("ferr", "yins"): a
  * killed install's server process keeps it until its statement ends.
@@ -2528,24 +2528,27 @@ typedef int (*pg_step_fn)(struct ferry_db *, const struct ferry_scope *, const c
 /*
  * Runs step again while it fails for a lock: one it waited too long for,
  * or a deadlock (its locks are taken table by table, the application's in
- * its own order). done names the step in the log; between, when not NULL,
- * runs between two tries (step 3: a pass without the locks, so that what
- * was noted meanwhile is not caught up with writers waiting).
+ * its own order), for up to wait_ms in all. done names the step in the
+ * log; between, when not NULL, runs between two tries (step 3: a pass
+ * without the locks, so that what was noted meanwhile is not caught up
+ * with writers waiting).
  */
 static int pg_with_locks(pg_step_fn step, const char *done,
                          int (*between)(struct ferry_db *, const struct ferry_scope *,
                                         struct ferry_buf *, struct ferry_error *),
                          struct ferry_db *db, const struct ferry_scope *s, const char *schema,
-                         struct ferry_buf *sql, struct ferry_error *err)
+                         long wait_ms, struct ferry_buf *sql, struct ferry_error *err)
 {
-    for (int i = 0; i < PG_LOCK_TRIES; i++) {
+    long start = mono_ms();
+
+    for (int i = 1;; i++) {
         long t0 = mono_ms();
         int rc;
 
         ferry_buf_reset(sql);
         rc = step(db, s, schema, sql, err);
         if (!rc)
-            log_info("install: %s in %ld ms (try %d)", done, mono_ms() - t0, i + 1);
+            log_info("install: %s in %ld ms (try %d)", done, mono_ms() - t0, i);
         /*
          * 55P03: lock_timeout; 57014: statement_timeout (PG_LOCK_WAIT);
          * 40P01: a deadlock with the application's writers
@@ -2553,12 +2556,14 @@ static int pg_with_locks(pg_step_fn step, const char *done,
         if (!rc || (!strstr(err->msg, "SQLSTATE 55P03") && !strstr(err->msg, "SQLSTATE 57014") &&
                     !strstr(err->msg, "SQLSTATE 40P01")))
             return rc;
-        log_warn("install: %s; trying again (%d of %d)",
+        if (mono_ms() - start + PG_LOCK_PAUSE_MS >= wait_ms)
+            break;
+        log_warn("install: %s; trying again (try %d, %ld of %ld s)",
                  strstr(err->msg, "40P01") ? "a deadlock with the application's writes"
                                            : "a transaction holds a lock on a table of the scope",
-                 i + 1, PG_LOCK_TRIES);
-        sleep_ms(500);
-        if (between && i + 1 < PG_LOCK_TRIES) {
+                 i, (mono_ms() - start) / 1000, wait_ms / 1000);
+        sleep_ms(PG_LOCK_PAUSE_MS);
+        if (between) {
             ferry_buf_reset(sql);
             rc = between(db, s, sql, err);
             if (rc)
@@ -2570,13 +2575,15 @@ static int pg_with_locks(pg_step_fn step, const char *done,
      * tables locked as read until that copy ends: install waits for it too.
      */
     return ferry_error_set(err, FERRY_EDB,
-                           "install: a transaction kept a lock on a table of the scope for "
-                           "%d tries (a copy in progress keeps one while it reads its snapshot); "
-                           "end it or wait (pg_stat_activity, pg_locks), then run install again",
-                           PG_LOCK_TRIES);
+                           "install: a transaction kept a lock on a table of the scope for %ld s "
+                           "(a copy in progress keeps one while it reads its snapshot); end it "
+                           "or wait (pg_stat_activity, pg_locks), then run install again, or "
+                           "give it longer (--lock-wait SECONDS)",
+                           (mono_ms() - start + 500) / 1000);
 }
 
-static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+static int pg_install(struct ferry_db *db, const struct ferry_scope *s, long wait_ms,
+                      struct ferry_error *err)
 {
     char schema[256];
     struct ferry_buf sql;
@@ -2609,7 +2616,7 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
     if (rc)
         goto out;
     log_info("install: noting writes to the scope's %zu tables", s->ntables);
-    rc = pg_with_locks(pg_install_begin, "noting writes", NULL, db, s, schema, &sql, err);
+    rc = pg_with_locks(pg_install_begin, "noting writes", NULL, db, s, schema, wait_ms, &sql, err);
     if (rc)
         goto unlock;
     /* step 2: a transaction per table, writers go on */
@@ -2637,7 +2644,7 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, struct f
     if (!rc) {
         log_info("install: catching up with the last writes, writers waiting");
         rc = pg_with_locks(pg_install_finish, "caught up, writers waiting", pg_catchup_pass, db, s,
-                           schema, &sql, err);
+                           schema, wait_ms, &sql, err);
     }
     if (rc) {
         struct ferry_error e2;
@@ -2755,13 +2762,14 @@ int ferry_capture_drop_triggers(struct ferry_db *db, const char *like, struct fe
     return rc;
 }
 
-int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long lock_wait,
+                          struct ferry_error *err)
 {
     struct ferry_buf sql;
     int rc;
 
     if (ferry_db_engine(db) == FERRY_ENGINE_PG)
-        return pg_install(db, s, err);
+        return pg_install(db, s, lock_wait * 1000, err);
     ferry_buf_init(&sql, (size_t)64 << 20);
     rc = ferry_db_begin(db, err);
     if (rc)

@@ -24,9 +24,12 @@
 
 /*
  * Create (or re-create: idempotent) the change log, key maps and triggers for
- * every table of s, in one transaction, and backfill the key maps.
+ * every table of s, and backfill the key maps: in one transaction on SQLite,
+ * in steps beside the application's writes on PostgreSQL, whose short lock
+ * waits are tried again for up to lock_wait seconds in all.
  */
-int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s,
+#define FERRY_INSTALL_LOCK_WAIT 60 /* seconds: ferry-src install --lock-wait */
+int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long lock_wait,
                           struct ferry_error *err);
 /*
  * SQLite: drop every trigger whose name matches the LIKE pattern (with '\'

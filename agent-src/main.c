@@ -40,15 +40,17 @@
 #define OPT_OUT 0x8
 #define OPT_BITS 0x10
 #define OPT_COMMENT 0x20
+#define OPT_LOCK_WAIT 0x40
 
 struct cli {
     const char *config;
     const char *tenant;
-    const char *reason;  /* freeze */
-    const char *out;     /* keygen */
-    const char *bits;    /* keygen */
-    const char *comment; /* keys add */
-    char **args;         /* positional arguments after the command */
+    const char *reason;    /* freeze */
+    const char *out;       /* keygen */
+    const char *bits;      /* keygen */
+    const char *comment;   /* keys add */
+    const char *lock_wait; /* install */
+    char **args;           /* positional arguments after the command */
     int nargs;
 };
 
@@ -76,7 +78,7 @@ static int cmd_keys_list(const struct cli *cli, struct ferry_error *err);
 static int cmd_keys_revoke(const struct cli *cli, struct ferry_error *err);
 
 static const struct command commands[] = {
-    {"install", cmd_install, OPT_CONFIG, OPT_CONFIG, 0, "install --config C",
+    {"install", cmd_install, OPT_CONFIG, OPT_CONFIG | OPT_LOCK_WAIT, 0, "install --config C",
      "add change capture (log table, triggers) to the source database"},
     {"uninstall", cmd_uninstall, OPT_CONFIG, OPT_CONFIG, 0, "uninstall --config C",
      "remove every trigger and table ferry added"},
@@ -120,6 +122,8 @@ static void usage(FILE *f)
                "      --out FILE                 keygen: private key file (FILE.pub: public)\n"
                "      --bits N                   keygen: RSA key size (default 3072)\n"
                "      --comment TEXT             keys add: a note shown by keys list\n"
+               "      --lock-wait SECONDS        install on PostgreSQL: how long to keep trying\n"
+               "                                 for locks the application holds (default 60)\n"
                "  -v, --verbose                  debug logging\n"
                "  -q, --quiet                    warnings and errors only\n"
                "  -h, --help                     show this help\n"
@@ -152,8 +156,19 @@ static int cmd_install(const struct cli *cli, struct ferry_error *err)
     struct ferry_config cfg;
     struct ferry_db *db = NULL;
     struct ferry_scope *s = NULL;
+    long wait = FERRY_INSTALL_LOCK_WAIT;
     int rc;
 
+    if (cli->lock_wait) {
+        char *end = NULL;
+
+        errno = 0;
+        wait = strtol(cli->lock_wait, &end, 10);
+        if (errno || end == cli->lock_wait || *end || wait < 1 || wait > 86400)
+            return ferry_error_set(err, FERRY_EUSAGE,
+                                   "--lock-wait takes whole seconds from 1 to 86400, not '%s'",
+                                   cli->lock_wait);
+    }
     memset(&cfg, 0, sizeof(cfg));
     rc = load_config(cli, &cfg, err);
     if (rc)
@@ -164,7 +179,7 @@ static int cmd_install(const struct cli *cli, struct ferry_error *err)
     rc = ferry_scope_resolve(db, &cfg, &s, err);
     if (rc)
         goto out;
-    rc = ferry_capture_install(db, s, err);
+    rc = ferry_capture_install(db, s, wait, err);
     if (rc)
         goto out;
     /* After capture: its install drops every _ferry_ trigger, ours too. */
@@ -598,17 +613,12 @@ static int usage_error(const char *fmt, ...)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"tenant", required_argument, NULL, 't'},
-        {"reason", required_argument, NULL, 'r'},
-        {"out", required_argument, NULL, 'o'},
-        {"bits", required_argument, NULL, 'b'},
-        {"comment", required_argument, NULL, 'm'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},    {"tenant", required_argument, NULL, 't'},
+        {"reason", required_argument, NULL, 'r'},    {"out", required_argument, NULL, 'o'},
+        {"bits", required_argument, NULL, 'b'},      {"comment", required_argument, NULL, 'm'},
+        {"lock-wait", required_argument, NULL, 'w'}, {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},           {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
     };
     const struct command *cmd;
     struct ferry_error err;
@@ -651,6 +661,10 @@ int main(int argc, char **argv)
         case 'm':
             cli.comment = optarg;
             given |= OPT_COMMENT;
+            break;
+        case 'w':
+            cli.lock_wait = optarg;
+            given |= OPT_LOCK_WAIT;
             break;
         case 'v':
             level = FERRY_LOG_DEBUG;
@@ -703,6 +717,8 @@ int main(int argc, char **argv)
         return usage_error("%s takes no --bits", cmd->name);
     if ((given & ~cmd->allow) & OPT_COMMENT)
         return usage_error("%s takes no --comment", cmd->name);
+    if ((given & ~cmd->allow) & OPT_LOCK_WAIT)
+        return usage_error("%s takes no --lock-wait", cmd->name);
 
     ferry_crypto_init();
     rc = cmd->run(&cli, &err);

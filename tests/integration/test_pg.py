@@ -1593,11 +1593,12 @@ INSERT INTO channels(team_id, name) VALUES (9, 'bulk-a'), (9, 'bulk-b');
                     self.assertTableEqual(pg_rows(self.src_url, table, tenant), pg_rows(db, table),
                                           "%s of team %d" % (table, tenant))
 
-    def start_install(self):
-        """ferry-src install in the background, returned once it notes
+    def start_install(self, *args):
+        """ferry-src install [args] in the background, returned once it notes
         writes (its first step committed: it builds the key maps now)."""
         proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install", "--config",
-                                 self.src_conf], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 self.src_conf] + list(args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while psql(self.src_url, "SELECT count(*) FROM pg_trigger WHERE tgname = "
                    "'_ferry_w_teams'").strip() != "1":
@@ -1707,6 +1708,53 @@ INSERT INTO posts(channel_id, body) SELECT id, 'during install' FROM channels WH
         self.assertKeyMaps()
         with self.serve() as srv:
             self.assertNotIn("stopped half way", srv.log())
+
+    def test_install_gives_up_on_a_lock_held_throughout(self):
+        """install --lock-wait 3 over an earlier install, while a session
+        holds a row of teams from the end of install's first step on:
+        install tries again for about 3 s, then fails (exit 5, its last
+        line names the lock and --lock-wait) and says it could not drop
+        what it built (the same lock); the earlier capture still logs; once
+        the session ends, serve warns of what was left, and install run
+        again leaves no noting trigger and key maps that match the source.
+        A --lock-wait that is no number is refused (exit 2). Oracles:
+        PG_TABLES' SQL (assertKeyMaps), pg_trigger, the change log."""
+        n, _ = self.bulk_source(bulk=400000)
+        self.install()
+        cp = ft.run_src(["install", "--config", self.src_conf, "--lock-wait", "3s"])
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn("--lock-wait takes whole seconds", cp.stderr)
+        t0 = time.time()
+        proc = self.start_install("--lock-wait", "3")
+        holder = self.open_session(self.src_url)
+        try:
+            self.session_do(holder, "BEGIN; UPDATE teams SET name = name WHERE id = 3;")
+            _, err = proc.communicate(timeout=120)
+            took = time.time() - t0
+            err = err.decode()
+            self.assertEqual(proc.returncode, 5, err)
+            self.assertRegex(err.strip().splitlines()[-1],
+                             r"^ferry-src: install: a transaction kept a lock on a table of the "
+                             r"scope for \d+ s .*--lock-wait SECONDS")
+            self.assertIn("trying again", err)
+            self.assertIn("could not drop what it built", err)
+            self.assertLess(took, 30, "install gave up after %.1f s, given 3" % took)
+            noting = "SELECT count(*) FROM pg_trigger WHERE tgname ~ '^_ferry_[vwx]_'"
+            self.assertNotEqual(psql(self.src_url, noting).strip(), "0")
+            before = int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes").strip())
+            psql(self.src_url, "UPDATE posts SET body = 'after the failed install' WHERE id = %d"
+                 % (n + 5))
+            self.assertGreater(int(psql(self.src_url, "SELECT count(*) FROM _ferry_changes")
+                                   .strip()), before)
+        finally:
+            self.session_do(holder, "ROLLBACK;")
+            self.close_session(holder)
+        with self.serve() as srv:
+            self.assertIn("install is running on this database, or one stopped half way",
+                          srv.log())
+        self.install()
+        self.assertEqual(psql(self.src_url, noting).strip(), "0")
+        self.assertKeyMaps()
 
     def test_install_again_while_targets_sync(self):
         """install run twice more while two writers write (INSTALL_WRITES)

@@ -298,7 +298,7 @@ static void test_freeze_sqlite(void)
     /* without install: a clear configuration error */
     ASSERT_EQ(ferry_freeze_open(&cfg, &f, &err), FERRY_ECONFIG);
     ASSERT(strstr(err.msg, "ferry-src install") != NULL);
-    ASSERT_EQ(ferry_capture_install(db, s, &err), FERRY_OK);
+    ASSERT_EQ(ferry_capture_install(db, s, FERRY_INSTALL_LOCK_WAIT, &err), FERRY_OK);
     ASSERT_EQ(ferry_freeze_install(db, s, &err), FERRY_OK);
     ASSERT_EQ(ferry_freeze_install(db, s, &err), FERRY_OK); /* idempotent */
     ASSERT_EQ(ferry_freeze_open(&cfg, &f, &err), FERRY_OK);
