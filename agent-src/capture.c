@@ -922,7 +922,96 @@ static int sqlite_replace_sql(struct ferry_db *db, const struct ferry_scope *s, 
     return rc;
 }
 
-static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
+/*
+ * " SELECT * FROM (SELECT <key>, <owner> AS o FROM t AS "_ferry_s" [WHERE
+ * cond]) AS "_ferry_b" WHERE o IS NOT NULL": the key map's entries of
+ * table t's rows (those for which cond holds), from the database as it is.
+ */
+static int add_owned_select(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                            const char *cond)
+{
+    int rc = ferry_buf_adds(b, " SELECT * FROM (SELECT ");
+
+    if (!rc)
+        rc = add_keys(b, s, t, "\"_ferry_s\".");
+    if (!rc)
+        rc = ferry_buf_adds(b, ", ");
+    if (!rc)
+        rc = ferry_scope_owner(s, t, "\"_ferry_s\".", b);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS o FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, s->tables[t].info.name);
+    if (!rc)
+        rc = ferry_buf_addf(b, " AS \"_ferry_s\"%s%s) AS \"_ferry_b\" WHERE o IS NOT NULL",
+                            cond ? " WHERE " : "", cond ? cond : "");
+    return rc;
+}
+
+/*
+ * " AND (ctx"k1", ctx"k2") op (?first, ?first+1)": the key of the row ctx
+ * against bound values, in the order of the table's primary key.
+ */
+static int add_key_bound(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
+                         const char *ctx, const char *op, int first)
+{
+    size_t npk = ferry_table_npk(&s->tables[t].info);
+    int rc = ferry_buf_adds(b, " AND (");
+
+    if (!rc)
+        rc = add_keys(b, s, t, ctx);
+    if (!rc)
+        rc = ferry_buf_addf(b, ") %s (", op);
+    for (size_t k = 0; k < npk && !rc; k++)
+        rc = ferry_buf_addf(b, "%s?%zu", k ? ", " : "", first + k);
+    return rc ? rc : ferry_buf_adds(b, ")");
+}
+
+/*
+ * The key map of table t filled from its rows (into b), and the parent
+ * keys they wait for noted (into orphans, which may be b; nothing for a
+ * table with no foreign key on the scope path): all of them, or with gt
+ * and le (">", "<="), those whose key lies after the bound values ?1.. and
+ * up to ?5.. (either NULL for no bound; sqlite_build_online binds them).
+ */
+static int sqlite_backfill_sql(struct ferry_buf *b, struct ferry_buf *orphans,
+                               const struct ferry_scope *s, size_t t, const char *gt,
+                               const char *le)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    struct ferry_buf cond;
+    int rc;
+
+    ferry_buf_init(&cond, SQL_MAX);
+    rc = ferry_buf_adds(&cond, "1");
+    if (!rc && gt)
+        rc = add_key_bound(&cond, s, t, "\"_ferry_s\".", gt, 1);
+    if (!rc && le)
+        rc = add_key_bound(&cond, s, t, "\"_ferry_s\".", le, 5);
+    /* a key the triggers wrote meanwhile (sqlite_build_online) keeps its entry */
+    if (!rc)
+        rc = ferry_buf_adds(b, "INSERT OR IGNORE INTO ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, ti->name);
+    if (!rc)
+        rc = add_owned_select(b, s, t, cond.data);
+    if (!rc)
+        rc = ferry_buf_adds(b, ";\n");
+    ferry_buf_reset(&cond);
+    if (!rc)
+        rc = ferry_buf_adds(&cond, "1");
+    if (!rc && gt)
+        rc = add_key_bound(&cond, s, t, "\"_ferry_c\".", gt, 1);
+    if (!rc && le)
+        rc = add_key_bound(&cond, s, t, "\"_ferry_c\".", le, 5);
+    if (!rc)
+        rc = add_orphan_note_in(orphans, s, t, 0, 1, "_ferry_orphans", gt || le ? cond.data : NULL);
+    ferry_buf_release(&cond);
+    return rc;
+}
+
+/* build: the key map filled from the rows (sqlite_build_online fills it afterwards) */
+static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int build)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     struct ferry_buf cond;
@@ -969,25 +1058,9 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = add_keys(b, s, t, "");
     if (!rc)
-        rc = ferry_buf_adds(b, ");\nINSERT INTO ");
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " SELECT * FROM (SELECT ");
-    if (!rc)
-        rc = add_keys(b, s, t, "\"_ferry_s\".");
-    if (!rc)
-        rc = ferry_buf_adds(b, ", ");
-    if (!rc)
-        rc = ferry_scope_owner(s, t, "\"_ferry_s\".", b);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS o FROM ");
-    if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " AS \"_ferry_s\") WHERE o IS NOT NULL;\n");
-    if (!rc)
-        rc = add_orphan_note(b, s, t, 0, 1);
+        rc = ferry_buf_adds(b, ");\n");
+    if (!rc && build)
+        rc = sqlite_backfill_sql(b, b, s, t, NULL, NULL);
 
     /* insert */
     if (!rc)
@@ -1196,23 +1269,8 @@ static int pg_backfill_select(struct ferry_buf *b, const struct ferry_scope *s, 
     const struct ferry_fkey *fk = path_fk(s, t);
     int rc;
 
-    if (!fk_names_parent_key(s, t)) {
-        rc = ferry_buf_adds(b, " SELECT * FROM (SELECT ");
-        if (!rc)
-            rc = add_keys(b, s, t, "\"_ferry_s\".");
-        if (!rc)
-            rc = ferry_buf_adds(b, ", ");
-        if (!rc)
-            rc = ferry_scope_owner(s, t, "\"_ferry_s\".", b);
-        if (!rc)
-            rc = ferry_buf_adds(b, " AS o FROM ");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, ti->name);
-        if (!rc)
-            rc = ferry_buf_addf(b, " AS \"_ferry_s\"%s%s) AS \"_ferry_b\" WHERE o IS NOT NULL",
-                                cond ? " WHERE " : "", cond ? cond : "");
-        return rc;
-    }
+    if (!fk_names_parent_key(s, t))
+        return add_owned_select(b, s, t, cond);
     rc = ferry_buf_adds(b, " SELECT ");
     if (!rc)
         rc = add_keys(b, s, t, "\"_ferry_s\".");
@@ -2686,6 +2744,192 @@ out:
     return rc;
 }
 
+/*
+ * SQLite's first install: the triggers and empty key maps are committed
+ * first (serve refuses while SQLITE_BUILDING exists), then each key map is
+ * filled in short transactions, a range of keys each, in key order, so
+ * that the application's writes wait for one of them at a time, not for
+ * the whole build. A row the triggers wrote an entry for meanwhile keeps it
+ * (INSERT OR IGNORE): both read the database as it is. What the triggers
+ * could not do without an entry (a 'D' for the tenant a row left) needs a
+ * target that copied before: there is none before the first install ends.
+ */
+#define SQLITE_BUILDING "_ferry_installing"
+/*
+ * A step holds the write lock for about SQLITE_STEP_MS (its rows adjusted
+ * to the last step's time), then lets go for as long as it held it: a
+ * writer waiting in SQLite's busy handler sleeps longer the longer it has
+ * waited, and the next step must not take the lock again before it wakes.
+ */
+#define SQLITE_STEP_MS 20
+#define SQLITE_STEP_ROWS_MIN 500
+#define SQLITE_STEP_ROWS_MAX 200000
+
+/* A key's values, copied out of a statement's row. */
+struct sqlite_key {
+    struct ferry_value v[FERRY_MAX_KEY_COLS];
+    char *bytes[FERRY_MAX_KEY_COLS];
+    size_t n;
+};
+
+static void sqlite_key_release(struct sqlite_key *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        free(k->bytes[i]);
+    k->n = 0;
+}
+
+static int sqlite_key_copy(struct sqlite_key *k, struct ferry_stmt *st, size_t n)
+{
+    sqlite_key_release(k);
+    for (size_t i = 0; i < n; i++) {
+        ferry_stmt_column(st, (int)i, &k->v[i]);
+        k->bytes[i] = NULL;
+        k->n = i + 1;
+        if (k->v[i].type == FERRY_TEXT || k->v[i].type == FERRY_BLOB) {
+            k->bytes[i] = malloc(k->v[i].u.s.n + 1);
+            if (!k->bytes[i])
+                return FERRY_ENOMEM;
+            memcpy(k->bytes[i], k->v[i].u.s.p, k->v[i].u.s.n);
+            k->v[i].u.s.p = k->bytes[i];
+        }
+    }
+    return FERRY_OK;
+}
+
+/* Run sql (one statement) with the bound keys: lo as ?1.., hi as ?5.., rows as ?9 */
+static int sqlite_run_bound(struct ferry_db *db, const char *sql, const struct sqlite_key *lo,
+                            const struct sqlite_key *hi, int64_t rows, struct sqlite_key *row,
+                            struct ferry_error *err)
+{
+    struct ferry_stmt *st = NULL;
+    struct ferry_value n = ferry_value_int(rows);
+    int got = 0;
+    int rc = ferry_db_prepare(db, sql, &st, err);
+
+    if (!rc && row)
+        rc = ferry_stmt_bind(st, 9, &n, err);
+
+    for (size_t i = 0; lo && i < lo->n && !rc; i++)
+        rc = ferry_stmt_bind(st, (int)(1 + i), &lo->v[i], err);
+    for (size_t i = 0; hi && i < hi->n && !rc; i++)
+        rc = ferry_stmt_bind(st, (int)(5 + i), &hi->v[i], err);
+    if (!rc)
+        rc = ferry_stmt_step(st, &got, err);
+    if (row) {
+        sqlite_key_release(row);
+        if (!rc && got && sqlite_key_copy(row, st, (size_t)ferry_stmt_ncols(st)))
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    }
+    ferry_stmt_free(st);
+    return rc;
+}
+
+static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
+                               struct ferry_error *err)
+{
+    struct ferry_buf end[2], fill[4], orph[4];
+    int rc = FERRY_OK;
+
+    /* between two steps the application's writers get the lock; then ours, soon */
+    ferry_db_busy_poll(db);
+    for (int i = 0; i < 4; i++) {
+        ferry_buf_init(&fill[i], SQL_MAX);
+        ferry_buf_init(&orph[i], SQL_MAX);
+        if (i < 2)
+            ferry_buf_init(&end[i], SQL_MAX);
+    }
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        const struct ferry_table_info *ti = &s->tables[t].info;
+        struct sqlite_key lo = {.n = 0}, hi = {.n = 0};
+        long t0 = mono_ms(), longest = 0;
+        int64_t rows = SQLITE_STEP_ROWS_MIN;
+        int chunks = 0;
+
+        /* end[after]: the last key of the next chunk; fill[after + 2 * bounded] */
+        for (int i = 0; i < 4 && !rc; i++) {
+            ferry_buf_reset(&fill[i]);
+            ferry_buf_reset(&orph[i]);
+            rc = sqlite_backfill_sql(&fill[i], &orph[i], s, t, i & 1 ? ">" : NULL,
+                                     i & 2 ? "<=" : NULL);
+            if (!rc && i < 2) {
+                ferry_buf_reset(&end[i]);
+                rc = ferry_buf_adds(&end[i], "SELECT ");
+                if (!rc)
+                    rc = add_keys(&end[i], s, t, "\"_ferry_s\".");
+                if (!rc)
+                    rc = ferry_buf_adds(&end[i], " FROM ");
+                if (!rc)
+                    rc = ferry_buf_add_ident(&end[i], ti->name);
+                if (!rc)
+                    rc = ferry_buf_adds(&end[i], " AS \"_ferry_s\" WHERE 1");
+                if (!rc && i)
+                    rc = add_key_bound(&end[i], s, t, "\"_ferry_s\".", ">", 1);
+                if (!rc)
+                    rc = ferry_buf_adds(&end[i], " ORDER BY ");
+                if (!rc)
+                    rc = add_keys(&end[i], s, t, "\"_ferry_s\".");
+                if (!rc)
+                    rc = ferry_buf_adds(&end[i], " LIMIT 1 OFFSET ?9 - 1");
+            }
+        }
+        if (rc) {
+            rc = ferry_error_set(err, rc, "cannot build install SQL for %s", ti->name);
+            break;
+        }
+        for (;;) {
+            int after = lo.n > 0, i;
+            long c0, held;
+
+            rc = ferry_db_begin(db, err);
+            if (rc)
+                break;
+            c0 = mono_ms();
+            rc = sqlite_run_bound(db, end[after].data, &lo, NULL, rows, &hi, err);
+            i = after + (hi.n ? 2 : 0);
+            if (!rc)
+                rc = sqlite_run_bound(db, fill[i].data, &lo, &hi, 0, NULL, err);
+            if (!rc && orph[i].len)
+                rc = sqlite_run_bound(db, orph[i].data, &lo, &hi, 0, NULL, err);
+            if (!rc)
+                rc = ferry_db_commit(db, err);
+            else
+                ferry_db_rollback(db);
+            held = mono_ms() - c0;
+            if (held > longest)
+                longest = held;
+            chunks++;
+            if (rc || !hi.n)
+                break;
+            sleep_ms(held > 1 ? held : 1);
+            rows = rows * SQLITE_STEP_MS / (held > 1 ? held : 1);
+            if (rows < SQLITE_STEP_ROWS_MIN)
+                rows = SQLITE_STEP_ROWS_MIN;
+            if (rows > SQLITE_STEP_ROWS_MAX)
+                rows = SQLITE_STEP_ROWS_MAX;
+            /* the next chunk starts after this one's last key */
+            sqlite_key_release(&lo);
+            lo = hi;
+            hi.n = 0;
+        }
+        sqlite_key_release(&lo);
+        sqlite_key_release(&hi);
+        if (rc)
+            ferry_error_prefix(err, "install: filling the key map of %s", ti->name);
+        else
+            log_info("install: key map of %s filled in %d steps, %ld ms (each held the write "
+                     "lock %ld ms at most)",
+                     ti->name, chunks, mono_ms() - t0, longest);
+    }
+    for (int i = 0; i < 4; i++) {
+        ferry_buf_release(&fill[i]);
+        ferry_buf_release(&orph[i]);
+        if (i < 2)
+            ferry_buf_release(&end[i]);
+    }
+    return rc;
+}
+
 /* Names of every trigger and table ferry created, in drop order. */
 static int drop_all_sqlite(struct ferry_db *db, struct ferry_error *err)
 {
@@ -2766,11 +3010,19 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
                           struct ferry_error *err)
 {
     struct ferry_buf sql;
+    int installed = 0, building = 0, online;
     int rc;
 
     if (ferry_db_engine(db) == FERRY_ENGINE_PG)
         return pg_install(db, s, lock_wait * 1000, err);
     ferry_buf_init(&sql, (size_t)64 << 20);
+    /* a first install, or one that stopped half way, fills the key maps in steps */
+    rc = ferry_db_table_exists(db, "_ferry_changes", &installed, err);
+    if (!rc)
+        rc = ferry_db_table_exists(db, SQLITE_BUILDING, &building, err);
+    if (rc)
+        goto out;
+    online = !installed || building;
     rc = ferry_db_begin(db, err);
     if (rc)
         goto out;
@@ -2794,6 +3046,8 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
                        "k0, k1, k2, k3);\n"
                        "DELETE FROM _ferry_replacing;\n",
                        err);
+    if (!rc && online)
+        rc = ferry_db_exec(db, "CREATE TABLE IF NOT EXISTS " SQLITE_BUILDING "(since TEXT)", err);
     if (rc)
         goto rollback;
     rc = ferry_capture_drop_triggers(db, "\\_ferry\\_%", err);
@@ -2812,7 +3066,7 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
                      "through one of them stays on its target until verify --repair",
                      s->tables[t].info.name, r.skipped);
         ferry_buf_reset(&sql);
-        rc = sqlite_table_sql(&sql, s, t);
+        rc = sqlite_table_sql(&sql, s, t, !online);
         if (!rc && r.bi.len)
             rc = ferry_buf_addf(&sql, "%s;\n%s;\n%s", r.bi.data, r.bu.data, r.after.data);
         sqlite_replace_release(&r);
@@ -2828,10 +3082,24 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
             goto rollback;
         }
     }
-    rc = write_version(db, err);
+    if (!online)
+        rc = write_version(db, err);
     if (rc)
         goto rollback;
     rc = ferry_db_commit(db, err);
+    if (!rc && online)
+        rc = sqlite_build_online(db, s, err);
+    if (rc || !online)
+        goto out;
+    rc = ferry_db_begin(db, err);
+    if (!rc)
+        rc = ferry_db_exec(db, "DROP TABLE " SQLITE_BUILDING, err);
+    if (!rc)
+        rc = write_version(db, err);
+    if (!rc)
+        rc = ferry_db_commit(db, err);
+    else
+        ferry_db_rollback(db);
     goto out;
 rollback:
     ferry_db_rollback(db);
@@ -2970,6 +3238,13 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
     if (!exists)
         return ferry_error_set(err, FERRY_ECONFIG,
                                "change capture is not installed; run ferry-src install --config C");
+    rc = ferry_db_table_exists(db, SQLITE_BUILDING, &exists, err);
+    if (rc)
+        return rc;
+    if (exists)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "ferry-src install is filling the key maps, or stopped half way: "
+                               "wait for it, or run ferry-src install --config C again");
     for (size_t t = 0; t < s->ntables; t++) {
         static const char *const kinds[] = {"i", "u", "d"};
 

@@ -52,34 +52,13 @@ if [ -n "$pg" ]; then
 else
     plain=$work/plain.db
     captured=$work/captured.db
-    python3 - "$plain" "$captured" "$rows" "$unique" <<'PY'
-import sqlite3, sys
-for path in sys.argv[1:3]:
-    db = sqlite3.connect(path)
-    db.executescript("""
-PRAGMA journal_mode=WAL;
-CREATE TABLE teams (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE channels (id INTEGER PRIMARY KEY,
-  team_id INTEGER NOT NULL REFERENCES teams(id) ON DELETE CASCADE, name TEXT);
-CREATE TABLE posts (id INTEGER PRIMARY KEY,
-  channel_id INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
-  user_id INTEGER, body TEXT, score REAL, flag INTEGER, meta TEXT, created TEXT);
-CREATE TABLE reactions (post_id INTEGER NOT NULL REFERENCES posts(id) ON DELETE CASCADE,
-  emoji TEXT NOT NULL, user_id INTEGER NOT NULL, PRIMARY KEY (post_id, emoji, user_id));
-WITH RECURSIVE t(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM t WHERE i < 3)
-  INSERT INTO teams SELECT i, 'team ' || i FROM t;
-WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 60)
-  INSERT INTO channels SELECT i, 1 + (i - 1) % 3, 'channel ' || i FROM c;
-""")
-    db.execute("""
-WITH RECURSIVE p(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM p WHERE i < ?)
-INSERT INTO posts SELECT i, 1 + i % 60, i % 97, 'post ' || i || ': lorem ipsum dolor sit amet',
-  i * 0.25, i % 2, '{"n": ' || i || '}', '2024-01-01 00:00:00' FROM p""", (int(sys.argv[3]),))
-    db.execute("INSERT INTO reactions SELECT id, ':+1:', id % 97 FROM posts WHERE id % 5 = 0")
-    if sys.argv[4]:
-        db.execute("CREATE UNIQUE INDEX posts_body ON posts(body)")
-    db.commit()
-    db.close()
+    python3 - "$here/bench" "$plain" "$captured" "$rows" "$unique" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import sqlitedata
+for path in sys.argv[2:4]:
+    sqlitedata.make(path, int(sys.argv[4]),
+                    "CREATE UNIQUE INDEX posts_body ON posts(body)" if sys.argv[5] else None)
 PY
 fi
 

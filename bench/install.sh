@@ -2,7 +2,7 @@
 # bench/install.sh - how long the application's writes wait while
 # `ferry-src install` runs on a live PostgreSQL database.
 #
-#   bench/install.sh [ROWS]   (default 1400000 posts)
+#   bench/install.sh [--sqlite] [ROWS]   (default 1400000 posts)
 #
 # One database with bench/pgdata.sh's schema and ROWS posts (a reaction on
 # every fifth). pgbench runs WRITERS (3) clients of small write
@@ -13,18 +13,105 @@
 # max) from pgbench's per-transaction log, with the ratios; and install's
 # wall time and the time of its steps (its log). Needs a built tree
 # (build/bin) or FERRY_BIN; exits 77 without PostgreSQL.
+#
+# --sqlite: the same on a SQLite database (WAL, synchronous=NORMAL, the
+# same tables): WRITERS Python threads, each its own connection with a
+# busy_timeout of 30 s, run the same transaction (BEGIN IMMEDIATE) in a
+# loop; a transaction's latency includes its wait for the write lock.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${FERRY_BIN:-$here/build/bin}
+sqlite=
+if [ "${1:-}" = --sqlite ]; then
+    sqlite=1
+    shift
+fi
 rows=${1:-1400000}
 writers=3
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench-install.XXXXXX")
 cleanup() {
-    "$here/scripts/pgcluster.sh" stop "$work/pg" >/dev/null 2>&1 || true
+    [ -n "$sqlite" ] || "$here/scripts/pgcluster.sh" stop "$work/pg" >/dev/null 2>&1 || true
     if [ -n "${FERRY_BENCH_KEEP:-}" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+
+if [ -n "$sqlite" ]; then
+    python3 - "$work" "$rows" "$writers" "$bin/ferry-src" "$here/bench" <<'PY'
+import os, sqlite3, subprocess, sys, threading, time
+work, rows, writers, src = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, sys.argv[5])
+import sqlitedata
+path = os.path.join(work, "src.db")
+sqlitedata.make(path, rows)
+conf = os.path.join(work, "src.conf")
+with open(conf, "w") as f:
+    f.write("[source]\ndatabase = sqlite://%s\nlisten = 127.0.0.1:0\n[scope]\nroot = teams\n"
+            % path)
+
+def writes(secs, during=None):
+    """writers for secs (or until during() returns): [(end, latency s)]"""
+    out, stop = [], threading.Event()
+    def writer(w):
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        k = w
+        while not stop.is_set():
+            k += 7919
+            pid = 1 + k % rows
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE posts SET score = score + 1 WHERE id = ?", (pid,))
+            conn.execute("INSERT INTO posts(channel_id, body) VALUES (?, "
+                         "'written during the bench')", (1 + pid % 60,))
+            conn.execute("INSERT OR IGNORE INTO reactions VALUES (?, ':w:', ?)", (pid, w))
+            conn.execute("COMMIT")
+            t1 = time.perf_counter()
+            out.append((t1, t1 - t0))
+        conn.close()
+    ts = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    for t in ts:
+        t.start()
+    extra = during() if during else None
+    if not during:
+        time.sleep(secs)
+    stop.set()
+    for t in ts:
+        t.join()
+    return out, extra
+
+def install():
+    time.sleep(1)
+    t0 = time.perf_counter()
+    cp = subprocess.run([src, "install", "--config", conf], capture_output=True, text=True)
+    t1 = time.perf_counter()
+    if cp.returncode:
+        sys.exit("bench: install failed: " + cp.stderr)
+    return t0, t1, cp.stderr
+
+print("bench: %d posts, %d writers; baseline 8 s" % (rows, writers), file=sys.stderr)
+base, _ = writes(8)
+print("bench: writers again, install 1 s after they start", file=sys.stderr)
+during, (t0, t1, log) = writes(None, install)
+base = sorted(l * 1000 for _, l in base)
+during = sorted(l * 1000 for e, l in during if t0 <= e <= t1)
+q = lambda v, p: v[min(len(v) - 1, int(p * len(v)))]
+print("| writes | transactions | per second | median | p99 | max |")
+print("|--------|-------------:|-----------:|-------:|----:|----:|")
+for name, v, secs in (("baseline (nothing else)", base, 8.0),
+                      ("while install runs", during, t1 - t0)):
+    print("| %s | %d | %.0f | %.1f ms | %.1f ms | %.1f ms |"
+          % (name, len(v), len(v) / secs, q(v, 0.5), q(v, 0.99), v[-1]))
+print("ratio (install / baseline): rate %.2f, median %.2f, p99 %.2f, max %.2f"
+      % ((len(during) / (t1 - t0)) / (len(base) / 8.0), q(during, 0.5) / q(base, 0.5),
+         q(during, 0.99) / q(base, 0.99), during[-1] / base[-1]))
+print("install: %.2f s wall" % (t1 - t0))
+for line in log.splitlines():
+    if "install:" in line:
+        print("  " + line.split("install: ", 1)[1].rstrip())
+PY
+    exit 0
+fi
 
 . "$here/bench/pgdata.sh"
 pg_bench_cluster "$here" "$work/pg" || exit $?

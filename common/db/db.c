@@ -136,6 +136,12 @@ int ferry_db_durable(struct ferry_db *db, int durable, struct ferry_error *err)
     return db->ops->durable ? db->ops->durable(db, durable, err) : 0;
 }
 
+void ferry_db_busy_poll(struct ferry_db *db)
+{
+    if (db->ops->busy_poll)
+        db->ops->busy_poll(db);
+}
+
 int ferry_db_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **out,
                      struct ferry_error *err)
 {

@@ -77,6 +77,14 @@ int ferry_db_reconnect(struct ferry_db **db, const char *url, int flags, struct 
  * start durable; an engine or mode that cannot do this stays durable.
  */
 int ferry_db_durable(struct ferry_db *db, int durable, struct ferry_error *err);
+/*
+ * SQLite: from now on, wait for another connection's write lock by looking
+ * every millisecond (still for at most the usual 10 s), not in SQLite's
+ * growing sleeps, which a connection that takes the lock often makes long.
+ * For a writer that holds the lock briefly and often (install's steps).
+ * Other engines: nothing.
+ */
+void ferry_db_busy_poll(struct ferry_db *db);
 
 /* Statements. *out is owned, free with ferry_stmt_free(). */
 int ferry_db_prepare(struct ferry_db *db, const char *sql, struct ferry_stmt **out,

@@ -36,6 +36,8 @@ struct ferry_db_ops {
     int (*alive)(struct ferry_db *db);
     /* optional, see ferry_db_durable() (NULL: always durable) */
     int (*durable)(struct ferry_db *db, int durable, struct ferry_error *err);
+    /* optional, see ferry_db_busy_poll() (NULL: nothing) */
+    void (*busy_poll)(struct ferry_db *db);
     int (*prepare)(struct ferry_db *db, const char *sql, struct ferry_stmt **out,
                    struct ferry_error *err);
     int (*bind)(struct ferry_stmt *st, int idx, const struct ferry_value *v,

@@ -1234,6 +1234,21 @@ int ferry_db_data_version(struct ferry_db *db, uint64_t version[2], struct ferry
     return FERRY_OK;
 }
 
+/* ferry_db_busy_poll: count is how many times SQLite called before for this wait */
+static int sq_busy_every_ms(void *arg, int count)
+{
+    (void)arg;
+    if (count >= BUSY_TIMEOUT_MS)
+        return 0; /* each call slept at least 1 ms: 10 s and more have gone */
+    sqlite3_sleep(1);
+    return 1;
+}
+
+static void sq_busy_poll(struct ferry_db *db)
+{
+    sqlite3_busy_handler(sq_db(db)->h, sq_busy_every_ms, NULL);
+}
+
 const struct ferry_db_ops ferry_sqlite_ops = {
     .open = sq_open,
     .close = sq_close,
@@ -1242,6 +1257,7 @@ const struct ferry_db_ops ferry_sqlite_ops = {
     .begin = sq_begin,
     .commit = sq_commit,
     .durable = sq_durable,
+    .busy_poll = sq_busy_poll,
     .rollback = sq_rollback,
     .prepare = sq_prepare,
     .bind = sq_bind,

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -409,6 +410,144 @@ class SyncTest(ft.FerryTestCase):
         "WHERE NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id) "
         "ORDER BY random() LIMIT 1), id, 'replaced' FROM channels ORDER BY random() LIMIT 1",
     ]
+
+    def bulk_source(self, bulk):
+        """The sample source (not installed) with bulk more posts in team 3's
+        first channel, a reaction on every fifth."""
+        self.make_source(teams=3, posts_per_team=30, install=False)
+        ft.on_source(self.src_db, (
+            "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < ?) "
+            "INSERT INTO posts(channel_id, body) SELECT (SELECT min(id) FROM channels "
+            "WHERE team_id = 3), 'bulk ' || i FROM r", (bulk,)),
+            "INSERT INTO reactions SELECT id, 'b', 1 FROM posts WHERE body LIKE 'bulk %' "
+            "AND id % 5 = 0")
+
+    def assertKeyMaps(self):
+        """Every key map holds exactly its table's keys, each under the team
+        ORACLE_FROM puts it in; nothing of the install left in between."""
+        for table, (_, pk) in ft.TABLES.items():
+            keys = ", ".join("t.\"%s\"" % c for c in pk)
+            oracle = " UNION ALL ".join(
+                "SELECT %s, %d %s" % (keys, tm, ft.ORACLE_FROM[table].replace(":tenant", str(tm)))
+                for tm in (1, 2, 3))
+            keymap = "SELECT %s, t._ferry_tenant FROM _ferry_k_%s t" % (keys, table)
+            for a, b in ((oracle, keymap), (keymap, oracle)):
+                self.assertEqual(ft.query(self.src_db, "SELECT count(*) FROM (SELECT * FROM "
+                                          "(%s) EXCEPT SELECT * FROM (%s))" % (a, b)), [(0,)],
+                                 "key map of %s" % table)
+        self.assertNotIn("_ferry_installing", ft.table_names(self.src_db))
+
+    def test_install_while_the_application_writes(self):
+        """install on a source of 600,000 more posts while two connections
+        write small transactions by key (posts written, deleted, moved
+        between teams; channels moved with their posts; reactions added):
+        the writes go on while install fills the key maps (more than 20
+        commit, and no time without a commit lasts a quarter of install's
+        run; an install that holds the write lock while it fills them
+        stops the writes for most of it), the key maps match the data, and
+        three teams' targets copy and follow more writes. Oracles:
+        ORACLE_FROM's SQL, assertTenantCopy."""
+        self.bulk_source(600000)
+        top = ft.query(self.src_db, "SELECT max(id) FROM posts")[0][0]
+        chans = [r[0] for r in ft.query(self.src_db, "SELECT id FROM channels WHERE id <> "
+                                        "(SELECT min(id) FROM channels WHERE team_id = 3)")]
+        writes = [
+            lambda r: ("UPDATE posts SET body = 'written' WHERE id = ?", (r.randint(1, top),)),
+            lambda r: ("INSERT INTO posts(channel_id, body) VALUES (?, 'new')",
+                       (r.choice(chans),)),
+            lambda r: ("DELETE FROM posts WHERE id = ?", (r.randint(1, top),)),
+            lambda r: ("UPDATE posts SET channel_id = ? WHERE id = ?",
+                       (r.choice(chans), r.randint(1, top))),
+            lambda r: ("UPDATE channels SET team_id = ? WHERE id = ?",
+                       (r.randint(1, 3), r.choice(chans))),
+            lambda r: ("INSERT OR IGNORE INTO reactions VALUES (?, 'w', 2)", (r.randint(1, top),)),
+        ]
+        stop = threading.Event()
+        commits, errors = [], []
+
+        def writer(w):
+            rnd = random.Random(w)
+            conn = ft.source_conn(self.src_db)
+            try:
+                while not stop.is_set():
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(*rnd.choice(writes)(rnd))
+                    conn.execute("COMMIT")
+                    commits.append(time.monotonic())
+                    time.sleep(0.002)
+            except sqlite3.Error as e:
+                errors.append("writer %d: %s" % (w, e))
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            cp = ft.run_src(["install", "--config", self.src_conf])
+            t1 = time.monotonic()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(errors, [])
+        during = sorted(c for c in commits if t0 <= c <= t1)
+        self.assertGreater(len(during), 20, "writes committed while install ran")
+        gaps = [b - a for a, b in zip([t0] + during, during + [t1])]
+        self.assertLess(max(gaps), (t1 - t0) / 4,
+                        "writes stopped for %.2f s of install's %.2f s" % (max(gaps), t1 - t0))
+        self.assertIn("key map of posts filled in", cp.stderr)
+        self.assertKeyMaps()
+        with self.serve() as srv:
+            confs = self.team_targets(srv.url, (1, 2, 3))
+            self.sync_targets(confs)
+            conn = ft.source_conn(self.src_db)
+            try:
+                rnd = random.Random(7)
+                for _ in range(200):
+                    conn.execute(*rnd.choice(writes)(rnd))
+            finally:
+                conn.close()
+            self.sync_targets(confs)
+            for t in (1, 2, 3):
+                self.assertTenantCopy(self.src_db, self.path("dst%d.db" % t), t,
+                                      others=tuple(o for o in (1, 2, 3) if o != t))
+
+    def test_install_killed_while_it_fills_the_key_maps(self):
+        """install SIGKILLed while it fills the key maps (its triggers are in):
+        serve refuses to start (exit 2) and says install stopped half way,
+        writes meanwhile go on; install run again fills
+        the key maps to match the data and serve serves. Oracle:
+        ORACLE_FROM's SQL."""
+        self.bulk_source(300000)
+        proc = subprocess.Popen([os.path.join(ft.FERRY_BIN, "ferry-src"), "install",
+                                 "--config", self.src_conf], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not ft.query(self.src_db, "SELECT count(*) FROM sqlite_schema WHERE name = "
+                           "'_ferry_k_posts'")[0][0] or not ft.query(
+                               self.src_db, "SELECT count(*) > 100 FROM _ferry_k_posts")[0][0]:
+            self.assertLess(time.time(), deadline, "install filled no key map")
+            self.assertIsNone(proc.poll(), "install ended before the test could stop it")
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+        self.assertLess(ft.query(self.src_db, "SELECT count(*) FROM _ferry_k_posts")[0][0],
+                        ft.query(self.src_db, "SELECT count(*) FROM posts")[0][0])
+        ft.on_source(self.src_db, "UPDATE posts SET body = 'while half installed' WHERE id = 1")
+        cp = ft.run_src(["serve", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn("install is filling the key maps, or stopped half way", cp.stderr)
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertKeyMaps()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
     def test_concurrent_random_writers(self):
         """Three connections write random transactions of the workload above
