@@ -221,7 +221,8 @@ class SyncTest(ft.FerryTestCase):
         and has a key other than the row that took its place. INSERT OR
         REPLACE and UPDATE OR REPLACE take channel names (a UNIQUE index) from
         team 1 into team 2, their posts going by cascade; a post replaced in
-        its own channel through a partial, NOCASE index on two columns; an
+        its own channel through a partial, NOCASE index on two columns; a
+        setting (a two-column key) taken into team 2; an
         INSERT OR IGNORE and a failed INSERT that delete nothing. Both teams'
         targets lose exactly the rows their team lost; a UNIQUE index made
         after install makes serve warn. Oracle: the tenants' rows in the
@@ -229,7 +230,9 @@ class SyncTest(ft.FerryTestCase):
         self.make_source(teams=3, posts_per_team=30, install=False)
         ft.on_source(self.src_db, "CREATE UNIQUE INDEX channels_name ON channels(name)",
                      "CREATE UNIQUE INDEX posts_tagged ON posts(channel_id, body COLLATE NOCASE) "
-                     "WHERE body LIKE 'u:%'")
+                     "WHERE body LIKE 'u:%'",
+                     "CREATE UNIQUE INDEX settings_slot ON settings(value) WHERE key = 'slot'",
+                     "INSERT INTO settings VALUES (1, 'slot', 'blue')")
         cp = ft.run_src(["install", "--config", self.src_conf])
         self.assertEqual(cp.returncode, 0, cp.stderr)
         with self.serve() as srv:
@@ -251,6 +254,8 @@ class SyncTest(ft.FerryTestCase):
                              "WHERE name = 'team2-channel1'")
                 conn.execute("INSERT OR REPLACE INTO posts(id, channel_id, body) "
                              "VALUES (90002, ?, 'U:X')", (ch1[2],))
+                # a two-column key (settings is WITHOUT ROWID)
+                conn.execute("INSERT OR REPLACE INTO settings VALUES (2, 'slot', 'blue')")
                 conn.execute("INSERT OR IGNORE INTO channels(id, team_id, name) "
                              "VALUES (9002, 3, 'team1-channel2')")
                 with self.assertRaises(sqlite3.IntegrityError):
@@ -265,6 +270,7 @@ class SyncTest(ft.FerryTestCase):
                                            "'team1-channel2', 'team1-channel3') ORDER BY name"),
                                  [2, 2, 1, 1])
                 self.assertEqual(ids(conn, "SELECT id FROM posts WHERE body LIKE 'u:%'"), [90002])
+                self.assertEqual(ids(conn, "SELECT team_id FROM settings WHERE key = 'slot'"), [2])
                 self.assertEqual(ids(conn, "SELECT count(*) FROM posts WHERE channel_id IN "
                                            "(?, ?)", ch1[0], ch1[1]), [0])
             finally:
