@@ -2764,6 +2764,7 @@ out:
 #define SQLITE_STEP_MS 20
 #define SQLITE_STEP_ROWS_MIN 500
 #define SQLITE_STEP_ROWS_MAX 200000
+#define SQLITE_PROGRESS_MS 5000 /* a log line while a big table's key map fills */
 
 /* A key's values, copied out of a statement's row. */
 struct sqlite_key {
@@ -2842,8 +2843,8 @@ static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
     for (size_t t = 0; t < s->ntables && !rc; t++) {
         const struct ferry_table_info *ti = &s->tables[t].info;
         struct sqlite_key lo = {.n = 0}, hi = {.n = 0};
-        long t0 = mono_ms(), longest = 0;
-        int64_t rows = SQLITE_STEP_ROWS_MIN;
+        long t0 = mono_ms(), said = t0, longest = 0;
+        int64_t rows = SQLITE_STEP_ROWS_MIN, done = 0;
         int chunks = 0;
 
         /* end[after]: the last key of the next chunk; fill[after + 2 * bounded] */
@@ -2901,6 +2902,12 @@ static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
             chunks++;
             if (rc || !hi.n)
                 break;
+            done += rows; /* a step that ends at hi read rows keys */
+            if (mono_ms() - said >= SQLITE_PROGRESS_MS) {
+                said = mono_ms();
+                log_info("install: key map of %s: %" PRId64 " rows in %ld s so far", ti->name, done,
+                         (said - t0) / 1000);
+            }
             sleep_ms(held > 1 ? held : 1);
             rows = rows * SQLITE_STEP_MS / (held > 1 ? held : 1);
             if (rows < SQLITE_STEP_ROWS_MIN)
