@@ -967,36 +967,130 @@ static int add_key_bound(struct ferry_buf *b, const struct ferry_scope *s, size_
     return rc ? rc : ferry_buf_adds(b, ")");
 }
 
+/* A step's statements (sqlite_build_online), each with or without the bound keys. */
+#define SQLITE_STEP_MAX 8
+struct sqlite_step {
+    struct ferry_buf st[SQLITE_STEP_MAX];
+    int bound[SQLITE_STEP_MAX]; /* uses ?1.. and ?5.. */
+    int n;
+};
+
+/* The next statement of step; bound: it names the bound keys. NULL when full (a bug). */
+static struct ferry_buf *step_add(struct sqlite_step *step, int bound)
+{
+    if (step->n == SQLITE_STEP_MAX)
+        return NULL;
+    step->bound[step->n] = bound;
+    ferry_buf_reset(&step->st[step->n]);
+    return &step->st[step->n++];
+}
+
 /*
- * The key map of table t filled from its rows (into b), and the parent
- * keys they wait for noted (into orphans, which may be b; nothing for a
- * table with no foreign key on the scope path): all of them, or with gt
- * and le (">", "<="), those whose key lies after the bound values ?1.. and
- * up to ?5.. (either NULL for no bound; sqlite_build_online binds them).
+ * The statements of one step over table t's rows whose key lies after the
+ * bound values ?1.. (with gt ">") and up to ?5.. (with le "<="): either
+ * bound may be NULL. They note the parent keys those rows wait for, and:
+ * - a new key map (keep 0): the rows' entries, into the empty map; an
+ *   entry the triggers wrote meanwhile is left alone (INSERT OR IGNORE),
+ *   both read the database as it is;
+ * - a kept one (a re-install, keep 1): the entries the map should hold
+ *   (temp._ferry_fix) against those it holds in that range; each entry
+ *   that is wrong or whose row is gone gives its tenant a 'D', each row
+ *   the map misses or has under another tenant gives its tenant a 'U',
+ *   and the map is made right. A map the triggers kept is right already;
+ *   what an older capture missed, or the scope's change, is mended.
  */
-static int sqlite_backfill_sql(struct ferry_buf *b, struct ferry_buf *orphans,
-                               const struct ferry_scope *s, size_t t, const char *gt,
-                               const char *le)
+static int sqlite_step_sql(struct sqlite_step *step, const struct ferry_scope *s, size_t t,
+                           const char *gt, const char *le, int keep)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    struct ferry_buf cond;
+    struct ferry_buf cond, kmc, km, *b;
     int rc;
 
+    step->n = 0;
     ferry_buf_init(&cond, SQL_MAX);
-    rc = ferry_buf_adds(&cond, "1");
+    ferry_buf_init(&kmc, SQL_MAX);
+    ferry_buf_init(&km, 256);
+    rc = ferry_scope_keymap(&km, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(&cond, "1");
     if (!rc && gt)
         rc = add_key_bound(&cond, s, t, "\"_ferry_s\".", gt, 1);
     if (!rc && le)
         rc = add_key_bound(&cond, s, t, "\"_ferry_s\".", le, 5);
-    /* a key the triggers wrote meanwhile (sqlite_build_online) keeps its entry */
+    /* the same range over the key map's own rows, named km */
     if (!rc)
-        rc = ferry_buf_adds(b, "INSERT OR IGNORE INTO ");
-    if (!rc)
-        rc = ferry_scope_keymap(b, ti->name);
-    if (!rc)
-        rc = add_owned_select(b, s, t, cond.data);
-    if (!rc)
-        rc = ferry_buf_adds(b, ";\n");
+        rc = ferry_buf_adds(&kmc, "1");
+    if (!rc && gt)
+        rc = add_key_bound(&kmc, s, t, "km.", gt, 1);
+    if (!rc && le)
+        rc = add_key_bound(&kmc, s, t, "km.", le, 5);
+    if (!rc && !keep) {
+        b = step_add(step, 1);
+        rc = ferry_buf_addf(b, "INSERT OR IGNORE INTO %s", km.data);
+        if (!rc)
+            rc = add_owned_select(b, s, t, cond.data);
+    } else if (!rc) {
+        size_t npk = ferry_table_npk(ti);
+        struct ferry_buf same;
+
+        rc = ferry_buf_adds(step_add(step, 0), "DELETE FROM temp._ferry_fix");
+        b = step_add(step, 1);
+        if (!rc)
+            rc = ferry_buf_adds(b, "INSERT INTO temp._ferry_fix(");
+        for (size_t k = 0; k < npk && !rc; k++)
+            rc = ferry_buf_addf(b, "%s, ", kcols[k]);
+        if (!rc)
+            rc = ferry_buf_adds(b, "o)");
+        if (!rc)
+            rc = add_owned_select(b, s, t, cond.data);
+        /* an entry km as the map should hold it, as a row r of temp._ferry_fix says */
+        ferry_buf_init(&same, SQL_MAX);
+        if (!rc)
+            rc = add_noted_match(&same, ti, "km.");
+        if (!rc)
+            rc = ferry_buf_adds(&same, " AND r.o = km.\"_ferry_tenant\")");
+        /* entries that are wrong, or whose row is gone: a 'D' for their tenant */
+        b = step_add(step, 1);
+        if (!rc)
+            rc = add_log_head(b, ti, "D");
+        if (!rc)
+            rc = ferry_buf_adds(b, "km.\"_ferry_tenant\", ");
+        if (!rc)
+            rc = add_keys(b, s, t, "km.");
+        if (!rc)
+            rc = ferry_buf_addf(b,
+                                " FROM %s AS km WHERE %s AND NOT EXISTS (SELECT 1 FROM "
+                                "temp._ferry_fix AS r WHERE %s",
+                                km.data, kmc.data, same.data);
+        /* rows the map misses, or has under another tenant: a 'U' for theirs */
+        b = step_add(step, 0);
+        if (!rc)
+            rc = add_log_head(b, ti, "U");
+        if (!rc)
+            rc = ferry_buf_adds(b, "r.o");
+        for (size_t k = 0; k < npk && !rc; k++)
+            rc = ferry_buf_addf(b, ", r.%s", kcols[k]);
+        if (!rc)
+            rc = ferry_buf_addf(b,
+                                " FROM temp._ferry_fix AS r WHERE NOT EXISTS (SELECT 1 "
+                                "FROM %s AS km WHERE %s",
+                                km.data, same.data);
+        /* the map made right: wrong entries out, missing ones in */
+        b = step_add(step, 1);
+        if (!rc)
+            rc = ferry_buf_addf(b,
+                                "DELETE FROM %s AS km WHERE %s AND NOT EXISTS (SELECT 1 "
+                                "FROM temp._ferry_fix AS r WHERE %s",
+                                km.data, kmc.data, same.data);
+        ferry_buf_release(&same);
+        b = step_add(step, 0);
+        if (!rc)
+            rc = ferry_buf_addf(b, "INSERT OR IGNORE INTO %s SELECT ", km.data);
+        for (size_t k = 0; k < npk && !rc; k++)
+            rc = ferry_buf_addf(b, "%s, ", kcols[k]);
+        if (!rc)
+            rc = ferry_buf_adds(b, "o FROM temp._ferry_fix");
+    }
     ferry_buf_reset(&cond);
     if (!rc)
         rc = ferry_buf_adds(&cond, "1");
@@ -1004,25 +1098,31 @@ static int sqlite_backfill_sql(struct ferry_buf *b, struct ferry_buf *orphans,
         rc = add_key_bound(&cond, s, t, "\"_ferry_c\".", gt, 1);
     if (!rc && le)
         rc = add_key_bound(&cond, s, t, "\"_ferry_c\".", le, 5);
-    if (!rc)
-        rc = add_orphan_note_in(orphans, s, t, 0, 1, "_ferry_orphans", gt || le ? cond.data : NULL);
+    if (!rc) {
+        b = step_add(step, 1);
+        rc = add_orphan_note_in(b, s, t, 0, 1, "_ferry_orphans", gt || le ? cond.data : NULL);
+        if (!rc && !b->len)
+            step->n--; /* no foreign key on the scope path: nothing waits */
+    }
     ferry_buf_release(&cond);
+    ferry_buf_release(&kmc);
+    ferry_buf_release(&km);
     return rc;
 }
 
-/* build: the key map filled from the rows (sqlite_build_online fills it afterwards) */
-static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int build)
+/* keep: the key map there is kept (sqlite_build_online checks it), else made anew, empty */
+static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int keep)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     struct ferry_buf cond;
     int rc;
 
     /* key map: same key columns, no declared types, so values keep their class */
-    rc = ferry_buf_adds(b, "DROP TABLE IF EXISTS ");
-    if (!rc)
+    rc = ferry_buf_adds(b, keep ? "" : "DROP TABLE IF EXISTS ");
+    if (!rc && !keep)
         rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, ";\nCREATE TABLE ");
+        rc = ferry_buf_adds(b, keep ? "CREATE TABLE IF NOT EXISTS " : ";\nCREATE TABLE ");
     if (!rc)
         rc = ferry_scope_keymap(b, ti->name);
     if (!rc)
@@ -1045,7 +1145,7 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = add_keys(b, s, t, "");
     if (!rc)
-        rc = ferry_buf_adds(b, "));\nCREATE INDEX ");
+        rc = ferry_buf_adds(b, "));\nCREATE INDEX IF NOT EXISTS ");
     /* (tenant, key): snapshot pages walk one tenant's keys in order */
     if (!rc)
         rc = add_trigger_name(b, "ki", ti->name);
@@ -1059,8 +1159,6 @@ static int sqlite_table_sql(struct ferry_buf *b, const struct ferry_scope *s, si
         rc = add_keys(b, s, t, "");
     if (!rc)
         rc = ferry_buf_adds(b, ");\n");
-    if (!rc && build)
-        rc = sqlite_backfill_sql(b, b, s, t, NULL, NULL);
 
     /* insert */
     if (!rc)
@@ -2826,20 +2924,118 @@ static int sqlite_run_bound(struct ferry_db *db, const char *sql, const struct s
     return rc;
 }
 
-static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
+/* SELECT the last key of the next step of table t (after: past the bound ?1..; ?9 rows) */
+static int sqlite_end_sql(struct ferry_buf *b, const struct ferry_scope *s, size_t t, int after)
+{
+    int rc;
+
+    ferry_buf_reset(b);
+    rc = ferry_buf_adds(b, "SELECT ");
+    if (!rc)
+        rc = add_keys(b, s, t, "\"_ferry_s\".");
+    if (!rc)
+        rc = ferry_buf_adds(b, " FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, s->tables[t].info.name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_s\" WHERE 1");
+    if (!rc && after)
+        rc = add_key_bound(b, s, t, "\"_ferry_s\".", ">", 1);
+    if (!rc)
+        rc = ferry_buf_adds(b, " ORDER BY ");
+    if (!rc)
+        rc = add_keys(b, s, t, "\"_ferry_s\".");
+    return rc ? rc : ferry_buf_adds(b, " LIMIT 1 OFFSET ?9 - 1");
+}
+
+/*
+ * temp._ferry_fix for table t (sqlite_step_sql): its key columns typed as
+ * the key map's, so that the two compare with one affinity and each finds
+ * the other through its primary key.
+ */
+static int sqlite_fix_table(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                            struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+    struct ferry_buf b;
+    int rc;
+
+    ferry_buf_init(&b, SQL_MAX);
+    rc = ferry_buf_adds(&b, "DROP TABLE IF EXISTS temp._ferry_fix;\n"
+                            "CREATE TEMP TABLE _ferry_fix(");
+    for (size_t k = 0; k < npk && !rc; k++) {
+        const char *type = ti->cols[ferry_table_pkcol(ti, k)].type;
+
+        rc = ferry_buf_addf(&b, "%s %s, ", kcols[k], type ? type : "");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(&b, "o, PRIMARY KEY(");
+    for (size_t k = 0; k < npk && !rc; k++)
+        rc = ferry_buf_addf(&b, "%s%s", k ? ", " : "", kcols[k]);
+    if (!rc)
+        rc = ferry_buf_adds(&b, "))");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build install SQL for %s", ti->name);
+    else
+        rc = ferry_db_exec(db, b.data, err);
+    ferry_buf_release(&b);
+    return rc;
+}
+
+/* *fits: table t's key map is there, with t's key columns (then install keeps it) */
+static int sqlite_keymap_fits(struct ferry_db *db, const struct ferry_scope *s, size_t t, int *fits,
+                              struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    char name[FERRY_OBJNAME_SIZE];
+    struct ferry_value args[2];
+    struct ferry_buf want;
+    int64_t same = 0;
+    int rc;
+
+    *fits = 0;
+    if (ferry_scope_objname(name, "k", ti->name))
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a key map");
+    ferry_buf_init(&want, 4096);
+    rc = FERRY_OK;
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++)
+        rc = ferry_buf_addf(&want, "%s,", ti->cols[ferry_table_pkcol(ti, k)].name);
+    if (!rc)
+        rc = ferry_buf_adds(&want, "_ferry_tenant");
+    if (rc) {
+        ferry_buf_release(&want);
+        return ferry_error_set(err, rc, "key columns of %s too long", ti->name);
+    }
+    args[0] = ferry_value_text(name, strlen(name));
+    args[1] = ferry_value_text(want.data, want.len);
+    rc = ferry_db_query_int(db,
+                            "SELECT coalesce((SELECT group_concat(name, ',') FROM (SELECT name "
+                            "FROM pragma_table_info(?1) ORDER BY cid)), '') = ?2",
+                            args, 2, &same, err);
+    ferry_buf_release(&want);
+    *fits = !rc && same;
+    return rc;
+}
+
+/* keep[t]: table t's key map was kept (a re-install), checked rather than filled */
+static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s, const int *keep,
                                struct ferry_error *err)
 {
-    struct ferry_buf end[2], fill[4], orph[4];
-    int rc = FERRY_OK;
+    struct sqlite_step step[4];
+    struct ferry_buf end[2];
+    int rc;
 
     /* between two steps the application's writers get the lock; then ours, soon */
     ferry_db_busy_poll(db);
     for (int i = 0; i < 4; i++) {
-        ferry_buf_init(&fill[i], SQL_MAX);
-        ferry_buf_init(&orph[i], SQL_MAX);
+        for (int j = 0; j < SQLITE_STEP_MAX; j++)
+            ferry_buf_init(&step[i].st[j], SQL_MAX);
+        step[i].n = 0;
         if (i < 2)
             ferry_buf_init(&end[i], SQL_MAX);
     }
+    rc = FERRY_OK;
     for (size_t t = 0; t < s->ntables && !rc; t++) {
         const struct ferry_table_info *ti = &s->tables[t].info;
         struct sqlite_key lo = {.n = 0}, hi = {.n = 0};
@@ -2847,37 +3043,18 @@ static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
         int64_t rows = SQLITE_STEP_ROWS_MIN, done = 0;
         int chunks = 0;
 
-        /* end[after]: the last key of the next chunk; fill[after + 2 * bounded] */
+        /* end[after]: the last key of the next step; step[after + 2 * bounded] */
         for (int i = 0; i < 4 && !rc; i++) {
-            ferry_buf_reset(&fill[i]);
-            ferry_buf_reset(&orph[i]);
-            rc = sqlite_backfill_sql(&fill[i], &orph[i], s, t, i & 1 ? ">" : NULL,
-                                     i & 2 ? "<=" : NULL);
-            if (!rc && i < 2) {
-                ferry_buf_reset(&end[i]);
-                rc = ferry_buf_adds(&end[i], "SELECT ");
-                if (!rc)
-                    rc = add_keys(&end[i], s, t, "\"_ferry_s\".");
-                if (!rc)
-                    rc = ferry_buf_adds(&end[i], " FROM ");
-                if (!rc)
-                    rc = ferry_buf_add_ident(&end[i], ti->name);
-                if (!rc)
-                    rc = ferry_buf_adds(&end[i], " AS \"_ferry_s\" WHERE 1");
-                if (!rc && i)
-                    rc = add_key_bound(&end[i], s, t, "\"_ferry_s\".", ">", 1);
-                if (!rc)
-                    rc = ferry_buf_adds(&end[i], " ORDER BY ");
-                if (!rc)
-                    rc = add_keys(&end[i], s, t, "\"_ferry_s\".");
-                if (!rc)
-                    rc = ferry_buf_adds(&end[i], " LIMIT 1 OFFSET ?9 - 1");
-            }
+            rc = sqlite_step_sql(&step[i], s, t, i & 1 ? ">" : NULL, i & 2 ? "<=" : NULL, keep[t]);
+            if (!rc && i < 2)
+                rc = sqlite_end_sql(&end[i], s, t, i);
         }
         if (rc) {
             rc = ferry_error_set(err, rc, "cannot build install SQL for %s", ti->name);
             break;
         }
+        if (keep[t] && (rc = sqlite_fix_table(db, s, t, err)) != FERRY_OK)
+            break;
         for (;;) {
             int after = lo.n > 0, i;
             long c0, held;
@@ -2888,10 +3065,9 @@ static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
             c0 = mono_ms();
             rc = sqlite_run_bound(db, end[after].data, &lo, NULL, rows, &hi, err);
             i = after + (hi.n ? 2 : 0);
-            if (!rc)
-                rc = sqlite_run_bound(db, fill[i].data, &lo, &hi, 0, NULL, err);
-            if (!rc && orph[i].len)
-                rc = sqlite_run_bound(db, orph[i].data, &lo, &hi, 0, NULL, err);
+            for (int j = 0; j < step[i].n && !rc; j++)
+                rc = sqlite_run_bound(db, step[i].st[j].data, step[i].bound[j] ? &lo : NULL,
+                                      step[i].bound[j] ? &hi : NULL, 0, NULL, err);
             if (!rc)
                 rc = ferry_db_commit(db, err);
             else
@@ -2914,7 +3090,7 @@ static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
                 rows = SQLITE_STEP_ROWS_MIN;
             if (rows > SQLITE_STEP_ROWS_MAX)
                 rows = SQLITE_STEP_ROWS_MAX;
-            /* the next chunk starts after this one's last key */
+            /* the next step starts after this one's last key */
             sqlite_key_release(&lo);
             lo = hi;
             hi.n = 0;
@@ -2922,15 +3098,16 @@ static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
         sqlite_key_release(&lo);
         sqlite_key_release(&hi);
         if (rc)
-            ferry_error_prefix(err, "install: filling the key map of %s", ti->name);
+            ferry_error_prefix(err, "install: %s the key map of %s",
+                               keep[t] ? "checking" : "filling", ti->name);
         else
-            log_info("install: key map of %s filled in %d steps, %ld ms (each held the write "
-                     "lock %ld ms at most)",
-                     ti->name, chunks, mono_ms() - t0, longest);
+            log_info("install: key map of %s %s in %d steps, %ld ms (each held the write lock "
+                     "%ld ms at most)",
+                     ti->name, keep[t] ? "checked" : "filled", chunks, mono_ms() - t0, longest);
     }
     for (int i = 0; i < 4; i++) {
-        ferry_buf_release(&fill[i]);
-        ferry_buf_release(&orph[i]);
+        for (int j = 0; j < SQLITE_STEP_MAX; j++)
+            ferry_buf_release(&step[i].st[j]);
         if (i < 2)
             ferry_buf_release(&end[i]);
     }
@@ -3017,19 +3194,34 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
                           struct ferry_error *err)
 {
     struct ferry_buf sql;
-    int installed = 0, building = 0, online;
+    int installed = 0, building = 0, fresh = 0;
+    int *keep = NULL;
     int rc;
 
     if (ferry_db_engine(db) == FERRY_ENGINE_PG)
         return pg_install(db, s, lock_wait * 1000, err);
     ferry_buf_init(&sql, (size_t)64 << 20);
-    /* a first install, or one that stopped half way, fills the key maps in steps */
+    keep = calloc(s->ntables ? s->ntables : 1, sizeof(*keep));
+    if (!keep) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    /*
+     * A re-install keeps the key maps it finds (sqlite_build_online checks
+     * them); a first one, one that stopped half way, or one that must make
+     * a key map anew (a table new to the scope, a key changed) keeps serve
+     * from serving until the maps are filled (SQLITE_BUILDING).
+     */
     rc = ferry_db_table_exists(db, "_ferry_changes", &installed, err);
     if (!rc)
         rc = ferry_db_table_exists(db, SQLITE_BUILDING, &building, err);
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        if (installed && !building)
+            rc = sqlite_keymap_fits(db, s, t, &keep[t], err);
+        fresh |= !keep[t];
+    }
     if (rc)
         goto out;
-    online = !installed || building;
     rc = ferry_db_begin(db, err);
     if (rc)
         goto out;
@@ -3053,7 +3245,7 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
                        "k0, k1, k2, k3);\n"
                        "DELETE FROM _ferry_replacing;\n",
                        err);
-    if (!rc && online)
+    if (!rc && fresh)
         rc = ferry_db_exec(db, "CREATE TABLE IF NOT EXISTS " SQLITE_BUILDING "(since TEXT)", err);
     if (rc)
         goto rollback;
@@ -3073,7 +3265,7 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
                      "through one of them stays on its target until verify --repair",
                      s->tables[t].info.name, r.skipped);
         ferry_buf_reset(&sql);
-        rc = sqlite_table_sql(&sql, s, t, !online);
+        rc = sqlite_table_sql(&sql, s, t, keep[t]);
         if (!rc && r.bi.len)
             rc = ferry_buf_addf(&sql, "%s;\n%s;\n%s", r.bi.data, r.bu.data, r.after.data);
         sqlite_replace_release(&r);
@@ -3089,18 +3281,14 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
             goto rollback;
         }
     }
-    if (!online)
-        rc = write_version(db, err);
-    if (rc)
-        goto rollback;
     rc = ferry_db_commit(db, err);
-    if (!rc && online)
-        rc = sqlite_build_online(db, s, err);
-    if (rc || !online)
+    if (!rc)
+        rc = sqlite_build_online(db, s, keep, err);
+    if (rc)
         goto out;
     rc = ferry_db_begin(db, err);
     if (!rc)
-        rc = ferry_db_exec(db, "DROP TABLE " SQLITE_BUILDING, err);
+        rc = ferry_db_exec(db, "DROP TABLE IF EXISTS " SQLITE_BUILDING, err);
     if (!rc)
         rc = write_version(db, err);
     if (!rc)
@@ -3111,6 +3299,7 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
 rollback:
     ferry_db_rollback(db);
 out:
+    free(keep);
     ferry_buf_release(&sql);
     return rc;
 }

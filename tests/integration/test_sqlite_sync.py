@@ -443,21 +443,14 @@ class SyncTest(ft.FerryTestCase):
                                  "key map of %s" % table)
         self.assertNotIn("_ferry_installing", ft.table_names(self.src_db))
 
-    def test_install_while_the_application_writes(self):
-        """install on a source of 600,000 more posts while two connections
-        write small transactions by key (posts written, deleted, moved
-        between teams; channels moved with their posts; reactions added):
-        the writes go on while install fills the key maps (more than 20
-        commit, and no time without a commit lasts a quarter of install's
-        run; an install that holds the write lock while it fills them
-        stops the writes for most of it), the key maps match the data, and
-        three teams' targets copy and follow more writes. Oracles:
-        ORACLE_FROM's SQL, assertTenantCopy."""
-        self.bulk_source(600000)
+    def key_writes(self):
+        """Small writes by key (posts written, added, deleted, moved between
+        teams; channels moved with their posts, not the bulk one; reactions
+        added), each a function of a random.Random: (SQL, parameters)."""
         top = ft.query(self.src_db, "SELECT max(id) FROM posts")[0][0]
         chans = [r[0] for r in ft.query(self.src_db, "SELECT id FROM channels WHERE id <> "
                                         "(SELECT min(id) FROM channels WHERE team_id = 3)")]
-        writes = [
+        return [
             lambda r: ("UPDATE posts SET body = 'written' WHERE id = ?", (r.randint(1, top),)),
             lambda r: ("INSERT INTO posts(channel_id, body) VALUES (?, 'new')",
                        (r.choice(chans),)),
@@ -466,8 +459,15 @@ class SyncTest(ft.FerryTestCase):
                        (r.choice(chans), r.randint(1, top))),
             lambda r: ("UPDATE channels SET team_id = ? WHERE id = ?",
                        (r.randint(1, 3), r.choice(chans))),
-            lambda r: ("INSERT OR IGNORE INTO reactions VALUES (?, 'w', 2)", (r.randint(1, top),)),
+            lambda r: ("INSERT OR IGNORE INTO reactions SELECT id, 'w', 2 FROM posts WHERE id = ?",
+                       (r.randint(1, top),)),
         ]
+
+    def install_while_writing(self, writes, also=None):
+        """ferry-src install while two connections run writes (and also(),
+        when given, loops in a thread too): the writes go on (more than 20
+        commit while install runs, and no time without a commit lasts a
+        quarter of its run). install's CompletedProcess."""
         stop = threading.Event()
         commits, errors = [], []
 
@@ -486,7 +486,13 @@ class SyncTest(ft.FerryTestCase):
             finally:
                 conn.close()
 
+        def looper():
+            while not stop.is_set():
+                also()
+
         threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+        if also:
+            threads.append(threading.Thread(target=looper))
         for t in threads:
             t.start()
         try:
@@ -505,6 +511,83 @@ class SyncTest(ft.FerryTestCase):
         gaps = [b - a for a, b in zip([t0] + during, during + [t1])]
         self.assertLess(max(gaps), (t1 - t0) / 4,
                         "writes stopped for %.2f s of install's %.2f s" % (max(gaps), t1 - t0))
+        return cp
+
+    def test_install_again_while_targets_sync(self):
+        """install over an earlier one, twice, while two connections write by
+        key and three teams' targets sync in a loop against the running
+        serve: the writes go on (install_while_writing), it checks the key
+        maps it keeps rather than filling them anew, no sync fails, and
+        after a last sync the key maps and every target match the source.
+        Oracles: ORACLE_FROM's SQL, assertTenantCopy."""
+        self.bulk_source(300000)
+        writes = self.key_writes()
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        failed = []
+        with self.serve() as srv:
+            confs = self.team_targets(srv.url, (1, 2, 3))
+            self.sync_targets(confs)
+
+            def sync_once():
+                for conf in confs.values():
+                    cp = ft.run_dst(["sync", "--config", conf, "--quiet"])
+                    if cp.returncode != 0:
+                        failed.append(cp.stderr)
+
+            for _ in range(2):
+                cp = self.install_while_writing(writes, also=sync_once)
+                self.assertIn("key map of posts checked in", cp.stderr)
+            self.assertEqual(failed, [])
+            self.sync_targets(confs)
+            self.assertKeyMaps()
+            for t in (1, 2, 3):
+                self.assertTenantCopy(self.src_db, self.path("dst%d.db" % t), t,
+                                      others=tuple(o for o in (1, 2, 3) if o != t))
+
+    def test_install_again_mends_the_key_maps(self):
+        """Writes the capture never saw (its triggers on posts dropped by
+        hand): a post moved from team 1 to team 2, one deleted, one added.
+        install over the earlier one finds the key map wrong there, logs a
+        delete for the tenant each wrong entry names and the row for the
+        tenant that holds it now, and mends the map: the two teams' targets
+        then hold their teams' rows. Oracles: ORACLE_FROM's SQL,
+        assertTenantCopy."""
+        self.make_source(teams=3, posts_per_team=20)
+        with self.serve() as srv:
+            confs = self.team_targets(srv.url, (1, 2))
+            self.sync_targets(confs)
+            conn = ft.source_conn(self.src_db)
+            try:
+                moved, gone = quiet_posts(conn, 1)[:2]
+                for kind in "iud":
+                    conn.execute("DROP TRIGGER _ferry_%s_posts" % kind)
+                conn.execute("UPDATE posts SET channel_id = ? WHERE id = ?",
+                             (team_channels(conn, 2)[0], moved))
+                conn.execute("DELETE FROM posts WHERE id = ?", (gone,))
+                conn.execute("INSERT INTO posts(channel_id, body) VALUES (?, 'unseen')",
+                             (team_channels(conn, 1)[0],))
+            finally:
+                conn.close()
+            cp = ft.run_src(["install", "--config", self.src_conf])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertKeyMaps()
+            self.sync_targets(confs)
+            for t, other in ((1, 2), (2, 1)):
+                self.assertTenantCopy(self.src_db, self.path("dst%d.db" % t), t,
+                                      others=(other, 3))
+
+    def test_install_while_the_application_writes(self):
+        """A first install on a source of 600,000 more posts while two
+        connections write by key (key_writes): the writes go on while
+        install fills the key maps (install_while_writing; an install that
+        holds the write lock while it fills them stops the writes for most
+        of it), the key maps match the data, and
+        three teams' targets copy and follow more writes. Oracles:
+        ORACLE_FROM's SQL, assertTenantCopy."""
+        self.bulk_source(600000)
+        writes = self.key_writes()
+        cp = self.install_while_writing(writes)
         self.assertIn("key map of posts filled in", cp.stderr)
         self.assertKeyMaps()
         with self.serve() as srv:
