@@ -3281,10 +3281,15 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
             goto rollback;
         }
     }
+    /* with every key map kept, the triggers are the install: the check only mends */
+    if (!fresh)
+        rc = write_version(db, err);
+    if (rc)
+        goto rollback;
     rc = ferry_db_commit(db, err);
     if (!rc)
         rc = sqlite_build_online(db, s, keep, err);
-    if (rc)
+    if (rc || !fresh)
         goto out;
     rc = ferry_db_begin(db, err);
     if (!rc)
