@@ -3085,7 +3085,8 @@ static int sqlite_build_online(struct ferry_db *db, const struct ferry_scope *s,
                          (said - t0) / 1000);
             }
             sleep_ms(held > 1 ? held : 1);
-            rows = rows * SQLITE_STEP_MS / (held > 1 ? held : 1);
+            /* toward SQLITE_STEP_MS, at most twice as many: a step over cheap rows says little */
+            rows = held * 2 < SQLITE_STEP_MS ? rows * 2 : rows * SQLITE_STEP_MS / held;
             if (rows < SQLITE_STEP_ROWS_MIN)
                 rows = SQLITE_STEP_ROWS_MIN;
             if (rows > SQLITE_STEP_ROWS_MAX)
