@@ -650,15 +650,6 @@ static int add_sqlite_trigger(struct ferry_buf *b, const struct ferry_table_info
     return rc;
 }
 
-/* The first n (at most 64) of an index's column names and collations. */
-static void free_names(char **cols, char **colls, size_t n)
-{
-    for (size_t i = 0; i < n && i < 64; i++) {
-        free(cols[i]);
-        free(colls[i]);
-    }
-}
-
 /* ctx"pk" = r.k0 AND ... over the key columns of ti. */
 static int add_noted_match(struct ferry_buf *b, const struct ferry_table_info *ti, const char *ctx)
 {
@@ -674,9 +665,9 @@ static int add_noted_match(struct ferry_buf *b, const struct ferry_table_info *t
     return rc;
 }
 
-/* One index's note: INSERT INTO _ferry_replacing ... WHERE x.c = NEW.c COLLATE coll ... */
+/* One index's note: INSERT INTO _ferry_replacing ... WHERE match (x.c = NEW.c COLLATE coll ...) */
 static int add_replace_note(struct ferry_buf *b, const struct ferry_scope *s, size_t t,
-                            char *const *cols, char *const *colls, size_t n, int update)
+                            const struct ferry_value *match, int update)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
     int rc = ferry_buf_adds(b, "INSERT INTO _ferry_replacing(tbl");
@@ -696,21 +687,7 @@ static int add_replace_note(struct ferry_buf *b, const struct ferry_scope *s, si
     if (!rc)
         rc = ferry_buf_add_ident(b, ti->name);
     if (!rc)
-        rc = ferry_buf_adds(b, " AS \"_ferry_x\" WHERE ");
-    for (size_t i = 0; i < n && !rc; i++) {
-        /* the index's collation, so that its values match as they clash, and it is used */
-        rc = ferry_buf_adds(b, i ? " AND \"_ferry_x\"." : "\"_ferry_x\".");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, cols[i]);
-        if (!rc)
-            rc = ferry_buf_adds(b, " = NEW.");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, cols[i]);
-        if (!rc)
-            rc = ferry_buf_adds(b, " COLLATE ");
-        if (!rc)
-            rc = ferry_buf_add_ident(b, colls[i]);
-    }
+        rc = ferry_buf_addf(b, " AS \"_ferry_x\" WHERE %.*s", (int)match->u.s.n, match->u.s.p);
     if (!rc && update) {
         rc = ferry_buf_adds(b, " AND NOT (");
         if (!rc)
@@ -828,10 +805,7 @@ static int sqlite_replace_sql(struct ferry_db *db, const struct ferry_scope *s, 
     struct ferry_value arg = ferry_value_text(ti->name, strlen(ti->name));
     struct ferry_buf ins, upd, when;
     struct ferry_stmt *st = NULL;
-    char *cols[64], *colls[64]; /* free_names() knows the 64 */
-    char index[512] = "";
-    size_t n = 0;
-    int expr = 0, row = 0, rc;
+    int row = 0, rc;
 
     ferry_buf_init(&r->bi, SQL_MAX);
     ferry_buf_init(&r->bu, SQL_MAX);
@@ -840,71 +814,42 @@ static int sqlite_replace_sql(struct ferry_db *db, const struct ferry_scope *s, 
     ferry_buf_init(&ins, SQL_MAX);
     ferry_buf_init(&upd, SQL_MAX);
     ferry_buf_init(&when, SQL_MAX);
-    rc = ferry_db_prepare(db,
-                          "SELECT il.name, xi.cid, xi.name, xi.coll FROM pragma_index_list(?1) AS "
-                          "il, pragma_index_xinfo(il.name) AS xi WHERE il.\"unique\" AND "
-                          "il.origin <> 'pk' AND xi.key ORDER BY il.name, xi.seqno",
-                          &st, err);
+    /*
+     * Per index: whether it has an expression (cid < 0), the rows holding
+     * NEW's values in it (compared under the index's collations, so that
+     * they match as they clash, and the index is used), and whether an
+     * update changed one of its columns; names quoted as ferry_buf_add_ident
+     * does.
+     */
+    rc = ferry_db_prepare(
+        db,
+        "WITH x(idx, cid, c, coll) AS (SELECT il.name, xi.cid, '\"' || replace(xi.name, '\"', "
+        "'\"\"') || '\"', '\"' || replace(xi.coll, '\"', '\"\"') || '\"' FROM "
+        "pragma_index_list(?1) AS il, pragma_index_xinfo(il.name) AS xi WHERE il.\"unique\" AND "
+        "il.origin <> 'pk' AND xi.key ORDER BY il.name, xi.seqno) SELECT max(cid < 0), "
+        "group_concat('\"_ferry_x\".' || c || ' = NEW.' || c || ' COLLATE ' || coll, ' AND '), "
+        "group_concat('NEW.' || c || ' IS NOT OLD.' || c || ' COLLATE BINARY', ' OR ') FROM x "
+        "GROUP BY idx ORDER BY idx",
+        &st, err);
     if (!rc)
         rc = ferry_stmt_bind(st, 1, &arg, err);
-    for (;;) {
-        struct ferry_value v[4];
-        int same = 0;
+    while (!rc && !(rc = ferry_stmt_step(st, &row, err)) && row) {
+        struct ferry_value v[3];
 
+        for (int i = 0; i < 3; i++)
+            ferry_stmt_column(st, i, &v[i]);
+        if (v[0].type != FERRY_INT || v[0].u.i || v[1].type != FERRY_TEXT) {
+            r->skipped++; /* on an expression */
+            continue;
+        }
+        rc = add_replace_note(&ins, s, t, &v[1], 0);
         if (!rc)
-            rc = ferry_stmt_step(st, &row, err);
-        if (!rc && row) {
-            for (int i = 0; i < 4; i++)
-                ferry_stmt_column(st, i, &v[i]);
-            same = v[0].type == FERRY_TEXT && strlen(index) == v[0].u.s.n &&
-                   !memcmp(index, v[0].u.s.p, v[0].u.s.n);
-        }
-        /* an index ends: its note, unless it is on an expression (or too wide) */
-        if (!rc && !same && *index) {
-            if (expr || n > sizeof(cols) / sizeof(cols[0])) {
-                r->skipped++;
-            } else {
-                rc = add_replace_note(&ins, s, t, cols, colls, n, 0);
-                if (!rc)
-                    rc = add_replace_note(&upd, s, t, cols, colls, n, 1);
-                for (size_t i = 0; i < n && !rc; i++) {
-                    rc = ferry_buf_adds(&when, when.len ? " OR NEW." : "NEW.");
-                    if (!rc)
-                        rc = ferry_buf_add_ident(&when, cols[i]);
-                    if (!rc)
-                        rc = ferry_buf_adds(&when, " IS NOT OLD.");
-                    if (!rc)
-                        rc = ferry_buf_add_ident(&when, cols[i]);
-                    if (!rc)
-                        rc = ferry_buf_adds(&when, " COLLATE BINARY");
-                }
-            }
-            free_names(cols, colls, n);
-            n = 0;
-            expr = 0;
-            *index = '\0';
-        }
-        if (rc || !row)
-            break;
-        if (!same)
-            snprintf(index, sizeof(index), "%.*s", (int)v[0].u.s.n, v[0].u.s.p);
-        if (v[1].type != FERRY_INT || v[1].u.i < 0 || v[2].type != FERRY_TEXT ||
-            v[3].type != FERRY_TEXT) {
-            expr = 1; /* cid -2: an expression; -1: the rowid */
-        } else if (n < sizeof(cols) / sizeof(cols[0])) {
-            cols[n] = strndup(v[2].u.s.p, v[2].u.s.n);
-            colls[n] = strndup(v[3].u.s.p, v[3].u.s.n);
-            if (!cols[n] || !colls[n]) {
-                free(cols[n]);
-                free(colls[n]);
-                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory reading indexes");
-                continue;
-            }
-        }
-        n++;
+            rc = add_replace_note(&upd, s, t, &v[1], 1);
+        if (!rc)
+            rc = ferry_buf_addf(&when, "%s%.*s", when.len ? " OR " : "", (int)v[2].u.s.n,
+                                v[2].u.s.p);
     }
     ferry_stmt_free(st);
-    free_names(cols, colls, n);
     if (!rc && ins.len) {
         rc = add_sqlite_trigger(&r->bi, ti, "bi", "BEFORE INSERT", NULL, ins.data);
         if (!rc)
@@ -2988,34 +2933,23 @@ static int sqlite_keymap_fits(struct ferry_db *db, const struct ferry_scope *s, 
                               struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+    struct ferry_table_info km;
     char name[FERRY_OBJNAME_SIZE];
-    struct ferry_value args[2];
-    struct ferry_buf want;
-    int64_t same = 0;
+    int exists = 0;
     int rc;
 
     *fits = 0;
     if (ferry_scope_objname(name, "k", ti->name))
         return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a key map");
-    ferry_buf_init(&want, 4096);
-    rc = FERRY_OK;
-    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++)
-        rc = ferry_buf_addf(&want, "%s,", ti->cols[ferry_table_pkcol(ti, k)].name);
-    if (!rc)
-        rc = ferry_buf_adds(&want, "_ferry_tenant");
-    if (rc) {
-        ferry_buf_release(&want);
-        return ferry_error_set(err, rc, "key columns of %s too long", ti->name);
-    }
-    args[0] = ferry_value_text(name, strlen(name));
-    args[1] = ferry_value_text(want.data, want.len);
-    rc = ferry_db_query_int(db,
-                            "SELECT coalesce((SELECT group_concat(name, ',') FROM (SELECT name "
-                            "FROM pragma_table_info(?1) ORDER BY cid)), '') = ?2",
-                            args, 2, &same, err);
-    ferry_buf_release(&want);
-    *fits = !rc && same;
-    return rc;
+    rc = ferry_db_table_columns(db, name, &km, &exists, err);
+    if (rc)
+        return rc;
+    *fits = exists && km.ncols == npk + 1 && !strcmp(km.cols[npk].name, "_ferry_tenant");
+    for (size_t k = 0; k < npk && *fits; k++)
+        *fits = !strcmp(km.cols[k].name, ti->cols[ferry_table_pkcol(ti, k)].name);
+    ferry_table_info_release(&km);
+    return FERRY_OK;
 }
 
 /* keep[t]: table t's key map was kept (a re-install), checked rather than filled */
@@ -3440,7 +3374,10 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
     if (!exists)
         return ferry_error_set(err, FERRY_ECONFIG,
                                "change capture is not installed; run ferry-src install --config C");
-    rc = ferry_db_table_exists(db, SQLITE_BUILDING, &exists, err);
+    if (ferry_db_engine(db) != FERRY_ENGINE_PG)
+        rc = ferry_db_table_exists(db, SQLITE_BUILDING, &exists, err);
+    else
+        exists = 0;
     if (rc)
         return rc;
     if (exists)

@@ -43,86 +43,9 @@ cleanup() {
 trap cleanup EXIT
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
 
-if [ -n "$sqlite" ]; then
-    python3 - "$work" "$rows" "$writers" "$bin/ferry-src" "$here/bench" "$again" <<'PY'
-import os, sqlite3, subprocess, sys, threading, time
-work, rows, writers, src = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-again = sys.argv[6]
-sys.path.insert(0, sys.argv[5])
-import sqlitedata
-path = os.path.join(work, "src.db")
-sqlitedata.make(path, rows)
-conf = os.path.join(work, "src.conf")
-with open(conf, "w") as f:
-    f.write("[source]\ndatabase = sqlite://%s\nlisten = 127.0.0.1:0\n[scope]\nroot = teams\n"
-            % path)
-
-def writes(secs, during=None):
-    """writers for secs (or until during() returns): [(end, latency s)]"""
-    out, stop = [], threading.Event()
-    def writer(w):
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        k = w
-        while not stop.is_set():
-            k += 7919
-            pid = 1 + k % rows
-            t0 = time.perf_counter()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE posts SET score = score + 1 WHERE id = ?", (pid,))
-            conn.execute("INSERT INTO posts(channel_id, body) VALUES (?, "
-                         "'written during the bench')", (1 + pid % 60,))
-            conn.execute("INSERT OR IGNORE INTO reactions VALUES (?, ':w:', ?)", (pid, w))
-            conn.execute("COMMIT")
-            t1 = time.perf_counter()
-            out.append((t1, t1 - t0))
-        conn.close()
-    ts = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-    for t in ts:
-        t.start()
-    extra = during() if during else None
-    if not during:
-        time.sleep(secs)
-    stop.set()
-    for t in ts:
-        t.join()
-    return out, extra
-
-def install():
-    time.sleep(1)
-    t0 = time.perf_counter()
-    cp = subprocess.run([src, "install", "--config", conf], capture_output=True, text=True)
-    t1 = time.perf_counter()
-    if cp.returncode:
-        sys.exit("bench: install failed: " + cp.stderr)
-    return t0, t1, cp.stderr
-
-if again:
-    subprocess.run([src, "install", "--config", conf], check=True, capture_output=True)
-print("bench: %d posts, %d writers; baseline 8 s" % (rows, writers), file=sys.stderr)
-base, _ = writes(8)
-print("bench: writers again, install 1 s after they start", file=sys.stderr)
-during, (t0, t1, log) = writes(None, install)
-base = sorted(l * 1000 for _, l in base)
-during = sorted(l * 1000 for e, l in during if t0 <= e <= t1)
-q = lambda v, p: v[min(len(v) - 1, int(p * len(v)))]
-print("| writes | transactions | per second | median | p99 | max |")
-print("|--------|-------------:|-----------:|-------:|----:|----:|")
-for name, v, secs in (("baseline (nothing else)", base, 8.0),
-                      ("while install runs", during, t1 - t0)):
-    print("| %s | %d | %.0f | %.1f ms | %.1f ms | %.1f ms |"
-          % (name, len(v), len(v) / secs, q(v, 0.5), q(v, 0.99), v[-1]))
-print("ratio (install / baseline): rate %.2f, median %.2f, p99 %.2f, max %.2f"
-      % ((len(during) / (t1 - t0)) / (len(base) / 8.0), q(during, 0.5) / q(base, 0.5),
-         q(during, 0.99) / q(base, 0.99), during[-1] / base[-1]))
-print("install: %.2f s wall" % (t1 - t0))
-for line in log.splitlines():
-    if "install:" in line:
-        print("  " + line.split("install: ", 1)[1].rstrip())
-PY
-    exit 0
-fi
-
+# PostgreSQL: the database, pgbench's writers, install; sets t0 and t1 (its body is not
+# indented: its here-documents end at the start of a line)
+run_pg() {
 . "$here/bench/pgdata.sh"
 pg_bench_cluster "$here" "$work/pg" || exit $?
 db=$("$here/scripts/pgcluster.sh" createdb "$work/pg" src | tail -1)
@@ -164,6 +87,80 @@ t0=$(date +%s.%N)
 "$bin/ferry-src" install --config "$work/src.conf" 2>"$work/install.log"
 t1=$(date +%s.%N)
 wait "$wpid"
+}
+
+if [ -n "$sqlite" ]; then
+    # the writers log each transaction as pgbench does (base.0, during.0): one report below
+    python3 - "$work" "$rows" "$writers" "$bin/ferry-src" "$here/bench" "$again" <<'PY'
+import os, sqlite3, subprocess, sys, threading, time
+work, rows, writers, src = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+again = sys.argv[6]
+sys.path.insert(0, sys.argv[5])
+import sqlitedata
+path = os.path.join(work, "src.db")
+sqlitedata.make(path, rows)
+conf = os.path.join(work, "src.conf")
+with open(conf, "w") as f:
+    f.write("[source]\ndatabase = sqlite://%s\nlisten = 127.0.0.1:0\n[scope]\nroot = teams\n"
+            % path)
+
+def writes(name, secs=None, during=None):
+    """writers for secs, or until during() returns; their log as pgbench's in work/name.0"""
+    out, stop = [], threading.Event()
+    def writer(w):
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        k = w
+        while not stop.is_set():
+            k += 7919
+            pid = 1 + k % rows
+            t0 = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE posts SET score = score + 1 WHERE id = ?", (pid,))
+            conn.execute("INSERT INTO posts(channel_id, body) VALUES (?, "
+                         "'written during the bench')", (1 + pid % 60,))
+            conn.execute("INSERT OR IGNORE INTO reactions VALUES (?, ':w:', ?)", (pid, w))
+            conn.execute("COMMIT")
+            t1 = time.time()
+            out.append((w, t1, t1 - t0))
+        conn.close()
+    ts = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    for t in ts:
+        t.start()
+    if during:
+        during()
+    else:
+        time.sleep(secs)
+    stop.set()
+    for t in ts:
+        t.join()
+    with open(os.path.join(work, name + ".0"), "w") as f:
+        for i, (w, end, lat) in enumerate(out):
+            f.write("%d %d %d 0 %d %d\n" % (w, i, lat * 1e6, int(end), (end % 1) * 1e6))
+
+def install():
+    time.sleep(1)
+    with open(os.path.join(work, "install.log"), "w") as log:
+        t0 = time.time()
+        cp = subprocess.run([src, "install", "--config", conf], stderr=log,
+                            stdout=subprocess.DEVNULL)
+        t1 = time.time()
+    if cp.returncode:
+        sys.exit("bench: install failed, see " + os.path.join(work, "install.log"))
+    with open(os.path.join(work, "install.time"), "w") as f:
+        f.write("%.6f %.6f\n" % (t0, t1))
+
+if again:
+    subprocess.run([src, "install", "--config", conf], check=True, capture_output=True)
+print("bench: %d posts, %d writers; baseline 8 s" % (rows, writers), file=sys.stderr)
+writes("base", 8)
+print("bench: writers again, install 1 s after they start", file=sys.stderr)
+writes("during", during=install)
+PY
+    read -r t0 t1 <"$work/install.time"
+else
+    run_pg
+fi
 
 python3 - "$work" "$t0" "$t1" <<'PY'
 import glob, os, sys
