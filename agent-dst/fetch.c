@@ -26,6 +26,7 @@
 #include "resume.h"
 
 #include "../common/buf.h"
+#include "../common/config.h"
 #include "../common/crypto.h"
 #include "../common/handshake.h"
 #include "../proto/proto.h"
@@ -778,4 +779,16 @@ int ferry_client_get(struct ferry_client *c, const char *path, size_t max_resp, 
                      size_t *resplen, struct ferry_error *err)
 {
     return request(c, 0, path, NULL, 0, max_resp, resp, resplen, err);
+}
+
+void ferry_client_hint_max_message(struct ferry_error *err, const char *config)
+{
+    char msg[FERRY_ERRMSG_MAX];
+
+    if (err->code != FERRY_ETOOBIG || !strstr(err->msg, "response from the source is larger"))
+        return;
+    memcpy(msg, err->msg, sizeof(msg));
+    ferry_error_set(err, FERRY_ETOOBIG,
+                    "%.200s: raise [source] max_message in %.200s (MB, at most %d) to take it", msg,
+                    config, FERRY_MAX_MESSAGE_MB);
 }

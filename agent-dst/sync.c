@@ -87,6 +87,8 @@ static int call(struct run *r, const char *path, const struct ferry_request *req
         return rc;
     rc = ferry_client_post(r->client, path, body, blen, r->max_body, resp, len, err);
     free(body);
+    if (rc == FERRY_ETOOBIG)
+        ferry_client_hint_max_message(err, r->cfg->path);
     return rc;
 }
 
@@ -952,7 +954,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     memset(&prep, 0, sizeof(prep));
     r.cfg = cfg;
     r.opts = opts;
-    r.max_body = ferry_limits_default.max_body;
+    r.max_body = ferry_config_max_message(cfg);
     r.batch = cfg->source.batch_rows > 0 ? cfg->source.batch_rows : 5000;
     rc = open_state(&r, err);
     if (rc)

@@ -268,9 +268,11 @@ static int call(struct vrun *r, const char *path, const struct ferry_request *re
     rc = ferry_request_encode(req, &body, &blen, err);
     if (rc)
         return rc;
-    rc = ferry_client_post(r->client, path, body, blen, ferry_limits_default.max_body, resp, len,
+    rc = ferry_client_post(r->client, path, body, blen, ferry_config_max_message(r->cfg), resp, len,
                            err);
     free(body);
+    if (rc == FERRY_ETOOBIG)
+        ferry_client_hint_max_message(err, r->cfg->path);
     r->rep->requests++;
     return rc;
 }
@@ -913,11 +915,13 @@ static int repair_keys(struct vrun *r, struct ferry_applier *ap, size_t t, const
             continue;
         }
         if (!rc) {
-            rc = ferry_client_post(r->client, "/v1/rows", body, blen, ferry_limits_default.max_body,
-                                   &resp, &rlen, err);
+            rc = ferry_client_post(r->client, "/v1/rows", body, blen,
+                                   ferry_config_max_message(r->cfg), &resp, &rlen, err);
             r->rep->requests++;
         }
         free(body);
+        if (rc == FERRY_ETOOBIG && m == 1)
+            ferry_client_hint_max_message(err, r->cfg->path);
         if (rc == FERRY_ETOOBIG && m > 1) {
             ferry_error_clear(err);
             rc = FERRY_OK;

@@ -52,6 +52,7 @@ struct ferry_producer {
     const struct ferry_config *cfg; /* borrowed: [mask] expressions, the database URL */
     struct snap_holder holders[FERRY_SNAPSHOT_HOLDERS];
     int lookups_set;     /* LOOKUPS_SQL is set in the read transaction of encode_current */
+    size_t batch_soft;   /* a batch being encoded takes no row once past it (0: any) */
     int64_t fingerprint; /* ferry_scope_fingerprint() of what scope was read from */
 };
 
@@ -336,7 +337,7 @@ int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **
     *out = NULL;
     if (!p)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
-    p->max_body = ferry_limits_default.max_body;
+    p->max_body = ferry_config_max_message(cfg);
     p->batch_rows = cfg->source.batch_rows > 0 ? cfg->source.batch_rows : 5000;
     rc = ferry_db_open(cfg->source.database, 0, &p->db, err);
     if (rc)
@@ -1115,6 +1116,49 @@ static int table_has_mask(const struct ferry_producer *p, const struct ferry_tab
 #define COPY_PAGE_BYTES ((size_t)4 << 20)
 
 /*
+ * Pages and batches stay well under the message limit ([source]
+ * max_message: 1 GiB unless set lower, so that a row of any size
+ * PostgreSQL holds can travel): a page of rows stops once it passes
+ * PAGE_BYTES, and a change batch of more than one change may not pass
+ * BATCH_BYTES (it is split, changes_batch). A page or batch of one row may
+ * take the whole limit. Both keep what the agents hold in memory for a
+ * page near what it was with the former limit of 64 MB.
+ */
+#define PAGE_BYTES ((size_t)16 << 20)
+#define BATCH_BYTES ((size_t)64 << 20)
+
+/* What a batch of n changes may pass before it takes no more rows (0: any). */
+static size_t batch_soft(const struct ferry_producer *p, int64_t n)
+{
+    if (n <= 1)
+        return 0;
+    return p->max_body < BATCH_BYTES ? p->max_body : BATCH_BYTES;
+}
+
+/* A row that does not fit in a message alone (rc: FERRY_ETOOBIG), or rc. */
+static int row_too_big(const struct ferry_producer *p, const struct ferry_table_info *ti, int rc,
+                       struct ferry_error *err)
+{
+    if (rc != FERRY_ETOOBIG)
+        return ferry_error_set(err, rc, "cannot encode a row of %s", ti->name);
+    if ((p->max_body >> 20) < FERRY_MAX_MESSAGE_MB)
+        return ferry_error_set(err, rc,
+                               "a row of %s is over the %zu MB of a message ([source] "
+                               "max_message): raise it (at most %d) in the source's config and "
+                               "restart ferry-src serve, or make the row smaller",
+                               ti->name, p->max_body >> 20, FERRY_MAX_MESSAGE_MB);
+    return ferry_error_set(err, rc,
+                           "a row of %s is over the %zu MB a message carries at most: make the "
+                           "row smaller on the source (README, Limits)",
+                           ti->name, p->max_body >> 20);
+}
+
+static size_t page_bytes(const struct ferry_producer *p)
+{
+    return p->max_body / 4 < PAGE_BYTES ? p->max_body / 4 : PAGE_BYTES;
+}
+
+/*
  * A PostgreSQL snapshot page as COPY text, for a PostgreSQL target that
  * asked for it: the page's query (sql, pg_snapshot_sql: the same scope
  * check, masks and snapshot) runs as COPY (...) TO STDOUT, and each row's
@@ -1182,11 +1226,15 @@ static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info 
         /* the scope check, computed beside the row (pg_snapshot_sql): read, not sent */
         if (checklen == 1 && check[0] == 't') {
             rc = ferry_enc_line(enc, line, tab[0]);
+            if (rc == FERRY_ETOOBIG && *nrows) {
+                /* the page ends before it: the next one starts with it, alone */
+                (*nread)--;
+                *more = 1;
+                rc = FERRY_OK;
+                break;
+            }
             if (rc) {
-                rc = ferry_error_set(err, rc,
-                                     "a row of %s is over the %zu MB one message carries: "
-                                     "ferry cannot send it (README, Limits)",
-                                     ti->name, p->max_body >> 20);
+                rc = row_too_big(p, ti, rc, err);
                 break;
             }
             (*nrows)++;
@@ -1198,7 +1246,7 @@ static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info 
             break;
         }
         /* Keep pages well under the body limit: stop early, the next page resumes. */
-        if (ferry_enc_size(enc) > COPY_PAGE_BYTES || ferry_enc_size(enc) > p->max_body / 4) {
+        if (ferry_enc_size(enc) > COPY_PAGE_BYTES || ferry_enc_size(enc) > page_bytes(p)) {
             *more = 1;
             break;
         }
@@ -1243,8 +1291,8 @@ static int pg_copy_page(struct ferry_producer *p, const struct ferry_table_info 
  */
 #define LOOKUPS_SQL JOINS_SQL "; SET LOCAL enable_seqscan = off"
 
-static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req, char **out,
-                            size_t *len, struct ferry_error *err)
+static int snapshot_page(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                         size_t *len, struct ferry_error *err)
 {
     const struct ferry_scope *s = p->scope;
     const struct ferry_table_info *ti;
@@ -1409,11 +1457,15 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
         }
         if (send) {
             rc = ferry_enc_row(enc, vals, nc);
+            if (rc == FERRY_ETOOBIG && nrows) {
+                /* the page ends before it: the next one starts with it, alone */
+                nread--;
+                more = 1;
+                rc = FERRY_OK;
+                break;
+            }
             if (rc) {
-                rc = ferry_error_set(err, rc,
-                                     "a row of %s is over the %zu MB one message carries: "
-                                     "ferry cannot send it (README, Limits)",
-                                     ti->name, p->max_body >> 20);
+                rc = row_too_big(p, ti, rc, err);
                 break;
             }
             nrows++;
@@ -1436,7 +1488,7 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
             }
         }
         /* Keep pages well under the body limit: stop early, the next page resumes. */
-        if (!rc && ferry_enc_size(enc) > p->max_body / 4) {
+        if (!rc && ferry_enc_size(enc) > page_bytes(p)) {
             more = 1;
             break;
         }
@@ -1484,6 +1536,28 @@ out:
     ferry_buf_release(&sql);
     ferry_buf_release(&lastbuf);
     return rc;
+}
+
+/*
+ * A snapshot page. A row whose COPY text line does not fit in a message
+ * alone (a bytea's text takes twice its bytes) goes as values, which the
+ * target takes in place of lines: a page of that one row.
+ */
+static int produce_snapshot(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                            size_t *len, struct ferry_error *err)
+{
+    struct ferry_request values;
+    int rc = snapshot_page(p, req, out, len, err);
+
+    if (rc != FERRY_ETOOBIG || !req->copy_text)
+        return rc;
+    log_info("snapshot of %.64s: a row over the %zu MB of a message as COPY text goes as values",
+             req->table, p->max_body >> 20);
+    ferry_error_clear(err);
+    values = *req;
+    values.copy_text = 0;
+    values.limit = 1;
+    return snapshot_page(p, &values, out, len, err);
 }
 
 /*
@@ -1537,14 +1611,14 @@ static int encode_row(struct ferry_producer *p, const struct ferry_table_info *t
             return ferry_error_set(err, rc, "change batch too large");
         *open = 1;
     }
+    /* a batch past BATCH_BYTES takes no more rows: it is split (the row that passed stays) */
+    if (p->batch_soft && ferry_enc_size(enc) > p->batch_soft)
+        return ferry_error_set(err, FERRY_ETOOBIG, "change batch too large");
     for (size_t c = 0; c < ti->ncols && c < 1024; c++)
         ferry_stmt_column(st, (int)c, &vals[c]);
     rc = ferry_enc_row(enc, vals, ti->ncols);
     if (rc)
-        return ferry_error_set(err, rc,
-                               "change batch too large: a row of %s is in it (a single row over "
-                               "the %zu MB one message carries cannot be sent; README, Limits)",
-                               ti->name, p->max_body >> 20);
+        return row_too_big(p, ti, rc, err);
     p->stats.rows++;
     return FERRY_OK;
 }
@@ -1945,7 +2019,10 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         goto rollback;
     }
+    /* one change may take the whole message; more are split past BATCH_BYTES (changes_batch) */
+    p->batch_soft = batch_soft(p, limit);
     rc = encode_current(p, &tv, ch, nch, &arena, enc, err);
+    p->batch_soft = 0;
     if (!rc) {
         const char *body;
 
@@ -2018,8 +2095,12 @@ static int produce_rows(struct ferry_producer *p, const struct ferry_request *re
     if (rc)
         goto out;
     rc = tenant_of(p, p->db, req, &tv, err);
-    if (!rc)
+    if (!rc) {
+        /* as a change batch: the target asks again for fewer keys when this is too big */
+        p->batch_soft = batch_soft(p, req->nkeys);
         rc = encode_current(p, &tv, ch, req->nkeys, &arena, enc, err);
+        p->batch_soft = 0;
+    }
     if (!rc) {
         const char *body;
 

@@ -90,6 +90,8 @@ static const struct key {
     KEY_LONG(SEC_SOURCE, "batch_rows", source.batch_rows, 1, BATCH_ROWS_MAX, "an integer"),
     KEY_LONG(SEC_SOURCE, "session_ttl", source.session_ttl, 1, SESSION_TTL_MAX,
              "a number of seconds"),
+    KEY_LONG(SEC_SOURCE, "max_message", source.max_message, 1, FERRY_MAX_MESSAGE_MB,
+             "a number of MB"),
     KEY_STRING(SEC_SOURCE, "authorized_keys", source.authorized_keys),
     KEY_STRING(SEC_SOURCE, "identity", source.identity),
     KEY_STRING(SEC_SOURCE, "tls_cert", source.tls_cert),
@@ -709,6 +711,13 @@ const struct ferry_table_conf *ferry_config_table(const struct ferry_config *cfg
         if (strcmp(cfg->tables[i].name, name) == 0)
             return &cfg->tables[i];
     return NULL;
+}
+
+size_t ferry_config_max_message(const struct ferry_config *cfg)
+{
+    long mb = cfg->source.max_message > 0 ? cfg->source.max_message : FERRY_MAX_MESSAGE_MB;
+
+    return (size_t)mb << 20;
 }
 
 int ferry_config_excluded(const struct ferry_config *cfg, const char *name)

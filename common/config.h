@@ -13,6 +13,8 @@
  *   authorized_keys = FILE       ; (auth) target keys, each bound to a tenant
  *   identity = FILE              ; (auth) the source's private key
  *   session_ttl = 900            ; seconds a target's session lasts (1..604800)
+ *   max_message = 1024           ; MB in one message between the agents (1..1024): on
+ *                                ; ferry-src the most it sends, on ferry-dst takes
  *   tls_cert = FILE, tls_key = FILE
  *   url = http://HOST:PORT       ; on ferry-dst: where the source listens
  *   public_key = FILE            ; on ferry-dst: the pinned source key
@@ -43,6 +45,13 @@
 
 #include <stddef.h>
 
+/*
+ * The most MB one message between the agents may carry, and the default of
+ * [source] max_message: a row travels whole in one message, and PostgreSQL
+ * holds values of up to 1 GB.
+ */
+#define FERRY_MAX_MESSAGE_MB 1024
+
 struct ferry_table_conf {
     char *name;
     char *scope; /* SQL predicate using :tenant, or NULL */
@@ -71,6 +80,7 @@ struct ferry_config {
         char *schema;     /* PostgreSQL schema, applied to database as search_path */
         long batch_rows;  /* default 5000 */
         long session_ttl; /* seconds a target's session lasts; 0: not given (900) */
+        long max_message; /* MB in one message; 0: not given (FERRY_MAX_MESSAGE_MB) */
     } source;
 
     struct {
@@ -109,6 +119,9 @@ int ferry_config_require_dst(const struct ferry_config *cfg, struct ferry_error 
 /* The [table NAME] section for name, or NULL. */
 const struct ferry_table_conf *ferry_config_table(const struct ferry_config *cfg, const char *name);
 /* 1 when name is listed in [scope] exclude. */
+/* [source] max_message in bytes (FERRY_MAX_MESSAGE_MB when not given). */
+size_t ferry_config_max_message(const struct ferry_config *cfg);
+
 int ferry_config_excluded(const struct ferry_config *cfg, const char *name);
 
 #endif

@@ -35,7 +35,7 @@
 #include <string.h>
 
 const struct ferry_limits ferry_limits_default = {
-    .max_body = (size_t)64 << 20,
+    .max_body = (size_t)1 << 30, /* config.h FERRY_MAX_MESSAGE_MB */
     .max_request = (size_t)64 << 10,
     .max_objects = (size_t)8 << 20,
     .max_depth = 8,

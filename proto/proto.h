@@ -107,7 +107,7 @@ struct ferry_limits {
     size_t max_name;    /* bytes of a table, column or tenant name */
 };
 
-/* 64 MiB bodies, 64 KiB requests, 8M objects, depth 8, 1000 cols/tables, 256-byte names */
+/* 1 GiB bodies, 64 KiB requests, 8M objects, depth 8, 1000 cols/tables, 256-byte names */
 extern const struct ferry_limits ferry_limits_default;
 
 enum ferry_op { FERRY_OP_UPSERT = 1, FERRY_OP_DELETE = 2 };

@@ -249,6 +249,12 @@ static int pg_error(struct pg_db *d, const PGresult *res, const char *sql, struc
     if (state && strcmp(state, "53100") == 0)
         return ferry_error_set(err, FERRY_ENOSPC,
                                "disk full on the PostgreSQL server: %s: free space and rerun", msg);
+    /* ferry reads values as text: a bytea over 512 MB has hex text over the server's 1 GB */
+    if (strstr(msg, "invalid memory alloc request size"))
+        return ferry_error_set(err, FERRY_EDB,
+                               "PostgreSQL cannot write a value this big as text (%s; a bytea over "
+                               "512 MB, README, Limits): '%.*s%s'",
+                               msg, SQL_SHOWN, sql ? sql : "", more);
     return ferry_error_set(err, FERRY_EDB, "'%.*s%s': %s (SQLSTATE %s)", SQL_SHOWN, sql ? sql : "",
                            more, msg, state ? state : "none");
 }

@@ -275,6 +275,16 @@ def write_src_conf(path, db, listen="127.0.0.1:0", batch_rows=None, extra="",
     return path
 
 
+def set_max_message(conf, mb):
+    """[source] max_message = mb in the config file conf (None: the line out)."""
+    with open(conf) as f:
+        text = re.sub(r"\nmax_message = \d+", "", f.read())
+    if mb:
+        text = text.replace("[source]\n", "[source]\nmax_message = %d\n" % mb, 1)
+    with open(conf, "w") as f:
+        f.write(text)
+
+
 def write_dst_conf(path, db, state, tenant, url, extra="", identity=None, public_key=None):
     """A target config; with identity and public_key (the pinned source key),
     authenticated. db: a SQLite path or a database URL."""

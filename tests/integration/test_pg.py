@@ -482,6 +482,30 @@ class PgTest(ft.FerryTestCase):
             self.assertGreaterEqual(pages, len(PG_TABLES) + big // (4 << 20),
                                     "%d pages for %d bytes of posts" % (pages, big))
 
+    def test_pg_to_pg_row_over_a_message_as_copy_text(self):
+        """A row whose COPY text line is over the message limit alone (a
+        40 MB bytea is 80 MB of hex) goes as values, a page of its own,
+        under a source's max_message of 64: the copy completes and equals
+        the source, every other row as COPY text. A 50 MB bytea written
+        later comes as a delta. Oracles: assertPgCopy, the source's
+        /metrics."""
+        self.pg_source()
+        ft.set_max_message(self.src_conf, 64)
+        psql(self.src_url, "INSERT INTO posts(channel_id, body, data) SELECT min(id), 'big', "
+                           "convert_to(repeat('x', 40 << 20), 'UTF8') FROM channels "
+                           "WHERE team_id = 1")
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(self.copy_text_rows(srv), self.tenant_rows() - 1)
+            psql(self.src_url, "UPDATE posts SET data = convert_to(repeat('y', 50 << 20), "
+                               "'UTF8') WHERE body = 'big'")
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT octet_length(data) FROM posts "
+                                                "WHERE body = 'big'").strip(), str(50 << 20))
+
     def test_deferred_children_before_parents(self):
         """Deferred foreign keys: children inserted before their parent in
         one transaction, three levels deep, are captured once the parent

@@ -355,29 +355,60 @@ class SyncTest(ft.FerryTestCase):
             self.assertGreater(len(want), 0)
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
-    def test_row_over_the_message_limit(self):
-        """A 40 MB row copies. A 70 MB row (over the 64 MB one message
-        carries) stops the deltas with an error that names the table and
-        the limit, nothing after it applied; once the row is made smaller
-        on the source, the next sync converges. Oracle: assertTenantCopy."""
+    def test_rows_up_to_the_message_limit(self):
+        """Rows travel whole in one message of up to [source] max_message
+        (1024 MB unless set lower). Under a source's max_message of 64, a
+        10 MB and a 60 MB row copy (the page ends before the second), and a
+        70 MB row stops the deltas with an error that names the table, the
+        limit and the setting, nothing after it applied; made smaller on
+        the source, the next sync converges. With the default, a 70 MB
+        and a 100 MB row come as deltas. A target whose own max_message is
+        below a row refuses it the same way, naming its config, and
+        converges once raised. Oracle: assertTenantCopy."""
         self.make_source(teams=2, posts_per_team=20)
         ch = ft.query(self.src_db, "SELECT min(id) FROM channels WHERE team_id = 1")[0][0]
-        ft.on_source(self.src_db, ("INSERT INTO posts(channel_id, body) VALUES (?, ?)",
-                                   (ch, "w" * (40 << 20))))
+        ft.on_source(self.src_db, ("INSERT INTO posts(id, channel_id, body) VALUES (?, ?, ?)",
+                                   (900001, ch, "t" * (10 << 20))),
+                     ("INSERT INTO posts(id, channel_id, body) VALUES (?, ?, ?)",
+                      (900002, ch, "s" * (60 << 20))))
+        ft.set_max_message(self.src_conf, 64)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
             ft.on_source(self.src_db, ("INSERT INTO posts(id, channel_id, body) VALUES (?, ?, ?)",
-                                       (900001, ch, "h" * (70 << 20))),
+                                       (900003, ch, "w" * (70 << 20))),
                          "UPDATE teams SET name = 'after the big row' WHERE id = 1")
             mark = ft.status_json(self.dst_conf)["hwm"]
             cp = self.sync("--quiet", expect=5)
             self.assertOneLine(cp.stderr)
             self.assertIn("a row of posts", cp.stderr)
             self.assertIn("64 MB", cp.stderr)
+            self.assertIn("max_message", cp.stderr)
             self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
-            ft.on_source(self.src_db, "UPDATE posts SET body = 'made smaller' WHERE id = 900001")
+            ft.on_source(self.src_db, "UPDATE posts SET body = 'made smaller' WHERE id = 900003")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+        ft.set_max_message(self.src_conf, None)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            ft.on_source(self.src_db, ("UPDATE posts SET body = ? WHERE id = 900003",
+                                       ("w" * (70 << 20),)),
+                         ("INSERT INTO posts(id, channel_id, body) VALUES (?, ?, ?)",
+                          (900004, ch, "h" * (100 << 20))),
+                         "UPDATE teams SET name = 'with the big rows' WHERE id = 1")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+            self.assertEqual(ft.query(self.dst_db, "SELECT length(body) FROM posts "
+                                                   "WHERE id = 900004"), [(100 << 20,)])
+            ft.set_max_message(self.dst_conf, 64)
+            ft.on_source(self.src_db, "UPDATE posts SET body = body || 'x' WHERE id = 900004")
+            mark = ft.status_json(self.dst_conf)["hwm"]
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("max_message in %s" % self.dst_conf, cp.stderr)
+            self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
+            ft.set_max_message(self.dst_conf, 128)
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 

@@ -202,6 +202,18 @@ static void test_defaults_and_required(void)
     p = write_conf("[source]\nsession_ttl = 1\n");
     ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
     ASSERT_EQ(cfg.source.session_ttl, 1);
+    /* max_message not given: 1024 MB, the most PostgreSQL values need */
+    ASSERT_EQ(ferry_config_max_message(&cfg), (size_t)1 << 30);
+    ferry_config_release(&cfg);
+
+    /* max_message: MB, 1 to 1024, in bytes for the agents */
+    p = write_conf("[source]\nmax_message = 64\n");
+    ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
+    ASSERT_EQ(ferry_config_max_message(&cfg), (size_t)64 << 20);
+    ferry_config_release(&cfg);
+    p = write_conf("[source]\nmax_message = 1\n");
+    ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
+    ASSERT_EQ(ferry_config_max_message(&cfg), (size_t)1 << 20);
     ferry_config_release(&cfg);
 }
 
@@ -274,6 +286,12 @@ static void test_errors(void)
                  "session_ttl must be a number of seconds from 1 to 604800, not '15m'");
     expect_error("[source]\nsession_ttl = 60\nsession_ttl = 60\n", 3,
                  "duplicate key 'session_ttl' in [source]");
+    expect_error("[source]\nmax_message = 0\n", 2,
+                 "max_message must be a number of MB from 1 to 1024, not '0'");
+    expect_error("[source]\nmax_message = 1025\n", 2,
+                 "max_message must be a number of MB from 1 to 1024, not '1025'");
+    expect_error("[source]\nmax_message = 64MB\n", 2,
+                 "max_message must be a number of MB from 1 to 1024, not '64MB'");
     expect_error("[source]\nsession_tll = 60\n", 2,
                  "unknown key 'session_tll' in [source]; did you mean 'session_ttl'?");
 

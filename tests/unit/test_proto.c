@@ -12,6 +12,7 @@
  */
 #include "test.h"
 
+#include "common/config.h"
 #include "common/error.h"
 #include "common/schema.h"
 #include "common/value.h"
@@ -239,7 +240,8 @@ static const struct ferry_limits *lim = &ferry_limits_default;
 
 static void test_limits(void)
 {
-    ASSERT_EQ(ferry_limits_default.max_body, 64 * 1024 * 1024);
+    ASSERT_EQ(ferry_limits_default.max_body, (size_t)FERRY_MAX_MESSAGE_MB << 20);
+    ASSERT_EQ(ferry_limits_default.max_body, (size_t)1024 * 1024 * 1024);
     ASSERT_EQ(ferry_limits_default.max_request, 64 * 1024);
     ASSERT_EQ(ferry_limits_default.max_objects, 8 * 1024 * 1024);
     ASSERT_EQ(ferry_limits_default.max_depth, 8);
