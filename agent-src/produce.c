@@ -1127,6 +1127,22 @@ static int table_has_mask(const struct ferry_producer *p, const struct ferry_tab
 #define PAGE_BYTES ((size_t)16 << 20)
 #define BATCH_BYTES ((size_t)64 << 20)
 
+/*
+ * Finish enc (ferry_enc_finish) and take its message: *out owned, free with
+ * free(). Taken, not copied: a message may be as big as a row (1 GiB).
+ */
+static int finish(struct ferry_enc *enc, int64_t head, int more, const struct ferry_value *last,
+                  size_t nlast, char **out, size_t *len)
+{
+    const char *body;
+    int rc = ferry_enc_finish(enc, head, more, last, nlast, &body, len);
+
+    if (rc)
+        return rc;
+    *out = ferry_enc_take(enc, len);
+    return *out ? FERRY_OK : FERRY_ENOMEM;
+}
+
 /* What a batch of n changes may pass before it takes no more rows (0: any). */
 static size_t batch_soft(const struct ferry_producer *p, int64_t n)
 {
@@ -1503,16 +1519,7 @@ encoded:
             last[k].u.s.p = (lastbuf.data ? lastbuf.data : "") + (uintptr_t)last[k].u.s.p;
     rc = ferry_enc_set_end(enc);
     if (!rc) {
-        const char *body;
-
-        rc = ferry_enc_finish(enc, 0, more, nread ? last : NULL, nread ? npk : 0, &body, len);
-        if (!rc) {
-            *out = malloc(*len ? *len : 1);
-            if (!*out)
-                rc = FERRY_ENOMEM;
-            else
-                memcpy(*out, body, *len);
-        }
+        rc = finish(enc, 0, more, nread ? last : NULL, nread ? npk : 0, out, len);
         if (rc)
             rc = ferry_error_set(err, rc, "cannot encode snapshot of %s", ti->name);
     }
@@ -2024,16 +2031,7 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     rc = encode_current(p, &tv, ch, nch, &arena, enc, err);
     p->batch_soft = 0;
     if (!rc) {
-        const char *body;
-
-        rc = ferry_enc_finish(enc, head, nread == limit, NULL, 0, &body, len);
-        if (!rc) {
-            *out = malloc(*len ? *len : 1);
-            if (!*out)
-                rc = FERRY_ENOMEM;
-            else
-                memcpy(*out, body, *len);
-        }
+        rc = finish(enc, head, nread == limit, NULL, 0, out, len);
         if (rc)
             rc = ferry_error_set(err, rc, "cannot encode change batch");
         else
@@ -2102,16 +2100,7 @@ static int produce_rows(struct ferry_producer *p, const struct ferry_request *re
         p->batch_soft = 0;
     }
     if (!rc) {
-        const char *body;
-
-        rc = ferry_enc_finish(enc, 0, 0, NULL, 0, &body, len);
-        if (!rc) {
-            *out = malloc(*len ? *len : 1);
-            if (!*out)
-                rc = FERRY_ENOMEM;
-            else
-                memcpy(*out, body, *len);
-        }
+        rc = finish(enc, 0, 0, NULL, 0, out, len);
         if (rc)
             rc = ferry_error_set(err, rc, "cannot encode rows of %s", req->table);
         else

@@ -738,6 +738,18 @@ done:
     return 0;
 }
 
+char *ferry_enc_take(struct ferry_enc *e, size_t *len)
+{
+    char *out;
+
+    if (e->state != ENC_DONE)
+        return NULL;
+    out = ferry_buf_detach(&e->w.buf, len);
+    e->state = ENC_FAILED;
+    e->rc = FERRY_EINTERNAL; /* nothing is left to finish again */
+    return out;
+}
+
 size_t ferry_enc_size(const struct ferry_enc *e)
 {
     return e->w.buf.len;

@@ -297,6 +297,11 @@ int ferry_enc_set_end(struct ferry_enc *e);
  */
 int ferry_enc_finish(struct ferry_enc *e, int64_t head, int more, const struct ferry_value *last,
                      size_t nlast, const char **out, size_t *len);
+/*
+ * After ferry_enc_finish: its output, handed over (owned, free with free()),
+ * or NULL before a finish. The encoder keeps nothing; free it as before.
+ */
+char *ferry_enc_take(struct ferry_enc *e, size_t *len);
 /* Bytes written so far: producers stop a batch before it gets too big. */
 size_t ferry_enc_size(const struct ferry_enc *e);
 void ferry_enc_free(struct ferry_enc *e);

@@ -1584,12 +1584,27 @@ static void test_encoder(void)
     ASSERT_EQ(ferry_enc_set_end(e), 0);
     ASSERT_EQ(ferry_enc_finish(e, 1, 0, row, FERRY_MAX_KEY_COLS + 1, &out, &len), FERRY_EINTERNAL);
     ASSERT_EQ(ferry_enc_finish(e, 1, 0, row, 0, &out, &len), FERRY_EINTERNAL);
+    ASSERT(ferry_enc_take(e, &len) == NULL); /* not finished yet */
     ASSERT_EQ(ferry_enc_finish(e, 1, 0, NULL, 0, &out, &len), 0);
     ASSERT_EQ(ferry_batch_decode(out, len, lim, &b, &err), 0);
     ASSERT_EQ(b->nsets, 1);
     ASSERT_EQ(b->sets[0].nrows, 1);
     ASSERT(b->last == NULL && b->nlast == 0);
     ferry_batch_free(b);
+    /* taken: the same bytes, owned by the caller; the encoder gives no more */
+    {
+        char *copy = exact_copy(out, len);
+        size_t tlen = 0;
+        char *taken = ferry_enc_take(e, &tlen);
+
+        ASSERT(taken != NULL);
+        ASSERT_EQ(tlen, len);
+        ASSERT(memcmp(taken, copy, len) == 0);
+        ASSERT(ferry_enc_take(e, &tlen) == NULL);
+        ASSERT_EQ(ferry_enc_finish(e, 1, 0, NULL, 0, &out, &len), FERRY_EINTERNAL);
+        free(taken);
+        free(copy);
+    }
     ferry_enc_free(e);
 
     /*
