@@ -27,6 +27,7 @@ trap '[ -z "$srcpid" ] || kill "$srcpid" 2>/dev/null || true; [ -n "${FERRY_BENC
     echo "bench: build first (cmake -S . -B build && cmake --build build), or set FERRY_BUILD" >&2
     exit 2
 }
+. "$here/bench/agents.sh"
 cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I"$here" -o "$work/auth_bench" \
     "$here/bench/auth_bench.c" "$build/libferry_common.a" $(pkg-config --libs libcrypto) -lm
 
@@ -64,35 +65,12 @@ db.close()
 PY
 team_rows=$(sqlite3 "$work/src.db" "SELECT (SELECT count(*) FROM posts WHERE channel_id IN (SELECT id FROM channels WHERE team_id = 1)) + (SELECT count(*) FROM reactions WHERE post_id IN (SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1))")
 
-"$bin/ferry-src" keygen --out "$work/src.key" >/dev/null
-"$bin/ferry-dst" keygen --out "$work/dst.key" >/dev/null
-cat > "$work/src.conf" <<CONF
-[source]
-database = sqlite://$work/src.db
-listen = 127.0.0.1:0
-identity = $work/src.key
-authorized_keys = $work/authorized_keys
-[scope]
-root = teams
-exclude = audit_log
-CONF
-"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
+bench_keys "$work"
+bench_src_conf "$work" "sqlite://$work/src.db" "exclude = audit_log"
+bench_authorise "$work"
 "$bin/ferry-src" install --config "$work/src.conf" >/dev/null
-
-"$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
-srcpid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
-port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log")
-cat > "$work/dst.conf" <<CONF
-[target]
-database = sqlite://$work/dst.db
-state = $work/state
-tenant = 1
-identity = $work/dst.key
-[source]
-url = http://127.0.0.1:$port
-public_key = $work/src.key.pub
-CONF
+bench_serve "$work"
+bench_dst_conf "$work" "sqlite://$work/dst.db"
 
 now() { date +%s.%N; }
 t0=$(now)

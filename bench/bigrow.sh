@@ -20,40 +20,17 @@ srcpid=
 trap 'kill $srcpid 2>/dev/null || true; [ -n "${FERRY_BENCH_KEEP:-}" ] || rm -rf "$work"' EXIT
 
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+. "$here/bench/agents.sh"
 python3 "$here/bench/sqlitedata.py" "$work/src.db" 20000
-"$bin/ferry-src" keygen --out "$work/src.key" >/dev/null
-"$bin/ferry-dst" keygen --out "$work/dst.key" >/dev/null
-cat >"$work/src.conf" <<CONF
-[source]
-database = sqlite://$work/src.db
-listen = 127.0.0.1:0
-identity = $work/src.key
-authorized_keys = $work/authorized_keys
-[scope]
-root = teams
-CONF
-: >"$work/authorized_keys"
-"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
+bench_keys "$work"
+bench_src_conf "$work" "sqlite://$work/src.db"
+bench_authorise "$work"
 "$bin/ferry-src" install --config "$work/src.conf" >/dev/null
 
 # serve: a fresh ferry-src (its peak memory is then the next step's); dst.conf points at it
 serve() {
-    [ -z "$srcpid" ] || { kill "$srcpid"; wait "$srcpid" 2>/dev/null || true; }
-    : >"$work/src.log"
-    "$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
-    srcpid=$!
-    for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
-    port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log" | head -1)
-    cat >"$work/dst.conf" <<CONF
-[target]
-database = sqlite://$work/dst.db
-state = $work/state
-tenant = 1
-identity = $work/dst.key
-[source]
-url = http://127.0.0.1:$port
-public_key = $work/src.key.pub
-CONF
+    bench_serve "$work"
+    bench_dst_conf "$work" "sqlite://$work/dst.db"
 }
 # step NAME [fresh]: one ferry-dst sync (into a fresh target with "fresh"); NAME.{wall,dst,src}
 step() {

@@ -18,6 +18,7 @@ trap 'kill $srcpid 2>/dev/null || true; [ -n "${FERRY_BENCH_KEEP:-}" ] || rm -rf
 srcpid=
 
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+. "$here/bench/agents.sh"
 other=$((rows / 5))
 echo "bench: generating a team of $rows posts (+ reactions) and two teams of $other posts in $work"
 FERRY_HERE="$here" python3 - "$work/src.db" "$rows" "$other" <<'PY'
@@ -51,20 +52,10 @@ team_rows=$(sqlite3 "$work/src.db" "SELECT (SELECT count(*) FROM posts WHERE $sc
 all_rows=$(sqlite3 "$work/src.db" "SELECT (SELECT count(*) FROM posts) + (SELECT count(*) FROM reactions)")
 echo "bench: team 1 has $team_rows rows; the database $all_rows"
 
-"$bin/ferry-src" keygen --out "$work/src.key" >/dev/null
-"$bin/ferry-dst" keygen --out "$work/dst.key" >/dev/null
-cat > "$work/src.conf" <<CONF
-[source]
-database = sqlite://$work/src.db
-listen = 127.0.0.1:0
-identity = $work/src.key
-authorized_keys = $work/authorized_keys
-[scope]
-root = teams
-exclude = audit_log
-CONF
+bench_keys "$work"
+bench_src_conf "$work" "sqlite://$work/src.db" "exclude = audit_log"
 "$bin/ferry-src" install --config "$work/src.conf" >/dev/null
-"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
+bench_authorise "$work"
 
 # The shell's own clock, read without a subshell: a `date` process would add
 # its start-up (about a millisecond) to every interval, which matters for
@@ -95,20 +86,8 @@ SQL
 
 schema=$(sqlite3 "$work/src.db" "SELECT sql || ';' FROM sqlite_schema WHERE type = 'table' AND name IN ('teams', 'channels', 'posts', 'reactions')")
 
-"$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
-srcpid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
-port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log")
-cat > "$work/dst.conf" <<CONF
-[target]
-database = sqlite://$work/dst.db
-state = $work/state
-tenant = 1
-identity = $work/dst.key
-[source]
-url = http://127.0.0.1:$port
-public_key = $work/src.key.pub
-CONF
+bench_serve "$work"
+bench_dst_conf "$work" "sqlite://$work/dst.db"
 # three baselines and three copies (each into a fresh target), alternated:
 # one run of either swings by up to half on a shared virtual machine
 bases=

@@ -30,6 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+. "$here/bench/agents.sh"
 . "$here/bench/pgdata.sh"
 pg_bench_cluster "$here" "$work/pg" || exit $?
 src=$("$here/scripts/pgcluster.sh" createdb "$work/pg" src | tail -1)
@@ -48,19 +49,9 @@ scope_reactions="post_id IN (SELECT id FROM posts WHERE $scope_posts)"
 team_rows=$(psql -At -d "$src" -c "SELECT (SELECT count(*) FROM posts WHERE $scope_posts) + (SELECT count(*) FROM reactions WHERE $scope_reactions)")
 echo "bench: team 1 has $team_rows posts and reactions"
 
-"$bin/ferry-src" keygen --out "$work/src.key" --bits 2048 >/dev/null 2>&1
-"$bin/ferry-dst" keygen --out "$work/dst.key" --bits 2048 >/dev/null 2>&1
-: >"$work/authorized_keys"
-cat >"$work/src.conf" <<CONF
-[source]
-database = $src
-listen = 127.0.0.1:0
-identity = $work/src.key
-authorized_keys = $work/authorized_keys
-[scope]
-root = teams
-CONF
-"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
+bench_keys "$work" --bits 2048 2>/dev/null
+bench_src_conf "$work" "$src"
+bench_authorise "$work"
 now() { date +%s.%N; }
 elapsed() { python3 -c "print('%.3f' % ($2 - $1))"; }
 t0=$(now)
@@ -78,20 +69,8 @@ done
 t1=$(now)
 basetime=$(elapsed "$t0" "$t1")
 
-"$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
-srcpid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
-port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log")
-cat >"$work/dst.conf" <<CONF
-[target]
-database = $dst
-state = $work/state
-tenant = 1
-identity = $work/dst.key
-[source]
-url = http://127.0.0.1:$port
-public_key = $work/src.key.pub
-CONF
+bench_serve "$work"
+bench_dst_conf "$work" "$dst"
 if [ -n "${FERRY_BENCH_PGLOG:-}" ]; then
     psql -d "$src" -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
     echo "bench: statements logged to $work/pg/server.log"

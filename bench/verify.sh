@@ -34,6 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$bin/ferry-src" ] || { echo "bench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 2; }
+. "$here/bench/agents.sh"
 if [ -n "$pg" ]; then
     . "$here/bench/pgdata.sh"
     pg_bench_cluster "$here" "$work/pg" || exit $?
@@ -87,35 +88,12 @@ PY
     query() { sqlite3 "$work/dst.db" "$1"; }
     exclude="exclude = audit_log"
 fi
-"$bin/ferry-src" keygen --out "$work/src.key" >/dev/null
-"$bin/ferry-dst" keygen --out "$work/dst.key" >/dev/null
-cat > "$work/src.conf" <<CONF
-[source]
-database = $srcdb
-listen = 127.0.0.1:0
-identity = $work/src.key
-authorized_keys = $work/authorized_keys
-[scope]
-root = teams
-$exclude
-CONF
-: > "$work/authorized_keys"
-"$bin/ferry-src" keys add --config "$work/src.conf" --tenant 1 "$work/dst.key.pub" >/dev/null
+bench_keys "$work"
+bench_src_conf "$work" "$srcdb" "$exclude"
+bench_authorise "$work"
 "$bin/ferry-src" install --config "$work/src.conf" >/dev/null
-"$bin/ferry-src" serve --config "$work/src.conf" 2>"$work/src.log" &
-srcpid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/src.log" && break; sleep 0.1; done
-port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/src.log" | head -1)
-cat > "$work/dst.conf" <<CONF
-[target]
-database = $dstdb
-state = $work/state
-tenant = 1
-identity = $work/dst.key
-[source]
-url = http://127.0.0.1:$port
-public_key = $work/src.key.pub
-CONF
+bench_serve "$work"
+bench_dst_conf "$work" "$dstdb"
 
 hz=$(getconf CLK_TCK)
 src_cpu() { awk -v hz="$hz" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$srcpid/stat"; }
