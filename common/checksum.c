@@ -31,6 +31,7 @@
  */
 #include "checksum.h"
 
+#include "config.h"
 #include "crypto.h"
 #include "keypack.h"
 #include "log.h"
@@ -47,8 +48,8 @@
 #include <strings.h>
 
 #define SQL_MAX (1u << 20)
-/* Largest row hashed: as large as a message may be. */
-#define ROW_MAX ((size_t)64 << 20)
+/* Largest row hashed: as large as a message may be (config.h). */
+#define ROW_MAX ((size_t)FERRY_MAX_MESSAGE_MB << 20)
 
 /*
  * Statements: rows in key order, rows in any order, count and sum (HASH_PG);

@@ -362,7 +362,8 @@ class SyncTest(ft.FerryTestCase):
         70 MB row stops the deltas with an error that names the table, the
         limit and the setting, nothing after it applied; made smaller on
         the source, the next sync converges. With the default, a 70 MB
-        and a 100 MB row come as deltas. A target whose own max_message is
+        and a 100 MB row come as deltas, verify finds them equal, and
+        repairs both when they are changed on the target. A target whose own max_message is
         below a row refuses it the same way, naming its config, and
         converges once raised. Oracle: assertTenantCopy."""
         self.make_source(teams=2, posts_per_team=20)
@@ -401,6 +402,15 @@ class SyncTest(ft.FerryTestCase):
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
             self.assertEqual(ft.query(self.dst_db, "SELECT length(body) FROM posts "
                                                    "WHERE id = 900004"), [(100 << 20,)])
+            # verify hashes the big rows; one changed behind ferry's back comes back alone
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            ft.on_source(self.dst_db, "UPDATE posts SET body = 'changed' WHERE id IN "
+                                      "(900003, 900004)")
+            cp = ft.run_dst(["verify", "--repair", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertIn("2 rows written", cp.stdout)
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
             ft.set_max_message(self.dst_conf, 64)
             ft.on_source(self.src_db, "UPDATE posts SET body = body || 'x' WHERE id = 900004")
             mark = ft.status_json(self.dst_conf)["hwm"]
