@@ -487,7 +487,8 @@ class PgTest(ft.FerryTestCase):
         40 MB bytea is 80 MB of hex) goes as values, a page of its own,
         under a source's max_message of 64: the copy completes and equals
         the source, every other row as COPY text. A 50 MB bytea written
-        later comes as a delta. Oracles: assertPgCopy, the source's
+        later comes as a delta; verify finds it equal, and repairs it when
+        it is changed on the target. Oracles: assertPgCopy, the source's
         /metrics."""
         self.pg_source()
         ft.set_max_message(self.src_conf, 64)
@@ -505,6 +506,13 @@ class PgTest(ft.FerryTestCase):
             self.assertPgCopy(self.src_url, self.dst_url)
             self.assertEqual(psql(self.dst_url, "SELECT octet_length(data) FROM posts "
                                                 "WHERE body = 'big'").strip(), str(50 << 20))
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            psql(self.dst_url, "UPDATE posts SET data = NULL WHERE body = 'big'")
+            cp = ft.run_dst(["verify", "--repair", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertIn("1 rows written", cp.stdout)
+            self.assertPgCopy(self.src_url, self.dst_url)
 
     def test_deferred_children_before_parents(self):
         """Deferred foreign keys: children inserted before their parent in
