@@ -1869,6 +1869,11 @@ static int pg_copy_row(struct ferry_db *db, const struct ferry_value *vals, stru
                             "column %s: blob value contains a NUL byte and goes to a PostgreSQL "
                             "column that is not bytea",
                             col);
+        else if (rc == FERRY_ETOOBIG && i < c->n && c->kind[i] == COPY_BYTEA)
+            ferry_error_set(err, rc,
+                            "column %s: a bytea of %zu MB, over the 512 MB PostgreSQL takes in "
+                            "COPY text (hex, twice its bytes; README, Limits)",
+                            col, vals[i].u.s.n >> 20);
         else if (rc == FERRY_ETOOBIG)
             ferry_error_set(err, rc, "column %s: value over PostgreSQL's 1 GB limit", col);
         else if (rc == FERRY_ENOMEM)
