@@ -659,6 +659,8 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
         vt->src_rows += job.g->ranges[i].count;
         vt->src_sum += job.g->ranges[i].sum;
     }
+    if (!rc)
+        vt->unkeyed = job.g->unkeyed;
     /* Bisect: from the split that came with the total, else from one asked for now. */
     if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum)) {
         if (job.parts > 1 || job.g->nranges == 0)
@@ -787,6 +789,10 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     if (!r->o->quiet) {
         int64_t nd = vt->missing + vt->extra + vt->differs;
 
+        if (vt->unkeyed)
+            log_warn("verify %s: %" PRId64 " rows of the tenant on the source have a NULL in "
+                     "their primary key: ferry cannot copy them; give them keys (README, Limits)",
+                     vt->name, vt->unkeyed);
         if (nd)
             log_info("verify %s: %" PRId64 " rows on the source, %" PRId64
                      " on the target, %" PRId64 " differences (%.2f s)",
@@ -800,7 +806,21 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
 
 static int table_differs(const struct ferry_verify_table *vt)
 {
-    return vt->missing + vt->extra + vt->differs != 0;
+    return vt->missing + vt->extra + vt->differs + vt->unkeyed != 0;
+}
+
+/* The rows of the tenant that no key addresses, over all tables; *first: a table of them. */
+static int64_t unkeyed_total(const struct ferry_verify_report *rep, const char **first)
+{
+    int64_t n = 0;
+
+    *first = NULL;
+    for (size_t t = 0; t < rep->ntables; t++) {
+        if (rep->tables[t].unkeyed && !*first)
+            *first = rep->tables[t].name;
+        n += rep->tables[t].unkeyed;
+    }
+    return n;
 }
 
 /*
@@ -846,7 +866,7 @@ static int compare_all(struct vrun *r, struct ferry_error *err)
             continue;
         vt->src_rows = vt->dst_rows = 0;
         vt->src_sum = vt->dst_sum = 0;
-        vt->missing = vt->extra = vt->differs = 0;
+        vt->missing = vt->extra = vt->differs = vt->unkeyed = 0;
         vt->present = 0;
     }
     rc = ferry_db_open(r->cfg->target.database, FERRY_DB_READONLY, &r->db, err);
@@ -1159,9 +1179,9 @@ static void print_json(const struct vrun *r, int code, const struct ferry_error 
                 ",\"source_rows\":%" PRId64 ",\"target_rows\":%" PRId64
                 ",\"source_checksum\":\"%016" PRIx64 "\",\"target_checksum\":\"%016" PRIx64
                 "\",\"missing\":%" PRId64 ",\"extra\":%" PRId64 ",\"differs\":%" PRId64
-                ",\"equal\":%s,\"hash\":\"%s\"}",
+                ",\"unkeyed\":%" PRId64 ",\"equal\":%s,\"hash\":\"%s\"}",
                 vt->src_rows, vt->dst_rows, vt->src_sum, vt->dst_sum, vt->missing, vt->extra,
-                vt->differs, vt->missing + vt->extra + vt->differs ? "false" : "true",
+                vt->differs, vt->unkeyed, table_differs(vt) ? "false" : "true",
                 ferry_hash_name(vt->hash));
     }
     fprintf(f, "],\"differences_total\":%" PRId64 ",\"differences\":", rep->total_diffs);
@@ -1197,6 +1217,7 @@ static void print_diffs(const struct vrun *r, const struct ferry_verify_diff *d,
 static void print_text(const struct vrun *r, int code)
 {
     const struct ferry_verify_report *rep = r->rep;
+    const char *first = NULL;
     int64_t rows = 0;
     size_t bad = 0;
 
@@ -1206,12 +1227,16 @@ static void print_text(const struct vrun *r, int code)
         int64_t nd = vt->missing + vt->extra + vt->differs;
 
         rows += vt->src_rows;
-        bad += nd != 0;
+        bad += table_differs(vt);
         if (nd)
             printf("  %-24s %10" PRId64 " rows on the source, %" PRId64 " on the target: %" PRId64
                    " missing, %" PRId64 " extra, %" PRId64 " differ\n",
                    vt->name, vt->src_rows, vt->dst_rows, vt->missing, vt->extra, vt->differs);
-        else
+        if (vt->unkeyed)
+            printf("  %-24s %10" PRId64 " rows on the source with a NULL in their primary key: "
+                   "ferry cannot copy them\n",
+                   vt->name, vt->unkeyed);
+        if (!table_differs(vt))
             printf("  %-24s %10" PRId64 " rows  equal  checksum %016" PRIx64 " (%s)\n", vt->name,
                    vt->src_rows, vt->src_sum, ferry_hash_name(vt->hash));
     }
@@ -1233,8 +1258,10 @@ static void print_text(const struct vrun *r, int code)
         printf("result: equal, %" PRId64 " rows in %zu tables (%.2f s)\n", rows, rep->ntables,
                rep->seconds);
     else
-        printf("result: %" PRId64 " differences in %zu tables (%.2f s)\n",
-               rep->repaired ? rep->total_remaining : rep->total_diffs, bad, rep->seconds);
+        printf("result: %" PRId64 " differences%s in %zu tables (%.2f s)\n",
+               (rep->repaired ? rep->total_remaining : rep->total_diffs) +
+                   unkeyed_total(rep, &first),
+               first ? " (rows without a key among them)" : "", bad, rep->seconds);
 }
 
 /* ---- the run ---- */
@@ -1345,6 +1372,7 @@ static int open_state(struct vrun *r, struct ferry_state **st, int64_t *hwm,
 static int run_rounds(struct vrun *r, struct ferry_error *err)
 {
     struct ferry_verify_report *rep = r->rep;
+    const char *first = NULL;
     int rc;
 
     /* a fresh key for every verify: nobody can prepare rows that collide under it */
@@ -1360,10 +1388,13 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         rc = compare_all(r, err);
         if (rc)
             break;
-        rep->equal = r->cur.total == 0;
-        /* One repair fixes what one comparison listed; a list cut short takes more rounds. */
-        if (rep->equal || !r->o->repair || (round > 0 && r->cur.total == (int64_t)r->cur.n) ||
-            round + 1 >= MAX_ROUNDS) {
+        rep->equal = r->cur.total == 0 && unkeyed_total(rep, &first) == 0;
+        /*
+         * One repair fixes what one comparison listed; a list cut short takes
+         * more rounds. Rows without a key are no repair's to fix.
+         */
+        if (r->cur.total == 0 || !r->o->repair ||
+            (round > 0 && r->cur.total == (int64_t)r->cur.n) || round + 1 >= MAX_ROUNDS) {
             keep_list(r, round == 0);
             break;
         }
@@ -1372,11 +1403,17 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         r->recheck_only = 1;
         keep_list(r, round == 0);
     }
-    if (!rc && !rep->equal)
+    if (!rc && !rep->equal && (rep->repaired ? rep->total_remaining : rep->total_diffs))
         rc = ferry_error_set(err, FERRY_EMISMATCH,
                              "%" PRId64 " differences between source and target%s",
                              rep->repaired ? rep->total_remaining : rep->total_diffs,
                              rep->repaired ? " remain after repair" : "; --repair fixes them");
+    else if (!rc && !rep->equal)
+        rc = ferry_error_set(err, FERRY_EMISMATCH,
+                             "%" PRId64 " rows of %s (and any other table named above) have a "
+                             "NULL in their primary key on the source: ferry cannot copy them; "
+                             "give them keys",
+                             unkeyed_total(rep, &first), first);
     return rc;
 }
 

@@ -72,6 +72,12 @@ struct ferry_verify_table {
     int64_t src_rows, dst_rows;
     uint64_t src_sum, dst_sum; /* checksum.h sums over the whole table */
     int64_t missing, extra, differs;
+    /*
+     * The tenant's rows on the source whose primary key holds a NULL
+     * (SQLite allows it in a rowid table): ferry cannot copy or repair
+     * them, and they make the table unequal. Not in src_rows.
+     */
+    int64_t unkeyed;
     int present; /* the table exists on the target */
     int hash;    /* the row hash its comparison used (enum ferry_hash) */
 };

@@ -3125,6 +3125,36 @@ int ferry_capture_drop_triggers(struct ferry_db *db, const char *like, struct fe
     return rc;
 }
 
+/*
+ * Warn of rows whose primary key holds a NULL (SQLite allows it in a rowid
+ * table whose key is not its INTEGER PRIMARY KEY): no key map entry, no
+ * key to copy or delete them by on any target. verify counts the tenant's.
+ */
+static void sqlite_warn_unkeyed(struct ferry_db *db, const struct ferry_scope *s)
+{
+    for (size_t t = 0; t < s->ntables; t++) {
+        const char *name = s->tables[t].info.name;
+        struct ferry_error err;
+        struct ferry_buf sql;
+        int64_t n = 0;
+        int nparams;
+        int rc;
+
+        if (!ferry_scope_key_nullable(s, t))
+            continue;
+        ferry_buf_init(&sql, SQL_MAX);
+        rc = ferry_scope_unkeyed_sql(s, t, 0, &sql, &nparams);
+        if (!rc)
+            rc = ferry_db_query_int(db, sql.data, NULL, 0, &n, &err);
+        ferry_buf_release(&sql);
+        if (!rc && n)
+            log_warn("%s has %" PRId64 " rows with a NULL in their primary key (SQLite allows it "
+                     "in a table that is not WITHOUT ROWID): ferry cannot copy them to any target, "
+                     "and verify reports them; give them keys",
+                     name, n);
+    }
+}
+
 int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long lock_wait,
                           struct ferry_error *err)
 {
@@ -3239,6 +3269,8 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
 rollback:
     ferry_db_rollback(db);
 out:
+    if (!rc)
+        sqlite_warn_unkeyed(db, s);
     free(keep);
     ferry_buf_release(&sql);
     return rc;

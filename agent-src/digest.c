@@ -8,6 +8,7 @@
  */
 #include "digest.h"
 
+#include "../common/buf.h"
 #include "../common/checksum.h"
 
 #include <inttypes.h>
@@ -40,6 +41,41 @@ static void map_db(struct ferry_db *db)
     (void)ferry_db_exec(db, sql, &err);
 }
 
+/*
+ * *n: the tenant's rows of table t whose key holds a NULL. No range can
+ * hold them (a range starts at a key), the copy cannot address them, so
+ * verify must hear of them. Read through the key's own index.
+ */
+static int count_unkeyed(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                         const struct ferry_value *tenant, int64_t *n, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    struct ferry_value *args = NULL;
+    struct ferry_buf sql;
+    int nparams = 0;
+    int rc;
+
+    *n = 0;
+    if (ferry_db_engine(db) != FERRY_ENGINE_SQLITE || !ferry_scope_key_nullable(s, t))
+        return FERRY_OK;
+    ferry_buf_init(&sql, (size_t)1 << 20);
+    rc = ferry_scope_unkeyed_sql(s, t, 1, &sql, &nparams);
+    if (!rc) {
+        args = calloc(nparams ? (size_t)nparams : 1, sizeof(*args));
+        rc = args ? FERRY_OK : FERRY_ENOMEM;
+    }
+    if (rc)
+        rc =
+            ferry_error_set(err, rc, "cannot build the count of %s's rows without a key", ti->name);
+    for (int i = 0; i < nparams && !rc; i++)
+        args[i] = *tenant;
+    if (!rc)
+        rc = ferry_db_query_int(db, sql.data, args, (size_t)nparams, n, err);
+    free(args);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
 int ferry_digest_produce(struct ferry_db *db, const struct ferry_scope *s,
                          const struct ferry_value *tenant, const char *const *masks,
                          const struct ferry_request *req, char **out, size_t *len,
@@ -48,6 +84,7 @@ int ferry_digest_produce(struct ferry_db *db, const struct ferry_scope *s,
     struct ferry_checksum *c = NULL;
     struct ferry_ranges rs;
     int t = ferry_scope_find(s, req->table);
+    int64_t unkeyed = 0;
     int rc;
 
     *out = NULL;
@@ -72,8 +109,11 @@ int ferry_digest_produce(struct ferry_db *db, const struct ferry_scope *s,
         rc = ferry_checksum_split(c, req->lo, req->nlo, req->hi, req->nhi, (size_t)req->parts, &rs,
                                   err);
     }
+    /* the whole table's digest says how many of its rows no range can hold */
+    if (!rc && !req->lo && !req->hi)
+        rc = count_unkeyed(db, s, (size_t)t, tenant, &unkeyed, err);
     if (!rc)
-        rc = ferry_digest_encode(rs.r, rs.n, out, len, err);
+        rc = ferry_digest_encode(rs.r, rs.n, unkeyed, out, len, err);
     ferry_ranges_release(&rs);
     ferry_checksum_free(c);
     return rc;

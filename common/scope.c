@@ -447,6 +447,51 @@ static int table_ctx(struct ferry_buf *ctx, const char *name)
     return FERRY_OK;
 }
 
+int ferry_scope_key_nullable(const struct ferry_scope *s, size_t t)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    size_t npk = ferry_table_npk(ti);
+
+    if (ti->without_rowid)
+        return 0;
+    if (npk == 1 && ti->cols[ferry_table_pkcol(ti, 0)].type &&
+        strcasecmp(ti->cols[ferry_table_pkcol(ti, 0)].type, "INTEGER") == 0)
+        return 0;
+    for (size_t k = 0; k < npk; k++)
+        if (!ti->cols[ferry_table_pkcol(ti, k)].notnull)
+            return 1;
+    return 0;
+}
+
+int ferry_scope_unkeyed_sql(const struct ferry_scope *s, size_t t, int tenant, struct ferry_buf *b,
+                            int *nparams)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    struct ferry_buf ctx;
+    int rc = table_ctx(&ctx, ti->name);
+
+    *nparams = 0;
+    if (!rc)
+        rc = ferry_buf_adds(b, "SELECT count(*) FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE (");
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        rc = ferry_buf_adds(b, k ? " OR " : "");
+        if (!rc)
+            rc = add_ref(b, ctx.data, ti->cols[ferry_table_pkcol(ti, k)].name);
+        if (!rc)
+            rc = ferry_buf_adds(b, " IS NULL");
+    }
+    if (!rc)
+        rc = ferry_buf_adds(b, tenant ? ") AND " : ")");
+    if (!rc && tenant)
+        rc = ferry_scope_pred(s, t, b, nparams);
+    ferry_buf_release(&ctx);
+    return rc;
+}
+
 int ferry_scope_pred(const struct ferry_scope *s, size_t t, struct ferry_buf *b, int *nparams)
 {
     const struct ferry_scope_table *st = &s->tables[t];

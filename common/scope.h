@@ -81,6 +81,22 @@ int ferry_scope_tenant(const struct ferry_scope *s, const char *tenant, struct f
                        struct ferry_error *err);
 
 /*
+ * Whether table t's primary key can hold a NULL on SQLite: a rowid table
+ * keeps one in a key that is not its INTEGER PRIMARY KEY (an old bug
+ * SQLite keeps for compatibility) unless the column is declared NOT NULL.
+ * (PostgreSQL and WITHOUT ROWID tables refuse it: the caller knows the
+ * engine.) Such a row has no key to copy, update or delete it by.
+ */
+int ferry_scope_key_nullable(const struct ferry_scope *s, size_t t);
+/*
+ * Append to b "SELECT count(*) FROM "t" WHERE ("t"."k1" IS NULL OR ...)":
+ * the rows of table t with a NULL in their key; with tenant, only the
+ * tenant's (ferry_scope_pred: *nparams "?", each the tenant id).
+ */
+int ferry_scope_unkeyed_sql(const struct ferry_scope *s, size_t t, int tenant, struct ferry_buf *b,
+                            int *nparams);
+
+/*
  * Append to b a predicate, true when the row of table t (referenced by its
  * bare quoted name, as in "SELECT ... FROM "t" WHERE <pred>") belongs to the
  * tenant. Every "?" in it is the tenant id; *nparams is set to their count.

@@ -1973,8 +1973,8 @@ void ferry_manifest_free(struct ferry_manifest *m)
 
 /* ---- digest responses ---- */
 
-int ferry_digest_encode(const struct ferry_range *r, size_t n, char **out, size_t *len,
-                        struct ferry_error *err)
+int ferry_digest_encode(const struct ferry_range *r, size_t n, int64_t unkeyed, char **out,
+                        size_t *len, struct ferry_error *err)
 {
     struct writer w;
     int rc = 0;
@@ -1984,10 +1984,16 @@ int ferry_digest_encode(const struct ferry_range *r, size_t n, char **out, size_
     if (n > FERRY_DIGEST_MAX_PARTS)
         return ferry_error_set(err, FERRY_EINTERNAL, "digest: %zu ranges, at most %d", n,
                                FERRY_DIGEST_MAX_PARTS);
+    if (unkeyed < 0)
+        return ferry_error_set(err, FERRY_EINTERNAL, "digest: %" PRId64 " unkeyed rows", unkeyed);
     writer_init(&w, ferry_limits_default.max_body);
-    msgpack_pack_map(&w.pk, 2);
+    msgpack_pack_map(&w.pk, unkeyed ? 3 : 2);
     pack_cstr(&w, "v");
     msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
+    if (unkeyed) {
+        pack_cstr(&w, "unkeyed");
+        msgpack_pack_int64(&w.pk, unkeyed);
+    }
     pack_cstr(&w, "ranges");
     msgpack_pack_array(&w.pk, n);
     for (size_t i = 0; i < n; i++) {
@@ -2016,16 +2022,23 @@ out:
 
 static int digest_walk(struct dec *d, const msgpack_object *o, struct ferry_digest *g)
 {
-    struct field f[2] = {{"v", NULL}, {"ranges", NULL}};
+    struct field f[3] = {{"v", NULL}, {"ranges", NULL}, {"unkeyed", NULL}};
     const msgpack_object_array *a;
     int rc;
 
     rc = check_version(d, o);
     if (rc)
         return rc;
-    rc = get_fields(d, o, NULL, f, 2);
+    rc = get_fields_opt(d, o, NULL, f, 3, 2);
     if (rc)
         return rc;
+    if (f[2].val) {
+        rc = get_int(d, f[2].val, "unkeyed", &g->unkeyed);
+        if (rc)
+            return rc;
+        if (g->unkeyed < 1)
+            return fail(d, FERRY_EPROTO, "unkeyed", "%" PRId64 " is not positive", g->unkeyed);
+    }
     rc = want(d, f[1].val, MSGPACK_OBJECT_ARRAY, "ranges", "array");
     if (rc)
         return rc;

@@ -68,7 +68,12 @@
  *              "rows": [bin...]}, each bin one row's line of COPY text
  *              (text format, the cols' fields, no CR, LF or end marker)
  *   digest    {"v", "ranges": [[first key values, count int >= 1,
- *              checksum int (the uint64's bits as int64)]...]}
+ *              checksum int (the uint64's bits as int64)]...],
+ *              "unkeyed": int >= 1 (optional, sent only when there are
+ *              such rows, and only to a digest of the whole table: the
+ *              tenant's rows whose primary key holds a NULL, which SQLite
+ *              allows in a rowid table; no range counts them, and ferry
+ *              cannot copy them)}
  *              (checksum.h; a rows request is answered with a changes batch;
  *              to "parts": 1, the first key is one of the range's keys, not
  *              always its least)
@@ -239,12 +244,16 @@ void ferry_manifest_free(struct ferry_manifest *m);
 struct ferry_digest {
     struct ferry_range *ranges; /* key values point into the decoded data */
     size_t nranges;
+    int64_t unkeyed; /* the tenant's rows with a NULL in their key (0: none, or not sent) */
     void *priv_;
 };
 
-/* Encode n ranges (n <= FERRY_DIGEST_MAX_PARTS) into *out (owned, free with free()). */
-int ferry_digest_encode(const struct ferry_range *r, size_t n, char **out, size_t *len,
-                        struct ferry_error *err);
+/*
+ * Encode n ranges (n <= FERRY_DIGEST_MAX_PARTS) and the count of unkeyed rows
+ * (sent when > 0) into *out (owned, free with free()).
+ */
+int ferry_digest_encode(const struct ferry_range *r, size_t n, int64_t unkeyed, char **out,
+                        size_t *len, struct ferry_error *err);
 /*
  * Decode a digest response. The key values point into data, which must stay
  * valid and unchanged until ferry_digest_free(*out). Every range has a key

@@ -135,16 +135,17 @@ static void one_digest(const uint8_t *data, size_t size)
         CHECK(g->ranges[i].nfirst == g->ranges[0].nfirst);
         CHECK(g->ranges[i].nfirst >= 1 && g->ranges[i].nfirst <= FERRY_MAX_KEY_COLS);
     }
-    CHECK(ferry_digest_encode(g->ranges, g->nranges, &enc1, &len1, &err) == 0);
+    CHECK(g->unkeyed >= 0);
+    CHECK(ferry_digest_encode(g->ranges, g->nranges, g->unkeyed, &enc1, &len1, &err) == 0);
     CHECK(ferry_digest_decode(enc1, len1, NULL, &g2, &err) == 0);
-    CHECK(g2->nranges == g->nranges);
+    CHECK(g2->nranges == g->nranges && g2->unkeyed == g->unkeyed);
     for (size_t i = 0; i < g->nranges; i++) {
         CHECK(g2->ranges[i].count == g->ranges[i].count);
         CHECK(g2->ranges[i].sum == g->ranges[i].sum);
         CHECK(g2->ranges[i].nfirst == g->ranges[i].nfirst);
         CHECK(vals_same(g2->ranges[i].first, g->ranges[i].first, g->ranges[i].nfirst));
     }
-    CHECK(ferry_digest_encode(g2->ranges, g2->nranges, &enc2, &len2, &err) == 0);
+    CHECK(ferry_digest_encode(g2->ranges, g2->nranges, g2->unkeyed, &enc2, &len2, &err) == 0);
     CHECK(len1 == len2 && memcmp(enc1, enc2, len1) == 0);
     ferry_digest_free(g);
     ferry_digest_free(g2);

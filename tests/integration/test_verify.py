@@ -246,6 +246,70 @@ class VerifyTest(VerifyCase):
             self.assertEqual([(r["code"], r["upserted"], r["deleted"]) for r in runs],
                              [("OK", 0, 0)] * 3, runs)
 
+    def test_rows_without_a_key_are_reported(self):
+        """SQLite lets a rowid table hold a NULL in a key that is not its
+        INTEGER PRIMARY KEY. Such rows have no key to copy or repair them
+        by: install warns of them, and verify counts the tenant's (in a
+        table scoped by a predicate and in one scoped by a foreign key),
+        and only the tenant's, as not equal (exit 1), with or without
+        --repair, which writes nothing for them. Given keys, they come
+        with the next sync and verify says equal. Oracle: SQL counts over
+        the source, tenant by tenant."""
+        self.make_source(teams=3, posts_per_team=20, install=False)
+        ft.on_source(self.src_db,
+                     "CREATE TABLE labels(code TEXT PRIMARY KEY, "
+                     "channel_id INTEGER REFERENCES channels(id), note TEXT)",
+                     "INSERT INTO labels SELECT 'l' || id, id, 'keyed' FROM channels",
+                     "INSERT INTO labels SELECT NULL, id, 'no key' FROM channels "
+                     "WHERE team_id IN (1, 2)",
+                     "INSERT INTO tags VALUES (NULL, 1), (NULL, 1), (NULL, 2)")
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        for table in ("labels", "tags"):
+            n = ft.query(self.src_db, "SELECT count(*) FROM %s WHERE %s IS NULL"
+                         % (table, "code" if table == "labels" else "name"))[0][0]
+            self.assertIn("%s has %d rows with a NULL in their primary key" % (table, n),
+                          cp.stderr)
+        unkeyed = {
+            "labels": ft.query(self.src_db, "SELECT count(*) FROM labels l JOIN channels c "
+                                            "ON c.id = l.channel_id WHERE c.team_id = 1 "
+                                            "AND l.code IS NULL")[0][0],
+            "tags": ft.query(self.src_db, "SELECT count(*) FROM tags WHERE team_ref = 1 "
+                                          "AND name IS NULL")[0][0]}
+        self.assertEqual(unkeyed["tags"], 2)
+        self.assertGreater(unkeyed["labels"], 0)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            for args in ((), ("--repair",)):
+                rep = self.verify_json(*args, expect=1)
+                self.assertFalse(rep["equal"])
+                by_table = {t["table"]: t for t in rep["tables"]}
+                for t in rep["tables"]:
+                    self.assertEqual(t["unkeyed"], unkeyed.get(t["table"], 0), t)
+                    self.assertEqual(t["equal"], t["table"] not in unkeyed, t)
+                    self.assertEqual(t["missing"] + t["extra"] + t["differs"], 0, t)
+                self.assertEqual(by_table["tags"]["source_rows"],
+                                 ft.query(self.src_db, "SELECT count(*) FROM tags "
+                                                       "WHERE team_ref = 1 AND name IS NOT "
+                                                       "NULL")[0][0])
+                if args:
+                    self.assertEqual((rep["repair"] or {}).get("upserted", 0), 0)
+            cp = self.verify(expect=1)
+            self.assertIn("with a NULL in their primary key: ferry cannot copy them", cp.stdout)
+            self.assertIn("NULL in their primary key on the source", cp.stderr)
+            ft.on_source(self.src_db, "UPDATE labels SET code = 'fixed' || rowid "
+                                      "WHERE code IS NULL",
+                         "UPDATE tags SET name = 'fixed' || rowid WHERE name IS NULL")
+            self.sync()
+            rep = self.verify_json(expect=0)
+            self.assertTrue(rep["equal"])
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM labels "
+                                                   "WHERE note = 'no key'")[0][0],
+                             unkeyed["labels"])
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM tags "
+                                                   "WHERE name LIKE 'fixed%'")[0][0], 2)
+
     def test_finds_and_repairs_exact_keys(self):
         self.make_source(teams=3, posts_per_team=200)
         with self.serve() as srv:

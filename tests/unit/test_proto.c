@@ -2001,6 +2001,61 @@ static void test_framing(void)
 }
 
 /* Snapshot pages as COPY text lines: the request's "copy" key and copy sets. */
+/*
+ * A digest response's optional "unkeyed" (the tenant's rows with a NULL in
+ * their key): sent only when positive, decoded as 0 when absent; a count
+ * that is not a positive integer is refused.
+ */
+static void test_digest_unkeyed(void)
+{
+    struct ferry_range r;
+    struct ferry_digest *g = NULL;
+    struct ferry_error err;
+    struct mp m = {0};
+    char *out = NULL;
+    size_t len = 0;
+
+    memset(&r, 0, sizeof(r));
+    r.first[0] = ferry_value_int(5);
+    r.nfirst = 1;
+    r.count = 2;
+    r.sum = UINT64_C(0xfedcba9876543210);
+    ASSERT_EQ(ferry_digest_encode(&r, 1, 3, &out, &len, &err), 0);
+    ASSERT_EQ((unsigned char)out[0], 0x83); /* v, unkeyed, ranges */
+    ASSERT_EQ(ferry_digest_decode(out, len, lim, &g, &err), 0);
+    ASSERT_EQ(g->unkeyed, 3);
+    ASSERT_EQ(g->nranges, 1);
+    ASSERT_EQ(g->ranges[0].count, 2);
+    ASSERT(g->ranges[0].sum == r.sum);
+    ferry_digest_free(g);
+    free(out);
+    ASSERT_EQ(ferry_digest_encode(&r, 1, 0, &out, &len, &err), 0);
+    ASSERT_EQ((unsigned char)out[0], 0x82); /* as before the key: a target from before reads it */
+    ASSERT_EQ(ferry_digest_decode(out, len, lim, &g, &err), 0);
+    ASSERT_EQ(g->unkeyed, 0);
+    ferry_digest_free(g);
+    free(out);
+    ASSERT_EQ(ferry_digest_encode(&r, 1, -1, &out, &len, &err), FERRY_EINTERNAL);
+
+    for (int bad = 0; bad < 2; bad++) {
+        m.len = 0;
+        mp_map(&m, 3);
+        mp_str(&m, "v");
+        mp_int(&m, FERRY_PROTO_VERSION);
+        mp_str(&m, "ranges");
+        mp_arr(&m, 0);
+        mp_str(&m, "unkeyed");
+        if (bad)
+            mp_str(&m, "2");
+        else
+            mp_int(&m, 0);
+        ASSERT_EQ(ferry_digest_decode((const char *)m.p, m.len, lim, &g, &err), FERRY_EPROTO);
+        ASSERT(g == NULL);
+        ASSERT(strstr(err.msg, "unkeyed") != NULL);
+    }
+    mp_free(&m);
+}
+
 static void test_batch_copy(void)
 {
     static const char *const cols[] = {"id", "body", "n"};
@@ -2100,6 +2155,7 @@ int main(void)
     test_encoder();
     test_batch_errors();
     test_batch_copy();
+    test_digest_unkeyed();
     test_framing();
     return TEST_DONE();
 }
