@@ -536,10 +536,119 @@ static void pg_numeric_text(const char *s, char *out, size_t size)
     out[o] = '\0';
 }
 
+int ferry_coerce_known(int code)
+{
+    return (code >= 0 && code <= FERRY_COERCE_MAX) ||
+           (code >= FERRY_COERCE_PG_NUMERIC_SCALE &&
+            code <= FERRY_COERCE_PG_NUMERIC_SCALE + FERRY_COERCE_SCALE_MAX) ||
+           (code > FERRY_COERCE_PG_CHAR && code <= FERRY_COERCE_PG_CHAR + FERRY_COERCE_CHAR_MAX);
+}
+
+/*
+ * numeric(p, scale)'s output of numeric's plain decimal text in ("-0.125",
+ * "5", "100000000000000000000"): rounded to scale digits after the point,
+ * half away from zero, with exactly that many, no sign on zero.
+ */
+static void pg_numeric_round(const char *in, int scale, char *out, size_t size)
+{
+    char d[FERRY_COERCE_SCRATCH + 2]; /* the digits, one more in front for a carry */
+    size_t nd = 1, nint, o = 0, keep;
+    int neg = *in == '-', zero = 1;
+
+    in += neg;
+    d[0] = '0';
+    for (; *in >= '0' && *in <= '9' && nd < sizeof(d) - 1; in++)
+        d[nd++] = *in;
+    nint = nd;
+    if (*in == '.')
+        for (in++; *in >= '0' && *in <= '9' && nd < sizeof(d) - 1; in++)
+            d[nd++] = *in;
+    for (keep = nd; keep < nint + (size_t)scale && keep < sizeof(d) - 1; keep++)
+        d[keep] = '0';
+    if (keep > nint + (size_t)scale) {
+        int up = d[nint + (size_t)scale] >= '5';
+
+        keep = nint + (size_t)scale;
+        for (size_t i = keep; up && i-- > 0;) {
+            up = d[i] == '9';
+            d[i] = up ? '0' : (char)(d[i] + 1);
+        }
+    }
+    for (size_t i = 0; i < keep; i++)
+        zero = zero && d[i] == '0';
+    if (neg && !zero && o + 1 < size)
+        out[o++] = '-';
+    /* the integer part without leading zeros, but for the last */
+    {
+        size_t i = 0;
+
+        while (i + 1 < nint && d[i] == '0')
+            i++;
+        for (; i < nint && o + 1 < size; i++)
+            out[o++] = d[i];
+    }
+    if (scale > 0 && o + 1 < size)
+        out[o++] = '.';
+    for (size_t i = nint; i < keep && o + 1 < size; i++)
+        out[o++] = d[i];
+    out[o] = '\0';
+}
+
+/*
+ * character(n)'s value of the n-bytes text p: padded with spaces to n
+ * characters (UTF-8), or cut to n when what goes is spaces; else as it is
+ * (PostgreSQL refuses it: a reported difference). Into scratch when changed.
+ */
+static void pg_char_pad(const char *p, size_t len, int n, char *scratch, struct ferry_value *out)
+{
+    size_t chars = 0, cut = len;
+
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)p[i] & 0xC0) != 0x80 && ++chars == (size_t)n + 1)
+            cut = i;
+    if (chars > (size_t)n) {
+        for (size_t i = cut; i < len; i++)
+            if (p[i] != ' ')
+                return;
+        out->u.s.n = cut;
+        return;
+    }
+    if (len + ((size_t)n - chars) > FERRY_COERCE_SCRATCH)
+        return;
+    if (len)
+        memmove(scratch, p, len);
+    memset(scratch + len, ' ', (size_t)n - chars);
+    out->u.s.p = scratch;
+    out->u.s.n = len + ((size_t)n - chars);
+}
+
 void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
                         struct ferry_value *out)
 {
     *out = *in;
+    if (code > FERRY_COERCE_PG_CHAR && code <= FERRY_COERCE_PG_CHAR + FERRY_COERCE_CHAR_MAX) {
+        /* the text the applier writes: FERRY_COERCE_PG_TEXT's, then padded */
+        ferry_coerce_value(FERRY_COERCE_PG_TEXT, in, scratch, out);
+        if (out->type == FERRY_TEXT)
+            pg_char_pad(out->u.s.n ? out->u.s.p : "", out->u.s.n, code - FERRY_COERCE_PG_CHAR,
+                        scratch, out);
+        return;
+    }
+    if (code >= FERRY_COERCE_PG_NUMERIC_SCALE &&
+        code <= FERRY_COERCE_PG_NUMERIC_SCALE + FERRY_COERCE_SCALE_MAX) {
+        ferry_coerce_value(FERRY_COERCE_PG_NUMERIC, in, scratch, out);
+        if (out->type == FERRY_TEXT && out->u.s.p == scratch &&
+            (in->type == FERRY_INT || isfinite(in->u.f))) {
+            char dec[FERRY_COERCE_SCRATCH];
+
+            memcpy(dec, scratch, out->u.s.n);
+            dec[out->u.s.n] = '\0';
+            pg_numeric_round(dec, code - FERRY_COERCE_PG_NUMERIC_SCALE, scratch,
+                             FERRY_COERCE_SCRATCH);
+            out->u.s.n = strlen(scratch);
+        }
+        return;
+    }
     switch (code) {
     case FERRY_COERCE_PG_TEXT:
     case FERRY_COERCE_PG_BYTEA:
@@ -565,6 +674,17 @@ void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
         out->type = code == FERRY_COERCE_PG_BYTEA ? FERRY_BLOB : FERRY_TEXT;
         out->u.s.p = scratch;
         out->u.s.n = strlen(scratch);
+        return;
+    case FERRY_COERCE_PG_FLOAT4:
+        /* float4in's strtof of the text the applier writes (shortest for a double) */
+        if (in->type == FERRY_INT)
+            snprintf(scratch, FERRY_COERCE_SCRATCH, "%" PRId64, in->u.i);
+        else if (in->type == FERRY_FLOAT && isfinite(in->u.f))
+            ferry_double_text(in->u.f, scratch, FERRY_COERCE_SCRATCH);
+        else
+            return;
+        out->type = FERRY_FLOAT;
+        out->u.f = (double)strtof(scratch, NULL);
         return;
     case FERRY_COERCE_PG_FLOAT8:
     case FERRY_COERCE_SQLITE_REAL:
@@ -612,9 +732,22 @@ int ferry_coerce_for(int target_engine, const char *decltype)
             return FERRY_COERCE_PG_BYTEA;
         if (pg_type_is(t, "double precision", 0))
             return FERRY_COERCE_PG_FLOAT8;
-        /* with a typmod the value is rounded to its scale: not reproduced */
+        if (pg_type_is(t, "real", 0))
+            return FERRY_COERCE_PG_FLOAT4;
         if (pg_type_is(t, "numeric", 0))
             return FERRY_COERCE_PG_NUMERIC;
+        /* format_type's "numeric(10,2)", "character(5)"; larger scales and lengths: none */
+        {
+            int p, sc, n, len = -1;
+
+            if (sscanf(t, "numeric(%d,%d)%n", &p, &sc, &len) == 2 && len > 0 && !t[len] &&
+                sc >= 0 && sc <= FERRY_COERCE_SCALE_MAX)
+                return FERRY_COERCE_PG_NUMERIC_SCALE + sc;
+            len = -1;
+            if (sscanf(t, "character(%d)%n", &n, &len) == 1 && len > 0 && !t[len] && n >= 1 &&
+                n <= FERRY_COERCE_CHAR_MAX)
+                return FERRY_COERCE_PG_CHAR + n;
+        }
         return FERRY_COERCE_NONE;
     }
     if (target_engine == FERRY_ENGINE_SQLITE) {
@@ -1239,9 +1372,9 @@ int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, 
         return ferry_error_set(err, FERRY_EDATA, "coercions of %zu columns for %s, it has %zu", n,
                                ti->name, ti->ncols);
     for (size_t i = 0; i < n; i++) {
-        if (codes[i] > FERRY_COERCE_MAX)
-            return ferry_error_set(err, FERRY_EDATA, "coercion %d of %s.%s is not 0 to %d",
-                                   (int)codes[i], ti->name, ti->cols[i].name, FERRY_COERCE_MAX);
+        if (!ferry_coerce_known(codes[i]))
+            return ferry_error_set(err, FERRY_EDATA, "coercion %d of %s.%s is not known here",
+                                   (int)codes[i], ti->name, ti->cols[i].name);
         any = any || codes[i];
         /* what the SQL encoding of the column could give that the coercion would change */
         if (codes[i] && c->in_sql == HASH_PG) {

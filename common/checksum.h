@@ -122,7 +122,8 @@ int ferry_rowhash_row(struct ferry_rowhash *h, const struct ferry_value *vals, s
  * Coercions: a value hashed as the target will store it, when the source
  * and target are different engines (same-engine values round-trip exactly
  * and get none). The target names one per column (by its own column type)
- * in its digest request; the source applies it to each value before
+ * in its digest request (one byte: a code, or a code plus a scale or a
+ * length), the source applies it to each value before
  * hashing (both ways of hashing, ferry_rowhash_coerced). Each reproduces
  * exactly what the applier writes and what reading the target back gives;
  * a value it cannot reproduce exactly is left as it is (a reported
@@ -148,11 +149,32 @@ enum ferry_coerce {
     /* SQLite TEXT affinity: INT as its decimal (FLOAT left: SQLite's own
      * formatting of reals varies by version) */
     FERRY_COERCE_SQLITE_TEXT = 6,
-    FERRY_COERCE_MAX = 6
+    /* PostgreSQL real: INT and FLOAT as the float4 strtof reads from the
+     * text the applier writes, widened to a double */
+    FERRY_COERCE_PG_FLOAT4 = 7,
+    FERRY_COERCE_MAX = 7,
+    /*
+     * PostgreSQL numeric(p, s), s = 0..63: as FERRY_COERCE_PG_NUMERIC, then
+     * rounded to s digits after the point, half away from zero, and written
+     * with exactly s of them ("5" -> "5.00", "-0.001" -> "0.00")
+     */
+    FERRY_COERCE_PG_NUMERIC_SCALE = 64,
+    /*
+     * PostgreSQL character(n), n = 1..127: TEXT (INT and FLOAT as their
+     * text, as FERRY_COERCE_PG_TEXT) padded with spaces to n characters,
+     * or cut to n when only spaces go
+     */
+    FERRY_COERCE_PG_CHAR = 128
 };
+#define FERRY_COERCE_SCALE_MAX 63
+#define FERRY_COERCE_CHAR_MAX 127
 
-/* Bytes of scratch one coerced value may need (numeric's 5e-324 is 326). */
-#define FERRY_COERCE_SCRATCH 512
+/* Whether code is a coercion of this build (a digest request's may be checked with it). */
+int ferry_coerce_known(int code);
+
+/* Bytes of scratch one coerced value may need (numeric's 5e-324 is 326, a
+ * character(127) of 4-byte characters 508). */
+#define FERRY_COERCE_SCRATCH 1024
 
 /*
  * *out = in as coercion code stores it; TEXT and BLOB results point into

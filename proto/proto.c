@@ -1392,9 +1392,9 @@ static int get_coerce(struct dec *d, const msgpack_object *o, struct ferry_reque
         return fail(d, b->size ? FERRY_ETOOBIG : FERRY_EPROTO, "coerce",
                     "%" PRIu32 " columns, expected 1 to %zu", b->size, d->lim->max_cols);
     for (uint32_t i = 0; i < b->size; i++)
-        if ((unsigned char)b->ptr[i] > FERRY_COERCE_MAX)
-            return fail(d, FERRY_EPROTO, "coerce", "code %d of column %" PRIu32 " is not 0 to %d",
-                        (unsigned char)b->ptr[i], i, FERRY_COERCE_MAX);
+        if (!ferry_coerce_known((unsigned char)b->ptr[i]))
+            return fail(d, FERRY_EPROTO, "coerce", "code %d of column %" PRIu32 " is not known",
+                        (unsigned char)b->ptr[i], i);
     req->coerce = dec_array(d, "coerce", b->size, 1, &rc);
     if (rc)
         return rc;

@@ -1168,6 +1168,59 @@ class VerifyPgTest(VerifyCase):
             self.assertCrossEngineDiffs(lambda sql: tp.psql(self.dst_url, sql), "posts", posts,
                                         900700, chan)
 
+    def test_sqlite_to_pg_verify_typmods(self):
+        """A SQLite source's values into PostgreSQL columns that change
+        them as they store them: numeric(p,s) rounds (half away from
+        zero, then s digits), real keeps a float4, character(n) pads. The
+        source hashes each value as the target stores it, so the copy
+        verifies equal; a real change in each such column is found by its
+        key and repaired. Oracle: PostgreSQL's own stored values (SQL)."""
+        self.make_source(teams=2, posts_per_team=5, install=False)
+        rows = [(1, 0.125, 0.123456789, "ab", 5), (2, -0.125, 0.1, "abcde", -12),
+                (3, 2.5, 1.0000000596046448, "é", 0), (4, -0.001, -0.0, "", 7),
+                (5, 9.995, 16777217, "x   ", None), (6, None, None, None, 1)]
+        ft.on_source(self.src_db,
+                     # what PostgreSQL text cannot hold (NUL bytes, invalid UTF-8)
+                     "DELETE FROM kinds WHERE (typeof(v) = 'text' AND (instr(v, char(0)) > 0 "
+                     "OR CAST(v AS BLOB) = x'fffe')) OR (typeof(v) = 'blob' AND "
+                     "instr(v, x'00') > 0)", "DELETE FROM settings WHERE key = 'logo'",
+                     "CREATE TABLE prices(id INTEGER PRIMARY KEY, channel_id INTEGER "
+                     "REFERENCES channels(id), amount REAL, ratio REAL, code TEXT, qty INTEGER)",
+                     *[("INSERT INTO prices VALUES (?, (SELECT min(id) FROM channels "
+                        "WHERE team_id = 1), ?, ?, ?, ?)", r) for r in rows])
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, "ferry-src install: %s" % cp.stderr)
+        self.dst_url = tp.createdb("vtdst")
+        tp.psql(self.dst_url, "CREATE TABLE prices(id bigint PRIMARY KEY, channel_id bigint, "
+                              "amount numeric(10,2), ratio real, code character(5), "
+                              "qty numeric(8,3))")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            self.sync()
+            # the oracle: what PostgreSQL stored differs from what the source holds
+            got = tp.psql(self.dst_url, "SELECT amount, ratio, '[' || code::text || ']', "
+                                        "octet_length(code), qty FROM prices WHERE id = 1")
+            self.assertEqual(got.strip(), "0.13|0.12345679|[ab]|5|5.000")
+            rep = self.verify_json(expect=0)
+            self.assertTrue(rep["equal"], rep)
+            by_table = {t["table"]: t for t in rep["tables"]}
+            self.assertEqual(by_table["prices"]["source_rows"], len(rows))
+            # real changes, one per column, are found by their keys
+            tp.psql(self.dst_url, "UPDATE prices SET amount = 0.12 WHERE id = 1; "
+                                  "UPDATE prices SET ratio = 0.1000001 WHERE id = 2; "
+                                  "UPDATE prices SET code = 'f' WHERE id = 3; "
+                                  "UPDATE prices SET qty = 7.001 WHERE id = 4")
+            rep = self.verify_json(expect=1)
+            self.assertEqual(diff_set(rep["differences"]),
+                             {("prices", "differs", key(id=i)) for i in (1, 2, 3, 4)})
+            self.assertTrue(self.verify_json("--repair", expect=0)["equal"])
+            self.assertEqual(tp.psql(self.dst_url, "SELECT string_agg(concat_ws('/', amount, "
+                                                   "ratio, code::text, octet_length(code), qty), "
+                                                   "';' ORDER BY id) FROM prices "
+                                                   "WHERE id IN (1, 2, 3, 4)").strip(),
+                             "0.13/0.12345679/ab/5/5.000;-0.13/0.1/abcde/5/-12.000;"
+                             "2.50/1.0000001/é/6/0.000;0.00/0//5/7.000")
+
 
 if __name__ == "__main__":
     ft.main()

@@ -1280,9 +1280,61 @@ static void test_coerce_values(void)
     expect_coerced(FERRY_COERCE_SQLITE_TEXT, flt(1.5), flt(1.5));
     expect_coerced(FERRY_COERCE_SQLITE_TEXT, bl("b"), bl("b"));
 
+    /* real: strtof of the text sent, widened (PostgreSQL's float4in) */
+    expect_coerced(FERRY_COERCE_PG_FLOAT4, flt(0.123456789), flt((double)0.123456789f));
+    expect_coerced(FERRY_COERCE_PG_FLOAT4, flt(0.1), flt((double)0.1f));
+    expect_coerced(FERRY_COERCE_PG_FLOAT4, flt(-0.0), flt(-0.0));
+    expect_coerced(FERRY_COERCE_PG_FLOAT4, ferry_value_int(16777217), flt(16777216.0));
+    expect_coerced(FERRY_COERCE_PG_FLOAT4, flt(NAN), flt(NAN));
+    expect_coerced(FERRY_COERCE_PG_FLOAT4, txt("1.5"), txt("1.5"));
+    /*
+     * 1 + 2^-24, a tie between two floats: a cast rounds it to even (1.0),
+     * but float4in rounds the decimal sent, a little above the tie, up
+     */
+    ASSERT((double)strtof("1.0000000596046448", NULL) != (double)(float)1.0000000596046448);
+    expect_coerced(FERRY_COERCE_PG_FLOAT4, flt(1.0000000596046448),
+                   flt((double)strtof("1.0000000596046448", NULL)));
+
+    /* numeric(p, s): rounded half away from zero to s digits, all of them written */
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(0.125), txt("0.13"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(-0.125), txt("-0.13"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(-0.001), txt("0.00"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, ferry_value_int(5), txt("5.00"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(1e-7), txt("0.00"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(1e20), txt("100000000000000000000.00"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(9.995), txt("10.00"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(99.999), txt("100.00"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 0, flt(123.456), txt("123"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 0, flt(0.5), txt("1"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 0, flt(-0.5), txt("-1"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 0, flt(2.5), txt("3"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 0, flt(-0.4), txt("0"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 4, flt(0.1), txt("0.1000"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 3, ferry_value_int(-12), txt("-12.000"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, flt(NAN), txt("NaN"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, txt("abc"), txt("abc"));
+    expect_coerced(FERRY_COERCE_PG_NUMERIC_SCALE + 2, null, null);
+
+    /* character(n): padded to n characters, or cut when only spaces go */
+    expect_coerced(FERRY_COERCE_PG_CHAR + 5, txt("ab"), txt("ab   "));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 3, txt("\xc3\xa9"), txt("\xc3\xa9  "));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 3, txt("abc   "), txt("abc"));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 3, txt("abcd"), txt("abcd"));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 3, txt("abc"), txt("abc"));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 4, ferry_value_int(7), txt("7   "));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 4, flt(0.5), txt("0.5 "));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 2, txt(""), txt("  "));
+    expect_coerced(FERRY_COERCE_PG_CHAR + 2, null, null);
+
     /* none, and a code this build does not know: kept */
     expect_coerced(FERRY_COERCE_NONE, ferry_value_int(1), ferry_value_int(1));
     expect_coerced(FERRY_COERCE_MAX + 1, ferry_value_int(1), ferry_value_int(1));
+    expect_coerced(FERRY_COERCE_PG_CHAR, ferry_value_int(1), ferry_value_int(1));
+    ASSERT(!ferry_coerce_known(FERRY_COERCE_MAX + 1));
+    ASSERT(!ferry_coerce_known(FERRY_COERCE_PG_CHAR));
+    ASSERT(ferry_coerce_known(FERRY_COERCE_PG_CHAR + 127));
+    ASSERT(ferry_coerce_known(FERRY_COERCE_PG_NUMERIC_SCALE + 63));
+    ASSERT(!ferry_coerce_known(-1) && !ferry_coerce_known(256));
 }
 
 /* Which target columns get which coercion (the target's own declared types). */
@@ -1294,12 +1346,17 @@ static void test_coerce_for(void)
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "bytea"), FERRY_COERCE_PG_BYTEA);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "double precision"), FERRY_COERCE_PG_FLOAT8);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "numeric"), FERRY_COERCE_PG_NUMERIC);
-    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "numeric(12,4)"), FERRY_COERCE_NONE);
-    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "character(6)"), FERRY_COERCE_NONE);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "numeric(12,4)"),
+              FERRY_COERCE_PG_NUMERIC_SCALE + 4);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "numeric(5,0)"), FERRY_COERCE_PG_NUMERIC_SCALE);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "numeric(100,64)"), FERRY_COERCE_NONE);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "numeric(12,4)x"), FERRY_COERCE_NONE);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "character(6)"), FERRY_COERCE_PG_CHAR + 6);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "character(128)"), FERRY_COERCE_NONE);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "real"), FERRY_COERCE_PG_FLOAT4);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "text[]"), FERRY_COERCE_NONE);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "bigint"), FERRY_COERCE_NONE);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "boolean"), FERRY_COERCE_NONE);
-    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_PG, "real"), FERRY_COERCE_NONE);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "TEXT"), FERRY_COERCE_SQLITE_TEXT);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "varchar(10)"), FERRY_COERCE_SQLITE_TEXT);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "REAL"), FERRY_COERCE_SQLITE_REAL);
