@@ -52,7 +52,8 @@ struct ferry_producer {
     const struct ferry_config *cfg; /* borrowed: [mask] expressions, the database URL */
     struct snap_holder holders[FERRY_SNAPSHOT_HOLDERS];
     int lookups_set;     /* LOOKUPS_SQL is set in the read transaction of encode_current */
-    size_t batch_soft;   /* a batch being encoded takes no row once past it (0: any) */
+    size_t batch_soft;   /* a batch being encoded: its rows less the biggest under it (0: any) */
+    size_t batch_big;    /* and the biggest row encoded into it so far, in bytes */
     int64_t fingerprint; /* ferry_scope_fingerprint() of what scope was read from */
 };
 
@@ -1119,10 +1120,10 @@ static int table_has_mask(const struct ferry_producer *p, const struct ferry_tab
  * Pages and batches stay well under the message limit ([source]
  * max_message: 1 GiB unless set lower, so that a row of any size
  * PostgreSQL holds can travel): a page of rows stops once it passes
- * PAGE_BYTES, and a change batch of more than one change may not pass
- * BATCH_BYTES (it is split, changes_batch). A page or batch of one row may
- * take the whole limit. Both keep what the agents hold in memory for a
- * page near what it was with the former limit of 64 MB.
+ * PAGE_BYTES, and a change batch of more than one change may hold at most
+ * BATCH_BYTES besides its biggest row (it is split, changes_batch). A row
+ * may take the whole limit. Both keep what the agents hold in memory for
+ * a page near what it was with the former limit of 64 MB.
  */
 #define PAGE_BYTES ((size_t)16 << 20)
 #define BATCH_BYTES ((size_t)64 << 20)
@@ -1143,7 +1144,7 @@ static int finish(struct ferry_enc *enc, int64_t head, int more, const struct fe
     return *out ? FERRY_OK : FERRY_ENOMEM;
 }
 
-/* What a batch of n changes may pass before it takes no more rows (0: any). */
+/* What a batch of n changes may hold besides its biggest row (0: any). */
 static size_t batch_soft(const struct ferry_producer *p, int64_t n)
 {
     if (n <= 1)
@@ -1606,6 +1607,7 @@ static int encode_row(struct ferry_producer *p, const struct ferry_table_info *t
                       struct ferry_error *err)
 {
     struct ferry_value vals[1024];
+    size_t before;
     int rc = FERRY_OK;
 
     if (!*open) {
@@ -1618,14 +1620,22 @@ static int encode_row(struct ferry_producer *p, const struct ferry_table_info *t
             return ferry_error_set(err, rc, "change batch too large");
         *open = 1;
     }
-    /* a batch past BATCH_BYTES takes no more rows: it is split (the row that passed stays) */
-    if (p->batch_soft && ferry_enc_size(enc) > p->batch_soft)
-        return ferry_error_set(err, FERRY_ETOOBIG, "change batch too large");
     for (size_t c = 0; c < ti->ncols && c < 1024; c++)
         ferry_stmt_column(st, (int)c, &vals[c]);
+    before = ferry_enc_size(enc);
     rc = ferry_enc_row(enc, vals, ti->ncols);
     if (rc)
         return row_too_big(p, ti, rc, err);
+    /*
+     * A batch whose rows, its biggest aside, pass BATCH_BYTES is split
+     * (changes_batch): one big row travels with the small ones around it
+     * in one try, where a cap on the whole batch would read it again at
+     * every halving.
+     */
+    if (ferry_enc_size(enc) - before > p->batch_big)
+        p->batch_big = ferry_enc_size(enc) - before;
+    if (p->batch_soft && ferry_enc_size(enc) - p->batch_big > p->batch_soft)
+        return ferry_error_set(err, FERRY_ETOOBIG, "change batch too large");
     p->stats.rows++;
     return FERRY_OK;
 }
@@ -2028,6 +2038,7 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     }
     /* one change may take the whole message; more are split past BATCH_BYTES (changes_batch) */
     p->batch_soft = batch_soft(p, limit);
+    p->batch_big = 0;
     rc = encode_current(p, &tv, ch, nch, &arena, enc, err);
     p->batch_soft = 0;
     if (!rc) {
@@ -2096,6 +2107,7 @@ static int produce_rows(struct ferry_producer *p, const struct ferry_request *re
     if (!rc) {
         /* as a change batch: the target asks again for fewer keys when this is too big */
         p->batch_soft = batch_soft(p, req->nkeys);
+        p->batch_big = 0;
         rc = encode_current(p, &tv, ch, req->nkeys, &arena, enc, err);
         p->batch_soft = 0;
     }

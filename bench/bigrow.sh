@@ -5,8 +5,8 @@
 #
 # A team of 20,000 posts (bench/sqlitedata.py) is copied into a fresh target
 # twice in the same run: once as it is (the baseline), once with one more
-# post carrying a blob of MB megabytes; then that blob is rewritten and the
-# change comes as a delta. Each step runs against a freshly started
+# post carrying a blob of MB megabytes; then that blob is rewritten, 1,000
+# other posts of the team are edited, and the changes come as a delta. Each step runs against a freshly started
 # ferry-src, so that both agents' peak resident memory (VmHWM) is that of
 # the step. Prints wall time and peak RSS of each agent per step, and what
 # the big row added to each peak, as a multiple of its size.
@@ -45,15 +45,21 @@ step() {
 }
 
 step base fresh
-sqlite3 "$work/src.db" "INSERT INTO posts(id, channel_id, body) VALUES (9000001, 1, 'big');
-UPDATE posts SET meta = randomblob($mb * 1048576) WHERE id = 9000001"
+# the big row first in key order, ahead of the small rows of its table
+sqlite3 "$work/src.db" "INSERT INTO posts(id, channel_id, body) VALUES (0, 1, 'big');
+UPDATE posts SET meta = randomblob($mb * 1048576) WHERE id = 0"
 step copy fresh
-sqlite3 "$work/src.db" "UPDATE posts SET meta = randomblob($mb * 1048576) WHERE id = 9000001"
+# the delta: the big row rewritten among 1,000 small edits of the team's posts
+sqlite3 "$work/src.db" "UPDATE posts SET meta = randomblob($mb * 1048576) WHERE id = 0;
+UPDATE posts SET body = body || ' (edited)' WHERE id IN (SELECT id FROM posts WHERE channel_id IN
+  (SELECT id FROM channels WHERE team_id = 1) AND id > 0 ORDER BY id LIMIT 1000)"
 step delta
 # the oracle: the blob arrived whole
-want=$(sqlite3 "$work/src.db" "SELECT length(meta), hex(substr(meta, 1 + $mb * 524288, 16)) FROM posts WHERE id = 9000001")
-got=$(sqlite3 "$work/dst.db" "SELECT length(meta), hex(substr(meta, 1 + $mb * 524288, 16)) FROM posts WHERE id = 9000001")
+want=$(sqlite3 "$work/src.db" "SELECT length(meta), hex(substr(meta, 1 + $mb * 524288, 16)) FROM posts WHERE id = 0")
+got=$(sqlite3 "$work/dst.db" "SELECT length(meta), hex(substr(meta, 1 + $mb * 524288, 16)) FROM posts WHERE id = 0")
 [ "$want" = "$got" ] || { echo "bench: the big row differs on the target ($got, expected $want)" >&2; exit 1; }
+edited=$(sqlite3 "$work/dst.db" "SELECT count(*) FROM posts WHERE body LIKE '% (edited)'")
+[ "$edited" = 1000 ] || { echo "bench: the delta brought $edited edited posts, not 1000" >&2; exit 1; }
 
 python3 - "$work" "$mb" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
 import os, sys
@@ -63,7 +69,7 @@ def f(step, what):
 print("one row of %d MB beside a team of 20,000 posts (%s CPUs, load %s)" % (mb, ncpu, load))
 print("%-34s %8s %14s %14s" % ("", "wall", "ferry-dst RSS", "ferry-src RSS"))
 for step, what in (("base", "copy without the big row"), ("copy", "copy with it"),
-                   ("delta", "the big row rewritten, a delta")):
+                   ("delta", "it rewritten + 1,000 edits, a delta")):
     print("%-34s %6.2f s %11.0f MB %11.0f MB" % (what, f(step, "wall"), f(step, "dst") / 1024,
                                                  f(step, "src") / 1024))
 for step in ("copy", "delta"):
