@@ -1978,27 +1978,38 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
 }
 
 /* The schema the connection resolves bare names in (current_schema()). */
-static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
+/* The text sql's one row holds (a name), into out; FERRY_ENOTFOUND when none fits. */
+static int pg_name_query(struct ferry_db *db, const char *sql, char *out, size_t size,
+                         struct ferry_error *err)
 {
     struct ferry_stmt *st = NULL;
     struct ferry_value v;
     int row = 0;
     int rc;
 
-    rc = ferry_db_prepare(db, "SELECT current_schema()", &st, err);
+    rc = ferry_db_prepare(db, sql, &st, err);
     if (!rc)
         rc = ferry_stmt_step(st, &row, err);
     if (!rc) {
         if (row)
             ferry_stmt_column(st, 0, &v);
         if (!row || v.type != FERRY_TEXT || v.u.s.n >= size)
-            rc = ferry_error_set(err, FERRY_ECONFIG,
-                                 "PostgreSQL has no current schema: check search_path (or the "
-                                 "[source] schema setting)");
+            rc = ferry_error_set(err, FERRY_ENOTFOUND, "'%s': no name", sql);
         else
             snprintf(out, size, "%.*s", (int)v.u.s.n, v.u.s.p);
     }
     ferry_stmt_free(st);
+    return rc;
+}
+
+static int pg_schema(struct ferry_db *db, char *out, size_t size, struct ferry_error *err)
+{
+    int rc = pg_name_query(db, "SELECT current_schema()", out, size, err);
+
+    if (rc == FERRY_ENOTFOUND)
+        rc = ferry_error_set(err, FERRY_ECONFIG,
+                             "PostgreSQL has no current schema: check search_path (or the "
+                             "[source] schema setting)");
     return rc;
 }
 
@@ -2716,6 +2727,29 @@ static int pg_install(struct ferry_db *db, const struct ferry_scope *s, long wai
     }
     if (rc)
         goto out;
+    /* the catch-up passes work in temporary tables: say so before anything is built */
+    rc = ferry_db_query_int(db,
+                            "SELECT pg_catalog.has_database_privilege("
+                            "pg_catalog.current_database(), 'TEMPORARY')::int",
+                            NULL, 0, &got, err);
+    if (!rc && !got) {
+        char who[2][128];
+
+        rc = pg_name_query(db, "SELECT pg_catalog.quote_ident(pg_catalog.current_database())",
+                           who[0], sizeof(who[0]), err);
+        if (!rc)
+            rc = pg_name_query(db, "SELECT pg_catalog.quote_ident(current_user)", who[1],
+                               sizeof(who[1]), err);
+        if (!rc)
+            rc = ferry_error_set(err, FERRY_EDB,
+                                 "install needs temporary tables for its catch-up, and role %s "
+                                 "may not create them: GRANT TEMPORARY ON DATABASE %s TO %s, "
+                                 "then run install again",
+                                 who[1], who[0], who[1]);
+        goto unlock;
+    }
+    if (rc)
+        goto unlock;
     log_info("install: noting writes to the scope's %zu tables", s->ntables);
     rc = pg_with_locks(pg_install_begin, "noting writes", NULL, db, s, schema, wait_ms, &sql, err);
     if (rc)

@@ -1166,6 +1166,38 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
                         "DELETE FROM _ferry_k_posts"):
                 self.assertIn("permission denied", psql_refused(app, sql))
 
+    def test_install_without_the_temporary_privilege(self):
+        """install run by the tables' owner, a role that may not create
+        temporary tables (its catch-up needs them): refused before it
+        builds anything, with the GRANT that fixes it; once granted,
+        install runs and a target copies. Oracles: the catalog (no
+        trigger or table of ferry's left), assertPgCopy."""
+        self.src_url = createdb("src")
+        psql(self.src_url, SCHEMA)
+        psql(self.src_url, DATA)
+        role = "own_%d_%d" % (os.getpid(), CLUSTER["n"])
+        db = psql(self.src_url, "SELECT current_database()").strip()
+        psql(self.src_url, "CREATE ROLE %(r)s LOGIN; GRANT CREATE, USAGE ON SCHEMA public TO "
+                           "%(r)s; REVOKE TEMPORARY ON DATABASE %(db)s FROM PUBLIC"
+                           % {"r": role, "db": db})
+        for t in ("teams", "users", "channels", "posts", "reactions", "settings", "kinds",
+                  "events", "blobs", "tags", "audit_log"):
+            psql(self.src_url, "ALTER TABLE %s OWNER TO %s" % (t, role))
+        self.write_src(self.src_url.replace("user=ferrytest", "user=" + role))
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 5, cp.stderr)
+        self.assertOneLine(cp.stderr)
+        self.assertIn("GRANT TEMPORARY ON DATABASE %s TO %s" % (db, role), cp.stderr)
+        for catalog, name in (("pg_trigger", "tgname"), ("pg_class", "relname")):
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM %s WHERE left(%s, 7) = "
+                                                "'_ferry_'" % (catalog, name)).strip(), "0")
+        psql(self.src_url, "GRANT TEMPORARY ON DATABASE %s TO %s" % (db, role))
+        self.install()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+
     def test_schema_changed_while_serving(self):
         """The application adds a column and fills it while ferry-src
         serves: the next sync stops with the schema error naming the column
