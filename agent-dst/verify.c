@@ -1217,7 +1217,7 @@ static void print_diffs(const struct vrun *r, const struct ferry_verify_diff *d,
 static void print_text(const struct vrun *r, int code)
 {
     const struct ferry_verify_report *rep = r->rep;
-    const char *first = NULL;
+    const char *first;
     int64_t rows = 0;
     size_t bad = 0;
 
@@ -1257,11 +1257,13 @@ static void print_text(const struct vrun *r, int code)
     else if (rep->equal)
         printf("result: equal, %" PRId64 " rows in %zu tables (%.2f s)\n", rows, rep->ntables,
                rep->seconds);
-    else
+    else {
+        int64_t unkeyed = unkeyed_total(rep, &first);
+
         printf("result: %" PRId64 " differences%s in %zu tables (%.2f s)\n",
-               (rep->repaired ? rep->total_remaining : rep->total_diffs) +
-                   unkeyed_total(rep, &first),
-               first ? " (rows without a key among them)" : "", bad, rep->seconds);
+               (rep->repaired ? rep->total_remaining : rep->total_diffs) + unkeyed,
+               unkeyed ? " (rows without a key among them)" : "", bad, rep->seconds);
+    }
 }
 
 /* ---- the run ---- */
