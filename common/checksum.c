@@ -40,6 +40,7 @@
 #include <openssl/evp.h>
 
 #include <float.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -622,6 +623,77 @@ static void pg_char_pad(const char *p, size_t len, int n, char *scratch, struct 
     out->u.s.n = len + ((size_t)n - chars);
 }
 
+/*
+ * SQLite's NUMERIC affinity (datatype3.html 3.0, applyNumericAffinity): a
+ * double that is a whole number strictly inside int64 becomes that INT.
+ */
+static void sqlite_whole(double d, struct ferry_value *out)
+{
+    /* -2^63 < d < 2^63, exactly representable bounds */
+    if (d == d && d > -9223372036854775808.0 && d < 9223372036854775808.0 &&
+        d == (double)(int64_t)d) {
+        out->type = FERRY_INT;
+        out->u.i = (int64_t)d;
+    } else {
+        out->type = FERRY_FLOAT;
+        out->u.f = d;
+    }
+}
+
+/*
+ * TEXT p (n bytes) as a NUMERIC or INTEGER affinity column stores it: an
+ * integer literal ([+-]digits, spaces around) that fits int64 as that INT;
+ * a real literal (digits with a point and/or an exponent) as strtod's
+ * double, then sqlite_whole; anything else left as it is. (SQLite's own
+ * text-to-double conversion rounds as strtod does but for rare inputs; a
+ * value it rounds otherwise shows as a difference, never hides one.)
+ */
+static void sqlite_numeric_text(const char *p, size_t n, char *scratch, struct ferry_value *out)
+{
+    size_t a = 0, b = n, i, digits = 0;
+    int point = 0;
+
+    while (a < b && (p[a] == ' ' || p[a] == '\t' || p[a] == '\n' || p[a] == '\r'))
+        a++;
+    while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t' || p[b - 1] == '\n' || p[b - 1] == '\r'))
+        b--;
+    if (b - a >= FERRY_COERCE_SCRATCH)
+        return;
+    i = a + (a < b && (p[a] == '+' || p[a] == '-'));
+    for (; i < b && ((p[i] >= '0' && p[i] <= '9') || (p[i] == '.' && !point)); i++) {
+        point |= p[i] == '.';
+        digits += p[i] != '.';
+    }
+    if (!digits)
+        return;
+    if (i < b && (p[i] == 'e' || p[i] == 'E')) {
+        size_t e = i + 1;
+
+        if (e < b && (p[e] == '+' || p[e] == '-'))
+            e++;
+        for (i = e; i < b && p[i] >= '0' && p[i] <= '9'; i++)
+            ;
+        if (i == e)
+            return;
+        point = 1;
+    }
+    if (i != b)
+        return;
+    memcpy(scratch, p + a, b - a);
+    scratch[b - a] = '\0';
+    if (!point) {
+        char *end;
+
+        errno = 0;
+        out->u.i = strtoll(scratch, &end, 10);
+        if (errno == 0 && *end == '\0') {
+            out->type = FERRY_INT;
+            return;
+        }
+    }
+    sqlite_whole(strtod(scratch, NULL), out);
+}
+
 void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
                         struct ferry_value *out)
 {
@@ -675,6 +747,12 @@ void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
         out->u.s.p = scratch;
         out->u.s.n = strlen(scratch);
         return;
+    case FERRY_COERCE_SQLITE_NUMERIC:
+        if (in->type == FERRY_FLOAT)
+            sqlite_whole(in->u.f, out);
+        else if (in->type == FERRY_TEXT)
+            sqlite_numeric_text(in->u.s.n ? in->u.s.p : "", in->u.s.n, scratch, out);
+        return;
     case FERRY_COERCE_PG_FLOAT4:
         /* float4in's strtof of the text the applier writes (shortest for a double) */
         if (in->type == FERRY_INT)
@@ -688,10 +766,13 @@ void ferry_coerce_value(int code, const struct ferry_value *in, char *scratch,
         return;
     case FERRY_COERCE_PG_FLOAT8:
     case FERRY_COERCE_SQLITE_REAL:
-        if (in->type == FERRY_INT) {
+        /* REAL affinity: NUMERIC's conversion of a text, then any number as a double */
+        if (code == FERRY_COERCE_SQLITE_REAL && in->type == FERRY_TEXT)
+            sqlite_numeric_text(in->u.s.n ? in->u.s.p : "", in->u.s.n, scratch, out);
+        if (out->type == FERRY_INT) {
             out->type = FERRY_FLOAT;
-            out->u.f = (double)in->u.i;
-        } else if (code == FERRY_COERCE_SQLITE_REAL && in->type == FERRY_FLOAT && in->u.f == 0) {
+            out->u.f = (double)out->u.i;
+        } else if (code == FERRY_COERCE_SQLITE_REAL && out->type == FERRY_FLOAT && out->u.f == 0) {
             out->u.f = 0.0;
         }
         return;
@@ -752,14 +833,14 @@ int ferry_coerce_for(int target_engine, const char *decltype)
     }
     if (target_engine == FERRY_ENGINE_SQLITE) {
         if (has_ci(t, "INT"))
-            return FERRY_COERCE_NONE; /* INTEGER: a FLOAT could become INT; not reproduced */
+            return FERRY_COERCE_SQLITE_NUMERIC; /* INTEGER affinity stores as NUMERIC does */
         if (has_ci(t, "CHAR") || has_ci(t, "CLOB") || has_ci(t, "TEXT"))
             return FERRY_COERCE_SQLITE_TEXT;
         if (has_ci(t, "BLOB") || !*t)
             return FERRY_COERCE_NONE; /* BLOB: values are kept as they are */
         if (has_ci(t, "REAL") || has_ci(t, "FLOA") || has_ci(t, "DOUB"))
             return FERRY_COERCE_SQLITE_REAL;
-        return FERRY_COERCE_NONE; /* NUMERIC: not reproduced */
+        return FERRY_COERCE_SQLITE_NUMERIC;
     }
     return FERRY_COERCE_NONE;
 }
@@ -1382,8 +1463,9 @@ int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, 
 
             in_c =
                 in_c || !((codes[i] == FERRY_COERCE_SQLITE_TEXT && e != PG_INT && e != PG_BOOL) ||
-                          (codes[i] == FERRY_COERCE_SQLITE_REAL && e != PG_INT && e != PG_BOOL &&
-                           e != PG_FLOAT));
+                          (codes[i] == FERRY_COERCE_SQLITE_REAL && e == PG_BYTEA) ||
+                          (codes[i] == FERRY_COERCE_SQLITE_NUMERIC &&
+                           (e == PG_INT || e == PG_BOOL || e == PG_BYTEA)));
         }
     }
     if (any && c->alg == FERRY_HASH_PGREC)

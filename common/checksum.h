@@ -144,7 +144,8 @@ enum ferry_coerce {
      * output of the text above ("1e+20" -> "100000000000000000000", "-0"
      * -> "0", "NaN", "Infinity") */
     FERRY_COERCE_PG_NUMERIC = 4,
-    /* SQLite REAL affinity: INT as the nearest double, -0.0 as 0.0 */
+    /* SQLite REAL affinity: INT, and TEXT that FERRY_COERCE_SQLITE_NUMERIC
+     * makes a number, as the nearest double; -0.0 as 0.0 */
     FERRY_COERCE_SQLITE_REAL = 5,
     /* SQLite TEXT affinity: INT as its decimal (FLOAT left: SQLite's own
      * formatting of reals varies by version) */
@@ -152,7 +153,11 @@ enum ferry_coerce {
     /* PostgreSQL real: INT and FLOAT as the float4 strtof reads from the
      * text the applier writes, widened to a double */
     FERRY_COERCE_PG_FLOAT4 = 7,
-    FERRY_COERCE_MAX = 7,
+    /* SQLite NUMERIC or INTEGER affinity: TEXT that is an integer literal
+     * as that INT; TEXT that is a real literal as strtod's double; a
+     * double that is a whole number strictly inside int64 as that INT */
+    FERRY_COERCE_SQLITE_NUMERIC = 8,
+    FERRY_COERCE_MAX = 8,
     /*
      * PostgreSQL numeric(p, s), s = 0..63: as FERRY_COERCE_PG_NUMERIC, then
      * rounded to s digits after the point, half away from zero, and written

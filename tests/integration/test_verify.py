@@ -1114,6 +1114,42 @@ class VerifyPgTest(VerifyCase):
             self.assertCrossEngineDiffs(lambda sql: execute(self.dst_db, sql), "posts", posts,
                                         900600, chan)
 
+    def test_pg_to_sqlite_verify_affinities(self):
+        """PostgreSQL into a SQLite table the operator made with other
+        declared types: numeric and double values into NUMERIC, DECIMAL,
+        INTEGER and REAL affinity, where SQLite stores numbers that are
+        whole as integers and numeric text as numbers. The source hashes
+        each value as SQLite stores it: equal after a copy; a real change
+        in such a column is found by its key and repaired. Oracle: SQLite's
+        own typeof() of the stored values."""
+        self.pg_pair()
+        tp.psql(self.src_url, "UPDATE posts SET score = 3, weight = 2.0 WHERE id = (SELECT "
+                              "min(p.id) FROM posts p JOIN channels c ON c.id = p.channel_id "
+                              "WHERE c.team_id = 1)")
+        self.dst_db = self.path("dst.db")
+        execute(self.dst_db, "CREATE TABLE posts(id INTEGER PRIMARY KEY, channel_id INTEGER, "
+                             "user_id INTEGER, body TEXT, score DECIMAL(12,4), rating REAL, "
+                             "weight NUMERIC, flag BOOLEAN, data BLOB, meta TEXT, doc TEXT, "
+                             "uid TEXT, day DATE, at TEXT, ts DATETIME, tstz TEXT, tags TEXT, "
+                             "nums TEXT, small INT)")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_db)
+            self.sync()
+            kinds = dict(ft.query(self.dst_db, "SELECT typeof(score) || '/' || typeof(weight), "
+                                              "count(*) FROM posts GROUP BY 1"))
+            # the oracle: SQLite holds some of them as integers, some as reals
+            self.assertGreater(kinds.get("integer/integer", 0), 0, kinds)
+            self.assertGreater(sum(n for k, n in kinds.items() if k.startswith("real/")), 0,
+                               kinds)
+            rep = self.verify_json(expect=0)
+            self.assertTrue(rep["equal"], rep)
+            pid = ft.query(self.dst_db, "SELECT min(id) FROM posts WHERE typeof(score) = "
+                                        "'real'")[0][0]
+            execute(self.dst_db, "UPDATE posts SET score = score + 1 WHERE id = %d" % pid)
+            rep = self.verify_json(expect=1)
+            self.assertEqual(diff_set(rep["differences"]), {("posts", "differs", key(id=pid))})
+            self.assertTrue(self.verify_json("--repair", expect=0)["equal"])
+
     def test_sqlite_to_pg_verify(self):
         """Hashes in SQL on a SQLite source (its C function), in SQL on the
         PostgreSQL target in tables ferry created: equal after a copy."""

@@ -1362,21 +1362,53 @@ static void test_coerce_for(void)
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "REAL"), FERRY_COERCE_SQLITE_REAL);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "double precision"), FERRY_COERCE_SQLITE_REAL);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "FLOAT"), FERRY_COERCE_SQLITE_REAL);
-    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "INTEGER"), FERRY_COERCE_NONE);
-    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "POINT"), FERRY_COERCE_NONE); /* INT */
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "INTEGER"), FERRY_COERCE_SQLITE_NUMERIC);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "POINT"),
+              FERRY_COERCE_SQLITE_NUMERIC); /* INT */
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "DECIMAL(10,2)"), FERRY_COERCE_SQLITE_NUMERIC);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "BOOLEAN"), FERRY_COERCE_SQLITE_NUMERIC);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "BLOB"), FERRY_COERCE_NONE);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, ""), FERRY_COERCE_NONE);
     ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, NULL), FERRY_COERCE_NONE);
-    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "NUMERIC"), FERRY_COERCE_NONE);
+    ASSERT_EQ(ferry_coerce_for(FERRY_ENGINE_SQLITE, "NUMERIC"), FERRY_COERCE_SQLITE_NUMERIC);
 }
 
 /*
  * The oracle for the SQLite coercions: SQLite itself. Values bound into a
- * REAL and a TEXT column read back as the coercions say.
+ * REAL, a TEXT, a NUMERIC and an INTEGER column read back as the coercions
+ * say.
  */
 static void test_coerce_sqlite_roundtrip(void)
 {
-    struct ferry_value vals[8];
+    static const char *const texts[] = {"1.50",
+                                        "2.00",
+                                        " 12 ",
+                                        "12abc",
+                                        "9223372036854775807",
+                                        "9223372036854775808",
+                                        "-9223372036854775808",
+                                        "3.0e+5",
+                                        ".5",
+                                        "5.",
+                                        "+7",
+                                        "0x10",
+                                        "-0",
+                                        "-0.0",
+                                        "1e",
+                                        "e5",
+                                        "",
+                                        "-",
+                                        "0.1234567890123456789",
+                                        "1.5e-3",
+                                        "  -2.50  ",
+                                        "NaN",
+                                        "Infinity",
+                                        "1e400",
+                                        "9007199254740993",
+                                        "9007199254740993.0",
+                                        "100000000000000000000",
+                                        "0.000001"};
+    struct ferry_value vals[64];
     struct ferry_stmt *ins = NULL, *sel = NULL;
     struct ferry_error err;
     size_t nv = 0;
@@ -1390,9 +1422,23 @@ static void test_coerce_sqlite_roundtrip(void)
     vals[nv++] = flt(-2.5);
     vals[nv++] = txt("abc");
     vals[nv++] = ferry_value_null();
-    ASSERT_EQ(ferry_db_exec(db, "CREATE TABLE co(id INTEGER PRIMARY KEY, r REAL, t TEXT)", &err),
+    vals[nv++] = flt(2.0);
+    vals[nv++] = flt(1.5);
+    vals[nv++] = flt(4503599627370497.0);
+    vals[nv++] = flt(9223372036854775807.0); /* 2^63 */
+    vals[nv++] = flt(-9223372036854775808.0);
+    vals[nv++] = flt(-9223372036854774784.0); /* the last double above -2^63 */
+    vals[nv++] = flt(1e20);
+    vals[nv++] = bl("12");
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        vals[nv++] = txt(texts[i]);
+    ASSERT(nv <= sizeof(vals) / sizeof(vals[0]));
+    ASSERT_EQ(ferry_db_exec(db,
+                            "CREATE TABLE co(id INTEGER PRIMARY KEY, r REAL, t TEXT, n NUMERIC, "
+                            "i INTEGER)",
+                            &err),
               FERRY_OK);
-    ASSERT_EQ(ferry_db_prepare(db, "INSERT INTO co VALUES (?, ?, ?)", &ins, &err), FERRY_OK);
+    ASSERT_EQ(ferry_db_prepare(db, "INSERT INTO co VALUES (?, ?, ?, ?, ?)", &ins, &err), FERRY_OK);
     for (size_t i = 0; i < nv; i++) {
         struct ferry_value id = ferry_value_int((int64_t)i);
         /* SQLite's own formatting of reals in TEXT columns is not reproduced: not sent there */
@@ -1402,10 +1448,13 @@ static void test_coerce_sqlite_roundtrip(void)
         ASSERT_EQ(ferry_stmt_bind(ins, 1, &id, &err), FERRY_OK);
         ASSERT_EQ(ferry_stmt_bind(ins, 2, &vals[i], &err), FERRY_OK);
         ASSERT_EQ(ferry_stmt_bind(ins, 3, &t, &err), FERRY_OK);
+        ASSERT_EQ(ferry_stmt_bind(ins, 4, &vals[i], &err), FERRY_OK);
+        ASSERT_EQ(ferry_stmt_bind(ins, 5, &vals[i], &err), FERRY_OK);
         ASSERT_EQ(ferry_stmt_step(ins, &r, &err), FERRY_OK);
     }
     ferry_stmt_free(ins);
-    ASSERT_EQ(ferry_db_prepare(db, "SELECT id, r, t FROM co ORDER BY id", &sel, &err), FERRY_OK);
+    ASSERT_EQ(ferry_db_prepare(db, "SELECT id, r, t, n, i FROM co ORDER BY id", &sel, &err),
+              FERRY_OK);
     for (size_t i = 0; i < nv; i++) {
         char scratch[FERRY_COERCE_SCRATCH];
         struct ferry_value got, want,
@@ -1424,6 +1473,17 @@ static void test_coerce_sqlite_roundtrip(void)
         ferry_stmt_column(sel, 2, &got);
         ferry_coerce_value(FERRY_COERCE_SQLITE_TEXT, &t, scratch, &want);
         ASSERT(same_value(&got, &want));
+        for (int col = 3; col <= 4; col++) {
+            ferry_stmt_column(sel, col, &got);
+            ferry_coerce_value(FERRY_COERCE_SQLITE_NUMERIC, &vals[i], scratch, &want);
+            if (!same_value(&got, &want)) {
+                fprintf(stderr, "test_checksum: SQLite %s column, value %zu\n",
+                        col == 3 ? "NUMERIC" : "INTEGER", i);
+                show_value("want", &want);
+                show_value("got", &got);
+            }
+            ASSERT(same_value(&got, &want));
+        }
     }
     ferry_stmt_free(sel);
     ASSERT_EQ(ferry_db_exec(db, "DROP TABLE co", &err), FERRY_OK);
