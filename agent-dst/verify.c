@@ -304,6 +304,22 @@ static int fetch_manifest(struct vrun *r, struct ferry_error *err)
 }
 
 /*
+ * Replace the coercions a source from before them does not know (above
+ * FERRY_COERCE_SQLITE_TEXT, the last it had) with none; 1 when any was.
+ */
+static int old_coercions(struct vrun *r)
+{
+    int any = 0;
+
+    for (size_t i = 0; i < r->ncoerce; i++)
+        if (r->coerce[i] > FERRY_COERCE_SQLITE_TEXT) {
+            r->coerce[i] = FERRY_COERCE_NONE;
+            any = 1;
+        }
+    return any;
+}
+
+/*
  * Digest of table t in [lo, hi) in up to parts ranges. *g and *body owned
  * (free with ferry_digest_free, then free): the keys point into body.
  */
@@ -339,6 +355,14 @@ static int digest(struct vrun *r, size_t t, const struct ferry_value *lo, size_t
         log_info("verify %s: %s; hashing its rows in the agents", ti->name, err->msg);
         ferry_error_clear(err);
         r->thash = req.hash = r->hash;
+        rc = call(r, "/v1/digest", &req, body, &len, err);
+    }
+    if (rc == FERRY_EPROTO && r->coerce && strstr(err->msg, "coerce") && old_coercions(r)) {
+        /* a source from before those coercions: its values as they are (differences show) */
+        log_info("verify %s: the source does not know every coercion of its columns: those "
+                 "values are compared as the source holds them",
+                 ti->name);
+        ferry_error_clear(err);
         rc = call(r, "/v1/digest", &req, body, &len, err);
     }
     if (rc == FERRY_EPROTO && r->thash != FERRY_HASH_SHA256 &&

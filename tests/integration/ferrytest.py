@@ -800,27 +800,28 @@ class FerryTestCase(unittest.TestCase):
 OLD_SRC_COMMIT = "43c2e43"
 
 
-def old_source():
-    """Path of a ferry-src from OLD_SRC_COMMIT: FERRY_OLD_SRC, or built once
-    per machine from the repository's history (git archive, cmake). Without
-    that commit (a tarball, a shallow clone) the test is skipped, loudly."""
-    if os.environ.get("FERRY_OLD_SRC"):
+def old_source(commit=OLD_SRC_COMMIT):
+    """Path of a ferry-src from commit (default OLD_SRC_COMMIT, or
+    FERRY_OLD_SRC for it), built once per machine from the repository's
+    history (git archive, cmake). Without that commit (a tarball, a
+    shallow clone) the test is skipped, loudly."""
+    if os.environ.get("FERRY_OLD_SRC") and commit == OLD_SRC_COMMIT:
         return os.environ["FERRY_OLD_SRC"]
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    base = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ferry-old-src-%s" % OLD_SRC_COMMIT)
+    base = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ferry-old-src-%s" % commit)
     exe = os.path.join(base, "build", "bin", "ferry-src")
     if os.path.exists(exe):
         return exe
-    have = subprocess.run(["git", "-C", repo, "cat-file", "-e", OLD_SRC_COMMIT + "^{commit}"],
+    have = subprocess.run(["git", "-C", repo, "cat-file", "-e", commit + "^{commit}"],
                           capture_output=True)
     if have.returncode != 0:
         # a tarball or a shallow clone: nothing to build the old source from
         raise unittest.SkipTest("no commit %s in %s (shallow clone?); set FERRY_OLD_SRC"
-                                % (OLD_SRC_COMMIT, repo))
+                                % (commit, repo))
     tmp = "%s.%d" % (base, os.getpid())
     os.makedirs(tmp, exist_ok=True)
     steps = [
-        "git -C '%s' archive %s | tar -x -C '%s'" % (repo, OLD_SRC_COMMIT, tmp),
+        "git -C '%s' archive %s | tar -x -C '%s'" % (repo, commit, tmp),
         "cmake -S '%s' -B '%s/build' -DCMAKE_BUILD_TYPE=Release >/dev/null" % (tmp, tmp),
         "cmake --build '%s/build' --target ferry-src -j2 >/dev/null" % tmp,
     ]
@@ -829,7 +830,7 @@ def old_source():
         if cp.returncode != 0:
             raise AssertionError("cannot build the ferry-src of %s for the compatibility test "
                                  "(set FERRY_OLD_SRC to one instead): %s: %s"
-                                 % (OLD_SRC_COMMIT, s, cp.stderr[-2000:]))
+                                 % (commit, s, cp.stderr[-2000:]))
     try:
         os.rename(tmp, base)
     except OSError:  # another run got there first
