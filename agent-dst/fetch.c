@@ -169,6 +169,7 @@ void ferry_client_free(struct ferry_client *c)
     free(c->auth.target.tenant);
     free(c->auth.source.url);
     free(c->auth.source.public_key);
+    free(c->auth.path);
     ferry_hs_client_free(c->hs);
     ferry_key_free(c->identity);
     ferry_key_free(c->source);
@@ -236,6 +237,9 @@ static int auth_open(struct ferry_client *c, const struct ferry_config *cfg,
     c->auth.target.tenant = strdup(cfg->target.tenant);
     c->auth.source.url = strdup(cfg->source.url);
     c->auth.source.public_key = strdup(cfg->source.public_key);
+    c->auth.source.max_message = cfg->source.max_message;
+    if (cfg->path)
+        c->auth.path = strdup(cfg->path);
     if (cfg->target.state)
         c->auth.target.state = strdup(cfg->target.state);
     if (!c->auth.target.identity || !c->auth.target.tenant || !c->auth.source.url ||
@@ -365,6 +369,22 @@ out:
     return rc;
 }
 
+/*
+ * A response over max bytes. When max is this target's [source] max_message
+ * (not a small reply's own limit), the error says where to raise it.
+ */
+static int too_big(const struct ferry_client *c, size_t max, struct ferry_error *err)
+{
+    if (max != ferry_config_max_message(&c->auth))
+        return ferry_error_set(err, FERRY_ETOOBIG,
+                               "response from the source is larger than %zu bytes", max);
+    return ferry_error_set(err, FERRY_ETOOBIG,
+                           "response from the source is larger than %zu bytes: raise [source] "
+                           "max_message in %.200s (MB, at most %d) to take it",
+                           max, c->auth.path ? c->auth.path : "this target's config",
+                           FERRY_MAX_MESSAGE_MB);
+}
+
 static const char *detail(const struct ferry_client *c, CURLcode res)
 {
     return c->errbuf[0] ? c->errbuf : curl_easy_strerror(res);
@@ -386,8 +406,7 @@ static int curl_fail(const struct ferry_client *c, CURLcode res, struct ferry_er
                                "running and [source] url",
                                c->base, detail(c, res));
     case CURLE_FILESIZE_EXCEEDED:
-        return ferry_error_set(err, FERRY_ETOOBIG,
-                               "response from the source is larger than %zu bytes", c->body.max);
+        return too_big(c, c->body.max, err);
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
         return ferry_error_set(err, FERRY_ECONFIG, "[source] url %s is not usable: %s", c->base,
@@ -547,8 +566,7 @@ static int exchange(struct ferry_client *c, int post, const char *path, struct c
     /* The header list may be freed by the caller now: curl must not keep a dangling pointer. */
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     if (c->over) {
-        rc = ferry_error_set(err, FERRY_ETOOBIG,
-                             "response from the source is larger than %zu bytes", max_resp);
+        rc = too_big(c, max_resp, err);
         goto out;
     }
     if (c->nomem) {
@@ -779,16 +797,4 @@ int ferry_client_get(struct ferry_client *c, const char *path, size_t max_resp, 
                      size_t *resplen, struct ferry_error *err)
 {
     return request(c, 0, path, NULL, 0, max_resp, resp, resplen, err);
-}
-
-void ferry_client_hint_max_message(struct ferry_error *err, const char *config)
-{
-    char msg[FERRY_ERRMSG_MAX];
-
-    if (err->code != FERRY_ETOOBIG || !strstr(err->msg, "response from the source is larger"))
-        return;
-    memcpy(msg, err->msg, sizeof(msg));
-    ferry_error_set(err, FERRY_ETOOBIG,
-                    "%.200s: raise [source] max_message in %.200s (MB, at most %d) to take it", msg,
-                    config, FERRY_MAX_MESSAGE_MB);
 }

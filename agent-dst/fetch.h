@@ -68,11 +68,4 @@ int ferry_client_post(struct ferry_client *c, const char *path, const char *body
 int ferry_client_get(struct ferry_client *c, const char *path, size_t max_resp, char **resp,
                      size_t *resplen, struct ferry_error *err);
 
-/*
- * After a request whose response was over max_resp (FERRY_ETOOBIG): add to
- * err that config's [source] max_message sets that limit, and how high it
- * goes. Other errors are left as they are.
- */
-void ferry_client_hint_max_message(struct ferry_error *err, const char *config);
-
 #endif

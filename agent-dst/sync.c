@@ -87,8 +87,6 @@ static int call(struct run *r, const char *path, const struct ferry_request *req
         return rc;
     rc = ferry_client_post(r->client, path, body, blen, r->max_body, resp, len, err);
     free(body);
-    if (rc == FERRY_ETOOBIG)
-        ferry_client_hint_max_message(err, r->cfg->path);
     return rc;
 }
 

@@ -271,8 +271,6 @@ static int call(struct vrun *r, const char *path, const struct ferry_request *re
     rc = ferry_client_post(r->client, path, body, blen, ferry_config_max_message(r->cfg), resp, len,
                            err);
     free(body);
-    if (rc == FERRY_ETOOBIG)
-        ferry_client_hint_max_message(err, r->cfg->path);
     r->rep->requests++;
     return rc;
 }
@@ -964,8 +962,6 @@ static int repair_keys(struct vrun *r, struct ferry_applier *ap, size_t t, const
             r->rep->requests++;
         }
         free(body);
-        if (rc == FERRY_ETOOBIG && m == 1)
-            ferry_client_hint_max_message(err, r->cfg->path);
         if (rc == FERRY_ETOOBIG && m > 1) {
             ferry_error_clear(err);
             rc = FERRY_OK;
