@@ -53,7 +53,6 @@ struct ferry_producer {
     struct snap_holder holders[FERRY_SNAPSHOT_HOLDERS];
     int lookups_set;     /* LOOKUPS_SQL is set in the read transaction of encode_current */
     size_t batch_soft;   /* a batch being encoded: its rows less the biggest under it (0: any) */
-    size_t batch_big;    /* and the biggest row encoded into it so far, in bytes */
     int64_t fingerprint; /* ferry_scope_fingerprint() of what scope was read from */
 };
 
@@ -1607,7 +1606,6 @@ static int encode_row(struct ferry_producer *p, const struct ferry_table_info *t
                       struct ferry_error *err)
 {
     struct ferry_value vals[1024];
-    size_t before;
     int rc = FERRY_OK;
 
     if (!*open) {
@@ -1622,7 +1620,6 @@ static int encode_row(struct ferry_producer *p, const struct ferry_table_info *t
     }
     for (size_t c = 0; c < ti->ncols && c < 1024; c++)
         ferry_stmt_column(st, (int)c, &vals[c]);
-    before = ferry_enc_size(enc);
     rc = ferry_enc_row(enc, vals, ti->ncols);
     if (rc)
         return row_too_big(p, ti, rc, err);
@@ -1632,9 +1629,7 @@ static int encode_row(struct ferry_producer *p, const struct ferry_table_info *t
      * in one try, where a cap on the whole batch would read it again at
      * every halving.
      */
-    if (ferry_enc_size(enc) - before > p->batch_big)
-        p->batch_big = ferry_enc_size(enc) - before;
-    if (p->batch_soft && ferry_enc_size(enc) - p->batch_big > p->batch_soft)
+    if (p->batch_soft && ferry_enc_size(enc) - ferry_enc_biggest(enc) > p->batch_soft)
         return ferry_error_set(err, FERRY_ETOOBIG, "change batch too large");
     p->stats.rows++;
     return FERRY_OK;
@@ -2038,7 +2033,6 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     }
     /* one change may take the whole message; more are split past BATCH_BYTES (changes_batch) */
     p->batch_soft = batch_soft(p, limit);
-    p->batch_big = 0;
     rc = encode_current(p, &tv, ch, nch, &arena, enc, err);
     p->batch_soft = 0;
     if (!rc) {
@@ -2107,7 +2101,6 @@ static int produce_rows(struct ferry_producer *p, const struct ferry_request *re
     if (!rc) {
         /* as a change batch: the target asks again for fewer keys when this is too big */
         p->batch_soft = batch_soft(p, req->nkeys);
-        p->batch_big = 0;
         rc = encode_current(p, &tv, ch, req->nkeys, &arena, enc, err);
         p->batch_soft = 0;
     }

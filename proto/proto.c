@@ -531,7 +531,8 @@ struct ferry_enc {
     size_t rows_at; /* offset of the placeholder header of the current set's "rows" */
     uint32_t nrows;
     size_t ncols;
-    int copy; /* the current set holds COPY text lines (ferry_enc_line) */
+    int copy;       /* the current set holds COPY text lines (ferry_enc_line) */
+    size_t biggest; /* bytes of the biggest row or line appended */
 };
 
 /*
@@ -673,6 +674,8 @@ int ferry_enc_line(struct ferry_enc *e, const char *line, size_t n)
     if (e->w.rc)
         return enc_fail(e, mark, e->w.rc);
     e->nrows++;
+    if (e->w.buf.len - mark > e->biggest)
+        e->biggest = e->w.buf.len - mark;
     return 0;
 }
 
@@ -692,6 +695,8 @@ int ferry_enc_row(struct ferry_enc *e, const struct ferry_value *vals, size_t n)
     if (rc || e->w.rc)
         return enc_fail(e, mark, e->w.rc ? e->w.rc : rc);
     e->nrows++;
+    if (e->w.buf.len - mark > e->biggest)
+        e->biggest = e->w.buf.len - mark;
     return 0;
 }
 
@@ -753,6 +758,11 @@ char *ferry_enc_take(struct ferry_enc *e, size_t *len)
 size_t ferry_enc_size(const struct ferry_enc *e)
 {
     return e->w.buf.len;
+}
+
+size_t ferry_enc_biggest(const struct ferry_enc *e)
+{
+    return e->biggest;
 }
 
 void ferry_enc_free(struct ferry_enc *e)

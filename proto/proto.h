@@ -313,6 +313,8 @@ int ferry_enc_finish(struct ferry_enc *e, int64_t head, int more, const struct f
 char *ferry_enc_take(struct ferry_enc *e, size_t *len);
 /* Bytes written so far: producers stop a batch before it gets too big. */
 size_t ferry_enc_size(const struct ferry_enc *e);
+/* Bytes of the biggest row or line appended so far (a batch may carry one big row). */
+size_t ferry_enc_biggest(const struct ferry_enc *e);
 void ferry_enc_free(struct ferry_enc *e);
 
 /*

@@ -1580,7 +1580,9 @@ static void test_encoder(void)
     row[1] = ferry_value_text("x", 1);
     ASSERT_EQ(ferry_enc_set_begin(e, "u", FERRY_OP_UPSERT, five, 2), FERRY_EINTERNAL);
     ASSERT_EQ(ferry_enc_finish(e, 1, 0, NULL, 0, &out, &len), FERRY_EINTERNAL);
+    ASSERT_EQ(ferry_enc_biggest(e), 0); /* refused rows count for nothing */
     ASSERT_EQ(ferry_enc_row(e, row, 2), 0);
+    ASSERT_EQ(ferry_enc_biggest(e), 4); /* fixarray 2, fixint 1, fixstr "x": 1 + 1 + 2 bytes */
     ASSERT_EQ(ferry_enc_set_end(e), 0);
     ASSERT_EQ(ferry_enc_finish(e, 1, 0, row, FERRY_MAX_KEY_COLS + 1, &out, &len), FERRY_EINTERNAL);
     ASSERT_EQ(ferry_enc_finish(e, 1, 0, row, 0, &out, &len), FERRY_EINTERNAL);
