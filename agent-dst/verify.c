@@ -831,14 +831,16 @@ static int table_differs(const struct ferry_verify_table *vt)
     return vt->missing + vt->extra + vt->differs + vt->unkeyed != 0;
 }
 
-/* The rows of the tenant that no key addresses, over all tables; *first: a table of them. */
+/*
+ * The rows of the tenant that no key addresses, over all tables; *first
+ * (when first is not NULL): a table of them.
+ */
 static int64_t unkeyed_total(const struct ferry_verify_report *rep, const char **first)
 {
     int64_t n = 0;
 
-    *first = NULL;
     for (size_t t = 0; t < rep->ntables; t++) {
-        if (rep->tables[t].unkeyed && !*first)
+        if (first && rep->tables[t].unkeyed && !n)
             *first = rep->tables[t].name;
         n += rep->tables[t].unkeyed;
     }
@@ -1237,7 +1239,6 @@ static void print_diffs(const struct vrun *r, const struct ferry_verify_diff *d,
 static void print_text(const struct vrun *r, int code)
 {
     const struct ferry_verify_report *rep = r->rep;
-    const char *first;
     int64_t rows = 0;
     size_t bad = 0;
 
@@ -1278,7 +1279,7 @@ static void print_text(const struct vrun *r, int code)
         printf("result: equal, %" PRId64 " rows in %zu tables (%.2f s)\n", rows, rep->ntables,
                rep->seconds);
     else {
-        int64_t unkeyed = unkeyed_total(rep, &first);
+        int64_t unkeyed = unkeyed_total(rep, NULL);
 
         printf("result: %" PRId64 " differences%s in %zu tables (%.2f s)\n",
                (rep->repaired ? rep->total_remaining : rep->total_diffs) + unkeyed,
@@ -1410,7 +1411,7 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         rc = compare_all(r, err);
         if (rc)
             break;
-        rep->equal = r->cur.total == 0 && unkeyed_total(rep, &first) == 0;
+        rep->equal = r->cur.total == 0 && unkeyed_total(rep, NULL) == 0;
         /*
          * One repair fixes what one comparison listed; a list cut short takes
          * more rounds. Rows without a key are no repair's to fix.
@@ -1430,12 +1431,15 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
                              "%" PRId64 " differences between source and target%s",
                              rep->repaired ? rep->total_remaining : rep->total_diffs,
                              rep->repaired ? " remain after repair" : "; --repair fixes them");
-    else if (!rc && !rep->equal)
+    else if (!rc && !rep->equal) {
+        int64_t n = unkeyed_total(rep, &first);
+
         rc = ferry_error_set(err, FERRY_EMISMATCH,
                              "%" PRId64 " rows of %s (and any other table named above) have a "
                              "NULL in their primary key on the source: ferry cannot copy them; "
                              "give them keys",
-                             unkeyed_total(rep, &first), first);
+                             n, first ? first : "the scope");
+    }
     return rc;
 }
 

@@ -653,9 +653,10 @@ static void sqlite_numeric_text(const char *p, size_t n, char *scratch, struct f
     size_t a = 0, b = n, i, digits = 0;
     int point = 0;
 
-    while (a < b && (p[a] == ' ' || p[a] == '\t' || p[a] == '\n' || p[a] == '\r'))
+    /* SQLite's spaces (sqlite3Isspace): " \t\n\v\f\r" */
+    while (a < b && p[a] && strchr(" \t\n\v\f\r", p[a]))
         a++;
-    while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t' || p[b - 1] == '\n' || p[b - 1] == '\r'))
+    while (b > a && p[b - 1] && strchr(" \t\n\v\f\r", p[b - 1]))
         b--;
     if (b - a >= FERRY_COERCE_SCRATCH)
         return;

@@ -299,6 +299,11 @@ def pg_rows(url, table, tenant=None, xmin=False):
     return sorted((tuple(r) for r in rows), key=lambda r: json.dumps(r))
 
 
+# The application's tables of SCHEMA (in scope or not).
+APP_TABLES = ("teams", "users", "channels", "posts", "reactions", "settings", "kinds", "events",
+              "blobs", "tags", "audit_log")
+
+
 def float_bits(x):
     return struct.pack("<d", x)
 
@@ -1137,10 +1142,9 @@ INSERT INTO files VALUES (5000, 1, 100, 'high'), (7, 1, 101, 'low');
         psql(self.src_url, """
 CREATE ROLE %(r)s LOGIN;
 GRANT USAGE ON SCHEMA public TO %(r)s;
-GRANT SELECT, INSERT, UPDATE, DELETE ON teams, users, channels, posts, reactions, settings,
-  kinds, events, blobs, tags, audit_log TO %(r)s;
+GRANT SELECT, INSERT, UPDATE, DELETE ON %(t)s TO %(r)s;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO %(r)s;
-""" % {"r": role})
+""" % {"r": role, "t": ", ".join(APP_TABLES)})
         app = self.src_url.replace("user=ferrytest", "user=" + role)
         self.assertNotEqual(app, self.src_url)
         self.install()
@@ -1180,8 +1184,7 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
         psql(self.src_url, "CREATE ROLE %(r)s LOGIN; GRANT CREATE, USAGE ON SCHEMA public TO "
                            "%(r)s; REVOKE TEMPORARY ON DATABASE %(db)s FROM PUBLIC"
                            % {"r": role, "db": db})
-        for t in ("teams", "users", "channels", "posts", "reactions", "settings", "kinds",
-                  "events", "blobs", "tags", "audit_log"):
+        for t in APP_TABLES:
             psql(self.src_url, "ALTER TABLE %s OWNER TO %s" % (t, role))
         self.write_src(self.src_url.replace("user=ferrytest", "user=" + role))
         cp = ft.run_src(["install", "--config", self.src_conf])

@@ -155,6 +155,15 @@ def as_int64(u):
     return u - (1 << 64) if u >= 1 << 63 else u
 
 
+# The sample app's rows that PostgreSQL text cannot hold (NUL bytes,
+# invalid UTF-8), left out of the SQLite sources copied to PostgreSQL, as
+# test_pg leaves them out.
+NOT_FOR_PG_TEXT = (
+    "DELETE FROM kinds WHERE (typeof(v) = 'text' AND (instr(v, char(0)) > 0 "
+    "OR CAST(v AS BLOB) = x'fffe')) OR (typeof(v) = 'blob' AND instr(v, x'00') > 0)",
+    "DELETE FROM settings WHERE key = 'logo'")
+
+
 class VerifyCase(ft.FerryTestCase):
     """Helpers: run verify, read its JSON, compare with the oracle."""
 
@@ -1154,12 +1163,9 @@ class VerifyPgTest(VerifyCase):
         """Hashes in SQL on a SQLite source (its C function), in SQL on the
         PostgreSQL target in tables ferry created: equal after a copy."""
         self.make_source(install=False)
-        # what PostgreSQL text cannot hold (NUL bytes, invalid UTF-8), as test_pg leaves out
         conn = ft.source_conn(self.src_db)
-        conn.execute("DELETE FROM kinds WHERE (typeof(v) = 'text' AND (instr(v, char(0)) > 0 "
-                     "OR CAST(v AS BLOB) = x'fffe')) OR (typeof(v) = 'blob' AND "
-                     "instr(v, x'00') > 0)")
-        conn.execute("DELETE FROM settings WHERE key = 'logo'")
+        for sql in NOT_FOR_PG_TEXT:
+            conn.execute(sql)
         # an untyped column's integers, reals (-0.0 too) and blobs become text in
         # PostgreSQL: the source hashes them as that text, so they stay
         kept = conn.execute(
@@ -1213,11 +1219,7 @@ class VerifyPgTest(VerifyCase):
         rows = [(1, 0.125, 0.123456789, "ab", 5), (2, -0.125, 0.1, "abcde", -12),
                 (3, 2.5, 1.0000000596046448, "é", 0), (4, -0.001, -0.0, "", 7),
                 (5, 9.995, 16777217, "x   ", None), (6, None, None, None, 1)]
-        ft.on_source(self.src_db,
-                     # what PostgreSQL text cannot hold (NUL bytes, invalid UTF-8)
-                     "DELETE FROM kinds WHERE (typeof(v) = 'text' AND (instr(v, char(0)) > 0 "
-                     "OR CAST(v AS BLOB) = x'fffe')) OR (typeof(v) = 'blob' AND "
-                     "instr(v, x'00') > 0)", "DELETE FROM settings WHERE key = 'logo'",
+        ft.on_source(self.src_db, *NOT_FOR_PG_TEXT,
                      "CREATE TABLE prices(id INTEGER PRIMARY KEY, channel_id INTEGER "
                      "REFERENCES channels(id), amount REAL, ratio REAL, code TEXT, qty INTEGER)",
                      *[("INSERT INTO prices VALUES (?, (SELECT min(id) FROM channels "
