@@ -307,6 +307,7 @@ class VerifyTest(VerifyCase):
             cp = self.verify(expect=1)
             self.assertIn("with a NULL in their primary key: ferry cannot copy them", cp.stdout)
             self.assertIn("NULL in their primary key on the source", cp.stderr)
+            self.assertRegex(cp.stderr, r"\d+ rows of (labels|tags) \(and any other")
             ft.on_source(self.src_db, "UPDATE labels SET code = 'fixed' || rowid "
                                       "WHERE code IS NULL",
                          "UPDATE tags SET name = 'fixed' || rowid WHERE name IS NULL")
