@@ -16,6 +16,7 @@
 #include "fetch.h"
 #include "progress.h"
 #include "state.h"
+#include "verify.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -494,11 +495,12 @@ static int cols_record(struct run *r, const struct ferry_table_info *ti, struct 
  * the manifest's. -1: an error.
  */
 static int cols_added(struct run *r, const struct ferry_table_info *ti, int record, char *added,
-                      size_t size, struct ferry_error *err)
+                      size_t size, const char **names, struct ferry_error *err)
 {
     char *old = malloc(COLS_MAX);
     struct ferry_buf now;
     size_t len = 0, used = 0;
+    int n = 0;
     int rc;
 
     added[0] = '\0';
@@ -521,17 +523,20 @@ static int cols_added(struct run *r, const struct ferry_table_info *ti, int reco
             off += strnlen(old + off, len - off) + 1;
         if (off < len)
             continue;
+        if (names)
+            names[n] = name;
+        n++;
         used += (size_t)snprintf(added + used, used < size ? size - used : 0, "%s%s",
                                  added[0] ? ", " : "", name);
         if (used >= size)
             used = size - 1;
     }
-    if (!rc && record && !added[0] && (now.len != len || memcmp(now.data, old, len) != 0))
+    if (!rc && record && !n && (now.len != len || memcmp(now.data, old, len) != 0))
         rc = ferry_state_cols_put(r->state, ti->name, now.data, now.len, err);
 out:
     ferry_buf_release(&now);
     free(old);
-    return rc ? -1 : added[0] != '\0';
+    return rc ? -1 : n;
 }
 
 static int copy_table(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
@@ -561,7 +566,7 @@ static int copy_table(struct run *r, const struct ferry_table_info *ti, struct f
      */
     if (p.keylen) {
         char added[512];
-        int n = cols_added(r, ti, 1, added, sizeof(added), err);
+        int n = cols_added(r, ti, 1, added, sizeof(added), NULL, err);
 
         if (n < 0)
             return err->code;
@@ -717,14 +722,14 @@ static int copy_again(struct run *r, int dry, struct ferry_error *err)
 
         if (!copy_done(r, ti->name))
             continue;
-        n = cols_added(r, ti, !dry, added, sizeof(added), err);
+        n = cols_added(r, ti, !dry, added, sizeof(added), NULL, err);
         if (n < 0)
             return err->code;
         if (!n)
             continue;
         if (dry) {
-            printf("  %-24s %10" PRId64 " rows  would be copied again: column%s %s added on "
-                   "the source since its copy\n",
+            printf("  %-24s %10" PRId64 " rows  would be copied again unless the target holds "
+                   "the same values: column%s %s added on the source since its copy\n",
                    ti->name, ti->rows, strchr(added, ',') ? "s" : "", added);
             continue;
         }
@@ -737,6 +742,68 @@ static int copy_again(struct run *r, int dry, struct ferry_error *err)
         rc = ferry_state_copy_put(r->state, &p, err);
     }
     return rc;
+}
+
+/*
+ * Before table ti is copied again for the columns added on the source since
+ * its copy (copy_again): whether the target holds already what that copy
+ * would bring. The application's migration adds the columns on both sides,
+ * the same ALTER TABLE ... ADD COLUMN (and DEFAULT) fills the rows there
+ * the same way, and the deltas brought the values written since: verify's
+ * check of those columns and the key alone (ferry_verify_columns) finds
+ * them equal, at the cost of one hashed scan on each side instead of the
+ * copy. 1: nothing to copy (the copy is recorded done), 0: copy; a check
+ * that cannot be made (a source from before it) copies. -1: a state error.
+ */
+static int added_same(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
+{
+    struct ferry_copy_progress p;
+    struct ferry_error e;
+    const char **names;
+    char added[512];
+    double t0 = now_s();
+    int64_t rows = 0, repaired = 0;
+    int same = 0;
+    int n;
+
+    /* a copy under way goes on */
+    if (ferry_state_copy_get(r->state, ti->name, &p, &e) != FERRY_OK || p.keylen || p.done)
+        return 0;
+    names = calloc(ti->ncols ? ti->ncols : 1, sizeof(*names));
+    if (!names) {
+        ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        return -1;
+    }
+    n = cols_added(r, ti, 0, added, sizeof(added), names, err);
+    if (n > 0 && ferry_verify_columns(r->cfg, ti->name, names, (size_t)n, &same, &rows, &repaired,
+                                      &e) != FERRY_OK) {
+        if (!r->opts->quiet)
+            log_info("copy %s again: the column%s %s could not be compared on both sides (%s)",
+                     ti->name, n > 1 ? "s" : "", added, e.msg);
+        same = 0;
+    } else if (n > 0 && !same && !r->opts->quiet) {
+        log_info("copy %s again: the column%s %s differ%s between source and target (%.2f s)",
+                 ti->name, n > 1 ? "s" : "", added, n > 1 ? "" : "s", now_s() - t0);
+    }
+    free(names);
+    if (n <= 0 || !same)
+        return n < 0 ? -1 : 0;
+    if (cols_record(r, ti, err))
+        return -1;
+    p.done = 1;
+    p.rows = rows;
+    if (ferry_state_copy_put(r->state, &p, err))
+        return -1;
+    if (!r->opts->quiet && repaired)
+        log_info("copy %s: not needed, the column%s %s of its %" PRId64
+                 " rows hold the same values on both sides once %" PRId64
+                 " rows that differed were pulled again (%.2f s)",
+                 ti->name, n > 1 ? "s" : "", added, rows, repaired, now_s() - t0);
+    else if (!r->opts->quiet)
+        log_info("copy %s: not needed, the column%s %s of its %" PRId64
+                 " rows hold the same values on both sides (%.2f s)",
+                 ti->name, n > 1 ? "s" : "", added, rows, now_s() - t0);
+    return 1;
 }
 
 /*
@@ -754,14 +821,25 @@ static int copy_joined(struct run *r, struct ferry_error *err)
         return FERRY_OK;
     deltas_stop(r); /* the client is this thread's again */
     for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
-        if (copy_done(r, r->manifest->tables[i].name))
+        const struct ferry_table_info *ti = &r->manifest->tables[i];
+        int again;
+
+        if (copy_done(r, ti->name))
             continue;
+        again = copied_before(r, ti->name);
+        if (again) {
+            int same = added_same(r, ti, err);
+
+            if (same < 0)
+                return err->code;
+            if (same)
+                continue;
+        }
         if (!r->opts->quiet)
-            log_info("copy %s: %s", r->manifest->tables[i].name,
-                     copied_before(r, r->manifest->tables[i].name)
-                         ? "again, for the columns added on the source"
-                         : "a table new to the scope");
-        rc = copy_table(r, &r->manifest->tables[i], err);
+            log_info("copy %s: %s", ti->name,
+                     again ? "again, for the columns added on the source"
+                           : "a table new to the scope");
+        rc = copy_table(r, ti, err);
     }
     return rc;
 }
@@ -843,8 +921,8 @@ static int dry_run(struct run *r, struct ferry_error *err)
             if (copy_done(r, ti->name))
                 continue;
             if (copied_before(r, ti->name))
-                printf("  %-24s %10" PRId64 " rows  would be copied again: columns were added "
-                       "on the source since its copy\n",
+                printf("  %-24s %10" PRId64 " rows  would be copied again unless the target "
+                       "holds the same values: columns were added on the source since its copy\n",
                        ti->name, ti->rows);
             else
                 printf("  %-24s %10" PRId64 " rows  new to the scope: would be copied %s\n",

@@ -120,6 +120,24 @@ int ferry_verify(const struct ferry_config *cfg, const struct ferry_verify_opts 
                  struct ferry_verify_report *rep, struct ferry_error *err);
 void ferry_verify_report_release(struct ferry_verify_report *rep);
 
+/*
+ * Whether the tenant's rows of table hold the same values on both sides in
+ * the columns cols (ncols names) and the key, their other columns left out
+ * of the row hashes: *same 1 when they do. What a sync asks before copying
+ * again a table that gained the columns cols on the source since its copy:
+ * when the target filled them as the source did (the same ALTER TABLE ...
+ * ADD COLUMN, and the deltas since), there is nothing to copy. Rows that
+ * differ (written on the source since the deltas) are found as verify
+ * finds them and pulled again, as verify --repair does (*repaired: rows
+ * written and deleted), then compared again; past a hundredth of the rows
+ * (the manifest's estimate) or after that one repair, *same stays 0: the
+ * copy costs less. *rows: the source's count. Errors as verify's (a
+ * source from before this check refuses it: FERRY_EPROTO).
+ */
+int ferry_verify_columns(const struct ferry_config *cfg, const char *table, const char *const *cols,
+                         size_t ncols, int *same, int64_t *rows, int64_t *repaired,
+                         struct ferry_error *err);
+
 /* "missing on target", "extra on target", "differs" (static). */
 const char *ferry_verify_kind_name(enum ferry_diff_kind k);
 

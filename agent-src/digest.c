@@ -101,6 +101,9 @@ int ferry_digest_produce(struct ferry_db *db, const struct ferry_scope *s,
                              req->ncoerce, req->table, s->tables[t].info.ncols);
     if (!rc && req->coerce)
         rc = ferry_checksum_coerce(c, req->coerce, req->ncoerce, err);
+    /* only these columns (a sync's check of the columns added here since its copy) */
+    if (!rc && req->cols)
+        rc = ferry_checksum_only(c, req->cols, req->ncols, err);
     /* the row hash the target named (SHA-256 when none: a target from before the key) */
     if (!rc && req->hash)
         rc = ferry_checksum_set_hash(c, req->hash, req->hash_key, err);

@@ -105,6 +105,7 @@ struct ferry_checksum {
     int in_sql;            /* HASH_*: rows hashed by the engine, statements return key, hash */
     struct pg_col *pgcol;  /* HASH_PG: one per column */
     unsigned char *coerce; /* NULL, or one enum ferry_coerce per column, not all 0 */
+    unsigned char *hide;   /* NULL, or one per column: 1 hashed as NULL (ferry_checksum_only) */
     int unordered;         /* a walk in key order gave a key the sink cannot check: rows */
     int small_parent;      /* in_list_hop(): -1 not asked yet, 0 no, 1 yes */
     int in_order[NSHAPE];  /* Q_SINK_ORDERED's plan by shape: -1 not read, 0 sorts, 1 in order */
@@ -1340,6 +1341,7 @@ void ferry_checksum_free(struct ferry_checksum *c)
     ferry_buf_release(&c->own_id);
     pgcol_free(c);
     free(c->coerce);
+    free(c->hide);
     free(c->tenant_bytes);
     for (size_t i = 0; c->masks && i < c->scope->tables[c->t].info.ncols; i++)
         free(c->masks[i]);
@@ -1491,6 +1493,42 @@ int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, 
                   ti->name);
         pgcol_free(c);
         c->in_sql = HASH_C;
+    }
+    return FERRY_OK;
+}
+
+int ferry_checksum_only(struct ferry_checksum *c, const unsigned char *keep, size_t n,
+                        struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+
+    if (n != ti->ncols)
+        return ferry_error_set(err, FERRY_EDATA, "columns to hash: %zu for %s, it has %zu", n,
+                               ti->name, ti->ncols);
+    for (size_t k = 0; k < c->npk; k++)
+        if (!keep[ferry_table_pkcol(ti, k)])
+            return ferry_error_set(err, FERRY_EDATA, "columns to hash of %s: not its key's %s",
+                                   ti->name, ti->cols[ferry_table_pkcol(ti, k)].name);
+    free(c->hide);
+    c->hide = calloc(n, 1);
+    if (!c->hide)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        c->hide[i] = !keep[i];
+    for (int q = 0; q < NQ; q++)
+        for (int k = 0; k < NSHAPE; k++) {
+            ferry_stmt_free(c->st[q][k]);
+            c->st[q][k] = NULL;
+        }
+    /* a hidden column's NULL has a type of its own: the plan is made anew */
+    if (c->pgcol) {
+        struct ferry_error perr;
+
+        pgcol_free(c);
+        if (c->in_sql == HASH_PG && pg_plan(c, &perr)) {
+            pgcol_free(c);
+            c->in_sql = HASH_C;
+        }
     }
     return FERRY_OK;
 }
@@ -1752,12 +1790,17 @@ static int add_owner_join(struct ferry_checksum *c, struct ferry_buf *b)
     return rc;
 }
 
-/* Append the value column i is hashed as: the column, or its mask over the row's columns. */
+/*
+ * Append the value column i is hashed as: the column, its mask over the
+ * row's columns, or NULL when ferry_checksum_only hides it.
+ */
 static int add_col(struct ferry_checksum *c, struct ferry_buf *b, size_t i)
 {
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     int rc;
 
+    if (c->hide && c->hide[i])
+        return ferry_buf_adds(b, "NULL");
     /* The mask over the row's own columns, named bare, as the producer serves it. */
     if (c->masks && c->masks[i])
         return ferry_scope_mask_expr(b, ti, c->masks[i]);

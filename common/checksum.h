@@ -266,6 +266,16 @@ int ferry_checksum_coerce(struct ferry_checksum *c, const unsigned char *codes, 
                           struct ferry_error *err);
 
 /*
+ * Hash only the columns keep says (n, one per column of the table: 1
+ * hashed, 0 hashed as NULL) from now on: both sides of a check of some
+ * columns (a sync's of the columns added on the source) hash the same
+ * parts of each row. The key's columns must be kept. FERRY_EDATA for a
+ * wrong count or a key column left out.
+ */
+int ferry_checksum_only(struct ferry_checksum *c, const unsigned char *keep, size_t n,
+                        struct ferry_error *err);
+
+/*
  * Hash c's rows with alg (enum ferry_hash) under key (FERRY_HASH_KEY_SIZE
  * bytes, copied; NULL for SHA-256) from now on; SHA-256 until then.
  * FERRY_EDATA for an unknown alg or a keyed one without a key, and for

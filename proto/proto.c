@@ -214,10 +214,13 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
                                    FERRY_DIGEST_MAX_PARTS);
         if (req->coerce && req->ncoerce == 0)
             return ferry_error_set(err, FERRY_EINTERNAL, "digest request: no coercions");
+        if (req->cols && req->ncols == 0)
+            return ferry_error_set(err, FERRY_EINTERNAL, "digest request: no columns");
         if (req->hash < 0 || req->hash > FERRY_HASH_MAX)
             return ferry_error_set(err, FERRY_EINTERNAL, "digest request: hash %d", req->hash);
         /* "hash" only when not SHA-256: a source from before it was added refuses the key */
-        msgpack_pack_map(&w->pk, 6 + (req->coerce ? 1 : 0) + (req->hash ? 2 : 0));
+        msgpack_pack_map(&w->pk,
+                         6 + (req->coerce ? 1 : 0) + (req->hash ? 2 : 0) + (req->cols ? 1 : 0));
     } else {
         if (req->nkeys == 0 || req->nkeys > FERRY_ROWS_MAX_KEYS || !req->keys ||
             req->keywidth == 0 || req->keywidth > FERRY_MAX_KEY_COLS)
@@ -251,6 +254,11 @@ static int pack_verify_request(struct writer *w, const struct ferry_request *req
             pack_cstr(w, "coerce");
             msgpack_pack_bin(&w->pk, req->ncoerce);
             msgpack_pack_bin_body(&w->pk, req->coerce, req->ncoerce);
+        }
+        if (req->cols) {
+            pack_cstr(w, "cols");
+            msgpack_pack_bin(&w->pk, req->ncols);
+            msgpack_pack_bin_body(&w->pk, req->cols, req->ncols);
         }
         if (req->hash) {
             pack_cstr(w, "hash");
@@ -1390,26 +1398,34 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
     return 0;
 }
 
-/* A digest request's "coerce": one code per column, 1 to max_cols of them. */
-static int get_coerce(struct dec *d, const msgpack_object *o, struct ferry_request *req)
+/*
+ * A digest request's byte per column ("coerce": a code ferry_coerce_known
+ * knows; "cols": 0 or 1), 1 to max_cols of them, into *out and *n.
+ */
+static int get_colbytes(struct dec *d, const msgpack_object *o, const char *key,
+                        unsigned char **out, size_t *n)
 {
     const msgpack_object_bin *b = &o->via.bin;
-    int rc = want(d, o, MSGPACK_OBJECT_BIN, "coerce", "bin");
+    int coerce = strcmp(key, "coerce") == 0;
+    int rc = want(d, o, MSGPACK_OBJECT_BIN, key, "bin");
 
     if (rc)
         return rc;
     if (b->size == 0 || b->size > d->lim->max_cols)
-        return fail(d, b->size ? FERRY_ETOOBIG : FERRY_EPROTO, "coerce",
+        return fail(d, b->size ? FERRY_ETOOBIG : FERRY_EPROTO, key,
                     "%" PRIu32 " columns, expected 1 to %zu", b->size, d->lim->max_cols);
-    for (uint32_t i = 0; i < b->size; i++)
-        if (!ferry_coerce_known((unsigned char)b->ptr[i]))
-            return fail(d, FERRY_EPROTO, "coerce", "code %d of column %" PRIu32 " is not known",
-                        (unsigned char)b->ptr[i], i);
-    req->coerce = dec_array(d, "coerce", b->size, 1, &rc);
+    for (uint32_t i = 0; i < b->size; i++) {
+        unsigned char v = (unsigned char)b->ptr[i];
+
+        if (coerce ? !ferry_coerce_known(v) : v > 1)
+            return fail(d, FERRY_EPROTO, key, "%s %d of column %" PRIu32 " is not known",
+                        coerce ? "code" : "value", v, i);
+    }
+    *out = dec_array(d, key, b->size, 1, &rc);
     if (rc)
         return rc;
-    memcpy(req->coerce, b->ptr, b->size);
-    req->ncoerce = b->size;
+    memcpy(*out, b->ptr, b->size);
+    *n = b->size;
     return 0;
 }
 
@@ -1453,7 +1469,7 @@ static int get_hash(struct dec *d, const msgpack_object *name, const msgpack_obj
 static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
                                struct ferry_request *req)
 {
-    struct field f[9] = {{"v", NULL}, {"tenant", NULL}, {"table", NULL}};
+    struct field f[10] = {{"v", NULL}, {"tenant", NULL}, {"table", NULL}};
     const msgpack_object_array *a;
     size_t nf, nopt = 0;
     int rc;
@@ -1468,8 +1484,9 @@ static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
         f[6].key = "coerce"; /* optional: same-engine pairs and targets from before it */
         f[7].key = "hash";   /* optional, with hash_key: targets from before it */
         f[8].key = "hash_key";
+        f[9].key = "cols"; /* optional: a sync's check of columns added on the source */
         nf = 6;
-        nopt = 3;
+        nopt = 4;
     } else {
         f[3].key = "keys";
         nf = 4;
@@ -1497,7 +1514,9 @@ static int verify_request_walk(struct dec *d, int type, const msgpack_object *o,
                         FERRY_DIGEST_MAX_PARTS);
         rc = get_hash(d, f[7].val, f[8].val, req);
         if (!rc && f[6].val)
-            rc = get_coerce(d, f[6].val, req);
+            rc = get_colbytes(d, f[6].val, "coerce", &req->coerce, &req->ncoerce);
+        if (!rc && f[9].val)
+            rc = get_colbytes(d, f[9].val, "cols", &req->cols, &req->ncols);
         return rc;
     }
     rc = want(d, f[3].val, MSGPACK_OBJECT_ARRAY, "keys", "array");

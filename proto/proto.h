@@ -41,7 +41,12 @@
  *              does, when it cannot hash the table so: the target then asks
  *              again with "siphash-1-3"),
  *              "hash_key": bin (FERRY_HASH_KEY_SIZE bytes, with "hash"
- *              only: the key, drawn at random by the target for one verify)}
+ *              only: the key, drawn at random by the target for one verify),
+ *              "cols": bin (optional: one byte per column of the table, 1
+ *              hashed, 0 hashed as NULL, the key's columns 1; absent: all
+ *              hashed. Sent by a sync that checks the columns added on the
+ *              source instead of copying the table again; a source from
+ *              before it refuses the key, and the table is copied again)}
  *   rows      {"v", "tenant": str, "table": str,
  *              "keys": [[key values]...] (1..FERRY_ROWS_MAX_KEYS, one width)}
  *   freeze    {"v", "tenant": str, "on": bool}   (migration mode on / off)
@@ -149,6 +154,8 @@ struct ferry_request {
     int64_t parts;         /* digest: 1..FERRY_DIGEST_MAX_PARTS */
     unsigned char *coerce; /* digest: NULL, or ncoerce codes 0..FERRY_COERCE_MAX */
     size_t ncoerce;
+    unsigned char *cols; /* digest: NULL (all hashed), or ncols bytes: 1 hashed, 0 as NULL */
+    size_t ncols;
     int hash; /* digest: enum ferry_hash (FERRY_HASH_SHA256: "hash" not sent) */
     unsigned char hash_key[FERRY_HASH_KEY_SIZE]; /* digest: the key of a keyed hash */
     struct ferry_value *keys; /* rows: nkeys keys of keywidth values, row-major */

@@ -1206,8 +1206,11 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
         serves: the next sync stops with the schema error naming the column
         (exit 5), nothing applied; with the column added on the target, the
         values arrive and verify says equal. A column that ADD COLUMN fills
-        with a DEFAULT (no row changes, nothing logged): posts are copied
-        again, the target's rows get the value. Then a table that starts
+        with a DEFAULT (no row changes, nothing logged), added on the target
+        without it: posts are copied again, the target's rows get the value;
+        added with the same DEFAULT on both sides: compared, not copied
+        (a target row changed behind ferry's back stays for verify to find).
+        Then a table that starts
         referencing the scope: serve asks for install, which brings its
         rows. Oracle: assertPgCopy and SQL over the source."""
         self.pg_source()
@@ -1234,7 +1237,8 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
             self.sync("--quiet", expect=5)
             psql(self.dst_url, "ALTER TABLE posts ADD COLUMN pinned integer")
             cp = self.sync("--dry-run")
-            self.assertRegex(cp.stdout, r"posts\s+\d+ rows  would be copied again: columns? "
+            self.assertRegex(cp.stdout, r"posts\s+\d+ rows  would be copied again unless the target "
+                                        r"holds the same values: columns? "
                                         r"(pinned )?(were )?added on the source since its copy")
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url)
@@ -1244,6 +1248,29 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
                                   "channels c ON c.id = p.channel_id WHERE c.team_id = 1").strip())
             cp = self.sync("--dry-run")
             self.assertNotIn("copied again", cp.stdout)
+            # the same column and DEFAULT on both sides, values written since on
+            # the source: compared (by the servers' row hash), not copied; a
+            # body changed on the target behind ferry's back stays (a copy would
+            # have overwritten it), and verify finds it
+            psql(self.src_url, "ALTER TABLE posts ADD COLUMN stars integer NOT NULL DEFAULT 3; "
+                               "UPDATE posts SET stars = 5 WHERE id % 2 = 0")
+            psql(self.dst_url, "ALTER TABLE posts ADD COLUMN stars integer NOT NULL DEFAULT 3")
+            odd = psql(self.dst_url, "SELECT min(id) FROM posts WHERE id % 2 = 1").strip()
+            psql(self.dst_url, "UPDATE posts SET body = 'behind' WHERE id = " + odd)
+            n = psql(self.src_url, "SELECT count(*) FROM posts p JOIN channels c ON "
+                                   "c.id = p.channel_id WHERE c.team_id = 1").strip()
+            cp = self.sync()
+            self.assertIn("copy posts: not needed, the column stars of its %s rows hold the "
+                          "same values on both sides" % n, cp.stderr)
+            self.assertEqual(psql(self.dst_url, "SELECT body FROM posts WHERE id = " + odd).strip(),
+                             "behind")
+            stars = "SELECT stars, count(*) FROM posts p JOIN channels c ON c.id = p.channel_id " \
+                    "WHERE c.team_id = 1 GROUP BY 1 ORDER BY 1"
+            self.assertEqual(psql(self.dst_url, stars), psql(self.src_url, stars))
+            cp = ft.run_dst(["verify", "--config", self.dst_conf, "--repair"])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertRegex(cp.stdout + cp.stderr, r"repair: 1 rows? written")
+            self.assertPgCopy(self.src_url, self.dst_url)
 
             # a new table in the scope has no capture yet: refused, and said so
             psql(self.src_url, "CREATE TABLE pins (post_id bigint PRIMARY KEY REFERENCES posts(id), "

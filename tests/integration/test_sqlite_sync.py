@@ -296,10 +296,13 @@ class SyncTest(ft.FerryTestCase):
         the column, the sync brings the values and verify says equal. A
         source that kept serving its old idea of the table would have sent
         the rows without the column, and verify would have said equal. A
-        column that ADD COLUMN fills with a DEFAULT (no row changed): posts
-        are copied again, the target's rows get the value.
-        Oracle: the tenant's rows in the source (assertTenantCopy)."""
-        self.make_source(teams=3, posts_per_team=50)
+        column that ADD COLUMN fills with a DEFAULT (no row changed), added
+        on the target without it: posts are copied again, the target's rows
+        get the value. Added with the same DEFAULT on both sides: the sync
+        compares that column and copies nothing.
+        Oracle: the tenant's rows in the source (assertTenantCopy), a target
+        row changed behind ferry's back that a copy would have overwritten."""
+        self.make_source(teams=3, posts_per_team=250)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
@@ -324,9 +327,58 @@ class SyncTest(ft.FerryTestCase):
                                       "DEFAULT 7")
             self.sync("--quiet", expect=5)
             ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN pinned INTEGER")
-            self.sync("--quiet")
+            cp = self.sync()
+            self.assertIn("copy posts again: the column pinned differs between source and "
+                          "target", cp.stderr)
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
             self.assertEqual(ft.query(self.dst_db, "SELECT DISTINCT pinned FROM posts"), [(7,)])
+            # the same column and DEFAULT on both sides (the application's
+            # migration ran on each), values written since on the source: no
+            # copy. A body changed on the target behind ferry's back stays
+            # (a copy would have overwritten it), and verify finds it.
+            ft.on_source(self.src_db, "ALTER TABLE posts ADD COLUMN stars INTEGER NOT NULL "
+                                      "DEFAULT 3", "UPDATE posts SET stars = 5 WHERE id % 3 = 0")
+            ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN stars INTEGER NOT NULL "
+                                      "DEFAULT 3")
+            odd = ft.query(self.dst_db, "SELECT min(id) FROM posts WHERE id % 3 = 1")[0][0]
+            ft.on_source(self.dst_db, "UPDATE posts SET body = 'behind' WHERE id = %d" % odd)
+            n = ft.query(self.src_db, "SELECT count(*) FROM posts p JOIN channels c ON "
+                                      "c.id = p.channel_id WHERE c.team_id = 1")[0][0]
+            cp = self.sync()
+            self.assertIn("copy posts: not needed, the column stars of its %d rows hold the "
+                          "same values on both sides (" % n, cp.stderr)
+            self.assertEqual(ft.query(self.dst_db, "SELECT body FROM posts WHERE id = %d" % odd),
+                             [("behind",)])
+            self.assertEqual(ft.query(self.dst_db, "SELECT stars, count(*) FROM posts GROUP BY "
+                                                   "1 ORDER BY 1"),
+                             ft.query(self.src_db, "SELECT stars, count(*) FROM posts p JOIN "
+                                                   "channels c ON c.id = p.channel_id WHERE "
+                                                   "c.team_id = 1 GROUP BY 1 ORDER BY 1"))
+            cp = ft.run_dst(["verify", "--config", self.dst_conf, "--repair"])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertRegex(cp.stdout + cp.stderr, r"repair: 1 rows? written")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+            # a few rows whose new column differs (written after the deltas, or
+            # here): pulled again whole, then compared again; still no copy
+            ft.on_source(self.src_db, "ALTER TABLE posts ADD COLUMN mood TEXT")
+            ft.on_source(self.dst_db, "ALTER TABLE posts ADD COLUMN mood TEXT",
+                         "UPDATE posts SET mood = 'odd', body = 'behind too' WHERE id IN "
+                         "(SELECT id FROM posts WHERE id <> %d ORDER BY id LIMIT 2)" % odd,
+                         "UPDATE posts SET body = 'behind' WHERE id = %d" % odd)
+            cp = self.sync()
+            self.assertIn("copy posts: not needed, the column mood of its %d rows hold the "
+                          "same values on both sides once 2 rows that differed were pulled "
+                          "again" % n, cp.stderr)
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM posts WHERE mood IS "
+                                                   "NOT NULL OR body = 'behind too'"), [(0,)])
+            self.assertEqual(ft.query(self.dst_db, "SELECT body FROM posts WHERE id = %d" % odd),
+                             [("behind",)])
+            cp = ft.run_dst(["verify", "--config", self.dst_conf, "--repair"])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
+            for db in (self.src_db, self.dst_db):
+                ft.on_source(db, "ALTER TABLE posts DROP COLUMN stars",
+                             "ALTER TABLE posts DROP COLUMN mood")
             ft.on_source(self.src_db, "ALTER TABLE posts DROP COLUMN pinned")
             ft.on_source(self.dst_db, "ALTER TABLE posts DROP COLUMN pinned")
             # and a column the application drops

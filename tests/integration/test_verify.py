@@ -1268,6 +1268,49 @@ class VerifyPgTest(VerifyCase):
                              "0.13/0.12345679/ab/5/5.000;-0.13/0.1/abcde/5/-12.000;"
                              "2.50/1.0000001/é/6/0.000;0.00/0//5/7.000")
 
+    def test_sqlite_to_pg_added_column_compared(self):
+        """A column added after the copy on both sides, REAL with a DEFAULT
+        on the SQLite source, numeric(10,2) with the DEFAULT that rounds to
+        on the PostgreSQL target: the sync compares it, the source hashing
+        its values as the target stores them, and copies nothing. Through
+        a source from before that check (51e2e79), which refuses it, the
+        next added column makes the table copied again. Oracle: a target
+        row changed behind ferry's back stays (no copy), verify finds it;
+        the copy through the old source overwrites it (SQL on the target)."""
+        self.typmods_pair()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            self.sync()
+            ft.on_source(self.src_db, "ALTER TABLE prices ADD COLUMN fee REAL NOT NULL "
+                                      "DEFAULT 0.125")
+            tp.psql(self.dst_url, "ALTER TABLE prices ADD COLUMN fee numeric(10,2) NOT NULL "
+                                  "DEFAULT 0.13; UPDATE prices SET code = 'zz' WHERE id = 2")
+            cp = self.sync()
+            self.assertIn("copy prices: not needed, the column fee of its 6 rows hold the "
+                          "same values on both sides", cp.stderr)
+            self.assertEqual(tp.psql(self.dst_url, "SELECT code FROM prices WHERE id = 2").strip(),
+                             "zz")
+            rep = self.verify_json(expect=1)
+            self.assertEqual(diff_set(rep["differences"]), {("prices", "differs", key(id=2))})
+        old = ft.old_source("51e2e79")
+        new_src, ft.FERRY_SRC = ft.FERRY_SRC, old
+        try:
+            with self.serve() as srv:
+                self.make_target(srv.url, tenant=1, db=self.dst_url)
+                ft.on_source(self.src_db, "ALTER TABLE prices ADD COLUMN tip REAL NOT NULL "
+                                          "DEFAULT 2")
+                tp.psql(self.dst_url, "ALTER TABLE prices ADD COLUMN tip numeric(10,2) NOT NULL "
+                                      "DEFAULT 2")
+                cp = self.sync()
+                self.assertRegex(cp.stderr, r"copy prices again: the column tip could not be "
+                                            r"compared on both sides \(.*cols")
+                self.assertIn("copy prices: again, for the columns added on the source",
+                              cp.stderr)
+                self.assertEqual(tp.psql(self.dst_url, "SELECT code FROM prices WHERE id = 2")
+                                 .strip(), "abcde")
+        finally:
+            ft.FERRY_SRC = new_src
+
     def test_sqlite_to_pg_verify_typmods_old_source(self):
         """A source from before the numeric(p,s), real and character(n)
         coercions (51e2e79) refuses their codes: the target asks again

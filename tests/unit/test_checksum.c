@@ -1545,6 +1545,53 @@ static void test_coerce_checksum(void)
     ferry_checksum_free(c);
 }
 
+/*
+ * ferry_checksum_only: the columns left out are hashed as NULL (the oracle:
+ * row_hash of the rows with NULL there), in SQL and in C, with the mask of
+ * a kept column still applied; the key's columns cannot be left out.
+ */
+static void test_only_checksum(void)
+{
+    static const unsigned char keep[3] = {1, 1, 0};
+    static const unsigned char all[3] = {1, 1, 1};
+    static const unsigned char nokey[3] = {1, 0, 1};
+    struct ferry_checksum *c = open_table("settings", 2);
+    struct ferry_error err;
+    uint64_t want = 0, full = 0, sum = 0;
+    int64_t count = 0;
+
+    for (int i = 0; i < 10; i++) {
+        struct ferry_value row[3];
+        char key[8];
+
+        snprintf(key, sizeof(key), "k%d", i);
+        row[0] = ferry_value_int(2);
+        row[1] = txt(key);
+        row[2] = ferry_value_int(i * 2);
+        full += row_hash(row, 3);
+        row[2] = ferry_value_null();
+        want += row_hash(row, 3);
+    }
+    ASSERT(want != full);
+    ASSERT_EQ(ferry_checksum_only(c, keep, 2, &err), FERRY_EDATA);
+    ASSERT_EQ(ferry_checksum_only(c, nokey, 3, &err), FERRY_EDATA);
+    ASSERT(strstr(err.msg, "key") != NULL);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT(sum == full);
+    ASSERT_EQ(ferry_checksum_only(c, keep, 3, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_hashed_in_sql(c), 1);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT_EQ(count, 10);
+    ASSERT(sum == want);
+    ferry_checksum_hash_in_c(c);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT(sum == want);
+    ASSERT_EQ(ferry_checksum_only(c, all, 3, &err), FERRY_OK);
+    ASSERT_EQ(ferry_checksum_sum(c, NULL, 0, NULL, 0, &count, &sum, &err), FERRY_OK);
+    ASSERT(sum == full);
+    ferry_checksum_free(c);
+}
+
 /* ---- PostgreSQL: rows hashed in SQL against the same rows read and hashed in C ---- */
 
 /* Every row of a walk: its integer key and hash, in the order seen. */
@@ -2143,6 +2190,7 @@ int main(void)
     test_coerce_for();
     test_coerce_sqlite_roundtrip();
     test_coerce_checksum();
+    test_only_checksum();
     ferry_scope_free(scope);
     ferry_db_close(db);
     test_pg_in_sql();

@@ -575,6 +575,69 @@ static void test_request_digest_coerce(void)
 }
 
 /*
+ * The digest request's optional "cols": absent is every column hashed (and
+ * not sent then: a source from before it refuses unknown keys); one byte
+ * per column, 0 or 1, a bin; anything else refused.
+ */
+static void test_request_digest_cols(void)
+{
+    static const unsigned char keep[3] = {1, 0, 1};
+    static const unsigned char bad[2] = {1, 2};
+    char tenant[] = "acme", table[] = "kinds";
+    struct ferry_request req = {
+        .type = FERRY_REQ_DIGEST, .tenant = tenant, .table = table, .parts = 4};
+    struct ferry_request got;
+    struct ferry_error err;
+    struct mp m = {0};
+    char *out = NULL;
+    size_t len = 0;
+
+    req.cols = (unsigned char *)keep;
+    req.ncols = 3;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    mp_digest(&m, NULL, 0, 0);
+    m.p[0]++; /* fixmap of 7 */
+    mp_str(&m, "cols");
+    mp_u8(&m, 0xc4);
+    mp_u8(&m, 3);
+    mp_raw(&m, keep, 3);
+    ASSERT_EQ(len, m.len);
+    ASSERT(memcmp(out, m.p, len) == 0);
+    dump("fuzz_request", "digest-cols", out, len);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, out, len, lim, &got, &err), 0);
+    ASSERT(got.cols != NULL);
+    ASSERT_EQ(got.ncols, 3);
+    ASSERT(memcmp(got.cols, keep, 3) == 0);
+    ASSERT(got.coerce == NULL);
+    ferry_request_release(&got);
+    free(out);
+    mp_free(&m);
+    req.ncols = 0;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), FERRY_EINTERNAL);
+
+    /* refused: a byte other than 0 and 1, none */
+    mp_digest(&m, NULL, 0, 0);
+    m.p[0]++;
+    mp_str(&m, "cols");
+    mp_u8(&m, 0xc4);
+    mp_u8(&m, 2);
+    mp_raw(&m, bad, 2);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "cols"));
+    mp_free(&m);
+    mp_digest(&m, NULL, 0, 0);
+    m.p[0]++;
+    mp_str(&m, "cols");
+    mp_u8(&m, 0xc4);
+    mp_u8(&m, 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_DIGEST, (const char *)m.p, m.len, lim, &got, &err),
+              FERRY_EPROTO);
+    ASSERT(contains(err.msg, "cols"));
+    mp_free(&m);
+}
+
+/*
  * The digest request's optional "hash" and "hash_key" (checksum.h): absent
  * is SHA-256 (and not sent for it: a source from before them refuses
  * unknown keys); sent together, a known name and a key of
@@ -2147,6 +2210,7 @@ int main(void)
     test_request_snapshot();
     test_request_changes();
     test_request_digest_coerce();
+    test_request_digest_cols();
     test_request_digest_hash();
     test_request_errors();
     test_errmsg();
