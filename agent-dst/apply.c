@@ -988,10 +988,23 @@ static void describe_key(const struct ferry_table_info *ti, const char *const *n
             w = snprintf(out + off, size - off, "%s%s=%lld", off ? ", " : "", names[i],
                          (long long)v->u.i);
             break;
-        case FERRY_TEXT:
-            w = snprintf(out + off, size - off, "%s%s='%.*s'", off ? ", " : "", names[i],
-                         (int)(v->u.s.n > 40 ? 40 : v->u.s.n), v->u.s.p);
+        case FERRY_TEXT: {
+            /* its first 40 bytes, control bytes (a NUL too) as \xNN: the line stays one */
+            char esc[4 * 40 + 1];
+            size_t e = 0;
+
+            for (size_t j = 0; j < v->u.s.n && j < 40; j++) {
+                unsigned char ch = (unsigned char)v->u.s.p[j];
+
+                if (ch < 0x20 || ch == 0x7f)
+                    e += (size_t)snprintf(esc + e, sizeof(esc) - e, "\\x%02x", ch);
+                else
+                    esc[e++] = (char)ch;
+            }
+            esc[e] = '\0';
+            w = snprintf(out + off, size - off, "%s%s='%s'", off ? ", " : "", names[i], esc);
             break;
+        }
         case FERRY_FLOAT:
             w = snprintf(out + off, size - off, "%s%s=%.17g", off ? ", " : "", names[i], v->u.f);
             break;
@@ -1092,9 +1105,15 @@ static int row_error(struct ferry_applier *a, size_t t, const struct ferry_set *
     return ferry_error_prefix(err, "applying %s (%s)", set->table, key);
 }
 
-/* COPY the set's rows into table (the target itself, or its staging table). */
+/*
+ * COPY the set's rows into table (the target itself, or its staging table).
+ * keys: the set is keys to delete, and a key the target's columns cannot
+ * hold (FERRY_EDATA: a NUL byte or bytes that are not UTF-8 in text) is
+ * left out: no row of the target has it, and refusing it would stop every
+ * later batch behind a delete with nothing to delete.
+ */
 static int pg_copy_set(struct ferry_applier *a, size_t t, const char *table,
-                       const struct ferry_set *set, struct ferry_error *err)
+                       const struct ferry_set *set, int keys, struct ferry_error *err)
 {
     int rc = ferry_db_copy_begin(a->db, table, set->cols, set->ncols, err);
 
@@ -1102,7 +1121,10 @@ static int pg_copy_set(struct ferry_applier *a, size_t t, const char *table,
     for (size_t r = 0; r < set->nrows && !rc && set->copy; r++)
         rc = ferry_db_copy_line(a->db, set->vals[r].u.s.p, set->vals[r].u.s.n, err);
     for (size_t r = 0; r < set->nrows && !rc && !set->copy; r++) {
-        rc = ferry_db_copy_row(a->db, &set->vals[r * set->ncols], err);
+        int fit;
+
+        rc = keys ? ferry_db_copy_row_fit(a->db, &set->vals[r * set->ncols], &fit, err)
+                  : ferry_db_copy_row(a->db, &set->vals[r * set->ncols], err);
         if (rc)
             return row_error(a, t, set, &set->vals[r * set->ncols], err);
     }
@@ -1197,7 +1219,7 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
         rc = ferry_db_exec(a->db, "SAVEPOINT ferry_direct", err);
         if (rc)
             return rc;
-        if (pg_copy_set(a, t, ti->name, set, &e2) == 0) {
+        if (pg_copy_set(a, t, ti->name, set, 0, &e2) == 0) {
             rc = ferry_db_exec(a->db, "RELEASE SAVEPOINT ferry_direct", err);
             if (!rc) {
                 note_sequences(a, t, set);
@@ -1214,7 +1236,7 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
     }
     rc = pg_stage_ready(a, "s", ti->name, &ts->upserts, stage, err);
     if (!rc)
-        rc = pg_copy_set(a, t, stage, set, err);
+        rc = pg_copy_set(a, t, stage, set, 0, err);
     if (!rc)
         rc = check_staged_clash(a, t, ts->upserts.clash, err);
     if (rc)
@@ -1332,6 +1354,12 @@ static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_s
         ferry_stmt_reset(ts->del);
         for (size_t k = 0; k < npk && !rc; k++)
             rc = ferry_stmt_bind(ts->del, (int)k + 1, &key[k], err);
+        if (rc == FERRY_EDATA) {
+            /* a key SQLite cannot hold (a NaN): no row has it (pg_copy_set says why) */
+            ferry_error_clear(err);
+            rc = FERRY_OK;
+            continue;
+        }
         if (!rc)
             rc = ferry_stmt_bind(ts->del, (int)npk + 1, &a->tenant, err);
         if (!rc)
@@ -1427,7 +1455,7 @@ static int pg_apply_deletes(struct ferry_applier *a, size_t t, const struct ferr
     if (!rc)
         rc = pg_stage_ready(a, "x", ti->name, &ts->deletes, stage, err);
     if (!rc)
-        rc = pg_copy_set(a, t, stage, set, err); /* the set is the keys */
+        rc = pg_copy_set(a, t, stage, set, 1, err); /* the set is the keys */
     if (rc)
         return rc;
     ferry_stmt_reset(ts->deletes.run);

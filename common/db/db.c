@@ -276,6 +276,15 @@ int ferry_db_copy_row(struct ferry_db *db, const struct ferry_value *vals, struc
     return db->ops->copy_row(db, vals, err);
 }
 
+int ferry_db_copy_row_fit(struct ferry_db *db, const struct ferry_value *vals, int *fit,
+                          struct ferry_error *err)
+{
+    *fit = 1;
+    if (!db->ops->copy_row_fit)
+        return db->ops->copy_row(db, vals, err);
+    return db->ops->copy_row_fit(db, vals, fit, err);
+}
+
 int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err)
 {
     return db->ops->copy_end(db, rows, err);

@@ -176,6 +176,15 @@ int ferry_db_copy_row(struct ferry_db *db, const struct ferry_value *vals, struc
 int ferry_db_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
 
 /*
+ * ferry_db_copy_row, except for a row the target's columns cannot hold
+ * (what ferry_db_copy_row refuses with FERRY_EDATA: a NUL byte or bytes
+ * that are not UTF-8 going to PostgreSQL text): it is left out, *fit = 0,
+ * and the copy stays open. *fit = 1 for a row loaded.
+ */
+int ferry_db_copy_row_fit(struct ferry_db *db, const struct ferry_value *vals, int *fit,
+                          struct ferry_error *err);
+
+/*
  * PostgreSQL only (FERRY_EINTERNAL elsewhere): COPY text passed through.
  *
  * ferry_db_copy_line: one row, a line of COPY text format (the fields of

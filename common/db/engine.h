@@ -69,6 +69,9 @@ struct ferry_db_ops {
     int (*copy_begin)(struct ferry_db *db, const char *table, const char *const *cols, size_t n,
                       struct ferry_error *err);
     int (*copy_row)(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err);
+    /* optional (NULL: copy_row, every row fits): see ferry_db_copy_row_fit() */
+    int (*copy_row_fit)(struct ferry_db *db, const struct ferry_value *vals, int *fit,
+                        struct ferry_error *err);
     int (*copy_end)(struct ferry_db *db, int64_t *rows, struct ferry_error *err);
     /* optional (PostgreSQL): COPY text in and out, see ferry_db_copy_line() */
     int (*copy_line)(struct ferry_db *db, const char *line, size_t n, struct ferry_error *err);

@@ -1823,7 +1823,10 @@ static int copy_value(struct pg_copy *c, size_t i, const struct ferry_value *v)
     }
 }
 
-static int pg_copy_row(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err)
+/* A row into the open copy; *fit (not NULL): a row that does not fit is left out (pg_copy_row_fit)
+ */
+static int copy_row(struct ferry_db *db, const struct ferry_value *vals, int *fit,
+                    struct ferry_error *err)
 {
     struct pg_db *d = pg_db(db);
     struct pg_copy *c = d->copy;
@@ -1850,6 +1853,11 @@ static int pg_copy_row(struct ferry_db *db, const struct ferry_value *vals, stru
     }
     if (!rc)
         rc = ferry_buf_add(&c->out, "\n", 1);
+    if (rc == FERRY_EDATA && fit) {
+        c->out.len = mark; /* the rows before it stay, whole */
+        *fit = 0;
+        return FERRY_OK;
+    }
     if (rc) {
         const char *col = c->cols[i < c->n ? i : c->n - 1];
 
@@ -1890,6 +1898,18 @@ static int pg_copy_row(struct ferry_db *db, const struct ferry_value *vals, stru
             copy_abandon(d, "ferry could not send a row");
     }
     return rc;
+}
+
+static int pg_copy_row(struct ferry_db *db, const struct ferry_value *vals, struct ferry_error *err)
+{
+    return copy_row(db, vals, NULL, err);
+}
+
+static int pg_copy_row_fit(struct ferry_db *db, const struct ferry_value *vals, int *fit,
+                           struct ferry_error *err)
+{
+    *fit = 1;
+    return copy_row(db, vals, fit, err);
 }
 
 static int pg_copy_end(struct ferry_db *db, int64_t *rows, struct ferry_error *err)
@@ -2388,6 +2408,7 @@ const struct ferry_db_ops ferry_pg_ops = {
     .server_param = pg_server_param,
     .copy_begin = pg_copy_begin,
     .copy_row = pg_copy_row,
+    .copy_row_fit = pg_copy_row_fit,
     .copy_end = pg_copy_end,
     .copy_line = pg_copy_line,
     .copy_out_begin = pg_copy_out_begin,

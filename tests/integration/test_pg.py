@@ -2590,6 +2590,28 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             for what in (r"\bkinds\b", r"\bv\b", r"id=%d\b" % bad, "NUL"):
                 self.assertRegex(cp.stderr, what)
 
+    def test_sqlite_to_pg_unholdable_key_deleted(self):
+        """A SQLite text key with a NUL byte, which PostgreSQL cannot hold:
+        refused (exit 5); once the application deletes that row, the next
+        sync goes on (the delete has nothing to delete on the target, which
+        never held the key) and brings what was written since. Oracle: the
+        source's rows (assertSqliteToPg) and the row written after."""
+        self.sqlite_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url, precreate=False)
+            self.sync("--quiet")
+            ft.on_source(self.src_db, "INSERT INTO settings VALUES (1, 'k' || char(0) || 'x', 1)")
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("NUL", cp.stderr)
+            self.assertIn("key='k\\x00x'", cp.stderr)  # the key whole, its NUL escaped
+            ft.on_source(self.src_db, "DELETE FROM settings WHERE key = 'k' || char(0) || 'x'",
+                         "INSERT INTO settings VALUES (1, 'after', 2)")
+            self.sync("--quiet")
+            self.assertEqual(psql(self.dst_url, "SELECT value FROM settings WHERE team_id = 1 "
+                                                "AND key = 'after'").strip(), "2")
+            self.assertSqliteToPg(self.src_db, self.dst_url)
+
     # -- PG -> SQLite -------------------------------------------------------
 
     def test_pg_to_sqlite(self):
@@ -2615,6 +2637,35 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             for what in (r"\bkinds\b", r"\bf8\b", kid, "NaN"):
                 self.assertRegex(cp.stderr, what)
             self.assertUnchanged(before, self.dst_db, "a refused batch")
+
+    def test_pg_to_sqlite_unholdable_key_deleted(self):
+        """A float8 NaN key, which SQLite cannot hold: refused (exit 5,
+        named); once the application deletes that row, the next sync goes
+        on and brings what was written since. Oracle: the source's rows of
+        the tenant, by SQL on both sides."""
+        self.src_url = createdb("src")
+        psql(self.src_url, CONF_TABLES + """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE readings (k float8 PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id),
+  v float8);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO readings VALUES (1.5, 1, 1), (2.5, 2, 2);
+""")
+        self.write_src(self.src_url)
+        self.install()
+        q = "SELECT k, team_id, v FROM readings WHERE team_id = 1 ORDER BY k"
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            psql(self.src_url, "INSERT INTO readings VALUES ('NaN', 1, 3)")
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("NaN", cp.stderr)
+            psql(self.src_url, "DELETE FROM readings WHERE k = 'NaN'; "
+                               "INSERT INTO readings VALUES (3.5, 1, 4)")
+            self.sync("--quiet")
+            self.assertEqual(ft.query(self.dst_db, q), [(1.5, 1, 1.0), (3.5, 1, 4.0)])
+            self.assertEqual(psql(self.src_url, q).split(), ["1.5|1|1", "3.5|1|4"])
 
 
 if __name__ == "__main__":
