@@ -106,12 +106,18 @@ struct ferry_checksum {
     struct pg_col *pgcol;  /* HASH_PG: one per column */
     unsigned char *coerce; /* NULL, or one enum ferry_coerce per column, not all 0 */
     unsigned char *hide;   /* NULL, or one per column: 1 hashed as NULL (ferry_checksum_only) */
-    int unordered;         /* a walk in key order gave a key the sink cannot check: rows */
-    int small_parent;      /* in_list_hop(): -1 not asked yet, 0 no, 1 yes */
-    int in_order[NSHAPE];  /* Q_SINK_ORDERED's plan by shape: -1 not read, 0 sorts, 1 in order */
-    struct conn *conn;     /* SQLite: the connection's sink state (owned keys), or NULL */
-    int set_parent;        /* set_hop(): -2 not asked yet, -1 none, else the parent */
-    int records;           /* records_keys(): -1 not asked yet, 0 no, 1 yes */
+    /*
+     * PostgreSQL: NULL, or one per key column: 1 when its collation does
+     * not order by bytes (a database made with en_US.UTF-8, an ICU
+     * collation), so that ranges compare it COLLATE "C" (collate_keys)
+     */
+    unsigned char *bytewise;
+    int unordered;        /* a walk in key order gave a key the sink cannot check: rows */
+    int small_parent;     /* in_list_hop(): -1 not asked yet, 0 no, 1 yes */
+    int in_order[NSHAPE]; /* Q_SINK_ORDERED's plan by shape: -1 not read, 0 sorts, 1 in order */
+    struct conn *conn;    /* SQLite: the connection's sink state (owned keys), or NULL */
+    int set_parent;       /* set_hop(): -2 not asked yet, -1 none, else the parent */
+    int records;          /* records_keys(): -1 not asked yet, 0 no, 1 yes */
     struct ferry_buf parent_id, own_id; /* owned_id() of the parent and of the table, once built */
     int by_set;                         /* the last walk's owner check was by a set */
     int alg;                            /* enum ferry_hash */
@@ -1329,6 +1335,98 @@ out:
     return why;
 }
 
+/*
+ * The key columns of a PostgreSQL table whose collation does not order
+ * text by its bytes. The two sides of a verify must put every key in the
+ * same range: SQLite compares text by its bytes (BINARY), and two
+ * PostgreSQL databases may each have their own default collation. Their
+ * ranges then compare such a column COLLATE "C" (bytes), at the price of a
+ * sort where the key's index has the other order. A catalog that cannot
+ * be read leaves the columns as they are (c->bytewise NULL).
+ */
+static const char pg_collated_keys_sql[] =
+    "SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_collation co"
+    " ON co.oid = a.attcollation WHERE a.attrelid = ?::pg_catalog.regclass AND a.attnum > 0"
+    " AND NOT a.attisdropped AND NOT CASE WHEN co.collprovider = 'd' THEN (SELECT %s"
+    " FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())"
+    " ELSE co.collprovider = 'b' OR (co.collprovider = 'c' AND (co.collcollate IN ('C',"
+    " 'POSIX') OR co.collcollate LIKE 'C.%%')) END";
+
+static void collate_keys(struct ferry_checksum *c)
+{
+    /* key types with no collation: no catalog query for them (every digest makes one) */
+    static const char *const plain[] = {"bigint", "integer", "smallint", "uuid",
+                                        "bytea",  "boolean", "date",     "oid"};
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    struct ferry_stmt *st = NULL;
+    struct ferry_error err;
+    struct ferry_buf name, sql;
+    struct ferry_value arg;
+    size_t k = 0;
+    int row = 0;
+
+    for (; k < c->npk; k++) {
+        const char *type = ti->cols[ferry_table_pkcol(ti, k)].type;
+        size_t i = 0;
+
+        while (type && i < sizeof(plain) / sizeof(plain[0]) && strcmp(type, plain[i]) != 0)
+            i++;
+        if (!type || i == sizeof(plain) / sizeof(plain[0]))
+            break;
+    }
+    if (k == c->npk)
+        return;
+    ferry_buf_init(&name, 256);
+    ferry_buf_init(&sql, 2048);
+    if (ferry_buf_add_ident(&name, ti->name) ||
+        ferry_buf_addf(&sql, pg_collated_keys_sql,
+                       ferry_db_server_version(c->db) >= 150000
+                           ? "d.datlocprovider = 'b' OR (d.datlocprovider = 'c' AND"
+                             " (d.datcollate IN ('C', 'POSIX') OR d.datcollate LIKE 'C.%'))"
+                           : "d.datcollate IN ('C', 'POSIX') OR d.datcollate LIKE 'C.%'"))
+        goto out;
+    arg = ferry_value_text(name.data, name.len);
+    if (ferry_db_prepare(c->db, sql.data, &st, &err) || ferry_stmt_bind(st, 1, &arg, &err))
+        goto out;
+    while (ferry_stmt_step(st, &row, &err) == FERRY_OK && row) {
+        struct ferry_value v;
+
+        ferry_stmt_column(st, 0, &v);
+        for (k = 0; k < c->npk && v.type == FERRY_TEXT; k++) {
+            const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+            if (strlen(col) != v.u.s.n || memcmp(col, v.u.s.p, v.u.s.n) != 0)
+                continue;
+            if (!c->bytewise)
+                c->bytewise = calloc(c->npk, 1);
+            if (c->bytewise)
+                c->bytewise[k] = 1;
+        }
+    }
+out:
+    ferry_stmt_free(st);
+    ferry_buf_release(&name);
+    ferry_buf_release(&sql);
+}
+
+/* The key's columns of the row, "_ferry_s".k, ..., each COLLATE "C" where collate_keys says. */
+static int add_keys(struct ferry_checksum *c, struct ferry_buf *b)
+{
+    const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
+    int rc = FERRY_OK;
+
+    if (!c->bytewise)
+        return ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+    for (size_t k = 0; k < c->npk && !rc; k++) {
+        rc = ferry_buf_adds(b, k ? ", \"_ferry_s\"." : "\"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(b, ti->cols[ferry_table_pkcol(ti, k)].name);
+        if (!rc && c->bytewise[k])
+            rc = ferry_buf_adds(b, " COLLATE pg_catalog.\"C\"");
+    }
+    return rc;
+}
+
 void ferry_checksum_free(struct ferry_checksum *c)
 {
     if (!c)
@@ -1342,6 +1440,7 @@ void ferry_checksum_free(struct ferry_checksum *c)
     pgcol_free(c);
     free(c->coerce);
     free(c->hide);
+    free(c->bytewise);
     free(c->tenant_bytes);
     for (size_t i = 0; c->masks && i < c->scope->tables[c->t].info.ncols; i++)
         free(c->masks[i]);
@@ -1405,6 +1504,8 @@ int ferry_checksum_new(struct ferry_db *db, const struct ferry_scope *s, size_t 
             return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         }
     }
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG)
+        collate_keys(c);
     if (ferry_db_engine(db) == FERRY_ENGINE_PG && pg_in_sql_wanted()) {
         struct ferry_error perr;
         const char *why;
@@ -2019,7 +2120,7 @@ static int add_bound_at(struct ferry_checksum *c, struct ferry_buf *b, const cha
     int rc = ferry_buf_adds(b, c->npk > 1 ? " AND (" : " AND ");
 
     if (!rc)
-        rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+        rc = add_keys(c, b);
     if (!rc)
         rc = ferry_buf_addf(b, c->npk > 1 ? ") %s (" : " %s ", op);
     for (size_t k = 0; k < c->npk && !rc; k++)
@@ -2079,7 +2180,7 @@ static int build_sink_sql(struct ferry_checksum *c, int q, int shape, struct fer
                             bounds.len ? bounds.data : "");
     /* the key: read from the row's values, unless a mask hides one of its columns there */
     if (!rc && sink_sep(c))
-        rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+        rc = add_keys(c, b);
     for (size_t i = 0; i < ti->ncols && !rc; i++) {
         if (i || sink_sep(c))
             rc = ferry_buf_adds(b, ", ");
@@ -2091,7 +2192,7 @@ static int build_sink_sql(struct ferry_checksum *c, int q, int shape, struct fer
     if (!rc && q == Q_SINK_ORDERED) {
         rc = ferry_buf_adds(b, " ORDER BY ");
         if (!rc)
-            rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+            rc = add_keys(c, b);
     }
     ferry_buf_release(&eqs);
     ferry_buf_release(&last);
@@ -2109,7 +2210,7 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
     rc = ferry_buf_adds(b, "SELECT ");
 
     if (q == Q_ANY) {
-        rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+        rc = add_keys(c, b);
     } else if (q == Q_SUM) {
         /* HASH_PG only: the sum as numeric text, reduced modulo 2^64 here */
         rc = ferry_buf_adds(b, "pg_catalog.count(*), pg_catalog.sum(");
@@ -2118,14 +2219,14 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
         if (!rc)
             rc = ferry_buf_adds(b, ")::text");
     } else if (c->in_sql == HASH_PG) {
-        rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+        rc = add_keys(c, b);
         if (!rc)
             rc = ferry_buf_adds(b, ", ");
         if (!rc)
             rc = add_pg_hash(c, b);
     } else {
         if (c->in_sql == HASH_SQLITE) {
-            rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+            rc = add_keys(c, b);
             if (!rc)
                 rc = ferry_buf_addf(b, ", " ROWHASH_FN "(X'%02x", (unsigned)c->alg);
             for (size_t i = 0; i < FERRY_HASH_KEY_SIZE && !rc; i++)
@@ -2159,7 +2260,7 @@ static int build_sql(struct ferry_checksum *c, int q, int shape, struct ferry_bu
     if (!rc && q == Q_ORDERED) {
         rc = ferry_buf_adds(b, " ORDER BY ");
         if (!rc)
-            rc = ferry_scope_keylist(c->scope, c->t, "\"_ferry_s\".", b);
+            rc = add_keys(c, b);
     }
     if (!rc && q == Q_ANY)
         rc = ferry_buf_adds(b, " LIMIT 1");
