@@ -1400,6 +1400,24 @@ static int pg_prepare_del_stage(struct ferry_applier *a, size_t t, struct ferry_
     ferry_buf_init(&stage, 1024);
     ferry_buf_init(&match, SQL_MAX);
     rc = ferry_scope_keymatch(&match, ti, "\"_o\".", "\"_s\".");
+    /*
+     * Only an identical key: from a PostgreSQL source, the delete of numeric
+     * 0.10 after its row's key became 0.1 (upserted before it, ON CONFLICT
+     * giving the row the new text) is of a key the target no longer holds.
+     */
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc && a->src_pg; k++) {
+        const char *col = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        if (ferry_scope_pg_key_exact(ti->cols[ferry_table_pkcol(ti, k)].type))
+            continue;
+        for (int side = 0; side < 2 && !rc; side++) {
+            rc = ferry_buf_adds(&match, side ? " = \"_s\"." : " AND \"_o\".");
+            if (!rc)
+                rc = ferry_buf_add_ident(&match, col);
+            if (!rc)
+                rc = ferry_buf_adds(&match, "::pg_catalog.text COLLATE pg_catalog.\"C\"");
+        }
+    }
     if (!rc)
         rc = ferry_scope_keylist(a->scope, t, "", &sql);
     if (rc) {

@@ -1507,16 +1507,47 @@ static int pg_add_key_left(struct ferry_buf *b, const struct ferry_scope *s, siz
     return rc ? rc : add_keymap_delete_if(b, ti, "OLD.", 1);
 }
 
+/*
+ * " OR OLD.k::text COLLATE "C" IS DISTINCT FROM NEW.k::text COLLATE "C" ..."
+ * for the key columns whose type's equality is not identity
+ * (ferry_scope_pg_key_exact): an update from numeric 0.10 to 0.1 (or
+ * interval '1 day' to '24 hours', citext 'A' to 'a') keeps the key equal
+ * for PostgreSQL, but a target that holds the text (SQLite) holds another
+ * key. Nothing for types equal only when identical.
+ */
+static int add_key_retexted(struct ferry_buf *b, const struct ferry_table_info *ti)
+{
+    int rc = FERRY_OK;
+
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        const struct ferry_column *col = &ti->cols[ferry_table_pkcol(ti, k)];
+
+        if (ferry_scope_pg_key_exact(col->type))
+            continue;
+        for (int side = 0; side < 2 && !rc; side++) {
+            rc = ferry_buf_adds(b, side ? " IS DISTINCT FROM NEW." : " OR OLD.");
+            if (!rc)
+                rc = ferry_buf_add_ident(b, col->name);
+            if (!rc)
+                rc = ferry_buf_adds(b, "::pg_catalog.text COLLATE pg_catalog.\"C\"");
+        }
+    }
+    return rc;
+}
+
 static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size_t t)
 {
     const struct ferry_table_info *ti = &s->tables[t].info;
-    struct ferry_buf moved;
+    struct ferry_buf moved, retexted;
     int rc;
 
     ferry_buf_init(&moved, 64 * 1024);
+    ferry_buf_init(&retexted, 64 * 1024);
     rc = pg_add_lock_parent(b, s, t, 1);
     if (!rc)
         rc = add_key_changed(&moved, ti, " IS DISTINCT FROM ");
+    if (!rc)
+        rc = add_key_retexted(&retexted, ti);
     if (!rc)
         rc = ferry_buf_adds(b, "SELECT ");
     if (!rc)
@@ -1531,11 +1562,11 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
         rc = pg_add_freeze_check(b, 1, 1);
     if (!rc)
         rc = add_touch_children(b, s, t, 1);
-    /* gone from its tenant: moved to another (or none), or its key changed */
+    /* gone from its tenant: moved to another (or none), or its key changed (its text too) */
     if (!rc)
         rc = ferry_buf_addf(
-            b, "IF " PG_OT " IS NOT NULL AND (" PG_OT " IS DISTINCT FROM " PG_O " OR %s) THEN\n",
-            moved.data);
+            b, "IF " PG_OT " IS NOT NULL AND (" PG_OT " IS DISTINCT FROM " PG_O " OR %s%s) THEN\n",
+            moved.data, retexted.len ? retexted.data : "");
     if (!rc)
         rc = pg_add_log(b, s, t, "D", PG_OT, "OLD.");
     if (!rc)
@@ -1566,6 +1597,7 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
     if (!rc)
         rc = add_orphan_adopt(b, s, t, 1);
     ferry_buf_release(&moved);
+    ferry_buf_release(&retexted);
     return rc;
 }
 
@@ -1952,11 +1984,14 @@ static int pg_drop(struct ferry_db *db, const char *trig, const char *tables,
  * (pg_add_partition_triggers); on SQLite, a row that REPLACE deleted gets
  * its tenant's 'D' (add_refresh_new). 6: on SQLite, a row that REPLACE
  * deleted through another UNIQUE index gets its tenant's 'D' too
- * (sqlite_replace_sql).
+ * (sqlite_replace_sql). 7: on PostgreSQL, an update that keeps a key equal
+ * but changes its text (numeric 0.10 to 0.1) logs a 'D' for the old text
+ * (add_key_retexted).
  */
-#define CAPTURE_VERSION 6
-/* The last version that changed PostgreSQL's capture: older ones get the warning there */
-#define CAPTURE_VERSION_PG 5
+#define CAPTURE_VERSION 7
+/* The last versions that changed each engine's capture: older ones get the warning there */
+#define CAPTURE_VERSION_PG 7
+#define CAPTURE_VERSION_SQLITE 6
 
 /*
  * Install notes the waiting children again from the data (add_orphan_note's
@@ -3346,7 +3381,8 @@ static int check_version(struct ferry_db *db, struct ferry_error *err)
         rc = ferry_db_query_int(db, "SELECT COALESCE(max(version), 0) FROM _ferry_capture", NULL, 0,
                                 &version, err);
     if (rc || warned ||
-        version >= (ferry_db_engine(db) == FERRY_ENGINE_PG ? CAPTURE_VERSION_PG : CAPTURE_VERSION))
+        version >=
+            (ferry_db_engine(db) == FERRY_ENGINE_PG ? CAPTURE_VERSION_PG : CAPTURE_VERSION_SQLITE))
         return rc;
     warned = 1;
     log_warn("change capture was installed by an older ferry-src (capture version %" PRId64

@@ -1648,6 +1648,8 @@ static int owned_by_key(struct ferry_producer *p, const struct ferry_value *tv, 
     size_t npk = ferry_table_npk(ti);
     struct ferry_stmt *st = NULL;
     struct ferry_buf sql;
+    size_t retext[FERRY_MAX_KEY_COLS]; /* key columns also matched by their text */
+    size_t nretext = 0;
     int row = 0, rc;
 
     ferry_buf_init(&sql, SQL_MAX);
@@ -1658,6 +1660,25 @@ static int owned_by_key(struct ferry_producer *p, const struct ferry_value *tv, 
             rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
         if (!rc)
             rc = ferry_buf_adds(&sql, " = ?");
+    }
+    /*
+     * On PostgreSQL a key of a type whose equal values can differ in text
+     * (numeric 0.10 and 0.1) is found by its text too: the row whose key
+     * became 0.1 has its own change, and 0.10 is gone (a tombstone).
+     */
+    for (size_t k = 0; k < npk && !rc && ferry_db_engine(p->db) == FERRY_ENGINE_PG; k++) {
+        const struct ferry_column *col = &ti->cols[ferry_table_pkcol(ti, k)];
+
+        if (ferry_scope_pg_key_exact(col->type))
+            continue;
+        rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, col->name);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, "::pg_catalog.text COLLATE pg_catalog.\"C\" = "
+                                      "?::pg_catalog.text COLLATE pg_catalog.\"C\"");
+        if (!rc)
+            retext[nretext++] = k;
     }
     if (rc)
         rc = ferry_error_set(err, rc, "cannot build SQL");
@@ -1674,6 +1695,9 @@ static int owned_by_key(struct ferry_producer *p, const struct ferry_value *tv, 
         rc = bind_tenant(st, tv, 1, err);
         for (size_t k = 0; k < nk && !rc; k++)
             rc = ferry_stmt_bind(st, 2 + (int)k, &key[k], err);
+        for (size_t j = 0; j < nretext && !rc; j++)
+            rc = retext[j] < nk ? ferry_stmt_bind(st, 2 + (int)(nk + j), &key[retext[j]], err)
+                                : FERRY_OK;
         if (!rc)
             rc = ferry_stmt_step(st, &row, err);
         if (!rc && row) {

@@ -742,6 +742,34 @@ int ferry_scope_keymap(struct ferry_buf *b, const char *table)
     return ferry_scope_add_objname(b, "k", table);
 }
 
+int ferry_scope_pg_key_exact(const char *type)
+{
+    static const char *const exact[] = {"smallint",
+                                        "integer",
+                                        "bigint",
+                                        "oid",
+                                        "uuid",
+                                        "boolean",
+                                        "bytea",
+                                        "real",
+                                        "double precision",
+                                        "date",
+                                        "timestamp without time zone",
+                                        "timestamp with time zone",
+                                        "text",
+                                        "character varying",
+                                        "character"};
+
+    for (size_t i = 0; type && i < sizeof(exact) / sizeof(exact[0]); i++) {
+        size_t n = strlen(exact[i]);
+
+        /* with a typmod: character varying(20), timestamp(3) with time zone */
+        if (strncmp(type, exact[i], n) == 0 && (type[n] == '\0' || type[n] == '('))
+            return 1;
+    }
+    return type && (strncmp(type, "timestamp(", 10) == 0);
+}
+
 int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti, const char *lhs,
                          const char *rhs)
 {

@@ -148,6 +148,19 @@ int ferry_scope_root_hop(const struct ferry_scope *s, const char *ctx, const str
 /* Append the quoted name of table's key map (capture.c): "_ferry_k_<table>". */
 int ferry_scope_keymap(struct ferry_buf *b, const char *table);
 
+/*
+ * Whether two values of a PostgreSQL key column of type type (as
+ * format_type() writes it) that PostgreSQL finds equal always have the
+ * same text in ferry's sessions: integers, uuid, boolean, bytea, floats
+ * (0 and -0, equal, are left to be one key: SQLite cannot tell them apart),
+ * dates and timestamps, text and character types. Not numeric (0.10 =
+ * 0.1), interval ('1 day' = '24 hours'), citext, nor any other: an update
+ * to an equal key of another text is then a key change (capture logs the
+ * old key's delete, the changes endpoint finds a key only by its text, a
+ * PostgreSQL target deletes only an identical key). NULL: not exact.
+ */
+int ferry_scope_pg_key_exact(const char *type);
+
 /* Append lhs"k1" = rhs"k1" AND ... over the key columns of ti. */
 int ferry_scope_keymatch(struct ferry_buf *b, const struct ferry_table_info *ti, const char *lhs,
                          const char *rhs);

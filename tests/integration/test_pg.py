@@ -2722,6 +2722,52 @@ INSERT INTO words SELECT w || lpad(i::text, 4, '0'), 1 + (i % 3 = 0)::int, i
                 self.assertEqual([(d["table"], d["kind"], d["key"]) for d in rep["differences"]],
                                  [("words", "differs", {"k": "Zebra0011"})], target)
 
+    def test_key_equal_with_other_text(self):
+        """An update that keeps a numeric key equal for PostgreSQL but
+        changes its text (0.10 to 0.1): a SQLite target, which holds the
+        key as its text, loses the old one (the capture logs its 'D', the
+        changes endpoint finds 0.10 gone), and a PostgreSQL target takes
+        the new text and keeps the row (it deletes only an identical key).
+        Oracle: the source's docs by SQL on each target; verify equal on
+        both."""
+        self.src_url = createdb("src")
+        psql(self.src_url, DOCS_SCHEMA + CONF_TABLES + """
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO docs VALUES (0.10, 1, 'a'), (2.50, 1, 'b'), (3, 1, 'c'), (0.20, 2, 'other');
+INSERT INTO pages VALUES (1, 3, 'p1'), (2, 0.20, 'p2');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        q = "SELECT id::text, title FROM docs WHERE team_id = 1 ORDER BY id"
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            pg_dst = createdb("dstk")
+            psql(pg_dst, DOCS_SCHEMA)
+            # a second target, PostgreSQL, with a config and state of its own
+            sqlite_conf, sqlite_db = self.path("dst-sqlite.conf"), self.dst_db
+            with open(self.dst_conf) as f, open(sqlite_conf, "w") as out:
+                out.write(f.read())
+            self.make_target(srv.url, tenant=1, db=pg_dst)
+            with open(self.dst_conf) as f:
+                conf = f.read().replace("state = " + self.state, "state = " + self.state + "-pg")
+            pg_conf = self.path("dst-pg.conf")
+            with open(pg_conf, "w") as f:
+                f.write(conf)
+            self.dst_conf = pg_conf
+            self.sync("--quiet")
+            psql(self.src_url, "BEGIN; UPDATE docs SET id = 0.1 WHERE id = 0.10; "
+                               "UPDATE docs SET id = 2.5, title = 'b2' WHERE id = 2.50; COMMIT")
+            self.assertEqual(psql(self.src_url, q).split(), ["0.1|a", "2.5|b2", "3|c"])
+            for conf in (sqlite_conf, pg_conf):
+                self.dst_conf = conf
+                self.sync("--quiet")
+                cp = ft.run_dst(["verify", "--config", conf])
+                self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertEqual(ft.query(sqlite_db, "SELECT id, title FROM docs ORDER BY id"),
+                             [("0.1", "a"), ("2.5", "b2"), ("3", "c")])
+            self.assertEqual(psql(pg_dst, q).split(), ["0.1|a", "2.5|b2", "3|c"])
+
 
 if __name__ == "__main__":
     start_cluster()
