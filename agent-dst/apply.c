@@ -457,8 +457,8 @@ static int pg_setup(struct ferry_applier *a, struct ferry_error *err)
 
 /* ferry_applier_open's work, on db when given (owned from here on), else on url opened here */
 static int applier_open(const char *url, struct ferry_db *db, const struct ferry_manifest *m,
-                        const char *tenant, int dry_run, struct ferry_applier **out,
-                        struct ferry_error *err)
+                        const char *tenant, int dry_run, const unsigned char *copied,
+                        struct ferry_applier **out, struct ferry_error *err)
 {
     struct ferry_applier *a = calloc(1, sizeof(*a));
     struct ferry_table_info *copy = NULL;
@@ -558,7 +558,15 @@ static int applier_open(const char *url, struct ferry_db *db, const struct ferry
             continue;
         }
         a->st[t].copy_text = a->pg && a->src_pg;
-        if (dry_run)
+        for (size_t i = 0; copied && i < m->ntables && !rc; i++)
+            if (copied[i] && strcmp(m->tables[i].name, ti->name) == 0)
+                rc = ferry_error_set(err, FERRY_ESCHEMA,
+                                     "target table %s is missing, but the state records its "
+                                     "copy: the target database was replaced or emptied; point "
+                                     "[target] database back at the copy, or copy again with a "
+                                     "fresh [target] state directory",
+                                     ti->name);
+        if (dry_run || rc)
             continue;
         ferry_buf_reset(&sql);
         if (create_sql(a, ti, &sql)) {
@@ -591,15 +599,17 @@ fail:
 }
 
 int ferry_applier_open(const char *url, const struct ferry_manifest *m, const char *tenant,
-                       int dry_run, struct ferry_applier **out, struct ferry_error *err)
+                       int dry_run, const unsigned char *copied, struct ferry_applier **out,
+                       struct ferry_error *err)
 {
-    return applier_open(url, NULL, m, tenant, dry_run, out, err);
+    return applier_open(url, NULL, m, tenant, dry_run, copied, out, err);
 }
 
 int ferry_applier_open_db(struct ferry_db *db, const char *url, const struct ferry_manifest *m,
-                          const char *tenant, struct ferry_applier **out, struct ferry_error *err)
+                          const char *tenant, const unsigned char *copied,
+                          struct ferry_applier **out, struct ferry_error *err)
 {
-    return applier_open(url, db, m, tenant, 0, out, err);
+    return applier_open(url, db, m, tenant, 0, copied, out, err);
 }
 
 /* ---- PostgreSQL upserts through a staging table ---- */

@@ -30,17 +30,23 @@ struct ferry_apply_counts {
  * scope of manifest m (copied: m may be freed after). Creates tables that do
  * not exist; refuses (FERRY_ESCHEMA) a table whose columns differ from the
  * source's. With dry_run, nothing is created or written: only checks.
+ * copied: NULL, or one byte per table of m, 1 for a table the state records
+ * as copied here: when it is missing, the target database was replaced or
+ * emptied since, and it is refused (FERRY_ESCHEMA) rather than created
+ * empty for the deltas alone.
  * *out owned, free with ferry_applier_close.
  */
 int ferry_applier_open(const char *url, const struct ferry_manifest *m, const char *tenant,
-                       int dry_run, struct ferry_applier **out, struct ferry_error *err);
+                       int dry_run, const unsigned char *copied, struct ferry_applier **out,
+                       struct ferry_error *err);
 /*
  * The same, not a dry run, on the target database of url already open
  * (db, the applier's from the call on, also when it fails): a delta run
  * opens it while its manifest is on the way.
  */
 int ferry_applier_open_db(struct ferry_db *db, const char *url, const struct ferry_manifest *m,
-                          const char *tenant, struct ferry_applier **out, struct ferry_error *err);
+                          const char *tenant, const unsigned char *copied,
+                          struct ferry_applier **out, struct ferry_error *err);
 void ferry_applier_close(struct ferry_applier *a);
 
 /*

@@ -200,12 +200,18 @@ static int cmd_keygen(const struct opts *o, struct ferry_error *err)
     return rc;
 }
 
+/*
+ * Each command and the options it takes besides --config, --quiet,
+ * --verbose and --help (getopt_long's codes): any other is refused, so
+ * that `cutover --dry-run` does not cut over.
+ */
 static const struct {
     const char *name;
     int (*fn)(const struct opts *o, struct ferry_error *err);
+    const char *takes;
 } commands[] = {
-    {"sync", cmd_sync},     {"status", cmd_status},   {"keygen", cmd_keygen},
-    {"verify", cmd_verify}, {"cutover", cmd_cutover}, {"follow", cmd_follow},
+    {"sync", cmd_sync, "n"},       {"status", cmd_status, "j"},     {"keygen", cmd_keygen, "ob"},
+    {"verify", cmd_verify, "rkj"}, {"cutover", cmd_cutover, "tfj"}, {"follow", cmd_follow, "ij"},
 };
 
 int main(int argc, char **argv)
@@ -230,6 +236,7 @@ int main(int argc, char **argv)
     struct ferry_error err;
     struct opts o;
     const char *cmd;
+    char given[32] = ""; /* the options' codes, once each */
     int c, rc;
 
     memset(&o, 0, sizeof(o));
@@ -249,6 +256,8 @@ int main(int argc, char **argv)
     }
     optind = 2;
     while ((c = getopt_long(argc, argv, "c:nqvh", longopts, NULL)) != -1) {
+        if (c > 0 && c != '?' && !strchr(given, c) && strlen(given) + 1 < sizeof(given))
+            given[strlen(given)] = (char)c;
         switch (c) {
         case 'c':
             o.config = optarg;
@@ -307,6 +316,19 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(cmd, commands[i].name) != 0)
             continue;
+        for (const char *g = given; *g; g++) {
+            const struct option *lo = longopts;
+
+            if (strchr("cqvh", *g) || strchr(commands[i].takes, *g))
+                continue;
+            while (lo->name && lo->val != *g)
+                lo++;
+            fprintf(stderr,
+                    "ferry-dst: %s does not take --%s (ferry-dst --help lists each "
+                    "command's options)\n",
+                    cmd, lo->name ? lo->name : "?");
+            return 2;
+        }
         ferry_crypto_init();
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rc = commands[i].fn(&o, &err);

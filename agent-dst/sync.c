@@ -906,7 +906,7 @@ static int dry_run(struct run *r, struct ferry_error *err)
     int64_t total = 0;
     int rc;
 
-    rc = ferry_applier_open(r->cfg->target.database, r->manifest, r->cfg->target.tenant, 1,
+    rc = ferry_applier_open(r->cfg->target.database, r->manifest, r->cfg->target.tenant, 1, NULL,
                             &r->applier, err);
     if (rc)
         return rc;
@@ -1021,6 +1021,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     struct ferry_state_reached final;
     struct prep prep;
     pthread_t closer;
+    unsigned char *copied = NULL; /* streaming: the manifest's tables copied here */
     int closing = 0, finished = 0, prepping = 0;
     int64_t seen;
     int rc;
@@ -1083,15 +1084,22 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         if (rc)
             goto end;
     }
+    /* the tables copied before must be there still (the target was not replaced) */
+    if (!r.idle && r.meta.phase == FERRY_PHASE_STREAMING) {
+        copied = calloc(r.manifest->ntables ? r.manifest->ntables : 1, 1);
+        for (size_t i = 0; copied && i < r.manifest->ntables; i++)
+            copied[i] = (unsigned char)copy_done(&r, r.manifest->tables[i].name);
+    }
     if (!r.idle && prep.db)
         rc = ferry_applier_open_db(prep.db, cfg->target.database, r.manifest, cfg->target.tenant,
-                                   &r.applier, err);
+                                   copied, &r.applier, err);
     else if (!r.idle)
-        rc = ferry_applier_open(cfg->target.database, r.manifest, cfg->target.tenant, 0, &r.applier,
-                                err);
+        rc = ferry_applier_open(cfg->target.database, r.manifest, cfg->target.tenant, 0, copied,
+                                &r.applier, err);
     else
         ferry_db_close(prep.db); /* idle: not needed after all */
     prep.db = NULL;
+    free(copied);
     if (!rc && !prepping && ferry_state_run_begin(r.state, &run, err)) {
         rc = err->code;
         run.id = 0; /* not recorded */

@@ -1019,8 +1019,8 @@ static int repair(struct vrun *r, struct ferry_error *err)
     size_t *idx = NULL;
     int rc;
 
-    rc = ferry_applier_open(r->cfg->target.database, r->manifest, r->cfg->target.tenant, 0, &ap,
-                            err);
+    rc = ferry_applier_open(r->cfg->target.database, r->manifest, r->cfg->target.tenant, 0, NULL,
+                            &ap, err);
     if (rc)
         return rc;
     idx = calloc(r->cur.n ? r->cur.n : 1, sizeof(*idx));

@@ -105,10 +105,31 @@ static int check_masks(struct ferry_producer *p, struct ferry_error *err)
             break;
         }
         for (size_t c = 0; c < p->scope->tables[t].info.ncols; c++)
-            found |= strcmp(p->scope->tables[t].info.cols[c].name, m->column) == 0;
+            if (strcmp(p->scope->tables[t].info.cols[c].name, m->column) == 0)
+                found = p->scope->tables[t].info.cols[c].pk ? 2 : 1;
         if (!found) {
             rc = ferry_error_set(err, FERRY_ECONFIG, "[mask] %s.%s: table %s has no column %s",
                                  m->table, m->column, m->table, m->column);
+            break;
+        }
+        /*
+         * Rows are addressed by their key (pages resume after the last key
+         * sent, deltas and repair look keys up) and owned through their
+         * foreign keys: a masked one would lose rows on the way.
+         */
+        for (size_t f = 0; f < p->scope->tables[t].info.nfks && found == 1; f++)
+            for (size_t c = 0; c < p->scope->tables[t].info.fks[f].ncols; c++)
+                if (strcmp(p->scope->tables[t].info.fks[f].cols[c], m->column) == 0 &&
+                    ferry_scope_find(p->scope, p->scope->tables[t].info.fks[f].parent) >= 0)
+                    found = 3;
+        if (found > 1) {
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "[mask] %s.%s: %s is %s, by which ferry finds and owns rows: a "
+                                 "mask there would lose rows; remove it from %s",
+                                 m->table, m->column, m->column,
+                                 found == 2 ? "in the table's primary key"
+                                            : "in a foreign key to the scope",
+                                 p->cfg->path ? p->cfg->path : "the config");
             break;
         }
         ferry_buf_reset(&sql);

@@ -86,6 +86,50 @@ class BadInputTest(ft.FerryTestCase):
             cp = ft.run_src(cmd + ["--config", self.src_conf], timeout=30)
             self.assertExit(cp, 2, "databse")
 
+    def test_option_a_command_does_not_take(self):
+        """An option another command takes is refused (exit 2), before
+        anything runs: `cutover --dry-run` must not cut over, `verify
+        --repair --dry-run` must not repair. Oracle: the target and its
+        state are never created."""
+        conf = self.path("dst.conf")
+        with open(conf, "w") as f:
+            f.write("[target]\ndatabase = sqlite://%s\nstate = %s\ntenant = 1\n\n"
+                    "[source]\nurl = http://127.0.0.1:1\n"
+                    % (self.path("dst.db"), self.path("state")))
+        for args, opt in ((["cutover", "--dry-run", "--then", "touch %s" % self.path("hook")],
+                           "--dry-run"),
+                          (["verify", "--repair", "--dry-run"], "--dry-run"),
+                          (["sync", "--repair"], "--repair"),
+                          (["status", "--force"], "--force"),
+                          (["follow", "--interval", "1", "--then", "x"], "--then")):
+            cp = ft.run_dst(args + ["--config", conf])
+            self.assertExit(cp, 2, "%s does not take %s" % (args[0], opt))
+        for made in ("dst.db", "state", "hook"):
+            self.assertFalse(os.path.exists(self.path(made)), made)
+
+    def test_target_replaced_after_the_copy(self):
+        """The target database moved away (or dropped and made anew) after
+        the copy: the next sync with changes pending refuses it (exit 5,
+        saying what to do) instead of recreating its tables empty for the
+        deltas alone; with the copy back in place, the sync goes on. Oracle:
+        the tenant's rows in the source (assertTenantCopy)."""
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            os.rename(self.dst_db, self.path("moved.db"))
+            ft.on_source(self.src_db, "UPDATE posts SET body = 'after the move'")
+            cp = self.sync("--quiet", expect=None)
+            self.assertExit(cp, 5, "the state records its copy", "fresh [target] state")
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM sqlite_master WHERE "
+                                                   "type = 'table' AND name = 'posts'"), [(0,)])
+            for made in (self.dst_db, self.dst_db + "-wal", self.dst_db + "-shm"):
+                if os.path.exists(made):
+                    os.remove(made)
+            os.rename(self.path("moved.db"), self.dst_db)
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_missing_tenant(self):
         conf = self.path("dst.conf")
         with open(conf, "w") as f:
