@@ -69,6 +69,13 @@ int ferry_applier_fk_check(struct ferry_applier *a, int64_t *violations, struct 
 int ferry_applier_analyze(struct ferry_applier *a, size_t *analyzed, struct ferry_error *err);
 
 /*
+ * *holds: 1 when the target's root table has the tenant's row already (a
+ * copy made before, with a state since lost). The scope's first table is
+ * its root.
+ */
+int ferry_applier_holds_tenant(struct ferry_applier *a, int *holds, struct ferry_error *err);
+
+/*
  * 1 when table can take a PostgreSQL source's snapshot rows as COPY text:
  * the target is PostgreSQL and each column has the source's declared type.
  */

@@ -459,6 +459,15 @@ void ferry_state_close(struct ferry_state *st)
     free(st);
 }
 
+/* The error of a state that cannot be trusted: what to do about it. */
+static int damaged(const char *dir, const char *why, struct ferry_error *err)
+{
+    return ferry_error_set(err, FERRY_EDATA,
+                           "state %s is damaged (%s): restore it from a backup, or copy again "
+                           "with a fresh [target] state directory, then ferry-dst verify --repair",
+                           dir, why);
+}
+
 int ferry_state_open(const char *dir, int flags, struct ferry_state **out, struct ferry_error *err)
 {
     int readonly = (flags & FERRY_STATE_READONLY) != 0;
@@ -508,6 +517,11 @@ int ferry_state_open(const char *dir, int flags, struct ferry_state **out, struc
             goto out;
         }
     }
+    /* LMDB makes a new state of an empty file: one that was a state once is not trusted */
+    if (stat(path, &sb) == 0 && sb.st_size == 0) {
+        rc = damaged(dir, "its data.mdb is empty", err);
+        goto out;
+    }
 
     /* Lock before LMDB is touched, so two writers never race on creation. */
     if (!readonly) {
@@ -534,6 +548,18 @@ int ferry_state_open(const char *dir, int flags, struct ferry_state **out, struc
         else
             rc = mdb_fail(dir, rc, "open the environment", err);
         goto out;
+    }
+    {
+        /* pages past the file's end would be read through the map: SIGBUS */
+        MDB_envinfo info;
+        MDB_stat ms;
+
+        if (mdb_env_info(st->env, &info) == 0 && mdb_env_stat(st->env, &ms) == 0 &&
+            stat(path, &sb) == 0 &&
+            (uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize) {
+            rc = damaged(dir, "its data.mdb is shorter than its last page", err);
+            goto out;
+        }
     }
     if (!readonly) {
         int dead;

@@ -1109,6 +1109,18 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     r.prog = ferry_progress_open(cfg->target.state, run.kind, run.id, cfg->target.tenant,
                                  r.meta.hwm, opts->quiet);
     if (r.meta.phase == FERRY_PHASE_NEW) {
+        int holds = 0;
+
+        /*
+         * A copy over the tenant's rows of an earlier one (its state lost or
+         * made anew): upserts leave the rows deleted on the source since.
+         */
+        if (ferry_applier_holds_tenant(r.applier, &holds, err) == FERRY_OK && holds)
+            log_warn("target already holds tenant %s (copied before, with a state since lost?): "
+                     "the copy leaves there what the source deleted meanwhile; run ferry-dst "
+                     "verify --repair --config %s after it",
+                     cfg->target.tenant, cfg->path);
+        ferry_error_clear(err);
         /* The head comes first: whatever is written during the copy is in the deltas. */
         snprintf(r.meta.tenant, sizeof(r.meta.tenant), "%s", cfg->target.tenant);
         snprintf(r.meta.source, sizeof(r.meta.source), "%s", cfg->source.url);

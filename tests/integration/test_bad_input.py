@@ -6,6 +6,7 @@ clear error, changes nothing, and the server keeps answering."""
 import os
 import random
 import sqlite3
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -128,6 +129,37 @@ class BadInputTest(ft.FerryTestCase):
                     os.remove(made)
             os.rename(self.path("moved.db"), self.dst_db)
             self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
+    def test_state_lost_after_the_copy(self):
+        """The state directory lost (deleted, or its data.mdb emptied) after
+        a copy: an emptied one is refused as damaged (exit 5); a new one
+        copies again, warning that the target already holds the tenant and
+        that what the source deleted meanwhile stays until verify --repair,
+        which then makes the target equal. Oracle: the row deleted on the
+        source, and the tenant's rows (assertTenantCopy)."""
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            gone = ft.query(self.src_db, "SELECT min(p.id) FROM posts p JOIN channels c ON "
+                                         "c.id = p.channel_id WHERE c.team_id = 1")[0][0]
+            ft.on_source(self.src_db, "DELETE FROM reactions WHERE post_id = %d" % gone,
+                         "DELETE FROM posts WHERE id = %d" % gone)
+            with open(os.path.join(self.state, "data.mdb"), "w"):
+                pass
+            cp = self.sync("--quiet", expect=None)
+            self.assertExit(cp, 5, "is damaged", "its data.mdb is empty")
+            cp = ft.run_dst(["status", "--config", self.dst_conf])
+            self.assertExit(cp, 5, "is damaged")
+            subprocess.run(["rm", "-rf", self.state], check=True)
+            cp = self.sync()
+            self.assertIn("target already holds tenant 1", cp.stderr)
+            self.assertIn("verify --repair", cp.stderr)
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM posts WHERE id = %d"
+                                      % gone), [(1,)])
+            cp = ft.run_dst(["verify", "--repair", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
     def test_missing_tenant(self):

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static char dir[600];
 
@@ -678,6 +679,43 @@ static void test_bad_records(void)
     ferry_state_close(st);
 }
 
+/*
+ * A data.mdb cut short: empty (LMDB would make a new state of it, and a
+ * sync would copy again over the old target without a word), or shorter
+ * than its last page (read through the map: SIGBUS). Both refused as
+ * damaged, saying what to do. Oracle: the file's own size, set here.
+ */
+static void test_truncated(void)
+{
+    char tdir[700], path[760];
+    struct ferry_error err = {0};
+    struct ferry_state *st = NULL;
+
+    snprintf(tdir, sizeof(tdir), "%s/cut", test_tmpdir("test_state_cut"));
+    ASSERT_EQ(ferry_state_open(tdir, FERRY_STATE_CREATE, &st, &err), FERRY_OK);
+    for (int i = 0; i < 400; i++) {
+        char table[32];
+
+        snprintf(table, sizeof(table), "table_%03d", i);
+        put_copy(st, table, table, strlen(table), i, 0);
+    }
+    ferry_state_close(st);
+    snprintf(path, sizeof(path), "%s/data.mdb", tdir);
+    ASSERT_EQ(truncate(path, 8192), 0); /* the two meta pages of 4 KB stay */
+    for (int flags = FERRY_STATE_CREATE; flags >= 0; flags -= FERRY_STATE_CREATE) {
+        st = NULL;
+        ASSERT_EQ(ferry_state_open(tdir, flags, &st, &err), FERRY_EDATA);
+        ASSERT(st == NULL);
+        ASSERT(strstr(err.msg, "is damaged") != NULL);
+        ASSERT(strstr(err.msg, "fresh [target] state directory") != NULL);
+    }
+    ASSERT_EQ(ferry_state_open(tdir, FERRY_STATE_READONLY, &st, &err), FERRY_EDATA);
+    ASSERT_EQ(truncate(path, 0), 0);
+    ASSERT_EQ(ferry_state_open(tdir, FERRY_STATE_CREATE, &st, &err), FERRY_EDATA);
+    ASSERT(strstr(err.msg, "is empty") != NULL);
+    ASSERT_EQ(ferry_state_open(tdir, FERRY_STATE_READONLY, &st, &err), FERRY_EDATA);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "%s/deep/state", test_tmpdir("test_state"));
@@ -694,5 +732,6 @@ int main(void)
     test_lock_file_text();
     test_lock_and_readers();
     test_bad_records();
+    test_truncated();
     return TEST_DONE();
 }
