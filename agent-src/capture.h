@@ -76,6 +76,13 @@ int ferry_capture_head(struct ferry_db *db, int64_t *head, struct ferry_error *e
 int ferry_capture_safe_head(struct ferry_db *db, int64_t *safe, struct ferry_error *err);
 
 /*
+ * The application_name of ferry-src's connections that hold a copy's
+ * exported snapshot (produce.c): READ ONLY transactions, which a freeze
+ * need not wait for (freeze.c).
+ */
+#define FERRY_SNAPSHOT_HOLDER "ferry-src snapshot"
+
+/*
  * A key value read from the change log (k0..k3), turned into the value kind
  * the key column's rows have (type: the column's declared type): on
  * PostgreSQL the log holds keys as text, and a tombstone must carry the key

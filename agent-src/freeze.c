@@ -408,7 +408,10 @@ static int query_text(struct ferry_db *db, const char *sql, char *out, size_t ou
  * that has only read so far has no xid yet, but under REPEATABLE READ its
  * old snapshot would not see the freeze row, so backends whose transaction
  * began before the freeze count too (pg_stat_activity shows other roles'
- * xact_start only to privileged roles: the xip part is what always holds).
+ * xact_start only to privileged roles: the xip part is what always holds),
+ * each once (one with an xid is in the xip part), but not ferry-src's own
+ * exported snapshots of copies under way (READ ONLY: they cannot write),
+ * which would hold every freeze of every tenant until they expire.
  * Polled (ferry_freeze_poll), so that a server can go on serving meanwhile.
  */
 struct ferry_freeze_wait {
@@ -455,7 +458,8 @@ static int pg_wait_poll(struct ferry_db *db, const struct ferry_freeze_wait *w, 
         "WHERE pg_xact_status(x) = 'in progress') + "
         "(SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
         "AND datname = current_database() AND backend_type = 'client backend' "
-        "AND xact_start < CAST(? AS timestamptz))",
+        "AND xact_start < CAST(? AS timestamptz) AND backend_xid IS NULL "
+        "AND application_name IS DISTINCT FROM '" FERRY_SNAPSHOT_HOLDER "')",
         args, 2, &running, err);
     if (rc)
         return rc;

@@ -465,6 +465,9 @@ static int holder_open(struct ferry_producer *p, const char *tenant, struct snap
     }
     h->used = time(NULL);
     rc = ferry_capture_safe_head(h->db, safe, err);
+    /* named, so that a freeze does not wait for it: it only reads (freeze.c) */
+    if (!rc)
+        rc = ferry_db_exec(h->db, "SET application_name TO '" FERRY_SNAPSHOT_HOLDER "'", err);
     if (!rc)
         rc = ferry_db_exec(h->db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
     if (!rc)

@@ -2285,6 +2285,54 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             self.assertEqual(posts, [i for i, _ in self.posts_oracle(tenant=2)])
         self.assertKeyMaps()
 
+    def test_freeze_does_not_wait_for_a_copys_snapshot(self):
+        """A copy of tenant 2 under way (ferry-src holds its exported
+        snapshot in a READ ONLY transaction): freezing tenant 1 does not
+        wait for it (it cannot write), where it waited 45 s and failed.
+        A transaction that wrote before the freeze is still waited for.
+        Oracle: the freeze's exit and time, _ferry_frozen, and the writer's
+        transaction (pg_stat_activity)."""
+        self.pg_source()
+        with self.serve() as srv:
+            c = self.snap_client(srv, tenant=2)
+            self.assertIn("snapshot", self.snap_manifest(c, tenant=2))
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                                "application_name = 'ferry-src snapshot' AND "
+                                                "state = 'idle in transaction'").strip(), "1")
+            t0 = time.monotonic()
+            cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "1"], timeout=40)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertLess(time.monotonic() - t0, 20)
+            self.assertEqual(psql(self.src_url, "SELECT tenant FROM _ferry_frozen").split(), ["1"])
+            cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            # a writer's open transaction is still waited for
+            env = dict(os.environ, PGOPTIONS=PGOPTIONS)
+            w = subprocess.Popen([CLUSTER["psql"], "-X", "-q", "-d", self.src_url],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+            w.stdin.write("BEGIN; UPDATE teams SET name = name WHERE id = 3;\n")
+            w.stdin.flush()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and psql(
+                    self.src_url, "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS "
+                                  "NOT NULL AND state = 'idle in transaction'").strip() != "1":
+                time.sleep(0.05)
+            fr = subprocess.Popen([ft.FERRY_SRC, "freeze", "--config", self.src_conf,
+                                   "--tenant", "1"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+            try:
+                time.sleep(2)
+                self.assertIsNone(fr.poll(), "the freeze did not wait for a writer")
+                w.communicate("COMMIT;\n", timeout=30)
+                _, err = fr.communicate(timeout=40)
+                self.assertEqual(fr.returncode, 0, err.decode())
+            finally:
+                for proc in (fr, w):
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.communicate()
+
     def test_snapshot_pages_one_moment(self):
         """The pages of one copy come from the snapshot its manifest
         exported: rows updated, deleted and inserted on the source after the
