@@ -12,6 +12,7 @@
 #include "../common/log.h"
 #include "../proto/proto.h"
 #include "fetch.h"
+#include "progress.h"
 #include "state.h"
 #include "sync.h"
 #include "verify.h"
@@ -136,7 +137,7 @@ static int final_delta(const struct ferry_config *cfg, const struct ferry_cutove
 
     memset(&so, 0, sizeof(so));
     so.quiet = o->quiet;
-    so.kind = "cutover";
+    so.kind = "cutover-delta"; /* the cutover's own run is recorded at its end */
     so.report = &rp->delta;
     rc = ferry_sync(cfg, &so, err);
     if (rc)
@@ -384,6 +385,52 @@ static void print_text(const struct ferry_config *cfg, const struct ferry_cutove
            t);
 }
 
+/*
+ * The cutover's own run, once it went past its checks: in the state (what
+ * `status` lists) and the run log, with the step it stopped at. The final
+ * delta is a run of its own ("cutover-delta"); a cutover that stopped at
+ * verify or at a hook is recorded so, not as that delta's success. st:
+ * the state when held, else opened here. Best effort: a warning.
+ */
+static void record_run(const struct ferry_config *cfg, struct ferry_state *st,
+                       const struct report *rp, const struct ferry_error *err)
+{
+    struct ferry_state *own = NULL;
+    struct ferry_progress *prog;
+    struct ferry_run run;
+    struct ferry_error e;
+    char msg[sizeof(run.msg)];
+
+    memset(&run, 0, sizeof(run));
+    snprintf(run.kind, sizeof(run.kind), "cutover");
+    if (rp->code)
+        snprintf(msg, sizeof(msg), "stopped at %s: %.200s", step_names[rp->step], err->msg);
+    else
+        snprintf(msg, sizeof(msg), "done: %zu tables verified", rp->rec.ntables);
+    if (!st && ferry_state_open(cfg->target.state, 0, &own, &e)) {
+        log_warn("cannot record the cutover run: %s", e.msg);
+        return;
+    }
+    run.hwm_before = run.hwm_after = rp->delta.hwm;
+    run.upserted = rp->delta.upserted;
+    run.deleted = rp->delta.deleted;
+    if (ferry_state_run_begin(st ? st : own, &run, &e) == FERRY_OK) {
+        run.ended = (int64_t)time(NULL);
+        run.code = rp->code;
+        snprintf(run.msg, sizeof(run.msg), "%s", msg);
+        if (ferry_state_run_put(st ? st : own, &run, &e))
+            log_warn("cannot record the cutover run: %s", e.msg);
+    } else {
+        log_warn("cannot record the cutover run: %s", e.msg);
+    }
+    prog = ferry_progress_open(cfg->target.state, "cutover", run.id, cfg->target.tenant,
+                               rp->delta.hwm, 1);
+    ferry_progress_end(prog, rp->code, msg, rp->delta.hwm, 0, rp->delta.upserted,
+                       rp->delta.deleted);
+    ferry_progress_close(prog);
+    ferry_state_close(own);
+}
+
 /* ---- entry ---- */
 
 int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
@@ -448,6 +495,8 @@ int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opt
     rp.step = STEP_DONE;
 out:
     rp.code = rc;
+    if (rp.step > STEP_CHECK)
+        record_run(cfg, st, &rp, err);
     if (o->json)
         print_json(cfg, o, &rp, err);
     else

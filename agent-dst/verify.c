@@ -41,6 +41,7 @@
 #include "../proto/proto.h"
 #include "apply.h"
 #include "fetch.h"
+#include "progress.h"
 #include "state.h"
 
 #include <inttypes.h>
@@ -1517,9 +1518,14 @@ int ferry_verify(const struct ferry_config *cfg, const struct ferry_verify_opts 
                  rep->repaired ? " after repair" : "");
     {
         struct ferry_error e2;
+        struct ferry_progress *prog;
 
         if (ferry_state_run_put(st, &run, &e2))
             log_warn("cannot record the verify run: %s", e2.msg);
+        /* and in the run log: a repair writes to the target */
+        prog = ferry_progress_open(cfg->target.state, "verify", run.id, cfg->target.tenant, hwm, 1);
+        ferry_progress_end(prog, rc, run.msg, hwm, 0, rep->upserted, rep->deleted);
+        ferry_progress_close(prog);
     }
     if (!o->quiet && rep->tables) {
         if (o->json)

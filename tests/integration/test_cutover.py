@@ -444,6 +444,16 @@ class CutoverTest(ft.FerryTestCase):
             self.assertFrozen(1)
             st = ft.status_json(self.dst_conf)
             self.assertFalse(st["cutover"]["done"], "a cutover with a failed hook is not done")
+            # recorded as failed at its hooks (its final delta is a run of its own)
+            runs = {r["kind"]: r for r in sorted(st["runs"], key=lambda r: r["id"])}
+            self.assertNotEqual(runs["cutover"]["code"], "OK", runs)
+            self.assertIn("stopped at hooks: hook 'exit 3'", runs["cutover"]["msg"])
+            self.assertEqual(runs["cutover-delta"]["code"], "OK", runs)
+            with open(os.path.join(self.state, "runs.log")) as f:
+                events = [json.loads(line) for line in f]
+            ids = {e["run"] for e in events if e["event"] == "start" and e["kind"] == "cutover"}
+            self.assertEqual([e["code"] for e in events if e["event"] == "end" and
+                              e["run"] in ids], [runs["cutover"]["code"]])
             # JSON report of a retry that fails the same way
             cp = self.cutover("--json", "--then", "false", expect=5)
             rep = json.loads(cp.stdout)
@@ -454,7 +464,10 @@ class CutoverTest(ft.FerryTestCase):
             # fixed: done, and the hook sees the tenant in its environment
             cp = self.cutover("--then", "echo tenant=$FERRY_TENANT >&2")
             self.assertIn("tenant=1", cp.stderr)
-            self.assertTrue(ft.status_json(self.dst_conf)["cutover"]["done"])
+            st = ft.status_json(self.dst_conf)
+            self.assertTrue(st["cutover"]["done"])
+            last = max((r for r in st["runs"] if r["kind"] == "cutover"), key=lambda r: r["id"])
+            self.assertEqual((last["code"], last["msg"][:5]), ("OK", "done:"), last)
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
     def test_cutover_needs_a_copy(self):

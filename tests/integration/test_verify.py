@@ -398,6 +398,13 @@ class VerifyTest(VerifyCase):
             self.assertEqual([(r["code"], r["upserted"], r["deleted"]) for r in runs],
                              [("EMISMATCH", 0, 0), ("EMISMATCH", 0, 0), ("OK", 5, 1),
                               ("OK", 0, 0)], runs)
+            # and in the run log beside the state, the repair's writes with them
+            with open(os.path.join(self.state, "runs.log")) as f:
+                events = [json.loads(line) for line in f]
+            vruns = [e["run"] for e in events if e["event"] == "start" and e["kind"] == "verify"]
+            self.assertEqual([(e["code"], e["upserted"], e["deleted"]) for e in events
+                              if e["event"] == "end" and e["run"] in vruns],
+                             [(r["code"], r["upserted"], r["deleted"]) for r in runs])
 
     def test_spread_differences_one_split(self):
         """A SQLite source sends a big table's total in leaf-size ranges
