@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,17 +76,39 @@ static int load(const struct opts *o, struct ferry_config *cfg, struct ferry_err
     return rc;
 }
 
+static volatile sig_atomic_t sync_stop;
+
+static void on_sync_stop(int sig)
+{
+    (void)sig;
+    sync_stop = 1;
+}
+
+/*
+ * SIGINT or SIGTERM (systemd stopping the unit, a ^C) ends the sync after
+ * the page or batch being applied, recorded as stopped, resumable; a
+ * second one ends it at once (SA_RESETHAND).
+ */
 static int cmd_sync(const struct opts *o, struct ferry_error *err)
 {
     struct ferry_config cfg;
-    struct ferry_sync_opts so = {.dry_run = o->dry_run, .quiet = o->quiet};
+    struct ferry_sync_opts so = {.dry_run = o->dry_run, .quiet = o->quiet, .stop = &sync_stop};
+    struct sigaction sa, old_int, old_term;
     int rc;
 
     memset(&cfg, 0, sizeof(cfg));
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sync_stop;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     rc = load(o, &cfg, err);
     if (!rc)
         rc = ferry_sync(&cfg, &so, err);
     ferry_config_release(&cfg);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     return rc;
 }
 

@@ -888,7 +888,7 @@ static int apply_deltas(struct run *r, struct ferry_error *err)
         if (rc || !more)
             break;
         if (r->opts->stop && *r->opts->stop)
-            rc = ferry_error_set(err, FERRY_EINTR, "stopped between change batches");
+            rc = ferry_error_set(err, FERRY_EINTR, "stopped between change batches; sync again to go on");
     }
     deltas_stop(r);
     if (rc)
