@@ -298,8 +298,14 @@ static int fetch_manifest(struct vrun *r, struct ferry_error *err)
     req.tenant = r->cfg->target.tenant;
     req.after = -1;
     rc = call(r, "/v1/manifest", &req, &resp, &len, err);
-    if (rc == FERRY_ENOTFOUND)
-        return ferry_error_prefix(err, "check [target] tenant in %s", r->cfg->path);
+    if (rc == FERRY_ENOTFOUND) {
+        /* a tenant the source does not have: the config's, as for sync (exit 2) */
+        char why[FERRY_ERRMSG_MAX];
+
+        memcpy(why, err->msg, sizeof(why));
+        return ferry_error_set(err, FERRY_ECONFIG, "%.200s; check [target] tenant in %s", why,
+                               r->cfg->path);
+    }
     if (rc)
         return rc;
     rc = ferry_manifest_decode(resp, len, &ferry_limits_default, &r->manifest, err);

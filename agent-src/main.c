@@ -392,6 +392,13 @@ static int set_frozen(const struct cli *cli, int on, struct ferry_error *err)
     if (!rc)
         rc = ferry_freeze_set(f, cli->tenant, on, cli->reason ? cli->reason : "ferry-src freeze",
                               &head, err);
+    if (rc == FERRY_ENOTFOUND) {
+        /* a tenant the database does not have: the operator's --tenant (exit 2, as sync's) */
+        char why[FERRY_ERRMSG_MAX];
+
+        memcpy(why, err->msg, sizeof(why));
+        rc = ferry_error_set(err, FERRY_EUSAGE, "%.200s; check --tenant", why);
+    }
     if (!rc && on)
         printf("tenant %s is frozen (change log head %lld): writes to its rows are refused "
                "until ferry-src unfreeze --config %s --tenant %s\n",

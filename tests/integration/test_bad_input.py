@@ -184,6 +184,9 @@ class BadInputTest(ft.FerryTestCase):
         with self.serve() as srv:
             self.make_target(srv.url, tenant=77)
             cp = self.sync("--quiet", expect=None)
+            # verify says the same, and exits the same (README: exit 2)
+            vcp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertExit(vcp, 2, "check [target] tenant")
         self.assertExit(cp, 2, "tenant")
         # (without the temporary path: the test's own name says "unknown")
         self.assertRegex(cp.stderr.replace(self.dir, "DIR"),
