@@ -349,29 +349,13 @@ int ferry_applier_has_table(struct ferry_applier *a, const char *table)
 
 int ferry_applier_holds_tenant(struct ferry_applier *a, int *holds, struct ferry_error *err)
 {
-    const struct ferry_table_info *ri = ferry_scope_root(a->scope);
-    struct ferry_buf sql;
     int64_t n = 0;
     int rc;
 
     *holds = 0;
-    if (!a->present[0] || ferry_table_npk(ri) != 1)
+    if (!a->present[0] || ferry_table_npk(ferry_scope_root(a->scope)) != 1)
         return FERRY_OK;
-    ferry_buf_init(&sql, 1024);
-    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ri->name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " WHERE ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ri->cols[ferry_table_pkcol(ri, 0)].name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " = ?");
-    if (rc)
-        rc = ferry_error_set(err, rc, "cannot build SQL");
-    else
-        rc = ferry_db_query_int(a->db, sql.data, &a->tenant, 1, &n, err);
-    ferry_buf_release(&sql);
+    rc = ferry_scope_tenant_rows(a->db, a->scope, &a->tenant, &n, err);
     *holds = n > 0;
     return rc;
 }

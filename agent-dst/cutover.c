@@ -271,45 +271,34 @@ static int run_hooks(const struct ferry_config *cfg, const struct ferry_cutover_
 
 /* ---- report ---- */
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            fprintf(f, "\\%c", *c);
-        else if (*c < 0x20 || *c == 0x7f)
-            fprintf(f, "\\u%04x", *c);
-        else
-            fputc(*c, f);
-    }
-    fputc('"', f);
-}
-
 static void print_json(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
                        const struct report *rp, const struct ferry_error *err)
 {
     char cmd[1024];
 
     printf("{\"tenant\":");
-    json_str(stdout, cfg->target.tenant);
+    ferry_json_str(stdout, cfg->target.tenant);
     printf(",\"ok\":%s,\"already_done\":%s,\"step\":\"%s\",\"code\":\"%s\",\"msg\":",
            rp->code ? "false" : "true", rp->already ? "true" : "false", step_names[rp->step],
            ferry_strcode(rp->code));
-    json_str(stdout, rp->code ? err->msg : "");
+    ferry_json_str(stdout, rp->code ? err->msg : "");
+    /* a freeze asked for but not confirmed may or may not hold: null, as the text says */
     printf(",\"frozen\":%s,\"head\":%" PRId64 ",\"hwm\":%" PRId64 ",\"upserted\":%" PRId64
            ",\"deleted\":%" PRId64 ",\"differences\":%" PRId64 ",\"tables\":[",
-           rp->frozen || rp->already ? "true" : "false", rp->head, rp->delta.hwm,
-           rp->delta.upserted, rp->delta.deleted, rp->verify_diffs);
+           rp->frozen || rp->already ? "true"
+           : rp->step == STEP_FREEZE ? "null"
+                                     : "false",
+           rp->head, rp->delta.hwm, rp->delta.upserted, rp->delta.deleted, rp->verify_diffs);
     for (size_t i = 0; i < rp->rec.ntables; i++) {
         printf("%s{\"table\":", i ? "," : "");
-        json_str(stdout, rp->rec.tables[i].table);
+        ferry_json_str(stdout, rp->rec.tables[i].table);
         printf(",\"rows\":%" PRId64 ",\"checksum\":\"%016" PRIx64 "\"}", rp->rec.tables[i].rows,
                rp->rec.tables[i].checksum);
     }
     printf("],\"hooks\":[");
     for (size_t i = 0; i < o->nhooks; i++) {
         printf("%s{\"cmd\":", i ? "," : "");
-        json_str(stdout, o->hooks[i]);
+        ferry_json_str(stdout, o->hooks[i]);
         if (i < rp->nhooks_run)
             printf(",\"status\":%d}", rp->hook_status[i]);
         else
@@ -319,11 +308,11 @@ static void print_json(const struct ferry_config *cfg, const struct ferry_cutove
     if (rp->code && rp->step != STEP_CHECK) {
         snprintf(cmd, sizeof(cmd), "ferry-dst cutover --config %s", cfg->path);
         printf(",\"retry\":");
-        json_str(stdout, cmd);
+        ferry_json_str(stdout, cmd);
         snprintf(cmd, sizeof(cmd), "ferry-src unfreeze --config SOURCE_CONFIG --tenant %s",
                  cfg->target.tenant);
         printf(",\"unfreeze\":");
-        json_str(stdout, cmd);
+        ferry_json_str(stdout, cmd);
     }
     printf(",\"seconds\":%.3f}\n", now_s() - rp->t0);
 }

@@ -58,6 +58,18 @@ struct opts {
     int verbose;
 };
 
+/*
+ * --json: an error before any report (no config, an unreachable source, a
+ * refused key) as one JSON object on stdout too, for scripts that read it.
+ */
+static void json_error(const struct ferry_error *err)
+{
+    printf("{\"ok\":false,\"code\":\"%s\",\"exit\":%d,\"msg\":", ferry_strcode(err->code),
+           ferry_exit_status(err->code));
+    ferry_json_str(stdout, err->msg[0] ? err->msg : ferry_strerror(err->code));
+    printf("}\n");
+}
+
 static int fail(const struct ferry_error *err)
 {
     fprintf(stderr, "ferry-dst: %s\n", err->msg[0] ? err->msg : ferry_strerror(err->code));
@@ -121,6 +133,8 @@ static int cmd_status(const struct opts *o, struct ferry_error *err)
     rc = load(o, &cfg, err);
     if (!rc)
         rc = ferry_status(&cfg, o->json, err);
+    if (rc && o->json)
+        json_error(err);
     ferry_config_release(&cfg);
     return rc;
 }
@@ -137,11 +151,14 @@ static int cmd_verify(const struct opts *o, struct ferry_error *err)
     vo.repair = o->repair;
     vo.keyed = o->keyed;
     vo.json = o->json;
+    memset(&rep, 0, sizeof(rep));
     rc = load(o, &cfg, err);
-    if (!rc) {
+    if (!rc)
         rc = ferry_verify(&cfg, &vo, &rep, err);
-        ferry_verify_report_release(&rep);
-    }
+    /* a verify that compared printed its report, errors and all */
+    if (rc && o->json && !rep.tables)
+        json_error(err);
+    ferry_verify_report_release(&rep);
     ferry_config_release(&cfg);
     return rc;
 }

@@ -43,21 +43,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* A JSON string: quotes, backslashes and control bytes escaped; other bytes as they are. */
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            fprintf(f, "\\%c", *c);
-        else if (*c < 0x20 || *c == 0x7f)
-            fprintf(f, "\\u%04x", *c);
-        else
-            fputc(*c, f);
-    }
-    fputc('"', f);
-}
-
 /* {"time":"...","run":N,"event":"name" then the caller's fields, then "}\n". */
 static void event_begin(struct ferry_progress *p, const char *event)
 {
@@ -117,9 +102,9 @@ struct ferry_progress *ferry_progress_open(const char *state_dir, const char *ki
     if (p->log) {
         event_begin(p, "start");
         fprintf(p->log, ",\"kind\":");
-        json_str(p->log, kind ? kind : "sync");
+        ferry_json_str(p->log, kind ? kind : "sync");
         fprintf(p->log, ",\"tenant\":");
-        json_str(p->log, tenant ? tenant : "");
+        ferry_json_str(p->log, tenant ? tenant : "");
         fprintf(p->log, ",\"hwm\":%" PRId64, hwm);
         event_end(p);
     }
@@ -181,7 +166,7 @@ void ferry_progress_table(struct ferry_progress *p, const char *table, int64_t r
     if (done && p->log) {
         event_begin(p, "table");
         fprintf(p->log, ",\"table\":");
-        json_str(p->log, table);
+        ferry_json_str(p->log, table);
         fprintf(p->log, ",\"rows\":%" PRId64 ",\"copied\":%" PRId64 ",\"secs\":%.3f", rows,
                 rows - p->first_rows, now - p->table_t0);
         event_end(p);
@@ -240,7 +225,7 @@ void ferry_progress_end(struct ferry_progress *p, int code, const char *msg, int
     if (code) {
         event_begin(p, "error");
         fprintf(p->log, ",\"code\":\"%s\",\"msg\":", ferry_strcode(code));
-        json_str(p->log, msg ? msg : "");
+        ferry_json_str(p->log, msg ? msg : "");
         event_end(p);
         if (!p->log)
             return;

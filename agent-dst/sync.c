@@ -888,7 +888,8 @@ static int apply_deltas(struct run *r, struct ferry_error *err)
         if (rc || !more)
             break;
         if (r->opts->stop && *r->opts->stop)
-            rc = ferry_error_set(err, FERRY_EINTR, "stopped between change batches; sync again to go on");
+            rc = ferry_error_set(err, FERRY_EINTR,
+                                 "stopped between change batches; sync again to go on");
     }
     deltas_stop(r);
     if (rc)
@@ -1240,21 +1241,6 @@ static const char *phase_name(int phase)
     }
 }
 
-/* JSON string with escapes; s is text we wrote or the operator's config. */
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 struct status_walk {
     int json;
     int n;
@@ -1266,7 +1252,7 @@ static int print_progress(const struct ferry_copy_progress *p, void *arg)
 
     if (w->json) {
         printf("%s{\"table\":", w->n ? "," : "");
-        json_str(stdout, p->table);
+        ferry_json_str(stdout, p->table);
         printf(",\"rows\":%" PRId64 ",\"done\":%s}", p->rows, p->done ? "true" : "false");
     } else {
         printf("  %-24s %10" PRId64 " rows  %s\n", p->table, p->rows,
@@ -1290,18 +1276,24 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
 
     memset(&co, 0, sizeof(co));
     rc = ferry_state_open(cfg->target.state, FERRY_STATE_READONLY, &st, err);
+    /* no state yet: a target never synced, in phase new (not an error) */
+    if (rc == FERRY_ENOTFOUND) {
+        ferry_error_clear(err);
+        st = NULL;
+        rc = FERRY_OK;
+    }
     if (rc)
         return rc;
-    rc = ferry_state_meta_get(st, &m, err);
+    rc = st ? ferry_state_meta_get(st, &m, err) : FERRY_ENOTFOUND;
     if (rc == FERRY_ENOTFOUND) {
         memset(&m, 0, sizeof(m));
         snprintf(m.tenant, sizeof(m.tenant), "%s", cfg->target.tenant);
         m.hwm = -1;
         rc = FERRY_OK;
     }
-    if (!rc)
+    if (!rc && st)
         rc = ferry_state_runs_last(st, runs, 10, &nruns, err);
-    if (!rc) {
+    if (!rc && st) {
         rc = ferry_state_cutover_get(st, &co, err);
         have_co = rc == FERRY_OK;
         if (rc == FERRY_ENOTFOUND)
@@ -1313,9 +1305,9 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
     lag = m.source_seen ? (int64_t)time(NULL) - m.source_seen : -1;
     if (json) {
         printf("{\"tenant\":");
-        json_str(stdout, m.tenant);
+        ferry_json_str(stdout, m.tenant);
         printf(",\"source\":");
-        json_str(stdout, m.source);
+        ferry_json_str(stdout, m.source);
         printf(",\"phase\":\"%s\",\"start_head\":%" PRId64 ",\"hwm\":%" PRId64
                ",\"last_sync\":%" PRId64 ",\"source_head\":%" PRId64 ",\"source_seen\":%" PRId64
                ",\"lag_seconds\":%" PRId64,
@@ -1350,7 +1342,7 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
                    co.done ? "done" : "recorded, hooks not all run", co.hwm, co.head, co.ntables);
         printf("tables:\n");
     }
-    rc = ferry_state_copy_each(st, print_progress, &w, err);
+    rc = st ? ferry_state_copy_each(st, print_progress, &w, err) : FERRY_OK;
     if (rc)
         goto out;
     if (json)
@@ -1362,13 +1354,13 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
 
         if (json) {
             printf("%s{\"id\":%" PRId64 ",\"kind\":", i ? "," : "", r->id);
-            json_str(stdout, r->kind);
+            ferry_json_str(stdout, r->kind);
             printf(",\"started\":%" PRId64 ",\"ended\":%" PRId64 ",\"upserted\":%" PRId64
                    ",\"deleted\":%" PRId64 ",\"hwm_before\":%" PRId64 ",\"hwm_after\":%" PRId64
                    ",\"code\":\"%s\",\"msg\":",
                    r->started, r->ended, r->upserted, r->deleted, r->hwm_before, r->hwm_after,
                    ferry_strcode(r->code));
-            json_str(stdout, r->msg);
+            ferry_json_str(stdout, r->msg);
             printf("}");
         } else {
             printf("  #%" PRId64 " %-6s %s  %" PRId64 " upserted, %" PRId64

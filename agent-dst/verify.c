@@ -840,6 +840,10 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
             log_info("verify %s: %" PRId64 " rows on the source, %" PRId64
                      " on the target, %" PRId64 " differences (%.2f s)",
                      vt->name, vt->src_rows, vt->dst_rows, nd, now_s() - t0);
+        else if (vt->unkeyed)
+            log_info("verify %s: %" PRId64 " rows equal, %" PRId64 " more on the source without "
+                     "a key (%.2f s)",
+                     vt->name, vt->src_rows, vt->unkeyed, now_s() - t0);
         else
             log_info("verify %s: %" PRId64 " rows, equal (%.2f s)", vt->name, vt->src_rows,
                      now_s() - t0);

@@ -345,26 +345,9 @@ static int frozen_key(struct ferry_freezer *f, const char *tenant, struct ferry_
 static int tenant_exists(struct ferry_freezer *f, const struct ferry_value *tv, int *exists,
                          struct ferry_error *err)
 {
-    const struct ferry_table_info *ri = ferry_scope_root(f->scope);
-    struct ferry_buf sql;
     int64_t n = 0;
-    int rc;
+    int rc = ferry_scope_tenant_rows(f->db, f->scope, tv, &n, err);
 
-    ferry_buf_init(&sql, 4096);
-    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ri->name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " WHERE ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ri->cols[ferry_table_pkcol(ri, 0)].name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " = ?");
-    if (rc)
-        rc = ferry_error_set(err, rc, "cannot build SQL");
-    else
-        rc = ferry_db_query_int(f->db, sql.data, tv, 1, &n, err);
-    ferry_buf_release(&sql);
     *exists = n > 0;
     return rc;
 }

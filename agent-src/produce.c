@@ -633,28 +633,13 @@ static int tenant_of(struct ferry_producer *p, struct ferry_db *db, const struct
                      struct ferry_value *tv, struct ferry_error *err)
 {
     const struct ferry_table_info *ri = ferry_scope_root(p->scope);
-    struct ferry_buf sql;
     int64_t n = 0;
     int rc;
 
     rc = ferry_scope_tenant(p->scope, req->tenant, tv, err);
     if (rc)
         return rc;
-    ferry_buf_init(&sql, SQL_MAX);
-    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ri->name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " WHERE ");
-    if (!rc)
-        rc = ferry_buf_add_ident(&sql, ri->cols[ferry_table_pkcol(ri, 0)].name);
-    if (!rc)
-        rc = ferry_buf_adds(&sql, " = ?");
-    if (rc)
-        rc = ferry_error_set(err, rc, "cannot build SQL");
-    else
-        rc = ferry_db_query_int(db, sql.data, tv, 1, &n, err);
-    ferry_buf_release(&sql);
+    rc = ferry_scope_tenant_rows(db, p->scope, tv, &n, err);
     if (!rc && n == 0)
         rc = ferry_error_set(err, FERRY_ENOTFOUND, "tenant %.64s not found in %s", req->tenant,
                              ri->name);

@@ -30,3 +30,17 @@ void ferry_log_write(int level, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s %s: %s: %s\n", stamp, prog, names[level & 3], line);
 }
+
+void ferry_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(f, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(f, "\\u%04x", *c);
+        else
+            fputc(*c, f);
+    }
+    fputc('"', f);
+}

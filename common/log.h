@@ -8,6 +8,8 @@
 #ifndef FERRY_LOG_H
 #define FERRY_LOG_H
 
+#include <stdio.h>
+
 enum ferry_log_level {
     FERRY_LOG_ERROR = 0,
     FERRY_LOG_WARN = 1,
@@ -19,6 +21,12 @@ extern int ferry_log_level;
 
 void ferry_log_init(const char *progname, int level);
 void ferry_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * s as a JSON string on f (the agents' --json output and run log): quotes,
+ * backslashes and control bytes escaped, other bytes as they are.
+ */
+void ferry_json_str(FILE *f, const char *s);
 
 #define ferry_log(level, ...)                                                                      \
     do {                                                                                           \

@@ -742,6 +742,32 @@ int ferry_scope_keymap(struct ferry_buf *b, const char *table)
     return ferry_scope_add_objname(b, "k", table);
 }
 
+int ferry_scope_tenant_rows(struct ferry_db *db, const struct ferry_scope *s,
+                            const struct ferry_value *tenant, int64_t *n, struct ferry_error *err)
+{
+    const struct ferry_table_info *ri = ferry_scope_root(s);
+    struct ferry_buf sql;
+    int rc;
+
+    *n = 0;
+    ferry_buf_init(&sql, 1024);
+    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ri->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WHERE ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, ri->cols[ferry_table_pkcol(ri, 0)].name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " = ?");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build SQL");
+    else
+        rc = ferry_db_query_int(db, sql.data, tenant, 1, n, err);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
 int ferry_scope_pg_key_exact(const char *type)
 {
     static const char *const exact[] = {"smallint",

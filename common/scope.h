@@ -65,6 +65,13 @@ void ferry_scope_free(struct ferry_scope *s);
 int ferry_scope_fingerprint(struct ferry_db *db, const struct ferry_scope *s, int64_t *out,
                             struct ferry_error *err);
 
+/*
+ * *n: the rows of db's root table whose key is tenant (0 or 1): whether the
+ * tenant is there. Its key's first column only.
+ */
+int ferry_scope_tenant_rows(struct ferry_db *db, const struct ferry_scope *s,
+                            const struct ferry_value *tenant, int64_t *n, struct ferry_error *err);
+
 /* Index of table name in s->tables, or -1 when out of scope. */
 int ferry_scope_find(const struct ferry_scope *s, const char *name);
 static inline const struct ferry_table_info *ferry_scope_root(const struct ferry_scope *s)

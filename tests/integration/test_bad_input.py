@@ -3,6 +3,7 @@
 out-of-scope HTTP requests: each gets its exit status or HTTP status and a
 clear error, changes nothing, and the server keeps answering."""
 
+import json
 import os
 import random
 import sqlite3
@@ -60,12 +61,24 @@ class BadInputTest(ft.FerryTestCase):
         port, holder = ft.refusing_port()
         try:
             self.make_target("http://127.0.0.1:%d" % port, tenant=1)
+            # never synced: status says so (phase new), it is no error
+            st = ft.status_json(self.dst_conf)
+            self.assertEqual((st["phase"], st["hwm"], st["runs"]), ("new", -1, []), st)
             cp = self.sync("--quiet", expect=None, timeout=120)
+            # --json: the error as JSON on stdout too, with the exit status
+            vcp = ft.run_dst(["verify", "--json", "--config", self.dst_conf], timeout=120)
         finally:
             holder.close()
         self.assertExit(cp, 4)
+        self.assertExit(vcp, 4)
+        rep = json.loads(vcp.stdout)
+        self.assertEqual((rep["ok"], rep["exit"]), (False, 4), rep)
+        self.assertIn(rep["msg"], vcp.stderr)
         if os.path.exists(self.dst_db):
             self.assertEqual(ft.table_names(self.dst_db), [])
+        cp = ft.run_dst(["status", "--json", "--config", self.path("nosuch.conf")])
+        self.assertExit(cp, 2)
+        self.assertEqual(json.loads(cp.stdout)["code"], "ECONFIG", cp.stdout)
 
     def test_misspelt_key(self):
         conf = self.path("dst.conf")

@@ -308,6 +308,10 @@ class VerifyTest(VerifyCase):
             self.assertIn("with a NULL in their primary key: ferry cannot copy them", cp.stdout)
             self.assertIn("NULL in their primary key on the source", cp.stderr)
             self.assertRegex(cp.stderr, r"\d+ rows of (labels|tags) \(and any other")
+            # the table's line does not call it equal
+            self.assertRegex(cp.stderr, r"verify tags: \d+ rows equal, %d more on the source "
+                                        r"without a key" % unkeyed["tags"])
+            self.assertNotRegex(cp.stderr, r"verify tags: \d+ rows, equal")
             ft.on_source(self.src_db, "UPDATE labels SET code = 'fixed' || rowid "
                                       "WHERE code IS NULL",
                          "UPDATE tags SET name = 'fixed' || rowid WHERE name IS NULL")
