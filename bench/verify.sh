@@ -9,8 +9,10 @@
 # unchanged team and its share of the copy (goal: under 25%), both medians
 # of three copies into a fresh target each followed by a verify, then the time
 # of a verify that finds 100 rows changed behind ferry's back (side by side
-# in key order), of `verify --repair` fixing them, and of a verify that finds
-# 100 rows changed apart (every ~10,000th post). Needs a built tree
+# in key order), of `verify --repair` fixing them, of a verify that finds
+# 100 rows changed apart (every ~10,000th post), and of the syncs after a
+# column added to posts with the same DEFAULT on both sides (compared, not
+# copied) and without it on the target (compared, then copied again). Needs a built tree
 # (build/bin) or FERRY_BIN.
 # --pg: one throw-away cluster (scripts/pgcluster.sh, as bench/pg.sh: unix
 # socket, fsync off, 1 GB of shared buffers) holds the source and the
@@ -50,6 +52,7 @@ if [ -n "$pg" ]; then
     srcdb=$src
     dstdb=$dst
     change() { psql -d "$dst" -c "$1"; }
+    srcchange() { psql -d "$src" -c "$1"; }
     query() { psql -At -d "$dst" -c "$1"; }
     exclude=
 else
@@ -85,6 +88,7 @@ PY
     srcdb=sqlite://$work/src.db
     dstdb=sqlite://$work/dst.db
     change() { sqlite3 "$work/dst.db" "$1"; }
+    srcchange() { sqlite3 "$work/src.db" "$1"; }
     query() { sqlite3 "$work/dst.db" "$1"; }
     exclude="exclude = audit_log"
 fi
@@ -103,7 +107,8 @@ run() {
     shift
     s0=$(src_cpu)
     t0=$(date +%s.%N)
-    /usr/bin/time -f "%U %S" -o "$work/$name.time" "$bin/ferry-dst" "$@" >"$work/$name.out" || rc=$?
+    /usr/bin/time -f "%U %S" -o "$work/$name.time" "$bin/ferry-dst" "$@" >"$work/$name.out" \
+        2>"$work/$name.err" || rc=$?
     t1=$(date +%s.%N)
     s1=$(src_cpu)
     echo "$rc" >"$work/$name.rc"
@@ -142,7 +147,19 @@ apart="SELECT id FROM posts WHERE id % 9973 = 0 ORDER BY id LIMIT 100"
 napart=$(query "SELECT count(*) FROM ($apart) AS a") # 100 in a team of a million posts
 change "UPDATE posts SET body = 'spread' WHERE id IN ($apart)"
 run verify4 verify --quiet --json --config "$work/dst.conf"
-for n in verify2:1 verify3:0 verify4:1; do
+# a column the application adds: with the same DEFAULT on both sides the sync
+# compares it and copies nothing; given on the target without it, the sync
+# compares, then copies posts again
+srcchange "ALTER TABLE posts ADD COLUMN stars integer NOT NULL DEFAULT 3"
+change "ALTER TABLE posts ADD COLUMN stars integer NOT NULL DEFAULT 3"
+run addsame sync --config "$work/dst.conf"
+srcchange "ALTER TABLE posts ADD COLUMN pinned integer NOT NULL DEFAULT 7"
+change "ALTER TABLE posts ADD COLUMN pinned integer"
+run adddiff sync --config "$work/dst.conf"
+grep -q "copy posts: not needed" "$work/addsame.err" &&
+    grep -q "copy posts again: the column pinned differs" "$work/adddiff.err" ||
+    { echo "bench: the added columns were not compared as expected, see $work" >&2; exit 1; }
+for n in verify2:1 verify3:0 verify4:1 addsame:0 adddiff:0; do
     [ "$(cat "$work/${n%%:*}.rc")" = "${n##*:}" ] ||
         { echo "bench: ${n%%:*} exited $(cat "$work/${n%%:*}.rc"), expected ${n##*:}" >&2; exit 1; }
 done
@@ -180,6 +197,11 @@ for name, what, r in (("verify2", "verify, 100 rows changed", rep2),
     w, c = f(name, "wall"), f(name, "cpu")
     print("%-31s %7.3f s   %7.3f s   %5.1f%% / %5.1f%% of the copy, %d requests"
           % (what, w, c, 100 * w / cw, 100 * c / cc, r["requests"]))
+for name, what in (("addsame", "column added, same DEFAULT"), ("adddiff", "column added, other")):
+    w, c = f(name, "wall"), f(name, "cpu")
+    print("%-31s %7.3f s   %7.3f s   %5.1f%% / %5.1f%% of the copy; sync: %s"
+          % (what, w, c, 100 * w / cw, 100 * c / cc,
+             "compared, nothing copied" if name == "addsame" else "compared, posts copied again"))
 print("goal: verify of the unchanged team under 25%% of the copy%s"
       % (" (CPU: the agents only, not PostgreSQL)" if os.environ.get("FERRY_BENCH_PG") else ""))
 PY

@@ -215,6 +215,13 @@ struct ferry_hs_peer {
     char tenant[FERRY_TENANT_MAX + 1];         /* "" until known and well-formed */
     char session[FERRY_HS_ID_LEN + 1];         /* "" until known */
     unsigned char secret[FERRY_HS_SECRET_LEN]; /* set by ferry_hs_server_request only */
+    /*
+     * ferry_hs_server_request: the request is the session's (its MAC and
+     * counter hold), even when the call fails for another reason (the
+     * authorised keys cannot be read): the answer can be signed, so the
+     * target reads the source's error instead of an unsigned one.
+     */
+    int authentic;
 };
 
 /* Wipe the secret a peer holds. */

@@ -358,6 +358,32 @@ class AuthTest(ft.FerryTestCase):
             self.assertFalse(os.path.exists(os.path.join(self.state, "session")))
             self.assertLogClean(srv)
 
+    def test_kept_session_broken_keys_file(self):
+        """The source's authorised keys file made unsafe (writable by
+        others) after the last run: the kept session's request is refused
+        as the source's configuration error (exit 2, its answer signed),
+        not as a forged answer (exit 3); nothing is applied. Mended, the
+        next run goes on. Oracle: the exit, and the edit on the target."""
+        self.source()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            self.edit("after the keys broke")
+            with open(self.src_conf) as f:
+                keys = [ln.split("=", 1)[1].strip() for ln in f
+                        if ln.split("=", 1)[0].strip() == "authorized_keys"][0]
+            mode = os.stat(keys).st_mode & 0o777
+            os.chmod(keys, 0o666)
+            try:
+                cp = self.sync("--quiet", expect=None)
+            finally:
+                os.chmod(keys, mode)
+            self.assertExit(cp, 2, "configuration error")
+            self.assertNotIn("failed authentication", cp.stderr)
+            self.assertFalse(self.target_has("after the keys broke"))
+            self.sync("--quiet")
+            self.assertTrue(self.target_has("after the keys broke"))
+
     def test_kept_session_stale_counter(self):
         """A kept session with a counter the source has seen (a copy of an
         older file put back): the source refuses it as replayed, the run
