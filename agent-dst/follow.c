@@ -9,6 +9,7 @@
 #include "follow.h"
 
 #include "../common/log.h"
+#include "state.h"
 #include "sync.h"
 
 #include <inttypes.h>
@@ -105,6 +106,17 @@ int ferry_follow(const struct ferry_config *cfg, const struct ferry_follow_opts 
     if (!(o->interval > 0))
         return ferry_error_set(err, FERRY_EUSAGE, "follow needs --interval SECONDS above 0");
     stop_flag = 0;
+    /* the lag before the first round: from the state, when a sync ran before */
+    {
+        struct ferry_state *st = NULL;
+        struct ferry_state_meta m;
+        struct ferry_error e;
+
+        if (ferry_state_open(cfg->target.state, FERRY_STATE_READONLY, &st, &e) == FERRY_OK &&
+            ferry_state_meta_get(st, &m, &e) == FERRY_OK)
+            seen = m.source_seen;
+        ferry_state_close(st);
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop;
     sigemptyset(&sa.sa_mask);

@@ -3571,11 +3571,17 @@ int ferry_capture_prune(struct ferry_db *db, int64_t before, int64_t *deleted,
     struct ferry_stmt *st = NULL;
     struct ferry_value v;
     int64_t head = 0, was = 0;
-    int row = 0;
+    int row = 0, exists = 0;
     int rc;
 
     *deleted = 0;
-    rc = ferry_db_begin(db, err);
+    rc = ferry_db_table_exists(db, "_ferry_changes", &exists, err);
+    if (!rc && !exists)
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "no change log in this database: ferry-src install has not run "
+                               "here (check [source] database)");
+    if (!rc)
+        rc = ferry_db_begin(db, err);
     if (rc)
         return rc;
     rc = ferry_db_exec(db, "CREATE TABLE IF NOT EXISTS _ferry_pruned(below BIGINT NOT NULL)", err);

@@ -683,9 +683,34 @@ static int require(const struct ferry_config *cfg, const char *value, const char
                            cfg->path ? cfg->path : "(none)", section, key);
 }
 
+/*
+ * A database URL of an engine ferry has (db.c opens the same ones): said
+ * when the config loads, not only when a run first opens it (a run with
+ * nothing to apply never does). Only the scheme is shown: the rest may
+ * hold a password.
+ */
+static int require_url(const struct ferry_config *cfg, const char *url, const char *section,
+                       struct ferry_error *err)
+{
+    static const char *const schemes[] = {"sqlite:", "postgresql:", "postgres:"};
+    int rc = require(cfg, url, section, "database", err);
+    size_t n;
+
+    for (size_t i = 0; !rc && i < sizeof(schemes) / sizeof(schemes[0]); i++)
+        if (strncmp(url, schemes[i], strlen(schemes[i])) == 0)
+            return FERRY_OK;
+    if (rc)
+        return rc;
+    n = strcspn(url, ":/@");
+    return ferry_error_set(err, FERRY_ECONFIG,
+                           "config %s: [%s] database '%.*s...' is not a database ferry knows: use "
+                           "sqlite:///path or postgresql://...",
+                           cfg->path ? cfg->path : "(none)", section, (int)(n > 16 ? 16 : n), url);
+}
+
 int ferry_config_require_src(const struct ferry_config *cfg, struct ferry_error *err)
 {
-    int rc = require(cfg, cfg->source.database, "source", "database", err);
+    int rc = require_url(cfg, cfg->source.database, "source", err);
 
     if (!rc)
         rc = require(cfg, cfg->scope.root, "scope", "root", err);
@@ -694,7 +719,7 @@ int ferry_config_require_src(const struct ferry_config *cfg, struct ferry_error 
 
 int ferry_config_require_dst(const struct ferry_config *cfg, struct ferry_error *err)
 {
-    int rc = require(cfg, cfg->target.database, "target", "database", err);
+    int rc = require_url(cfg, cfg->target.database, "target", err);
 
     if (!rc)
         rc = require(cfg, cfg->target.state, "target", "state", err);

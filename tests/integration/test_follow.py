@@ -207,6 +207,24 @@ class FollowTest(ft.FerryTestCase):
             log = self.stop_follow(proc)
         self.assertIn("retrying in", log)
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+        # the source away from the first round of a new follow: the lag it
+        # reports is the state's (the last head seen), not unknown (-1)
+        port, holder = ft.refusing_port()
+        with open(self.dst_conf) as f:
+            conf = re.sub(r"url = http://127.0.0.1:\d+", "url = http://127.0.0.1:%d" % port,
+                          f.read())
+        with open(self.dst_conf, "w") as f:
+            f.write(conf)
+        proc = self.start_follow("--interval", "0.2", "--json")
+        try:
+            wait_for(lambda: '"ok":false' in read_text(self.follow_log), 30, "a failed round")
+        finally:
+            holder.close()
+            self.stop_follow(proc)
+        rounds = [json.loads(line) for line in read_text(self.follow_log).splitlines()
+                  if line.startswith("{")]
+        self.assertFalse(rounds[0]["ok"], rounds)
+        self.assertGreaterEqual(rounds[0]["lag_seconds"], 0, rounds)
 
     # -- masking ----------------------------------------------------------------
 

@@ -98,6 +98,15 @@ class PruneTest(ft.FerryTestCase):
         self.assertIn("not a positive seq", self.prune("abc", expect=2).stderr)
         self.prune(0, expect=2)
 
+    def test_prune_without_install(self):
+        """prune on a database ferry-src never installed into: a one-line
+        configuration error that says so (exit 2), not SQLite's own."""
+        self.make_source(teams=1, posts_per_team=5, install=False)
+        cp = self.prune(5, expect=2)
+        self.assertEqual(len(cp.stderr.strip().splitlines()), 1, cp.stderr)
+        self.assertIn("ferry-src install has not run here", cp.stderr)
+        self.assertNotIn("no such table", cp.stderr)
+
     def test_run_log_rotates(self):
         # runs.log beside the state keeps one older generation past 16 MB.
         self.make_source(teams=2, posts_per_team=20)

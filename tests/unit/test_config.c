@@ -176,11 +176,26 @@ static void test_defaults_and_required(void)
     ASSERT_STR(err.msg, want);
     ferry_config_release(&cfg);
 
-    p = write_conf("[target]\ndatabase = d\nstate = s\ntenant = 1\n");
+    p = write_conf("[target]\ndatabase = sqlite:d\nstate = s\ntenant = 1\n");
     ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
     ASSERT_EQ(ferry_config_require_dst(&cfg, &err), FERRY_ECONFIG);
     snprintf(want, sizeof(want), "config %s: [source] url is missing", p);
     ASSERT_STR(err.msg, want);
+    ferry_config_release(&cfg);
+
+    /* a database of no engine ferry has, said at load: its scheme only (a password may follow) */
+    p = write_conf("[source]\ndatabase = mysql://u:secret@h/db\nurl = http://h:1\n"
+                   "[scope]\nroot = t\n[target]\ndatabase = d.db\nstate = s\ntenant = 1\n");
+    ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
+    ASSERT_EQ(ferry_config_require_src(&cfg, &err), FERRY_ECONFIG);
+    snprintf(want, sizeof(want),
+             "config %s: [source] database 'mysql...' is not a database ferry knows: use "
+             "sqlite:///path or postgresql://...",
+             p);
+    ASSERT_STR(err.msg, want);
+    ASSERT(strstr(err.msg, "secret") == NULL);
+    ASSERT_EQ(ferry_config_require_dst(&cfg, &err), FERRY_ECONFIG);
+    ASSERT(strstr(err.msg, "[target] database 'd.db...'") != NULL);
     ferry_config_release(&cfg);
 
     /* batch_rows bounds are inclusive */
