@@ -404,7 +404,7 @@ static int set_frozen(const struct cli *cli, int on, struct ferry_error *err)
                "until ferry-src unfreeze --config %s --tenant %s\n",
                cli->tenant, (long long)head, cli->config, cli->tenant);
     else if (!rc)
-        printf("tenant %s is no longer frozen: writes to its rows are accepted\n", cli->tenant);
+        printf("tenant %s is not frozen: writes to its rows are accepted\n", cli->tenant);
     ferry_freeze_close(f);
     ferry_config_release(&cfg);
     return rc;
