@@ -145,6 +145,12 @@ int ferry_follow(const struct ferry_config *cfg, const struct ferry_follow_opts 
         rc = ferry_sync(cfg, &so, err);
         idle = !rc && rep.pending == 0;
         if (rc == FERRY_EINTR && stop_flag) {
+            /* the round cut short: said too, for a script that reads the rounds */
+            if (o->json) {
+                printf("{\"round\":%d,\"ok\":true,\"stopped\":true,\"lag_seconds\":%" PRId64 "}\n",
+                       round, seen ? (int64_t)time(NULL) - seen : -1);
+                fflush(stdout);
+            }
             rc = FERRY_OK;
             break;
         }
