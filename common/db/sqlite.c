@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include <errno.h>
+#include <unistd.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -70,6 +71,22 @@ static struct sq_stmt *sq_stmt(struct ferry_stmt *st)
     return (struct sq_stmt *)st;
 }
 
+/* Whether the directory of path can take new files (SQLite's -wal and -shm beside it). */
+static int dir_writable(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+
+    if (!slash)
+        return access(".", W_OK) == 0;
+    if (n >= sizeof(dir))
+        return 1; /* cannot tell: let SQLite's own error stand */
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    return access(n ? dir : "/", W_OK) == 0;
+}
+
 /* Translate a failed SQLite call on h, with the statement it ran. */
 static int sq_error(sqlite3 *h, int src, const char *sql, struct ferry_error *err)
 {
@@ -83,6 +100,14 @@ static int sq_error(sqlite3 *h, int src, const char *sql, struct ferry_error *er
                                "disk full writing %s: free space there and rerun (nothing of "
                                "the failed batch was committed)",
                                file && *file ? file : "the database");
+    }
+    case SQLITE_READONLY: {
+        const char *file = h ? sqlite3_db_filename(h, "main") : NULL;
+
+        return ferry_error_set(err, FERRY_EDB,
+                               "cannot write %s, it is read-only (%s): give the user running "
+                               "ferry write access to the file and its directory, and rerun",
+                               file && *file ? file : "the database", sqlite3_errmsg(h));
     }
     case SQLITE_BUSY:
         return ferry_error_set(err, FERRY_EDB,
@@ -219,6 +244,12 @@ static int sq_open(const char *url, int flags, struct ferry_db **out, struct fer
     goto out;
 open_failed:
     ferry_error_prefix(err, "cannot open database %s", path);
+    /* opening to write on a read-only file system, or a file ferry may not write: say so */
+    if (!(flags & FERRY_DB_READONLY) && (access(path, W_OK) != 0 || !dir_writable(path)))
+        rc = ferry_error_set(err, FERRY_EDB,
+                             "cannot open database %s to write: %s; give the user running "
+                             "ferry write access to the file and its directory, and rerun",
+                             path, strerror(errno));
 out:
     if (d) {
         sqlite3_close(d->h);

@@ -73,6 +73,31 @@ class FullDiskTest(ft.FerryTestCase):
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
+    def test_read_only_target(self):
+        """The target's file system read-only (remounted so; root ignores
+        file modes): the sync stops with one line that names the file and
+        what to do (exit 5), nothing applied; writable again, it goes on.
+        Oracle: the tenant's rows (assertTenantCopy)."""
+        self.make_source(teams=2, posts_per_team=50)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=os.path.join(self.disk, "dst.db"))
+            self.sync("--quiet")
+            ft.on_source(self.src_db, "UPDATE posts SET body = 'while read-only'")
+            cp = subprocess.run(["mount", "-o", "remount,ro", self.disk], capture_output=True,
+                                text=True)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            try:
+                cp = self.sync("--quiet", expect=5)
+            finally:
+                subprocess.run(["mount", "-o", "remount,rw", self.disk], capture_output=True)
+            self.assertOneLine(cp.stderr)
+            self.assertRegex(cp.stderr.lower(), r"dst\.db.*(read-only|readonly)")
+            self.assertIn("write access", cp.stderr)
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM posts WHERE body = "
+                                                   "'while read-only'"), [(0,)])
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
 
 if __name__ == "__main__":
     ft.main()
