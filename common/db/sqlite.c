@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include <errno.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <math.h>
 #include <pthread.h>
@@ -69,6 +70,14 @@ static struct sq_db *sq_db(struct ferry_db *db)
 static struct sq_stmt *sq_stmt(struct ferry_stmt *st)
 {
     return (struct sq_stmt *)st;
+}
+
+/* Whether the file system of path has no block left for it (statvfs; 0 when it cannot tell). */
+static int disk_full(const char *path)
+{
+    struct statvfs sv;
+
+    return statvfs(path, &sv) == 0 && sv.f_bavail == 0;
 }
 
 /* Whether the directory of path can take new files (SQLite's -wal and -shm beside it). */
@@ -244,8 +253,13 @@ static int sq_open(const char *url, int flags, struct ferry_db **out, struct fer
     goto out;
 open_failed:
     ferry_error_prefix(err, "cannot open database %s", path);
-    /* opening to write on a read-only file system, or a file ferry may not write: say so */
-    if (!(flags & FERRY_DB_READONLY) && (access(path, W_OK) != 0 || !dir_writable(path)))
+    /* opening to write on a full disk, a read-only file system, a file ferry may not write */
+    if (!(flags & FERRY_DB_READONLY) && disk_full(path))
+        rc = ferry_error_set(err, FERRY_ENOSPC,
+                             "disk full opening %s: free space there and rerun (nothing was "
+                             "written)",
+                             path);
+    else if (!(flags & FERRY_DB_READONLY) && (access(path, W_OK) != 0 || !dir_writable(path)))
         rc = ferry_error_set(err, FERRY_EDB,
                              "cannot open database %s to write: %s; give the user running "
                              "ferry write access to the file and its directory, and rerun",

@@ -73,6 +73,27 @@ class FullDiskTest(ft.FerryTestCase):
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
+    def test_full_disk_before_the_first_write(self):
+        """A target on a disk already full when the sync opens it: one line
+        that says the disk is full (exit 5, ENOSPC), not SQLite's 'disk I/O
+        error'; with room again, the copy is made. Oracle: the tenant's
+        rows (assertTenantCopy) and the run's code."""
+        self.make_source(teams=2, posts_per_team=20)
+        filler = os.path.join(self.disk, "filler")
+        subprocess.run("head -c 2M /dev/zero > '%s'" % filler, shell=True, capture_output=True)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=os.path.join(self.disk, "dst.db"))
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("disk full", cp.stderr)
+            self.assertNotIn("I/O error", cp.stderr)
+            os.remove(filler)
+            for f in ("dst.db", "dst.db-wal", "dst.db-shm"):
+                if os.path.exists(os.path.join(self.disk, f)):
+                    os.remove(os.path.join(self.disk, f))
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_read_only_target(self):
         """The target's file system read-only (remounted so; root ignores
         file modes): the sync stops with one line that names the file and
