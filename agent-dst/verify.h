@@ -129,9 +129,9 @@ void ferry_verify_report_release(struct ferry_verify_report *rep);
  * ADD COLUMN, and the deltas since), there is nothing to copy. Rows that
  * differ (written on the source since the deltas) are found as verify
  * finds them and pulled again, as verify --repair does (*repaired: rows
- * written and deleted), then compared again; past a hundredth of the rows
- * (the manifest's estimate) or after that one repair, *same stays 0: the
- * copy costs less. *rows: the source's count. Errors as verify's (a
+ * written and deleted), then compared again; past 100 and a hundredth of
+ * the source's rows, or after that one repair, *same stays 0: the copy
+ * costs less. *rows: the source's count. Errors as verify's (a
  * source from before this check refuses it: FERRY_EPROTO).
  */
 int ferry_verify_columns(const struct ferry_config *cfg, const char *table, const char *const *cols,
