@@ -154,8 +154,16 @@ int ferry_follow(const struct ferry_config *cfg, const struct ferry_follow_opts 
             rc = FERRY_OK;
             break;
         }
-        if (rc && !retryable(rc))
+        if (rc && !retryable(rc)) {
+            /* the round that ends it is said too */
+            if (o->json) {
+                printf("{\"round\":%d,\"ok\":false,\"code\":\"%s\",\"final\":true,"
+                       "\"lag_seconds\":%" PRId64 "}\n",
+                       round, ferry_strcode(rc), seen ? (int64_t)time(NULL) - seen : -1);
+                fflush(stdout);
+            }
             break;
+        }
         if (rc) {
             lag = seen ? (int64_t)time(NULL) - seen : -1;
             report_failure(o, round, err, lag);

@@ -241,8 +241,8 @@ static int cmd_keygen(const struct opts *o, struct ferry_error *err)
 }
 
 /*
- * Each command and the options it takes besides --config, --quiet,
- * --verbose and --help (getopt_long's codes): any other is refused, so
+ * Each command and the options it takes besides --quiet, --verbose and
+ * --help (getopt_long's codes): any other is refused, so
  * that `cutover --dry-run` does not cut over.
  */
 static const struct {
@@ -250,8 +250,8 @@ static const struct {
     int (*fn)(const struct opts *o, struct ferry_error *err);
     const char *takes;
 } commands[] = {
-    {"sync", cmd_sync, "n"},       {"status", cmd_status, "j"},     {"keygen", cmd_keygen, "ob"},
-    {"verify", cmd_verify, "rkj"}, {"cutover", cmd_cutover, "tfj"}, {"follow", cmd_follow, "ij"},
+    {"sync", cmd_sync, "cn"},       {"status", cmd_status, "cj"},     {"keygen", cmd_keygen, "ob"},
+    {"verify", cmd_verify, "crkj"}, {"cutover", cmd_cutover, "ctfj"}, {"follow", cmd_follow, "cij"},
 };
 
 int main(int argc, char **argv)
@@ -359,7 +359,7 @@ int main(int argc, char **argv)
         for (const char *g = given; *g; g++) {
             const struct option *lo = longopts;
 
-            if (strchr("cqvh", *g) || strchr(commands[i].takes, *g))
+            if (strchr("qvh", *g) || strchr(commands[i].takes, *g))
                 continue;
             while (lo->name && lo->val != *g)
                 lo++;

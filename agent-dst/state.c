@@ -320,6 +320,14 @@ static int mdb_fail(const char *dir, int rc, const char *what, struct ferry_erro
         return ferry_error_set(err, FERRY_ENOSPC,
                                "cannot %s in state %s: %s; free space in %s and rerun", what, dir,
                                mdb_strerror(rc), dir);
+    /* not an I/O hiccup a retry gets past (follow retries EIO): the state is damaged */
+    if (rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+        rc == MDB_VERSION_MISMATCH)
+        return ferry_error_set(err, FERRY_EDATA,
+                               "cannot %s in state %s: %s; the state is damaged: restore it from "
+                               "a backup, or copy again with a fresh [target] state directory, "
+                               "then ferry-dst verify --repair",
+                               what, dir, mdb_strerror(rc));
     return ferry_error_set(err, FERRY_EIO, "cannot %s in state %s: %s", what, dir,
                            mdb_strerror(rc));
 }

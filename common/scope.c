@@ -781,10 +781,7 @@ int ferry_scope_pg_key_exact(const char *type)
                                         "double precision",
                                         "date",
                                         "timestamp without time zone",
-                                        "timestamp with time zone",
-                                        "text",
-                                        "character varying",
-                                        "character"};
+                                        "timestamp with time zone"};
 
     for (size_t i = 0; type && i < sizeof(exact) / sizeof(exact[0]); i++) {
         size_t n = strlen(exact[i]);

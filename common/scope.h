@@ -160,8 +160,10 @@ int ferry_scope_keymap(struct ferry_buf *b, const char *table);
  * format_type() writes it) that PostgreSQL finds equal always have the
  * same text in ferry's sessions: integers, uuid, boolean, bytea, floats
  * (0 and -0, equal, are left to be one key: SQLite cannot tell them apart),
- * dates and timestamps, text and character types. Not numeric (0.10 =
- * 0.1), interval ('1 day' = '24 hours'), citext, nor any other: an update
+ * dates and timestamps. Not numeric (0.10 = 0.1), interval ('1 day' = '24
+ * hours'), citext, text and character types (a nondeterministic collation
+ * makes 'Apple' = 'APPLE'; the type does not say the collation), nor any
+ * other: an update
  * to an equal key of another text is then a key change (capture logs the
  * old key's delete, the changes endpoint finds a key only by its text, a
  * PostgreSQL target deletes only an identical key). NULL: not exact.

@@ -115,10 +115,11 @@ class BadInputTest(ft.FerryTestCase):
                           (["verify", "--repair", "--dry-run"], "--dry-run"),
                           (["sync", "--repair"], "--repair"),
                           (["status", "--force"], "--force"),
-                          (["follow", "--interval", "1", "--then", "x"], "--then")):
+                          (["follow", "--interval", "1", "--then", "x"], "--then"),
+                          (["keygen", "--out", self.path("k")], "--config")):
             cp = ft.run_dst(args + ["--config", conf])
             self.assertExit(cp, 2, "%s does not take %s" % (args[0], opt))
-        for made in ("dst.db", "state", "hook"):
+        for made in ("dst.db", "state", "hook", "k"):
             self.assertFalse(os.path.exists(self.path(made)), made)
 
     def test_target_replaced_after_the_copy(self):
@@ -165,6 +166,15 @@ class BadInputTest(ft.FerryTestCase):
             self.assertExit(cp, 5, "is damaged", "its data.mdb is empty")
             cp = ft.run_dst(["status", "--config", self.dst_conf])
             self.assertExit(cp, 5, "is damaged")
+            # its first page overwritten: LMDB's own refusal, which follow does not retry
+            with open(os.path.join(self.state, "data.mdb"), "wb") as f:
+                f.write(b"\xa5" * 16384)
+            cp = ft.run_dst(["follow", "--interval", "1", "--json", "--config", self.dst_conf],
+                            timeout=30)
+            self.assertEqual(cp.returncode, 5, cp.stderr)
+            self.assertIn("the state is damaged", cp.stderr)
+            last = json.loads(cp.stdout.strip().splitlines()[-1])
+            self.assertEqual((last["ok"], last["final"], last["code"]), (False, True, "EDATA"))
             subprocess.run(["rm", "-rf", self.state], check=True)
             cp = self.sync()
             self.assertIn("target already holds tenant 1", cp.stderr)
