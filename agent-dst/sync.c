@@ -1042,6 +1042,19 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         goto out;
     snprintf(run.kind, sizeof(run.kind), "%s", opts->kind ? opts->kind : "sync");
     run.hwm_before = r.meta.hwm;
+    /*
+     * A SQLite target gone since the copy (moved, deleted): refused before
+     * anything opens it (which would make it anew, empty), idle or not.
+     */
+    if (!opts->dry_run && r.meta.phase == FERRY_PHASE_STREAMING &&
+        ferry_db_missing(cfg->target.database)) {
+        rc = ferry_error_set(err, FERRY_ESCHEMA,
+                             "target database %s is missing, but the state records its copy: "
+                             "point [target] database back at the copy, or copy again with a "
+                             "fresh [target] state directory",
+                             cfg->target.database);
+        goto out;
+    }
     if (!opts->dry_run && r.meta.phase == FERRY_PHASE_STREAMING) {
         prep.r = &r;
         prep.run = &run;

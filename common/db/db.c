@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Longest URL echoed back in an error message. */
 #define URL_SHOWN_MAX 120
@@ -43,6 +44,14 @@ static void redact_url(const char *url, char *out, size_t size)
 static int has_scheme(const char *url, const char *scheme)
 {
     return strncmp(url, scheme, strlen(scheme)) == 0;
+}
+
+int ferry_db_missing(const char *url)
+{
+    const char *path = has_scheme(url, "sqlite:") ? ferry_sqlite_url_path(url) : NULL;
+    struct stat sb;
+
+    return path && stat(path, &sb) != 0 && errno == ENOENT;
 }
 
 int ferry_db_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err)

@@ -44,6 +44,13 @@ struct ferry_stmt;
  * *out is owned, close with ferry_db_close().
  */
 int ferry_db_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err);
+
+/*
+ * 1 when url names a SQLite file that does not exist (a check without
+ * opening, which would create it); 0 otherwise, and for PostgreSQL, whose
+ * database only a connection can tell.
+ */
+int ferry_db_missing(const char *url);
 void ferry_db_close(struct ferry_db *db);
 enum ferry_engine ferry_db_engine(const struct ferry_db *db);
 

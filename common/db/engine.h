@@ -88,6 +88,8 @@ struct ferry_db_ops {
 };
 
 extern const struct ferry_db_ops ferry_sqlite_ops;
+/* The file path of a sqlite: URL (into url), or NULL when it names none (sqlite.c). */
+const char *ferry_sqlite_url_path(const char *url);
 extern const struct ferry_db_ops ferry_pg_ops;
 
 #endif

@@ -144,7 +144,7 @@ static int sq_exec_h(sqlite3 *h, const char *sql, struct ferry_error *err)
  * "sqlite://host/..." has no meaning for a local file and is refused rather
  * than guessed.
  */
-static const char *url_path(const char *url)
+const char *ferry_sqlite_url_path(const char *url)
 {
     const char *p = url + strlen("sqlite:");
 
@@ -192,7 +192,7 @@ static void sq_configure(void)
 static int sq_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err)
 {
     struct sq_db *d = NULL;
-    const char *path = url_path(url);
+    const char *path = ferry_sqlite_url_path(url);
     struct stat sb;
     int oflags = SQLITE_OPEN_NOMUTEX;
     int src;

@@ -133,11 +133,14 @@ class BadInputTest(ft.FerryTestCase):
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
             os.rename(self.dst_db, self.path("moved.db"))
-            ft.on_source(self.src_db, "UPDATE posts SET body = 'after the move'")
-            cp = self.sync("--quiet", expect=None)
-            self.assertExit(cp, 5, "the state records its copy", "fresh [target] state")
-            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM sqlite_master WHERE "
-                                                   "type = 'table' AND name = 'posts'"), [(0,)])
+            # nothing pending (the target is not opened) or changes pending: refused, and
+            # no empty database made in its place
+            for pending in (False, True):
+                if pending:
+                    ft.on_source(self.src_db, "UPDATE posts SET body = 'after the move'")
+                cp = self.sync("--quiet", expect=None)
+                self.assertExit(cp, 5, "the state records its copy", "fresh [target] state")
+                self.assertFalse(os.path.exists(self.dst_db), "a target made anew")
             for made in (self.dst_db, self.dst_db + "-wal", self.dst_db + "-shm"):
                 if os.path.exists(made):
                     os.remove(made)
