@@ -486,7 +486,8 @@ static int cols_record(struct run *r, const struct ferry_table_info *ti, struct 
 }
 
 /*
- * Whether ti (the manifest's) has columns its copy did not have: their
+ * Whether ti (the manifest's) has columns its copy did not have (or had
+ * before another that now comes first: dropped and added again): their
  * names into added ("a, b", cut to size). The application added them
  * since, and ALTER TABLE ... ADD COLUMN fills the rows already there
  * (with the column's DEFAULT) without a change a delta would carry: the
@@ -515,14 +516,21 @@ static int cols_added(struct run *r, const struct ferry_table_info *ti, int reco
         rc = FERRY_OK;
         len = 0;
     }
-    for (size_t c = 0; c < ti->ncols && !rc && len; c++) {
+    for (size_t c = 0, last = 0; c < ti->ncols && !rc && len; c++) {
         const char *name = ti->cols[c].name;
         size_t off = 0;
 
         while (off < len && strcmp(old + off, name) != 0)
             off += strnlen(old + off, len - off) + 1;
-        if (off < len)
+        /*
+         * Known, in the copy's order: not added. One that comes before a
+         * column that followed it was dropped and added again (ADD COLUMN
+         * puts it last), its values filled anew: as added.
+         */
+        if (off < len && off >= last) {
+            last = off;
             continue;
+        }
         if (names)
             names[n] = name;
         n++;

@@ -379,6 +379,24 @@ class SyncTest(ft.FerryTestCase):
             for db in (self.src_db, self.dst_db):
                 ft.on_source(db, "ALTER TABLE posts DROP COLUMN stars",
                              "ALTER TABLE posts DROP COLUMN mood")
+            # a column dropped and added again on the source only (a migration that
+            # resets it): it comes last now, so it is seen as added; it differs, the
+            # table is copied again and the target's rows get the new values
+            ft.on_source(self.src_db, "ALTER TABLE posts DROP COLUMN score",
+                         "ALTER TABLE posts ADD COLUMN score REAL DEFAULT 0.5")
+            cp = self.sync()
+            self.assertIn("copy posts again: the column score differs", cp.stderr)
+            cols = "p.id, p.channel_id, p.user_id, p.body, p.score, p.data, p.note, p.pinned"
+            self.assertEqual(ft.query(self.dst_db, "SELECT %s FROM posts p ORDER BY 1" % cols),
+                             ft.query(self.src_db, "SELECT %s FROM posts p JOIN channels c ON "
+                                                   "c.id = p.channel_id WHERE c.team_id = 1 "
+                                                   "ORDER BY 1" % cols))
+            self.assertEqual(ft.query(self.dst_db, "SELECT DISTINCT score FROM posts"), [(0.5,)])
+            # the target's columns in the source's order again, for the oracle below
+            ft.on_source(self.dst_db, "ALTER TABLE posts DROP COLUMN score",
+                         "ALTER TABLE posts ADD COLUMN score REAL DEFAULT 0.5")
+            self.sync("--quiet")
+            self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
             ft.on_source(self.src_db, "ALTER TABLE posts DROP COLUMN pinned")
             ft.on_source(self.dst_db, "ALTER TABLE posts DROP COLUMN pinned")
             # and a column the application drops
