@@ -893,27 +893,32 @@ class SyncTest(ft.FerryTestCase):
     def test_nothing_pending_leaves_the_target_alone(self):
         # The manifest says no change of the tenant is pending after the
         # mark: the run records itself and the source head it saw, and
-        # writes nothing to the target; a missing target database is not
-        # created (a delta run opens an existing one while the manifest is
-        # on its way, never with create).
+        # writes nothing to the target (its file untouched). A target
+        # database gone since the copy is refused, idle run or not, and not
+        # created (a delta run opens an existing one, never with create).
         self.make_source(teams=2, posts_per_team=30)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
             st0 = ft.status_json(self.dst_conf)
             ft.on_source(self.src_db, "UPDATE teams SET name = 'Team Two' WHERE id = 2")
-            away = self.path("dst-away.db")
-            os.rename(self.dst_db, away)
-            for suffix in ("-wal", "-shm"):
-                self.assertFalse(os.path.exists(self.dst_db + suffix))
+            mtime = os.stat(self.dst_db).st_mtime_ns
             self.sync("--quiet")
-            self.assertFalse(os.path.exists(self.dst_db), "the target database was created")
+            self.assertEqual(os.stat(self.dst_db).st_mtime_ns, mtime, "the target was written")
             st = ft.status_json(self.dst_conf)
             run = last_run(st)
             self.assertEqual((run["code"], run["upserted"], run["deleted"]), ("OK", 0, 0), run)
             self.assertEqual(st["hwm"], st0["hwm"])
             self.assertGreater(st["source_head"], st0["source_head"], "team 2's change is not seen")
             self.assertGreater(run["id"], last_run(st0)["id"])
+            away = self.path("dst-away.db")
+            os.rename(self.dst_db, away)
+            for suffix in ("-wal", "-shm"):
+                self.assertFalse(os.path.exists(self.dst_db + suffix))
+            cp = self.sync("--quiet", expect=5)
+            self.assertIn("is missing, but the state records its copy", cp.stderr)
+            self.assertFalse(os.path.exists(self.dst_db), "the target database was created")
+            self.assertEqual(ft.status_json(self.dst_conf)["hwm"], st0["hwm"])
             os.rename(away, self.dst_db)
             ft.on_source(self.src_db, "UPDATE teams SET name = 'Team One' WHERE id = 1")
             self.sync("--quiet")
