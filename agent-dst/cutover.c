@@ -29,6 +29,9 @@
 
 enum step { STEP_CHECK, STEP_FREEZE, STEP_DELTA, STEP_VERIFY, STEP_RECORD, STEP_HOOKS, STEP_DONE };
 
+/* How long the final delta is synced again while the source serves short of the freeze's head. */
+#define DELTA_CATCHUP_SECS 60
+
 static const char *const step_names[] = {"check",  "freeze", "delta", "verify",
                                          "record", "hooks",  "done"};
 
@@ -135,20 +138,44 @@ static int final_delta(const struct ferry_config *cfg, const struct ferry_cutove
     struct ferry_sync_opts so;
     int rc;
 
+    struct ferry_sync_report one;
+    double t0 = now_s();
+
     memset(&so, 0, sizeof(so));
     so.quiet = o->quiet;
     so.kind = "cutover-delta"; /* the cutover's own run is recorded at its end */
-    so.report = &rp->delta;
-    rc = ferry_sync(cfg, &so, err);
-    if (rc)
-        return rc;
-    /* The manifest was read after the freeze answered: it cannot be behind it. */
-    if (rp->delta.head < rp->head)
-        return ferry_error_set(err, FERRY_EPROTO,
-                               "the source's head went back from %" PRId64 " to %" PRId64
-                               " during the cutover; was its change log reset?",
-                               rp->head, rp->delta.head);
-    return FERRY_OK;
+    so.report = &one;
+    /*
+     * The manifest is read after the freeze answered, but the source serves
+     * changes only up to where no transaction writing to its change log is
+     * open (another tenant's, begun since): below the freeze's head until
+     * they end. Every change of the frozen tenant is below that head, so
+     * the delta is synced again until it gets there.
+     */
+    for (;;) {
+        memset(&one, 0, sizeof(one));
+        rc = ferry_sync(cfg, &so, err);
+        if (rc)
+            return rc;
+        rp->delta.head = one.head;
+        rp->delta.hwm = one.hwm;
+        rp->delta.upserted += one.upserted;
+        rp->delta.deleted += one.deleted;
+        if (one.head >= rp->head)
+            return FERRY_OK;
+        if (now_s() - t0 >= DELTA_CATCHUP_SECS)
+            return ferry_error_set(err, FERRY_EDB,
+                                   "the source served changes up to %" PRId64 " only, short of "
+                                   "the head %" PRId64 " the freeze saw, for %d s: transactions "
+                                   "still open there hold the rest back (see ferry-src's log); "
+                                   "run the cutover again once they end",
+                                   one.head, rp->head, DELTA_CATCHUP_SECS);
+        if (!o->quiet)
+            log_info("cutover: the source served changes up to %" PRId64 " of %" PRId64
+                     " (transactions still open there); syncing again",
+                     one.head, rp->head);
+        sleep(1);
+    }
 }
 
 static int verify_and_record(const struct ferry_config *cfg, struct ferry_state *st,

@@ -694,6 +694,52 @@ class PgCutoverTest(CutoverTest):
             self.assertPgFrozen(1)
             self.assertPgFrozen(2, frozen=False)
 
+    def test_pg_cutover_waits_out_another_tenants_transaction(self):
+        """Tenant 1's changes committed before the cutover; another tenant's
+        transaction (A) in flight at the freeze, and one (Z) opened during
+        the freeze's wait for A and held past it: the source serves changes
+        only below Z until it ends, short of the freeze's head, so the
+        cutover syncs its final delta again until it gets there (it stopped
+        with 'was its change log reset?'). Oracle: exit 0, and tenant 1's
+        posts on the target equal the source's."""
+        self.make_pg_source("catchup_%d" % os.getpid())
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            ok, _, err = psql(self.src_db, "UPDATE posts SET body = 'before the cutover' WHERE "
+                                           "channel_id IN (SELECT id FROM channels WHERE "
+                                           "team_id = 1)")
+            self.assertTrue(ok, err)
+            other = ("BEGIN; UPDATE posts SET body = body WHERE id = (SELECT min(p.id) FROM "
+                     "posts p JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 2); "
+                     "SELECT pg_sleep(%d); COMMIT;")
+            a = subprocess.Popen(["psql", self.src_db, "-X", "-q", "-c", other % 3],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(0.5)
+            cut = ft.start_dst(["cutover", "--config", self.dst_conf], self.path("cutover.log"))
+            time.sleep(1.0)
+            z = subprocess.Popen(["psql", self.src_db, "-X", "-q", "-c", other % 8],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                rc = cut.wait(timeout=120)
+            finally:
+                for proc in (a, z):
+                    proc.communicate(timeout=60)
+            with open(self.path("cutover.log")) as f:
+                log = f.read()
+            self.assertEqual(rc, 0, log)
+            self.assertNotIn("change log reset", log)
+            want = self.pg_rows("SELECT p.id, p.body FROM posts p JOIN channels c "
+                                "ON c.id = p.channel_id WHERE c.team_id = 1")
+            dst = sqlite3.connect(self.dst_db)
+            try:
+                got = sorted(tuple(str(v) for v in r)
+                             for r in dst.execute("SELECT id, body FROM posts"))
+            finally:
+                dst.close()
+            self.assertEqual(got, want)
+            self.assertPgFrozen(1)
+
     def test_pg_migration_story(self):
         self.make_pg_source("story_%d" % os.getpid())
         log = []
