@@ -3691,6 +3691,12 @@ static void sleep_ms(long ms)
 
 int ferry_capture_safe_head(struct ferry_db *db, int64_t *safe, struct ferry_error *err)
 {
+    return ferry_capture_safe_head_after(db, -1, safe, err);
+}
+
+int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *safe,
+                                  struct ferry_error *err)
+{
     char vxids[8192];
     int64_t s = 0, n = 0;
     long waited = 0, step = 1;
@@ -3728,8 +3734,14 @@ int ferry_capture_safe_head(struct ferry_db *db, int64_t *safe, struct ferry_err
             *safe = s;
             return FERRY_OK;
         }
-        if (waited >= FERRY_CAPTURE_SAFE_WAIT_MS)
+        /* a reader below the last safe point takes that at once */
+        if (waited >= FERRY_CAPTURE_SAFE_WAIT_MS || (after >= 0 && pg_last_safe > after)) {
+            if (waited < FERRY_CAPTURE_SAFE_WAIT_MS) {
+                *safe = pg_last_safe;
+                return FERRY_OK;
+            }
             break;
+        }
         sleep_ms(step);
         waited += step;
         step = step * 2 > 100 ? 100 : step * 2;

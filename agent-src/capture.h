@@ -74,6 +74,15 @@ int ferry_capture_head(struct ferry_db *db, int64_t *head, struct ferry_error *e
  * writer in flight, and a warning names the waiting backends.
  */
 int ferry_capture_safe_head(struct ferry_db *db, int64_t *safe, struct ferry_error *err);
+/*
+ * The same for a reader that has everything up to after: while the last S
+ * found safe is past it, a writer in flight is not waited for (*safe is that
+ * S then, a batch to serve at once; the wait comes when the reader gets
+ * there). A backlog then goes out at full speed while a long transaction
+ * of any tenant stays open.
+ */
+int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *safe,
+                                  struct ferry_error *err);
 
 /*
  * The application_name of ferry-src's connections that hold a copy's

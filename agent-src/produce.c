@@ -1957,7 +1957,7 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     if (rc)
         goto out;
     /* never past a seq whose transaction may still commit (PostgreSQL) */
-    rc = ferry_capture_safe_head(p->db, &safe, err);
+    rc = ferry_capture_safe_head_after(p->db, req->after, &safe, err);
     if (rc)
         goto out;
     {
