@@ -324,8 +324,21 @@ int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, cha
         struct ferry_error e2;
         int64_t fp = 0;
         int rc = serve_request(p, req, out, len, err);
+        int frc = FERRY_OK;
 
-        if (rc && !ferry_db_alive(p->db) && !lost) {
+        if (!rc || ferry_db_alive(p->db)) {
+            if (tries >= 2 || (!rc && req->type == FERRY_REQ_SNAPSHOT))
+                return rc;
+            frc = ferry_scope_fingerprint(p->db, p->scope, &fp, &e2);
+            if (frc == FERRY_OK && fp == p->fingerprint)
+                return rc;
+        }
+        /*
+         * The connection gone (a restart, a failover), found by the request
+         * or only by the fingerprint after it (the request's failure was
+         * elsewhere, a snapshot holder's): connect again and serve anew.
+         */
+        if ((rc || frc) && !ferry_db_alive(p->db) && !lost) {
             free(*out);
             *out = NULL;
             *len = 0;
@@ -335,9 +348,7 @@ int ferry_produce(struct ferry_producer *p, const struct ferry_request *req, cha
                 return rc;
             continue;
         }
-        if (tries >= 2 || (!rc && req->type == FERRY_REQ_SNAPSHOT) ||
-            (ferry_scope_fingerprint(p->db, p->scope, &fp, &e2) == FERRY_OK &&
-             fp == p->fingerprint))
+        if (tries >= 2)
             return rc;
         free(*out);
         *out = NULL;

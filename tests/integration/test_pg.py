@@ -1335,6 +1335,23 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
             cp = subprocess.run([PGCLUSTER, "start", CLUSTER["dir"]], capture_output=True,
                                 text=True)
             self.assertEqual(cp.returncode, 0, cp.stderr)
+            # a new copy first (a manifest with an exported snapshot): served, not refused
+            conf = self.dst_conf
+            with open(conf) as f:
+                kept = f.read()
+            self.make_target(srv.url, tenant=1, db=self.path("fresh.db"))
+            with open(self.dst_conf) as f:
+                text = f.read().replace("state = " + self.state, "state = " + self.state + "-2")
+            with open(self.dst_conf, "w") as f:
+                f.write(text)
+            self.sync("--quiet")
+            with open(conf, "w") as f:
+                f.write(kept)
+            self.assertEqual(ft.query(self.path("fresh.db"), "SELECT count(*) FROM posts"),
+                             [(int(psql(self.src_url, "SELECT count(*) FROM posts p JOIN "
+                                                      "channels c ON c.id = p.channel_id WHERE "
+                                                      "c.team_id = 1").strip()),)])
+            self.dst_conf, self.dst_db = conf, self.dst_url
             psql(self.src_url, "UPDATE posts SET body = 'after the restart' WHERE id IN "
                                "(SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
                                "WHERE c.team_id = 1 ORDER BY p.id LIMIT 5)")
