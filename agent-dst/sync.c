@@ -1098,19 +1098,21 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
         rc = copy_again(&r, 0, err);
         if (rc)
             goto end;
-        for (size_t i = 0; i < r.manifest->ntables; i++)
-            r.uncopied += !copy_done(&r, r.manifest->tables[i].name);
+        /* the tables copied before must be there still (the target was not replaced) */
+        copied = calloc(r.manifest->ntables ? r.manifest->ntables : 1, 1);
+        if (!copied) {
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+            goto end;
+        }
+        for (size_t i = 0; i < r.manifest->ntables; i++) {
+            copied[i] = (unsigned char)copy_done(&r, r.manifest->tables[i].name);
+            r.uncopied += !copied[i];
+        }
         r.idle = r.manifest->pending == 0 && !r.uncopied;
         if (!r.idle)
             rc = deltas_start(&r, err);
         if (rc)
             goto end;
-    }
-    /* the tables copied before must be there still (the target was not replaced) */
-    if (!r.idle && r.meta.phase == FERRY_PHASE_STREAMING) {
-        copied = calloc(r.manifest->ntables ? r.manifest->ntables : 1, 1);
-        for (size_t i = 0; copied && i < r.manifest->ntables; i++)
-            copied[i] = (unsigned char)copy_done(&r, r.manifest->tables[i].name);
     }
     if (!r.idle && prep.db)
         rc = ferry_applier_open_db(prep.db, cfg->target.database, r.manifest, cfg->target.tenant,
@@ -1121,7 +1123,6 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     else
         ferry_db_close(prep.db); /* idle: not needed after all */
     prep.db = NULL;
-    free(copied);
     if (!rc && !prepping && ferry_state_run_begin(r.state, &run, err)) {
         rc = err->code;
         run.id = 0; /* not recorded */
@@ -1237,6 +1238,7 @@ end:
                  now_s() - t0, r.copied, r.counts.upserted - r.copied, r.counts.deleted,
                  r.meta.hwm);
 out:
+    free(copied);
     deltas_stop(&r);
     ferry_db_close(prep.db);
     /* while the target closes on its thread (the state's lock is held until it has) */

@@ -84,12 +84,6 @@ struct vrun {
     unsigned char *keep;
     size_t nkeep;
     /*
-     * ferry_verify_columns: a comparison that finds more differences than
-     * 100 and a hundredth of the source's rows (its total, known before any
-     * split) stops (FERRY_ETOOBIG): the copy costs less than the repair.
-     */
-    int diff_limit;
-    /*
      * The row hash of this verify (checksum.h): SipHash-1-3 under a key
      * drawn here, or SHA-256 once the source refused the key (a source
      * from before it). Set by the first digest request, the root's total.
@@ -168,7 +162,12 @@ static int diff_add(struct vrun *r, size_t t, enum ferry_diff_kind kind,
 
     l->total++;
     count_kind(counts_of(r, t), kind, 1);
-    if (r->diff_limit && l->total > 100 + counts_of(r, t)->src_rows / 100)
+    /*
+     * ferry_verify_columns (r->keep): past 100 and a hundredth of the
+     * source's rows (its total, known before any split), the copy costs
+     * less than the repair.
+     */
+    if (r->keep && l->total > 100 + counts_of(r, t)->src_rows / 100)
         return ferry_error_set(err, FERRY_ETOOBIG, "more than %" PRId64 " rows differ",
                                100 + counts_of(r, t)->src_rows / 100);
     if (l->n >= FERRY_VERIFY_MAX_DIFFS)
@@ -1603,8 +1602,6 @@ int ferry_verify_columns(const struct ferry_config *cfg, const char *table, cons
         else
             r.keep[i] = 1;
     }
-    /* past a hundredth of the rows differing, the copy costs less than the repair */
-    r.diff_limit = 1;
     for (int round = 0; round < 2 && !rc; round++) {
         struct ferry_verify_table *vt = &rep.tables[t];
 

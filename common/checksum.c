@@ -1354,9 +1354,6 @@ static const char pg_collated_keys_sql[] =
 
 static void collate_keys(struct ferry_checksum *c)
 {
-    /* key types with no collation: no catalog query for them (every digest makes one) */
-    static const char *const plain[] = {"bigint", "integer", "smallint", "uuid",
-                                        "bytea",  "boolean", "date",     "oid"};
     const struct ferry_table_info *ti = &c->scope->tables[c->t].info;
     struct ferry_stmt *st = NULL;
     struct ferry_error err;
@@ -1365,15 +1362,9 @@ static void collate_keys(struct ferry_checksum *c)
     size_t k = 0;
     int row = 0;
 
-    for (; k < c->npk; k++) {
-        const char *type = ti->cols[ferry_table_pkcol(ti, k)].type;
-        size_t i = 0;
-
-        while (type && i < sizeof(plain) / sizeof(plain[0]) && strcmp(type, plain[i]) != 0)
-            i++;
-        if (!type || i == sizeof(plain) / sizeof(plain[0]))
-            break;
-    }
+    /* key types equal only when identical have no collation: no catalog query (every digest) */
+    while (k < c->npk && ferry_scope_pg_key_exact(ti->cols[ferry_table_pkcol(ti, k)].type))
+        k++;
     if (k == c->npk)
         return;
     ferry_buf_init(&name, 256);

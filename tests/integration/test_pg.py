@@ -2302,6 +2302,23 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             self.assertEqual(posts, [i for i, _ in self.posts_oracle(tenant=2)])
         self.assertKeyMaps()
 
+    def open_writer(self, sql):
+        """A psql session on the source in a transaction that ran sql (a
+        write: it holds an xid) and stays open: a Popen, once the server
+        shows it idle in transaction; end it with communicate("COMMIT;")."""
+        env = dict(os.environ, PGOPTIONS=PGOPTIONS)
+        w = subprocess.Popen([CLUSTER["psql"], "-X", "-q", "-d", self.src_url],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        w.stdin.write("BEGIN; %s;\n" % sql)
+        w.stdin.flush()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and psql(
+                self.src_url, "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS "
+                              "NOT NULL AND state = 'idle in transaction'").strip() != "1":
+            time.sleep(0.05)
+        return w
+
     def test_backlog_while_another_tenant_holds_a_transaction(self):
         """A backlog of tenant 1's changes, known to be safe (committed before
         a manifest was read), and then a long transaction of another tenant
@@ -2316,20 +2333,10 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             psql(self.src_url, "UPDATE posts SET body = 'backlog ' || id WHERE channel_id IN "
                                "(SELECT id FROM channels WHERE team_id = 1)")
             self.sync("--quiet", "--dry-run")  # a manifest: the backlog is known safe
-            env = dict(os.environ, PGOPTIONS=PGOPTIONS)
-            hold = subprocess.Popen([CLUSTER["psql"], "-X", "-q", "-d", self.src_url],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=env)
-            hold.stdin.write("BEGIN; UPDATE posts SET body = body WHERE id = (SELECT min(p.id) "
-                             "FROM posts p JOIN channels c ON c.id = p.channel_id WHERE "
-                             "c.team_id = 2);\n")
-            hold.stdin.flush()
+            hold = self.open_writer("UPDATE posts SET body = body WHERE id = (SELECT min(p.id) "
+                                    "FROM posts p JOIN channels c ON c.id = p.channel_id WHERE "
+                                    "c.team_id = 2)")
             try:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and psql(
-                        self.src_url, "SELECT count(*) FROM pg_stat_activity WHERE backend_xid "
-                                      "IS NOT NULL AND state = 'idle in transaction'").strip() != "1":
-                    time.sleep(0.05)
                 before = srv.log().count("still open after")
                 self.sync("--quiet")
                 waits = srv.log().count("still open after") - before
@@ -2364,17 +2371,7 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
             self.assertEqual(cp.returncode, 0, cp.stderr)
             # a writer's open transaction is still waited for
-            env = dict(os.environ, PGOPTIONS=PGOPTIONS)
-            w = subprocess.Popen([CLUSTER["psql"], "-X", "-q", "-d", self.src_url],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env)
-            w.stdin.write("BEGIN; UPDATE teams SET name = name WHERE id = 3;\n")
-            w.stdin.flush()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and psql(
-                    self.src_url, "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS "
-                                  "NOT NULL AND state = 'idle in transaction'").strip() != "1":
-                time.sleep(0.05)
+            w = self.open_writer("UPDATE teams SET name = name WHERE id = 3")
             fr = subprocess.Popen([ft.FERRY_SRC, "freeze", "--config", self.src_conf,
                                    "--tenant", "1"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
