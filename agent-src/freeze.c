@@ -402,10 +402,12 @@ struct ferry_freeze_wait {
     char snap[8192];
     char when[64];
     struct timespec t0;
+    long secs;   /* how long it may wait: [source] freeze_wait */
+    int expired; /* it waited secs, and transactions are still running */
 };
 
-static int pg_wait_begin(struct ferry_db *db, const char *tenant, struct ferry_freeze_wait **out,
-                         struct ferry_error *err)
+static int pg_wait_begin(struct ferry_db *db, const char *tenant, long secs,
+                         struct ferry_freeze_wait **out, struct ferry_error *err)
 {
     struct ferry_freeze_wait *w = calloc(1, sizeof(*w));
     int rc;
@@ -413,6 +415,7 @@ static int pg_wait_begin(struct ferry_db *db, const char *tenant, struct ferry_f
     if (!w)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     snprintf(w->tenant, sizeof(w->tenant), "%s", tenant);
+    w->secs = secs > 0 ? secs : FERRY_FREEZE_WAIT_DEFAULT;
     rc = query_text(db, "SELECT pg_current_snapshot()::text", w->snap, sizeof(w->snap), err);
     if (!rc)
         rc = query_text(db, "SELECT clock_timestamp()::text", w->when, sizeof(w->when), err);
@@ -425,7 +428,7 @@ static int pg_wait_begin(struct ferry_db *db, const char *tenant, struct ferry_f
     return FERRY_OK;
 }
 
-static int pg_wait_poll(struct ferry_db *db, const struct ferry_freeze_wait *w, int *done,
+static int pg_wait_poll(struct ferry_db *db, struct ferry_freeze_wait *w, int *done,
                         struct ferry_error *err)
 {
     struct ferry_value args[2] = {ferry_value_text(w->snap, strlen(w->snap)),
@@ -451,13 +454,21 @@ static int pg_wait_poll(struct ferry_db *db, const struct ferry_freeze_wait *w, 
         return FERRY_OK;
     }
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec - w->t0.tv_sec >= FERRY_FREEZE_WAIT_SECS)
+    if (now.tv_sec - w->t0.tv_sec >= w->secs) {
+        w->expired = 1;
         return ferry_error_set(err, FERRY_EDB,
                                "tenant %.64s is frozen, but %" PRId64 " transactions that "
-                               "began before the freeze are still running after %d s (see "
-                               "pg_stat_activity); end them and freeze again",
-                               w->tenant, running, FERRY_FREEZE_WAIT_SECS);
+                               "began before the freeze are still running after %ld s (see "
+                               "pg_stat_activity); end them and freeze again, or raise "
+                               "[source] freeze_wait",
+                               w->tenant, running, w->secs);
+    }
     return FERRY_OK;
+}
+
+long ferry_freeze_wait_expired(const struct ferry_freeze_wait *w)
+{
+    return w && w->expired ? w->secs : 0;
 }
 
 void ferry_freeze_wait_free(struct ferry_freeze_wait *w)
@@ -590,7 +601,7 @@ static int freeze_start(struct ferry_freezer *f, const char *tenant, int on, con
     }
     rc = ferry_db_commit(f->db, err);
     if (!rc && on)
-        return pg_wait_begin(f->db, tenant, wait, err);
+        return pg_wait_begin(f->db, tenant, f->cfg->source.freeze_wait, wait, err);
     if (!rc)
         rc = freeze_done(f, tenant, on, head, err);
     return rc;

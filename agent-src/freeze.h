@@ -44,9 +44,6 @@
 #define FERRY_FROZEN_MSG                                                                           \
     "is frozen for migration by ferry; writes are refused until ferry-src unfreeze"
 
-/* How long a PostgreSQL freeze waits for transactions that began before it. */
-#define FERRY_FREEZE_WAIT_SECS 45
-
 /*
  * SQLite: create _ferry_frozen when missing and (re)create the freeze
  * triggers for every table of s. PostgreSQL: drop the freeze triggers of
@@ -83,8 +80,9 @@ void ferry_freeze_close(struct ferry_freezer *f);
  * that began earlier cannot write later (its snapshot is stale). PostgreSQL:
  * after the commit it waits until every transaction in flight at that moment
  * has ended (pg_current_snapshot's xip, and pg_stat_activity for those that
- * hold a snapshot without an xid yet), up to FERRY_FREEZE_WAIT_SECS; then the
- * freeze stays in place and the error (FERRY_EDB) names the backends.
+ * hold a snapshot without an xid yet), up to [source] freeze_wait seconds
+ * (FERRY_FREEZE_WAIT_DEFAULT); then the freeze stays in place and the error
+ * (FERRY_EDB) counts the transactions and says where to see them.
  *
  * *head (may be NULL) is set to the change-log head once the freeze holds:
  * every change of the tenant is at or below it.
@@ -108,6 +106,13 @@ int ferry_freeze_start(struct ferry_freezer *f, const char *tenant, int on, cons
 int ferry_freeze_poll(struct ferry_freezer *f, struct ferry_freeze_wait *w, int *done,
                       int64_t *head, struct ferry_error *err);
 void ferry_freeze_wait_free(struct ferry_freeze_wait *w);
+
+/*
+ * After ferry_freeze_poll failed: the seconds it waited when the failure
+ * was the wait running out (transactions that began before the freeze
+ * still running; the freeze holds), else 0.
+ */
+long ferry_freeze_wait_expired(const struct ferry_freeze_wait *w);
 
 /* *frozen = 1 when tenant is frozen; *since (may be NULL) its unix time, 0 when not. */
 int ferry_freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, int64_t *since,

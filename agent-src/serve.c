@@ -490,6 +490,8 @@ static const char *reason(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 409:
+        return "Conflict";
     case 410:
         return "Gone";
     default:
@@ -762,9 +764,9 @@ static struct tenant_mark *tenant_mark(struct server *sv, const char *tenant)
 /*
  * POST /v1/freeze: migration mode for the request's tenant (the session's,
  * when authentication is on). On PostgreSQL freezing waits for writes in
- * flight (see freeze.h), up to FERRY_FREEZE_WAIT_SECS: the request is then
- * answered from a timer that polls the wait, so that the loop goes on
- * serving other tenants meanwhile.
+ * flight (see freeze.h), up to [source] freeze_wait seconds (409 once they
+ * have passed): the request is answered from a timer that polls the wait,
+ * so that the loop goes on serving other tenants meanwhile.
  */
 #define FREEZE_POLL_USECS 20000
 
@@ -845,6 +847,19 @@ static void pending_poll(evutil_socket_t fd, short what, void *arg)
                  "tenant stays frozen",
                  pf->peer, pf->what, pf->tenant);
         free(out);
+    } else if (rc && ferry_freeze_wait_expired(pf->wait)) {
+        /*
+         * The target is told what to do, not how many transactions: they
+         * may be any tenant's. The count stays in this log.
+         */
+        log_warn("%s %s: %s", pf->peer, pf->what, e.msg);
+        ferry_error_set(&e, FERRY_EDB,
+                        "tenant %.64s is frozen, but transactions that began before the freeze "
+                        "are still running on the source after %ld s; its operator ends them (see "
+                        "pg_stat_activity there) or raises [source] freeze_wait, then run the "
+                        "cutover again",
+                        pf->tenant, ferry_freeze_wait_expired(pf->wait));
+        reply_error(sv, pf->req, EP_FREEZE, 409, &e, pf->peer, pf->what, &pf->au);
     } else if (rc) {
         reply_error(sv, pf->req, EP_FREEZE, http_status(rc), &e, pf->peer, pf->what, &pf->au);
     } else {

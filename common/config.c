@@ -92,6 +92,8 @@ static const struct key {
              "a number of seconds"),
     KEY_LONG(SEC_SOURCE, "max_message", source.max_message, 1, FERRY_MAX_MESSAGE_MB,
              "a number of MB"),
+    KEY_LONG(SEC_SOURCE, "freeze_wait", source.freeze_wait, 1, FERRY_FREEZE_WAIT_MAX,
+             "a number of seconds"),
     KEY_STRING(SEC_SOURCE, "authorized_keys", source.authorized_keys),
     KEY_STRING(SEC_SOURCE, "identity", source.identity),
     KEY_STRING(SEC_SOURCE, "tls_cert", source.tls_cert),

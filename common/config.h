@@ -15,6 +15,9 @@
  *   session_ttl = 900            ; seconds a target's session lasts (1..604800)
  *   max_message = 1024           ; MB in one message between the agents (1..1024): on
  *                                ; ferry-src the most it sends, on ferry-dst takes
+ *   freeze_wait = 45             ; seconds a PostgreSQL freeze waits for transactions in
+ *                                ; flight (1..50: a target hears nothing meanwhile, and
+ *                                ; takes a source silent for 60 s as gone)
  *   tls_cert = FILE, tls_key = FILE
  *   url = http://HOST:PORT       ; on ferry-dst: where the source listens
  *   public_key = FILE            ; on ferry-dst: the pinned source key
@@ -52,6 +55,15 @@
  */
 #define FERRY_MAX_MESSAGE_MB 1024
 
+/*
+ * [source] freeze_wait: how long a PostgreSQL freeze waits for transactions
+ * that began before it, by default and at most. A target's freeze request
+ * hears nothing meanwhile, and ferry-dst takes a source silent for 60 s as
+ * gone (fetch.c LOW_SPEED_TIME_S): the most stays under that.
+ */
+#define FERRY_FREEZE_WAIT_DEFAULT 45
+#define FERRY_FREEZE_WAIT_MAX 50
+
 struct ferry_table_conf {
     char *name;
     char *scope; /* SQL predicate using :tenant, or NULL */
@@ -81,6 +93,7 @@ struct ferry_config {
         long batch_rows;  /* default 5000 */
         long session_ttl; /* seconds a target's session lasts; 0: not given (900) */
         long max_message; /* MB in one message; 0: not given (FERRY_MAX_MESSAGE_MB) */
+        long freeze_wait; /* seconds a freeze waits for writes in flight; 0: not given (45) */
     } source;
 
     struct {

@@ -694,6 +694,60 @@ class PgCutoverTest(CutoverTest):
             self.assertPgFrozen(1)
             self.assertPgFrozen(2, frozen=False)
 
+    def test_pg_freeze_wait_runs_out(self):
+        """[source] freeze_wait = 2 and a transaction that began before the
+        freeze held open: the cutover stops after about 2 s with exit 5 and
+        the source's own reason (not "database error"), which does not say
+        how many transactions run (they may be any tenant's; the source's
+        log counts them); the freeze holds; once the transaction ends, the
+        cutover runs again and completes. Oracles: the writes SQL tries and
+        the exit statuses."""
+        self.make_pg_source("freeze_wait_%d" % os.getpid())
+        with open(self.src_conf) as f:
+            text = f.read()
+        with open(self.src_conf, "w") as f:
+            f.write(text.replace("[source]\n", "[source]\nfreeze_wait = 2\n", 1))
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            slow = subprocess.Popen(["psql", self.src_db, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                slow.stdin.write("BEGIN ISOLATION LEVEL REPEATABLE READ; "
+                                 "SELECT count(*) FROM posts;\n")
+                slow.stdin.flush()
+                deadline = time.monotonic() + 30
+                while True:
+                    (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity "
+                                         "WHERE state = 'idle in transaction'")
+                    if int(n) > 0:
+                        break
+                    self.assertLess(time.monotonic(), deadline, "the transaction did not open")
+                    time.sleep(0.05)
+                t0 = time.monotonic()
+                cp = ft.run_dst(["cutover", "--config", self.dst_conf], timeout=120)
+                took = time.monotonic() - t0
+                self.assertEqual(cp.returncode, 5, cp.stderr)
+                self.assertIn("source: tenant 1 is frozen, but transactions that began before "
+                              "the freeze are still running on the source after 2 s", cp.stderr)
+                self.assertIn("freeze_wait", cp.stderr)
+                self.assertNotIn("database error", cp.stderr)
+                self.assertNotRegex(cp.stderr, r"\d+ transactions")
+                self.assertLess(took, 30, "the freeze waited past freeze_wait")
+                self.assertRegex(srv.log(), r"1 transactions that began before the freeze are "
+                                 r"still running after 2 s")
+                self.assertPgFrozen(1)
+                self.assertPgFrozen(2, frozen=False)
+                slow.communicate("COMMIT;\n", timeout=30)
+            finally:
+                if slow.poll() is None:
+                    slow.kill()
+                    slow.communicate()
+            cp = ft.run_dst(["cutover", "--config", self.dst_conf], timeout=120)
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertPgFrozen(1)
+
     def test_pg_cutover_waits_out_another_tenants_transaction(self):
         """Tenant 1's changes committed before the cutover; another tenant's
         transaction (A) in flight at the freeze, and one (Z) opened during

@@ -209,6 +209,12 @@ static void test_defaults_and_required(void)
     ASSERT_EQ(cfg.source.session_ttl, 0); /* not given: the agent's default */
     ferry_config_release(&cfg);
 
+    /* freeze_wait: seconds, 1 to 50 */
+    p = write_conf("[source]\nfreeze_wait = 50\n");
+    ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
+    ASSERT_EQ(cfg.source.freeze_wait, 50);
+    ferry_config_release(&cfg);
+
     /* session_ttl: seconds, 1 s to a week */
     p = write_conf("[source]\nsession_ttl = 604800\n");
     ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
@@ -217,6 +223,7 @@ static void test_defaults_and_required(void)
     p = write_conf("[source]\nsession_ttl = 1\n");
     ASSERT_EQ(ferry_config_load(p, &cfg, &err), 0);
     ASSERT_EQ(cfg.source.session_ttl, 1);
+    ASSERT_EQ(cfg.source.freeze_wait, 0); /* not given: FERRY_FREEZE_WAIT_DEFAULT */
     /* max_message not given: 1024 MB, the most PostgreSQL values need */
     ASSERT_EQ(ferry_config_max_message(&cfg), (size_t)1 << 30);
     ferry_config_release(&cfg);
@@ -293,6 +300,11 @@ static void test_errors(void)
         expect_error(text, 2, tail);
     }
 
+    /* over 50 s the target's request would stall out first */
+    expect_error("[source]\nfreeze_wait = 51\n", 2,
+                 "freeze_wait must be a number of seconds from 1 to 50, not '51'");
+    expect_error("[source]\nfreeze_wait = 0\n", 2,
+                 "freeze_wait must be a number of seconds from 1 to 50, not '0'");
     expect_error("[source]\nsession_ttl = 0\n", 2,
                  "session_ttl must be a number of seconds from 1 to 604800, not '0'");
     expect_error("[source]\nsession_ttl = 604801\n", 2,
