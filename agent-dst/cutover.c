@@ -125,6 +125,9 @@ static int freeze_source(const struct ferry_config *cfg, struct report *rp, stru
     if (!rc) {
         rp->frozen = 1;
         rp->head = fr.head;
+    } else if (ferry_client_status(c) == 409) {
+        /* the freeze holds, but transactions in flight outlived its wait (serve.c) */
+        rp->frozen = 1;
     }
     free(body);
     free(resp);

@@ -78,6 +78,7 @@ struct ferry_client {
     int resumed;          /* the session is the last run's, no answer under it yet */
     int64_t ttl;          /* of the current session, seconds */
     int64_t clock_offset; /* CLOCK_OFFSET_ENV, 0 outside tests */
+    long status;          /* of the last answer that passed authentication; 0: none */
 };
 
 static int64_t clock_now(const struct ferry_client *c)
@@ -738,6 +739,7 @@ static int request(struct ferry_client *c, int post, const char *path, const cha
 
     *resp = NULL;
     *resplen = 0;
+    c->status = 0;
     for (int attempt = 0;; attempt++) {
         if (auth) {
             rc = session_ready(c, err);
@@ -770,6 +772,7 @@ static int request(struct ferry_client *c, int post, const char *path, const cha
             goto out;
         c->resumed = 0;
     }
+    c->status = status;
     if (status != 200) {
         rc = status_fail(c, status, err);
         goto out;
@@ -785,6 +788,11 @@ out:
     /* Do not keep a failed or large response's memory for the client's life. */
     ferry_buf_release(&c->body);
     return rc;
+}
+
+long ferry_client_status(const struct ferry_client *c)
+{
+    return c->status;
 }
 
 int ferry_client_post(struct ferry_client *c, const char *path, const char *body, size_t len,

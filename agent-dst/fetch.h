@@ -61,6 +61,13 @@ int ferry_client_post(struct ferry_client *c, const char *path, const char *body
                       size_t max_resp, char **resp, size_t *resplen, struct ferry_error *err);
 
 /*
+ * The HTTP status of the last request's answer, once it passed
+ * authentication (an unauthenticated GET's as it came); 0 when there was
+ * none: unreachable, refused in the handshake, or failed authentication.
+ */
+long ferry_client_status(const struct ferry_client *c);
+
+/*
  * GET path ("/metrics") on the same connection; *resp as for
  * ferry_client_post (owned, free with free(); NUL-terminated for text, the
  * NUL not counted in *resplen). Same errors.

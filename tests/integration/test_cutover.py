@@ -732,6 +732,7 @@ class PgCutoverTest(CutoverTest):
                 self.assertIn("source: tenant 1 is frozen, but transactions that began before "
                               "the freeze are still running on the source after 2 s", cp.stderr)
                 self.assertIn("freeze_wait", cp.stderr)
+                self.assertIn("stopped at step freeze; the source stays frozen", cp.stderr)
                 self.assertNotIn("database error", cp.stderr)
                 self.assertNotRegex(cp.stderr, r"\d+ transactions")
                 self.assertLess(took, 30, "the freeze waited past freeze_wait")
