@@ -660,6 +660,27 @@ static int tenant_of(struct ferry_producer *p, struct ferry_db *db, const struct
 static char engine_pg[] = "postgresql";
 static char engine_sqlite[] = "sqlite";
 
+/*
+ * A target whose mark (after) is below a prune would miss the
+ * changes pruned past it without knowing, whether or not its tenant has
+ * changes left after them: refused, by the manifest (which counts what is
+ * pending) as by the changes.
+ */
+static int check_pruned(struct ferry_db *db, int64_t after, struct ferry_error *err)
+{
+    int64_t below = 0;
+    int rc;
+
+    rc = ferry_capture_pruned(db, &below, err);
+    if (!rc && after < below - 1)
+        rc = ferry_error_set(err, FERRY_EDATA,
+                             "the source's change log was pruned below seq %lld, past this "
+                             "target's mark %lld: the changes in between are gone; copy again "
+                             "into a fresh state directory, then ferry-dst verify --repair",
+                             (long long)below, (long long)after);
+    return rc;
+}
+
 static int produce_changes(struct ferry_producer *p, const struct ferry_request *req, int64_t limit,
                            char **out, size_t *len, struct ferry_error *err);
 
@@ -721,6 +742,9 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     if (m.head > safe)
         m.head = safe;
     m.pending = -1;
+    rc = req->after >= 0 ? check_pruned(db, req->after, err) : FERRY_OK;
+    if (rc)
+        goto out;
     if (req->after >= 0) {
         struct ferry_value args[2] = {tv, ferry_value_int(req->after)};
 
@@ -1971,23 +1995,9 @@ static int produce_changes(struct ferry_producer *p, const struct ferry_request 
     rc = ferry_capture_safe_head_after(p->db, req->after, &safe, err);
     if (rc)
         goto out;
-    {
-        /* A target behind a prune would miss changes without knowing: refuse. */
-        int64_t below = 0;
-
-        rc = ferry_capture_pruned(p->db, &below, err);
-        if (rc)
-            goto out;
-        if (req->after < below - 1) {
-            rc = ferry_error_set(err, FERRY_EDATA,
-                                 "the source's change log was pruned below seq %lld, past this "
-                                 "target's mark %lld: the changes in between are gone; copy "
-                                 "again into a fresh state directory, then ferry-dst verify "
-                                 "--repair",
-                                 (long long)below, (long long)req->after);
-            goto out;
-        }
-    }
+    rc = check_pruned(p->db, req->after, err);
+    if (rc)
+        goto out;
     rc = ferry_db_begin_read(p->db, err);
     if (rc)
         goto out;

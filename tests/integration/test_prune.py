@@ -98,6 +98,38 @@ class PruneTest(ft.FerryTestCase):
         self.assertIn("not a positive seq", self.prune("abc", expect=2).stderr)
         self.prune(0, expect=2)
 
+    def test_prune_past_a_target_with_nothing_left(self):
+        """A prune past a target's mark that leaves none of its tenant's
+        changes after it (the newest entry, which prune keeps, is another
+        tenant's): its sync is refused (exit 5) with nothing applied, not
+        told that nothing is pending while the pruned change never arrives.
+        Oracle: the source's own row and the target's, read with SQL."""
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            mark = ft.status_json(self.dst_conf)["hwm"]
+            edit_posts(self.src_db, 1, 1, "lost")
+            edit_posts(self.src_db, 2, 1, "other")
+            count, low, high = log_stats(self.src_db)
+            self.assertGreater(high, mark + 1)
+            self.prune(high)  # below the newest entry: team 1's edit goes
+            before = ft.db_dump(self.dst_db)
+            cp = self.sync("--quiet", expect=5)
+            self.assertOneLine(cp.stderr)
+            self.assertIn("pruned below seq %d, past this target's mark %d" % (high, mark),
+                          cp.stderr)
+            self.assertUnchanged(before, self.dst_db, "a sync refused after a prune")
+            self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
+            src = sqlite3.connect(self.src_db)
+            try:
+                body, = src.execute("SELECT p.body FROM posts p JOIN channels c ON "
+                                    "c.id = p.channel_id WHERE c.team_id = 1 ORDER BY p.id "
+                                    "LIMIT 1").fetchone()
+            finally:
+                src.close()
+            self.assertTrue(body.startswith("lost"), body)
+
     def test_prune_without_install(self):
         """prune on a database ferry-src never installed into: a one-line
         configuration error that says so (exit 2), not SQLite's own."""
