@@ -301,11 +301,48 @@ static int run_hooks(const struct ferry_config *cfg, const struct ferry_cutover_
 
 /* ---- report ---- */
 
+#define RETRY_MAX (FERRY_CUTOVER_MAX_HOOKS * 8192 + 8192) /* bytes of a retry command */
+
+/* Append s for sh: as it is when it is plain, else single-quoted. */
+static int add_shell_word(struct ferry_buf *b, const char *s)
+{
+    int rc;
+
+    if (*s && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                        "_-./,:=@%+") == strlen(s))
+        return ferry_buf_adds(b, s);
+    rc = ferry_buf_adds(b, "'");
+    for (; *s && !rc; s++)
+        rc = *s == '\'' ? ferry_buf_adds(b, "'\\''") : ferry_buf_add(b, s, 1);
+    return rc ? rc : ferry_buf_adds(b, "'");
+}
+
+/*
+ * The command that runs this cutover again, hooks included: a retry that
+ * left them out would record the cutover done without them.
+ */
+static const char *retry_cmd(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
+                             struct ferry_buf *b)
+{
+    int rc = ferry_buf_adds(b, "ferry-dst cutover --config ");
+
+    if (!rc)
+        rc = add_shell_word(b, cfg->path ? cfg->path : "C");
+    for (size_t i = 0; i < o->nhooks && !rc; i++) {
+        rc = ferry_buf_adds(b, " --then ");
+        if (!rc)
+            rc = add_shell_word(b, o->hooks[i]);
+    }
+    return rc ? "ferry-dst cutover --config C (with the same --then hooks)" : b->data;
+}
+
 static void print_json(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
                        const struct report *rp, const struct ferry_error *err)
 {
+    struct ferry_buf retry;
     char cmd[1024];
 
+    ferry_buf_init(&retry, RETRY_MAX);
     printf("{\"tenant\":");
     ferry_json_str(stdout, cfg->target.tenant);
     printf(",\"ok\":%s,\"already_done\":%s,\"step\":\"%s\",\"code\":\"%s\",\"msg\":",
@@ -336,22 +373,24 @@ static void print_json(const struct ferry_config *cfg, const struct ferry_cutove
     }
     printf("]");
     if (rp->code && rp->step != STEP_CHECK) {
-        snprintf(cmd, sizeof(cmd), "ferry-dst cutover --config %s", cfg->path);
         printf(",\"retry\":");
-        ferry_json_str(stdout, cmd);
+        ferry_json_str(stdout, retry_cmd(cfg, o, &retry));
         snprintf(cmd, sizeof(cmd), "ferry-src unfreeze --config SOURCE_CONFIG --tenant %s",
                  cfg->target.tenant);
         printf(",\"unfreeze\":");
         ferry_json_str(stdout, cmd);
     }
     printf(",\"seconds\":%.3f}\n", now_s() - rp->t0);
+    ferry_buf_release(&retry);
 }
 
 static void print_text(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
                        const struct report *rp)
 {
     const char *t = cfg->target.tenant;
+    struct ferry_buf retry;
 
+    ferry_buf_init(&retry, RETRY_MAX);
     if (rp->already) {
         char when[64];
         time_t at = (time_t)rp->rec.at;
@@ -380,10 +419,11 @@ static void print_text(const struct ferry_config *cfg, const struct ferry_cutove
                     "the source may or may not be frozen\n",
                     t, step_names[rp->step]);
         fprintf(stderr,
-                "  to retry:    ferry-dst cutover --config %s\n"
+                "  to retry:    %s\n"
                 "  to unfreeze: ferry-src unfreeze --config SOURCE_CONFIG --tenant %s   (on the "
                 "source, with its config)\n",
-                cfg->path, t);
+                retry_cmd(cfg, o, &retry), t);
+        ferry_buf_release(&retry);
         return;
     }
     printf("cutover of tenant %s done in %.2f s\n", t, now_s() - rp->t0);

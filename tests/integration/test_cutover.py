@@ -454,6 +454,20 @@ class CutoverTest(ft.FerryTestCase):
             ids = {e["run"] for e in events if e["event"] == "start" and e["kind"] == "cutover"}
             self.assertEqual([e["code"] for e in events if e["event"] == "end" and
                               e["run"] in ids], [runs["cutover"]["code"]])
+            # the retry it prints runs the same hooks (without them a retry
+            # would record the cutover done with none run)
+            retry = [line.split("to retry:", 1)[1].strip() for line in cp.stderr.splitlines()
+                     if "to retry:" in line]
+            self.assertEqual(retry, ["ferry-dst cutover --config %s --then 'touch %s' --then "
+                                     "'exit 3' --then 'touch %s.never'"
+                                     % (self.dst_conf, mark, mark)])
+            os.unlink(mark)
+            again = subprocess.run(["sh", "-c", retry[0]], capture_output=True, text=True,
+                                   timeout=120, env=dict(os.environ, PATH=ft.FERRY_BIN + ":" +
+                                                         os.environ["PATH"]))
+            self.assertEqual(again.returncode, 5, again.stderr)
+            self.assertIn("hook 'exit 3' exited with status 3", again.stderr)
+            self.assertTrue(os.path.exists(mark), "the retry did not run the first hook")
             # JSON report of a retry that fails the same way
             cp = self.cutover("--json", "--then", "false", expect=5)
             rep = json.loads(cp.stdout)
@@ -461,6 +475,8 @@ class CutoverTest(ft.FerryTestCase):
             self.assertEqual(rep["step"], "hooks")
             self.assertEqual(rep["hooks"][0]["status"], 1)
             self.assertIn("--tenant 1", rep["unfreeze"])
+            self.assertEqual(rep["retry"], "ferry-dst cutover --config %s --then false"
+                             % self.dst_conf)
             # fixed: done, and the hook sees the tenant in its environment
             cp = self.cutover("--then", "echo tenant=$FERRY_TENANT >&2")
             self.assertIn("tenant=1", cp.stderr)
