@@ -454,7 +454,9 @@ static int pg_wait_poll(struct ferry_db *db, struct ferry_freeze_wait *w, int *d
         return FERRY_OK;
     }
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec - w->t0.tv_sec >= w->secs) {
+    /* in milliseconds: whole seconds apart would end the wait up to a second early */
+    if ((now.tv_sec - w->t0.tv_sec) * 1000 + (now.tv_nsec - w->t0.tv_nsec) / 1000000 >=
+        (int64_t)w->secs * 1000) {
         w->expired = 1;
         return ferry_error_set(err, FERRY_EDB,
                                "tenant %.64s is frozen, but %" PRId64 " transactions that "

@@ -752,6 +752,7 @@ class PgCutoverTest(CutoverTest):
                 self.assertNotIn("database error", cp.stderr)
                 self.assertNotRegex(cp.stderr, r"\d+ transactions")
                 self.assertLess(took, 30, "the freeze waited past freeze_wait")
+                self.assertGreaterEqual(took, 2.0, "the freeze waited less than freeze_wait")
                 self.assertRegex(srv.log(), r"1 transactions that began before the freeze are "
                                  r"still running after 2 s")
                 self.assertPgFrozen(1)
