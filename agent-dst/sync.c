@@ -140,6 +140,42 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
 }
 
 /*
+ * A copy that read its pages from the source's exported snapshot lets it
+ * go when the run ends. The source ends the snapshot's transaction on the
+ * last page of the last table, or 5 minutes after a copy that stopped
+ * short (failed, interrupted, done without every table's pages), holding
+ * back vacuum there meanwhile. Best effort, and not after a failure that
+ * says the source cannot be talked to; a source from before the release
+ * refuses it, which changes nothing.
+ */
+static void release_snapshot(struct run *r, int code)
+{
+    struct ferry_request req;
+    struct ferry_error e;
+    char *body = NULL, *resp = NULL;
+    size_t blen = 0, rlen = 0;
+
+    if (!r->snapshot || atomic_load(&r->snapshot_gone) || !r->manifest->ntables ||
+        code == FERRY_EUNREACHABLE || code == FERRY_EAUTH || code == FERRY_EFORBIDDEN)
+        return;
+    memset(&req, 0, sizeof(req));
+    req.type = FERRY_REQ_SNAPSHOT;
+    req.tenant = r->cfg->target.tenant;
+    req.table = r->manifest->tables[0].name;
+    req.limit = 1;
+    req.snapshot = r->snapshot;
+    req.release = 1;
+    ferry_error_clear(&e);
+    if (ferry_request_encode(&req, &body, &blen, &e) ||
+        ferry_client_post(r->client, "/v1/snapshot", body, blen, ferry_limits_default.max_request,
+                          &resp, &rlen, &e))
+        log_debug("snapshot %s not released: %s", r->snapshot, e.msg);
+    r->snapshot = NULL;
+    free(body);
+    free(resp);
+}
+
+/*
  * A table's snapshot pages are fetched by a thread of its own, reading
  * ahead of the applier: it asks for page N+1 as soon as page N has arrived
  * (the key to continue from is in N), decodes it, and queues it, while
@@ -1215,6 +1251,7 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     }
 end:
     deltas_stop(&r); /* the client is this thread's again */
+    release_snapshot(&r, rc);
     run.ended = (int64_t)time(NULL);
     run.upserted = r.counts.upserted;
     run.deleted = r.counts.deleted;

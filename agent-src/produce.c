@@ -1590,6 +1590,36 @@ out:
 }
 
 /*
+ * The target stopped a copy (failed, interrupted, or done without the last
+ * table's last page): its snapshot's transaction ends now rather than
+ * after FERRY_SNAPSHOT_IDLE_SECS, which would hold back vacuum meanwhile.
+ * One already gone is fine; another tenant's is refused. The answer is an
+ * empty page.
+ */
+static int release_snapshot(struct ferry_producer *p, const struct ferry_request *req,
+                            char **out, size_t *len, struct ferry_error *err)
+{
+    struct snap_holder *h = NULL;
+    struct ferry_enc *enc;
+    int rc = holder_find(p, req, &h, err);
+
+    if (rc == FERRY_ESNAPGONE) {
+        ferry_error_clear(err);
+        rc = FERRY_OK;
+    }
+    if (rc)
+        return rc;
+    if (h)
+        holder_close(p, h, "the target stopped its copy");
+    enc = ferry_enc_new(FERRY_KIND_SNAPSHOT, p->max_body);
+    if (!enc)
+        return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    rc = finish(enc, 0, 0, NULL, 0, out, len);
+    ferry_enc_free(enc);
+    return rc ? ferry_error_set(err, rc, "cannot encode an empty page") : FERRY_OK;
+}
+
+/*
  * A snapshot page. A row whose COPY text line does not fit in a message
  * alone (a bytea's text takes twice its bytes) goes as values, which the
  * target takes in place of lines: a page of that one row.
@@ -1598,7 +1628,11 @@ static int produce_snapshot(struct ferry_producer *p, const struct ferry_request
                             size_t *len, struct ferry_error *err)
 {
     struct ferry_request values;
-    int rc = snapshot_page(p, req, out, len, err);
+    int rc;
+
+    if (req->release)
+        return release_snapshot(p, req, out, len, err);
+    rc = snapshot_page(p, req, out, len, err);
 
     if (rc != FERRY_ETOOBIG || !req->copy_text)
         return rc;

@@ -334,7 +334,8 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
             goto out;
         }
         /* "copy" only when true: a source from before it was added refuses the key */
-        msgpack_pack_map(&w.pk, 5 + (req->snapshot ? 1 : 0) + (req->copy_text ? 1 : 0));
+        msgpack_pack_map(&w.pk, 5 + (req->snapshot ? 1 : 0) + (req->copy_text ? 1 : 0) +
+                                    (req->release ? 1 : 0));
         pack_cstr(&w, "v");
         msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
         pack_cstr(&w, "tenant");
@@ -345,6 +346,11 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         }
         if (req->copy_text) {
             pack_cstr(&w, "copy");
+            pack_bool(&w, 1);
+        }
+        /* "release" only when true: a source from before it was added refuses the key */
+        if (req->release) {
+            pack_cstr(&w, "release");
             pack_bool(&w, 1);
         }
         pack_cstr(&w, "table");
@@ -1322,7 +1328,7 @@ static int get_key(struct dec *d, const msgpack_object *o, const char *where, in
 
 static int request_walk(struct dec *d, int type, const msgpack_object *o, struct ferry_request *req)
 {
-    struct field f[7] = {{"v", NULL}, {"tenant", NULL}, {"after", NULL}};
+    struct field f[8] = {{"v", NULL}, {"tenant", NULL}, {"after", NULL}};
     size_t nf = 0, nopt = 0;
     int rc;
 
@@ -1342,8 +1348,9 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         f[4].key = "table";
         f[5].key = "snapshot"; /* optional: none means a snapshot of its own */
         f[6].key = "copy";     /* optional: targets from before it was added */
+        f[7].key = "release";  /* optional: idem */
         nf = 5;
-        nopt = 2;
+        nopt = 3;
         break;
     case FERRY_REQ_CHANGES:
         f[3].key = "limit";
@@ -1393,6 +1400,10 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
             rc = get_snapshot_id(d, f[5].val, &req->snapshot);
         if (!rc && f[6].val)
             rc = get_bool(d, f[6].val, "copy", &req->copy_text);
+        if (!rc && f[7].val)
+            rc = get_bool(d, f[7].val, "release", &req->release);
+        if (!rc && req->release && !req->snapshot)
+            rc = fail(d, FERRY_EPROTO, "release", "without a snapshot to release");
         return rc;
     }
     return 0;

@@ -148,6 +148,7 @@ struct ferry_request {
     int64_t with_changes;        /* manifest: > 0, ask for the first change batch too */
     char *snapshot;              /* snapshot: the manifest's snapshot id, NULL = none */
     int copy_text;               /* snapshot: the target takes rows as COPY text lines */
+    int release;                 /* snapshot: no page, the copy stopped: let snapshot go */
     int on;                      /* freeze: 1 freeze, 0 unfreeze */
     struct ferry_value *lo, *hi; /* digest: nlo / nhi key values, NULL = open end */
     size_t nlo, nhi;

@@ -2359,6 +2359,55 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE body LIKE "
                                                 "'backlog %'").strip(), str(n))
 
+    def test_copy_that_stops_releases_its_snapshot(self):
+        """A copy that fails after its manifest (a target table without a
+        column the source has) lets its exported snapshot go as it ends,
+        where the source held it, idle in a transaction, for 5 minutes;
+        so does a copy that completes. By hand: a release answers an empty
+        page and ends the snapshot's transaction; one already gone is fine;
+        another tenant's is refused. Oracles: pg_stat_activity on the
+        source and its /metrics gauge."""
+        self.pg_source()
+        held = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                "'ferry-src snapshot'")
+        with self.serve() as srv:
+            self.dst_url = createdb("dst")
+            psql(self.dst_url, SCHEMA + "ALTER TABLE posts DROP COLUMN meta;")
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            cp = self.sync(expect=5)
+            self.assertIn("no column meta", cp.stderr)
+            self.assertEqual(psql(self.src_url, held).strip(), "0")
+            self.assertEqual(self.snapshots_held(srv), 0)
+            self.assertIn("snapshot", srv.log())
+            self.assertIn("released: the target stopped its copy", srv.log())
+            psql(self.dst_url, "ALTER TABLE posts ADD COLUMN meta jsonb;")
+            self.sync()
+            self.assertEqual(psql(self.src_url, held).strip(), "0")
+            self.assertEqual(psql(self.dst_url, "SELECT id, meta FROM posts ORDER BY id"),
+                             psql(self.src_url, "SELECT p.id, p.meta FROM posts p JOIN channels c "
+                                                "ON c.id = p.channel_id WHERE c.team_id = 1 "
+                                                "ORDER BY p.id"))
+
+            c = self.snap_client(srv, tenant=2)
+            m = self.snap_manifest(c, tenant=2)
+            snap = m["snapshot"]
+            self.assertEqual(psql(self.src_url, held).strip(), "1")
+            other = self.snap_client(srv, tenant=3)
+            r = other.call("/v1/snapshot", ft.mp_pack({
+                "v": 1, "tenant": "3", "table": "teams", "after": None, "limit": 1,
+                "snapshot": snap, "release": True}))
+            self.assertRefused(r, 403, "EFORBIDDEN")
+            self.assertEqual(psql(self.src_url, held).strip(), "1")
+            for _ in range(2):  # the second finds it gone
+                r = c.call("/v1/snapshot", ft.mp_pack({
+                    "v": 1, "tenant": "2", "table": "teams", "after": None, "limit": 1,
+                    "snapshot": snap, "release": True}))
+                self.assertEqual(r.status, 200, r)
+                page = ft.mp_unpack(r.body)
+                self.assertEqual((page["sets"], page["more"]), ([], False))
+                self.assertEqual(psql(self.src_url, held).strip(), "0")
+            self.assertEqual(self.snapshots_held(srv), 0)
+
     def test_freeze_does_not_wait_for_a_copys_snapshot(self):
         """A copy of tenant 2 under way (ferry-src holds its exported
         snapshot in a READ ONLY transaction): freezing tenant 1 does not

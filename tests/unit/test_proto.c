@@ -2126,7 +2126,7 @@ static void test_batch_copy(void)
     static const char *const cols[] = {"id", "body", "n"};
     static const char *const key1[] = {"id"};
     static const char line1[] = "1\tpost\\tx \\\\ y\t\\N";
-    char tenant[] = "1", table[] = "posts";
+    char tenant[] = "1", table[] = "posts", snap[] = "00000003-00000002-1";
     struct ferry_request req = {
         .type = FERRY_REQ_SNAPSHOT, .tenant = tenant, .table = table, .limit = 10};
     struct ferry_request got;
@@ -2148,8 +2148,30 @@ static void test_batch_copy(void)
     dump("fuzz_request", "snapshot-copy", body, len);
     ASSERT_EQ(ferry_request_decode(FERRY_REQ_SNAPSHOT, body, len, lim, &got, &err), 0);
     ASSERT_EQ(got.copy_text, 1);
+    ASSERT_EQ(got.release, 0);
     ferry_request_release(&got);
     free(body);
+
+    /* "release" likewise; it names the snapshot it lets go */
+    ASSERT_EQ(ferry_request_encode(&req, &body, &len, &err), 0);
+    ASSERT(find_bytes(body, len, "release") == NULL);
+    free(body);
+    req.release = 1;
+    req.snapshot = snap;
+    ASSERT_EQ(ferry_request_encode(&req, &body, &len, &err), 0);
+    dump("fuzz_request", "snapshot-release", body, len);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_SNAPSHOT, body, len, lim, &got, &err), 0);
+    ASSERT_EQ(got.release, 1);
+    ASSERT_STR(got.snapshot, "00000003-00000002-1");
+    ferry_request_release(&got);
+    free(body);
+    req.snapshot = NULL; /* a release of no snapshot: refused */
+    ASSERT_EQ(ferry_request_encode(&req, &body, &len, &err), 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_SNAPSHOT, body, len, lim, &got, &err), FERRY_EPROTO);
+    ASSERT(strstr(err.msg, "without a snapshot") != NULL);
+    ferry_request_release(&got);
+    free(body);
+    req.release = 0;
 
     /* a copy set: lines as bin, then an ordinary set in the same batch */
     e = ferry_enc_new(FERRY_KIND_SNAPSHOT, lim->max_body);
