@@ -1596,8 +1596,8 @@ out:
  * One already gone is fine; another tenant's is refused. The answer is an
  * empty page.
  */
-static int release_snapshot(struct ferry_producer *p, const struct ferry_request *req,
-                            char **out, size_t *len, struct ferry_error *err)
+static int release_snapshot(struct ferry_producer *p, const struct ferry_request *req, char **out,
+                            size_t *len, struct ferry_error *err)
 {
     struct snap_holder *h = NULL;
     struct ferry_enc *enc;
