@@ -178,7 +178,9 @@ static int cmd_cutover(const struct opts *o, struct ferry_error *err)
     co.quiet = o->quiet;
     rc = load(o, &cfg, err);
     if (!rc)
-        rc = ferry_cutover(&cfg, &co, err);
+        rc = ferry_cutover(&cfg, &co, err); /* prints its report, errors and all */
+    else if (o->json)
+        json_error(err);
     ferry_config_release(&cfg);
     return rc;
 }
@@ -192,17 +194,22 @@ static int cmd_follow(const struct opts *o, struct ferry_error *err)
 
     memset(&cfg, 0, sizeof(cfg));
     memset(&fo, 0, sizeof(fo));
-    if (!o->interval)
-        return ferry_error_set(err, FERRY_EUSAGE, "follow needs --interval SECONDS");
-    fo.interval = strtod(o->interval, &end);
-    if (end == o->interval || *end || !(fo.interval > 0) || fo.interval > 86400)
-        return ferry_error_set(err, FERRY_EUSAGE,
-                               "--interval must be a number of seconds above 0, at most 86400");
+    if (!o->interval) {
+        rc = ferry_error_set(err, FERRY_EUSAGE, "follow needs --interval SECONDS");
+    } else {
+        fo.interval = strtod(o->interval, &end);
+        if (end == o->interval || *end || !(fo.interval > 0) || fo.interval > 86400)
+            rc = ferry_error_set(err, FERRY_EUSAGE,
+                                 "--interval must be a number of seconds above 0, at most 86400");
+        else
+            rc = load(o, &cfg, err);
+    }
     fo.quiet = o->quiet;
     fo.json = o->json;
-    rc = load(o, &cfg, err);
     if (!rc)
-        rc = ferry_follow(&cfg, &fo, err);
+        rc = ferry_follow(&cfg, &fo, err); /* prints its lines, the last one's error too */
+    else if (o->json)
+        json_error(err);
     ferry_config_release(&cfg);
     return rc;
 }

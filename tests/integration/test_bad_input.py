@@ -76,9 +76,16 @@ class BadInputTest(ft.FerryTestCase):
         self.assertIn(rep["msg"], vcp.stderr)
         if os.path.exists(self.dst_db):
             self.assertEqual(ft.table_names(self.dst_db), [])
-        cp = ft.run_dst(["status", "--json", "--config", self.path("nosuch.conf")])
+        # every command that takes --json says a config it cannot load as JSON too
+        for args in (["status"], ["verify"], ["cutover"], ["follow", "--interval", "1"]):
+            cp = ft.run_dst(args + ["--json", "--config", self.path("nosuch.conf")], timeout=60)
+            self.assertExit(cp, 2)
+            rep = json.loads(cp.stdout)
+            self.assertEqual((rep["ok"], rep["code"], rep["exit"]), (False, "ECONFIG", 2),
+                             "%s: %s" % (args[0], cp.stdout))
+        cp = ft.run_dst(["follow", "--interval", "0", "--json", "--config", self.dst_conf])
         self.assertExit(cp, 2)
-        self.assertEqual(json.loads(cp.stdout)["code"], "ECONFIG", cp.stdout)
+        self.assertEqual(json.loads(cp.stdout)["code"], "EUSAGE", cp.stdout)
 
     def test_misspelt_key(self):
         conf = self.path("dst.conf")
