@@ -333,6 +333,24 @@ static int cmd_scope(const struct cli *cli, struct ferry_error *err)
     if (rc)
         goto out;
     in_txn = 1;
+    {
+        /* a tenant the database does not have: the operator's --tenant (exit 2, as freeze's) */
+        int64_t roots = 0;
+        int nparams = 0;
+
+        rc = ferry_scope_pred(s, 0, &pred, &nparams);
+        if (rc) {
+            ferry_error_set(err, rc, "scope predicate of %s: %s", ferry_scope_root(s)->name,
+                            ferry_strerror(rc));
+            goto out;
+        }
+        rc = count_rows(db, s, 0, &tenant, pred.data, nparams, &roots, err);
+        if (!rc && roots == 0)
+            rc = ferry_error_set(err, FERRY_EUSAGE, "tenant %.64s not found in %s; check --tenant",
+                                 cli->tenant, ferry_scope_root(s)->name);
+        if (rc)
+            goto out;
+    }
 
     for (size_t t = 0; t < s->ntables; t++) {
         int len = (int)strlen(s->tables[t].info.name);
@@ -361,8 +379,6 @@ static int cmd_scope(const struct cli *cli, struct ferry_error *err)
         rc = count_rows(db, s, t, &tenant, pred.data, nparams, &count, err);
         if (rc)
             goto out;
-        if (t == 0 && count == 0)
-            log_warn("no row of %s has key %s: the tenant is empty", st->info.name, cli->tenant);
         printf("%-*s  %5d  %-*s  %10lld  %s\n", width, st->info.name, st->depth, width, parent,
                (long long)count, pred.data);
     }

@@ -992,6 +992,11 @@ class SyncTest(ft.FerryTestCase):
                           and not re.search(r"exclu|skip|not in scope|shared|unreach", l, re.I)]
                 self.assertEqual(listed, [], "scope lists out-of-scope table %s:\n%s"
                                  % (t, cp.stdout))
+        # a tenant the database does not have: the operator's mistake, exit 2
+        cp = ft.run_src(["scope", "--config", self.src_conf, "--tenant", "99"])
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn("tenant 99 not found in teams; check --tenant", cp.stderr)
+        self.assertEqual(cp.stdout, "")
 
     def test_status_json_after_sync(self):
         self.make_source(teams=3, posts_per_team=80)
