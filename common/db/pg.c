@@ -402,6 +402,36 @@ static void notice_cb(void *arg, const char *message)
     log_debug("postgresql: %s", line);
 }
 
+/*
+ * A search_path none of whose schemas exists ([source] or [target] schema
+ * misspelt, or not created yet) would fail later with the server's "no
+ * schema has been selected to create in", or as tables not found: said at
+ * once as the configuration error it is.
+ */
+static int check_search_path(struct pg_db *d, struct ferry_error *err)
+{
+    PGresult *res = PQexec(d->conn, "SELECT current_schema() IS NULL, "
+                                    "pg_catalog.current_setting('search_path'), "
+                                    "pg_catalog.current_database()");
+    char path[128], msg[FERRY_ERRMSG_MAX];
+    int rc = FERRY_OK;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        one_line(PQerrorMessage(d->conn), msg, sizeof(msg));
+        rc =
+            ferry_error_set(err, FERRY_EDB, "cannot read the PostgreSQL session's schema: %s", msg);
+    } else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        one_line(PQgetvalue(res, 0, 1), path, sizeof(path));
+        rc = ferry_error_set(err, FERRY_ECONFIG,
+                             "no schema of the search_path (%s) exists in PostgreSQL database "
+                             "%.64s, or this role may not use it: create it (CREATE SCHEMA ...), "
+                             "grant USAGE on it, or fix [source]/[target] schema",
+                             path, PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    return rc;
+}
+
 static int pg_open(const char *url, int flags, struct ferry_db **out, struct ferry_error *err)
 {
     struct pg_db *d = NULL;
@@ -455,6 +485,9 @@ static int pg_open(const char *url, int flags, struct ferry_db **out, struct fer
         ferry_error_prefix(err, "cannot set up the PostgreSQL session");
         goto out;
     }
+    rc = check_search_path(d, err);
+    if (rc)
+        goto out;
     *out = &d->base;
     d = NULL;
 out:

@@ -2618,12 +2618,17 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                          .strip(), "1")
         with self.serve() as srv:
             self.dst_url = createdb("dst")
-            psql(self.dst_url, "CREATE SCHEMA app")
             self.make_target(srv.url, tenant=1, db=self.dst_url)
             with open(self.dst_conf) as f:
                 text = f.read()
             with open(self.dst_conf, "w") as f:
                 f.write(text.replace("[target]\n", "[target]\nschema = app\n", 1))
+            # a schema the target does not have yet: said as the configuration error it is
+            cp = self.sync("--quiet", expect=2)
+            self.assertIn("no schema of the search_path (\"app\") exists in PostgreSQL database",
+                          cp.stderr)
+            self.assertIn("CREATE SCHEMA", cp.stderr)
+            psql(self.dst_url, "CREATE SCHEMA app")
             self.sync("--quiet")
             src_app = url + "&options=-c%20search_path%3Dapp"
             dst_app = self.dst_url + "&options=-c%20search_path%3Dapp"
