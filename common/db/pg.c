@@ -1016,11 +1016,13 @@ static int pg_bind(struct ferry_stmt *st_, int idx, const struct ferry_value *v,
             if (v->type == FERRY_TEXT)
                 return ferry_error_set(err, FERRY_EDATA,
                                        "parameter %d: text value contains a NUL byte, which "
-                                       "PostgreSQL text cannot hold",
+                                       "PostgreSQL text cannot hold; make the column bytea on "
+                                       "the target, or remove the NUL on the source",
                                        idx);
             return ferry_error_set(err, FERRY_EDATA,
                                    "parameter %d: blob value contains a NUL byte and goes to a "
-                                   "PostgreSQL column that is not bytea",
+                                   "PostgreSQL column that is not bytea; make the column bytea "
+                                   "on the target, or change the value on the source",
                                    idx);
         }
         break;
@@ -1903,12 +1905,14 @@ static int copy_row(struct ferry_db *db, const struct ferry_value *vals, int *fi
         else if (rc == FERRY_EDATA && vals[i].type == FERRY_TEXT)
             ferry_error_set(err, rc,
                             "column %s: text value contains a NUL byte, which PostgreSQL text "
-                            "cannot hold",
+                            "cannot hold; make the column bytea on the target, or remove the NUL "
+                            "on the source",
                             col);
         else if (rc == FERRY_EDATA)
             ferry_error_set(err, rc,
                             "column %s: blob value contains a NUL byte and goes to a PostgreSQL "
-                            "column that is not bytea",
+                            "column that is not bytea; make the column bytea on the target, or "
+                            "change the value on the source",
                             col);
         else if (rc == FERRY_ETOOBIG && i < c->n && c->kind[i] == COPY_BYTEA)
             ferry_error_set(err, rc,

@@ -2753,7 +2753,8 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             self.pg_target(srv.url, precreate=False)
             cp = self.sync("--quiet", expect=5)
             self.assertOneLine(cp.stderr)
-            for what in (r"\bkinds\b", r"\bv\b", r"id=%d\b" % bad, "NUL"):
+            for what in (r"\bkinds\b", r"\bv\b", r"id=%d\b" % bad, "NUL",
+                         "make the column bytea on the target"):
                 self.assertRegex(cp.stderr, what)
 
     def test_sqlite_to_pg_unholdable_key_deleted(self):

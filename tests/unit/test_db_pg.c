@@ -472,6 +472,7 @@ static void test_ints_bytes_numeric(struct ferry_db *db)
     v = fv_blob("a\0b", 3);
     ASSERT_EQ(ferry_stmt_bind(st, 1, &v, &err), FERRY_EDATA);
     ASSERT(strstr(err.msg, "NUL byte"));
+    ASSERT(strstr(err.msg, "make the column bytea on the target, or change the value"));
     /* a BLOB without NUL into text goes as its bytes */
     bind_ok(st, 1, fv_blob("abc", 3));
     step_ok(st, 0);
