@@ -44,6 +44,19 @@
 static void sleep_ms(long ms);
 
 /* PostgreSQL's install (pg_install): kinds of object name (ferry_scope_objname) */
+/* The config file's path, for the commands messages tell the operator to run. */
+static const char *config_file;
+
+void ferry_capture_config_path(const char *path)
+{
+    config_file = path;
+}
+
+static const char *config_path(void)
+{
+    return config_file && *config_file ? config_file : "C";
+}
+
 #define KM_BUILD "n"   /* a key map being built */
 #define KM_DIRTY "y"   /* keys written since step 1 */
 #define KM_CHANGED "z" /* keys whose tenant step 3 changed (temporary) */
@@ -3387,8 +3400,8 @@ static int check_version(struct ferry_db *db, struct ferry_error *err)
     warned = 1;
     log_warn("change capture was installed by an older ferry-src (capture version %" PRId64
              ", this one writes %d): its triggers lack later fixes; run ferry-src install "
-             "--config C again (it keeps the change log) when you can",
-             version, CAPTURE_VERSION);
+             "--config %s again (it keeps the change log) when you can",
+             version, CAPTURE_VERSION, config_path());
     return FERRY_OK;
 }
 
@@ -3459,8 +3472,8 @@ static int sqlite_check_unique(struct ferry_db *db, const struct ferry_scope *s,
     if (!rc && !same)
         log_warn("the UNIQUE indexes of %s changed since install: a row that INSERT OR REPLACE "
                  "deletes through a new one would stay on its target; run ferry-src install "
-                 "--config C again",
-                 table);
+                 "--config %s again",
+                 table, config_path());
     sqlite_replace_release(&r);
     return rc;
 }
@@ -3475,7 +3488,8 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
         return rc;
     if (!exists)
         return ferry_error_set(err, FERRY_ECONFIG,
-                               "change capture is not installed; run ferry-src install --config C");
+                               "change capture is not installed; run ferry-src install --config %s",
+                               config_path());
     if (ferry_db_engine(db) != FERRY_ENGINE_PG)
         rc = ferry_db_table_exists(db, SQLITE_BUILDING, &exists, err);
     else
@@ -3485,7 +3499,8 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
     if (exists)
         return ferry_error_set(err, FERRY_ECONFIG,
                                "ferry-src install is filling the key maps, or stopped half way: "
-                               "wait for it, or run ferry-src install --config C again");
+                               "wait for it, or run ferry-src install --config %s again",
+                               config_path());
     for (size_t t = 0; t < s->ntables; t++) {
         static const char *const kinds[] = {"i", "u", "d"};
 
@@ -3525,8 +3540,8 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
             if (n == 0)
                 return ferry_error_set(err, FERRY_ECONFIG,
                                        "change capture is not installed on table %s (the schema "
-                                       "or scope changed?); run ferry-src install --config C",
-                                       s->tables[t].info.name);
+                                       "or scope changed?); run ferry-src install --config %s",
+                                       s->tables[t].info.name, config_path());
         }
     }
     rc = check_version(db, err);
@@ -3546,8 +3561,8 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
         if (!rc && n > 0)
             log_warn("a ferry-src install is running on this database, or one stopped half way: "
                      "its triggers note every write to %" PRId64 " tables until it ends; if none "
-                     "runs, run ferry-src install --config C again (or uninstall)",
-                     n);
+                     "runs, run ferry-src install --config %s again (or uninstall)",
+                     n, config_path());
     }
     return rc;
 }

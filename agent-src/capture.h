@@ -103,4 +103,10 @@ int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *s
 int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value *v,
                       struct ferry_buf *tmp, struct ferry_error *err);
 
+/*
+ * The config file's path (borrowed, for the process's life), named in the
+ * commands messages tell the operator to run; "C" until set.
+ */
+void ferry_capture_config_path(const char *path);
+
 #endif

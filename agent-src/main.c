@@ -148,6 +148,7 @@ static int load_config(const struct cli *cli, struct ferry_config *cfg, struct f
     rc = ferry_config_load(cli->config, cfg, err);
     if (rc)
         return rc;
+    ferry_capture_config_path(cli->config);
     return ferry_config_require_src(cfg, err);
 }
 

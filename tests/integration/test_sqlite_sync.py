@@ -287,7 +287,9 @@ class SyncTest(ft.FerryTestCase):
             ft.on_source(self.src_db, "CREATE UNIQUE INDEX teams_name ON teams(name)")
             self.sync_targets(confs)
         with open(self.path("src-%d.log" % self._nserve)) as f:
-            self.assertIn("the UNIQUE indexes of teams changed since install", f.read())
+            log = f.read()
+            self.assertIn("the UNIQUE indexes of teams changed since install", log)
+            self.assertIn("run ferry-src install --config %s again" % self.src_conf, log)
 
     def test_column_added_while_serving(self):
         """The application adds a column while ferry-src serves, and fills
@@ -1091,7 +1093,7 @@ class SyncTest(ft.FerryTestCase):
                 self.sync()
                 lines = [ln for ln in srv.log().splitlines() if warning in ln]
                 self.assertEqual(len(lines), 1, srv.log())
-                self.assertIn("ferry-src install --config C", lines[0])
+                self.assertIn("ferry-src install --config %s again" % self.src_conf, lines[0])
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
         cp = ft.run_src(["install", "--config", self.src_conf])
         self.assertEqual(cp.returncode, 0, cp.stderr)
