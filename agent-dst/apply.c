@@ -468,6 +468,15 @@ static int pg_setup(struct ferry_applier *a, struct ferry_error *err)
     return FERRY_OK;
 }
 
+int ferry_applier_missing(const char *table, struct ferry_error *err)
+{
+    return ferry_error_set(err, FERRY_ESCHEMA,
+                           "target table %s is missing, but the state records its copy: the "
+                           "target database was replaced or emptied; point [target] database "
+                           "back at the copy, or copy again with a fresh [target] state directory",
+                           table);
+}
+
 /* ferry_applier_open's work, on db when given (owned from here on), else on url opened here */
 static int applier_open(const char *url, struct ferry_db *db, const struct ferry_manifest *m,
                         const char *tenant, int dry_run, const unsigned char *copied,
@@ -573,12 +582,7 @@ static int applier_open(const char *url, struct ferry_db *db, const struct ferry
         a->st[t].copy_text = a->pg && a->src_pg;
         for (size_t i = 0; copied && i < m->ntables && !rc; i++)
             if (copied[i] && strcmp(m->tables[i].name, ti->name) == 0)
-                rc = ferry_error_set(err, FERRY_ESCHEMA,
-                                     "target table %s is missing, but the state records its "
-                                     "copy: the target database was replaced or emptied; point "
-                                     "[target] database back at the copy, or copy again with a "
-                                     "fresh [target] state directory",
-                                     ti->name);
+                rc = ferry_applier_missing(ti->name, err);
         if (dry_run || rc)
             continue;
         ferry_buf_reset(&sql);

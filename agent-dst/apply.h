@@ -84,4 +84,7 @@ int ferry_applier_copy_text(struct ferry_applier *a, const char *table);
 /* Does table exist in the target (for dry-run reports)? */
 int ferry_applier_has_table(struct ferry_applier *a, const char *table);
 
+/* FERRY_ESCHEMA: table, copied as the state records, is not in the target any more. */
+int ferry_applier_missing(const char *table, struct ferry_error *err);
+
 #endif

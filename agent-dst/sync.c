@@ -997,6 +997,31 @@ static void *close_main(void *arg)
 }
 
 /*
+ * An idle run (nothing pending) applies nothing, so the applier's checks
+ * do not run; but a table dropped from the target since its copy should
+ * not go unnoticed until the tenant next writes: the copied tables must
+ * still be there (as ferry_applier_open checks).
+ */
+static int copied_present(struct run *r, struct ferry_db *db, const unsigned char *copied,
+                          struct ferry_error *err)
+{
+    for (size_t i = 0; i < r->manifest->ntables; i++) {
+        const char *name = r->manifest->tables[i].name;
+        int exists = 0;
+        int rc;
+
+        if (!copied || !copied[i])
+            continue;
+        rc = ferry_db_table_exists(db, name, &exists, err);
+        if (rc)
+            return rc;
+        if (!exists)
+            return ferry_applier_missing(name, err);
+    }
+    return FERRY_OK;
+}
+
+/*
  * What a delta run does while its manifest is on the way, on a thread of
  * its own (the state and the target are the run's thread's again after
  * the join): record the run's start, and open the target database (unless
@@ -1156,8 +1181,10 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     else if (!r.idle)
         rc = ferry_applier_open(cfg->target.database, r.manifest, cfg->target.tenant, 0, copied,
                                 &r.applier, err);
-    else
-        ferry_db_close(prep.db); /* idle: not needed after all */
+    else if (prep.db)
+        rc = copied_present(&r, prep.db, copied, err); /* idle: all it is needed for */
+    if (r.idle)
+        ferry_db_close(prep.db);
     prep.db = NULL;
     if (!rc && !prepping && ferry_state_run_begin(r.state, &run, err)) {
         rc = err->code;

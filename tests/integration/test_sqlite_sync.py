@@ -10,6 +10,7 @@ Every check compares with the hand-written oracle of ferrytest.tenant_rows().
 import os
 import random
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -926,6 +927,16 @@ class SyncTest(ft.FerryTestCase):
             self.sync("--quiet")
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
             self.assertGreater(ft.status_json(self.dst_conf)["hwm"], st["hwm"])
+            # a table dropped from the target: refused by an idle run too,
+            # not left unnoticed until the tenant next writes
+            shutil.copy(self.dst_db, away)
+            ft.on_source(self.dst_db, "DROP TABLE reactions")
+            ft.on_source(self.src_db, "UPDATE teams SET name = 'Team 2' WHERE id = 2")
+            cp = self.sync("--quiet", expect=5)
+            self.assertIn("target table reactions is missing, but the state records its copy",
+                          cp.stderr)
+            shutil.copy(away, self.dst_db)
+            self.sync("--quiet")
 
     def test_delta_with_the_source_down_is_a_failed_run(self):
         # A delta run records its start while the manifest is on its way: a
