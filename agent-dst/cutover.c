@@ -349,12 +349,16 @@ static void print_json(const struct ferry_config *cfg, const struct ferry_cutove
            rp->code ? "false" : "true", rp->already ? "true" : "false", step_names[rp->step],
            ferry_strcode(rp->code));
     ferry_json_str(stdout, rp->code ? err->msg : "");
-    /* a freeze asked for but not confirmed may or may not hold: null, as the text says */
+    /*
+     * A freeze asked for but not confirmed may or may not hold: null, as the
+     * text says. So for a cutover already done: the source was not asked
+     * this time, and may have been unfrozen since.
+     */
     printf(",\"frozen\":%s,\"head\":%" PRId64 ",\"hwm\":%" PRId64 ",\"upserted\":%" PRId64
            ",\"deleted\":%" PRId64 ",\"differences\":%" PRId64 ",\"tables\":[",
-           rp->frozen || rp->already ? "true"
-           : rp->step == STEP_FREEZE ? "null"
-                                     : "false",
+           rp->frozen                               ? "true"
+           : rp->already || rp->step == STEP_FREEZE ? "null"
+                                                    : "false",
            rp->head, rp->delta.hwm, rp->delta.upserted, rp->delta.deleted, rp->verify_diffs);
     for (size_t i = 0; i < rp->rec.ntables; i++) {
         printf("%s{\"table\":", i ? "," : "");

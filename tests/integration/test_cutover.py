@@ -362,6 +362,10 @@ class CutoverTest(ft.FerryTestCase):
             # running it again is harmless
             again = self.cutover()
             self.assertIn("already done", again.stdout)
+            # as JSON: the source was not asked, so whether it is frozen is not known
+            again = json.loads(self.cutover("--json").stdout)
+            self.assertEqual((again["ok"], again["already_done"], again["frozen"]),
+                             (True, True, None), again)
 
         # the writer: refused on tenant 1 from the freeze on, never again accepted
         t1 = writer.attempts(1)
