@@ -1450,7 +1450,8 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
             ferry_json_str(stdout, r->msg);
             printf("}");
         } else {
-            printf("  #%" PRId64 " %-6s %s  %" PRId64 " upserted, %" PRId64
+            /* "written": a copy's rows count with the upserts (JSON: "upserted") */
+            printf("  #%" PRId64 " %-6s %s  %" PRId64 " rows written, %" PRId64
                    " deleted, mark %" PRId64 " -> %" PRId64 "%s%s\n",
                    r->id, r->kind, r->ended ? ferry_strcode(r->code) : "UNFINISHED", r->upserted,
                    r->deleted, r->hwm_before, r->hwm_after, r->msg[0] ? ": " : "", r->msg);
