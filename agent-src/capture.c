@@ -1573,6 +1573,28 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
         rc = ferry_buf_adds(b, ", " PG_ANY_FROZEN " INTO " PG_OT ", " PG_O ", " PG_FZ ";\n");
     if (!rc)
         rc = pg_add_freeze_check(b, 1, 1);
+    /*
+     * A cascade's rows fire their AFTER triggers once the whole statement is
+     * done (foreign keys' actions queue them for the outer query): the row
+     * updated here (a SET NULL from one parent's delete) may be gone by now
+     * (deleted by another parent's cascade). Its delete's trigger, queued
+     * after this one, logs it; touching its children (which the foreign key
+     * refuses: they reference a row that is gone) or noting it as an orphan
+     * would be wrong. Looked for only when the tenant or key changed: the
+     * rest logs a change the delete then overrides.
+     */
+    if (!rc)
+        rc = ferry_buf_addf(b, "IF (" PG_OT " IS DISTINCT FROM " PG_O " OR %s) AND NOT EXISTS "
+                               "(SELECT 1 FROM ",
+                            moved.data);
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, ti, "", "NEW.");
+    if (!rc)
+        rc = ferry_buf_adds(b, ") THEN\nRETURN NULL;\nEND IF;\n");
     if (!rc)
         rc = add_touch_children(b, s, t, 1);
     /* gone from its tenant: moved to another (or none), or its key changed (its text too) */
@@ -1999,11 +2021,13 @@ static int pg_drop(struct ferry_db *db, const char *trig, const char *tables,
  * deleted through another UNIQUE index gets its tenant's 'D' too
  * (sqlite_replace_sql). 7: on PostgreSQL, an update that keeps a key equal
  * but changes its text (numeric 0.10 to 0.1) logs a 'D' for the old text
- * (add_key_retexted).
+ * (add_key_retexted). 8: on PostgreSQL, an update whose row a later
+ * cascade of the same statement deleted does nothing (pg_update_body):
+ * deleting a tenant whose rows a SET NULL also updates failed.
  */
-#define CAPTURE_VERSION 7
+#define CAPTURE_VERSION 8
 /* The last versions that changed each engine's capture: older ones get the warning there */
-#define CAPTURE_VERSION_PG 7
+#define CAPTURE_VERSION_PG 8
 #define CAPTURE_VERSION_SQLITE 6
 
 /*

@@ -951,6 +951,62 @@ COMMIT;
             out[t] = (conf, self.dst_db)
         return out
 
+    def test_tenant_deleted_through_cascades_and_set_null(self):
+        """Deleting a team whose members' delete sets its posts' author to
+        NULL while its channels' delete cascades to the same posts and their
+        reactions: the foreign keys' actions fire ferry's triggers only
+        once the whole statement is done, so the posts' update trigger runs
+        after the posts are gone. The delete succeeds (it failed: the
+        trigger touched the reactions of a post that was gone), leaves no
+        orphan note or key-map entry behind; the team's target is told the
+        team is gone, the other team's stays whole. Oracle: SQL over the
+        source and the targets."""
+        self.src_url = createdb("src")
+        psql(self.src_url, CONF_TABLES + """
+CREATE TABLE teams (id bigint PRIMARY KEY);
+CREATE TABLE members (id bigint PRIMARY KEY,
+  team_id bigint NOT NULL REFERENCES teams ON DELETE CASCADE);
+CREATE TABLE channels (id bigint PRIMARY KEY,
+  team_id bigint NOT NULL REFERENCES teams ON DELETE CASCADE);
+CREATE TABLE posts (id bigint PRIMARY KEY,
+  channel_id bigint NOT NULL REFERENCES channels ON DELETE CASCADE,
+  author_id bigint REFERENCES members ON DELETE SET NULL, body text);
+CREATE TABLE reactions (post_id bigint NOT NULL REFERENCES posts ON DELETE CASCADE,
+  emoji text, PRIMARY KEY (post_id, emoji));
+INSERT INTO teams VALUES (7), (8);
+INSERT INTO members VALUES (1, 7), (2, 8);
+INSERT INTO channels VALUES (1, 7), (2, 8);
+INSERT INTO posts VALUES (1, 1, 1, 'reacted'), (2, 1, 1, 'alone'), (3, 1, NULL, 'anon'),
+  (4, 2, 2, 'other team');
+INSERT INTO reactions VALUES (1, '+1'), (4, '+1');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        with self.serve() as srv:
+            targets = self.tenant_targets(srv.url, (7, 8))
+            for conf, _ in targets.values():
+                cp = ft.run_dst(["sync", "--quiet", "--config", conf])
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertEqual(psql(targets[7][1], "SELECT count(*) FROM posts").strip(), "3")
+            psql(self.src_url, "DELETE FROM teams WHERE id = 7")
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM posts").strip(), "1")
+            self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_orphans").strip(),
+                             "0")
+            for km in ("members", "channels", "posts", "reactions"):
+                self.assertEqual(psql(self.src_url, "SELECT count(*) FROM _ferry_k_%s WHERE "
+                                                    "\"_ferry_tenant\" = 7" % km).strip(), "0", km)
+            # the team is gone: its target is told so (exit 2); the other converges
+            cp = ft.run_dst(["sync", "--quiet", "--config", targets[7][0]])
+            self.assertEqual(cp.returncode, 2, cp.stderr)
+            self.assertIn("tenant 7 not found in teams", cp.stderr)
+            cp = ft.run_dst(["sync", "--quiet", "--config", targets[8][0]])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertEqual(psql(targets[8][1], "SELECT id, channel_id, author_id, body FROM "
+                                                 "posts ORDER BY id"),
+                             psql(self.src_url, "SELECT id, channel_id, author_id, body FROM "
+                                                "posts ORDER BY id"))
+            self.assertEqual(psql(targets[8][1], "SELECT * FROM reactions"), "4|+1\n")
+
     def test_keys_shifted_and_swapped_in_one_statement(self):
         """One statement moving keys onto each other's old values, as a
         deferrable key allows: the positions of a list shifted up (the row
