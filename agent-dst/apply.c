@@ -20,7 +20,11 @@
  * savepoint: an initial copy into an empty table is then as fast as COPY
  * itself; any failure (a key already there: a resumed or repeated copy)
  * rolls back to the savepoint and takes the staging path, which decides.
- * Deletes are one owner-checked statement per key on both engines.
+ * Deletes take only the tenant's own rows (one owner-checked statement per
+ * key on SQLite, a staging table of keys on PostgreSQL); a key the target
+ * holds for another tenant is skipped with a warning, not a clash: this
+ * tenant does not hold it, which is what the delete asks. A change batch
+ * that clashes has its deletes committed alone (ferry_applier_apply).
  *
  * Declared types, when ferry creates a target table, by source engine:
  *
@@ -1046,6 +1050,13 @@ static void describe_key(const struct ferry_table_info *ti, const char *const *n
     }
 }
 
+/* What a clash's message says of the batch: nothing committed, or its deletes only. */
+#define CLASH_NOTHING                                                                              \
+    "nothing of this batch was committed: resolve the clash on the target and rerun"
+#define CLASH_DELETES                                                                              \
+    "of this batch only its deletes were committed: rerun once that tenant's sync has run (two "   \
+    "tenants of this target trading rows), or resolve the clash on the target"
+
 /* The clash of table t's row whose n values vals are the columns names. */
 static int clash_of(struct ferry_applier *a, size_t t, const char *const *names,
                     const struct ferry_value *vals, size_t n, struct ferry_error *err)
@@ -1055,9 +1066,8 @@ static int clash_of(struct ferry_applier *a, size_t t, const char *const *names,
 
     describe_key(ti, names, vals, n, key, sizeof(key));
     return ferry_error_set(err, FERRY_ECLASH,
-                           "target row %s (%s) belongs to another tenant than %s; nothing of "
-                           "this batch was committed: resolve the clash on the target and rerun",
-                           ti->name, key, a->tenant_str);
+                           "target row %s (%s) belongs to another tenant than %s; %s", ti->name,
+                           key, a->tenant_str, CLASH_NOTHING);
 }
 
 static int clash(struct ferry_applier *a, size_t t, const struct ferry_set *set,
@@ -1067,10 +1077,28 @@ static int clash(struct ferry_applier *a, size_t t, const struct ferry_set *set,
 }
 
 /*
+ * A delete of a key the target holds for another tenant: this tenant does
+ * not hold it, which is what the delete wants, so it is skipped, not a
+ * clash. The row was moved to that tenant (whose sync into this target
+ * took it first), or two tenants of this target traded rows and this
+ * batch is run again after its deletes were committed (ferry_applier_apply).
+ */
+static void skipped_delete(struct ferry_applier *a, size_t t, const char *const *names,
+                           const struct ferry_value *key, size_t n)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    char desc[200];
+
+    describe_key(ti, names, key, n, desc, sizeof(desc));
+    log_warn("delete of %s (%s) skipped: the target holds that row for another tenant than %s",
+             ti->name, desc, a->tenant_str);
+}
+
+/*
  * Run a staging table's clash check st (prepare_clash) for this tenant: a
  * row it finds (the key) is the clash, named.
  */
-static int check_staged_clash(struct ferry_applier *a, size_t t, struct ferry_stmt *st,
+static int check_staged_clash(struct ferry_applier *a, size_t t, struct ferry_stmt *st, int deletes,
                               struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &a->scope->tables[t].info;
@@ -1089,7 +1117,10 @@ static int check_staged_clash(struct ferry_applier *a, size_t t, struct ferry_st
             names[k] = ti->cols[ferry_table_pkcol(ti, k)].name;
             ferry_stmt_column(st, (int)k, &key[k]);
         }
-        rc = clash_of(a, t, names, key, npk, err);
+        if (deletes)
+            skipped_delete(a, t, names, key, npk); /* the first; the others alike */
+        else
+            rc = clash_of(a, t, names, key, npk, err);
     }
     ferry_stmt_reset(st);
     return rc;
@@ -1265,7 +1296,7 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
     if (!rc)
         rc = pg_copy_set(a, t, stage, set, 0, err);
     if (!rc)
-        rc = check_staged_clash(a, t, ts->upserts.clash, err);
+        rc = check_staged_clash(a, t, ts->upserts.clash, 0, err);
     if (rc)
         return rc;
     ferry_stmt_reset(ts->upserts.run);
@@ -1368,6 +1399,7 @@ static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_s
     const struct ferry_table_info *ti = &a->scope->tables[t].info;
     struct table_stmts *ts = &a->st[t];
     size_t npk = ferry_table_npk(ti);
+    int said = 0;
     int rc;
 
     rc = check_delete_set(ti, set, err);
@@ -1397,14 +1429,14 @@ static int apply_deletes(struct ferry_applier *a, size_t t, const struct ferry_s
             c->deleted++;
             continue;
         }
-        /* Nothing deleted: already gone (fine), or another tenant's row (a clash). */
+        /* Nothing deleted: already gone, or another tenant's row (skipped, said once a set). */
         ferry_stmt_reset(ts->exists);
         for (size_t k = 0; k < npk && !rc; k++)
             rc = ferry_stmt_bind(ts->exists, (int)k + 1, &key[k], err);
         if (!rc)
             rc = ferry_stmt_step(ts->exists, &has, err);
-        if (!rc && has)
-            rc = clash(a, t, set, key, err);
+        if (!rc && has && !said++)
+            skipped_delete(a, t, (const char *const *)set->cols, key, npk);
     }
     return rc;
 }
@@ -1512,8 +1544,8 @@ static int pg_apply_deletes(struct ferry_applier *a, size_t t, const struct ferr
     ferry_stmt_reset(ts->deletes.run);
     if (rc)
         return ferry_error_prefix(err, "applying %s", set->table);
-    /* what the DELETE left of the keys is another tenant's */
-    return check_staged_clash(a, t, ts->deletes.clash, err);
+    /* what the DELETE left of the keys is another tenant's: skipped, said once */
+    return check_staged_clash(a, t, ts->deletes.clash, 1, err);
 }
 
 /*
@@ -1580,14 +1612,16 @@ int ferry_applier_durable(struct ferry_applier *a, int durable, struct ferry_err
     return a->db ? ferry_db_durable(a->db, durable, err) : FERRY_OK;
 }
 
-int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
-                        struct ferry_apply_counts *counts, struct ferry_error *err)
+/*
+ * One transaction of batch b's sets (only its deletes when deletes_only),
+ * committed, or rolled back whole.
+ */
+static int apply_sets(struct ferry_applier *a, const struct ferry_batch *b, int deletes_only,
+                      struct ferry_apply_counts *counts, struct ferry_error *err)
 {
     struct ferry_apply_counts c = {0, 0};
     int rc;
 
-    if (a->dry_run || !a->db)
-        return ferry_error_set(err, FERRY_EINTERNAL, "applier opened for a dry run");
     rc = ferry_db_begin(a->db, err);
     if (rc)
         return rc;
@@ -1606,6 +1640,8 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
                                  set->table);
             break;
         }
+        if (deletes_only && set->op != FERRY_OP_DELETE)
+            continue;
         if (set->copy && (!a->pg || b->kind != FERRY_KIND_SNAPSHOT)) {
             rc = ferry_error_set(err, FERRY_EPROTO,
                                  "batch for %.64s holds COPY text, which this target did not "
@@ -1637,6 +1673,35 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
         counts->deleted += c.deleted;
     }
     return rc;
+}
+
+int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
+                        struct ferry_apply_counts *counts, struct ferry_error *err)
+{
+    struct ferry_error e2;
+    int rc;
+
+    if (a->dry_run || !a->db)
+        return ferry_error_set(err, FERRY_EINTERNAL, "applier opened for a dry run");
+    rc = apply_sets(a, b, 0, counts, err);
+    if (rc != FERRY_ECLASH || b->kind != FERRY_KIND_CHANGES)
+        return rc;
+    /*
+     * Two tenants of one target trading rows: each one's batch deletes the
+     * row it lost and takes the one the other still holds, so each clashes
+     * on the other's, for good. This tenant's deletes alone are safe to
+     * commit (its rows the source no longer has; the mark stays, a rerun
+     * deletes nothing more): then the other's next sync takes its row,
+     * and this one's rerun the row that other one gave up.
+     */
+    ferry_error_clear(&e2);
+    if (apply_sets(a, b, 1, counts, &e2) == FERRY_OK) {
+        char *tail = strstr(err->msg, CLASH_NOTHING);
+
+        if (tail)
+            snprintf(tail, sizeof(err->msg) - (size_t)(tail - err->msg), "%s", CLASH_DELETES);
+    }
+    return FERRY_ECLASH;
 }
 
 /*

@@ -53,11 +53,15 @@ static void nap(double secs)
     }
 }
 
-/* Errors a later round may not meet again: the source restarting, a network blip. */
+/*
+ * Errors a later round may not meet again: the source restarting, a network
+ * blip; a clash with another tenant of the same target, whose own sync may
+ * take or give up the row meanwhile (a row moved between them, or traded).
+ */
 static int retryable(int code)
 {
     return code == FERRY_EUNREACHABLE || code == FERRY_EPROTO || code == FERRY_EDB ||
-           code == FERRY_EIO;
+           code == FERRY_EIO || code == FERRY_ECLASH;
 }
 
 static void report_round(const struct ferry_follow_opts *o, int round,

@@ -2038,12 +2038,15 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                              [(str(clash), "9", "nine")], "the clashing batch was committed")
             self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts").strip(), "0")
 
-    def test_delete_clash_with_other_tenant(self):
+    def test_delete_of_a_row_another_tenant_holds(self):
         """A delete of the tenant's row whose key the target holds for
-        another tenant: exit 5 naming table and key; nothing of the batch
-        is committed (its other deletes included), the row intact. Deletes
-        go through a staging table of keys on PostgreSQL (one DELETE a
-        set), so the check is a query over what the DELETE left."""
+        another tenant (moved there on the target): skipped with a warning
+        naming table and key, since the tenant does not hold it, which is
+        what the delete asks; the batch's other delete is applied, the other
+        tenant's row intact (a clash before: exit 5, which two tenants of
+        one target trading rows could never get past). Deletes go through a
+        staging table of keys on PostgreSQL (one DELETE a set), so the check
+        is a query over what the DELETE left. Oracle: SQL over the target."""
         self.pg_source()
         with self.serve() as srv:
             self.pg_target(srv.url)
@@ -2052,27 +2055,76 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                          "posts p JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1 "
                          "AND NOT EXISTS (SELECT 1 FROM reactions r WHERE r.post_id = p.id)"
                          ).strip().split(",")
-            gone, clash = int(posts[0]), int(posts[1])
-            gone_chan = psql(self.dst_url, "SELECT channel_id FROM posts WHERE id = %d"
-                             % gone).strip()
+            gone, held = int(posts[0]), int(posts[1])
             psql(self.dst_url, "INSERT INTO teams VALUES (9, 'Team Nine'); "
                                "INSERT INTO channels(id, team_id, name) VALUES (9000, 9, 'nine'); "
-                               "UPDATE posts SET channel_id = 9000 WHERE id = %d" % clash)
-            psql(self.src_url, "DELETE FROM posts WHERE id IN (%d, %d)" % (gone, clash))
-            cp = self.sync("--quiet", expect=5)
-            self.assertOneLine(cp.stderr)
-            self.assertRegex(cp.stderr, r"\bposts\b", "error does not name the table")
-            self.assertRegex(cp.stderr, r"(?<!\d)%d(?!\d)" % clash, "error does not name the key")
+                               "UPDATE posts SET channel_id = 9000 WHERE id = %d" % held)
+            psql(self.src_url, "DELETE FROM posts WHERE id IN (%d, %d)" % (gone, held))
+            cp = self.sync(expect=0)
+            self.assertRegex(cp.stderr, r"delete of posts \(id=%d\) skipped: the target holds "
+                             r"that row for another tenant than 1" % held)
             self.assertEqual(psql(self.dst_url, "SELECT id, channel_id FROM posts WHERE id IN "
-                                  "(%d, %d) ORDER BY id" % (gone, clash)).split(),
-                             ["%d|%s" % (gone, gone_chan), "%d|9000" % clash],
-                             "the clashing batch was committed")
-            # resolved on the target: the next sync converges
-            psql(self.dst_url, "DELETE FROM posts WHERE id = %d" % clash)
-            self.sync("--quiet")
-            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE id IN (%d, %d)"
-                                  % (gone, clash)).strip(), "0")
+                                  "(%d, %d) ORDER BY id" % (gone, held)).split(),
+                             ["%d|9000" % held])
             self.assertEqual(pg_rows(self.dst_url, "posts", 1), pg_rows(self.src_url, "posts", 1))
+
+    def test_two_tenants_of_one_target_trade_rows(self):
+        """Teams 1 and 2 mirrored into one target database, and two tags
+        traded between them: each one's batch deletes the tag it lost and
+        takes the one the other still holds. The first sync clashes but
+        commits its deletes (the rest of its batch not), so the other's
+        sync goes through, and the first one's rerun then does: the deadlock
+        where each clashed on the other for good is gone. Oracle: SQL over
+        the source."""
+        self.pg_source()
+        psql(self.src_url, "INSERT INTO tags VALUES ('swap-a', 1), ('swap-b', 2)")
+        with self.serve() as srv:
+            self.pg_target(srv.url, tenant=1)
+            conf = {1: self.dst_conf}
+            conf[2] = ft.write_dst_conf(self.path("dst-2.conf"), self.dst_url,
+                                        self.path("state-2"), 2, srv.url,
+                                        identity=ft.test_key("dst-2"),
+                                        public_key=ft.test_key("src") + ".pub")
+            import ferryauth
+            ferryauth.authorize(self.src_conf, 2, ft.test_key("dst-2"))
+            run = {t: (lambda t=t, *a: ft.run_dst(["sync", "--quiet", "--config", conf[t]]))
+                   for t in (1, 2)}
+            for t in (1, 2):
+                cp = run[t]()
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            tags = "SELECT name, team_ref FROM tags WHERE name LIKE 'swap-%' ORDER BY name"
+            self.assertEqual(psql(self.dst_url, tags), "swap-a|1\nswap-b|2\n")
+            psql(self.src_url, "UPDATE tags SET team_ref = 2 WHERE name = 'swap-a'; "
+                               "UPDATE tags SET team_ref = 1 WHERE name = 'swap-b'")
+            cp = run[1]()
+            self.assertEqual(cp.returncode, 5, cp.stderr)
+            self.assertIn("target row tags (name='swap-b') belongs to another tenant than 1",
+                          cp.stderr)
+            self.assertIn("only its deletes were committed", cp.stderr)
+            self.assertEqual(psql(self.dst_url, tags), "swap-b|2\n")
+            cp = run[2]()
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            cp = run[1]()
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertEqual(psql(self.dst_url, tags), psql(self.src_url, tags))
+            self.assertEqual(psql(self.dst_url, tags), "swap-a|2\nswap-b|1\n")
+            # traded back under two follows: the one that clashes retries, both converge
+            follows = [ft.start_dst(["follow", "--interval", "0.2", "--config", conf[t]],
+                                    self.path("follow-%d.log" % t)) for t in (1, 2)]
+            try:
+                psql(self.src_url, "BEGIN; UPDATE tags SET team_ref = 1 WHERE name = 'swap-a'; "
+                                   "UPDATE tags SET team_ref = 2 WHERE name = 'swap-b'; COMMIT")
+                deadline = time.monotonic() + 60
+                while psql(self.dst_url, tags) != "swap-a|1\nswap-b|2\n":
+                    for f in follows:
+                        self.assertIsNone(f.poll(), "a follow ended")
+                    self.assertLess(time.monotonic(), deadline, psql(self.dst_url, tags))
+                    time.sleep(0.1)
+            finally:
+                for f in follows:
+                    f.terminate()
+                for f in follows:
+                    self.assertEqual(f.wait(timeout=30), 0)
 
     def test_late_commit(self):
         """A transaction that took a lower seq and commits after a higher one

@@ -811,10 +811,12 @@ class SyncTest(ft.FerryTestCase):
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
     def test_delta_owner_check(self):
-        # A delta's upsert or delete of a row that the target holds for
-        # another tenant is a clash: nothing of the batch is committed and
-        # the mark stays. A row the target holds without an owner (its
-        # parent is not there) is the tenant's to overwrite or to delete.
+        # A delta's upsert of a row that the target holds for another tenant
+        # is a clash: nothing of the batch is committed and the mark stays;
+        # a delete of such a row is skipped with a warning (the tenant does
+        # not hold it, as the delete asks). A row the target holds without an
+        # owner (its parent is not there) is the tenant's to overwrite or to
+        # delete.
         # 128 posts change at once: the upserts run 16 rows a statement (a
         # clash must be seen in those, no row is left for the one-row upsert).
         self.make_source(teams=3, posts_per_team=300)
@@ -880,16 +882,26 @@ class SyncTest(ft.FerryTestCase):
             finally:
                 conn.close()
             mark = ft.status_json(self.dst_conf)["hwm"]
-            before = ft.db_dump(self.dst_db)
-            cp = self.sync("--quiet", expect=5)
-            self.assertRegex(cp.stderr, r"\bposts\b.*(?<!\d)%d(?!\d)" % gone)
-            self.assertUnchanged(before, self.dst_db, "a delete that clashes")
-            self.assertEqual(ft.status_json(self.dst_conf)["hwm"], mark)
-            on_target(("UPDATE posts SET channel_id = 991 WHERE id = ?", (gone,)))
+            held = target_posts([gone])
+            self.assertEqual(held[0][1], 990)
+            cp = self.sync("--quiet")
+            self.assertRegex(cp.stderr, r"delete of posts \(id=%d\) skipped: the target holds "
+                             r"that row for another tenant than 1" % gone)
+            self.assertEqual(target_posts([gone]), held, "team 9's post was deleted")
+            self.assertGreater(ft.status_json(self.dst_conf)["hwm"], mark)
+            # an ownerless row (its channel not on the target) is the tenant's to delete
+            lone = quiet[1]
+            on_target(("UPDATE posts SET channel_id = 991 WHERE id = ?", (lone,)))
+            conn = ft.source_conn(self.src_db)
+            try:
+                conn.execute("DELETE FROM posts WHERE id = ?", (lone,))
+            finally:
+                conn.close()
             self.sync("--quiet")
-            self.assertEqual(target_posts([gone]), [], "the ownerless post was not deleted")
+            self.assertEqual(target_posts([lone]), [], "the ownerless post was not deleted")
 
-            on_target(("DELETE FROM channels WHERE team_id = 9", ()),
+            on_target(("DELETE FROM posts WHERE channel_id = 990", ()),
+                      ("DELETE FROM channels WHERE team_id = 9", ()),
                       ("DELETE FROM teams WHERE id = 9", ()))
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2, 3))
 
