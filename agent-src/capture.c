@@ -1584,8 +1584,9 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
      * rest logs a change the delete then overrides.
      */
     if (!rc)
-        rc = ferry_buf_addf(b, "IF (" PG_OT " IS DISTINCT FROM " PG_O " OR %s) AND NOT EXISTS "
-                               "(SELECT 1 FROM ",
+        rc = ferry_buf_addf(b,
+                            "IF (" PG_OT " IS DISTINCT FROM " PG_O " OR %s) AND NOT EXISTS "
+                            "(SELECT 1 FROM ",
                             moved.data);
     if (!rc)
         rc = ferry_buf_add_ident(b, ti->name);
