@@ -1294,6 +1294,10 @@ end:
         if (ferry_state_run_put(r.state, &run, &e2))
             log_warn("cannot record the run: %s", e2.msg);
     }
+    /* a run recorded in the state that failed before its report began: in the run log too */
+    if (!r.prog && run.id)
+        r.prog = ferry_progress_open(cfg->target.state, run.kind, run.id, cfg->target.tenant,
+                                     run.hwm_before, 1);
     ferry_progress_end(r.prog, rc, rc ? err->msg : "", r.meta.hwm, r.copied,
                        r.counts.upserted - r.copied, r.counts.deleted);
     if (!rc && !opts->quiet)

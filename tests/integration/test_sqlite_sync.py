@@ -7,6 +7,7 @@ and in deltas), and a run with nothing pending.
 Every check compares with the hand-written oracle of ferrytest.tenant_rows().
 """
 
+import json
 import os
 import random
 import re
@@ -978,6 +979,13 @@ class SyncTest(ft.FerryTestCase):
         self.assertEqual((run["upserted"], run["deleted"]), (0, 0), run)
         self.assertEqual(st["hwm"], st0["hwm"])
         self.assertUnchanged(before, self.dst_db, "a delta run with the source down")
+        # the run log has it too, start and end, as the state does
+        with open(os.path.join(self.state, "runs.log")) as f:
+            events = [json.loads(line) for line in f]
+        mine = [e for e in events if e.get("run") == run["id"]]
+        self.assertEqual([e["event"] for e in mine], ["start", "error", "end"], events[-4:])
+        self.assertEqual(mine[2]["code"], run["code"], mine)
+        self.assertIn(run["msg"], json.dumps(mine[1]), mine)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
