@@ -506,24 +506,28 @@ static int freeze_start(struct ferry_freezer *f, const char *tenant, int on, con
                         int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err);
 
 /*
- * A serve's freezer keeps its connection for days: when the server dropped
- * it (a restart, a failover), connect again and start once more (setting
- * or clearing the flag is idempotent, whether the lost attempt committed
- * or not).
+ * A serve's freezer keeps its connection for days. After a failed query:
+ * when the server dropped the connection (a restart, a failover), connect
+ * again and read the scope anew; 1 when the query is worth running once
+ * more, 0 when not (err then says why).
  */
+static int revive(struct ferry_freezer *f, struct ferry_error *err)
+{
+    if (ferry_db_alive(f->db) || ferry_db_reconnect(&f->db, f->cfg->source.database, 0, err))
+        return 0;
+    f->stale = 1;
+    return freezer_scope(f, err) == FERRY_OK;
+}
+
+/* Setting or clearing the flag is idempotent, whether a lost attempt committed or not. */
 int ferry_freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
                        int64_t *head, struct ferry_freeze_wait **wait, struct ferry_error *err)
 {
     int rc = freeze_start(f, tenant, on, reason, head, wait, err);
 
-    if (!rc || ferry_db_alive(f->db))
-        return rc;
-    rc = ferry_db_reconnect(&f->db, f->cfg->source.database, 0, err);
-    if (rc)
-        return rc;
-    f->stale = 1;
-    rc = freezer_scope(f, err);
-    return rc ? rc : freeze_start(f, tenant, on, reason, head, wait, err);
+    if (rc && revive(f, err))
+        rc = freeze_start(f, tenant, on, reason, head, wait, err);
+    return rc;
 }
 
 static int freeze_start(struct ferry_freezer *f, const char *tenant, int on, const char *reason,
@@ -626,8 +630,8 @@ int ferry_freeze_set(struct ferry_freezer *f, const char *tenant, int on, const 
     return rc;
 }
 
-int ferry_freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, int64_t *since,
-                     struct ferry_error *err)
+static int freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, int64_t *since,
+                      struct ferry_error *err)
 {
     struct ferry_value typed, key;
     char num[32];
@@ -648,8 +652,19 @@ int ferry_freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, i
     return FERRY_OK;
 }
 
-int ferry_freeze_tenant_head(struct ferry_freezer *f, const char *tenant, int64_t *head,
-                             struct ferry_error *err)
+/* A serve's metrics ask these of a freezer that may have lost its connection: see revive. */
+int ferry_freeze_get(struct ferry_freezer *f, const char *tenant, int *frozen, int64_t *since,
+                     struct ferry_error *err)
+{
+    int rc = freeze_get(f, tenant, frozen, since, err);
+
+    if (rc && revive(f, err))
+        rc = freeze_get(f, tenant, frozen, since, err);
+    return rc;
+}
+
+static int tenant_head(struct ferry_freezer *f, const char *tenant, int64_t *head,
+                       struct ferry_error *err)
 {
     struct ferry_value tv;
     int rc;
@@ -660,4 +675,14 @@ int ferry_freeze_tenant_head(struct ferry_freezer *f, const char *tenant, int64_
     return ferry_db_query_int(f->db,
                               "SELECT COALESCE(max(seq), 0) FROM _ferry_changes WHERE tenant = ?",
                               &tv, 1, head, err);
+}
+
+int ferry_freeze_tenant_head(struct ferry_freezer *f, const char *tenant, int64_t *head,
+                             struct ferry_error *err)
+{
+    int rc = tenant_head(f, tenant, head, err);
+
+    if (rc && revive(f, err))
+        rc = tenant_head(f, tenant, head, err);
+    return rc;
 }

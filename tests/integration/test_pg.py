@@ -1417,6 +1417,12 @@ INSERT INTO notes(id, team_id, body) SELECT i, 1 + i % 2, repeat('n', i) FROM ge
                                                 "'after the restart'").strip(), "5")
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            # /metrics' per-tenant gauges read through the freeze's connection: connected again
+            status, text = ft.http_get(srv.url, "/metrics")
+            self.assertEqual(status, 200)
+            head = psql(self.src_url, "SELECT max(seq) FROM _ferry_changes WHERE tenant = '1'")
+            self.assertIn('ferry_tenant_head{tenant="1"} %s\n' % head.strip(), text.decode())
+            self.assertIn('ferry_tenant_frozen{tenant="1"} 0\n', text.decode())
             # and once more before a cutover: the serve's freeze connects again too
             for action in ("stop", "start"):
                 cp = subprocess.run([PGCLUSTER, action, CLUSTER["dir"]], capture_output=True,
