@@ -108,15 +108,19 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
     /* deltas: the first batch with the manifest, one round trip fewer */
     if (!r->opts->dry_run && r->meta.phase == FERRY_PHASE_STREAMING && after >= 0)
         req.with_changes = r->batch;
+    /* which columns the source masks: a copy made before a mask changed is brought in step */
+    req.masks = 1;
     rc = call(r, "/v1/manifest", &req, &resp, &len, err);
-    if (rc == FERRY_EPROTO && req.want_snapshot && strstr(err->msg, "unknown key \"snapshot\"")) {
-        /* a source from before exported snapshots: ask as it understands */
-        req.want_snapshot = 0;
-        rc = call(r, "/v1/manifest", &req, &resp, &len, err);
-    }
-    if (rc == FERRY_EPROTO && req.with_changes && strstr(err->msg, "unknown key \"changes\"")) {
-        /* a source from before: the batches come by their own requests */
-        req.with_changes = 0;
+    /* a source from before a key refuses it: asked again as it understands, key by key */
+    for (int tries = 0; rc == FERRY_EPROTO && tries < 3; tries++) {
+        if (req.want_snapshot && strstr(err->msg, "unknown key \"snapshot\""))
+            req.want_snapshot = 0; /* pages from snapshots of their own */
+        else if (req.with_changes && strstr(err->msg, "unknown key \"changes\""))
+            req.with_changes = 0; /* the batches come by their own requests */
+        else if (req.masks && strstr(err->msg, "unknown key \"masks\""))
+            req.masks = 0; /* a mask changed since a copy goes unseen, as before */
+        else
+            break;
         rc = call(r, "/v1/manifest", &req, &resp, &len, err);
     }
     if (rc == FERRY_ENOTFOUND) {
@@ -496,12 +500,41 @@ static void deltas_stop(struct run *r)
 #define COLS_MAX (1600 * 64)
 
 /* ti's column names, each ended by a NUL, into b (what ferry_state_cols_put keeps). */
-static int cols_list(const struct ferry_table_info *ti, struct ferry_buf *b)
+/*
+ * Column c of ti as the state records it: its name, and MASKED_MARK after
+ * it when the source masks it ([mask]; the manifest says so when asked). A
+ * mask added or removed since the copy then reads as a column added
+ * (cols_added): its values on the target are compared with the source's,
+ * masked or not, and pulled again or copied where they differ, as for a
+ * column the application added. Otherwise rows copied before a mask was
+ * added would keep their real values on a staging mirror.
+ */
+#define MASKED_MARK "\x01"
+#define COL_FORM_MAX 260 /* a name (proto.h: at most 256 bytes), the mark, the NUL */
+
+static int col_form(const struct run *r, const struct ferry_table_info *ti, size_t c, char *out,
+                    size_t size)
 {
+    const char *name = ti->cols[c].name;
+    size_t tl = strlen(ti->name);
+    int masked = 0;
+
+    for (size_t i = 0; i < r->manifest->nmasked && !masked; i++) {
+        const char *m = r->manifest->masked[i];
+
+        masked = strncmp(m, ti->name, tl) == 0 && m[tl] == '.' && strcmp(m + tl + 1, name) == 0;
+    }
+    return snprintf(out, size, "%s%s", name, masked ? MASKED_MARK : "") >= (int)size;
+}
+
+static int cols_list(const struct run *r, const struct ferry_table_info *ti, struct ferry_buf *b)
+{
+    char form[COL_FORM_MAX];
     int rc = FERRY_OK;
 
     for (size_t c = 0; c < ti->ncols && !rc; c++)
-        rc = ferry_buf_add(b, ti->cols[c].name, strlen(ti->cols[c].name) + 1);
+        rc = col_form(r, ti, c, form, sizeof(form)) ? FERRY_ETOOBIG
+                                                    : ferry_buf_add(b, form, strlen(form) + 1);
     return rc;
 }
 
@@ -512,7 +545,7 @@ static int cols_record(struct run *r, const struct ferry_table_info *ti, struct 
     int rc;
 
     ferry_buf_init(&b, COLS_MAX);
-    rc = cols_list(ti, &b);
+    rc = cols_list(r, ti, &b);
     if (rc)
         rc = ferry_error_set(err, rc, "table %s has too many columns for the state", ti->name);
     else
@@ -542,7 +575,7 @@ static int cols_added(struct run *r, const struct ferry_table_info *ti, int reco
 
     added[0] = '\0';
     ferry_buf_init(&now, COLS_MAX);
-    rc = old ? cols_list(ti, &now) : FERRY_ENOMEM;
+    rc = old ? cols_list(r, ti, &now) : FERRY_ENOMEM;
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot read the columns of %s in the state", ti->name);
         goto out;
@@ -554,9 +587,11 @@ static int cols_added(struct run *r, const struct ferry_table_info *ti, int reco
     }
     for (size_t c = 0, last = 0; c < ti->ncols && !rc && len; c++) {
         const char *name = ti->cols[c].name;
+        char form[COL_FORM_MAX];
         size_t off = 0;
 
-        while (off < len && strcmp(old + off, name) != 0)
+        col_form(r, ti, c, form, sizeof(form));
+        while (off < len && strcmp(old + off, form) != 0)
             off += strnlen(old + off, len - off) + 1;
         /*
          * Known, in the copy's order: not added. One that comes before a
@@ -773,13 +808,15 @@ static int copy_again(struct run *r, int dry, struct ferry_error *err)
             continue;
         if (dry) {
             printf("  %-24s %10" PRId64 " rows  would be copied again unless the target holds "
-                   "the same values: column%s %s added on the source since its copy\n",
+                   "the same values: column%s %s added, masked or unmasked on the source since "
+                   "its copy\n",
                    ti->name, ti->rows, strchr(added, ',') ? "s" : "", added);
             continue;
         }
         if (!r->opts->quiet)
-            log_info("copy %s again: column%s %s added on the source since its copy (the rows "
-                     "there before got their values without a change to carry them)",
+            log_info("copy %s again: column%s %s added on the source, or masked or unmasked "
+                     "there, since its copy (the rows there before got their values without a "
+                     "change to carry them)",
                      ti->name, strchr(added, ',') ? "s" : "", added);
         memset(&p, 0, sizeof(p));
         snprintf(p.table, sizeof(p.table), "%s", ti->name);
@@ -967,7 +1004,8 @@ static int dry_run(struct run *r, struct ferry_error *err)
                 continue;
             if (copied_before(r, ti->name))
                 printf("  %-24s %10" PRId64 " rows  would be copied again unless the target "
-                       "holds the same values: columns were added on the source since its copy\n",
+                       "holds the same values: columns were added, masked or unmasked on the "
+                       "source since its copy\n",
                        ti->name, ti->rows);
             else
                 printf("  %-24s %10" PRId64 " rows  new to the scope: would be copied %s\n",

@@ -709,6 +709,7 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     struct snap_holder *h = NULL;
     struct ferry_db *db = p->db;
     struct ferry_request creq;
+    char **masked = NULL;
     char *batch = NULL;
     size_t blen = 0;
     int64_t safe = 0;
@@ -805,6 +806,27 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     /* the target reads the declared types by the source's engine (apply.c) */
     m.engine = ferry_db_engine(p->db) == FERRY_ENGINE_PG ? engine_pg : engine_sqlite;
     m.snapshot = h ? h->id : NULL;
+    /* which columns are masked, for a target that keeps its copy in step when they change */
+    if (req->masks && p->cfg && p->cfg->nmasks) {
+        masked = calloc(p->cfg->nmasks, sizeof(*masked));
+        if (!masked) {
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < p->cfg->nmasks; i++) {
+            const struct ferry_mask_conf *mc = &p->cfg->masks[i];
+            size_t n = strlen(mc->table) + strlen(mc->column) + 2;
+
+            masked[i] = malloc(n);
+            if (!masked[i]) {
+                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+                goto out;
+            }
+            snprintf(masked[i], n, "%s.%s", mc->table, mc->column);
+            m.nmasked++;
+        }
+        m.masked = masked;
+    }
     /*
      * The first change batch, asked for with the manifest (a delta run
      * saves a round trip): read after the manifest's transaction, as a
@@ -846,6 +868,9 @@ out:
         ferry_db_rollback(p->db);
     else if (rc)
         holder_close(p, h, NULL);
+    for (size_t i = 0; masked && i < p->cfg->nmasks; i++)
+        free(masked[i]);
+    free(masked);
     free(batch);
     free(tables);
     ferry_buf_release(&sql);

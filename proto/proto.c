@@ -295,7 +295,8 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
          * "snapshot" and "changes" only when asked for: a source from before
          * they were added refuses the keys
          */
-        msgpack_pack_map(&w.pk, 4 + (req->want_snapshot ? 1 : 0) + (req->with_changes > 0 ? 1 : 0));
+        msgpack_pack_map(&w.pk, 4 + (req->want_snapshot ? 1 : 0) + (req->with_changes > 0 ? 1 : 0) +
+                                    (req->masks ? 1 : 0));
         pack_cstr(&w, "v");
         msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
         pack_cstr(&w, "tenant");
@@ -311,6 +312,10 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         if (req->with_changes > 0) {
             pack_cstr(&w, "changes");
             msgpack_pack_int64(&w.pk, req->with_changes);
+        }
+        if (req->masks) { /* likewise */
+            pack_cstr(&w, "masks");
+            pack_bool(&w, 1);
         }
         break;
     case FERRY_REQ_SNAPSHOT:
@@ -495,9 +500,16 @@ int ferry_manifest_encode(const struct ferry_manifest *m, char **out, size_t *le
     if (m->snapshot && !ferry_snapshot_id_ok(m->snapshot))
         return ferry_error_set(err, FERRY_EINTERNAL, "manifest: bad snapshot id");
     writer_init(&w, ENCODE_MAX);
-    msgpack_pack_map(&w.pk, 6 + (m->engine ? 1 : 0) + (m->snapshot ? 1 : 0) + (m->changes ? 1 : 0));
+    msgpack_pack_map(&w.pk, 6 + (m->engine ? 1 : 0) + (m->snapshot ? 1 : 0) + (m->changes ? 1 : 0) +
+                                (m->nmasked ? 1 : 0));
     pack_cstr(&w, "v");
     msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
+    if (m->nmasked) { /* only to a target that asked: others refuse the key */
+        pack_cstr(&w, "masked");
+        msgpack_pack_array(&w.pk, m->nmasked);
+        for (size_t i = 0; i < m->nmasked; i++)
+            pack_cstr(&w, m->masked[i]);
+    }
     if (m->changes) {
         pack_cstr(&w, "changes");
         msgpack_pack_bin(&w.pk, m->nchanges);
@@ -1340,8 +1352,9 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         f[3].key = "counts";
         f[4].key = "snapshot"; /* optional: targets from before it was added */
         f[5].key = "changes";  /* optional: targets from before it was added */
+        f[6].key = "masks";    /* optional: idem */
         nf = 4;
-        nopt = 2;
+        nopt = 3;
         break;
     case FERRY_REQ_SNAPSHOT:
         f[3].key = "limit";
@@ -1387,6 +1400,8 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
             if (!rc && req->after < 0)
                 rc = fail(d, FERRY_EPROTO, "changes", "asked for without a mark (after -1)");
         }
+        if (!rc && f[6].val)
+            rc = get_bool(d, f[6].val, "masks", &req->masks);
         return rc;
     }
     rc = get_int(d, f[3].val, "limit", &req->limit);
@@ -1904,19 +1919,39 @@ out:
 
 static int manifest_walk(struct dec *d, const msgpack_object *o, struct ferry_manifest *m)
 {
-    struct field f[9] = {{"v", NULL},      {"tenant", NULL},   {"root", NULL},
-                         {"head", NULL},   {"pending", NULL},  {"tables", NULL},
-                         {"engine", NULL}, {"snapshot", NULL}, {"changes", NULL}};
+    struct field f[10] = {{"v", NULL},       {"tenant", NULL}, {"root", NULL},   {"head", NULL},
+                          {"pending", NULL}, {"tables", NULL}, {"engine", NULL}, {"snapshot", NULL},
+                          {"changes", NULL}, {"masked", NULL}};
     const msgpack_object_array *a;
     int rc;
 
     rc = check_version(d, o);
     if (rc)
         return rc;
-    /* "engine", "snapshot" and "changes" are optional (sources from before they were added) */
-    rc = get_fields_opt(d, o, NULL, f, 9, 6);
+    /*
+     * "engine", "snapshot" and "changes" are optional (sources from before
+     * they were added), "masked" too (only when asked, and there are any)
+     */
+    rc = get_fields_opt(d, o, NULL, f, 10, 6);
     if (rc)
         return rc;
+    if (f[9].val) {
+        rc = want(d, f[9].val, MSGPACK_OBJECT_ARRAY, "masked", "array");
+        if (rc)
+            return rc;
+        a = &f[9].val->via.array;
+        if (a->size == 0 || a->size > d->lim->max_cols * d->lim->max_tables)
+            return fail(d, FERRY_EPROTO, "masked", "%" PRIu32 " columns", a->size);
+        m->masked = dec_array(d, "masked", a->size, sizeof(*m->masked), &rc);
+        if (rc)
+            return rc;
+        m->nmasked = a->size;
+        for (size_t i = 0; i < m->nmasked; i++) {
+            rc = get_text(d, &a->ptr[i], "masked", 2 * d->lim->max_name + 1, 0, &m->masked[i]);
+            if (rc)
+                return rc;
+        }
+    }
     if (f[8].val) {
         rc = want(d, f[8].val, MSGPACK_OBJECT_BIN, "changes", "bin");
         if (rc)
@@ -2007,6 +2042,9 @@ void ferry_manifest_free(struct ferry_manifest *m)
     free(m->engine);
     free(m->snapshot);
     free(m->changes);
+    for (size_t i = 0; m->masked && i < m->nmasked; i++)
+        free(m->masked[i]);
+    free(m->masked);
     ferry_tables_free(m->tables, m->ntables);
     free(m);
 }

@@ -146,6 +146,7 @@ struct ferry_request {
     int counts;                  /* manifest */
     int want_snapshot;           /* manifest: ask for an exported snapshot */
     int64_t with_changes;        /* manifest: > 0, ask for the first change batch too */
+    int masks;                   /* manifest: ask which columns the source masks */
     char *snapshot;              /* snapshot: the manifest's snapshot id, NULL = none */
     int copy_text;               /* snapshot: the target takes rows as COPY text lines */
     int release;                 /* snapshot: no page, the copy stopped: let snapshot go */
@@ -188,6 +189,12 @@ struct ferry_manifest {
      */
     char *changes;
     size_t nchanges;
+    /*
+     * The columns the source masks ([mask]), as "table.column", when the
+     * request asked (masks) and there are any; NULL and 0 otherwise.
+     */
+    char **masked;
+    size_t nmasked;
 };
 
 struct ferry_set {

@@ -1295,7 +1295,8 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
             cp = self.sync("--dry-run")
             self.assertRegex(cp.stdout, r"posts\s+\d+ rows  would be copied again unless the target "
                                         r"holds the same values: columns? "
-                                        r"(pinned )?(were )?added on the source since its copy")
+                                        r"(pinned )?(were )?added, masked or unmasked on the "
+                                        r"source since its copy")
             self.sync("--quiet")
             self.assertPgCopy(self.src_url, self.dst_url)
             self.assertEqual(psql(self.dst_url, "SELECT count(*), min(pinned), max(pinned) "

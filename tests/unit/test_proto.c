@@ -364,6 +364,20 @@ static void test_request_manifest(void)
                                             : "changes: asked for without a mark"));
         mp_free(&m);
     }
+
+    /* "masks": asked only when set (sources from before it refuse the key) */
+    req.with_changes = 0;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    ASSERT(find_bytes(out, len, "masks") == NULL);
+    free(out);
+    req.masks = 1;
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    dump("fuzz_request", "manifest-masks", out, len);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, out, len, lim, &got, &err), 0);
+    ASSERT_EQ(got.masks, 1);
+    ferry_request_release(&got);
+    free(out);
+    req.masks = 0;
 }
 
 static void test_request_snapshot(void)
@@ -1135,6 +1149,28 @@ static void test_manifest(void)
         free(out);
         m.snapshot = NULL;
         m.engine = NULL;
+    }
+
+    /* the masked columns, when asked: absent when none, back as they went */
+    {
+        char c1[] = "posts.body", c2[] = "users.email";
+        char *masked[] = {c1, c2};
+
+        ASSERT_EQ(ferry_manifest_encode(&m, &out, &len, &err), 0);
+        ASSERT(find_bytes(out, len, "masked") == NULL);
+        free(out);
+        m.masked = masked;
+        m.nmasked = 2;
+        ASSERT_EQ(ferry_manifest_encode(&m, &out, &len, &err), 0);
+        dump("fuzz_manifest", "masked", out, len);
+        ASSERT_EQ(ferry_manifest_decode(out, len, lim, &got, &err), 0);
+        ASSERT_EQ(got->nmasked, 2);
+        ASSERT_STR(got->masked[0], "posts.body");
+        ASSERT_STR(got->masked[1], "users.email");
+        ferry_manifest_free(got);
+        free(out);
+        m.masked = NULL;
+        m.nmasked = 0;
     }
 
     /* with the first change batch: its bytes come back as they went */
