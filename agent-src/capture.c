@@ -339,16 +339,23 @@ static int add_tenant_changed(struct ferry_buf *b, const struct ferry_scope *s, 
  * the move's touch still cannot see a child committed after the move's
  * transaction began.
  */
+/* "<table> WHERE <key> = NEW.<key>": the row NEW, in the table (as the trigger's statement sees
+ * it). */
+static int pg_add_new_row(struct ferry_buf *b, const struct ferry_table_info *ti)
+{
+    int rc = ferry_buf_add_ident(b, ti->name);
+
+    if (!rc)
+        rc = ferry_buf_adds(b, " WHERE ");
+    return rc ? rc : ferry_scope_keymatch(b, ti, "", "NEW.");
+}
+
 static int pg_add_lock_moved(struct ferry_buf *b, const struct ferry_table_info *ti)
 {
     int rc = ferry_buf_adds(b, "IF " PG_OT " IS DISTINCT FROM " PG_O " THEN\nPERFORM 1 FROM ");
 
     if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "", "NEW.");
+        rc = pg_add_new_row(b, ti);
     return rc ? rc : ferry_buf_adds(b, " FOR UPDATE;\n" PG_APP_SETTINGS);
 }
 
@@ -1589,11 +1596,7 @@ static int pg_update_body(struct ferry_buf *b, const struct ferry_scope *s, size
                             "(SELECT 1 FROM ",
                             moved.data);
     if (!rc)
-        rc = ferry_buf_add_ident(b, ti->name);
-    if (!rc)
-        rc = ferry_buf_adds(b, " WHERE ");
-    if (!rc)
-        rc = ferry_scope_keymatch(b, ti, "", "NEW.");
+        rc = pg_add_new_row(b, ti);
     if (!rc)
         rc = ferry_buf_adds(b, ") THEN\nRETURN NULL;\nEND IF;\n");
     if (!rc)
