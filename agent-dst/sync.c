@@ -110,15 +110,19 @@ static int fetch_manifest(struct run *r, int64_t after, int counts, struct ferry
         req.with_changes = r->batch;
     /* which columns the source masks: a copy made before a mask changed is brought in step */
     req.masks = 1;
+    /* when the source's log was complete up to the head it sends: the lag counts from then */
+    req.as_of = 1;
     rc = call(r, "/v1/manifest", &req, &resp, &len, err);
     /* a source from before a key refuses it: asked again as it understands, key by key */
-    for (int tries = 0; rc == FERRY_EPROTO && tries < 3; tries++) {
+    for (int tries = 0; rc == FERRY_EPROTO && tries < 4; tries++) {
         if (req.want_snapshot && strstr(err->msg, "unknown key \"snapshot\""))
             req.want_snapshot = 0; /* pages from snapshots of their own */
         else if (req.with_changes && strstr(err->msg, "unknown key \"changes\""))
             req.with_changes = 0; /* the batches come by their own requests */
         else if (req.masks && strstr(err->msg, "unknown key \"masks\""))
             req.masks = 0; /* a mask changed since a copy goes unseen, as before */
+        else if (req.as_of && strstr(err->msg, "unknown key \"as_of\""))
+            req.as_of = 0; /* the lag counts from the manifest's time, as before */
         else
             break;
         rc = call(r, "/v1/manifest", &req, &resp, &len, err);
@@ -1171,6 +1175,12 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
     seen = (int64_t)time(NULL);
     rc = fetch_manifest(&r, r.meta.phase == FERRY_PHASE_STREAMING ? r.meta.hwm : -1,
                         opts->dry_run || r.meta.phase != FERRY_PHASE_STREAMING, err);
+    /*
+     * A transaction in flight on the source holds its log back: what this
+     * run applies is complete as of then, not now (lag, status).
+     */
+    if (!rc && r.manifest->as_of > 0 && r.manifest->as_of < seen)
+        seen = r.manifest->as_of;
     if (prepping) {
         pthread_join(prep.th, NULL);
         if (prep.rc) {

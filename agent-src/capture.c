@@ -3686,6 +3686,9 @@ int ferry_capture_head(struct ferry_db *db, int64_t *head, struct ferry_error *e
  * a moment before new snapshots see it.
  */
 static int64_t pg_last_safe; /* process-wide: ferry-src serves one database */
+/* the unix time just before pg_last_safe was read: the log held every change committed by then */
+static int64_t pg_last_safe_read;
+static int64_t last_as_of; /* ferry_capture_last_as_of */
 
 static int pg_lockers(struct ferry_db *db, const char *vxids, int64_t *n, char *out, size_t size,
                       struct ferry_error *err)
@@ -3741,11 +3744,13 @@ int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *s
                                   struct ferry_error *err)
 {
     char vxids[8192];
-    int64_t s = 0, n = 0;
+    int64_t s = 0, n = 0, t_read;
     long waited = 0, step = 1;
     int rc;
 
     *safe = INT64_MAX;
+    t_read = (int64_t)time(NULL);
+    last_as_of = t_read;
     if (ferry_db_engine(db) != FERRY_ENGINE_PG)
         return FERRY_OK;
     rc = ferry_db_query_int(db,
@@ -3772,8 +3777,10 @@ int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *s
         if (rc)
             return rc;
         if (n == 0) {
-            if (s > pg_last_safe)
+            if (s >= pg_last_safe) {
                 pg_last_safe = s;
+                pg_last_safe_read = t_read;
+            }
             *safe = s;
             return FERRY_OK;
         }
@@ -3781,6 +3788,7 @@ int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *s
         if (waited >= FERRY_CAPTURE_SAFE_WAIT_MS || (after >= 0 && pg_last_safe > after)) {
             if (waited < FERRY_CAPTURE_SAFE_WAIT_MS) {
                 *safe = pg_last_safe;
+                last_as_of = pg_last_safe_read;
                 return FERRY_OK;
             }
             break;
@@ -3793,7 +3801,13 @@ int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *s
              "ms; serving changes up to %" PRId64 " only, the rest once they end",
              n, vxids, FERRY_CAPTURE_SAFE_WAIT_MS, pg_last_safe);
     *safe = pg_last_safe;
+    last_as_of = pg_last_safe_read;
     return FERRY_OK;
+}
+
+int64_t ferry_capture_last_as_of(void)
+{
+    return last_as_of;
 }
 
 static int hexval(char c)

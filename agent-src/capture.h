@@ -83,6 +83,14 @@ int ferry_capture_safe_head(struct ferry_db *db, int64_t *safe, struct ferry_err
  */
 int ferry_capture_safe_head_after(struct ferry_db *db, int64_t after, int64_t *safe,
                                   struct ferry_error *err);
+/*
+ * The unix time at which the change log held every change up to the last
+ * *safe returned: when the call found no writer in flight, the moment it
+ * began; when one held the log back, the moment the safe seq it returned
+ * was read (0: not known, none found safe since ferry-src started). A
+ * target's lag counts from it: changes committed later may be beyond *safe.
+ */
+int64_t ferry_capture_last_as_of(void);
 
 /*
  * The application_name of ferry-src's connections that hold a copy's

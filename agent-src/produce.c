@@ -806,6 +806,9 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     /* the target reads the declared types by the source's engine (apply.c) */
     m.engine = ferry_db_engine(p->db) == FERRY_ENGINE_PG ? engine_pg : engine_sqlite;
     m.snapshot = h ? h->id : NULL;
+    /* when the log held every change up to the head: the target's lag counts from it */
+    if (req->as_of)
+        m.as_of = ferry_capture_last_as_of();
     /* which columns are masked, for a target that keeps its copy in step when they change */
     if (req->masks && p->cfg && p->cfg->nmasks) {
         masked = calloc(p->cfg->nmasks, sizeof(*masked));

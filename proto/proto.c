@@ -296,7 +296,7 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
          * they were added refuses the keys
          */
         msgpack_pack_map(&w.pk, 4 + (req->want_snapshot ? 1 : 0) + (req->with_changes > 0 ? 1 : 0) +
-                                    (req->masks ? 1 : 0));
+                                    (req->masks ? 1 : 0) + (req->as_of ? 1 : 0));
         pack_cstr(&w, "v");
         msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
         pack_cstr(&w, "tenant");
@@ -315,6 +315,10 @@ int ferry_request_encode(const struct ferry_request *req, char **out, size_t *le
         }
         if (req->masks) { /* likewise */
             pack_cstr(&w, "masks");
+            pack_bool(&w, 1);
+        }
+        if (req->as_of) { /* likewise */
+            pack_cstr(&w, "as_of");
             pack_bool(&w, 1);
         }
         break;
@@ -501,10 +505,14 @@ int ferry_manifest_encode(const struct ferry_manifest *m, char **out, size_t *le
         return ferry_error_set(err, FERRY_EINTERNAL, "manifest: bad snapshot id");
     writer_init(&w, ENCODE_MAX);
     msgpack_pack_map(&w.pk, 6 + (m->engine ? 1 : 0) + (m->snapshot ? 1 : 0) + (m->changes ? 1 : 0) +
-                                (m->nmasked ? 1 : 0));
+                                (m->nmasked ? 1 : 0) + (m->as_of > 0 ? 1 : 0));
     pack_cstr(&w, "v");
     msgpack_pack_int(&w.pk, FERRY_PROTO_VERSION);
-    if (m->nmasked) { /* only to a target that asked: others refuse the key */
+    if (m->as_of > 0) { /* only to a target that asked: others refuse the key */
+        pack_cstr(&w, "as_of");
+        msgpack_pack_int64(&w.pk, m->as_of);
+    }
+    if (m->nmasked) { /* likewise */
         pack_cstr(&w, "masked");
         msgpack_pack_array(&w.pk, m->nmasked);
         for (size_t i = 0; i < m->nmasked; i++)
@@ -1353,8 +1361,9 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         f[4].key = "snapshot"; /* optional: targets from before it was added */
         f[5].key = "changes";  /* optional: targets from before it was added */
         f[6].key = "masks";    /* optional: idem */
+        f[7].key = "as_of";    /* optional: idem */
         nf = 4;
-        nopt = 3;
+        nopt = 4;
         break;
     case FERRY_REQ_SNAPSHOT:
         f[3].key = "limit";
@@ -1402,6 +1411,8 @@ static int request_walk(struct dec *d, int type, const msgpack_object *o, struct
         }
         if (!rc && f[6].val)
             rc = get_bool(d, f[6].val, "masks", &req->masks);
+        if (!rc && f[7].val)
+            rc = get_bool(d, f[7].val, "as_of", &req->as_of);
         return rc;
     }
     rc = get_int(d, f[3].val, "limit", &req->limit);
@@ -1919,9 +1930,9 @@ out:
 
 static int manifest_walk(struct dec *d, const msgpack_object *o, struct ferry_manifest *m)
 {
-    struct field f[10] = {{"v", NULL},       {"tenant", NULL}, {"root", NULL},   {"head", NULL},
+    struct field f[11] = {{"v", NULL},       {"tenant", NULL}, {"root", NULL},   {"head", NULL},
                           {"pending", NULL}, {"tables", NULL}, {"engine", NULL}, {"snapshot", NULL},
-                          {"changes", NULL}, {"masked", NULL}};
+                          {"changes", NULL}, {"masked", NULL}, {"as_of", NULL}};
     const msgpack_object_array *a;
     int rc;
 
@@ -1930,11 +1941,19 @@ static int manifest_walk(struct dec *d, const msgpack_object *o, struct ferry_ma
         return rc;
     /*
      * "engine", "snapshot" and "changes" are optional (sources from before
-     * they were added), "masked" too (only when asked, and there are any)
+     * they were added), "masked" and "as_of" too (only when asked, and
+     * there are any)
      */
-    rc = get_fields_opt(d, o, NULL, f, 10, 6);
+    rc = get_fields_opt(d, o, NULL, f, 11, 6);
     if (rc)
         return rc;
+    if (f[10].val) {
+        rc = get_int(d, f[10].val, "as_of", &m->as_of);
+        if (!rc && m->as_of <= 0)
+            rc = fail(d, FERRY_EPROTO, "as_of", "%" PRId64 " is not positive", m->as_of);
+        if (rc)
+            return rc;
+    }
     if (f[9].val) {
         rc = want(d, f[9].val, MSGPACK_OBJECT_ARRAY, "masked", "array");
         if (rc)

@@ -147,6 +147,7 @@ struct ferry_request {
     int want_snapshot;           /* manifest: ask for an exported snapshot */
     int64_t with_changes;        /* manifest: > 0, ask for the first change batch too */
     int masks;                   /* manifest: ask which columns the source masks */
+    int as_of;                   /* manifest: ask when the log was complete up to head */
     char *snapshot;              /* snapshot: the manifest's snapshot id, NULL = none */
     int copy_text;               /* snapshot: the target takes rows as COPY text lines */
     int release;                 /* snapshot: no page, the copy stopped: let snapshot go */
@@ -195,6 +196,13 @@ struct ferry_manifest {
      */
     char **masked;
     size_t nmasked;
+    /*
+     * The unix time at which the source's change log held every change up
+     * to head (ferry_capture_last_as_of), when asked (as_of) and known; 0
+     * otherwise. Behind the manifest's own time while a transaction in
+     * flight holds the log back: the lag counts from it.
+     */
+    int64_t as_of;
 };
 
 struct ferry_set {

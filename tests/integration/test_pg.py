@@ -2444,6 +2444,36 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             time.sleep(0.05)
         return w
 
+    def test_lag_while_another_tenant_holds_the_log(self):
+        """Another tenant's transaction writes to the change log and stays
+        open: tenant 1's insert committed meanwhile waits on the source
+        until it ends, and the target's lag says so, counted from when the
+        log was last complete (it said 0-5 s however long the row waited:
+        the time of the manifest). Oracles: the clock around the held
+        transaction, and SQL over the target."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            t0 = time.time()
+            w = self.open_writer("INSERT INTO tags VALUES ('held', 2)")
+            try:
+                time.sleep(4)
+                psql(self.src_url, "INSERT INTO posts(channel_id, body) SELECT min(id), "
+                                   "'LAGPROBE' FROM channels WHERE team_id = 1")
+                self.sync("--quiet")
+                self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE body = "
+                                                    "'LAGPROBE'").strip(), "0")
+                lag = ft.status_json(self.dst_conf)["lag_seconds"]
+                self.assertGreaterEqual(lag, int(time.time() - t0) - 1,
+                                        "the lag hides the held log")
+            finally:
+                w.communicate("COMMIT;\n", timeout=30)
+            self.sync("--quiet")
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM posts WHERE body = "
+                                                "'LAGPROBE'").strip(), "1")
+            self.assertLessEqual(ft.status_json(self.dst_conf)["lag_seconds"], 2)
+
     def test_backlog_while_another_tenant_holds_a_transaction(self):
         """A backlog of tenant 1's changes, known to be safe (committed before
         a manifest was read), and then a long transaction of another tenant

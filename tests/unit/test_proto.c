@@ -375,9 +375,18 @@ static void test_request_manifest(void)
     dump("fuzz_request", "manifest-masks", out, len);
     ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, out, len, lim, &got, &err), 0);
     ASSERT_EQ(got.masks, 1);
+    ASSERT_EQ(got.as_of, 0);
     ferry_request_release(&got);
     free(out);
     req.masks = 0;
+    req.as_of = 1; /* "as_of" likewise */
+    ASSERT_EQ(ferry_request_encode(&req, &out, &len, &err), 0);
+    ASSERT_EQ(ferry_request_decode(FERRY_REQ_MANIFEST, out, len, lim, &got, &err), 0);
+    ASSERT_EQ(got.as_of, 1);
+    ASSERT_EQ(got.masks, 0);
+    ferry_request_release(&got);
+    free(out);
+    req.as_of = 0;
 }
 
 static void test_request_snapshot(void)
@@ -1167,10 +1176,19 @@ static void test_manifest(void)
         ASSERT_EQ(got->nmasked, 2);
         ASSERT_STR(got->masked[0], "posts.body");
         ASSERT_STR(got->masked[1], "users.email");
+        ASSERT_EQ(got->as_of, 0);
         ferry_manifest_free(got);
         free(out);
         m.masked = NULL;
         m.nmasked = 0;
+        /* "as_of", when known: back as it went */
+        m.as_of = 1795400000;
+        ASSERT_EQ(ferry_manifest_encode(&m, &out, &len, &err), 0);
+        ASSERT_EQ(ferry_manifest_decode(out, len, lim, &got, &err), 0);
+        ASSERT_EQ(got->as_of, 1795400000);
+        ferry_manifest_free(got);
+        free(out);
+        m.as_of = 0;
     }
 
     /* with the first change batch: its bytes come back as they went */
