@@ -1011,11 +1011,11 @@ static int repair_keys(struct vrun *r, struct ferry_applier *ap, size_t t, const
                                      b->sets[s].table);
         if (!rc)
             rc = ferry_applier_apply(ap, b, &c, err);
-        if (!rc) {
-            r->rep->upserted += c.upserted;
-            r->rep->deleted += c.deleted;
+        /* a clash commits the batch's deletes alone (ferry_applier_apply): counted too */
+        r->rep->upserted += c.upserted;
+        r->rep->deleted += c.deleted;
+        if (!rc)
             done += m;
-        }
         ferry_batch_free(b);
         free(resp);
     }
@@ -1031,9 +1031,11 @@ static int repair_keys(struct vrun *r, struct ferry_applier *ap, size_t t, const
 static int repair(struct vrun *r, struct ferry_error *err)
 {
     struct ferry_applier *ap = NULL;
+    struct ferry_error clash;
     size_t *idx = NULL;
     int rc;
 
+    ferry_error_clear(&clash);
     rc = ferry_applier_open(r->cfg->target.database, r->manifest, r->cfg->target.tenant, 0, NULL,
                             &ap, err);
     if (rc)
@@ -1057,6 +1059,19 @@ static int repair(struct vrun *r, struct ferry_error *err)
             if (n)
                 rc = repair_keys(r, ap, t, idx, n, err);
         }
+        /*
+         * Rows the target holds for another tenant clash with the upserts;
+         * the deletes still go: that tenant's sync into this target may wait
+         * for them (two tenants trading rows). The clash is the result.
+         */
+        if (phase == 0 && rc == FERRY_ECLASH) {
+            clash = *err;
+            rc = FERRY_OK;
+        }
+    }
+    if (!rc && clash.code) {
+        *err = clash;
+        rc = FERRY_ECLASH;
     }
     if (!rc && !r->o->quiet)
         log_info("repair: %" PRId64 " rows written, %" PRId64 " deleted", r->rep->upserted,
@@ -1297,7 +1312,11 @@ static void print_text(const struct vrun *r, int code)
     if (rep->repaired) {
         printf("repair: %" PRId64 " rows written, %" PRId64 " deleted\n", rep->upserted,
                rep->deleted);
-        if (rep->total_remaining) {
+        if (rep->total_remaining && !rep->nremaining && rep->ndiffs) {
+            /* the repair stopped (a clash, say) before it compared again */
+            printf("still differing after repair: some of the differences above (it stopped "
+                   "before comparing again)\n");
+        } else if (rep->total_remaining) {
             printf("still differing after repair:\n");
             print_diffs(r, rep->remaining, rep->nremaining, rep->total_remaining);
         }

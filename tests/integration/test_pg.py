@@ -2103,6 +2103,14 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             self.assertEqual(psql(self.dst_url, tags), "swap-a|1\nswap-b|2\n")
             psql(self.src_url, "UPDATE tags SET team_ref = 2 WHERE name = 'swap-a'; "
                                "UPDATE tags SET team_ref = 1 WHERE name = 'swap-b'")
+            # verify --repair of team 1 meets the same clash: its delete is committed,
+            # the report says so and lists what still differs
+            cp = ft.run_dst(["verify", "--repair", "--config", conf[1]])
+            self.assertEqual(cp.returncode, 5, cp.stdout + cp.stderr)
+            self.assertIn("tags name='swap-b': missing on target", cp.stdout)
+            self.assertIn("repair: 0 rows written, 1 deleted\n"
+                          "still differing after repair: some of the differences above", cp.stdout)
+            self.assertEqual(psql(self.dst_url, tags), "swap-b|2\n")
             cp = run[1]()
             self.assertEqual(cp.returncode, 5, cp.stderr)
             self.assertIn("target row tags (name='swap-b') belongs to another tenant than 1",
