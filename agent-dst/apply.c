@@ -1679,6 +1679,7 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
                         struct ferry_apply_counts *counts, struct ferry_error *err)
 {
     struct ferry_error e2;
+    size_t i;
     int rc;
 
     if (a->dry_run || !a->db)
@@ -1694,6 +1695,10 @@ int ferry_applier_apply(struct ferry_applier *a, const struct ferry_batch *b,
      * deletes nothing more): then the other's next sync takes its row,
      * and this one's rerun the row that other one gave up.
      */
+    for (i = 0; i < b->nsets && b->sets[i].op != FERRY_OP_DELETE; i++)
+        ;
+    if (i == b->nsets)
+        return FERRY_ECLASH; /* no delete to commit alone */
     ferry_error_clear(&e2);
     if (apply_sets(a, b, 1, counts, &e2) == FERRY_OK) {
         char *tail = strstr(err->msg, CLASH_NOTHING);

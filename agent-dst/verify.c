@@ -1222,6 +1222,12 @@ static void json_diffs(FILE *f, const struct vrun *r, const struct ferry_verify_
     fputc(']', f);
 }
 
+/* A repair that stopped (a clash, say) before it compared again: nothing listed as remaining. */
+static int unchecked(const struct ferry_verify_report *rep)
+{
+    return rep->repaired && rep->total_remaining && !rep->nremaining && rep->ndiffs;
+}
+
 static void print_json(const struct vrun *r, int code, const struct ferry_error *err)
 {
     const struct ferry_verify_report *rep = r->rep;
@@ -1255,9 +1261,14 @@ static void print_json(const struct vrun *r, int code, const struct ferry_error 
     if (rep->repaired) {
         fprintf(f,
                 ",\"repair\":{\"upserted\":%" PRId64 ",\"deleted\":%" PRId64
-                ",\"remaining_total\":%" PRId64 ",\"remaining\":",
-                rep->upserted, rep->deleted, rep->total_remaining);
-        json_diffs(f, r, rep->remaining, rep->nremaining);
+                ",\"remaining_total\":%" PRId64 ",\"compared_again\":%s,\"remaining\":",
+                rep->upserted, rep->deleted, rep->total_remaining,
+                unchecked(rep) ? "false" : "true");
+        /* a repair that stopped before comparing again: what it set out to fix, some of it still */
+        if (unchecked(rep))
+            json_diffs(f, r, rep->diffs, rep->ndiffs);
+        else
+            json_diffs(f, r, rep->remaining, rep->nremaining);
         fputc('}', f);
     } else {
         fputs(",\"repair\":null", f);
@@ -1312,7 +1323,7 @@ static void print_text(const struct vrun *r, int code)
     if (rep->repaired) {
         printf("repair: %" PRId64 " rows written, %" PRId64 " deleted\n", rep->upserted,
                rep->deleted);
-        if (rep->total_remaining && !rep->nremaining && rep->ndiffs) {
+        if (unchecked(rep)) {
             /* the repair stopped (a clash, say) before it compared again */
             printf("still differing after repair: some of the differences above (it stopped "
                    "before comparing again)\n");

@@ -490,6 +490,36 @@ class VerifyTest(VerifyCase):
                 ("tags", "extra", key(name="local-2")),
             })
 
+    def test_repair_meets_a_clash(self):
+        """--repair when the target holds one of the tenant's rows for
+        another tenant (a post moved there behind ferry's back): the clash
+        is the result (exit 5), but the repair's deletes still go (an
+        extra tag is gone; the repair stopped at its first clash and
+        deleted nothing before), the JSON says it did not compare again and
+        lists what it set out to fix (it listed nothing). Oracle: SQL over
+        the target."""
+        self.make_source(teams=2, posts_per_team=50)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            db = self.dst_db
+            p1 = [r[0][1] for r in ft.tenant_rows(db, "posts", 1)][0]
+            execute(db, "INSERT INTO teams(id, name) VALUES (2, 'Team 2')",
+                    "INSERT INTO channels(id, team_id, name) VALUES (900001, 2, 'x')",
+                    "INSERT INTO tags(name, team_ref) VALUES ('extra-x', 1)",
+                    ("UPDATE posts SET channel_id = 900001 WHERE id = ?", (p1,)))
+            rep = self.verify_json("--repair", expect=5)
+            self.assertIn(("tags", "extra", key(name="extra-x")), diff_set(rep["differences"]))
+            self.assertIn(("posts", "missing", key(id=p1)), diff_set(rep["differences"]))
+            self.assertEqual((rep["repair"]["deleted"], rep["repair"]["compared_again"]),
+                             (1, False), rep["repair"])
+            self.assertEqual(diff_set(rep["repair"]["remaining"]), diff_set(rep["differences"]))
+            self.assertEqual(sqlite3.connect(db).execute(
+                "SELECT count(*) FROM tags WHERE name = 'extra-x'").fetchone(), (0,))
+            cp = self.verify("--repair", expect=5)
+            self.assertIn("still differing after repair: some of the differences above",
+                          cp.stdout)
+
     def test_missing_target_table_and_extra_children(self):
         self.make_source(teams=2, posts_per_team=100)
         with self.serve() as srv:
