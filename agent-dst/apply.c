@@ -223,7 +223,13 @@ static int create_sql(const struct ferry_applier *a, const struct ferry_table_in
             rc = ferry_buf_add_ident(b, ti->cols[i].name);
         if (!rc && *type)
             rc = ferry_buf_addf(b, " %s", type);
-        if (!rc && ti->cols[i].notnull)
+        /*
+         * Key columns NOT NULL on SQLite too, which would take a NULL in a
+         * key column that is not a rowid: ferry never writes one (a source
+         * row with a NULL key is not copied), and verify could not see one
+         * written behind its back.
+         */
+        if (!rc && (ti->cols[i].notnull || ti->cols[i].pk))
             rc = ferry_buf_adds(b, " NOT NULL");
     }
     if (!rc)

@@ -496,8 +496,9 @@ class VerifyTest(VerifyCase):
         is the result (exit 5), but the repair's deletes still go (an
         extra tag is gone; the repair stopped at its first clash and
         deleted nothing before), the JSON says it did not compare again and
-        lists what it set out to fix (it listed nothing). Oracle: SQL over
-        the target."""
+        lists what it set out to fix (it listed nothing). The tables ferry
+        made there refuse a NULL key (a text key took one, unseen by
+        verify). Oracle: SQL over the target."""
         self.make_source(teams=2, posts_per_team=50)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
@@ -519,6 +520,9 @@ class VerifyTest(VerifyCase):
             cp = self.verify("--repair", expect=5)
             self.assertIn("still differing after repair: some of the differences above",
                           cp.stdout)
+            # the tables ferry makes on SQLite hold no NULL key, which verify could not see
+            with self.assertRaises(sqlite3.IntegrityError):
+                execute(db, "INSERT INTO tags(name, team_ref) VALUES (NULL, 1)")
 
     def test_missing_target_table_and_extra_children(self):
         self.make_source(teams=2, posts_per_team=100)
