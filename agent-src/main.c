@@ -311,6 +311,7 @@ static int cmd_scope(const struct cli *cli, struct ferry_error *err)
     struct ferry_scope *s = NULL;
     struct ferry_value tenant;
     struct ferry_buf pred;
+    int64_t *counts = NULL; /* the tenant's rows, per table of the scope */
     int in_txn = 0;
     int width = 5;
     int rc;
@@ -334,29 +335,33 @@ static int cmd_scope(const struct cli *cli, struct ferry_error *err)
     if (rc)
         goto out;
     in_txn = 1;
-    {
-        /* a tenant the database does not have: the operator's --tenant (exit 2, as freeze's) */
-        int64_t roots = 0;
+    counts = calloc(s->ntables, sizeof(*counts));
+    if (!counts) {
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t t = 0; t < s->ntables; t++) {
         int nparams = 0;
+        int len = (int)strlen(s->tables[t].info.name);
 
-        rc = ferry_scope_pred(s, 0, &pred, &nparams);
+        if (len > width)
+            width = len;
+        ferry_buf_reset(&pred);
+        rc = ferry_scope_pred(s, t, &pred, &nparams);
         if (rc) {
-            ferry_error_set(err, rc, "scope predicate of %s: %s", ferry_scope_root(s)->name,
+            ferry_error_set(err, rc, "scope predicate of %s: %s", s->tables[t].info.name,
                             ferry_strerror(rc));
             goto out;
         }
-        rc = count_rows(db, s, 0, &tenant, pred.data, nparams, &roots, err);
-        if (!rc && roots == 0)
-            rc = ferry_error_set(err, FERRY_EUSAGE, "tenant %.64s not found in %s; check --tenant",
-                                 cli->tenant, ferry_scope_root(s)->name);
+        rc = count_rows(db, s, t, &tenant, pred.data, nparams, &counts[t], err);
         if (rc)
             goto out;
     }
-
-    for (size_t t = 0; t < s->ntables; t++) {
-        int len = (int)strlen(s->tables[t].info.name);
-        if (len > width)
-            width = len;
+    /* a tenant the database does not have: the operator's --tenant (exit 2, as freeze's) */
+    if (counts[0] == 0) {
+        rc = ferry_error_set(err, FERRY_EUSAGE, "tenant %.64s not found in %s; check --tenant",
+                             cli->tenant, ferry_scope_root(s)->name);
+        goto out;
     }
     printf("tenant %s of %s: %zu tables in scope\n", cli->tenant, ferry_scope_root(s)->name,
            s->ntables);
@@ -367,26 +372,18 @@ static int cmd_scope(const struct cli *cli, struct ferry_error *err)
         const char *parent = st->parent >= 0      ? s->tables[st->parent].info.name
                              : st->info.scope_sql ? "(config)"
                                                   : "-";
-        int64_t count = 0;
         int nparams = 0;
 
         ferry_buf_reset(&pred);
-        rc = ferry_scope_pred(s, t, &pred, &nparams);
-        if (rc) {
-            ferry_error_set(err, rc, "scope predicate of %s: %s", st->info.name,
-                            ferry_strerror(rc));
-            goto out;
-        }
-        rc = count_rows(db, s, t, &tenant, pred.data, nparams, &count, err);
-        if (rc)
-            goto out;
+        ferry_scope_pred(s, t, &pred, &nparams); /* built once already */
         printf("%-*s  %5d  %-*s  %10lld  %s\n", width, st->info.name, st->depth, width, parent,
-               (long long)count, pred.data);
+               (long long)counts[t], pred.data);
     }
     rc = print_out_of_scope(db, &cfg, s, err);
 out:
     if (in_txn)
         ferry_db_rollback(db);
+    free(counts);
     ferry_buf_release(&pred);
     ferry_scope_free(s);
     ferry_db_close(db);

@@ -103,7 +103,11 @@ static const char session_sql[] = "SET client_encoding = 'UTF8';"
                                   "SET standard_conforming_strings = on;"
                                   "SET bytea_output = 'hex';"
                                   /* pages and batches are short: compiling them costs more */
-                                  "SET jit = off";
+                                  "SET jit = off;"
+                                  /* in the same round trip: the schema (session_setup) */
+                                  "SELECT current_schema() IS NULL, "
+                                  "pg_catalog.current_setting('search_path'), "
+                                  "pg_catalog.current_database()";
 
 struct pg_stmt;
 
@@ -403,23 +407,23 @@ static void notice_cb(void *arg, const char *message)
 }
 
 /*
- * A search_path none of whose schemas exists ([source] or [target] schema
- * misspelt, or not created yet) would fail later with the server's "no
- * schema has been selected to create in", or as tables not found: said at
- * once as the configuration error it is.
+ * The session's settings (session_sql), and a check of what its last
+ * statement reads: a search_path none of whose schemas exists ([source] or
+ * [target] schema misspelt, or not created yet) would fail later with the
+ * server's "no schema has been selected to create in", or as tables not
+ * found: said at once as the configuration error it is.
  */
-static int check_search_path(struct pg_db *d, struct ferry_error *err)
+static int session_setup(struct pg_db *d, struct ferry_error *err)
 {
-    PGresult *res = PQexec(d->conn, "SELECT current_schema() IS NULL, "
-                                    "pg_catalog.current_setting('search_path'), "
-                                    "pg_catalog.current_database()");
+    PGresult *res;
     char path[128], msg[FERRY_ERRMSG_MAX];
     int rc = FERRY_OK;
 
+    pg_detach(d);
+    res = PQexec(d->conn, session_sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         one_line(PQerrorMessage(d->conn), msg, sizeof(msg));
-        rc =
-            ferry_error_set(err, FERRY_EDB, "cannot read the PostgreSQL session's schema: %s", msg);
+        rc = ferry_error_set(err, FERRY_EDB, "cannot set up the PostgreSQL session: %s", msg);
     } else if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
         one_line(PQgetvalue(res, 0, 1), path, sizeof(path));
         rc = ferry_error_set(err, FERRY_ECONFIG,
@@ -478,14 +482,12 @@ static int pg_open(const char *url, int flags, struct ferry_db **out, struct fer
         goto out;
     }
     PQsetNoticeProcessor(d->conn, notice_cb, NULL);
-    rc = pg_run(d, session_sql, err);
-    if (!rc && (flags & FERRY_DB_READONLY))
+    rc = session_setup(d, err);
+    if (!rc && (flags & FERRY_DB_READONLY)) {
         rc = pg_run(d, "SET default_transaction_read_only = on", err);
-    if (rc) {
-        ferry_error_prefix(err, "cannot set up the PostgreSQL session");
-        goto out;
+        if (rc)
+            ferry_error_prefix(err, "cannot set up the PostgreSQL session");
     }
-    rc = check_search_path(d, err);
     if (rc)
         goto out;
     *out = &d->base;
