@@ -50,6 +50,7 @@ struct ferry_producer {
     size_t max_body;
     long batch_rows;
     const struct ferry_config *cfg; /* borrowed: [mask] expressions, the database URL */
+    char **masked;                  /* the masked columns as "table.column", cfg->nmasks */
     struct snap_holder holders[FERRY_SNAPSHOT_HOLDERS];
     int lookups_set;     /* LOOKUPS_SQL is set in the read transaction of encode_current */
     size_t batch_soft;   /* a batch being encoded: its rows less the biggest under it (0: any) */
@@ -378,6 +379,21 @@ int ferry_producer_open(const struct ferry_config *cfg, struct ferry_producer **
     rc = read_scope(p, err);
     if (rc)
         goto fail;
+    /* what a manifest says is masked, when a target asks */
+    p->masked = cfg->nmasks ? calloc(cfg->nmasks, sizeof(*p->masked)) : NULL;
+    if (cfg->nmasks && !p->masked)
+        rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < cfg->nmasks && !rc; i++) {
+        size_t n = strlen(cfg->masks[i].table) + strlen(cfg->masks[i].column) + 2;
+
+        p->masked[i] = malloc(n);
+        if (!p->masked[i])
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        else
+            snprintf(p->masked[i], n, "%s.%s", cfg->masks[i].table, cfg->masks[i].column);
+    }
+    if (rc)
+        goto fail;
     warn_unanalyzed(p);
     *out = p;
     return FERRY_OK;
@@ -543,6 +559,9 @@ void ferry_producer_close(struct ferry_producer *p)
         return;
     for (size_t i = 0; i < FERRY_SNAPSHOT_HOLDERS; i++)
         holder_close(p, &p->holders[i], NULL);
+    for (size_t i = 0; p->masked && i < p->cfg->nmasks; i++)
+        free(p->masked[i]);
+    free(p->masked);
     ferry_scope_free(p->scope);
     ferry_db_close(p->db);
     free(p);
@@ -709,7 +728,6 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     struct snap_holder *h = NULL;
     struct ferry_db *db = p->db;
     struct ferry_request creq;
-    char **masked = NULL;
     char *batch = NULL;
     size_t blen = 0;
     int64_t safe = 0;
@@ -810,25 +828,9 @@ static int produce_manifest(struct ferry_producer *p, const struct ferry_request
     if (req->as_of)
         m.as_of = ferry_capture_last_as_of();
     /* which columns are masked, for a target that keeps its copy in step when they change */
-    if (req->masks && p->cfg && p->cfg->nmasks) {
-        masked = calloc(p->cfg->nmasks, sizeof(*masked));
-        if (!masked) {
-            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
-            goto out;
-        }
-        for (size_t i = 0; i < p->cfg->nmasks; i++) {
-            const struct ferry_mask_conf *mc = &p->cfg->masks[i];
-            size_t n = strlen(mc->table) + strlen(mc->column) + 2;
-
-            masked[i] = malloc(n);
-            if (!masked[i]) {
-                rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
-                goto out;
-            }
-            snprintf(masked[i], n, "%s.%s", mc->table, mc->column);
-            m.nmasked++;
-        }
-        m.masked = masked;
+    if (req->masks && p->masked) {
+        m.masked = p->masked;
+        m.nmasked = p->cfg->nmasks;
     }
     /*
      * The first change batch, asked for with the manifest (a delta run
@@ -871,9 +873,6 @@ out:
         ferry_db_rollback(p->db);
     else if (rc)
         holder_close(p, h, NULL);
-    for (size_t i = 0; masked && i < p->cfg->nmasks; i++)
-        free(masked[i]);
-    free(masked);
     free(batch);
     free(tables);
     ferry_buf_release(&sql);
