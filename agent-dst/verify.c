@@ -55,6 +55,12 @@
 #define MAX_DEPTH 64   /* bisection depth; each level cuts the source's rows at least in half */
 #define ROWS_PER_REQUEST 500
 #define MAX_ROUNDS 50 /* comparisons, when repair works through a cut list */
+/*
+ * Comparisons, when a repair's own writes made differences (found_new):
+ * rows that came back with a parent are all found in the next one. A live
+ * source's new writes look the same: they are not chased further.
+ */
+#define NEW_ROUNDS 3
 #define KEY_MAX 4096  /* packed key bytes kept per difference */
 
 struct difflist {
@@ -74,7 +80,7 @@ struct vrun {
     struct ferry_db *db; /* target, read only, during a comparison */
     struct difflist cur; /* differences of the comparison under way */
     struct ferry_buf keybuf;
-    int recheck_only;      /* after a repair: compare only the tables that differed */
+    int recheck_only;      /* after a repair: compare the tables it may have changed */
     unsigned char *coerce; /* the table being compared: NULL, or one code per column */
     size_t ncoerce;
     /*
@@ -900,8 +906,8 @@ static void warn_unanalyzed(struct ferry_db *db, const struct ferry_scope *s)
 
 /*
  * One comparison into r->cur: of every table, or after a repair of the
- * tables that differed (repair wrote nothing else; the others keep the
- * numbers of the comparison before).
+ * tables that differed and of those under them (repair wrote nothing else;
+ * the others keep the numbers of the comparison before).
  */
 static int compare_all(struct vrun *r, struct ferry_error *err)
 {
@@ -911,10 +917,18 @@ static int compare_all(struct vrun *r, struct ferry_error *err)
     if (!todo)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     difflist_release(&r->cur);
+    /*
+     * A table under one the repair wrote to: a parent written back makes
+     * its children the tenant's again, orphans the target kept among them.
+     */
+    for (size_t t = 0; t < r->rep->ntables; t++) {
+        todo[t] = !r->recheck_only;
+        for (int a = (int)t; !todo[t] && a >= 0; a = r->scope->tables[a].parent)
+            todo[t] = table_differs(&r->rep->tables[a]);
+    }
     for (size_t t = 0; t < r->rep->ntables; t++) {
         struct ferry_verify_table *vt = &r->rep->tables[t];
 
-        todo[t] = !r->recheck_only || table_differs(vt);
         if (!todo[t])
             continue;
         vt->src_rows = vt->dst_rows = 0;
@@ -1479,6 +1493,24 @@ static void vrun_release(struct vrun *r)
     ferry_client_free(r->client);
 }
 
+/*
+ * Whether the comparison's list (r->cur) holds a difference that the list
+ * repaired before it (rep's last) did not: one the repair's own writes
+ * made, say an orphan of the target that a parent written back made the
+ * tenant's again. Both lists are in cmp_diff order.
+ */
+static int found_new(const struct vrun *r, int round)
+{
+    const struct ferry_verify_report *rep = r->rep;
+    const struct ferry_verify_diff *last = round > 1 ? rep->remaining : rep->diffs;
+    size_t nlast = round > 1 ? rep->nremaining : rep->ndiffs;
+
+    for (size_t i = 0; i < r->cur.n; i++)
+        if (!bsearch(&r->cur.d[i], last, nlast, sizeof(*last), cmp_diff))
+            return 1;
+    return 0;
+}
+
 /* Compare, and repair and compare again when asked. */
 static int run_rounds(struct vrun *r, struct ferry_error *err)
 {
@@ -1493,10 +1525,13 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         rep->equal = r->cur.total == 0 && unkeyed_total(rep, NULL) == 0;
         /*
          * One repair fixes what one comparison listed; a list cut short takes
-         * more rounds. Rows without a key are no repair's to fix.
+         * more rounds, and so does one with differences the repair made
+         * (found_new, NEW_ROUNDS). Rows without a key are no repair's to fix.
          */
         if (r->cur.total == 0 || !r->o->repair ||
-            (round > 0 && r->cur.total == (int64_t)r->cur.n) || round + 1 >= MAX_ROUNDS) {
+            (round > 0 && r->cur.total == (int64_t)r->cur.n &&
+             (round >= NEW_ROUNDS || !found_new(r, round))) ||
+            round + 1 >= MAX_ROUNDS) {
             keep_list(r, round == 0);
             break;
         }

@@ -410,6 +410,52 @@ class VerifyTest(VerifyCase):
                               if e["event"] == "end" and e["run"] in vruns],
                              [(r["code"], r["upserted"], r["deleted"]) for r in runs])
 
+    def test_repair_that_makes_orphans_the_tenants_again(self):
+        """Posts deleted on the target behind ferry's back, foreign keys off,
+        leave their reactions there as orphans, which are no tenant's, so
+        verify does not see them. The repair brings the posts back, and with
+        them the orphans that the source no longer has: now the tenant's,
+        extra. One post's only reaction sits in a table that did not differ
+        before the repair, the other's beside a reaction that did. --repair
+        compares again the tables under the ones it wrote, and repairs
+        again what its own writes made differ."""
+        self.make_source(teams=2, posts_per_team=200)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            with_one = sqlite3.connect(self.src_db).execute(
+                "SELECT r.post_id, r.emoji, r.user_id FROM reactions r JOIN posts p "
+                "ON p.id = r.post_id JOIN channels c ON c.id = p.channel_id "
+                "WHERE c.team_id = 1 AND (SELECT count(*) FROM reactions x "
+                "WHERE x.post_id = r.post_id) = 1 ORDER BY 1 LIMIT 2").fetchall()
+            self.assertEqual(len(with_one), 2, "the sample app has posts with one reaction")
+            (lone_post, *lone), (pair_post, *pair) = with_one
+            # the second post gets a second reaction, synced
+            execute(self.src_db, ("INSERT INTO reactions(post_id, emoji, user_id) "
+                                  "VALUES (?, ':two:', 7)", (pair_post,)))
+            self.sync()
+            for post, reaction, written in ((lone_post, lone, 1), (pair_post, pair, 2)):
+                # behind ferry's back on the target, foreign keys off: the post goes,
+                # its reactions stay, orphaned
+                execute(self.dst_db, ("DELETE FROM posts WHERE id = ?", (post,)))
+                self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM reactions "
+                                          "WHERE post_id = ?", post)[0][0], written)
+                # and on the source, capture bypassed: a reaction of it goes
+                write_bypassing_capture(self.src_db, "reactions", "DELETE FROM reactions "
+                                        "WHERE post_id = ? AND emoji = ? AND user_id = ?",
+                                        (post, *reaction))
+
+                rep = self.verify_json("--repair", expect=0)
+                self.assertTrue(rep["equal"], rep)
+                self.assertEqual(rep["repair"]["remaining"], [])
+                # the post (and the pair's other reaction) written, the orphan deleted
+                self.assertEqual((rep["repair"]["upserted"], rep["repair"]["deleted"]),
+                                 (written, 1), rep)
+                self.assertTenantEqual(1)
+                self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM reactions "
+                                          "WHERE post_id = ?", post)[0][0], written - 1)
+                self.assertEqualReport(self.verify_json(expect=0), 1)
+
     def test_spread_differences_one_split(self):
         """A SQLite source sends a big table's total in leaf-size ranges
         (up to 1,024): differences spread over it cost a leaf each, no
