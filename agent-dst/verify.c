@@ -61,7 +61,7 @@
  * source's new writes look the same: they are not chased further.
  */
 #define NEW_ROUNDS 3
-#define KEY_MAX 4096  /* packed key bytes kept per difference */
+#define KEY_MAX 4096 /* packed key bytes kept per difference */
 
 struct difflist {
     struct ferry_verify_diff *d;
