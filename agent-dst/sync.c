@@ -1385,6 +1385,15 @@ struct status_walk {
     int n;
 };
 
+/* A mark as status prints it: "none" for -1 (no mark yet). */
+static void mark_text(char *buf, size_t size, int64_t mark)
+{
+    if (mark < 0)
+        snprintf(buf, size, "none");
+    else
+        snprintf(buf, size, "%" PRId64, mark);
+}
+
 static int print_progress(const struct ferry_copy_progress *p, void *arg)
 {
     struct status_walk *w = arg;
@@ -1460,8 +1469,12 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
             printf(",\"cutover\":null");
         printf(",\"tables\":[");
     } else {
-        printf("tenant %s from %s\nphase %s, start head %" PRId64 ", mark %" PRId64 "\n", m.tenant,
-               m.source[0] ? m.source : "(never synced)", phase_name(m.phase), m.start_head, m.hwm);
+        char head[24], mark[24];
+
+        mark_text(head, sizeof(head), m.start_head);
+        mark_text(mark, sizeof(mark), m.hwm);
+        printf("tenant %s from %s\nphase %s, start head %s, mark %s\n", m.tenant,
+               m.source[0] ? m.source : "(never synced)", phase_name(m.phase), head, mark);
         if (m.last_sync) {
             time_t t = (time_t)m.last_sync;
             char when[64];
@@ -1502,11 +1515,16 @@ int ferry_status(const struct ferry_config *cfg, int json, struct ferry_error *e
             ferry_json_str(stdout, r->msg);
             printf("}");
         } else {
+            char before[24], after[24];
+
+            /* -1: no mark yet (a first copy begins without one) */
+            mark_text(before, sizeof(before), r->hwm_before);
+            mark_text(after, sizeof(after), r->hwm_after);
             /* "written": a copy's rows count with the upserts (JSON: "upserted") */
             printf("  #%" PRId64 " %-6s %s  %" PRId64 " rows written, %" PRId64
-                   " deleted, mark %" PRId64 " -> %" PRId64 "%s%s\n",
+                   " deleted, mark %s -> %s%s%s\n",
                    r->id, r->kind, r->ended ? ferry_strcode(r->code) : "UNFINISHED", r->upserted,
-                   r->deleted, r->hwm_before, r->hwm_after, r->msg[0] ? ": " : "", r->msg);
+                   r->deleted, before, after, r->msg[0] ? ": " : "", r->msg);
         }
     }
     if (json)

@@ -83,6 +83,11 @@ class CrashTest(ft.FerryTestCase):
                        if "posts" in ft.table_names(self.dst_db) else 0)
             self.assertLess(partial, len(ft.tenant_rows(self.src_db, "posts", 1)),
                             "the copy was not interrupted: posts complete at the kill")
+            # status names the copy's start head, and the first run's missing mark as none
+            text = ft.run_dst(["status", "--config", self.dst_conf]).stdout
+            head = ft.status_json(self.dst_conf)["start_head"]
+            self.assertIn("phase copying, start head %d, mark %d\n" % (head, head), text)
+            self.assertRegex(text, r"#1 sync +UNFINISHED .*mark none -> ")
 
             self.sync()
             self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
