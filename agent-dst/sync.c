@@ -322,6 +322,11 @@ static void *fetch_main(void *arg)
             more = pg.batch->more && pg.batch->last;
             if (more)
                 rc = fetch_set_after(f, pg.batch->last, pg.batch->nlast);
+            /* the last page of the manifest's last table: the source let the snapshot go */
+            else if (f->req.snapshot && !pg.batch->more && f->r->manifest->ntables &&
+                     strcmp(f->req.table,
+                            f->r->manifest->tables[f->r->manifest->ntables - 1].name) == 0)
+                atomic_store(&f->r->snapshot_gone, 1);
         }
         if (rc) {
             ferry_batch_free(pg.batch);

@@ -2391,6 +2391,16 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                                  "ORDER BY p.id" % tenant).split()
         return [(int(x.split("|")[0]), x.split("|")[1]) for x in out]
 
+    def served(self, srv):
+        """ferry-src's /metrics: (pages and batches served, snapshot requests,
+        changes requests)."""
+        import re
+        text = ft.http_get(srv.url, "/metrics")[1].decode()
+        return tuple(int(re.search(r"(?m)^%s (\d+)$" % re.escape(name), text).group(1))
+                     for name in ("ferry_batches_total",
+                                  'ferry_requests_total{endpoint="snapshot"}',
+                                  'ferry_requests_total{endpoint="changes"}'))
+
     def snapshots_held(self, srv):
         import re
         status, text = ft.http_get(srv.url, "/metrics")
@@ -2534,8 +2544,16 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             self.assertIn("snapshot", srv.log())
             self.assertIn("released: the target stopped its copy", srv.log())
             psql(self.dst_url, "ALTER TABLE posts ADD COLUMN meta jsonb;")
+            before = len(srv.log())
+            m0 = self.served(srv)
             self.sync()
+            m1 = self.served(srv)
             self.assertEqual(psql(self.src_url, held).strip(), "0")
+            # the completed copy's last page let the snapshot go; no release
+            # follows (a request that serves no page)
+            self.assertIn("released: the copy's last page was served", srv.log()[before:])
+            self.assertEqual([b - a for a, b in zip(m0, m1)][0],
+                             sum(b - a for a, b in list(zip(m0, m1))[1:]), (m0, m1))
             self.assertEqual(psql(self.dst_url, "SELECT id, meta FROM posts ORDER BY id"),
                              psql(self.src_url, "SELECT p.id, p.meta FROM posts p JOIN channels c "
                                                 "ON c.id = p.channel_id WHERE c.team_id = 1 "
