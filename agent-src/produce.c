@@ -965,22 +965,19 @@ static int owner_join_check(const struct ferry_scope *s, size_t t, struct ferry_
  * it, or whose key the key map holds but the table does not, is read and
  * not sent; the key map's key (the last columns) is where the next page
  * starts. With by_table (the tenant is most of the table, pg_tenant_is_big)
- * the inner query is instead SELECT * FROM "t" WHERE true: a range of the
- * table's own key index, the other tenants' rows in it read and dropped by
- * the same check, and no key map probe per row. *npred: placeholders
- * before the keyset condition, all the tenant.
- *
- * by_table for COPY text (wrap) reads those other tenants' rows as
- * NULLs: SELECT CASE WHEN "_ferry_ok" THEN <col> END, ..., "_ferry_ok",
- * <key> FROM (SELECT <cols>, <check> AS "_ferry_ok" FROM ... ORDER BY key)
- * AS "_ferry_q" ORDER BY key (the inner order, no sort of its own). The
- * server then neither formats nor sends their values (a quarter less time
- * for a page of a table the tenant has 5/7 of), and the check and key
- * columns are where they were.
+ * the inner query is instead
+ *   SELECT "_ferry_s".* FROM "t" AS "_ferry_s" <the check's LEFT JOINs>
+ *   WHERE <the check>
+ * a range of the table's own key index, no key map probe per row, the
+ * other tenants' rows in it read and skipped there: the LIMIT counts the
+ * tenant's rows alone, and the last key of a page, where the next one
+ * starts, is always the tenant's own (a key of another tenant's row must
+ * not leave the source, not even as where to resume). The check column is
+ * then true. *npred: placeholders before the keyset condition, all the
+ * tenant; the keyset condition names the key "_ferry_s".<key> there, bare
+ * in the key map's form.
  */
-#define WRAP_OK "\"_ferry_ok\""
-
-static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_table, int wrap,
+static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_table,
                            struct ferry_buf *b, int *npred)
 {
     const struct ferry_table_info *ti = &p->scope->tables[t].info;
@@ -989,42 +986,32 @@ static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_tabl
 
     ferry_buf_init(&joins, SQL_MAX);
     *npred = by_table ? 1 : 2;
-    if (by_table && wrap) {
-        rc = ferry_buf_adds(b, "SELECT ");
-        for (size_t i = 0; i < ti->ncols && !rc; i++) {
-            rc = ferry_buf_adds(b, i ? ", CASE WHEN \"_ferry_q\"." WRAP_OK " THEN \"_ferry_q\"."
-                                     : "CASE WHEN \"_ferry_q\"." WRAP_OK " THEN \"_ferry_q\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(b, ti->cols[i].name);
-            if (!rc)
-                rc = ferry_buf_adds(b, " END");
-        }
-        if (!rc)
-            rc = ferry_buf_adds(b, ", \"_ferry_q\"." WRAP_OK ", ");
-        if (!rc)
-            rc = ferry_scope_keylist(p->scope, t, "\"_ferry_q\".", b);
-        if (!rc)
-            rc = ferry_buf_adds(b, " FROM (");
-    }
-    if (!rc)
-        rc = select_cols(p, t, b);
+    rc = select_cols(p, t, b);
     if (!rc)
         rc = ferry_buf_adds(b, ", ");
-    if (!rc)
-        rc = owner_join_check(p->scope, t, b, &joins);
-    if (!rc && by_table && wrap)
-        rc = ferry_buf_adds(b, " AS " WRAP_OK);
+    if (!rc && by_table)
+        rc = ferry_buf_adds(b, "true, ");
     else if (!rc)
+        rc = owner_join_check(p->scope, t, b, &joins);
+    if (!rc && !by_table)
         rc = ferry_buf_adds(b, ", ");
-    if (!rc && !(by_table && wrap))
+    if (!rc)
         rc = ferry_scope_keylist(p->scope, t, by_table ? "\"_ferry_s\"." : "\"_ferry_k\".", b);
     if (by_table) {
         if (!rc)
-            rc = ferry_buf_adds(b, " FROM (SELECT * FROM ");
+            rc = ferry_buf_adds(b, " FROM (SELECT \"_ferry_s\".* FROM ");
         if (!rc)
             rc = ferry_buf_add_ident(b, ti->name);
         if (!rc)
-            rc = ferry_buf_adds(b, " WHERE true");
+            rc = ferry_buf_adds(b, " AS \"_ferry_s\"");
+        if (!rc)
+            rc = owner_join_check(p->scope, t, NULL, &joins);
+        if (!rc)
+            rc = ferry_buf_add(b, joins.data, joins.len);
+        if (!rc)
+            rc = ferry_buf_adds(b, " WHERE ");
+        if (!rc)
+            rc = owner_join_check(p->scope, t, b, NULL);
         ferry_buf_release(&joins);
         return rc;
     }
@@ -1043,31 +1030,20 @@ static int pg_snapshot_sql(const struct ferry_producer *p, size_t t, int by_tabl
 }
 
 /* The caller's keyset condition and LIMIT close the key range: then the row and its check. */
-static int pg_snapshot_end(const struct ferry_producer *p, size_t t, int by_table, int wrap,
+static int pg_snapshot_end(const struct ferry_producer *p, size_t t, int by_table,
                            struct ferry_buf *b)
 {
     const struct ferry_table_info *ti = &p->scope->tables[t].info;
     struct ferry_buf joins;
     int rc;
 
-    ferry_buf_init(&joins, SQL_MAX);
     if (by_table) {
-        rc = ferry_buf_adds(b, ") AS \"_ferry_s\"");
-        if (!rc)
-            rc = owner_join_check(p->scope, t, NULL, &joins);
-        if (!rc)
-            rc = ferry_buf_add(b, joins.data, joins.len);
-        if (!rc)
-            rc = ferry_buf_adds(b, " ORDER BY ");
+        rc = ferry_buf_adds(b, ") AS \"_ferry_s\" ORDER BY ");
         if (!rc)
             rc = ferry_scope_keylist(p->scope, t, "\"_ferry_s\".", b);
-        if (!rc && wrap)
-            rc = ferry_buf_adds(b, ") AS \"_ferry_q\" ORDER BY ");
-        if (!rc && wrap)
-            rc = ferry_scope_keylist(p->scope, t, "\"_ferry_q\".", b);
-        ferry_buf_release(&joins);
         return rc;
     }
+    ferry_buf_init(&joins, SQL_MAX);
     rc = ferry_buf_adds(b, ") AS \"_ferry_k\" LEFT JOIN ");
     if (!rc)
         rc = ferry_buf_add_ident(b, ti->name);
@@ -1429,7 +1405,9 @@ static int snapshot_page(struct ferry_producer *p, const struct ferry_request *r
             rc = pg_tenant_is_big(p, (size_t)t, req->tenant, &tv, &by_table, err);
         if (rc)
             goto out;
-        rc = pg_snapshot_sql(p, (size_t)t, by_table, copy, &sql, &npred);
+        rc = pg_snapshot_sql(p, (size_t)t, by_table, &sql, &npred);
+        if (by_table)
+            keyctx = "\"_ferry_s\".";
     } else {
         rc = select_owned_sql(p, (size_t)t, 1, &sql);
         npred = 2; /* the key map's tenant and the owner check */
@@ -1452,7 +1430,7 @@ static int snapshot_page(struct ferry_producer *p, const struct ferry_request *r
     if (!rc)
         rc = ferry_buf_addf(&sql, " LIMIT %lld", (long long)limit);
     if (!rc && pg)
-        rc = pg_snapshot_end(p, (size_t)t, by_table, copy, &sql);
+        rc = pg_snapshot_end(p, (size_t)t, by_table, &sql);
     if (rc) {
         rc = ferry_error_set(err, rc, "cannot build SQL");
         goto out;

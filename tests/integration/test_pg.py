@@ -2342,6 +2342,66 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                                                 "SELECT count(*) FROM posts WHERE channel_id = %s"
                                   % (moved, moved)).split(), ["0", "0"])
 
+    def test_pages_name_only_the_tenants_keys(self):
+        """A page's last key, where the next page starts, is a key of the
+        tenant's own rows, in both page plans and as COPY text: where the
+        tenant is most of a table (posts, and every table never analyzed)
+        the page walks the table's own key index, and a page that ended on
+        another tenant's row used to name its key (tags, reactions: the
+        whole row), and the target kept the last one in its state. Pages of
+        one row each, so every key is some page's last. Oracle: each
+        table's keys of the tenant, by hand-written SQL."""
+        self.pg_source(extra_posts=600)
+        keys = {
+            "channels": "SELECT c.id FROM channels c WHERE c.team_id = %d",
+            "posts": "SELECT p.id FROM posts p JOIN channels c ON c.id = p.channel_id "
+                     "WHERE c.team_id = %d",
+            "reactions": "SELECT r.post_id, r.emoji, r.user_id FROM reactions r JOIN posts p "
+                         "ON p.id = r.post_id JOIN channels c ON c.id = p.channel_id "
+                         "WHERE c.team_id = %d",
+            "settings": "SELECT s.team_id, s.key FROM settings s WHERE s.team_id = %d",
+            "tags": "SELECT t.name FROM tags t WHERE t.team_ref = %d",
+        }
+
+        def oracle(table, tenant):
+            out = set()
+            for line in psql(self.src_url, keys[table] % tenant).split():
+                out.add(tuple(int(v) if v.isdigit() else v for v in line.split("|")))
+            return out
+
+        with self.serve() as srv:
+            for tenant in (1, 2):
+                c = self.snap_client(srv, tenant=tenant)
+                for table in keys:
+                    own = oracle(table, tenant)
+                    self.assertTrue(own, table)
+                    for copy in (False, True):
+                        seen, after = set(), None
+                        for _ in range(len(own) + 2):
+                            body = {"v": 1, "tenant": str(tenant), "table": table,
+                                    "after": after, "limit": 1}
+                            if copy:
+                                body["copy"] = True
+                            r = c.call("/v1/snapshot", ft.mp_pack(body))
+                            self.assertEqual(r.status, 200, r)
+                            b = ft.mp_unpack(r.body)
+                            if b["last"] is not None:
+                                seen.add(tuple(b["last"]))
+                                after = b["last"]
+                            if not b["more"]:
+                                break
+                        self.assertFalse(b["more"], "%s: pages did not end" % table)
+                        self.assertEqual(seen, own, "%s of tenant %d, copy %s: the pages' last "
+                                         "keys" % (table, tenant, copy))
+            # and a copy's state keeps no other tenant's key
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            with open(os.path.join(self.state, "data.mdb"), "rb") as f:
+                state = f.read()
+            for tenant in (2, 3):
+                for (name,) in oracle("tags", tenant):
+                    self.assertNotIn(name.encode(), state, "tag %s of tenant %d" % (name, tenant))
+
     # -- one exported snapshot per copy ------------------------------------
 
     def snap_client(self, srv, tenant=1):
