@@ -113,6 +113,7 @@ struct server {
     size_t nmarks;
     double hello_tokens; /* token bucket for handshakes, see hello_allowed */
     double hello_at;
+    int hello_refused; /* hello_allowed said no to the hello being answered */
     struct pending_freeze *freezes; /* freezes waiting for writes in flight */
 };
 
@@ -121,13 +122,18 @@ struct server {
  * ms at 3072 bits) before the peer has proved anything, so anyone who
  * knows an authorised fingerprint could keep the source busy with them.
  * At most HELLO_RATE a second (bursts of HELLO_BURST) are answered; a
- * legitimate target needs one per session (15 minutes).
+ * legitimate target needs one per session (15 minutes). Only hellos that
+ * passed the free checks (form, key, tenant, time, nonce) count: the
+ * handshake asks here just before its RSA work (ferry_hs_server_opts'
+ * gate), so that junk from anyone cannot use up the budget of the
+ * targets that hold keys.
  */
 #define HELLO_RATE 20.0
 #define HELLO_BURST 40.0
 
-static int hello_allowed(struct server *sv)
+static int hello_allowed(void *ctx)
 {
+    struct server *sv = ctx;
     struct timespec ts;
     double now;
 
@@ -140,8 +146,10 @@ static int hello_allowed(struct server *sv)
     if (sv->hello_tokens > HELLO_BURST)
         sv->hello_tokens = HELLO_BURST;
     sv->hello_at = now;
-    if (sv->hello_tokens < 1.0)
+    if (sv->hello_tokens < 1.0) {
+        sv->hello_refused = 1;
         return 0;
+    }
     sv->hello_tokens -= 1.0;
     return 1;
 }
@@ -323,6 +331,8 @@ static int auth_open(const struct ferry_config *cfg, struct server *sv, struct f
                                "and authorise targets with 'ferry-src keys add'",
                                path);
     memset(&o, 0, sizeof(o));
+    o.gate = hello_allowed;
+    o.gate_ctx = sv;
     rc = session_ttl(cfg, &o.ttl, err);
     if (!rc)
         rc = ferry_key_load_private(cfg->source.identity, &sv->identity, err);
@@ -706,7 +716,9 @@ static void handle_handshake(struct server *sv, struct evhttp_request *req, cons
     if (rc)
         goto out;
     if (r->ep == EP_HELLO) {
-        if (!hello_allowed(sv)) {
+        sv->hello_refused = 0;
+        rc = ferry_hs_server_hello(sv->hs, data, len, (int64_t)time(NULL), &out, &au.peer, &e);
+        if (rc && sv->hello_refused) {
             ferry_error_set(&e, FERRY_EAUTH,
                             "too many handshakes (over %.0f a second); retry in a moment",
                             HELLO_RATE);
@@ -714,7 +726,6 @@ static void handle_handshake(struct server *sv, struct evhttp_request *req, cons
             rc = FERRY_OK;
             goto done;
         }
-        rc = ferry_hs_server_hello(sv->hs, data, len, (int64_t)time(NULL), &out, &au.peer, &e);
         if (rc)
             goto out;
         body = ferry_buf_detach(&out, &blen);

@@ -812,6 +812,8 @@ int ferry_hs_server_new(const struct ferry_key *identity, struct ferry_authkeys 
             s->o.max_sessions = opts->max_sessions;
         if (opts->max_nonces)
             s->o.max_nonces = opts->max_nonces;
+        s->o.gate = opts->gate;
+        s->o.gate_ctx = opts->gate_ctx;
     }
     if (s->o.skew < 0 || s->o.skew > SKEW_MAX || s->o.ttl > FERRY_HS_TTL_MAX ||
         s->o.max_sessions > 1000000 || s->o.max_nonces > 1000000) {
@@ -994,6 +996,10 @@ int ferry_hs_server_hello(struct ferry_hs_server *s, const void *msg, size_t len
     sweep(s, now);
     if (nonce_seen(s, h.nonce)) {
         rc = ferry_error_set(err, FERRY_EAUTH, "replayed handshake from key %s", h.fingerprint);
+        goto out;
+    }
+    if (s->o.gate && !s->o.gate(s->o.gate_ctx)) {
+        rc = ferry_error_set(err, FERRY_EAUTH, "too many handshakes; retry in a moment");
         goto out;
     }
     ch = calloc(1, sizeof(*ch));

@@ -207,6 +207,16 @@ struct ferry_hs_server_opts {
     uint32_t ttl;        /* session lifetime in seconds (default 900) */
     size_t max_sessions; /* sessions kept, pending included (default 1024) */
     size_t max_nonces;   /* hello nonces remembered for replay checks (default 4096) */
+    /*
+     * Asked once a hello has passed every check that costs nothing (its
+     * form, an authorised key for its tenant, its time, a new nonce) and
+     * before the RSA work of its challenge: 0 refuses it (FERRY_EAUTH "too
+     * many handshakes"; the gate knows it said no).
+     * NULL: every hello is answered. A hello refused sooner costs no RSA
+     * work and does not ask.
+     */
+    int (*gate)(void *ctx);
+    void *gate_ctx;
 };
 
 /* Who is on the other end, for the caller's log line and the response MAC. */
@@ -246,7 +256,9 @@ void ferry_hs_server_free(struct ferry_hs_server *s);
  * is pending until its proof arrives. Refused: FERRY_EAUTH "unknown key
  * SHA256:..." (not in keys), FERRY_EFORBIDDEN (the key is bound to another
  * tenant), FERRY_EAUTH "stale timestamp", FERRY_EAUTH "replayed handshake"
- * (nonce already seen). peer (may be NULL) gets the fingerprint and tenant
+ * (nonce already seen), FERRY_EAUTH "too many handshakes" (opts' gate
+ * said no; the nonce stays unseen). peer (may be NULL) gets the
+ * fingerprint and tenant
  * as soon as they are decoded, for logging a refusal.
  */
 int ferry_hs_server_hello(struct ferry_hs_server *s, const void *msg, size_t len, int64_t now,

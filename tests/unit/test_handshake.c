@@ -131,7 +131,7 @@ static void env_release(struct env *e)
 
 static struct ferry_hs_server *server(struct env *e, uint32_t ttl, size_t max_sessions)
 {
-    struct ferry_hs_server_opts o = {0, ttl, max_sessions, 0};
+    struct ferry_hs_server_opts o = {.ttl = ttl, .max_sessions = max_sessions};
     struct ferry_hs_server *s = NULL;
     struct ferry_error err;
 
@@ -1187,9 +1187,74 @@ static void test_expiry_and_limits(struct env *e)
     ferry_hs_server_free(s);
 }
 
+/* The gate: what it allowed, how many times it was asked. */
+struct gate {
+    int allow, asked;
+};
+
+static int gate_fn(void *ctx)
+{
+    struct gate *g = ctx;
+
+    g->asked++;
+    return g->allow;
+}
+
+/*
+ * opts' gate is asked only by hellos that passed the free checks, just
+ * before the RSA work: junk, an unknown key, a key of another tenant, a
+ * stale or replayed hello never reach it. A hello it refuses is no
+ * replay: the same hello is answered once the gate allows.
+ */
+static void test_gate(struct env *e)
+{
+    struct gate g = {0, 0};
+    struct ferry_hs_server_opts o = {.gate = gate_fn, .gate_ctx = &g};
+    struct ferry_hs_server *s = NULL;
+    struct ferry_hs_client *c42 = client(e->t42, e->src_pub, "42");
+    struct ferry_hs_client *c7as42 = client(e->t7, e->src_pub, "42");
+    struct ferry_hs_client *stranger = client(e->stranger, e->src_pub, "42");
+    struct ferry_hs_session sess;
+    struct ferry_hs_peer peer;
+    struct ferry_error err;
+    struct ferry_buf hello, ch;
+    static const char junk[] = "garbage";
+
+    ferry_buf_init(&hello, MSGMAX);
+    ferry_buf_init(&ch, MSGMAX);
+    ASSERT_EQ(ferry_hs_server_new(e->src, e->keys, &o, &s, &err), 0);
+    ASSERT_EQ(ferry_hs_server_hello(s, junk, sizeof(junk) - 1, BASE, &ch, &peer, &err),
+              FERRY_EPROTO);
+    ASSERT_EQ(handshake(s, stranger, BASE, BASE, &sess, &peer, &err), FERRY_EAUTH);
+    ASSERT_EQ(handshake(s, c7as42, BASE, BASE, &sess, &peer, &err), FERRY_EFORBIDDEN);
+    ASSERT_EQ(handshake(s, c42, BASE - 121, BASE, &sess, &peer, &err), FERRY_EAUTH);
+    ASSERT_EQ(g.asked, 0);
+    ASSERT_EQ(ferry_hs_client_hello(c42, BASE, &hello, &err), 0);
+    ASSERT_EQ(ferry_hs_server_hello(s, hello.data, hello.len, BASE, &ch, &peer, &err), FERRY_EAUTH);
+    ASSERT(strstr(err.msg, "too many handshakes") != NULL);
+    ASSERT_EQ(ch.len, 0);
+    ASSERT_EQ(g.asked, 1);
+    g.allow = 1;
+    ASSERT_EQ(ferry_hs_server_hello(s, hello.data, hello.len, BASE, &ch, &peer, &err), 0);
+    ASSERT(ch.len > 0);
+    ASSERT_EQ(g.asked, 2);
+    /* now seen: a replay is refused before the gate */
+    ASSERT_EQ(ferry_hs_server_hello(s, hello.data, hello.len, BASE, &ch, &peer, &err), FERRY_EAUTH);
+    ASSERT(strstr(err.msg, "replayed handshake") != NULL);
+    ASSERT_EQ(g.asked, 2);
+    ASSERT_EQ(handshake(s, c42, BASE, BASE, &sess, &peer, &err), 0);
+    ASSERT_EQ(g.asked, 3);
+    ferry_buf_release(&hello);
+    ferry_buf_release(&ch);
+    ferry_hs_client_free(c42);
+    ferry_hs_client_free(c7as42);
+    ferry_hs_client_free(stranger);
+    ferry_hs_server_free(s);
+}
+
 static void test_options(struct env *e)
 {
-    struct ferry_hs_server_opts o = {-1, 0, 0, 0};
+    struct ferry_hs_server_opts o = {.skew = -1};
     struct ferry_hs_server *s = NULL;
     struct ferry_hs_client *c = NULL;
     struct ferry_error err;
@@ -1212,6 +1277,7 @@ static void test_options(struct env *e)
     }
     ferry_hs_client_free(c);
     ferry_hs_server_free(s);
+    test_gate(e);
 }
 
 /* One full handshake with 3072-bit keys (the keygen default), timed. */
