@@ -113,7 +113,7 @@ struct server {
     size_t nmarks;
     double hello_tokens; /* token bucket for handshakes, see hello_allowed */
     double hello_at;
-    int hello_refused; /* hello_allowed said no to the hello being answered */
+    int hello_refused;              /* hello_allowed said no to the hello being answered */
     struct pending_freeze *freezes; /* freezes waiting for writes in flight */
 };
 
