@@ -2053,6 +2053,77 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
     return ferry_db_exec(db, sql, err);
 }
 
+/*
+ * PostgreSQL: what a table's trigger functions name, as text: the table's
+ * key columns and their types, its foreign key to its parent on the path
+ * to the root (the columns and their types, the parent and its columns),
+ * or the scope predicate of a [table] section. PL/pgSQL keeps those names
+ * in the functions' text: a key or path column renamed, a key changed or a
+ * path moved leaves functions that fail the application's writes to the
+ * table (a field NEW no longer has) or log its changes under the old key,
+ * until install writes them anew. Install keeps each table's shape in
+ * _ferry_capture_shape, and serve compares (ferry_capture_check). SQLite
+ * rewrites its triggers' text itself on a rename; any other such change
+ * there rebuilds the table, which drops them.
+ */
+static int capture_shape(const struct ferry_scope *s, size_t t, struct ferry_buf *b)
+{
+    const struct ferry_scope_table *st = &s->tables[t];
+    const struct ferry_table_info *ti = &st->info;
+    int rc = ferry_buf_adds(b, "key");
+
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
+        const struct ferry_column *c = &ti->cols[ferry_table_pkcol(ti, k)];
+
+        rc = ferry_buf_addf(b, " %s:%s", c->name, c->type ? c->type : "");
+    }
+    if (!rc && ti->scope_sql)
+        rc = ferry_buf_addf(b, "; scope %s", ti->scope_sql);
+    if (!rc && st->parent >= 0 && st->fk >= 0) {
+        const struct ferry_fkey *fk = &ti->fks[st->fk];
+
+        rc = ferry_buf_addf(b, "; to %s", fk->parent);
+        for (size_t i = 0; i < fk->ncols && !rc; i++) {
+            const char *type = "";
+
+            for (size_t c = 0; c < ti->ncols; c++)
+                if (strcmp(ti->cols[c].name, fk->cols[i]) == 0 && ti->cols[c].type)
+                    type = ti->cols[c].type;
+            rc = ferry_buf_addf(b, " %s:%s=%s", fk->cols[i], type, fk->pcols[i]);
+        }
+    }
+    return rc;
+}
+
+static int write_shapes(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+{
+    struct ferry_buf shape;
+    int rc = ferry_db_exec(db,
+                           "CREATE TABLE IF NOT EXISTS _ferry_capture_shape(tbl text PRIMARY KEY, "
+                           "shape text NOT NULL);\n"
+                           "DELETE FROM _ferry_capture_shape",
+                           err);
+
+    ferry_buf_init(&shape, SQL_MAX);
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
+        struct ferry_value args[2];
+        int64_t none = 0;
+
+        ferry_buf_reset(&shape);
+        if (capture_shape(s, t, &shape))
+            rc = ferry_error_set(err, FERRY_ETOOBIG, "the key of %s is too long to note",
+                                 s->tables[t].info.name);
+        args[0] = ferry_value_text(s->tables[t].info.name, strlen(s->tables[t].info.name));
+        args[1] = ferry_value_text(shape.data, shape.len);
+        if (!rc)
+            rc = ferry_db_query_int(db,
+                                    "INSERT INTO _ferry_capture_shape(tbl, shape) VALUES (?, ?)",
+                                    args, 2, &none, err);
+    }
+    ferry_buf_release(&shape);
+    return rc;
+}
+
 /* The schema the connection resolves bare names in (current_schema()). */
 /* The text sql's one row holds (a name), into out; FERRY_ENOTFOUND when none fits. */
 static int pg_name_query(struct ferry_db *db, const char *sql, char *out, size_t size,
@@ -2684,6 +2755,8 @@ static int pg_install_finish(struct ferry_db *db, const struct ferry_scope *s, c
         rc = pg_run(db, sql, pg_orphans_settle_sql(sql, s, schema), "_ferry_orphans", err);
     if (!rc)
         rc = write_version(db, err);
+    if (!rc)
+        rc = write_shapes(db, s, err);
     if (!rc)
         rc = ferry_db_commit(db, err);
     if (rc)
@@ -3506,6 +3579,47 @@ static int sqlite_check_unique(struct ferry_db *db, const struct ferry_scope *s,
     return rc;
 }
 
+/*
+ * PostgreSQL: every table's trigger functions were written for its shape
+ * of now (capture_shape). An install from before the shapes were kept
+ * notes none: nothing to compare (its version is older, and serve says
+ * so).
+ */
+static int pg_check_shapes(struct ferry_db *db, const struct ferry_scope *s,
+                           struct ferry_error *err)
+{
+    struct ferry_buf shape;
+    int exists = 0;
+    int rc = ferry_db_table_exists(db, "_ferry_capture_shape", &exists, err);
+
+    ferry_buf_init(&shape, SQL_MAX);
+    for (size_t t = 0; t < s->ntables && !rc && exists; t++) {
+        const char *name = s->tables[t].info.name;
+        struct ferry_value args[2];
+        int64_t same = 0;
+
+        ferry_buf_reset(&shape);
+        if (capture_shape(s, t, &shape)) {
+            rc = ferry_error_set(err, FERRY_ETOOBIG, "the key of %s is too long to note", name);
+            break;
+        }
+        args[0] = ferry_value_text(name, strlen(name));
+        args[1] = ferry_value_text(shape.data, shape.len);
+        rc = ferry_db_query_int(db,
+                                "SELECT count(*) FROM _ferry_capture_shape WHERE tbl = ? AND "
+                                "shape = ?",
+                                args, 2, &same, err);
+        if (!rc && !same)
+            rc = ferry_error_set(
+                err, FERRY_ECONFIG,
+                "table %s: its key or path to the tenant changed since install (writes to it "
+                "may fail); run ferry-src install --config %s, then ferry-dst verify --repair",
+                name, config_path());
+    }
+    ferry_buf_release(&shape);
+    return rc;
+}
+
 int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
     int exists = 0;
@@ -3573,6 +3687,8 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
         }
     }
     rc = check_version(db, err);
+    if (!rc && ferry_db_engine(db) == FERRY_ENGINE_PG)
+        rc = pg_check_shapes(db, s, err);
     for (size_t t = 0; t < s->ntables && !rc; t++)
         rc = ferry_db_engine(db) == FERRY_ENGINE_PG
                  ? pg_check_partitions(db, &s->tables[t].info, err)

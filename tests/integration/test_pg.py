@@ -1347,6 +1347,40 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
                              psql(self.src_url, pins))
             self.assertPgCopy(self.src_url, self.dst_url)
 
+    def test_key_column_renamed_on_the_source(self):
+        """A key column renamed by the application's migration (settings.key
+        to name, on both sides): PL/pgSQL keeps the old name in capture's
+        functions, so ferry-src refuses to serve until install writes them
+        anew, and says so (it used to warn of a new column only, and the
+        changes logged meanwhile went under the old key). After install
+        the application's writes go through and arrive. Oracle:
+        assertPgCopy, over the tables' columns as they are now."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            for url in (self.src_url, self.dst_url):
+                psql(url, "ALTER TABLE settings RENAME COLUMN key TO name")
+            cp = self.sync("--quiet", expect=2)
+            self.assertIn("details in the ferry-src log", cp.stderr)
+            self.assertIn("table settings: its key or path to the tenant changed since install",
+                          srv.log())
+            self.assertIn("run ferry-src install --config %s, then ferry-dst verify --repair"
+                          % self.src_conf, srv.log())
+        self.install()
+        psql(self.src_url, "INSERT INTO settings(team_id, name, value) VALUES (1, 'fresh', '1'); "
+                           "UPDATE settings SET value = '\"light\"' WHERE team_id = 1 "
+                           "AND name = 'theme'; "
+                           "DELETE FROM settings WHERE team_id = 1 AND name = 'ratio'")
+        with self.serve() as srv:
+            self.make_target(srv.url, db=self.dst_url)
+            self.sync("--quiet")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM settings WHERE name IN "
+                                                "('fresh', 'ratio')").strip(), "1")
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     def test_generated_columns(self):
         """A stored generated column on both sides (the application's
         migrations made the target): ferry copies the other columns and the
