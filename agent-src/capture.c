@@ -2116,9 +2116,9 @@ static int write_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
         args[0] = ferry_value_text(s->tables[t].info.name, strlen(s->tables[t].info.name));
         args[1] = ferry_value_text(shape.data, shape.len);
         if (!rc)
-            rc = ferry_db_query_int(db,
-                                    "INSERT INTO _ferry_capture_shape(tbl, shape) VALUES (?, ?)",
-                                    args, 2, &none, err);
+            rc =
+                ferry_db_query_int(db, "INSERT INTO _ferry_capture_shape(tbl, shape) VALUES (?, ?)",
+                                   args, 2, &none, err);
     }
     ferry_buf_release(&shape);
     return rc;
