@@ -2027,11 +2027,13 @@ static int pg_drop(struct ferry_db *db, const char *trig, const char *tables,
  * but changes its text (numeric 0.10 to 0.1) logs a 'D' for the old text
  * (add_key_retexted). 8: on PostgreSQL, an update whose row a later
  * cascade of the same statement deleted does nothing (pg_update_body):
- * deleting a tenant whose rows a SET NULL also updates failed.
+ * deleting a tenant whose rows a SET NULL also updates failed. 9: on
+ * PostgreSQL, install notes each table's key and path (capture_shape), which
+ * serve compares with the schema's.
  */
-#define CAPTURE_VERSION 8
+#define CAPTURE_VERSION 9
 /* The last versions that changed each engine's capture: older ones get the warning there */
-#define CAPTURE_VERSION_PG 8
+#define CAPTURE_VERSION_PG 9
 #define CAPTURE_VERSION_SQLITE 6
 
 /*
