@@ -784,13 +784,85 @@ static int copy_done(struct run *r, const char *table)
     return ferry_state_copy_get(r->state, table, &p, &e) == FERRY_OK && p.done;
 }
 
-/* Whether table's copy was made once (its columns are recorded). */
+/* Whether table's copy was made once (its columns are recorded; none once it left, forget_left). */
 static int copied_before(struct run *r, const char *table)
 {
-    size_t len;
+    size_t len = 0;
     struct ferry_error e;
 
-    return ferry_state_cols_get(r->state, table, NULL, 0, &len, &e) == FERRY_OK;
+    return ferry_state_cols_get(r->state, table, NULL, 0, &len, &e) == FERRY_OK && len > 0;
+}
+
+/* Whether table's copy was forgotten when it left the scope (forget_left). */
+static int left_before(struct run *r, const char *table)
+{
+    size_t len = 1;
+    struct ferry_error e;
+
+    return ferry_state_cols_get(r->state, table, NULL, 0, &len, &e) == FERRY_OK && len == 0;
+}
+
+/* forget_left's walk: the tables copied (done) that the manifest does not name. */
+struct left {
+    const struct ferry_manifest *m;
+    char (*names)[256];
+    size_t n, cap;
+};
+
+static int note_left(const struct ferry_copy_progress *p, void *arg)
+{
+    struct left *l = arg;
+
+    if (!p->done)
+        return 0;
+    for (size_t i = 0; i < l->m->ntables; i++)
+        if (strcmp(l->m->tables[i].name, p->table) == 0)
+            return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 8;
+        char(*names)[256] = realloc(l->names, cap * sizeof(*names));
+
+        if (!names)
+            return FERRY_ENOMEM;
+        l->names = names;
+        l->cap = cap;
+    }
+    snprintf(l->names[l->n++], sizeof(l->names[0]), "%s", p->table);
+    return 0;
+}
+
+/*
+ * While streaming: a table copied before that the manifest no longer names
+ * left the scope (its foreign key dropped, say, or excluded), and its
+ * changes are not served meanwhile. Its copy is forgotten, so that if it
+ * comes back it is copied whole, as a table new to the scope
+ * (copy_joined), instead of going on from the mark past what it missed.
+ */
+static int forget_left(struct run *r, struct ferry_error *err)
+{
+    struct left l;
+    int rc;
+
+    memset(&l, 0, sizeof(l));
+    l.m = r->manifest;
+    rc = ferry_state_copy_each(r->state, note_left, &l, err);
+    if (rc == FERRY_ENOMEM)
+        rc = ferry_error_set(err, rc, "out of memory");
+    for (size_t i = 0; i < l.n && !rc; i++) {
+        struct ferry_copy_progress p;
+
+        memset(&p, 0, sizeof(p));
+        snprintf(p.table, sizeof(p.table), "%s", l.names[i]);
+        rc = ferry_state_copy_put(r->state, &p, err);
+        if (!rc)
+            rc = ferry_state_cols_put(r->state, l.names[i], "", 0, err);
+        if (!rc && !r->opts->quiet)
+            log_warn("table %s left the scope on the source: its changes are not served; if it "
+                     "comes back, it is compared on both sides and brought in step",
+                     l.names[i]);
+    }
+    free(l.names);
+    return rc;
 }
 
 /*
@@ -845,7 +917,8 @@ static int copy_again(struct run *r, int dry, struct ferry_error *err)
  * copy. 1: nothing to copy (the copy is recorded done), 0: copy; a check
  * that cannot be made (a source from before it) copies. -1: a state error.
  */
-static int added_same(struct run *r, const struct ferry_table_info *ti, struct ferry_error *err)
+static int added_same(struct run *r, const struct ferry_table_info *ti, int back,
+                      struct ferry_error *err)
 {
     struct ferry_copy_progress p;
     struct ferry_error e;
@@ -864,7 +937,15 @@ static int added_same(struct run *r, const struct ferry_table_info *ti, struct f
         ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         return -1;
     }
-    n = cols_added(r, ti, 0, added, sizeof(added), names, err);
+    if (back) {
+        /* back in the scope (forget_left): every column, deletes missed included */
+        for (size_t c = 0; c < ti->ncols; c++)
+            names[c] = ti->cols[c].name;
+        n = (int)ti->ncols;
+        snprintf(added, sizeof(added), "of all");
+    } else {
+        n = cols_added(r, ti, 0, added, sizeof(added), names, err);
+    }
     if (n > 0 && ferry_verify_columns(r->cfg, ti->name, names, (size_t)n, &same, &rows, &repaired,
                                       &e) != FERRY_OK) {
         if (!r->opts->quiet)
@@ -912,20 +993,25 @@ static int copy_joined(struct run *r, struct ferry_error *err)
     deltas_stop(r); /* the client is this thread's again */
     for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
         const struct ferry_table_info *ti = &r->manifest->tables[i];
-        int again;
+        int again, back;
 
         if (copy_done(r, ti->name))
             continue;
         again = copied_before(r, ti->name);
-        if (again) {
-            int same = added_same(r, ti, err);
+        back = !again && left_before(r, ti->name);
+        if (again || back) {
+            int same = added_same(r, ti, back, err);
 
             if (same < 0)
                 return err->code;
             if (same)
                 continue;
         }
-        if (!r->opts->quiet)
+        if (back)
+            log_warn("copy %s: again, back in the scope; rows deleted on the source while it "
+                     "was out stay on the target until ferry-dst verify --repair",
+                     ti->name);
+        else if (!r->opts->quiet)
             log_info("copy %s: %s", ti->name,
                      again ? "again, for the columns added on the source"
                            : "a table new to the scope");
@@ -1209,7 +1295,9 @@ int ferry_sync(const struct ferry_config *cfg, const struct ferry_sync_opts *opt
          * Nothing of the tenant after the mark up to the manifest's head:
          * no change request, and the target database stays closed.
          */
-        rc = copy_again(&r, 0, err);
+        rc = forget_left(&r, err);
+        if (!rc)
+            rc = copy_again(&r, 0, err);
         if (rc)
             goto end;
         /* the tables copied before must be there still (the target was not replaced) */

@@ -1381,6 +1381,40 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
 
+    def test_table_leaves_the_scope_and_comes_back(self):
+        """A migration in two steps drops reactions' foreign key, then adds
+        it again; a sync runs in between. While out of the scope the
+        table's changes are not served and the mark moves past them; back
+        in, its copy used to count as done, so they were lost with every
+        sync exiting 0. Now the sync in between forgets its copy, and the
+        one after compares it on both sides and pulls again what differs,
+        deletes included. Oracle: assertPgCopy."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            psql(self.src_url, "ALTER TABLE reactions DROP CONSTRAINT reactions_post_id_fkey")
+            cp = self.sync()
+            self.assertIn("table reactions left the scope on the source", cp.stderr)
+            one = ("(SELECT min(r.post_id) FROM reactions r JOIN posts p ON p.id = r.post_id "
+                   "JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1)")
+            psql(self.src_url,
+                 "INSERT INTO reactions VALUES (%s, 'back', 1); "
+                 "DELETE FROM reactions WHERE post_id = %s AND emoji = 'tada'; "
+                 "INSERT INTO posts(channel_id, body) SELECT min(id), 'while out' FROM channels "
+                 "WHERE team_id = 1" % (one, one))
+            self.sync("--quiet")
+            psql(self.src_url, "ALTER TABLE reactions ADD CONSTRAINT reactions_post_id_fkey "
+                               "FOREIGN KEY (post_id) REFERENCES posts(id) ON DELETE CASCADE")
+            cp = self.sync()
+            self.assertIn("copy reactions: not needed", cp.stderr)
+            self.assertRegex(cp.stderr, r"once 2 rows that differed were pulled again")
+            self.assertPgCopy(self.src_url, self.dst_url)
+            self.assertEqual(psql(self.dst_url, "SELECT count(*) FROM reactions WHERE emoji "
+                                                "= 'back'").strip(), "1")
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     def test_generated_columns(self):
         """A stored generated column on both sides (the application's
         migrations made the target): ferry copies the other columns and the
