@@ -104,6 +104,9 @@ static const char session_sql[] = "SET client_encoding = 'UTF8';"
                                   "SET bytea_output = 'hex';"
                                   /* pages and batches are short: compiling them costs more */
                                   "SET jit = off;"
+                                  /* commits wait for the disk (DURABLE_SQL) */
+                                  "SELECT pg_catalog.set_config('synchronous_commit', 'on', false) "
+                                  "WHERE pg_catalog.current_setting('synchronous_commit') = 'off';"
                                   /* in the same round trip: the schema (session_setup) */
                                   "SELECT current_schema() IS NULL, "
                                   "pg_catalog.current_setting('search_path'), "
@@ -592,7 +595,14 @@ out:
  * Group commit: with synchronous_commit off a COMMIT returns before its WAL
  * reaches the disk; the next commit with the session's usual setting waits
  * for the WAL up to its own record, which covers every earlier commit.
+ * That setting is the server's (or the database's, or the role's), unless
+ * it is off, which would lose committed batches whose marks moved past
+ * them in a crash: then on (session_sql at connect, DURABLE_SQL after a
+ * lazy stretch; RESET would give off back).
  */
+#define DURABLE_SQL                                                                                \
+    "SELECT pg_catalog.set_config('synchronous_commit', CASE WHEN reset_val = 'off' THEN 'on' "    \
+    "ELSE reset_val END, false) FROM pg_catalog.pg_settings WHERE name = 'synchronous_commit'"
 static int pg_alive(struct ferry_db *db)
 {
     return PQstatus(pg_db(db)->conn) == CONNECTION_OK;
@@ -605,7 +615,14 @@ static int pg_durable(struct ferry_db *db, int durable, struct ferry_error *err)
 
     if (d->lazy == !durable)
         return 0;
-    rc = pg_run(d, durable ? "RESET synchronous_commit" : "SET synchronous_commit TO off", err);
+    if (durable) {
+        PGresult *res = NULL;
+
+        rc = pg_query(d, DURABLE_SQL, 0, NULL, &res, err);
+        PQclear(res);
+    } else {
+        rc = pg_run(d, "SET synchronous_commit TO off", err);
+    }
     if (!rc)
         d->lazy = !durable;
     return rc;

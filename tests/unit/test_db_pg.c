@@ -1089,6 +1089,59 @@ static void test_server_settings(void)
     ferry_db_close(db);
 }
 
+/* The session's synchronous_commit is on (1), or not (0). */
+static int64_t sync_commit_on(struct ferry_db *db)
+{
+    struct ferry_error err = {0};
+    int64_t on = -1;
+
+    ASSERT_EQ(ferry_db_query_int(db,
+                                 "SELECT (pg_catalog.current_setting('synchronous_commit') = "
+                                 "'on')::int",
+                                 NULL, 0, &on, &err),
+              0);
+    return on;
+}
+
+/*
+ * A database (or server, or role) whose synchronous_commit is off: the
+ * session's commits still wait for the disk, at connect and after a lazy
+ * stretch of group commit (RESET gave off back, and a target server's
+ * crash lost change batches whose marks had moved past them).
+ */
+static void test_durable(void)
+{
+    struct ferry_error err = {0};
+    struct ferry_db *db;
+    int64_t local = 0;
+
+    psql("DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = off', "
+         "current_database()); END$$");
+    ASSERT_STR(psql("SHOW synchronous_commit"), "off");
+    db = open_db(0);
+    ASSERT_EQ(sync_commit_on(db), 1);
+    ASSERT_EQ(ferry_db_durable(db, 0, &err), 0);
+    ASSERT_EQ(sync_commit_on(db), 0);
+    ASSERT_EQ(ferry_db_durable(db, 1, &err), 0);
+    ASSERT_EQ(sync_commit_on(db), 1);
+    ferry_db_close(db);
+    psql("DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = local', "
+         "current_database()); END$$");
+    /* a durable setting of its own is kept */
+    db = open_db(0);
+    ASSERT_EQ(ferry_db_durable(db, 0, &err), 0);
+    ASSERT_EQ(ferry_db_durable(db, 1, &err), 0);
+    ASSERT_EQ(ferry_db_query_int(db,
+                                 "SELECT (pg_catalog.current_setting('synchronous_commit') = "
+                                 "'local')::int",
+                                 NULL, 0, &local, &err),
+              0);
+    ASSERT_EQ(local, 1);
+    ferry_db_close(db);
+    psql("DO $$BEGIN EXECUTE format('ALTER DATABASE %I RESET synchronous_commit', "
+         "current_database()); END$$");
+}
+
 int main(void)
 {
     struct ferry_db *db;
@@ -1106,6 +1159,7 @@ int main(void)
     ferry_db_close(db);
     test_introspection();
     test_server_settings();
+    test_durable();
     test_pg_passed();
     return TEST_DONE();
 }
