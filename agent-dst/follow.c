@@ -58,10 +58,15 @@ static void nap(double secs)
  * blip; a clash with another tenant of the same target, whose own sync may
  * take or give up the row meanwhile (a row moved between them, or traded).
  */
-static int retryable(int code)
+/*
+ * A round that failed for a reason the next one may not meet: the source
+ * or the target away a moment, another tenant's rows in the way, or the
+ * state held by another run of ferry-dst (a verify, a one-shot sync).
+ */
+static int retryable(int code, const struct ferry_error *err)
 {
     return code == FERRY_EUNREACHABLE || code == FERRY_EPROTO || code == FERRY_EDB ||
-           code == FERRY_EIO || code == FERRY_ECLASH;
+           code == FERRY_EIO || code == FERRY_ECLASH || ferry_state_busy(err);
 }
 
 static void report_round(const struct ferry_follow_opts *o, int round,
@@ -158,7 +163,7 @@ int ferry_follow(const struct ferry_config *cfg, const struct ferry_follow_opts 
             rc = FERRY_OK;
             break;
         }
-        if (rc && !retryable(rc)) {
+        if (rc && !retryable(rc, err)) {
             /* the round that ends it is said too */
             if (o->json) {
                 printf("{\"round\":%d,\"ok\":false,\"code\":\"%s\",\"final\":true,"

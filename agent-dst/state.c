@@ -53,6 +53,15 @@
      8 + 4)
 #define RUN_SIZE (1 + 7 * 8 + 4 + FSIZE(struct ferry_run, msg) + FSIZE(struct ferry_run, kind))
 
+/* The words of the error that says another process holds the state (ferry_state_busy). */
+#define IN_USE "is in use"
+
+int ferry_state_busy(const struct ferry_error *err)
+{
+    return err && err->code == FERRY_ECONFIG && strncmp(err->msg, "state ", 6) == 0 &&
+           strstr(err->msg, " " IN_USE " by ") != NULL;
+}
+
 static const char META_KEY[] = "meta";
 static const char CUTOVER_KEY[] = "cutover";
 
@@ -393,11 +402,11 @@ static int lock_take(struct ferry_state *st, struct ferry_error *err)
         /* The holder may not have written its pid yet. */
         if (other > 0)
             rc = ferry_error_set(err, FERRY_ECONFIG,
-                                 "state %s is in use by pid %ld; wait for it or stop it", st->dir,
+                                 "state %s " IN_USE " by pid %ld; wait for it or stop it", st->dir,
                                  other);
         else
             rc = ferry_error_set(err, FERRY_ECONFIG,
-                                 "state %s is in use by another process; wait for it or stop it",
+                                 "state %s " IN_USE " by another process; wait for it or stop it",
                                  st->dir);
         goto out;
     }

@@ -88,6 +88,8 @@ struct ferry_run {
  * opening a missing state read-only is FERRY_ENOTFOUND.
  */
 int ferry_state_open(const char *dir, int flags, struct ferry_state **out, struct ferry_error *err);
+/* Whether err is ferry_state_open's: another process holds the state (FERRY_ECONFIG). */
+int ferry_state_busy(const struct ferry_error *err);
 void ferry_state_close(struct ferry_state *st);
 
 /* FERRY_ENOTFOUND when never written; otherwise *m is filled. */

@@ -231,6 +231,40 @@ class FollowTest(ft.FerryTestCase):
         self.assertFalse(rounds[0]["ok"], rounds)
         self.assertGreaterEqual(rounds[0]["lag_seconds"], 0, rounds)
 
+    def test_follow_waits_while_another_run_holds_the_state(self):
+        """Another ferry-dst run on the same state (a verify, a one-shot
+        sync) holds its lock: follow's rounds meanwhile fail and are
+        retried, where follow used to stop with exit 2. The lock is held
+        here by the test itself, as flock(2) does for ferry-dst."""
+        import fcntl
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            proc = self.start_follow("--interval", "0.1")
+            try:
+                wait_for(lambda: "round 1:" in read_text(self.follow_log), 30,
+                         "the first round (the copy)")
+                with open(os.path.join(self.state, "ferry.lock"), "r+") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    try:
+                        wait_for(lambda: "is in use by" in read_text(self.follow_log), 20,
+                                 "a round that met the held state")
+                        time.sleep(0.5)
+                        self.assertIsNone(proc.poll(), "follow stopped at a held state")
+                    finally:
+                        fcntl.flock(lock, fcntl.LOCK_UN)
+                conn = ft.source_conn(self.src_db)
+                ch = conn.execute("SELECT min(id) FROM channels WHERE team_id = 1").fetchone()[0]
+                pid = conn.execute("INSERT INTO posts(channel_id, user_id, body) "
+                                   "VALUES (?, 1, 'after the lock')", (ch,)).lastrowid
+                conn.close()
+                wait_for(lambda: row_exists(self.dst_db, "SELECT 1 FROM posts WHERE id = ?",
+                                            pid), 20, "the post written after the lock")
+            finally:
+                log = self.stop_follow(proc)
+            self.assertIn("retrying in", log)
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     # -- masking ----------------------------------------------------------------
 
     def test_new_column_of_a_masked_table_waits_for_the_operator(self):
