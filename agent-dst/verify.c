@@ -804,6 +804,19 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     if (rc)
         return rc;
     vt->present = exists;
+    /* a column the source has and the target lacks: sync stops on it too */
+    for (size_t i = 0; exists && i < r->scope->tables[t].info.ncols; i++) {
+        const struct ferry_table_info *ti = &r->scope->tables[t].info;
+
+        if (ferry_table_colidx(&dst, ti->cols[i].name) < 0) {
+            rc = ferry_error_set(err, FERRY_ESCHEMA,
+                                 "target table %s has no column %s, which the source has; add "
+                                 "it (ALTER TABLE %s ADD COLUMN %s) or drop the table",
+                                 ti->name, ti->cols[i].name, ti->name, ti->cols[i].name);
+            ferry_table_info_release(&dst);
+            return rc;
+        }
+    }
     free(r->coerce);
     r->coerce = NULL;
     r->ncoerce = 0;
@@ -839,6 +852,7 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     if (rc)
         return ferry_error_prefix(err, "verify %s", vt->name);
     merge_table(r, t, from);
+    vt->compared = 1;
     if (!r->o->quiet) {
         int64_t nd = vt->missing + vt->extra + vt->differs;
 
@@ -935,6 +949,7 @@ static int compare_all(struct vrun *r, struct ferry_error *err)
         vt->src_sum = vt->dst_sum = 0;
         vt->missing = vt->extra = vt->differs = vt->unkeyed = 0;
         vt->present = 0;
+        vt->compared = 0;
     }
     rc = ferry_db_open(r->cfg->target.database, FERRY_DB_READONLY, &r->db, err);
     if (rc == FERRY_ECONFIG && strstr(err->msg, "does not exist")) {
@@ -1265,10 +1280,13 @@ static void print_json(const struct vrun *r, int code, const struct ferry_error 
                 ",\"source_rows\":%" PRId64 ",\"target_rows\":%" PRId64
                 ",\"source_checksum\":\"%016" PRIx64 "\",\"target_checksum\":\"%016" PRIx64
                 "\",\"missing\":%" PRId64 ",\"extra\":%" PRId64 ",\"differs\":%" PRId64
-                ",\"unkeyed\":%" PRId64 ",\"equal\":%s,\"hash\":\"%s\"}",
+                ",\"unkeyed\":%" PRId64 ",\"equal\":%s,\"compared\":%s,\"hash\":\"%s\"}",
                 vt->src_rows, vt->dst_rows, vt->src_sum, vt->dst_sum, vt->missing, vt->extra,
-                vt->differs, vt->unkeyed, table_differs(vt) ? "false" : "true",
-                ferry_hash_name(vt->hash));
+                vt->differs, vt->unkeyed,
+                !vt->compared       ? "null"
+                : table_differs(vt) ? "false"
+                                    : "true",
+                vt->compared ? "true" : "false", ferry_hash_name(vt->hash));
     }
     fprintf(f, "],\"differences_total\":%" PRId64 ",\"differences\":", rep->total_diffs);
     json_diffs(f, r, rep->diffs, rep->ndiffs);
@@ -1318,6 +1336,10 @@ static void print_text(const struct vrun *r, int code)
 
         rows += vt->src_rows;
         bad += table_differs(vt);
+        if (!vt->compared) {
+            printf("  %-24s not compared\n", vt->name);
+            continue;
+        }
         if (nd)
             printf("  %-24s %10" PRId64 " rows on the source, %" PRId64 " on the target: %" PRId64
                    " missing, %" PRId64 " extra, %" PRId64 " differ\n",

@@ -78,8 +78,9 @@ struct ferry_verify_table {
      * them, and they make the table unequal. Not in src_rows.
      */
     int64_t unkeyed;
-    int present; /* the table exists on the target */
-    int hash;    /* the row hash its comparison used (enum ferry_hash) */
+    int present;  /* the table exists on the target */
+    int hash;     /* the row hash its comparison used (enum ferry_hash) */
+    int compared; /* its comparison ended (a run that stopped may not have reached it) */
 };
 
 /* Most differing keys listed (and repaired per round); more are only counted. */

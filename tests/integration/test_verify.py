@@ -410,6 +410,30 @@ class VerifyTest(VerifyCase):
                               if e["event"] == "end" and e["run"] in vruns],
                              [(r["code"], r["upserted"], r["deleted"]) for r in runs])
 
+    def test_column_the_target_lacks(self):
+        """A column added on the source and not yet on the target: verify
+        says so as sync does (exit 5), and lists the table as not compared,
+        where it used to print the server's SQL error and the table as
+        "0 rows equal"."""
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            execute(self.src_db, "ALTER TABLE posts ADD COLUMN note TEXT")
+            cp = self.verify(expect=5)
+            self.assertIn("target table posts has no column note, which the source has; add it "
+                          "(ALTER TABLE posts ADD COLUMN note)", cp.stderr)
+            self.assertNotIn("no such column", cp.stdout + cp.stderr)
+            self.assertRegex(cp.stdout, r"(?m)^  posts +not compared$")
+            self.assertNotRegex(cp.stdout, r"(?m)^  posts .*equal")
+            rep = self.verify_json(expect=5)
+            by_table = {t["table"]: t for t in rep["tables"]}
+            self.assertEqual((by_table["posts"]["compared"], by_table["posts"]["equal"]),
+                             (False, None))
+            self.assertEqual((by_table["teams"]["compared"], by_table["teams"]["equal"]),
+                             (True, True))
+            self.assertEqual(rep["code"], "ESCHEMA")
+
     def test_repair_that_makes_orphans_the_tenants_again(self):
         """Posts deleted on the target behind ferry's back, foreign keys off,
         leave their reactions there as orphans, which are no tenant's, so
