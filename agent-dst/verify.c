@@ -763,6 +763,15 @@ static int target_coercions(struct vrun *r, size_t t, const struct ferry_table_i
     return FERRY_OK;
 }
 
+/* Whether the source's engine is the target's (the manifest says which it is). */
+static int same_engine(const struct vrun *r)
+{
+    const char *src = r->manifest->engine;
+
+    return r->db && src &&
+           (strcmp(src, "postgresql") == 0) == (ferry_db_engine(r->db) == FERRY_ENGINE_PG);
+}
+
 /*
  * Whether table t's rows can be hashed by the servers (FERRY_HASH_PGREC):
  * both ends PostgreSQL, the keyed hash not asked for, and the target's
@@ -807,8 +816,15 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
     /* a column the source has and the target lacks: sync stops on it too */
     for (size_t i = 0; exists && i < r->scope->tables[t].info.ncols; i++) {
         const struct ferry_table_info *ti = &r->scope->tables[t].info;
+        int d = ferry_table_colidx(&dst, ti->cols[i].name);
 
-        if (ferry_table_colidx(&dst, ti->cols[i].name) < 0) {
+        /* one engine: a type of its own on the target may store the values otherwise */
+        if (d >= 0 && r->rep->rounds == 0 && !r->o->quiet && same_engine(r) && ti->cols[i].type &&
+            dst.cols[d].type && strcasecmp(ti->cols[i].type, dst.cols[d].type) != 0)
+            log_warn("verify %s: column %s is %s on the source and %s on the target; a "
+                     "difference there may come back after --repair",
+                     ti->name, ti->cols[i].name, ti->cols[i].type, dst.cols[d].type);
+        if (d < 0) {
             rc = ferry_error_set(err, FERRY_ESCHEMA,
                                  "target table %s has no column %s, which the source has; add "
                                  "it (ALTER TABLE %s ADD COLUMN %s) or drop the table",
@@ -1538,6 +1554,7 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
 {
     struct ferry_verify_report *rep = r->rep;
     const char *first = NULL;
+    int stuck = 0; /* the rows repair wrote differ again, and no other */
     int rc = vrun_start(r, err);
 
     for (int round = 0; !rc; round++) {
@@ -1545,14 +1562,15 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         if (rc)
             break;
         rep->equal = r->cur.total == 0 && unkeyed_total(rep, NULL) == 0;
+        stuck =
+            round > 0 && r->cur.total && r->cur.total == (int64_t)r->cur.n && !found_new(r, round);
         /*
          * One repair fixes what one comparison listed; a list cut short takes
          * more rounds, and so does one with differences the repair made
          * (found_new, NEW_ROUNDS). Rows without a key are no repair's to fix.
          */
-        if (r->cur.total == 0 || !r->o->repair ||
-            (round > 0 && r->cur.total == (int64_t)r->cur.n &&
-             (round >= NEW_ROUNDS || !found_new(r, round))) ||
+        if (r->cur.total == 0 || !r->o->repair || stuck ||
+            (round > 0 && r->cur.total == (int64_t)r->cur.n && round >= NEW_ROUNDS) ||
             round + 1 >= MAX_ROUNDS) {
             keep_list(r, round == 0);
             break;
@@ -1562,7 +1580,13 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         r->recheck_only = 1;
         keep_list(r, round == 0);
     }
-    if (!rc && !rep->equal && (rep->repaired ? rep->total_remaining : rep->total_diffs))
+    if (!rc && !rep->equal && stuck)
+        rc = ferry_error_set(err, FERRY_EMISMATCH,
+                             "%" PRId64 " differences remain after repair: the rows it wrote "
+                             "differ again (does the target store their values otherwise, a "
+                             "column of another type there? does something else write them?)",
+                             rep->total_remaining);
+    else if (!rc && !rep->equal && (rep->repaired ? rep->total_remaining : rep->total_diffs))
         rc = ferry_error_set(err, FERRY_EMISMATCH,
                              "%" PRId64 " differences between source and target%s",
                              rep->repaired ? rep->total_remaining : rep->total_diffs,

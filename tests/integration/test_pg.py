@@ -1381,6 +1381,27 @@ DELETE FROM posts WHERE id = (SELECT max(p.id) FROM posts p JOIN channels c
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
 
+    def test_column_type_changed_on_the_source_only(self):
+        """posts.score narrowed to one decimal on the source alone: the
+        target's numeric(12,4) stores 3.3 as 3.3000, so every row verify
+        finds differs again after --repair writes it. verify names the
+        column whose types differ, and the repair says its rows differ
+        again, where it used to repeat "--repair fixes them" for ever."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url)
+            self.sync("--quiet")
+            psql(self.src_url, "ALTER TABLE posts ALTER COLUMN score TYPE numeric(12,1)")
+            n = int(psql(self.src_url, "SELECT count(*) FROM posts p JOIN channels c ON c.id = "
+                                       "p.channel_id WHERE c.team_id = 1 AND p.score IS NOT NULL"
+                         ).strip())
+            cp = ft.run_dst(["verify", "--config", self.dst_conf, "--repair"])
+            self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+            self.assertIn("column score is numeric(12,1) on the source and numeric(12,4) on the "
+                          "target", cp.stderr)
+            self.assertIn("%d differences remain after repair: the rows it wrote differ again"
+                          % n, cp.stderr)
+
     def test_table_leaves_the_scope_and_comes_back(self):
         """A migration in two steps drops reactions' foreign key, then adds
         it again; a sync runs in between. While out of the scope the
