@@ -3340,6 +3340,8 @@ static void sqlite_warn_unkeyed(struct ferry_db *db, const struct ferry_scope *s
     }
 }
 
+static int warn_rebuilt(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err);
+
 int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long lock_wait,
                           struct ferry_error *err)
 {
@@ -3348,6 +3350,9 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
     int *keep = NULL;
     int rc;
 
+    rc = warn_rebuilt(db, s, err);
+    if (rc)
+        return rc;
     if (ferry_db_engine(db) == FERRY_ENGINE_PG)
         return pg_install(db, s, lock_wait * 1000, err);
     ferry_buf_init(&sql, (size_t)64 << 20);
@@ -3581,6 +3586,81 @@ static int sqlite_check_unique(struct ferry_db *db, const struct ferry_scope *s,
     return rc;
 }
 
+/* *has: capture's insert, update and delete triggers are all on table (enabled, on PostgreSQL). */
+static int has_triggers(struct ferry_db *db, const char *table, int *has, struct ferry_error *err)
+{
+    static const char *const kinds[] = {"i", "u", "d"};
+    int rc = FERRY_OK;
+
+    *has = 1;
+    for (size_t k = 0; k < 3 && *has && !rc; k++) {
+        char name[FERRY_OBJNAME_SIZE];
+        struct ferry_value v;
+        int64_t n = 0;
+
+        if (ferry_scope_objname(name, kinds[k], table))
+            return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a trigger");
+        v = ferry_value_text(name, strlen(name));
+        if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
+            struct ferry_value args[2];
+            struct ferry_buf rel;
+
+            /* an enabled trigger on the table itself; the table as regclass reads it */
+            ferry_buf_init(&rel, 1024);
+            rc = ferry_buf_add_ident(&rel, table);
+            if (rc)
+                return ferry_error_set(err, rc, "table name too long");
+            args[0] = ferry_value_text(rel.data, rel.len);
+            args[1] = v;
+            rc = ferry_db_query_int(db,
+                                    "SELECT count(*) FROM pg_catalog.pg_trigger WHERE "
+                                    "tgrelid = CAST(? AS pg_catalog.regclass) AND tgname = ? "
+                                    "AND tgenabled <> 'D'",
+                                    args, 2, &n, err);
+            ferry_buf_release(&rel);
+        } else {
+            rc = ferry_db_query_int(db,
+                                    "SELECT count(*) FROM sqlite_schema WHERE type = "
+                                    "'trigger' AND name = ?",
+                                    &v, 1, &n, err);
+        }
+        *has = n > 0;
+    }
+    return rc;
+}
+
+/*
+ * Before an install over an earlier one: a table whose key map is there
+ * but whose triggers are not was in the scope and lost them, rebuilt by a
+ * migration (a new table swapped in for it, as SQLite's ALTER TABLE recipe
+ * or a LIKE ... INCLUDING ALL copy does). What was written to it meanwhile
+ * was not logged, and a key map check cannot see an update that left a
+ * row where it was: said, with what brings the targets in step.
+ */
+static int warn_rebuilt(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+{
+    int installed = 0;
+    int rc = ferry_db_table_exists(db, "_ferry_changes", &installed, err);
+
+    for (size_t t = 0; t < s->ntables && !rc && installed; t++) {
+        const char *table = s->tables[t].info.name;
+        char map[FERRY_OBJNAME_SIZE];
+        int mapped = 0, has = 1;
+
+        if (ferry_scope_objname(map, "k", table))
+            return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a key map");
+        rc = ferry_db_table_exists(db, map, &mapped, err);
+        if (!rc && mapped)
+            rc = has_triggers(db, table, &has, err);
+        if (!rc && mapped && !has)
+            log_warn("install: table %s was in the scope and lost its capture triggers (rebuilt "
+                     "by a migration?): writes to it since were not logged; run ferry-dst verify "
+                     "--repair on each target after this install",
+                     table);
+    }
+    return rc;
+}
+
 /*
  * PostgreSQL: every table's trigger functions were written for its shape
  * of now (capture_shape). An install from before the shapes were kept
@@ -3646,47 +3726,16 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
                                "wait for it, or run ferry-src install --config %s again",
                                config_path());
     for (size_t t = 0; t < s->ntables; t++) {
-        static const char *const kinds[] = {"i", "u", "d"};
+        int n = 0;
 
-        for (size_t k = 0; k < 3; k++) {
-            char name[FERRY_OBJNAME_SIZE];
-            struct ferry_value v;
-            int64_t n = 0;
-
-            if (ferry_scope_objname(name, kinds[k], s->tables[t].info.name))
-                return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a trigger");
-            v = ferry_value_text(name, strlen(name));
-            if (ferry_db_engine(db) == FERRY_ENGINE_PG) {
-                struct ferry_value args[2];
-                struct ferry_buf rel;
-
-                /* an enabled trigger on the table itself; the table as regclass reads it */
-                ferry_buf_init(&rel, 1024);
-                rc = ferry_buf_add_ident(&rel, s->tables[t].info.name);
-                if (rc)
-                    return ferry_error_set(err, rc, "table name too long");
-                args[0] = ferry_value_text(rel.data, rel.len);
-                args[1] = v;
-                rc = ferry_db_query_int(db,
-                                        "SELECT count(*) FROM pg_catalog.pg_trigger WHERE "
-                                        "tgrelid = CAST(? AS pg_catalog.regclass) AND tgname = ? "
-                                        "AND tgenabled <> 'D'",
-                                        args, 2, &n, err);
-                ferry_buf_release(&rel);
-            } else {
-                rc = ferry_db_query_int(db,
-                                        "SELECT count(*) FROM sqlite_schema WHERE type = "
-                                        "'trigger' AND name = ?",
-                                        &v, 1, &n, err);
-            }
-            if (rc)
-                return rc;
-            if (n == 0)
-                return ferry_error_set(err, FERRY_ECONFIG,
-                                       "change capture is not installed on table %s (the schema "
-                                       "or scope changed?); run ferry-src install --config %s",
-                                       s->tables[t].info.name, config_path());
-        }
+        rc = has_triggers(db, s->tables[t].info.name, &n, err);
+        if (rc)
+            return rc;
+        if (!n)
+            return ferry_error_set(err, FERRY_ECONFIG,
+                                   "change capture is not installed on table %s (the schema "
+                                   "or scope changed?); run ferry-src install --config %s",
+                                   s->tables[t].info.name, config_path());
     }
     rc = check_version(db, err);
     if (!rc && ferry_db_engine(db) == FERRY_ENGINE_PG)

@@ -674,7 +674,7 @@ class SyncTest(ft.FerryTestCase):
             self.sync_targets(confs)
             conn = ft.source_conn(self.src_db)
             try:
-                moved, gone = quiet_posts(conn, 1)[:2]
+                moved, gone, edited = quiet_posts(conn, 1)[:3]
                 for kind in "iud":
                     conn.execute("DROP TRIGGER _ferry_%s_posts" % kind)
                 conn.execute("UPDATE posts SET channel_id = ? WHERE id = ?",
@@ -682,12 +682,22 @@ class SyncTest(ft.FerryTestCase):
                 conn.execute("DELETE FROM posts WHERE id = ?", (gone,))
                 conn.execute("INSERT INTO posts(channel_id, body) VALUES (?, 'unseen')",
                              (team_channels(conn, 1)[0],))
+                conn.execute("UPDATE posts SET body = 'edited unseen' WHERE id = ?", (edited,))
             finally:
                 conn.close()
             cp = ft.run_src(["install", "--config", self.src_conf])
             self.assertEqual(cp.returncode, 0, cp.stderr)
+            # an update that left its row where it was is no key map's to see: said
+            self.assertIn("install: table posts was in the scope and lost its capture triggers",
+                          cp.stderr)
+            self.assertIn("run ferry-dst verify --repair on each target", cp.stderr)
+            self.assertNotIn("table channels", cp.stderr)
             self.assertKeyMaps()
             self.sync_targets(confs)
+            self.assertNotEqual(ft.query(self.path("dst1.db"), "SELECT body FROM posts WHERE "
+                                         "id = ?", edited)[0][0], "edited unseen")
+            cp = ft.run_dst(["verify", "--config", confs[1], "--repair"])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
             for t, other in ((1, 2), (2, 1)):
                 self.assertTenantCopy(self.src_db, self.path("dst%d.db" % t), t,
                                       others=(other, 3))
