@@ -304,7 +304,8 @@ static int check_columns(const struct ferry_table_info *src, const struct ferry_
 
         if (d < 0 || strcmp(src->cols[s].name, dst->cols[d].name) != 0)
             rc = ferry_error_set(err, FERRY_ESCHEMA,
-                                 "target table %s has a different primary key than the source",
+                                 "target table %s has a different primary key than the source: "
+                                 "give it the source's key, then run ferry-dst verify --repair",
                                  src->name);
     }
     return rc;

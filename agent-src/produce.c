@@ -109,8 +109,11 @@ static int check_masks(struct ferry_producer *p, struct ferry_error *err)
             if (strcmp(p->scope->tables[t].info.cols[c].name, m->column) == 0)
                 found = p->scope->tables[t].info.cols[c].pk ? 2 : 1;
         if (!found) {
-            rc = ferry_error_set(err, FERRY_ECONFIG, "[mask] %s.%s: table %s has no column %s",
-                                 m->table, m->column, m->table, m->column);
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "[mask] %s.%s: table %s has no column %s (dropped or renamed?); "
+                                 "fix or remove the [mask] line in %s",
+                                 m->table, m->column, m->table, m->column,
+                                 p->cfg->path ? p->cfg->path : "the config");
             break;
         }
         /*

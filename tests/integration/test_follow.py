@@ -384,7 +384,8 @@ class FollowTest(ft.FerryTestCase):
 
     def test_mask_naming_an_unknown_column_stops_serve(self):
         self.make_source(teams=1, posts_per_team=5)
-        for bad, why in (("posts.nosuch = 'x'", "no column nosuch"),
+        for bad, why in (("posts.nosuch = 'x'", "no column nosuch (dropped or renamed?); fix or "
+                          "remove the [mask] line in "),
                          ("audit_log.what = 'x'", "not in the scope"),
                          ("posts.body = no_such_function(body)", "posts.body"),
                          # rows are addressed by key and owned by foreign key: not maskable
