@@ -22,11 +22,19 @@
  *              "changes": int (optional, sent only when > 0, with after >= 0:
  *              send the first change batch after "after" with the manifest,
  *              of at most that many changes; a source from before refuses
- *              the key, and the target asks again without it)}
+ *              the key, and the target asks again without it),
+ *              "masks": bool (optional, sent only when true: name the
+ *              masked columns), "as_of": bool (optional, sent only when
+ *              true: say when the log was complete up to head); a source
+ *              from before refuses either key, and the target asks again
+ *              without it}
  *   snapshot  {"v", "tenant": str, "table": str, "after": [key values] | nil,
  *              "limit": int, "snapshot": str (optional: the manifest's),
  *              "copy": bool (optional, sent only when true: the target is
- *              PostgreSQL and takes rows as COPY text lines)}
+ *              PostgreSQL and takes rows as COPY text lines),
+ *              "release": bool (optional, sent only when true, with
+ *              "snapshot": no page; the copy stopped, the source lets the
+ *              snapshot go and answers an empty page)}
  *   changes   {"v", "tenant": str, "after": int, "limit": int}
  *   digest    {"v", "tenant": str, "table": str, "lo": [key values] | nil,
  *              "hi": [key values] | nil, "parts": int 1..FERRY_DIGEST_MAX_PARTS,
@@ -60,7 +68,10 @@
  *              pages of this copy may name; every change up to head is
  *              visible in it),
  *              "changes": bin (optional, when asked for: the first change
- *              batch, the very bytes POST /v1/changes would have answered)}
+ *              batch, the very bytes POST /v1/changes would have answered),
+ *              "masked": ["table.column"...] (optional, when asked for and
+ *              any), "as_of": int (optional, when asked for and known: unix
+ *              seconds at which the log last held every change up to head)}
  *     table   {"name", "cols": [[name, type, notnull bool, pk int]...],
  *              "fks": [[parent, [cols], [pcols], cascade bool]...],
  *              "without_rowid": bool, "scope": str | nil, "rows": int}
