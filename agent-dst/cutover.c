@@ -60,6 +60,33 @@ static double now_s(void)
 
 /* ---- steps ---- */
 
+/* Seconds a cutover waits for the state that another ferry-dst run holds. */
+#define BUSY_WAIT_SECS 60
+
+/*
+ * Whether err says another ferry-dst run holds the state (a follow's
+ * round, with the source frozen a short one) and the cutover, begun at
+ * *since (0: not waiting yet), may wait for it a little longer: then it
+ * has waited 0.2 s, and the step is tried again.
+ */
+static int wait_busy(double *since, const struct ferry_cutover_opts *o,
+                     const struct ferry_error *err)
+{
+    struct timespec nap = {0, 200 * 1000 * 1000};
+
+    if (!ferry_state_busy(err))
+        return 0;
+    if (*since == 0) {
+        *since = now_s();
+        if (!o->quiet)
+            log_info("cutover: %s; waiting for it (%d s at most)", err->msg, BUSY_WAIT_SECS);
+    } else if (now_s() - *since >= BUSY_WAIT_SECS) {
+        return 0;
+    }
+    nanosleep(&nap, NULL);
+    return 1;
+}
+
 /* The state must show a finished copy; a cutover that is done is reported, not redone. */
 static int check_state(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
                        struct report *rp, struct ferry_error *err)
@@ -156,8 +183,12 @@ static int final_delta(const struct ferry_config *cfg, const struct ferry_cutove
      * the delta is synced again until it gets there.
      */
     for (;;) {
+        double busy = 0;
+
         memset(&one, 0, sizeof(one));
-        rc = ferry_sync(cfg, &so, err);
+        do
+            rc = ferry_sync(cfg, &so, err);
+        while (rc && wait_busy(&busy, o, err));
         if (rc)
             return rc;
         rp->delta.head = one.head;
@@ -501,6 +532,7 @@ int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opt
 {
     struct ferry_state *st = NULL;
     struct report rp;
+    double busy = 0;
     int rc;
 
     memset(&rp, 0, sizeof(rp));
@@ -536,7 +568,9 @@ int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opt
 
     /* Held from here to the end: no other ferry-dst moves the marks under the record. */
     rp.step = STEP_VERIFY;
-    rc = ferry_state_open(cfg->target.state, 0, &st, err);
+    do
+        rc = ferry_state_open(cfg->target.state, 0, &st, err);
+    while (rc && wait_busy(&busy, o, err));
     if (rc)
         goto out;
     if (!o->quiet)

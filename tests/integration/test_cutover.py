@@ -490,6 +490,31 @@ class CutoverTest(ft.FerryTestCase):
             self.assertEqual((last["code"], last["msg"][:5]), ("OK", "done:"), last)
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
+    def test_cutover_waits_for_the_state_another_run_holds(self):
+        """A follow's round holds the state when the cutover has frozen the
+        source: the cutover waits for it (60 s at most) instead of stopping
+        with the source frozen. The lock is held here by the test itself,
+        for 1.5 s, as flock(2) does for ferry-dst."""
+        import fcntl
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            lock = open(os.path.join(self.state, "ferry.lock"), "r+")
+            self.addCleanup(lock.close)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            timer = threading.Timer(1.5, fcntl.flock, (lock, fcntl.LOCK_UN))
+            timer.start()
+            try:
+                cp = self.cutover()
+            finally:
+                timer.cancel()
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            self.assertIn("is in use by", cp.stderr)
+            self.assertIn("waiting for it (60 s at most)", cp.stderr)
+            self.assertEqual(ft.status_json(self.dst_conf)["cutover"]["done"], True)
+        self.assertFrozen(1)
+
     def test_cutover_needs_a_copy(self):
         self.make_source(teams=2, posts_per_team=20)
         with self.serve() as srv:
