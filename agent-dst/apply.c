@@ -112,6 +112,7 @@ struct table_stmts {
     int *colmap; /* set column i -> target column index (for the check) */
     struct ferry_stmt *del;
     struct ferry_stmt *exists;
+    struct ferry_stmt *elsewhere; /* SQLite: a row of the key another tenant's (new_owner_clash) */
     /* PostgreSQL: staging for upserts (the header comment) and for deletes (pg_apply_deletes) */
     struct stage upserts, deletes;
     int no_direct; /* a direct COPY of a page failed: stage from now on */
@@ -329,6 +330,7 @@ void ferry_applier_close(struct ferry_applier *a)
             ferry_stmt_free(a->st[t].upsert_many);
             ferry_stmt_free(a->st[t].del);
             ferry_stmt_free(a->st[t].exists);
+            ferry_stmt_free(a->st[t].elsewhere);
             forget_stage(&a->st[t].upserts);
             forget_stage(&a->st[t].deletes);
             free(a->st[t].colmap);
@@ -1310,6 +1312,11 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
     rc = ferry_stmt_step(ts->upserts.run, &has, err);
     if (rc)
         return ferry_error_prefix(err, "applying %s", set->table);
+    /* the rows as written: none may be another tenant's through its parents (new_owner_clash) */
+    if (!snapshot)
+        rc = check_staged_clash(a, t, ts->upserts.clash, 0, err);
+    if (rc)
+        return rc;
     note_sequences(a, t, set);
     c->upserted += (int64_t)set->nrows;
     return FERRY_OK;
@@ -1358,6 +1365,87 @@ static int upsert_rows(struct ferry_applier *a, size_t t, const struct ferry_set
         rc = ferry_error_set(err, FERRY_EINTERNAL,
                              "applying %s: %" PRId64 " of %zu rows written, and each alone is",
                              set->table, ferry_stmt_changes(st), n);
+    return rc;
+}
+
+/*
+ * SQLite, after a change batch's upserts of set: whether a row as written
+ * is another tenant's through its parents on the target (a clash, named).
+ * The upsert's own check is of the row it replaces; a new row is nobody's
+ * until written, and its parents decide. Two tenants of one target: a
+ * channel moved from tenant 1 to tenant 2, whose posts come to tenant 2
+ * before the channel does. Were such a post written under the channel the
+ * target still holds for tenant 1, tenant 1's delete of it (the move) would
+ * find it tenant 1's and delete it, after tenant 2's mark had passed it: a
+ * row lost with both syncs content. A clash instead waits for tenant 1's
+ * sync to take the channel away; then the post lands with no owner, and the
+ * channel, which comes later, adopts it. (PostgreSQL: pg_apply_upserts
+ * runs the staged clash check again after writing.)
+ */
+static int new_owner_clash(struct ferry_applier *a, size_t t, const struct ferry_set *set,
+                           struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &a->scope->tables[t].info;
+    struct table_stmts *ts = &a->st[t];
+    size_t npk = ferry_table_npk(ti);
+    size_t at[FERRY_MAX_KEY_COLS];
+    int rc = FERRY_OK;
+
+    for (size_t k = 0; k < npk; k++) {
+        const char *name = ti->cols[ferry_table_pkcol(ti, k)].name;
+
+        at[k] = set->ncols;
+        for (size_t i = 0; i < set->ncols; i++)
+            if (strcmp(set->cols[i], name) == 0)
+                at[k] = i;
+        if (at[k] == set->ncols)
+            return ferry_error_set(err, FERRY_EPROTO, "a change of %s without its key column %s",
+                                   ti->name, name);
+    }
+    if (!ts->elsewhere) {
+        struct ferry_buf sql, owner;
+
+        ferry_buf_init(&sql, SQL_MAX);
+        ferry_buf_init(&owner, SQL_MAX);
+        rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, "SELECT 1 FROM ");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, ti->name);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, " AS \"_o\" WHERE ");
+        for (size_t k = 0; k < npk && !rc; k++) {
+            rc = ferry_buf_adds(&sql, k ? " AND \"_o\"." : "\"_o\".");
+            if (!rc)
+                rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
+            if (!rc)
+                rc = ferry_buf_adds(&sql, " = ?");
+        }
+        if (!rc)
+            rc = ferry_buf_addf(&sql, " AND NOT COALESCE(%s = ?, TRUE)", owner.data);
+        if (rc)
+            rc = ferry_error_set(err, rc, "cannot build the owner check of %s", ti->name);
+        else
+            rc = ferry_db_prepare(a->db, sql.data, &ts->elsewhere, err);
+        ferry_buf_release(&sql);
+        ferry_buf_release(&owner);
+    }
+    for (size_t r = 0; r < set->nrows && !rc; r++) {
+        const struct ferry_value *row = &set->vals[r * set->ncols];
+        int has = 0;
+
+        ferry_stmt_reset(ts->elsewhere);
+        for (size_t k = 0; k < npk && !rc; k++)
+            rc = ferry_stmt_bind(ts->elsewhere, (int)k + 1, &row[at[k]], err);
+        if (!rc)
+            rc = ferry_stmt_bind(ts->elsewhere, (int)npk + 1, &a->tenant, err);
+        if (!rc)
+            rc = ferry_stmt_step(ts->elsewhere, &has, err);
+        if (!rc && has)
+            rc = clash(a, t, set, row, err);
+    }
+    if (ts->elsewhere)
+        ferry_stmt_reset(ts->elsewhere);
     return rc;
 }
 
@@ -1664,6 +1752,8 @@ static int apply_sets(struct ferry_applier *a, const struct ferry_batch *b, int 
             rc = pg_apply_deletes(a, (size_t)t, set, &c, err);
         else
             rc = apply_deletes(a, (size_t)t, set, &c, err);
+        if (!rc && set->op == FERRY_OP_UPSERT && !a->pg && b->kind == FERRY_KIND_CHANGES)
+            rc = new_owner_clash(a, (size_t)t, set, err);
     }
     if (!rc && a->pg)
         rc = pg_move_sequences(a, err);

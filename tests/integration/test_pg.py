@@ -2164,6 +2164,53 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                              ["%d|9000" % held])
             self.assertEqual(pg_rows(self.dst_url, "posts", 1), pg_rows(self.src_url, "posts", 1))
 
+    def test_channel_moved_between_tenants_of_one_target(self):
+        """Teams 1 and 2 mirrored into one target, a channel moved from team
+        1 to team 2: team 2's change batches (one change each) bring the
+        channel's rows (posts, events, kinds) before the channel. They are
+        not on the target (deleted there behind ferry's back, as an earlier
+        round of team 1's sync may have), so team 2's upsert wrote them new,
+        under the channel the target still holds for team 1; team 1's sync then found
+        them its own and deleted them, after team 2's mark had passed them:
+        posts lost with every sync exiting 0. Now such an upsert is a clash
+        until team 1 has taken the channel away. Oracle: SQL over the
+        source, and verify of both teams."""
+        self.pg_source()
+        with self.serve() as srv:
+            self.pg_target(srv.url, tenant=1)
+            conf = {1: self.dst_conf}
+            conf[2] = ft.write_dst_conf(self.path("dst-2.conf"), self.dst_url,
+                                        self.path("state-2"), 2, srv.url,
+                                        extra="batch_rows = 1\n",
+                                        identity=ft.test_key("dst-2"),
+                                        public_key=ft.test_key("src") + ".pub")
+            import ferryauth
+            ferryauth.authorize(self.src_conf, 2, ft.test_key("dst-2"))
+            run = {t: (lambda t=t: ft.run_dst(["sync", "--quiet", "--config", conf[t]]))
+                   for t in (1, 2)}
+            for t in (1, 2):
+                cp = run[t]()
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            chan = psql(self.src_url, "SELECT c.id FROM channels c JOIN posts p ON p.channel_id "
+                                      "= c.id WHERE c.team_id = 1 GROUP BY c.id "
+                                      "ORDER BY count(*) DESC LIMIT 1").strip()
+            posts = ("SELECT id, body FROM posts WHERE channel_id = %s ORDER BY id; SELECT at, what "
+                     "FROM events WHERE channel_id = %s ORDER BY at" % (chan, chan))
+            psql(self.src_url, "UPDATE channels SET team_id = 2 WHERE id = " + chan)
+            psql(self.dst_url, "DELETE FROM posts WHERE channel_id = %s; DELETE FROM events WHERE "
+                               "channel_id = %s; DELETE FROM kinds WHERE channel_id = %s"
+                 % (chan, chan, chan))
+            for t in (2, 1, 2, 1):
+                run[t]()
+            for t in (1, 2):
+                cp = run[t]()
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertEqual(psql(self.dst_url, posts), psql(self.src_url, posts))
+            self.assertNotEqual(psql(self.src_url, posts), "")
+            for t in (1, 2):
+                cp = ft.run_dst(["verify", "--config", conf[t]])
+                self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     def test_two_tenants_of_one_target_trade_rows(self):
         """Teams 1 and 2 mirrored into one target database, and two tags
         traded between them: each one's batch deletes the tag it lost and

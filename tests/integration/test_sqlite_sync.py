@@ -628,6 +628,60 @@ class SyncTest(ft.FerryTestCase):
                         "writes stopped for %.2f s of install's %.2f s" % (max(gaps), t1 - t0))
         return cp
 
+    def test_channel_moved_between_tenants_of_one_target(self):
+        """Teams 1 and 2 mirrored into one SQLite target, a channel moved
+        from team 1 to team 2: team 2's change batches (one change each)
+        bring the channel's posts and kinds before the channel. They are not
+        on the target (deleted there behind ferry's back, as an earlier round
+        of team 1's sync may have), so team 2's upsert wrote them new under
+        the channel the target still holds for team 1, and team 1's sync then
+        deleted them as its own after team 2's mark had passed them: rows
+        lost with every sync exiting 0. Now such an upsert is a clash until
+        team 1 has taken the channel away. Oracles: ft.tenant_rows, verify."""
+        self.make_source(teams=2, posts_per_team=40)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            conf = {1: self.dst_conf}
+            import ferryauth
+            ferryauth.authorize(self.src_conf, 2, ft.test_key("dst-2"))
+            conf[2] = ft.write_dst_conf(self.path("dst-2.conf"), self.dst_db,
+                                        self.path("state-2"), 2, srv.url,
+                                        extra="batch_rows = 1\n",
+                                        identity=ft.test_key("dst-2"),
+                                        public_key=ft.test_key("src") + ".pub")
+
+            def run(t):
+                return ft.run_dst(["sync", "--quiet", "--config", conf[t]])
+
+            for t in (1, 2):
+                cp = run(t)
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            conn = ft.source_conn(self.src_db)
+            chan = conn.execute("SELECT c.id FROM channels c JOIN posts p ON p.channel_id = c.id "
+                                "WHERE c.team_id = 1 GROUP BY c.id ORDER BY count(*) DESC "
+                                "LIMIT 1").fetchone()[0]
+            conn.execute("UPDATE channels SET team_id = 2 WHERE id = ?", (chan,))
+            conn.close()
+            dst = sqlite3.connect(self.dst_db)
+            dst.execute("DELETE FROM reactions WHERE post_id IN (SELECT id FROM posts "
+                        "WHERE channel_id = ?)", (chan,))
+            dst.execute("DELETE FROM posts WHERE channel_id = ?", (chan,))
+            dst.execute("DELETE FROM kinds WHERE channel_id = ?", (chan,))
+            dst.commit()
+            dst.close()
+            for t in (2, 1, 2, 1):
+                run(t)
+            for t in (1, 2):
+                cp = run(t)
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            for t in (1, 2):
+                for table in ft.IN_SCOPE:
+                    self.assertEqual(sorted(ft.tenant_rows(self.dst_db, table, t)),
+                                     sorted(ft.tenant_rows(self.src_db, table, t)),
+                                     "%s of team %d" % (table, t))
+                cp = ft.run_dst(["verify", "--config", conf[t]])
+                self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     def test_install_again_while_targets_sync(self):
         """install over an earlier one, twice, while two connections write by
         key and three teams' targets sync in a loop against the running
