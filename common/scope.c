@@ -158,6 +158,18 @@ static int check_keys(const struct ferry_table_info *t, struct ferry_error *err)
     return FERRY_OK;
 }
 
+/* Whether every column of foreign key fk of table ti is declared NOT NULL. */
+static int fk_notnull(const struct ferry_table_info *ti, const struct ferry_fkey *fk)
+{
+    for (size_t i = 0; i < fk->ncols; i++) {
+        int c = ferry_table_colidx(ti, fk->cols[i]);
+
+        if (c < 0 || !ti->cols[c].notnull)
+            return 0;
+    }
+    return 1;
+}
+
 int ferry_scope_build(struct ferry_table_info *tables, size_t n, const char *root,
                       struct ferry_scope **out, struct ferry_error *err)
 {
@@ -216,16 +228,30 @@ int ferry_scope_build(struct ferry_table_info *tables, size_t n, const char *roo
         for (size_t c = 0; c < n; c++) {
             if (parent[c] != -2)
                 continue;
+            int pick = -1;
+
+            /*
+             * Of several foreign keys to that parent, one whose columns are
+             * all NOT NULL (the row's own parent, say posts.channel_id)
+             * before a nullable one (archive_channel_id, NULL for most
+             * rows): a nullable one added by a migration would otherwise
+             * take the path, as the catalog lists it first, and every row
+             * whose column is NULL would leave the tenant.
+             */
             for (size_t j = 0; j < tables[c].nfks; j++) {
                 if (tables[c].fks[j].ncols == 0 ||
                     strcmp(tables[c].fks[j].parent, tables[p].name) != 0)
                     continue;
-                parent[c] = p;
-                fk[c] = (int)j;
-                depth[c] = depth[p] + 1;
-                order[norder++] = (int)c;
-                break;
+                if (pick < 0 || (!fk_notnull(&tables[c], &tables[c].fks[pick]) &&
+                                 fk_notnull(&tables[c], &tables[c].fks[j])))
+                    pick = (int)j;
             }
+            if (pick < 0)
+                continue;
+            parent[c] = p;
+            fk[c] = pick;
+            depth[c] = depth[p] + 1;
+            order[norder++] = (int)c;
         }
     }
     /* Parent-first: by depth, stable, so each parent precedes its children. */

@@ -628,6 +628,36 @@ class SyncTest(ft.FerryTestCase):
                         "writes stopped for %.2f s of install's %.2f s" % (max(gaps), t1 - t0))
         return cp
 
+    def test_nullable_foreign_key_added_to_the_same_parent(self):
+        """A migration adds posts.archive_channel_id REFERENCES channels, NULL
+        for every post. SQLite lists the newest foreign key first, and the
+        scope took the path through it: every post left the tenant, the sync
+        deleted them from the target, and verify called that equal. The path
+        stays through channel_id, whose column is NOT NULL. Oracle:
+        ft.tenant_rows (the sample app's ownership by channel_id)."""
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            for db in (self.src_db, self.dst_db):
+                conn = sqlite3.connect(db)
+                conn.execute("ALTER TABLE posts ADD COLUMN archive_channel_id INTEGER "
+                             "REFERENCES channels(id)")
+                conn.commit()
+                conn.close()
+            conn = ft.source_conn(self.src_db)
+            post = quiet_posts(conn, 1)[0]
+            conn.execute("UPDATE posts SET body = 'after the migration' WHERE id = ?", (post,))
+            conn.execute("INSERT INTO posts(channel_id, body) VALUES (?, 'new')",
+                         (team_channels(conn, 1)[0],))
+            conn.close()
+            self.sync()
+            cp = ft.run_src(["scope", "--config", self.src_conf, "--tenant", "1"])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            self.assertRegex(cp.stdout, r"posts\b.*channel_id")
+            self.assertNotRegex(cp.stdout, r"posts\b.*archive_channel_id")
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_channel_moved_between_tenants_of_one_target(self):
         """Teams 1 and 2 mirrored into one SQLite target, a channel moved
         from team 1 to team 2: team 2's change batches (one change each)
