@@ -2027,14 +2027,14 @@ static int pg_drop(struct ferry_db *db, const char *trig, const char *tables,
  * but changes its text (numeric 0.10 to 0.1) logs a 'D' for the old text
  * (add_key_retexted). 8: on PostgreSQL, an update whose row a later
  * cascade of the same statement deleted does nothing (pg_update_body):
- * deleting a tenant whose rows a SET NULL also updates failed. 9: on
- * PostgreSQL, install notes each table's key and path (capture_shape), which
- * serve compares with the schema's.
+ * deleting a tenant whose rows a SET NULL also updates failed. 9:
+ * install notes each table's key and path (capture_shape), which serve
+ * compares with the schema's.
  */
 #define CAPTURE_VERSION 9
 /* The last versions that changed each engine's capture: older ones get the warning there */
 #define CAPTURE_VERSION_PG 9
-#define CAPTURE_VERSION_SQLITE 6
+#define CAPTURE_VERSION_SQLITE 9
 
 /*
  * Install notes the waiting children again from the data (add_orphan_note's
@@ -2056,7 +2056,7 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
 }
 
 /*
- * PostgreSQL: what a table's trigger functions name, as text: the table's
+ * What a table's triggers name, as text: the table's
  * key columns and their types, its foreign key to its parent on the path
  * to the root (the columns and their types, the parent and its columns),
  * or the scope predicate of a [table] section. PL/pgSQL keeps those names
@@ -2065,33 +2065,42 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
  * table (a field NEW no longer has) or log its changes under the old key,
  * until install writes them anew. Install keeps each table's shape in
  * _ferry_capture_shape, and serve compares (ferry_capture_check). SQLite
- * rewrites its triggers' text itself on a rename; any other such change
- * there rebuilds the table, which drops them.
+ * rewrites its triggers' text itself on a rename, so there columns go by
+ * their position, not their name; a path that moved (a foreign key added
+ * to a nearer parent) leaves its triggers routing by the old one all the
+ * same.
  */
-static int capture_shape(const struct ferry_scope *s, size_t t, struct ferry_buf *b)
+static int capture_shape(const struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                         struct ferry_buf *b)
 {
     const struct ferry_scope_table *st = &s->tables[t];
     const struct ferry_table_info *ti = &st->info;
+    int by_pos = ferry_db_engine(db) != FERRY_ENGINE_PG;
     int rc = ferry_buf_adds(b, "key");
 
     for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
-        const struct ferry_column *c = &ti->cols[ferry_table_pkcol(ti, k)];
+        int at = ferry_table_pkcol(ti, k);
+        const struct ferry_column *c = &ti->cols[at];
 
-        rc = ferry_buf_addf(b, " %s:%s", c->name, c->type ? c->type : "");
+        rc = by_pos ? ferry_buf_addf(b, " #%d:%s", at, c->type ? c->type : "")
+                    : ferry_buf_addf(b, " %s:%s", c->name, c->type ? c->type : "");
     }
     if (!rc && ti->scope_sql)
         rc = ferry_buf_addf(b, "; scope %s", ti->scope_sql);
     if (!rc && st->parent >= 0 && st->fk >= 0) {
         const struct ferry_fkey *fk = &ti->fks[st->fk];
+        const struct ferry_table_info *pi = &s->tables[st->parent].info;
 
         rc = ferry_buf_addf(b, "; to %s", fk->parent);
         for (size_t i = 0; i < fk->ncols && !rc; i++) {
-            const char *type = "";
+            int c = ferry_table_colidx(ti, fk->cols[i]);
+            const char *type = c >= 0 && ti->cols[c].type ? ti->cols[c].type : "";
 
-            for (size_t c = 0; c < ti->ncols; c++)
-                if (strcmp(ti->cols[c].name, fk->cols[i]) == 0 && ti->cols[c].type)
-                    type = ti->cols[c].type;
-            rc = ferry_buf_addf(b, " %s:%s=%s", fk->cols[i], type, fk->pcols[i]);
+            if (by_pos)
+                rc =
+                    ferry_buf_addf(b, " #%d:%s=#%d", c, type, ferry_table_colidx(pi, fk->pcols[i]));
+            else
+                rc = ferry_buf_addf(b, " %s:%s=%s", fk->cols[i], type, fk->pcols[i]);
         }
     }
     return rc;
@@ -2112,7 +2121,7 @@ static int write_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
         int64_t none = 0;
 
         ferry_buf_reset(&shape);
-        if (capture_shape(s, t, &shape))
+        if (capture_shape(db, s, t, &shape))
             rc = ferry_error_set(err, FERRY_ETOOBIG, "the key of %s is too long to note",
                                  s->tables[t].info.name);
         args[0] = ferry_value_text(s->tables[t].info.name, strlen(s->tables[t].info.name));
@@ -3439,6 +3448,8 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
     /* with every key map kept, the triggers are the install: the check only mends */
     if (!fresh)
         rc = write_version(db, err);
+    if (!rc && !fresh)
+        rc = write_shapes(db, s, err);
     if (rc)
         goto rollback;
     rc = ferry_db_commit(db, err);
@@ -3451,6 +3462,8 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
         rc = ferry_db_exec(db, "DROP TABLE IF EXISTS " SQLITE_BUILDING, err);
     if (!rc)
         rc = write_version(db, err);
+    if (!rc)
+        rc = write_shapes(db, s, err);
     if (!rc)
         rc = ferry_db_commit(db, err);
     else
@@ -3662,13 +3675,12 @@ static int warn_rebuilt(struct ferry_db *db, const struct ferry_scope *s, struct
 }
 
 /*
- * PostgreSQL: every table's trigger functions were written for its shape
+ * Every table's triggers were written for its shape
  * of now (capture_shape). An install from before the shapes were kept
  * notes none: nothing to compare (its version is older, and serve says
  * so).
  */
-static int pg_check_shapes(struct ferry_db *db, const struct ferry_scope *s,
-                           struct ferry_error *err)
+static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
     struct ferry_buf shape;
     int exists = 0;
@@ -3681,7 +3693,7 @@ static int pg_check_shapes(struct ferry_db *db, const struct ferry_scope *s,
         int64_t same = 0;
 
         ferry_buf_reset(&shape);
-        if (capture_shape(s, t, &shape)) {
+        if (capture_shape(db, s, t, &shape)) {
             rc = ferry_error_set(err, FERRY_ETOOBIG, "the key of %s is too long to note", name);
             break;
         }
@@ -3692,11 +3704,15 @@ static int pg_check_shapes(struct ferry_db *db, const struct ferry_scope *s,
                                 "shape = ?",
                                 args, 2, &same, err);
         if (!rc && !same)
-            rc = ferry_error_set(
-                err, FERRY_ECONFIG,
-                "table %s: its key or path to the tenant changed since install (writes to it "
-                "may fail); run ferry-src install --config %s, then ferry-dst verify --repair",
-                name, config_path());
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "table %s: its key or path to the tenant changed since install "
+                                 "(%s); run ferry-src install --config %s, then ferry-dst verify "
+                                 "--repair",
+                                 name,
+                                 ferry_db_engine(db) == FERRY_ENGINE_PG
+                                     ? "writes to it may fail"
+                                     : "capture routes by the old one",
+                                 config_path());
     }
     ferry_buf_release(&shape);
     return rc;
@@ -3738,8 +3754,8 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
                                    s->tables[t].info.name, config_path());
     }
     rc = check_version(db, err);
-    if (!rc && ferry_db_engine(db) == FERRY_ENGINE_PG)
-        rc = pg_check_shapes(db, s, err);
+    if (!rc)
+        rc = check_shapes(db, s, err);
     for (size_t t = 0; t < s->ntables && !rc; t++)
         rc = ferry_db_engine(db) == FERRY_ENGINE_PG
                  ? pg_check_partitions(db, &s->tables[t].info, err)

@@ -658,6 +658,40 @@ class SyncTest(ft.FerryTestCase):
             self.assertNotRegex(cp.stdout, r"posts\b.*archive_channel_id")
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
+    def test_path_moved_or_key_renamed_after_install(self):
+        """install notes each table's key and path; a foreign key added to a
+        nearer parent (posts.team_id REFERENCES teams) moves posts' path,
+        while the triggers still route by the old one: serve refuses until
+        install runs again, and says so. A key column renamed (SQLite
+        rewrites the triggers) needs nothing. Oracles: SQL, verify."""
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            for db in (self.src_db, self.dst_db):
+                conn = sqlite3.connect(db)
+                conn.execute("ALTER TABLE reactions RENAME COLUMN emoji TO kind")
+                conn.commit()
+                conn.close()
+            conn = ft.source_conn(self.src_db)
+            conn.execute("INSERT INTO reactions(post_id, kind, user_id) SELECT min(id), 'new', 1 "
+                         "FROM posts WHERE channel_id = ?", (team_channels(conn, 1)[0],))
+            conn.close()
+            self.sync()
+            self.assertNotIn("changed since install", srv.log())
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM reactions WHERE "
+                                      "kind = 'new'")[0][0], 1)
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            conn = ft.source_conn(self.src_db)
+            conn.execute("ALTER TABLE posts ADD COLUMN team_id INTEGER REFERENCES teams(id)")
+            conn.close()
+            cp = self.sync(expect=2)
+            self.assertIn("details in the ferry-src log", cp.stderr)
+            self.assertIn("table posts: its key or path to the tenant changed since install "
+                          "(capture routes by the old one); run ferry-src install --config %s"
+                          % self.src_conf, srv.log())
+
     def test_channel_moved_between_tenants_of_one_target(self):
         """Teams 1 and 2 mirrored into one SQLite target, a channel moved
         from team 1 to team 2: team 2's change batches (one change each)
