@@ -856,7 +856,7 @@ static int forget_left(struct run *r, struct ferry_error *err)
         rc = ferry_state_copy_put(r->state, &p, err);
         if (!rc)
             rc = ferry_state_cols_put(r->state, l.names[i], "", 0, err);
-        if (!rc && !r->opts->quiet)
+        if (!rc)
             log_warn("table %s left the scope on the source: its changes are not served; if it "
                      "comes back, it is compared on both sides and brought in step",
                      l.names[i]);

@@ -3683,8 +3683,39 @@ static int warn_rebuilt(struct ferry_db *db, const struct ferry_scope *s, struct
 static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
     struct ferry_buf shape;
+    struct ferry_stmt *st = NULL;
     int exists = 0;
     int rc = ferry_db_table_exists(db, "_ferry_capture_shape", &exists, err);
+
+    /*
+     * A table of the scope at install that is gone (dropped by a migration):
+     * its parents' triggers still name it (they touch their children), and
+     * the application's writes to them fail until install.
+     */
+    if (!rc && exists)
+        rc = ferry_db_prepare(db, "SELECT tbl FROM _ferry_capture_shape ORDER BY tbl", &st, err);
+    while (!rc && st) {
+        struct ferry_value v;
+        char name[256];
+        int row = 0, there = 0;
+
+        rc = ferry_stmt_step(st, &row, err);
+        if (rc || !row)
+            break;
+        ferry_stmt_column(st, 0, &v);
+        if (v.type != FERRY_TEXT || v.u.s.n >= sizeof(name))
+            continue;
+        memcpy(name, v.u.s.p, v.u.s.n);
+        name[v.u.s.n] = '\0';
+        rc = ferry_db_table_exists(db, name, &there, err);
+        if (!rc && !there)
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "table %s, in the scope at install, is gone (the triggers of its "
+                                 "parents still name it, and writes to them may fail); run "
+                                 "ferry-src install --config %s",
+                                 name, config_path());
+    }
+    ferry_stmt_free(st);
 
     ferry_buf_init(&shape, SQL_MAX);
     for (size_t t = 0; t < s->ntables && !rc && exists; t++) {

@@ -692,6 +692,37 @@ class SyncTest(ft.FerryTestCase):
                           "(capture routes by the old one); run ferry-src install --config %s"
                           % self.src_conf, srv.log())
 
+    def test_table_of_the_scope_dropped(self):
+        """The application drops reactions: posts' triggers still name it
+        (they touch their children), so every write to posts fails until
+        install. serve said only that reactions left the scope; now it
+        refuses and says to run install, which makes posts writable again.
+        Oracle: the application's own write, and assertTenantCopy."""
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            for db in (self.src_db, self.dst_db):
+                conn = sqlite3.connect(db)
+                conn.execute("DROP TABLE reactions")
+                conn.commit()
+                conn.close()
+            cp = self.sync(expect=2)
+            self.assertIn("details in the ferry-src log", cp.stderr)
+            self.assertIn("table reactions, in the scope at install, is gone", srv.log())
+            self.assertIn("run ferry-src install --config %s" % self.src_conf, srv.log())
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        conn = ft.source_conn(self.src_db)
+        conn.execute("UPDATE posts SET body = 'after the drop' WHERE id = (SELECT min(p.id) "
+                     "FROM posts p JOIN channels c ON c.id = p.channel_id WHERE c.team_id = 1)")
+        conn.close()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+        self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM posts WHERE body = "
+                                  "'after the drop'")[0][0], 1)
+
     def test_channel_moved_between_tenants_of_one_target(self):
         """Teams 1 and 2 mirrored into one SQLite target, a channel moved
         from team 1 to team 2: team 2's change batches (one change each)
