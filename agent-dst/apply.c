@@ -130,6 +130,7 @@ struct ferry_applier {
     int dry_run;
     int *present;  /* table exists on the target */
     int pg;        /* the target is PostgreSQL */
+    int others;    /* the batch being applied: the target holds other tenants (others_here) */
     int src_pg;    /* the source is PostgreSQL (declared types are format_type names) */
     int src_known; /* the manifest named the source's engine */
     int replica;   /* PostgreSQL session_replication_role = replica: no FK triggers */
@@ -358,6 +359,41 @@ int ferry_applier_has_table(struct ferry_applier *a, const char *table)
     int t = ferry_scope_find(a->scope, table);
 
     return t >= 0 && a->present[t];
+}
+
+/*
+ * *others: the target's root table holds a row of another tenant, so rows
+ * of the scope may be another tenant's there (new_owner_clash). A tenant
+ * mirrored into the same target brings its root row with it; a target
+ * with none holds no row another tenant owns, and the check is spared.
+ */
+static int others_here(struct ferry_applier *a, int *others, struct ferry_error *err)
+{
+    const struct ferry_table_info *root = ferry_scope_root(a->scope);
+    struct ferry_buf sql;
+    int64_t n = 0;
+    int rc;
+
+    *others = 0;
+    if (!a->present[0] || ferry_table_npk(root) != 1)
+        return FERRY_OK;
+    ferry_buf_init(&sql, SQL_MAX);
+    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM (SELECT 1 FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, root->name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " AS \"_r\" WHERE NOT COALESCE(\"_r\".");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, root->cols[ferry_table_pkcol(root, 0)].name);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " = ?, FALSE) LIMIT 1) AS \"_x\"");
+    if (rc)
+        rc = ferry_error_set(err, rc, "cannot build the check of %s", root->name);
+    else
+        rc = ferry_db_query_int(a->db, sql.data, &a->tenant, 1, &n, err);
+    ferry_buf_release(&sql);
+    *others = n > 0;
+    return rc;
 }
 
 int ferry_applier_holds_tenant(struct ferry_applier *a, int *holds, struct ferry_error *err)
@@ -1313,7 +1349,7 @@ static int pg_apply_upserts(struct ferry_applier *a, size_t t, const struct ferr
     if (rc)
         return ferry_error_prefix(err, "applying %s", set->table);
     /* the rows as written: none may be another tenant's through its parents (new_owner_clash) */
-    if (!snapshot)
+    if (!snapshot && a->others)
         rc = check_staged_clash(a, t, ts->upserts.clash, 0, err);
     if (rc)
         return rc;
@@ -1720,6 +1756,14 @@ static int apply_sets(struct ferry_applier *a, const struct ferry_batch *b, int 
     rc = ferry_db_begin(a->db, err);
     if (rc)
         return rc;
+    a->others = 0;
+    if (b->kind == FERRY_KIND_CHANGES && !deletes_only) {
+        rc = others_here(a, &a->others, err);
+        if (rc) {
+            ferry_db_rollback(a->db);
+            return rc;
+        }
+    }
     if (a->pg)
         for (size_t t = 0; t < a->scope->ntables; t++) {
             a->st[t].upserts.dirty = 0; /* ON COMMIT DELETE ROWS emptied them */
@@ -1752,7 +1796,7 @@ static int apply_sets(struct ferry_applier *a, const struct ferry_batch *b, int 
             rc = pg_apply_deletes(a, (size_t)t, set, &c, err);
         else
             rc = apply_deletes(a, (size_t)t, set, &c, err);
-        if (!rc && set->op == FERRY_OP_UPSERT && !a->pg && b->kind == FERRY_KIND_CHANGES)
+        if (!rc && set->op == FERRY_OP_UPSERT && !a->pg && a->others)
             rc = new_owner_clash(a, (size_t)t, set, err);
     }
     if (!rc && a->pg)
