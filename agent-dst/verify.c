@@ -948,13 +948,15 @@ static int compare_all(struct vrun *r, struct ferry_error *err)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
     difflist_release(&r->cur);
     /*
-     * A table under one the repair wrote to: a parent written back makes
-     * its children the tenant's again, orphans the target kept among them.
+     * A table under one the repair wrote missing rows to: a parent written
+     * back makes its children the tenant's again, orphans the target kept
+     * among them. (A row that differed stays the tenant's, and so do its
+     * children; the children of an extra one were extra with it.)
      */
     for (size_t t = 0; t < r->rep->ntables; t++) {
-        todo[t] = !r->recheck_only;
-        for (int a = (int)t; !todo[t] && a >= 0; a = r->scope->tables[a].parent)
-            todo[t] = table_differs(&r->rep->tables[a]);
+        todo[t] = !r->recheck_only || table_differs(&r->rep->tables[t]);
+        for (int a = r->scope->tables[t].parent; !todo[t] && a >= 0; a = r->scope->tables[a].parent)
+            todo[t] = r->rep->tables[a].missing > 0;
     }
     for (size_t t = 0; t < r->rep->ntables; t++) {
         struct ferry_verify_table *vt = &r->rep->tables[t];
