@@ -858,7 +858,8 @@ static int forget_left(struct run *r, struct ferry_error *err)
             rc = ferry_state_cols_put(r->state, l.names[i], "", 0, err);
         if (!rc)
             log_warn("table %s left the scope on the source: its changes are not served; if it "
-                     "comes back, it is compared on both sides and brought in step",
+                     "comes back, its rows are compared on both sides and brought in step (not "
+                     "its children's whose parent went meanwhile: README, Limits)",
                      l.names[i]);
     }
     free(l.names);

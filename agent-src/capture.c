@@ -2056,52 +2056,43 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
 }
 
 /*
- * What a table's triggers name, as text: the table's
- * key columns and their types, its foreign key to its parent on the path
- * to the root (the columns and their types, the parent and its columns),
- * or the scope predicate of a [table] section. PL/pgSQL keeps those names
- * in the functions' text: a key or path column renamed, a key changed or a
- * path moved leaves functions that fail the application's writes to the
- * table (a field NEW no longer has) or log its changes under the old key,
- * until install writes them anew. Install keeps each table's shape in
- * _ferry_capture_shape, and serve compares (ferry_capture_check). SQLite
- * rewrites its triggers' text itself on a rename, so there columns go by
- * their position, not their name; a path that moved (a foreign key added
- * to a nearer parent) leaves its triggers routing by the old one all the
- * same.
+ * What a table's triggers depend on, as text: on PostgreSQL the table's key
+ * columns (names and types: the key map's columns have those types) and
+ * the columns of its foreign key to its parent on the path to the root
+ * (names) with the parent's; or the scope predicate of a [table] section.
+ * PL/pgSQL keeps those names in the functions' text: a key or path column
+ * renamed, a key changed or a path moved leaves functions that fail the
+ * application's writes to the table (a field NEW no longer has) or log its
+ * changes under the old key, until install writes them anew. Install keeps
+ * each table's shape in _ferry_capture_shape, and serve compares
+ * (ferry_capture_check). SQLite rewrites its triggers' text on a rename,
+ * and changing a key or a foreign key there rebuilds the table (which
+ * drops its triggers): what is left to see is a path that moved to another
+ * parent (a foreign key added to a nearer one), so there the shape is the
+ * key's width and the parent only, which neither a rename nor a dropped
+ * column changes.
  */
 static int capture_shape(const struct ferry_db *db, const struct ferry_scope *s, size_t t,
                          struct ferry_buf *b)
 {
     const struct ferry_scope_table *st = &s->tables[t];
     const struct ferry_table_info *ti = &st->info;
-    int by_pos = ferry_db_engine(db) != FERRY_ENGINE_PG;
-    int rc = ferry_buf_adds(b, "key");
+    int pg = ferry_db_engine(db) == FERRY_ENGINE_PG;
+    int rc = ferry_buf_addf(b, "key %zu", ferry_table_npk(ti));
 
-    for (size_t k = 0; k < ferry_table_npk(ti) && !rc; k++) {
-        int at = ferry_table_pkcol(ti, k);
-        const struct ferry_column *c = &ti->cols[at];
+    for (size_t k = 0; k < ferry_table_npk(ti) && !rc && pg; k++) {
+        const struct ferry_column *c = &ti->cols[ferry_table_pkcol(ti, k)];
 
-        rc = by_pos ? ferry_buf_addf(b, " #%d:%s", at, c->type ? c->type : "")
-                    : ferry_buf_addf(b, " %s:%s", c->name, c->type ? c->type : "");
+        rc = ferry_buf_addf(b, " %s:%s", c->name, c->type ? c->type : "");
     }
     if (!rc && ti->scope_sql)
         rc = ferry_buf_addf(b, "; scope %s", ti->scope_sql);
     if (!rc && st->parent >= 0 && st->fk >= 0) {
         const struct ferry_fkey *fk = &ti->fks[st->fk];
-        const struct ferry_table_info *pi = &s->tables[st->parent].info;
 
         rc = ferry_buf_addf(b, "; to %s", fk->parent);
-        for (size_t i = 0; i < fk->ncols && !rc; i++) {
-            int c = ferry_table_colidx(ti, fk->cols[i]);
-            const char *type = c >= 0 && ti->cols[c].type ? ti->cols[c].type : "";
-
-            if (by_pos)
-                rc =
-                    ferry_buf_addf(b, " #%d:%s=#%d", c, type, ferry_table_colidx(pi, fk->pcols[i]));
-            else
-                rc = ferry_buf_addf(b, " %s:%s=%s", fk->cols[i], type, fk->pcols[i]);
-        }
+        for (size_t i = 0; i < fk->ncols && !rc && pg; i++)
+            rc = ferry_buf_addf(b, " %s=%s", fk->cols[i], fk->pcols[i]);
     }
     return rc;
 }
@@ -3741,11 +3732,31 @@ static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
                                  "--repair",
                                  name,
                                  ferry_db_engine(db) == FERRY_ENGINE_PG
-                                     ? "writes to it may fail"
+                                     ? "capture names the old; writes may fail"
                                      : "capture routes by the old one",
                                  config_path());
     }
     ferry_buf_release(&shape);
+    /*
+     * An install from before the shapes were kept chose, of several foreign
+     * keys to the same parent, the first the catalog lists; this ferry-src
+     * prefers a NOT NULL one (ferry_scope_build). Where the two differ, its
+     * triggers route by the other path.
+     */
+    for (size_t t = 0; t < s->ntables && !rc && !exists; t++) {
+        const struct ferry_scope_table *sc = &s->tables[t];
+
+        for (int j = 0; sc->parent >= 0 && sc->fk > 0 && j < sc->fk && !rc; j++)
+            if (sc->info.fks[j].ncols &&
+                strcmp(sc->info.fks[j].parent, sc->info.fks[sc->fk].parent) == 0)
+                rc = ferry_error_set(err, FERRY_ECONFIG,
+                                     "table %s: this ferry-src reaches the tenant through %s, "
+                                     "the older one that installed capture through %s; run "
+                                     "ferry-src install --config %s, then ferry-dst verify "
+                                     "--repair",
+                                     sc->info.name, sc->info.fks[sc->fk].cols[0],
+                                     sc->info.fks[j].cols[0], config_path());
+    }
     return rc;
 }
 

@@ -665,11 +665,21 @@ class SyncTest(ft.FerryTestCase):
         install runs again, and says so. A key column renamed (SQLite
         rewrites the triggers) needs nothing. Oracles: SQL, verify."""
         self.make_source(teams=2, posts_per_team=20)
+        conn = ft.source_conn(self.src_db)
+        conn.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, legacy TEXT, "
+                     "channel_id INTEGER NOT NULL REFERENCES channels(id))")
+        conn.execute("INSERT INTO notes SELECT id, 'old', id FROM channels")
+        conn.close()
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync()
+            # a column before the path's dropped, a key column renamed: SQLite
+            # rewrites the triggers, nothing to refuse
             for db in (self.src_db, self.dst_db):
                 conn = sqlite3.connect(db)
+                conn.execute("ALTER TABLE notes DROP COLUMN legacy")
                 conn.execute("ALTER TABLE reactions RENAME COLUMN emoji TO kind")
                 conn.commit()
                 conn.close()
@@ -681,6 +691,9 @@ class SyncTest(ft.FerryTestCase):
             self.assertNotIn("changed since install", srv.log())
             self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM reactions WHERE "
                                       "kind = 'new'")[0][0], 1)
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM notes")[0][0],
+                             ft.query(self.src_db, "SELECT count(*) FROM notes n JOIN channels "
+                                      "c ON c.id = n.channel_id WHERE c.team_id = 1")[0][0])
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
             conn = ft.source_conn(self.src_db)
