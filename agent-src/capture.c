@@ -3701,9 +3701,9 @@ static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
         rc = ferry_db_table_exists(db, name, &there, err);
         if (!rc && !there)
             rc = ferry_error_set(err, FERRY_ECONFIG,
-                                 "table %s, in the scope at install, is gone (the triggers of its "
-                                 "parents still name it, and writes to them may fail); run "
-                                 "ferry-src install --config %s",
+                                 "table %s, in the scope at install, is gone (its parents' "
+                                 "triggers name it: writes to them may fail); run ferry-src "
+                                 "install --config %s",
                                  name, config_path());
     }
     ferry_stmt_free(st);
@@ -3728,13 +3728,12 @@ static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
         if (!rc && !same)
             rc = ferry_error_set(err, FERRY_ECONFIG,
                                  "table %s: its key or path to the tenant changed since install "
-                                 "(%s); run ferry-src install --config %s, then ferry-dst verify "
+                                 "(%s); run ferry-src install again, then ferry-dst verify "
                                  "--repair",
                                  name,
                                  ferry_db_engine(db) == FERRY_ENGINE_PG
                                      ? "capture names the old; writes may fail"
-                                     : "capture routes by the old one",
-                                 config_path());
+                                     : "capture routes by the old one");
     }
     ferry_buf_release(&shape);
     /*
@@ -3751,9 +3750,8 @@ static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
                 strcmp(sc->info.fks[j].parent, sc->info.fks[sc->fk].parent) == 0)
                 rc = ferry_error_set(err, FERRY_ECONFIG,
                                      "table %s: this ferry-src reaches the tenant through %s, "
-                                     "the older one that installed capture through %s; run "
-                                     "ferry-src install --config %s, then ferry-dst verify "
-                                     "--repair",
+                                     "its older install through %s; run ferry-src install "
+                                     "--config %s, then ferry-dst verify --repair",
                                      sc->info.name, sc->info.fks[sc->fk].cols[0],
                                      sc->info.fks[j].cols[0], config_path());
     }

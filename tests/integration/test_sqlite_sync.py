@@ -702,8 +702,8 @@ class SyncTest(ft.FerryTestCase):
             cp = self.sync(expect=2)
             self.assertIn("details in the ferry-src log", cp.stderr)
             self.assertIn("table posts: its key or path to the tenant changed since install "
-                          "(capture routes by the old one); run ferry-src install --config %s"
-                          % self.src_conf, srv.log())
+                          "(capture routes by the old one); run ferry-src install again, then "
+                          "ferry-dst verify --repair", srv.log())
 
     def test_table_of_the_scope_dropped(self):
         """The application drops reactions: posts' triggers still name it
