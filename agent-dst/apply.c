@@ -112,7 +112,7 @@ struct table_stmts {
     int *colmap; /* set column i -> target column index (for the check) */
     struct ferry_stmt *del;
     struct ferry_stmt *exists;
-    struct ferry_stmt *elsewhere; /* SQLite: a row of the key another tenant's (new_owner_clash) */
+    struct ferry_stmt *elsewhere; /* the key's row, when another tenant's (new_owner_clash) */
     /* PostgreSQL: staging for upserts (the header comment) and for deletes (pg_apply_deletes) */
     struct stage upserts, deletes;
     int no_direct; /* a direct COPY of a page failed: stage from now on */
@@ -1036,6 +1036,13 @@ static int prepare_delete(struct ferry_applier *a, size_t t, struct ferry_error 
             rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         if (!rc)
             rc = ferry_db_prepare(a->db, sql.data, &ts->exists, err);
+        ferry_buf_reset(&sql);
+        if (!rc && (ferry_buf_adds(&sql, "SELECT 1 FROM ") || ferry_buf_add_ident(&sql, ti->name) ||
+                    ferry_buf_addf(&sql, " AS \"_o\" WHERE %s AND NOT COALESCE(%s = ?, TRUE)",
+                                   where.data, owner.data)))
+            rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        if (!rc)
+            rc = ferry_db_prepare(a->db, sql.data, &ts->elsewhere, err);
     } else {
         rc = ferry_error_set(err, rc, "cannot build delete for %s", ti->name);
     }
@@ -1438,34 +1445,8 @@ static int new_owner_clash(struct ferry_applier *a, size_t t, const struct ferry
             return ferry_error_set(err, FERRY_EPROTO, "a change of %s without its key column %s",
                                    ti->name, name);
     }
-    if (!ts->elsewhere) {
-        struct ferry_buf sql, owner;
-
-        ferry_buf_init(&sql, SQL_MAX);
-        ferry_buf_init(&owner, SQL_MAX);
-        rc = ferry_scope_owner(a->scope, t, "\"_o\".", &owner);
-        if (!rc)
-            rc = ferry_buf_adds(&sql, "SELECT 1 FROM ");
-        if (!rc)
-            rc = ferry_buf_add_ident(&sql, ti->name);
-        if (!rc)
-            rc = ferry_buf_adds(&sql, " AS \"_o\" WHERE ");
-        for (size_t k = 0; k < npk && !rc; k++) {
-            rc = ferry_buf_adds(&sql, k ? " AND \"_o\"." : "\"_o\".");
-            if (!rc)
-                rc = ferry_buf_add_ident(&sql, ti->cols[ferry_table_pkcol(ti, k)].name);
-            if (!rc)
-                rc = ferry_buf_adds(&sql, " = ?");
-        }
-        if (!rc)
-            rc = ferry_buf_addf(&sql, " AND NOT COALESCE(%s = ?, TRUE)", owner.data);
-        if (rc)
-            rc = ferry_error_set(err, rc, "cannot build the owner check of %s", ti->name);
-        else
-            rc = ferry_db_prepare(a->db, sql.data, &ts->elsewhere, err);
-        ferry_buf_release(&sql);
-        ferry_buf_release(&owner);
-    }
+    /* the key's row of another tenant: prepared with the delete, which shares its SQL */
+    rc = prepare_delete(a, t, err);
     for (size_t r = 0; r < set->nrows && !rc; r++) {
         const struct ferry_value *row = &set->vals[r * set->ncols];
         int has = 0;

@@ -784,22 +784,22 @@ static int copy_done(struct run *r, const char *table)
     return ferry_state_copy_get(r->state, table, &p, &e) == FERRY_OK && p.done;
 }
 
-/* Whether table's copy was made once (its columns are recorded; none once it left, forget_left). */
-static int copied_before(struct run *r, const char *table)
+/*
+ * What the state says of table's earlier copies, by the columns it records
+ * for them: COPY_NONE (none made), COPY_MADE (one made, with its columns),
+ * COPY_LEFT (made, then forgotten when the table left the scope: no
+ * columns, forget_left).
+ */
+enum { COPY_NONE, COPY_MADE, COPY_LEFT };
+
+static int copy_record(struct run *r, const char *table)
 {
     size_t len = 0;
     struct ferry_error e;
 
-    return ferry_state_cols_get(r->state, table, NULL, 0, &len, &e) == FERRY_OK && len > 0;
-}
-
-/* Whether table's copy was forgotten when it left the scope (forget_left). */
-static int left_before(struct run *r, const char *table)
-{
-    size_t len = 1;
-    struct ferry_error e;
-
-    return ferry_state_cols_get(r->state, table, NULL, 0, &len, &e) == FERRY_OK && len == 0;
+    if (ferry_state_cols_get(r->state, table, NULL, 0, &len, &e) != FERRY_OK)
+        return COPY_NONE;
+    return len > 0 ? COPY_MADE : COPY_LEFT;
 }
 
 /* forget_left's walk: the tables copied (done) that the manifest does not name. */
@@ -835,8 +835,9 @@ static int note_left(const struct ferry_copy_progress *p, void *arg)
  * While streaming: a table copied before that the manifest no longer names
  * left the scope (its foreign key dropped, say, or excluded), and its
  * changes are not served meanwhile. Its copy is forgotten, so that if it
- * comes back it is copied whole, as a table new to the scope
- * (copy_joined), instead of going on from the mark past what it missed.
+ * comes back copy_joined compares it on both sides (added_same, every
+ * column) and pulls again what differs, or copies it again, instead of
+ * going on from the mark past what it missed.
  */
 static int forget_left(struct run *r, struct ferry_error *err)
 {
@@ -994,12 +995,13 @@ static int copy_joined(struct run *r, struct ferry_error *err)
     deltas_stop(r); /* the client is this thread's again */
     for (size_t i = 0; i < r->manifest->ntables && !rc; i++) {
         const struct ferry_table_info *ti = &r->manifest->tables[i];
-        int again, back;
+        int rec, again, back;
 
         if (copy_done(r, ti->name))
             continue;
-        again = copied_before(r, ti->name);
-        back = !again && left_before(r, ti->name);
+        rec = copy_record(r, ti->name);
+        again = rec == COPY_MADE;
+        back = rec == COPY_LEFT;
         if (again || back) {
             int same = added_same(r, ti, back, err);
 
@@ -1098,7 +1100,7 @@ static int dry_run(struct run *r, struct ferry_error *err)
 
             if (copy_done(r, ti->name))
                 continue;
-            if (copied_before(r, ti->name))
+            if (copy_record(r, ti->name) == COPY_MADE)
                 printf("  %-24s %10" PRId64 " rows  would be copied again unless the target "
                        "holds the same values: columns were added, masked or unmasked on the "
                        "source since its copy\n",

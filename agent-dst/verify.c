@@ -726,6 +726,15 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
     return rc;
 }
 
+/* Whether the source's engine is the target's (the manifest says which it is). */
+static int same_engine(const struct vrun *r)
+{
+    const char *src = r->manifest->engine;
+
+    return r->db && src &&
+           (strcmp(src, "postgresql") == 0) == (ferry_db_engine(r->db) == FERRY_ENGINE_PG);
+}
+
 /*
  * r->coerce for table t (present on the target, its columns dst): when the source is the
  * other engine, how the target stores each column's values, by the type of
@@ -737,12 +746,11 @@ static int target_coercions(struct vrun *r, size_t t, const struct ferry_table_i
                             struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &r->scope->tables[t].info;
-    const char *src = r->manifest->engine;
     int engine = ferry_db_engine(r->db);
     int any = 0;
 
     /* r->coerce is NULL here (compare_table) */
-    if (!src || !ti->ncols || (strcmp(src, "postgresql") == 0) == (engine == FERRY_ENGINE_PG))
+    if (!r->manifest->engine || !ti->ncols || same_engine(r))
         return FERRY_OK;
     r->coerce = calloc(ti->ncols, 1);
     if (!r->coerce)
@@ -761,15 +769,6 @@ static int target_coercions(struct vrun *r, size_t t, const struct ferry_table_i
     }
     r->ncoerce = ti->ncols;
     return FERRY_OK;
-}
-
-/* Whether the source's engine is the target's (the manifest says which it is). */
-static int same_engine(const struct vrun *r)
-{
-    const char *src = r->manifest->engine;
-
-    return r->db && src &&
-           (strcmp(src, "postgresql") == 0) == (ferry_db_engine(r->db) == FERRY_ENGINE_PG);
 }
 
 /*

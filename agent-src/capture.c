@@ -3666,26 +3666,16 @@ static int warn_rebuilt(struct ferry_db *db, const struct ferry_scope *s, struct
 }
 
 /*
- * Every table's triggers were written for its shape
- * of now (capture_shape). An install from before the shapes were kept
- * notes none: nothing to compare (its version is older, and serve says
- * so).
+ * A table of the scope at install that is gone (dropped by a migration):
+ * its parents' triggers still name it (they touch their children), and the
+ * application's writes to them fail until install.
  */
-static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+static int check_gone(struct ferry_db *db, struct ferry_error *err)
 {
-    struct ferry_buf shape;
     struct ferry_stmt *st = NULL;
-    int exists = 0;
-    int rc = ferry_db_table_exists(db, "_ferry_capture_shape", &exists, err);
+    int rc = ferry_db_prepare(db, "SELECT tbl FROM _ferry_capture_shape ORDER BY tbl", &st, err);
 
-    /*
-     * A table of the scope at install that is gone (dropped by a migration):
-     * its parents' triggers still name it (they touch their children), and
-     * the application's writes to them fail until install.
-     */
-    if (!rc && exists)
-        rc = ferry_db_prepare(db, "SELECT tbl FROM _ferry_capture_shape ORDER BY tbl", &st, err);
-    while (!rc && st) {
+    while (!rc) {
         struct ferry_value v;
         char name[256];
         int row = 0, there = 0;
@@ -3707,9 +3697,17 @@ static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
                                  name, config_path());
     }
     ferry_stmt_free(st);
+    return rc;
+}
+
+/* Every table's triggers were written for its shape of now (capture_shape). */
+static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+{
+    struct ferry_buf shape;
+    int rc = FERRY_OK;
 
     ferry_buf_init(&shape, SQL_MAX);
-    for (size_t t = 0; t < s->ntables && !rc && exists; t++) {
+    for (size_t t = 0; t < s->ntables && !rc; t++) {
         const char *name = s->tables[t].info.name;
         struct ferry_value args[2];
         int64_t same = 0;
@@ -3736,25 +3734,45 @@ static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
                                      : "capture routes by the old one");
     }
     ferry_buf_release(&shape);
-    /*
-     * An install from before the shapes were kept chose, of several foreign
-     * keys to the same parent, the first the catalog lists; this ferry-src
-     * prefers a NOT NULL one (ferry_scope_build). Where the two differ, its
-     * triggers route by the other path.
-     */
-    for (size_t t = 0; t < s->ntables && !rc && !exists; t++) {
+    return rc;
+}
+
+/*
+ * An install from before the shapes were kept (none to compare) chose, of
+ * several foreign keys to the same parent, the first the catalog lists;
+ * this ferry-src prefers a NOT NULL one (ferry_scope_build). Where the two
+ * differ, its triggers route by the other path.
+ */
+static int check_older_paths(const struct ferry_scope *s, struct ferry_error *err)
+{
+    for (size_t t = 0; t < s->ntables; t++) {
         const struct ferry_scope_table *sc = &s->tables[t];
 
-        for (int j = 0; sc->parent >= 0 && sc->fk > 0 && j < sc->fk && !rc; j++)
+        for (int j = 0; sc->parent >= 0 && sc->fk > 0 && j < sc->fk; j++)
             if (sc->info.fks[j].ncols &&
                 strcmp(sc->info.fks[j].parent, sc->info.fks[sc->fk].parent) == 0)
-                rc = ferry_error_set(err, FERRY_ECONFIG,
-                                     "table %s: this ferry-src reaches the tenant through %s, "
-                                     "its older install through %s; run ferry-src install "
-                                     "--config %s, then ferry-dst verify --repair",
-                                     sc->info.name, sc->info.fks[sc->fk].cols[0],
-                                     sc->info.fks[j].cols[0], config_path());
+                return ferry_error_set(err, FERRY_ECONFIG,
+                                       "table %s: this ferry-src reaches the tenant through %s, "
+                                       "its older install through %s; run ferry-src install "
+                                       "--config %s, then ferry-dst verify --repair",
+                                       sc->info.name, sc->info.fks[sc->fk].cols[0],
+                                       sc->info.fks[j].cols[0], config_path());
     }
+    return FERRY_OK;
+}
+
+/* The checks of what install noted of the scope's tables (capture_shape). */
+static int check_noted(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
+{
+    int noted = 0;
+    int rc = ferry_db_table_exists(db, "_ferry_capture_shape", &noted, err);
+
+    if (!rc && !noted)
+        return check_older_paths(s, err);
+    if (!rc)
+        rc = check_gone(db, err);
+    if (!rc)
+        rc = check_shapes(db, s, err);
     return rc;
 }
 
@@ -3795,7 +3813,7 @@ int ferry_capture_check(struct ferry_db *db, const struct ferry_scope *s, struct
     }
     rc = check_version(db, err);
     if (!rc)
-        rc = check_shapes(db, s, err);
+        rc = check_noted(db, s, err);
     for (size_t t = 0; t < s->ntables && !rc; t++)
         rc = ferry_db_engine(db) == FERRY_ENGINE_PG
                  ? pg_check_partitions(db, &s->tables[t].info, err)

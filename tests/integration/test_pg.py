@@ -2199,6 +2199,21 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                              ["%d|9000" % held])
             self.assertEqual(pg_rows(self.dst_url, "posts", 1), pg_rows(self.src_url, "posts", 1))
 
+    def two_tenants_one_target(self, srv, extra=""):
+        """Teams 1 and 2 mirrored into one target database (the second with
+        its own state and key, extra in its config): their configs and a
+        quiet sync of each, {team: ...}."""
+        import ferryauth
+        self.pg_target(srv.url, tenant=1)
+        conf = {1: self.dst_conf}
+        conf[2] = ft.write_dst_conf(self.path("dst-2.conf"), self.dst_url, self.path("state-2"),
+                                    2, srv.url, extra=extra, identity=ft.test_key("dst-2"),
+                                    public_key=ft.test_key("src") + ".pub")
+        ferryauth.authorize(self.src_conf, 2, ft.test_key("dst-2"))
+        run = {t: (lambda t=t: ft.run_dst(["sync", "--quiet", "--config", conf[t]]))
+               for t in (1, 2)}
+        return conf, run
+
     def test_channel_moved_between_tenants_of_one_target(self):
         """Teams 1 and 2 mirrored into one target, a channel moved from team
         1 to team 2: team 2's change batches (one change each) bring the
@@ -2212,17 +2227,7 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
         source, and verify of both teams."""
         self.pg_source()
         with self.serve() as srv:
-            self.pg_target(srv.url, tenant=1)
-            conf = {1: self.dst_conf}
-            conf[2] = ft.write_dst_conf(self.path("dst-2.conf"), self.dst_url,
-                                        self.path("state-2"), 2, srv.url,
-                                        extra="batch_rows = 1\n",
-                                        identity=ft.test_key("dst-2"),
-                                        public_key=ft.test_key("src") + ".pub")
-            import ferryauth
-            ferryauth.authorize(self.src_conf, 2, ft.test_key("dst-2"))
-            run = {t: (lambda t=t: ft.run_dst(["sync", "--quiet", "--config", conf[t]]))
-                   for t in (1, 2)}
+            conf, run = self.two_tenants_one_target(srv, extra="batch_rows = 1\n")
             for t in (1, 2):
                 cp = run[t]()
                 self.assertEqual(cp.returncode, 0, cp.stderr)
@@ -2257,16 +2262,7 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
         self.pg_source()
         psql(self.src_url, "INSERT INTO tags VALUES ('swap-a', 1), ('swap-b', 2)")
         with self.serve() as srv:
-            self.pg_target(srv.url, tenant=1)
-            conf = {1: self.dst_conf}
-            conf[2] = ft.write_dst_conf(self.path("dst-2.conf"), self.dst_url,
-                                        self.path("state-2"), 2, srv.url,
-                                        identity=ft.test_key("dst-2"),
-                                        public_key=ft.test_key("src") + ".pub")
-            import ferryauth
-            ferryauth.authorize(self.src_conf, 2, ft.test_key("dst-2"))
-            run = {t: (lambda t=t, *a: ft.run_dst(["sync", "--quiet", "--config", conf[t]]))
-                   for t in (1, 2)}
+            conf, run = self.two_tenants_one_target(srv)
             for t in (1, 2):
                 cp = run[t]()
                 self.assertEqual(cp.returncode, 0, cp.stderr)
