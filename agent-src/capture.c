@@ -32,6 +32,7 @@
 #include "freeze.h"
 #include "../common/log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -2072,8 +2073,43 @@ static int write_version(struct ferry_db *db, struct ferry_error *err)
  * key's width and the parent only, which neither a rename nor a dropped
  * column changes.
  */
+static int word_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || (c & 0x80);
+}
+
+/*
+ * A [table] scope predicate as the shape notes it: whitespace outside
+ * quotes dropped, or one space where it parts two words, so that a
+ * predicate only reflowed in the config stays the same.
+ */
+static int add_predicate(struct ferry_buf *b, const char *sql)
+{
+    char quote = 0;
+    int rc = FERRY_OK;
+
+    for (const char *p = sql; *p && !rc; p++) {
+        if (!quote && isspace((unsigned char)*p)) {
+            while (isspace((unsigned char)p[1]))
+                p++;
+            if (b->len && word_char(b->data[b->len - 1]) && word_char(p[1]))
+                rc = ferry_buf_add(b, " ", 1);
+            continue;
+        }
+        if (*p == quote)
+            quote = 0;
+        else if (!quote && (*p == '\'' || *p == '"'))
+            quote = *p;
+        rc = ferry_buf_add(b, p, 1);
+    }
+    return rc;
+}
+
+/* capture_shape with the predicate as written (the shapes version 9's installs noted) */
+#define SHAPE_RAW 1
+
 static int capture_shape(const struct ferry_db *db, const struct ferry_scope *s, size_t t,
-                         struct ferry_buf *b)
+                         int flags, struct ferry_buf *b)
 {
     const struct ferry_scope_table *st = &s->tables[t];
     const struct ferry_table_info *ti = &st->info;
@@ -2086,7 +2122,8 @@ static int capture_shape(const struct ferry_db *db, const struct ferry_scope *s,
         rc = ferry_buf_addf(b, " %s:%s", c->name, c->type ? c->type : "");
     }
     if (!rc && ti->scope_sql)
-        rc = ferry_buf_addf(b, "; scope %s", ti->scope_sql);
+        rc = (flags & SHAPE_RAW) ? ferry_buf_addf(b, "; scope %s", ti->scope_sql)
+                                 : ferry_buf_addf(b, "; scope ") || add_predicate(b, ti->scope_sql);
     if (!rc && st->parent >= 0 && st->fk >= 0) {
         const struct ferry_fkey *fk = &ti->fks[st->fk];
 
@@ -2112,7 +2149,7 @@ static int write_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
         int64_t none = 0;
 
         ferry_buf_reset(&shape);
-        if (capture_shape(db, s, t, &shape))
+        if (capture_shape(db, s, t, 0, &shape))
             rc = ferry_error_set(err, FERRY_ETOOBIG, "the key of %s is too long to note",
                                  s->tables[t].info.name);
         args[0] = ferry_value_text(s->tables[t].info.name, strlen(s->tables[t].info.name));
@@ -3700,6 +3737,49 @@ static int check_gone(struct ferry_db *db, struct ferry_error *err)
     return rc;
 }
 
+/*
+ * *same: on SQLite, table's insert trigger reads each column of its path's
+ * foreign key (NEW."col"). The shape there names only the parent: of two
+ * nullable foreign keys to it, the one a migration added can take the path
+ * (SQLite lists it first) with the shape unchanged, while the triggers
+ * route by the other. SQLite rewrites the trigger's text when a column is
+ * renamed, so the names stay comparable.
+ */
+static int sqlite_path_read(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                            int64_t *same, struct ferry_error *err)
+{
+    const struct ferry_scope_table *st = &s->tables[t];
+    char trig[FERRY_OBJNAME_SIZE];
+    int rc = FERRY_OK;
+
+    *same = 1;
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG || st->parent < 0 || st->fk < 0)
+        return FERRY_OK;
+    if (ferry_scope_objname(trig, "i", st->info.name))
+        return ferry_error_set(err, FERRY_EINTERNAL, "cannot name a trigger");
+    for (size_t i = 0; i < st->info.fks[st->fk].ncols && *same && !rc; i++) {
+        struct ferry_value args[2];
+        struct ferry_buf col;
+
+        ferry_buf_init(&col, 1024);
+        rc = ferry_buf_add(&col, "NEW.", 4) ||
+             ferry_buf_add_ident(&col, st->info.fks[st->fk].cols[i]);
+        if (rc) {
+            ferry_buf_release(&col);
+            return ferry_error_set(err, FERRY_ETOOBIG, "a column name of %s is too long",
+                                   st->info.name);
+        }
+        args[0] = ferry_value_text(trig, strlen(trig));
+        args[1] = ferry_value_text(col.data, col.len);
+        rc = ferry_db_query_int(db,
+                                "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND "
+                                "name = ? AND instr(sql, ?) > 0",
+                                args, 2, same, err);
+        ferry_buf_release(&col);
+    }
+    return rc;
+}
+
 /* Every table's triggers were written for its shape of now (capture_shape). */
 static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
@@ -3712,17 +3792,21 @@ static int check_shapes(struct ferry_db *db, const struct ferry_scope *s, struct
         struct ferry_value args[2];
         int64_t same = 0;
 
-        ferry_buf_reset(&shape);
-        if (capture_shape(db, s, t, &shape)) {
-            rc = ferry_error_set(err, FERRY_ETOOBIG, "the key of %s is too long to note", name);
-            break;
+        for (int flags = 0; flags <= SHAPE_RAW && !same && !rc; flags += SHAPE_RAW) {
+            ferry_buf_reset(&shape);
+            if (capture_shape(db, s, t, flags, &shape)) {
+                rc = ferry_error_set(err, FERRY_ETOOBIG, "the key of %s is too long to note", name);
+                break;
+            }
+            args[0] = ferry_value_text(name, strlen(name));
+            args[1] = ferry_value_text(shape.data, shape.len);
+            rc = ferry_db_query_int(db,
+                                    "SELECT count(*) FROM _ferry_capture_shape WHERE tbl = ? AND "
+                                    "shape = ?",
+                                    args, 2, &same, err);
         }
-        args[0] = ferry_value_text(name, strlen(name));
-        args[1] = ferry_value_text(shape.data, shape.len);
-        rc = ferry_db_query_int(db,
-                                "SELECT count(*) FROM _ferry_capture_shape WHERE tbl = ? AND "
-                                "shape = ?",
-                                args, 2, &same, err);
+        if (!rc && same)
+            rc = sqlite_path_read(db, s, t, &same, err);
         if (!rc && !same)
             rc = ferry_error_set(err, FERRY_ECONFIG,
                                  "table %s: its key or path to the tenant changed since install "

@@ -16,6 +16,7 @@
 #include "scope.h"
 
 #include "crypto.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -317,6 +318,9 @@ static int name_in(char **names, size_t n, const char *name)
     return 0;
 }
 
+/* Said once per process (ferry_scope_resolve runs per request). */
+static int warned_exclude;
+
 int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
                         struct ferry_scope **out, struct ferry_error *err)
 {
@@ -329,12 +333,17 @@ int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
     rc = ferry_db_tables(db, &names, &nnames, err);
     if (rc)
         goto out;
-    for (size_t i = 0; i < cfg->scope.nexclude; i++) {
+    /*
+     * An excluded table that is not there is said, not refused: a
+     * migration that drops it must not stop every request; a misspelt
+     * name leaves the table meant in the scope, which ferry-src scope shows.
+     */
+    for (size_t i = 0; i < cfg->scope.nexclude && !warned_exclude; i++) {
         if (!name_in(names, nnames, cfg->scope.exclude[i])) {
-            rc = ferry_error_set(err, FERRY_ECONFIG,
-                                 "config %s: [scope] exclude names table %s, which does not exist",
-                                 cfg->path, cfg->scope.exclude[i]);
-            goto out;
+            log_warn("config %s: [scope] exclude names table %s, which does not exist "
+                     "(dropped, or misspelt?); check ferry-src scope",
+                     cfg->path, cfg->scope.exclude[i]);
+            warned_exclude = 1;
         }
     }
     for (size_t i = 0; i < cfg->ntables; i++) {

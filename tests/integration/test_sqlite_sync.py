@@ -696,6 +696,16 @@ class SyncTest(ft.FerryTestCase):
                                       "c ON c.id = n.channel_id WHERE c.team_id = 1")[0][0])
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        # the tags predicate only reflowed in the config: the same shape
+        with open(self.src_conf) as f:
+            conf = f.read()
+        with open(self.src_conf, "w") as f:
+            f.write(conf.replace("scope = tags.team_ref = :tenant",
+                                 "scope =  tags.team_ref\t=   :tenant  "))
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            self.assertNotIn("changed since install", srv.log())
             conn = ft.source_conn(self.src_db)
             conn.execute("ALTER TABLE posts ADD COLUMN team_id INTEGER REFERENCES teams(id)")
             conn.close()
@@ -704,6 +714,76 @@ class SyncTest(ft.FerryTestCase):
             self.assertIn("table posts: its key or path to the tenant changed since install "
                           "(capture routes by the old one); run ferry-src install again, then "
                           "ferry-dst verify --repair", srv.log())
+
+    def test_second_nullable_key_to_the_parent_of_a_nullable_path(self):
+        """notes reach channels by a nullable channel_id; a migration adds a
+        second nullable key to channels, which SQLite lists first: the path
+        moves to it, and the shape (key width, parent) stays the same. The
+        triggers still route by channel_id, so the next sync deleted every
+        note and verify said equal. serve now sees that the path's column is
+        not the one its triggers name, and refuses until install. Oracle:
+        the notes the tenant's channels hold, by SQL."""
+        self.make_source(teams=2, posts_per_team=10)
+        conn = ft.source_conn(self.src_db)
+        conn.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT, "
+                     "channel_id INTEGER REFERENCES channels(id))")
+        conn.execute("INSERT INTO notes(body, channel_id) SELECT 'n', id FROM channels")
+        conn.close()
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        owned = ("SELECT count(*) FROM notes n JOIN channels c ON c.id = n.channel_id "
+                 "WHERE c.team_id = 1")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            want = ft.query(self.src_db, owned)[0][0]
+            self.assertGreater(want, 0)
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM notes")[0][0], want)
+            for db in (self.src_db, self.dst_db):
+                conn = sqlite3.connect(db)
+                conn.execute("ALTER TABLE notes ADD COLUMN archive_channel_id INTEGER "
+                             "REFERENCES channels(id)")
+                conn.commit()
+                conn.close()
+            cp = self.sync(expect=2)
+            self.assertIn("table notes: its key or path to the tenant changed since install",
+                          srv.log())
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM notes")[0][0], want)
+        # install again: the path is archive_channel_id now (the first SQLite
+        # lists), as the scope says; the sync follows it
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        cp = ft.run_src(["scope", "--config", self.src_conf, "--tenant", "1"])
+        path = re.search(r"notes\b.*?(archive_channel_id|channel_id)", cp.stdout).group(1)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            self.assertNotIn("changed since install", srv.log())
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM notes")[0][0],
+                             ft.query(self.src_db, owned.replace("n.channel_id",
+                                                                 "n." + path))[0][0])
+
+    def test_excluded_table_dropped(self):
+        """The application drops audit_log, which src.conf excludes: every
+        request failed (the exclude named a table that does not exist) until
+        the config was edited. Now serve warns once and goes on. Oracle: the
+        source's rows, by SQL."""
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync()
+            conn = ft.source_conn(self.src_db)
+            conn.execute("DROP TABLE audit_log")
+            post = quiet_posts(conn, 1)[0]
+            conn.execute("UPDATE posts SET body = 'after the drop' WHERE id = ?", (post,))
+            conn.close()
+            self.sync()
+            self.sync()
+            self.assertEqual(srv.log().count("[scope] exclude names table audit_log, which "
+                                             "does not exist"), 1, srv.log())
+        self.assertEqual(ft.query(self.dst_db, "SELECT body FROM posts WHERE id = ?", post),
+                         [("after the drop",)])
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
     def test_table_of_the_scope_dropped(self):
         """The application drops reactions: posts' triggers still name it
