@@ -87,6 +87,27 @@ static const char *mask_of(const struct ferry_producer *p, const char *table, co
  * must compile in the query that serves the table: a typo is found at
  * start, not by the first snapshot (or, worse, by a value that leaks).
  */
+/* FERRY_ECONFIG when a foreign key of a table of the scope references m's column. */
+static int check_mask_referenced(const struct ferry_producer *p, const struct ferry_mask_conf *m,
+                                 struct ferry_error *err)
+{
+    for (size_t t = 0; t < p->scope->ntables; t++) {
+        const struct ferry_table_info *ti = &p->scope->tables[t].info;
+
+        for (size_t f = 0; f < ti->nfks; f++)
+            for (size_t c = 0; c < ti->fks[f].ncols; c++)
+                if (strcmp(ti->fks[f].parent, m->table) == 0 &&
+                    strcmp(ti->fks[f].pcols[c], m->column) == 0)
+                    return ferry_error_set(err, FERRY_ECONFIG,
+                                           "[mask] %s.%s: %s.%s references it and would carry "
+                                           "its value unmasked; remove the mask from %s, or the "
+                                           "foreign key",
+                                           m->table, m->column, ti->name, ti->fks[f].cols[c],
+                                           p->cfg->path ? p->cfg->path : "the config");
+    }
+    return FERRY_OK;
+}
+
 static int check_masks(struct ferry_producer *p, struct ferry_error *err)
 {
     struct ferry_buf sql;
@@ -136,6 +157,14 @@ static int check_masks(struct ferry_producer *p, struct ferry_error *err)
                                  p->cfg->path ? p->cfg->path : "the config");
             break;
         }
+        /*
+         * A foreign key of the scope that references the column carries its
+         * value unmasked (invites.member_email REFERENCES members(email)),
+         * and cannot be masked itself: the mask would hide nothing.
+         */
+        rc = check_mask_referenced(p, m, err);
+        if (rc)
+            break;
         ferry_buf_reset(&sql);
         rc = select_owned_sql(p, (size_t)t, 0, &sql);
         if (!rc)

@@ -232,9 +232,41 @@ static void one_line(const char *in, char *out, size_t size)
 }
 
 /*
+ * A data exception's message (SQLSTATE class 22) in place, without the
+ * value it quotes: `invalid input syntax for type date: "<a value>"` (all
+ * after ": " goes), or `value "<a value>" is out of range for type
+ * integer` (quoted text goes). A mask's
+ * expression meets the real values, and the message reaches the log.
+ */
+static void drop_values(char *msg, size_t size)
+{
+    char in[FERRY_ERRMSG_MAX];
+    char *colon;
+    size_t n = 0;
+    int quoted = 0;
+
+    snprintf(in, sizeof(in), "%s", msg);
+    colon = strstr(in, ": ");
+    if (colon)
+        snprintf(colon, sizeof(in) - (size_t)(colon - in), " (a value left out)");
+    for (const char *p = in; *p && n + 5 < size; p++) {
+        if (*p == '"' && !quoted) {
+            memcpy(msg + n, "\"...", 4);
+            n += 4;
+        }
+        if (*p == '"')
+            quoted = !quoted;
+        if (!quoted)
+            msg[n++] = *p;
+    }
+    msg[n] = '\0';
+}
+
+/*
  * Translate a failed result (or, with res NULL, the connection's last
  * error) about sql into err. The server's DETAIL is left out: it can quote
- * whole rows ("Failing row contains ..."), which must not reach a log.
+ * whole rows ("Failing row contains ..."), which must not reach a log; so
+ * is the value a data exception's message quotes (drop_values).
  */
 static int pg_error(struct pg_db *d, const PGresult *res, const char *sql, struct ferry_error *err)
 {
@@ -249,6 +281,8 @@ static int pg_error(struct pg_db *d, const PGresult *res, const char *sql, struc
         one_line(PQresultErrorMessage(res), msg, sizeof(msg));
     else
         one_line(PQerrorMessage(d->conn), msg, sizeof(msg));
+    if (state && strncmp(state, "22", 2) == 0)
+        drop_values(msg, sizeof(msg));
     if (PQstatus(d->conn) == CONNECTION_BAD)
         return ferry_error_set(err, FERRY_EDB,
                                "'%.*s%s': connection to PostgreSQL lost: %s: reconnect and rerun",

@@ -401,6 +401,46 @@ class FollowTest(ft.FerryTestCase):
             self.assertIn(why, cp.stderr)
             self.assertNotIn("listening on", cp.stderr)
 
+    def test_mask_of_a_column_a_foreign_key_references_stops_serve(self):
+        """members.email is UNIQUE and masked; invites.member_email
+        REFERENCES members(email), in the scope through its own team_id and
+        logins.member_email with that key its only path: both carried the
+        real address to the target (probe), and masking them is refused (a
+        foreign key to the scope). serve now refuses the mask on the
+        referenced column and says why. Oracle: nothing of the address in
+        the target's files."""
+        self.make_source(teams=2, posts_per_team=5)
+        ft.on_source(self.src_db,
+                     "CREATE TABLE members(id INTEGER PRIMARY KEY, team_id INTEGER NOT NULL "
+                     "REFERENCES teams(id), email TEXT NOT NULL UNIQUE)",
+                     "CREATE TABLE invites(id INTEGER PRIMARY KEY, team_id INTEGER NOT NULL "
+                     "REFERENCES teams(id), member_email TEXT REFERENCES members(email))",
+                     "CREATE TABLE logins(id INTEGER PRIMARY KEY, member_email TEXT NOT NULL "
+                     "REFERENCES members(email))",
+                     "INSERT INTO members VALUES (1, 1, 'alice@secret.example')",
+                     "INSERT INTO invites VALUES (1, 1, 'alice@secret.example')",
+                     "INSERT INTO logins VALUES (1, 'alice@secret.example')")
+        with open(self.src_conf, "a") as f:
+            f.write("\n[mask]\nmembers.email = 'user' || id || '@example.invalid'\n")
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        cp = ft.run_src(["serve", "--config", self.src_conf], timeout=30)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertRegex(cp.stderr, r"\[mask\] members\.email: (invites|logins)\.member_email "
+                         r"references it and would carry its value unmasked")
+        self.assertNotIn("listening on", cp.stderr)
+        # without the referencing keys, the mask is served and holds
+        ft.on_source(self.src_db, "DROP TABLE invites", "DROP TABLE logins")
+        cp = ft.run_src(["install", "--config", self.src_conf])
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+        self.assertEqual(ft.query(self.dst_db, "SELECT email FROM members"),
+                         [("user1@example.invalid",)])
+        self.assertNotIn(b"secret.example", files_bytes(self.dst_db, self.dst_db + "-wal",
+                                                         self.state))
+
     # -- the operator's view --------------------------------------------------
 
     def test_metrics_status_lag_and_run_log(self):

@@ -1156,6 +1156,30 @@ class VerifyPgTest(VerifyCase):
                                      "SELECT body FROM posts WHERE id = %d" % p).strip(),
                              "post %d" % p)
 
+    def test_pg_mask_failing_on_a_row_keeps_its_value_out_of_the_log(self):
+        """A mask whose expression fails on one row (a cast of the real
+        value): PostgreSQL's message quotes the value (`invalid input syntax
+        for type integer: "<the body>"`), and ferry-src logged it (probe).
+        The log keeps the message without the value; the target only hears
+        of a database error. Oracle: the value, looked for in the log."""
+        self.pg_pair()
+        secret = "SECRET-BODY-not-a-number-51c7"
+        p = int(tp.psql(self.src_url, "SELECT min(p.id) FROM posts p JOIN channels c "
+                        "ON c.id = p.channel_id WHERE c.team_id = 1"))
+        tp.psql(self.src_url, "UPDATE posts SET body = CASE WHEN id = %d THEN '%s' "
+                "ELSE '7' END" % (p, secret))
+        with open(self.src_conf, "a") as f:
+            f.write("\n[mask]\nposts.body = (body::int + 1)::text\n")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1, db=self.dst_url)
+            cp = self.sync(expect=None)
+            self.assertNotEqual(cp.returncode, 0, cp.stderr)
+            self.assertNotIn(secret, cp.stderr)
+            log = srv.log()
+            self.assertIn("invalid input syntax for type integer (a value left out) "
+                          "(SQLSTATE 22P02)", log)
+            self.assertNotIn(secret, log)
+
     def test_pg_old_source_falls_back_to_sha256(self):
         """A PostgreSQL source from before the keyed hash refuses
         "pg-record-1", then SipHash: the target verifies with SHA-256, says
