@@ -238,8 +238,20 @@ static int scope_changes(const struct ferry_producer *p, const struct ferry_scop
         const struct ferry_table_info *ti = &s->tables[t].info;
         int o = ferry_scope_find(old, ti->name);
 
+        /*
+         * With [mask]s, a table new to the scope waits for the operator as a
+         * new column of a masked table does: a partition detached from a
+         * masked table, or a new table holding the same values, would
+         * otherwise be served as it is.
+         */
         if (o < 0) {
             log_warn("table %s joined the scope", ti->name);
+            if (!rc && p->cfg->nmasks && !table_masked(p, ti->name))
+                rc = ferry_error_set(err, FERRY_ECONFIG,
+                                     "table %s joined the scope and there are [mask]s, none for "
+                                     "it: add them to %s and restart ferry-src serve, or restart "
+                                     "it to serve the table as it is",
+                                     ti->name, p->cfg->path ? p->cfg->path : "the config");
             continue;
         }
         for (size_t c = 0; c < ti->ncols; c++) {

@@ -60,6 +60,11 @@ int ferry_scope_fingerprint(struct ferry_db *db, const struct ferry_scope *s, in
     }
     if (!rc)
         rc = ferry_buf_adds(&rels, "]");
+    /*
+     * A constraint's parent (conparentid, from PostgreSQL 11): a partition
+     * detached keeps its foreign key to the scope, which loses its parent
+     * there, and the partition joins the scope as a table of its own.
+     */
     if (!rc)
         rc = ferry_buf_addf(
             &sql,
@@ -69,10 +74,11 @@ int ferry_scope_fingerprint(struct ferry_db *db, const struct ferry_scope *s, in
             "a.atttypmod, a.attnotnull, a.attgenerated) AS x FROM pg_catalog.pg_attribute a "
             "WHERE a.attrelid = ANY (%s) AND a.attnum > 0 AND NOT a.attisdropped UNION ALL "
             "SELECT pg_catalog.concat_ws(':', c.oid, c.contype, c.conrelid, c.conkey, c.confrelid, "
-            "c.confkey, c.confdeltype, c.condeferrable) FROM pg_catalog.pg_constraint c "
+            "c.confkey, c.confdeltype, c.condeferrable%s) FROM pg_catalog.pg_constraint c "
             "WHERE c.contype IN ('p', 'f') AND (c.conrelid = ANY (%s) OR c.confrelid = ANY (%s))"
             ") AS f",
-            rels.data, rels.data, rels.data);
+            rels.data, ferry_db_server_version(db) >= 110000 ? ", c.conparentid" : "", rels.data,
+            rels.data);
     if (rc)
         rc = ferry_error_set(err, rc, "cannot build SQL");
     else

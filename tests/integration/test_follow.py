@@ -301,6 +301,46 @@ class FollowTest(ft.FerryTestCase):
             self.assertGreater(len(got), 0)
             self.assertTrue(all(v == "PHONE-SECRET-%d" % k for k, v in got.items()))
 
+    def test_new_table_of_a_masked_source_waits_for_the_operator(self):
+        """With [mask]s in src.conf, a table that joins the scope (a new
+        table, or on PostgreSQL a partition detached from a masked table)
+        was served as it is once install ran (probe): it now waits for the
+        operator as a new column of a masked table does. Oracle: the
+        target's bytes, and the values the test wrote."""
+        self.make_source(teams=2, posts_per_team=20)
+        with open(self.src_conf, "a") as f:
+            f.write("\n[mask]\nposts.body = 'redacted ' || id\n")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            ft.on_source(self.src_db, "CREATE TABLE drafts(id INTEGER PRIMARY KEY, channel_id "
+                         "INTEGER NOT NULL REFERENCES channels(id), body TEXT)",
+                         "INSERT INTO drafts(channel_id, body) SELECT id, 'DRAFT-SECRET-' || id "
+                         "FROM channels")
+            cp = ft.run_src(["install", "--config", self.src_conf])
+            self.assertEqual(cp.returncode, 0, cp.stderr)
+            for attempt in (1, 2):
+                cp = self.sync("--quiet", expect=None)
+                self.assertEqual(cp.returncode, 2, "attempt %d: %s" % (attempt, cp.stderr))
+            self.assertIn("table drafts joined the scope and there are [mask]s, none for it",
+                          srv.log())
+            with open(self.dst_db, "rb") as f:
+                self.assertNotIn(b"DRAFT-SECRET", f.read())
+        # the operator masks it too, and restarts serve
+        with open(self.src_conf, "a") as f:
+            f.write("drafts.body = NULL\n")
+        ft.on_source(self.dst_db, "CREATE TABLE drafts(id INTEGER PRIMARY KEY, channel_id "
+                     "INTEGER NOT NULL REFERENCES channels(id), body TEXT)")
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+        want = ft.query(self.src_db, "SELECT d.id FROM drafts d JOIN channels c ON c.id = "
+                        "d.channel_id WHERE c.team_id = 1 ORDER BY 1")
+        self.assertGreater(len(want), 0)
+        self.assertEqual(ft.query(self.dst_db, "SELECT id FROM drafts ORDER BY 1"), want)
+        self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM drafts WHERE body IS "
+                                  "NOT NULL"), [(0,)])
+
     def test_masked_columns_never_leave_the_source(self):
         self.make_source(teams=2, posts_per_team=100)
         conn = ft.source_conn(self.src_db)

@@ -1158,8 +1158,14 @@ INSERT INTO files VALUES (5000, 1, 100, 'high'), (7, 1, 101, 'low');
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
             # DDL fires no trigger: a detached partition's rows stay on the
-            # target (README, Limits) until verify finds them and --repair
+            # target (README, Limits) until verify finds them and --repair.
+            # The partition keeps its foreign key and joins the scope: serve
+            # sees it (its constraint lost its parent) and asks for install
+            # (it went on serving without it)
             psql(self.src_url, "ALTER TABLE files DETACH PARTITION files_high")
+            cp = self.sync("--quiet", expect=2)
+            self.assertIn("change capture is not installed on table files_high", srv.log())
+            self.install()
             self.sync("--quiet")
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
@@ -1170,7 +1176,9 @@ INSERT INTO files VALUES (5000, 1, 100, 'high'), (7, 1, 101, 'low');
             check("after a detached partition and verify --repair")
 
         # a partition attached after install: serve says to install again
-        psql(self.src_url, "DROP TABLE files_high; INSERT INTO teams VALUES (4, 'four'); "
+        psql(self.src_url, "DROP TABLE files_high")
+        self.install()  # files_high was a table of the scope: serve refuses until install
+        psql(self.src_url, "INSERT INTO teams VALUES (4, 'four'); "
                            "CREATE TABLE messages_4 PARTITION OF messages FOR VALUES IN (4)")
         for attempt in ("before", "after"):
             with self.serve():
