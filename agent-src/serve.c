@@ -94,6 +94,9 @@ struct tenant_mark {
 
 struct pending_freeze;
 
+/* The longest [source] metrics_token file (a bearer token, one line). */
+#define METRICS_TOKEN_MAX 256
+
 struct server {
     struct event_base *base;
     struct evhttp *http;
@@ -115,6 +118,7 @@ struct server {
     double hello_at;
     int hello_refused;              /* hello_allowed said no to the hello being answered */
     struct pending_freeze *freezes; /* freezes waiting for writes in flight */
+    char metrics_token[METRICS_TOKEN_MAX + 1]; /* [source] metrics_token's text; "" none */
 };
 
 /*
@@ -1129,15 +1133,99 @@ static int render_metrics(struct server *sv, struct ferry_buf *b)
     return rc;
 }
 
+/*
+ * [source] metrics_token: the file's text (one line) into sv. The per-tenant
+ * gauges tell which tenants migrate and how much they write; the token is
+ * a secret as a key is, so its file must not be readable by others.
+ */
+static int metrics_token_open(const struct ferry_config *cfg, struct server *sv,
+                              struct ferry_error *err)
+{
+    const char *path = cfg->source.metrics_token;
+    struct stat st;
+    size_t n;
+    FILE *f;
+
+    if (!path)
+        return FERRY_OK;
+    if (stat(path, &st) != 0)
+        return ferry_error_set(err, FERRY_ECONFIG, "cannot read metrics_token %s: %s", path,
+                               strerror(errno));
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "metrics_token %s is readable by others; run chmod 600 %s", path,
+                               path);
+    f = fopen(path, "r");
+    if (!f)
+        return ferry_error_set(err, FERRY_ECONFIG, "cannot read metrics_token %s: %s", path,
+                               strerror(errno));
+    n = fread(sv->metrics_token, 1, sizeof(sv->metrics_token), f);
+    fclose(f);
+    while (n > 0 && (sv->metrics_token[n - 1] == '\n' || sv->metrics_token[n - 1] == '\r' ||
+                     sv->metrics_token[n - 1] == ' '))
+        n--;
+    if (n == sizeof(sv->metrics_token) || n < 16 || memchr(sv->metrics_token, '\n', n)) {
+        memset(sv->metrics_token, 0, sizeof(sv->metrics_token));
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "metrics_token %s must hold one line of 16 to %d characters "
+                               "(e.g. openssl rand -hex 32 > %s)",
+                               path, METRICS_TOKEN_MAX, path);
+    }
+    sv->metrics_token[n] = '\0';
+    return FERRY_OK;
+}
+
+/* Whether addr (the peer's, as libevent writes it) is a loopback address. */
+static int loopback_peer(const char *addr)
+{
+    return addr && (strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+                    strncmp(addr, "::ffff:127.", 11) == 0);
+}
+
+/*
+ * Who may read /metrics: with a metrics_token, whoever sends it as a
+ * bearer token; without one, clients on loopback only (a Prometheus
+ * beside the source, or scraping through an SSH tunnel or a local proxy
+ * that checks its own credentials). 0, or the HTTP status of the refusal
+ * with e set.
+ */
+static int metrics_refusal(const struct server *sv, struct evhttp_request *req, const char *addr,
+                           struct ferry_error *e)
+{
+    const char *h;
+    size_t n = strlen(sv->metrics_token);
+
+    if (!n) {
+        if (loopback_peer(addr))
+            return 0;
+        ferry_error_set(e, FERRY_EAUTH,
+                        "GET /metrics is answered on loopback only; for other clients set "
+                        "[source] metrics_token = FILE and send its text as a bearer token");
+        return 403;
+    }
+    h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n &&
+        ferry_ct_equal(h + 7, sv->metrics_token, n))
+        return 0;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+    ferry_error_set(e, FERRY_EAUTH,
+                    "GET /metrics needs the bearer token of [source] metrics_token");
+    return 401;
+}
+
 static void handle_metrics(struct server *sv, struct evhttp_request *req, const char *peer,
-                           const char *what)
+                           const char *addr, const char *what)
 {
     struct ferry_buf b;
     struct ferry_error e;
     char *body;
     size_t len;
-    int rc;
+    int rc = metrics_refusal(sv, req, addr, &e);
 
+    if (rc) {
+        reply_error(sv, req, EP_METRICS, rc, &e, peer, what, NULL);
+        return;
+    }
     ferry_buf_init(&b, METRICS_MAX);
     rc = render_metrics(sv, &b);
     if (rc) {
@@ -1230,7 +1318,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     switch (r->ep) {
     case EP_METRICS:
-        handle_metrics(sv, req, peer, what);
+        handle_metrics(sv, req, peer, addr, what);
         break;
     case EP_HEALTHZ:
         handle_healthz(req);
@@ -1301,6 +1389,9 @@ int ferry_serve(const struct ferry_config *cfg, struct ferry_error *err)
         if (rc)
             goto out;
     }
+    rc = metrics_token_open(cfg, &sv, err);
+    if (rc)
+        goto out;
     rc = ferry_freeze_open(cfg, &sv.freezer, err);
     if (rc)
         goto out;

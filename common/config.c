@@ -98,6 +98,7 @@ static const struct key {
     KEY_STRING(SEC_SOURCE, "identity", source.identity),
     KEY_STRING(SEC_SOURCE, "tls_cert", source.tls_cert),
     KEY_STRING(SEC_SOURCE, "tls_key", source.tls_key),
+    KEY_STRING(SEC_SOURCE, "metrics_token", source.metrics_token),
     KEY_STRING(SEC_SOURCE, "url", source.url),
     KEY_STRING(SEC_SOURCE, "public_key", source.public_key),
     KEY_STRING(SEC_SOURCE, "ca", source.ca),
@@ -649,6 +650,7 @@ void ferry_config_release(struct ferry_config *cfg)
     free(cfg->source.identity);
     free(cfg->source.tls_cert);
     free(cfg->source.tls_key);
+    free(cfg->source.metrics_token);
     free(cfg->source.url);
     free(cfg->source.public_key);
     free(cfg->source.ca);

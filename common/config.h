@@ -19,6 +19,8 @@
  *                                ; flight (1..50: a target hears nothing meanwhile, and
  *                                ; takes a source silent for 60 s as gone)
  *   tls_cert = FILE, tls_key = FILE
+ *   metrics_token = FILE         ; GET /metrics needs "Authorization: Bearer <its text>";
+ *                                ; without it, /metrics answers loopback clients only
  *   url = http://HOST:PORT       ; on ferry-dst: where the source listens
  *   public_key = FILE            ; on ferry-dst: the pinned source key
  *   ca = FILE                    ; on ferry-dst: CA or pinned certificate
@@ -86,6 +88,7 @@ struct ferry_config {
         char *identity;
         char *tls_cert;
         char *tls_key;
+        char *metrics_token; /* a file: GET /metrics needs it as a bearer token */
         char *url;
         char *public_key;
         char *ca;

@@ -653,9 +653,10 @@ def http_post(url, path, body, timeout=30, content_type="application/msgpack"):
         return e.code, e.read()
 
 
-def http_get(url, path, timeout=30):
+def http_get(url, path, timeout=30, headers=None):
+    req = urllib.request.Request(url + path, headers=headers or {})
     try:
-        with urllib.request.urlopen(url + path, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()

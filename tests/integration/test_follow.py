@@ -8,6 +8,7 @@ Row checks use the hand-written oracle of ferrytest.tenant_rows().
 import json
 import os
 import re
+import socket
 import signal
 import sqlite3
 import sys
@@ -482,6 +483,65 @@ class FollowTest(ft.FerryTestCase):
                                                          self.state))
 
     # -- the operator's view --------------------------------------------------
+
+    def test_metrics_need_loopback_or_the_token(self):
+        """/metrics tells which tenants migrate and how much they write
+        (ferry_tenant_head per tenant): it was answered to anyone who could
+        reach the port (probe). Without [source] metrics_token it answers
+        loopback clients only; with one, only its bearer token. Oracle: the
+        status codes, and the gauge of tenant 2's writes."""
+        self.make_source(teams=2, posts_per_team=10)
+        token = "t0ken-" + "9f" * 16
+        with open(self.path("metrics.token"), "w") as f:
+            f.write(token + "\n")
+        # a non-loopback address of this machine, if it has one
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect(("192.0.2.1", 9))
+            here = probe.getsockname()[0]
+        except OSError:
+            here = None
+        finally:
+            probe.close()
+        with open(self.src_conf) as f:
+            conf = f.read()
+        with open(self.src_conf, "w") as f:
+            f.write(conf.replace("listen = 127.0.0.1:0", "listen = 0.0.0.0:0"))
+        with self.serve() as srv:
+            port = srv.url.rsplit(":", 1)[1]
+            status, body = ft.http_get("http://127.0.0.1:" + port, "/metrics")
+            self.assertEqual(status, 200, body)
+            self.assertIn(b"ferry_requests_total", body)
+            if here and not here.startswith("127."):
+                status, body = ft.http_get("http://%s:%s" % (here, port), "/metrics")
+                self.assertEqual(status, 403, body)
+                self.assertNotIn(b"ferry_tenant_head", body)
+                self.assertIn(b"metrics_token", body)
+        os.chmod(self.path("metrics.token"), 0o644)
+        with open(self.src_conf) as f:
+            conf = f.read()
+        with open(self.src_conf, "w") as f:
+            f.write(conf.replace("[source]\n", "[source]\nmetrics_token = %s\n"
+                                 % self.path("metrics.token"), 1))
+        cp = ft.run_src(["serve", "--config", self.src_conf], timeout=30)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertIn("is readable by others; run chmod 600", cp.stderr)
+        os.chmod(self.path("metrics.token"), 0o600)
+        with self.serve() as srv:
+            self.make_target(srv.url.replace("0.0.0.0", "127.0.0.1"), tenant=1)
+            self.sync("--quiet")
+            url = "http://127.0.0.1:" + srv.url.rsplit(":", 1)[1]
+            for headers in ({}, {"Authorization": "Bearer wrong"},
+                            {"Authorization": "Bearer " + token + "x"},
+                            {"Authorization": token}):
+                status, body = ft.http_get(url, "/metrics", headers=headers)
+                self.assertEqual(status, 401, (headers, body))
+                self.assertNotIn(b"ferry_tenant_head", body)
+            status, body = ft.http_get(url, "/metrics",
+                                       headers={"Authorization": "Bearer " + token})
+            self.assertEqual(status, 200, body)
+            self.assertRegex(body.decode(), r'(?m)^ferry_tenant_head\{tenant="1"\} \d+$')
+        self.assertNotIn(token, srv.log())
 
     def test_metrics_status_lag_and_run_log(self):
         self.make_source(teams=2, posts_per_team=60)
