@@ -814,27 +814,15 @@ static void sqlite_replace_release(struct sqlite_replace *r)
     ferry_buf_release(&r->after);
 }
 
-/*
- * Fill r for table t from its UNIQUE indexes other than the primary key
- * (constraints and CREATE UNIQUE INDEX alike; a partial index as if it were
- * whole: a note too many only costs a look-up). Empty when it has none.
- */
-static int sqlite_replace_sql(struct ferry_db *db, const struct ferry_scope *s, size_t t,
-                              struct sqlite_replace *r, struct ferry_error *err)
+int ferry_capture_sqlite_uniques(struct ferry_db *db, const char *table,
+                                 ferry_capture_unique_fn each, void *arg, int *skipped,
+                                 struct ferry_error *err)
 {
-    const struct ferry_table_info *ti = &s->tables[t].info;
-    struct ferry_value arg = ferry_value_text(ti->name, strlen(ti->name));
-    struct ferry_buf ins, upd, when;
+    struct ferry_value name = ferry_value_text(table, strlen(table));
     struct ferry_stmt *st = NULL;
     int row = 0, rc;
 
-    ferry_buf_init(&r->bi, SQL_MAX);
-    ferry_buf_init(&r->bu, SQL_MAX);
-    ferry_buf_init(&r->after, SQL_MAX);
-    r->skipped = 0;
-    ferry_buf_init(&ins, SQL_MAX);
-    ferry_buf_init(&upd, SQL_MAX);
-    ferry_buf_init(&when, SQL_MAX);
+    *skipped = 0;
     /*
      * Per index: whether it has an expression (cid < 0), the rows holding
      * NEW's values in it (compared under the index's collations, so that
@@ -853,36 +841,77 @@ static int sqlite_replace_sql(struct ferry_db *db, const struct ferry_scope *s, 
         "GROUP BY idx ORDER BY idx",
         &st, err);
     if (!rc)
-        rc = ferry_stmt_bind(st, 1, &arg, err);
+        rc = ferry_stmt_bind(st, 1, &name, err);
     while (!rc && !(rc = ferry_stmt_step(st, &row, err)) && row) {
         struct ferry_value v[3];
 
         for (int i = 0; i < 3; i++)
             ferry_stmt_column(st, i, &v[i]);
-        if (v[0].type != FERRY_INT || v[0].u.i || v[1].type != FERRY_TEXT) {
-            r->skipped++; /* on an expression */
+        if (v[0].type != FERRY_INT || v[0].u.i || v[1].type != FERRY_TEXT ||
+            v[2].type != FERRY_TEXT) {
+            ++*skipped; /* on an expression */
             continue;
         }
-        rc = add_replace_note(&ins, s, t, &v[1], 0);
-        if (!rc)
-            rc = add_replace_note(&upd, s, t, &v[1], 1);
-        if (!rc)
-            rc = ferry_buf_addf(&when, "%s%.*s", when.len ? " OR " : "", (int)v[2].u.s.n,
-                                v[2].u.s.p);
+        rc = each(arg, &v[1], &v[2]);
     }
     ferry_stmt_free(st);
-    if (!rc && ins.len) {
-        rc = add_sqlite_trigger(&r->bi, ti, "bi", "BEFORE INSERT", NULL, ins.data);
+    return rc;
+}
+
+/* sqlite_replace_sql's way through the indexes */
+struct replace_build {
+    const struct ferry_scope *s;
+    size_t t;
+    struct ferry_buf ins, upd, when;
+};
+
+static int replace_index(void *arg, const struct ferry_value *match,
+                         const struct ferry_value *changed)
+{
+    struct replace_build *rb = arg;
+    int rc = add_replace_note(&rb->ins, rb->s, rb->t, match, 0);
+
+    if (!rc)
+        rc = add_replace_note(&rb->upd, rb->s, rb->t, match, 1);
+    if (!rc)
+        rc = ferry_buf_addf(&rb->when, "%s%.*s", rb->when.len ? " OR " : "", (int)changed->u.s.n,
+                            changed->u.s.p);
+    return rc;
+}
+
+/*
+ * Fill r for table t from its UNIQUE indexes other than the primary key
+ * (constraints and CREATE UNIQUE INDEX alike; a partial index as if it were
+ * whole: a note too many only costs a look-up). Empty when it has none.
+ */
+static int sqlite_replace_sql(struct ferry_db *db, const struct ferry_scope *s, size_t t,
+                              struct sqlite_replace *r, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    struct replace_build rb;
+    int rc;
+
+    ferry_buf_init(&r->bi, SQL_MAX);
+    ferry_buf_init(&r->bu, SQL_MAX);
+    ferry_buf_init(&r->after, SQL_MAX);
+    rb.s = s;
+    rb.t = t;
+    ferry_buf_init(&rb.ins, SQL_MAX);
+    ferry_buf_init(&rb.upd, SQL_MAX);
+    ferry_buf_init(&rb.when, SQL_MAX);
+    rc = ferry_capture_sqlite_uniques(db, ti->name, replace_index, &rb, &r->skipped, err);
+    if (!rc && rb.ins.len) {
+        rc = add_sqlite_trigger(&r->bi, ti, "bi", "BEFORE INSERT", NULL, rb.ins.data);
         if (!rc)
-            rc = add_sqlite_trigger(&r->bu, ti, "bu", "BEFORE UPDATE", when.data, upd.data);
+            rc = add_sqlite_trigger(&r->bu, ti, "bu", "BEFORE UPDATE", rb.when.data, rb.upd.data);
         if (!rc)
             rc = add_replaced_after(&r->after, s, t);
         if (rc)
             rc = ferry_error_set(err, rc, "cannot build capture SQL for %s", ti->name);
     }
-    ferry_buf_release(&ins);
-    ferry_buf_release(&upd);
-    ferry_buf_release(&when);
+    ferry_buf_release(&rb.ins);
+    ferry_buf_release(&rb.upd);
+    ferry_buf_release(&rb.when);
     if (rc)
         sqlite_replace_release(r);
     return rc;

@@ -36,6 +36,25 @@ int ferry_capture_install(struct ferry_db *db, const struct ferry_scope *s, long
  * as its escape), e.g. "\_ferry\_frz\_%". Used by capture and freeze.
  */
 int ferry_capture_drop_triggers(struct ferry_db *db, const char *like, struct ferry_error *err);
+
+/*
+ * ferry_capture_sqlite_uniques' callback, per index: match, the condition
+ * that a row "_ferry_x" holds NEW's values in the index ("_ferry_x"."c" =
+ * NEW."c" COLLATE "coll" AND ...); changed, that an update changed one of
+ * its columns (NEW."c" IS NOT OLD."c" OR ...). Both TEXT.
+ */
+typedef int (*ferry_capture_unique_fn)(void *arg, const struct ferry_value *match,
+                                       const struct ferry_value *changed);
+
+/*
+ * SQLite: each(arg, ...) for every UNIQUE index of table other than its
+ * primary key, as REPLACE deletes the rows in their way (constraints and
+ * CREATE UNIQUE INDEX alike, a partial one as if whole); *skipped: those
+ * on expressions, left out. Stops at the first non-zero return of each.
+ */
+int ferry_capture_sqlite_uniques(struct ferry_db *db, const char *table,
+                                 ferry_capture_unique_fn each, void *arg, int *skipped,
+                                 struct ferry_error *err);
 /* Drop every trigger and table ferry created. Idempotent. */
 int ferry_capture_uninstall(struct ferry_db *db, struct ferry_error *err);
 /*

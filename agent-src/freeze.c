@@ -150,6 +150,94 @@ static int sqlite_trigger(struct ferry_buf *b, const struct ferry_scope *s, size
     return rc;
 }
 
+/* sqlite_clash_trigger's way through the UNIQUE indexes */
+struct clash_build {
+    struct ferry_buf *b;
+    const struct ferry_table_info *ti;
+    int update;
+    const char *cases;
+};
+
+/* SELECT CASE <the tenant the key map holds for the row in the index's way> <cases> END; */
+static int clash_index(void *arg, const struct ferry_value *match,
+                       const struct ferry_value *changed)
+{
+    struct clash_build *cb = arg;
+    struct ferry_buf *b = cb->b;
+    int rc = ferry_buf_adds(b, "SELECT CASE (SELECT km.\"_ferry_tenant\" FROM ");
+
+    (void)changed;
+    if (!rc)
+        rc = ferry_buf_add_ident(b, cb->ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS \"_ferry_x\" JOIN ");
+    if (!rc)
+        rc = ferry_scope_keymap(b, cb->ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " AS km ON ");
+    if (!rc)
+        rc = ferry_scope_keymatch(b, cb->ti, "km.", "\"_ferry_x\".");
+    if (!rc)
+        rc = ferry_buf_addf(b, " WHERE %.*s", (int)match->u.s.n, match->u.s.p);
+    if (!rc && cb->update) {
+        rc = ferry_buf_adds(b, " AND NOT (");
+        if (!rc)
+            rc = ferry_scope_keymatch(b, cb->ti, "\"_ferry_x\".", "OLD.");
+        if (!rc)
+            rc = ferry_buf_adds(b, ")");
+    }
+    if (!rc)
+        rc = ferry_buf_addf(b, " LIMIT 1)%s END;\n", cb->cases);
+    return rc;
+}
+
+/*
+ * REPLACE (INSERT OR REPLACE, UPDATE OR REPLACE) deletes the rows in its
+ * way without a delete trigger: another tenant's write of a key, or of a
+ * UNIQUE index's values, that a frozen tenant's row holds deleted that
+ * row. So before an insert or update, the tenant the key map holds for a
+ * row in its way is checked as well. A write that would only clash (and
+ * fail, or be skipped by OR IGNORE or ON CONFLICT DO NOTHING) is refused
+ * too while the tenant in its way is frozen.
+ */
+static int sqlite_clash_trigger(struct ferry_db *db, struct ferry_buf *b,
+                                const struct ferry_scope *s, size_t t, int update,
+                                const char *cases, struct ferry_error *err)
+{
+    const struct ferry_table_info *ti = &s->tables[t].info;
+    struct clash_build cb = {b, ti, update, cases};
+    int skipped = 0;
+    int rc = ferry_buf_adds(b, "CREATE TRIGGER ");
+
+    if (!rc)
+        rc = add_name(b, update ? "bx" : "bi", ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, update ? " BEFORE UPDATE ON " : " BEFORE INSERT ON ");
+    if (!rc)
+        rc = ferry_buf_add_ident(b, ti->name);
+    if (!rc)
+        rc = ferry_buf_adds(b, " BEGIN SELECT CASE ");
+    if (!rc && update) {
+        rc = ferry_buf_adds(b, "CASE WHEN ");
+        if (!rc)
+            rc = ferry_scope_keymatch(b, ti, "NEW.", "OLD.");
+        if (!rc)
+            rc = ferry_buf_adds(b, " THEN NULL ELSE ");
+    }
+    if (!rc)
+        rc = ferry_scope_keymap_tenant(b, ti, "NEW.");
+    if (!rc && update)
+        rc = ferry_buf_adds(b, " END");
+    if (!rc)
+        rc = ferry_buf_addf(b, "%s END;\n", cases);
+    if (rc)
+        return ferry_error_set(err, rc, "cannot build the freeze triggers of %s", ti->name);
+    rc = ferry_capture_sqlite_uniques(db, ti->name, clash_index, &cb, &skipped, err);
+    if (!rc)
+        rc = ferry_buf_adds(b, "END;\n");
+    return rc;
+}
+
 /* In the caller's write transaction: the triggers now match _ferry_frozen. */
 static int sqlite_rebuild(struct ferry_db *db, const struct ferry_scope *s, struct ferry_error *err)
 {
@@ -176,6 +264,11 @@ static int sqlite_rebuild(struct ferry_db *db, const struct ferry_scope *s, stru
                                  s->tables[t].info.name);
             break;
         }
+        rc = sqlite_clash_trigger(db, &sql, s, t, 0, cases.data, err);
+        if (!rc)
+            rc = sqlite_clash_trigger(db, &sql, s, t, 1, cases.data, err);
+        if (rc)
+            break;
         log_debug("freeze SQL for %s:\n%s", s->tables[t].info.name, sql.data);
         rc = ferry_db_exec(db, sql.data, err);
         if (rc)
@@ -428,6 +521,13 @@ static int pg_wait_begin(struct ferry_db *db, const char *tenant, long secs,
     return FERRY_OK;
 }
 
+/*
+ * The transactions that began before the freeze and still run: those the
+ * freeze's snapshot names in progress (they hold an xid: they wrote), but
+ * not those of another database of the cluster (the snapshot names the
+ * whole cluster's; one cannot write here), and the open ones that have not
+ * written yet (no xid) in this database.
+ */
 static int pg_wait_poll(struct ferry_db *db, struct ferry_freeze_wait *w, int *done,
                         struct ferry_error *err)
 {
@@ -441,7 +541,11 @@ static int pg_wait_poll(struct ferry_db *db, struct ferry_freeze_wait *w, int *d
     rc = ferry_db_query_int(
         db,
         "SELECT (SELECT count(*) FROM pg_snapshot_xip(CAST(? AS pg_snapshot)) AS x "
-        "WHERE pg_xact_status(x) = 'in progress') + "
+        "WHERE pg_xact_status(x) = 'in progress' AND NOT EXISTS (SELECT 1 FROM "
+        "pg_stat_activity a WHERE a.datname IS DISTINCT FROM current_database() AND "
+        "a.backend_xid::text = (x::text::numeric % 4294967296)::text) AND NOT EXISTS ("
+        "SELECT 1 FROM pg_prepared_xacts p WHERE p.database <> current_database() AND "
+        "p.transaction::text = (x::text::numeric % 4294967296)::text)) + "
         "(SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
         "AND datname = current_database() AND backend_type = 'client backend' "
         "AND xact_start < CAST(? AS timestamptz) AND backend_xid IS NULL "

@@ -230,6 +230,7 @@ class CutoverTest(ft.FerryTestCase):
 
     def test_freeze_refuses_writes_of_that_tenant_only(self):
         self.make_source(teams=3, posts_per_team=40)
+        ft.on_source(self.src_db, "CREATE UNIQUE INDEX channels_name ON channels(name)")
         self.assertFrozen(1, frozen=False)
         before = ft.tenant_rows(self.src_db, "posts", 1)
         cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "1",
@@ -253,10 +254,31 @@ class CutoverTest(ft.FerryTestCase):
             self.assertFalse(try_sql(conn, "INSERT INTO tags VALUES ('new-tag', 1)")[0])
             self.assertFalse(try_sql(conn, "DELETE FROM teams WHERE id = 1")[0])
             self.assertFalse(try_sql(conn, "DELETE FROM channels WHERE id = ?", ch)[0])
+            # REPLACE deletes the rows in its way without a delete trigger:
+            # another tenant's write that takes a frozen row's key or UNIQUE
+            # value deleted that row (probe)
+            name1 = conn.execute("SELECT name FROM channels WHERE id = ?", (ch,)).fetchone()[0]
+            for sql, args in (
+                    ("INSERT OR REPLACE INTO tags(name, team_ref) VALUES ('team1-tag0', 2)", ()),
+                    ("UPDATE OR REPLACE posts SET id = ? WHERE id = ?", (post, post2)),
+                    ("INSERT OR REPLACE INTO posts(id, channel_id, body) VALUES (?, ?, 'x')",
+                     (post, ch2)),
+                    ("INSERT OR REPLACE INTO channels(team_id, name) VALUES (2, ?)", (name1,)),
+                    ("UPDATE OR REPLACE channels SET name = ? WHERE id = ?", (name1, ch2)),
+                    ("INSERT INTO channels(team_id, name) VALUES (2, ?) ON CONFLICT DO "
+                     "UPDATE SET team_id = 2", (name1,))):
+                ok, msg = try_sql(conn, sql, *args)
+                self.assertFalse(ok, sql)
+                self.assertIn("tenant 1 " + FROZEN, msg)
+            self.assertEqual(conn.execute("SELECT count(*) FROM tags WHERE name = 'team1-tag0' "
+                                          "AND team_ref = 1").fetchone()[0], 1)
             # the other tenants write as before, the tables out of scope too
             for what, ok, msg in app_writes(conn, 2):
                 self.assertTrue(ok, "%s in team 2 was refused: %s" % (what, msg))
             self.assertTrue(try_sql(conn, "INSERT INTO tags VALUES ('t3-tag', 3)")[0])
+            self.assertTrue(try_sql(conn, "INSERT OR REPLACE INTO tags VALUES ('t3-tag', 2)")[0])
+            self.assertTrue(try_sql(conn, "UPDATE OR REPLACE channels SET name = 'team2-x' "
+                                    "WHERE id = ?", ch2)[0])
             self.assertTrue(try_sql(conn, "INSERT INTO audit_log(team_id, what) "
                                     "VALUES (1, 'login')")[0])
             self.assertTrue(try_sql(conn, "UPDATE users SET email = 'x@y' WHERE id = 1")[0])
@@ -791,9 +813,32 @@ class PgCutoverTest(CutoverTest):
                 if slow.poll() is None:
                     slow.kill()
                     slow.communicate()
-            cp = ft.run_dst(["cutover", "--config", self.dst_conf], timeout=120)
+            # a transaction that wrote in another database of the cluster
+            # cannot write here: it blocked every freeze (probe); unfrozen
+            # first, so that the cutover freezes (and waits) anew
+            cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
             self.assertEqual(cp.returncode, 0, cp.stderr)
-            self.assertPgFrozen(1)
+            other = pg_url("freeze_wait_other_%d" % os.getpid())
+            slow = subprocess.Popen(["psql", other, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                slow.stdin.write("BEGIN; CREATE TABLE held(x int); INSERT INTO held VALUES (1);"
+                                 "\n")
+                slow.stdin.flush()
+                deadline = time.monotonic() + 30
+                while True:
+                    (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity WHERE state = "
+                                         "'idle in transaction' AND backend_xid IS NOT NULL")
+                    if int(n) > 0:
+                        break
+                    self.assertLess(time.monotonic(), deadline, "the transaction did not open")
+                    time.sleep(0.05)
+                cp = ft.run_dst(["cutover", "--config", self.dst_conf], timeout=120)
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+                self.assertPgFrozen(1)
+            finally:
+                slow.communicate("ROLLBACK;\n", timeout=30)
 
     def test_pg_cutover_waits_out_another_tenants_transaction(self):
         """Tenant 1's changes committed before the cutover; another tenant's
