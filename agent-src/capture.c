@@ -4176,6 +4176,44 @@ static int hexval(char c)
 }
 
 /* The kinds of pg.c's value table, by format_type() name. */
+/*
+ * The log holds a key as its cast to text, which for two types is not the
+ * type's output (what a copy wrote, and what a target of another engine
+ * holds as text): character(n)'s cast drops the padding ('a' for 'a    '),
+ * and inet's cast adds a host's mask ('10.0.0.1/32' for '10.0.0.1'). A
+ * SQLite target, comparing text, then deleted nothing (probe). So here
+ * they are given their output's form again.
+ */
+static int output_form(const char *type, struct ferry_value *v, struct ferry_buf *tmp,
+                       struct ferry_error *err)
+{
+    const char *p = v->u.s.p;
+    size_t n = v->u.s.n, at = tmp->len;
+
+    if (type[0] == 'c') {
+        long width = strtol(type + 10, NULL, 10);
+        long chars = 0;
+
+        for (size_t i = 0; i < n; i++)
+            chars += ((unsigned char)p[i] & 0xC0) != 0x80; /* UTF-8 lead bytes */
+        if (width <= chars || width > 10485760)
+            return FERRY_OK;
+        if (ferry_buf_add(tmp, p, n))
+            return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        for (long i = chars; i < width; i++)
+            if (ferry_buf_add(tmp, " ", 1))
+                return ferry_error_set(err, FERRY_ENOMEM, "out of memory");
+        v->u.s.p = tmp->data + at;
+        v->u.s.n = tmp->len - at;
+        return FERRY_OK;
+    }
+    /* inet: a whole-width mask is not written by the output */
+    if (memchr(p, ':', n) ? n > 4 && memcmp(p + n - 4, "/128", 4) == 0
+                          : n > 3 && memcmp(p + n - 3, "/32", 3) == 0)
+        v->u.s.n = (size_t)((const char *)memchr(p, '/', n) - p);
+    return FERRY_OK;
+}
+
 int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value *v,
                       struct ferry_buf *tmp, struct ferry_error *err)
 {
@@ -4205,6 +4243,8 @@ int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value 
         v->u.s.n = (n - 2) / 2;
         return FERRY_OK;
     }
+    if (strncmp(type, "character(", 10) == 0 || strcmp(type, "inet") == 0)
+        return output_form(type, v, tmp, err);
     if (v->u.s.n >= sizeof(text))
         return FERRY_OK;
     memcpy(text, v->u.s.p, v->u.s.n);

@@ -3211,6 +3211,51 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                 self.assertRegex(cp.stderr, what)
             self.assertUnchanged(before, self.dst_db, "a refused batch")
 
+    def test_pg_to_sqlite_char_and_inet_keys_deleted(self):
+        """char(n) and inet keys, PostgreSQL to SQLite: the change log holds
+        a key as its cast to text ('a' for 'a    ', '10.0.0.1/32' for
+        '10.0.0.1'), the copy wrote the type's output; the SQLite target,
+        comparing text, deleted nothing and the sync exited 0 (probe).
+        Oracle: the tenant's rows by SQL on both sides."""
+        self.src_url = createdb("src")
+        psql(self.src_url, CONF_TABLES + """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE codes (k char(5) PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id), v text);
+CREATE TABLE hosts (a inet PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id), v text);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO codes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('ccccc', 1, 'kept'),
+  ('é', 1, 'wide'), ('z', 2, 'other');
+INSERT INTO hosts VALUES ('10.0.0.1', 1, 'deleted'), ('10.0.0.2', 1, 'moved'),
+  ('10.1.0.0/16', 1, 'net'), ('::1', 1, 'v6'), ('10.0.0.3', 1, 'kept');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        queries = {"codes": "SELECT k, v FROM codes WHERE team_id = 1 ORDER BY k",
+                   "hosts": "SELECT a, v FROM hosts WHERE team_id = 1 ORDER BY v"}
+
+        def check(when):
+            for table, q in queries.items():
+                want = [tuple(line.split("|")) for line in psql(self.src_url, q.replace(
+                    "SELECT k,", "SELECT k::text || repeat(' ', 5 - char_length(k)),"))
+                    .splitlines()]
+                got = ft.query(self.dst_db, q.replace(" WHERE team_id = 1", ""))
+                self.assertEqual(sorted(got), sorted(want), "%s %s" % (table, when))
+
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            check("after the copy")
+            psql(self.src_url, "DELETE FROM codes WHERE k IN ('a', 'é'); "
+                               "UPDATE codes SET team_id = 2 WHERE k = 'bb'; "
+                               "DELETE FROM hosts WHERE a IN ('10.0.0.1', '::1', '10.1.0.0/16'); "
+                               "UPDATE hosts SET team_id = 2 WHERE a = '10.0.0.2'")
+            self.sync("--quiet")
+            check("after deletes and moves")
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM codes"), [(1,)])
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM hosts"), [(1,)])
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     def test_pg_to_sqlite_unholdable_key_deleted(self):
         """A float8 NaN key, which SQLite cannot hold: refused (exit 5,
         named); once the application deletes that row, the next sync goes
