@@ -843,7 +843,7 @@ static void pending_poll(evutil_socket_t fd, short what, void *arg)
     char *out = NULL;
     size_t outlen = 0;
     int64_t head = 0;
-    int done = 0;
+    int done = 0, frozen = 0;
     int rc;
 
     (void)fd;
@@ -852,6 +852,26 @@ static void pending_poll(evutil_socket_t fd, short what, void *arg)
     rc = ferry_freeze_poll(sv->freezer, pf->wait, &done, &head, &e);
     if (!rc && !done)
         return; /* EV_PERSIST: again in FREEZE_POLL_USECS */
+    /* the operator may have unfrozen the tenant while the freeze waited */
+    if (!rc) {
+        int64_t since = 0;
+
+        rc = ferry_freeze_get(sv->freezer, pf->tenant, &frozen, &since, &e);
+    }
+    if (!rc && !frozen) {
+        ferry_error_set(&e, FERRY_EDB,
+                        "tenant %.64s was unfrozen (ferry-src unfreeze) while the freeze "
+                        "waited for transactions in flight; run the cutover again",
+                        pf->tenant);
+        log_warn("%s %s: %s", pf->peer, pf->what, e.msg);
+        if (pf->req)
+            evhttp_connection_set_closecb(evhttp_request_get_connection(pf->req), NULL, NULL);
+        if (pf->req)
+            reply_error(sv, pf->req, EP_FREEZE, 409, &e, pf->peer, pf->what, &pf->au);
+        pf->req = NULL;
+        pending_free(pf);
+        return;
+    }
     if (!rc)
         rc = freeze_reply(pf->tenant, 1, head, &out, &outlen, &e);
     /* before answering: the connection may be gone once the answer is sent */

@@ -761,6 +761,54 @@ class PgCutoverTest(CutoverTest):
             self.assertPgFrozen(1)
             self.assertPgFrozen(2, frozen=False)
 
+    def test_pg_unfreeze_while_the_freeze_waits(self):
+        """ferry-src unfreeze while a cutover's freeze waits for a
+        transaction in flight: the freeze answered "frozen" when the wait
+        ended, and the cutover recorded done with the source writable
+        (probe). Now the freeze says the tenant was unfrozen, the cutover
+        stops (exit 5) without a record, and runs again. Oracles: the exit
+        status, the state's record, and a write SQL tries."""
+        self.make_pg_source("unfreeze_wait_%d" % os.getpid())
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            tx = subprocess.Popen(["psql", self.src_db, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+            try:
+                tx.stdin.write("BEGIN; UPDATE posts SET body = 'in flight' WHERE id = (SELECT "
+                               "min(p.id) FROM posts p JOIN channels c ON c.id = p.channel_id "
+                               "WHERE c.team_id = 2);\n")
+                tx.stdin.flush()
+                deadline = time.monotonic() + 30
+                while True:
+                    (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity WHERE state = "
+                                         "'idle in transaction' AND backend_xid IS NOT NULL")
+                    if int(n) > 0:
+                        break
+                    self.assertLess(time.monotonic(), deadline, "the transaction did not open")
+                    time.sleep(0.05)
+                cut = ft.start_dst(["cutover", "--config", self.dst_conf],
+                                   self.path("cutover.log"))
+                deadline = time.monotonic() + 30
+                while self.pg_rows("SELECT count(*) FROM _ferry_frozen")[0][0] == "0":
+                    self.assertLess(time.monotonic(), deadline, "the freeze did not come")
+                    time.sleep(0.05)
+                cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+            finally:
+                tx.communicate("COMMIT;\n", timeout=30)
+            rc = cut.wait(timeout=120)
+            with open(self.path("cutover.log")) as f:
+                log = f.read()
+            self.assertEqual(rc, 5, log)
+            self.assertIn("tenant 1 was unfrozen (ferry-src unfreeze) while the freeze waited",
+                          log)
+            self.assertIsNone(ft.status_json(self.dst_conf).get("cutover"), log)
+            self.assertPgFrozen(1, frozen=False)
+            self.cutover()
+            self.assertPgFrozen(1)
+
     def test_pg_freeze_wait_runs_out(self):
         """[source] freeze_wait = 2 and a transaction that began before the
         freeze held open: the cutover stops after about 2 s with exit 5 and
