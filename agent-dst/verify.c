@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define LEAF_ROWS 1024 /* a leaf digest asks for this many parts: one per row */
@@ -424,6 +425,7 @@ struct leafrow {
 struct leaf {
     struct vrun *r;
     size_t t;
+    const struct ferry_digest *g; /* the source's rows, one range each */
     struct leafrow *rows;
     size_t nrows;
     struct ferry_buf arena;
@@ -462,10 +464,14 @@ static int leaf_target_row(void *arg, const struct ferry_value *key, size_t nkey
             cmp_packed((const unsigned char *)lf->probe.data, lf->probe.len, base + s->off, s->n);
 
         if (c == 0) {
+            const struct ferry_range *sr = &lf->g->ranges[s->range];
+
             s->seen = 1;
             if (s->hash == hash)
                 return FERRY_OK;
-            return diff_add(lf->r, lf->t, FERRY_DIFF_DIFFERS, key, nkey, s->hash, hash, lf->err);
+            /* the source's key: a repair asks the source for it (key_as_stored) */
+            return diff_add(lf->r, lf->t, FERRY_DIFF_DIFFERS, sr->first, sr->nfirst, s->hash, hash,
+                            lf->err);
         }
         if (c < 0)
             hi = mid;
@@ -479,11 +485,35 @@ static int compare_range(struct vrun *r, size_t t, struct ferry_checksum *cs,
                          const struct ferry_value *lo, size_t nlo, const struct ferry_value *hi,
                          size_t nhi, int64_t rows, int depth, struct ferry_error *err);
 
+/*
+ * A source key as the target holds it, to be matched with the target's
+ * keys: from the other engine, each key value coerced as the applier
+ * stored it (r->coerce), so that an untyped SQLite key 2 finds the '2' a
+ * PostgreSQL text column holds. Matched by bytes, it was a row missing and
+ * an extra one, and --repair asked the source for the key '2', which an
+ * untyped column does not hold, and deleted the row it had just written
+ * (probe). Repairs still ask the source for its own key.
+ */
+static void key_as_stored(const struct vrun *r, size_t t, const struct ferry_value *in, size_t n,
+                          struct ferry_value *out, char (*scratch)[FERRY_COERCE_SCRATCH])
+{
+    const struct ferry_table_info *ti = &r->scope->tables[t].info;
+
+    for (size_t k = 0; k < n && k < FERRY_MAX_KEY_COLS; k++) {
+        size_t c = ferry_table_pkcol(ti, k);
+
+        out[k] = in[k];
+        if (r->coerce && c < r->ncoerce && r->coerce[c])
+            ferry_coerce_value(r->coerce[c], &in[k], scratch[k], &out[k]);
+    }
+}
+
 /* Row by row: the source's rows of [lo, hi) (one range each) against the target's. */
 static int compare_leaf(struct vrun *r, size_t t, struct ferry_checksum *cs,
                         const struct ferry_value *lo, size_t nlo, const struct ferry_value *hi,
                         size_t nhi, int depth, struct ferry_error *err)
 {
+    char scratch[FERRY_MAX_KEY_COLS][FERRY_COERCE_SCRATCH];
     struct ferry_digest *g = NULL;
     char *body = NULL;
     struct leaf lf;
@@ -517,9 +547,13 @@ static int compare_leaf(struct vrun *r, size_t t, struct ferry_checksum *cs,
         rc = ferry_error_set(err, FERRY_ENOMEM, "out of memory");
         goto out;
     }
+    lf.g = g;
     for (size_t i = 0; i < g->nranges && !rc; i++) {
+        struct ferry_value key[FERRY_MAX_KEY_COLS];
+
+        key_as_stored(r, t, g->ranges[i].first, g->ranges[i].nfirst, key, scratch);
         lf.rows[i].off = lf.arena.len;
-        rc = ferry_key_pack(&lf.arena, g->ranges[i].first, g->ranges[i].nfirst);
+        rc = ferry_key_pack(&lf.arena, key, g->ranges[i].nfirst);
         lf.rows[i].n = lf.arena.len - lf.rows[i].off;
         lf.rows[i].hash = g->ranges[i].sum;
         lf.rows[i].range = i;
@@ -742,6 +776,48 @@ static int same_engine(const struct vrun *r)
  * so. None when the engines are the same (values round-trip exactly) or
  * the source did not say its engine.
  */
+/* SQLite's affinity rules: whether a column of declared type type has TEXT affinity. */
+static int sqlite_text_affinity(const char *type)
+{
+    int text = 0;
+
+    for (const char *p = type ? type : ""; *p; p++) {
+        if (strncasecmp(p, "int", 3) == 0)
+            return 0;
+        if (strncasecmp(p, "char", 4) == 0 || strncasecmp(p, "clob", 4) == 0 ||
+            strncasecmp(p, "text", 4) == 0)
+            text = 1;
+    }
+    return text;
+}
+
+/*
+ * *n: whether the target's text key column col of table holds a number's
+ * text (what the copy writes of a SQLite number): 1 or 0.
+ */
+static int count_numbers(struct vrun *r, const char *table, const char *col, int64_t *n,
+                         struct ferry_error *err)
+{
+    struct ferry_buf sql;
+    int rc;
+
+    ferry_buf_init(&sql, 4096);
+    rc = ferry_buf_adds(&sql, "SELECT count(*) FROM (SELECT 1 FROM ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, table);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " WHERE ");
+    if (!rc)
+        rc = ferry_buf_add_ident(&sql, col);
+    if (!rc)
+        rc = ferry_buf_adds(&sql, " ~ '^([-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?|"
+                                  "-?Infinity|NaN)$' LIMIT 1) AS x");
+    rc = rc ? ferry_error_set(err, rc, "cannot build SQL")
+            : ferry_db_query_int(r->db, sql.data, NULL, 0, n, err);
+    ferry_buf_release(&sql);
+    return rc;
+}
+
 static int target_coercions(struct vrun *r, size_t t, const struct ferry_table_info *dst,
                             struct ferry_error *err)
 {
@@ -768,6 +844,29 @@ static int target_coercions(struct vrun *r, size_t t, const struct ferry_table_i
         return FERRY_OK;
     }
     r->ncoerce = ti->ncols;
+    for (size_t k = 0; k < ferry_table_npk(ti); k++) {
+        size_t c = ferry_table_pkcol(ti, k);
+        int code = r->coerce[c];
+
+        int64_t numbers = 0;
+        int rc = FERRY_OK;
+
+        if (engine == FERRY_ENGINE_PG &&
+            (code == FERRY_COERCE_PG_TEXT || code >= FERRY_COERCE_PG_CHAR) &&
+            !sqlite_text_affinity(ti->cols[c].type))
+            rc = count_numbers(r, ti->name, ti->cols[c].name, &numbers, err);
+        if (rc)
+            return rc;
+        if (numbers)
+            return ferry_error_set(err, FERRY_ESCHEMA,
+                                   "table %s: key column %s is %s on the SQLite source, text on "
+                                   "the target, and holds numbers, which order otherwise than "
+                                   "their text: verify cannot compare its key ranges; give the "
+                                   "column a type (INTEGER) on both sides",
+                                   ti->name, ti->cols[c].name,
+                                   ti->cols[c].type && *ti->cols[c].type ? ti->cols[c].type
+                                                                         : "untyped");
+    }
     return FERRY_OK;
 }
 

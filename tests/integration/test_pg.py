@@ -3101,8 +3101,11 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                     self.assertTrue(self.sqlite_value_matches(ty, sq, text),
                                     "%s.%s of %r: source %r, target %r" % (t, name, key, sq, text))
 
-    def sqlite_source(self, clean=True):
+    def sqlite_source(self, clean=True, extra=()):
+        """The sample app in SQLite, with extra statements run on it, installed."""
         self.make_source(install=False)
+        if extra:
+            ft.on_source(self.src_db, *extra)
         if clean:
             # what PostgreSQL text cannot hold (NUL bytes, invalid UTF-8), tested apart
             conn = ft.source_conn(self.src_db)
@@ -3184,6 +3187,50 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             self.assertEqual(psql(self.dst_url, "SELECT value FROM settings WHERE team_id = 1 "
                                                 "AND key = 'after'").strip(), "2")
             self.assertSqliteToPg(self.src_db, self.dst_url)
+
+    def test_sqlite_to_pg_loose_keys_verify_and_repair(self):
+        """SQLite keys whose values the PostgreSQL target holds in another
+        form: a NUMERIC key (target numeric) and an untyped one holding
+        text (target text). Verify matched keys by their bytes, so a row
+        changed on the target was a row missing (2) and one extra ('2'),
+        and --repair asked the source for '2', which an untyped column does
+        not hold, and deleted the row (probe). Now it is one row that
+        differs, and the repair writes it back. An untyped key holding
+        numbers, text on the target, orders otherwise on the two sides (10
+        before 2 as text): verify says so (exit 5) and repairs nothing.
+        Oracle: the source's values, by SQL on both sides."""
+        self.sqlite_source(extra=(
+            "CREATE TABLE items(k NUMERIC PRIMARY KEY, team_id INTEGER NOT NULL REFERENCES "
+            "teams(id), v TEXT)",
+            "INSERT INTO items VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 1, 'c'), (10, 1, 'd'), "
+            "(4, 2, 'other')",
+            "CREATE TABLE words(k PRIMARY KEY, team_id INTEGER NOT NULL REFERENCES teams(id), "
+            "v TEXT)",
+            "INSERT INTO words VALUES ('x', 1, 'a'), ('y', 1, 'b')"))
+        with self.serve() as srv:
+            self.pg_target(srv.url, precreate=False)
+            self.sync("--quiet")
+            self.assertEqual(dict(pg_columns(self.dst_url, "words"))["k"], "text")
+            psql(self.dst_url, "UPDATE items SET v = 'tampered' WHERE k = 2")
+            psql(self.dst_url, "UPDATE words SET v = 'tampered' WHERE k = 'y'")
+            cp = ft.run_dst(["verify", "--json", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+            diffs = [(d["table"], d["kind"]) for d in json.loads(cp.stdout)["differences"]]
+            self.assertEqual(sorted(diffs), [("items", "differs"), ("words", "differs")])
+            cp = ft.run_dst(["verify", "--repair", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            self.assertEqual(psql(self.dst_url, "SELECT k, v FROM items ORDER BY v").split(),
+                             ["1|a", "2|b", "3|c", "10|d"])
+            self.assertEqual(psql(self.dst_url, "SELECT k, v FROM words ORDER BY v").split(),
+                             ["x|a", "y|b"])
+            ft.on_source(self.src_db, "INSERT INTO words VALUES (2, 1, 'c'), (10, 1, 'd')")
+            self.sync("--quiet")
+            cp = ft.run_dst(["verify", "--repair", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 5, cp.stdout + cp.stderr)
+            self.assertIn("table words: key column k is untyped on the SQLite source, text on "
+                          "the target, and holds numbers", cp.stderr)
+            self.assertEqual(psql(self.dst_url, "SELECT k, v FROM words ORDER BY v").split(),
+                             ["x|a", "y|b", "2|c", "10|d"])
 
     # -- PG -> SQLite -------------------------------------------------------
 
