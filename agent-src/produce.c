@@ -17,6 +17,7 @@
 #include "capture.h"
 #include "digest.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -703,16 +704,53 @@ static int select_owned_sql(const struct ferry_producer *p, size_t t, int keymap
     return rc;
 }
 
+/*
+ * *out: the uuid in, as PostgreSQL writes it (lower case, 8-4-4-4-12),
+ * from any form its input takes (upper case, braces, hyphens anywhere or
+ * none); 0 when it is one.
+ */
+static int uuid_text(const char *in, char out[37])
+{
+    size_t n = 0;
+
+    for (const char *c = in; *c; c++) {
+        if (*c == '-' || (*c == '{' && c == in) || (*c == '}' && !c[1]))
+            continue;
+        if (!isxdigit((unsigned char)*c) || n == 32)
+            return -1;
+        out[n + (n >= 8) + (n >= 12) + (n >= 16) + (n >= 20)] = (char)tolower((unsigned char)*c);
+        n++;
+    }
+    if (n != 32)
+        return -1;
+    out[8] = out[13] = out[18] = out[23] = '-';
+    out[36] = '\0';
+    return 0;
+}
+
 static int tenant_of(struct ferry_producer *p, struct ferry_db *db, const struct ferry_request *req,
                      struct ferry_value *tv, struct ferry_error *err)
 {
     const struct ferry_table_info *ri = ferry_scope_root(p->scope);
+    const char *type = ri->cols[ferry_table_pkcol(ri, 0)].type;
     int64_t n = 0;
+    char uuid[37];
     int rc;
 
     rc = ferry_scope_tenant(p->scope, req->tenant, tv, err);
     if (rc)
         return rc;
+    /*
+     * PostgreSQL reads a uuid in many forms, and a target of another engine
+     * compares the text the copy wrote (lower case): a tenant given in
+     * upper case was copied, then every later sync failed (probe).
+     */
+    if (ferry_db_engine(db) == FERRY_ENGINE_PG && type && strcmp(type, "uuid") == 0 &&
+        uuid_text(req->tenant, uuid) == 0 && strcmp(uuid, req->tenant) != 0)
+        return ferry_error_set(err, FERRY_ENOTFOUND,
+                               "tenant %.64s: the source writes this uuid %s; write it so in "
+                               "[target] tenant and in ferry-src keys add",
+                               req->tenant, uuid);
     rc = ferry_scope_tenant_rows(db, p->scope, tv, &n, err);
     if (!rc && n == 0)
         rc = ferry_error_set(err, FERRY_ENOTFOUND, "tenant %.64s not found in %s", req->tenant,

@@ -3258,6 +3258,45 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                 self.assertRegex(cp.stderr, what)
             self.assertUnchanged(before, self.dst_db, "a refused batch")
 
+    def test_uuid_tenant_written_otherwise(self):
+        """A uuid tenant given in upper case: PostgreSQL reads it, the copy
+        to a SQLite target went through, then every sync failed (the target
+        compares the lower-case text the copy wrote) and deletes were
+        skipped (probe). The source now refuses the tenant as written,
+        saying how it writes it; so written, the migration runs. Oracle:
+        the tenant's rows by SQL on both sides."""
+        tenant = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        self.src_url = createdb("src")
+        psql(self.src_url, """
+CREATE TABLE audit_log (id bigint PRIMARY KEY);
+CREATE TABLE teams (id uuid PRIMARY KEY, name text NOT NULL);
+CREATE TABLE tags (name text PRIMARY KEY, team_ref uuid);
+CREATE TABLE docs (id bigint PRIMARY KEY, team_id uuid NOT NULL REFERENCES teams(id), v text);
+INSERT INTO teams VALUES ('%(t)s', 'one'), ('b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'two');
+INSERT INTO docs VALUES (1, '%(t)s', 'a'), (2, '%(t)s', 'b'),
+  (3, 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'other');
+""" % {"t": tenant})
+        self.write_src(self.src_url)
+        self.install()
+        with self.serve() as srv:
+            for shown in (tenant.upper(), tenant.replace("-", "")):
+                self.make_target(srv.url, tenant=shown)
+                cp = self.sync("--quiet", expect=None)
+                self.assertEqual(cp.returncode, 2, cp.stderr)  # README: the tenant as given
+                self.assertIn("the source writes this uuid %s" % tenant, cp.stderr)
+                self.assertFalse(os.path.exists(self.dst_db) and
+                                 ft.query(self.dst_db, "SELECT name FROM sqlite_schema WHERE "
+                                          "name = 'docs'"), "rows copied for %s" % shown)
+            self.make_target(srv.url, tenant=tenant)
+            self.sync("--quiet")
+            psql(self.src_url, "UPDATE docs SET v = 'a2' WHERE id = 1; DELETE FROM docs WHERE "
+                               "id = 2; INSERT INTO docs VALUES (4, '%s', 'new')" % tenant)
+            self.sync("--quiet")
+            self.assertEqual(ft.query(self.dst_db, "SELECT id, v FROM docs ORDER BY id"),
+                             [(1, "a2"), (4, "new")])
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
     def test_pg_to_sqlite_char_and_inet_keys_deleted(self):
         """char(n) and inet keys, PostgreSQL to SQLite: the change log holds
         a key as its cast to text ('a' for 'a    ', '10.0.0.1/32' for
