@@ -404,8 +404,9 @@ int ferry_scope_tenant(const struct ferry_scope *s, const char *tenant, struct f
 {
     const char *root = s->tables[0].info.name;
 
+    /* the operator's input (a config, --tenant, a key's binding): exit 2 */
     if (!tenant || !*tenant)
-        return ferry_error_set(err, FERRY_EDATA, "empty tenant id");
+        return ferry_error_set(err, FERRY_ECONFIG, "empty tenant id");
     if (s->root_int) {
         char *end = NULL;
         long long v;
@@ -413,7 +414,7 @@ int ferry_scope_tenant(const struct ferry_scope *s, const char *tenant, struct f
         errno = 0;
         v = strtoll(tenant, &end, 10);
         if (errno || !end || *end || end == tenant || tenant[0] == ' ' || tenant[0] == '+')
-            return ferry_error_set(err, FERRY_EDATA, "tenant '%.64s' is not an integer key of %s",
+            return ferry_error_set(err, FERRY_ECONFIG, "tenant '%.64s' is not an integer key of %s",
                                    tenant, root);
         *out = ferry_value_int(v);
         return FERRY_OK;

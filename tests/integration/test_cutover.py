@@ -292,6 +292,10 @@ class CutoverTest(ft.FerryTestCase):
         cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "99"])
         self.assertEqual(cp.returncode, 2, cp.stderr)  # README: a tenant that does not exist
         self.assertIn("tenant 99 not found", cp.stderr)
+        for bad in ("abc", "1.0"):  # not a key of teams: the operator's input too (was 5)
+            cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", bad])
+            self.assertEqual(cp.returncode, 2, cp.stderr)
+            self.assertIn("is not an integer key of teams", cp.stderr)
         cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
         self.assertEqual(cp.returncode, 0, cp.stderr)
         self.assertFrozen(1, frozen=False)
