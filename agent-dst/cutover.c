@@ -88,6 +88,25 @@ static int wait_busy(double *since, const struct ferry_cutover_opts *o,
 }
 
 /* The state must show a finished copy; a cutover that is done is reported, not redone. */
+/* rp->already when st records a cutover done (and --force was not given). */
+static int read_record(struct ferry_state *st, const struct ferry_cutover_opts *o,
+                       struct report *rp, struct ferry_error *err)
+{
+    int rc = ferry_state_cutover_get(st, &rp->rec, err);
+
+    if (rc == FERRY_ENOTFOUND) {
+        ferry_error_clear(err);
+        rc = FERRY_OK;
+    } else if (!rc && rp->rec.done && !o->force) {
+        rp->already = 1;
+        rp->head = rp->rec.head;
+        rp->delta.hwm = rp->rec.hwm;
+    } else if (!rc) {
+        ferry_cutover_release(&rp->rec);
+    }
+    return rc;
+}
+
 static int check_state(const struct ferry_config *cfg, const struct ferry_cutover_opts *o,
                        struct report *rp, struct ferry_error *err)
 {
@@ -105,19 +124,8 @@ static int check_state(const struct ferry_config *cfg, const struct ferry_cutove
                              cfg->target.tenant, cfg->path);
         goto out;
     }
-    if (rc)
-        goto out;
-    rc = ferry_state_cutover_get(st, &rp->rec, err);
-    if (rc == FERRY_ENOTFOUND) {
-        ferry_error_clear(err);
-        rc = FERRY_OK;
-    } else if (!rc && rp->rec.done && !o->force) {
-        rp->already = 1;
-        rp->head = rp->rec.head;
-        rp->delta.hwm = rp->rec.hwm;
-    } else if (!rc) {
-        ferry_cutover_release(&rp->rec);
-    }
+    if (!rc)
+        rc = read_record(st, o, rp, err);
 out:
     ferry_state_close(st);
     return rc;
@@ -571,7 +579,16 @@ int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opt
     do
         rc = ferry_state_open(cfg->target.state, 0, &st, err);
     while (rc && wait_busy(&busy, o, err));
-    if (rc)
+    /*
+     * Another cutover of this target may have finished while this one
+     * waited for the state: its record stands, its hooks ran (they ran
+     * twice when two cutovers were started at once).
+     */
+    if (!rc)
+        rc = read_record(st, o, &rp, err);
+    if (!rc && rp.already)
+        rp.step = STEP_CHECK;
+    if (rc || rp.already)
         goto out;
     if (!o->quiet)
         log_info("cutover: verifying every table with the source frozen");

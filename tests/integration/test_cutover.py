@@ -516,6 +516,33 @@ class CutoverTest(ft.FerryTestCase):
             self.assertEqual((last["code"], last["msg"][:5]), ("OK", "done:"), last)
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
+    def test_two_cutovers_at_once_run_the_hooks_once(self):
+        """Two cutovers of one target started together: the second waited for
+        the state while the first verified, recorded and ran the hooks, then
+        did all of it again (the hooks ran twice; probe). It now finds the
+        record the first made and says the cutover is done. Oracle: the
+        hooks' own log, and the runs the state keeps."""
+        self.make_source(teams=2, posts_per_team=300)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            hook = "echo ran >> %s; sleep 0.5" % self.path("hooks.txt")
+            procs = [ft.start_dst(["cutover", "--config", self.dst_conf, "--then", hook],
+                                  self.path("cut%d.log" % i)) for i in range(2)]
+            codes = [p.wait(timeout=120) for p in procs]
+            logs = []
+            for i in range(2):
+                with open(self.path("cut%d.log" % i)) as f:
+                    logs.append(f.read())
+            self.assertEqual(codes, [0, 0], logs)
+            with open(self.path("hooks.txt")) as f:
+                self.assertEqual(f.read().split(), ["ran"], logs)
+            self.assertEqual(sum("is already done" in log for log in logs), 1, logs)
+            runs = ft.status_json(self.dst_conf)["runs"]
+            self.assertEqual(sum(r["kind"] == "cutover" and r["code"] == "OK" for r in runs), 1,
+                             runs)
+        self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+
     def test_cutover_waits_for_the_state_another_run_holds(self):
         """A follow's round holds the state when the cutover has frozen the
         source: the cutover waits for it (60 s at most) instead of stopping
