@@ -182,6 +182,7 @@ static int final_delta(const struct ferry_config *cfg, const struct ferry_cutove
     memset(&so, 0, sizeof(so));
     so.quiet = o->quiet;
     so.kind = "cutover-delta"; /* the cutover's own run is recorded at its end */
+    so.cutover = 1;
     so.report = &one;
     /*
      * The manifest is read after the freeze answered, but the source serves

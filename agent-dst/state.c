@@ -903,6 +903,34 @@ void ferry_cutover_release(struct ferry_cutover *c)
     c->ntables = 0;
 }
 
+int ferry_state_live(struct ferry_state *st, const char *what, struct ferry_error *err)
+{
+    struct ferry_cutover c;
+    char when[32] = "?";
+    int rc = ferry_state_cutover_get(st, &c, err);
+
+    if (rc == FERRY_ENOTFOUND) {
+        ferry_error_clear(err);
+        return FERRY_OK;
+    }
+    if (rc)
+        return rc;
+    if (c.done) {
+        time_t at = (time_t)c.at;
+        struct tm tm;
+
+        if (gmtime_r(&at, &tm))
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+        rc = ferry_error_set(err, FERRY_ECONFIG,
+                             "this target's cutover was done at %s: it is live, and %s would "
+                             "write the source's rows over its own; to mirror the source again, "
+                             "copy into a fresh [target] state and database",
+                             when, what);
+    }
+    ferry_cutover_release(&c);
+    return rc;
+}
+
 int ferry_state_cutover_get(struct ferry_state *st, struct ferry_cutover *c,
                             struct ferry_error *err)
 {

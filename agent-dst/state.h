@@ -181,6 +181,14 @@ struct ferry_cutover {
  * Read the cutover record: FERRY_ENOTFOUND when there is none. c->tables is
  * owned by the caller afterwards: free with ferry_cutover_release.
  */
+/*
+ * FERRY_ECONFIG when st records a cutover done: the target is live (the
+ * application writes to it), and what writes the source's rows to it
+ * (sync, follow, verify --repair) would write over the application's.
+ * what: the command, for the message.
+ */
+int ferry_state_live(struct ferry_state *st, const char *what, struct ferry_error *err);
+
 int ferry_state_cutover_get(struct ferry_state *st, struct ferry_cutover *c,
                             struct ferry_error *err);
 /* Write (replace) the cutover record; c is borrowed. */

@@ -35,6 +35,8 @@ struct ferry_sync_opts {
      * pending (follow, after an idle round: no connection every interval).
      */
     int lazy_target;
+    /* the cutover's own final delta: runs after a cutover recorded done (--force) */
+    int cutover;
 };
 
 /*

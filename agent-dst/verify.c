@@ -1583,6 +1583,8 @@ static int open_state(struct vrun *r, struct ferry_state **st, int64_t *hwm,
         *st = r->o->state;
     } else {
         rc = ferry_state_open(r->cfg->target.state, FERRY_STATE_CREATE, st, err);
+        if (!rc && r->o->repair)
+            rc = ferry_state_live(*st, "verify --repair", err);
         if (rc)
             return rc;
     }

@@ -543,6 +543,42 @@ class CutoverTest(ft.FerryTestCase):
                              runs)
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
 
+    def test_nothing_syncs_over_a_live_target(self):
+        """After a cutover the target is live: the application writes to it.
+        A sync, a follow left running, or verify --repair wrote the source's
+        rows over it (a row deleted on the source after an unfreeze went
+        from the live target too; probe). They now refuse (exit 2) and say
+        why; verify still compares, cutover --force still redoes it.
+        Oracle: the live target's own write, by SQL."""
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            self.cutover()
+            post = ft.query(self.dst_db, "SELECT min(id) FROM posts")[0][0]
+            ft.on_source(self.dst_db, "UPDATE posts SET body = 'written on the live target' "
+                         "WHERE id = %d" % post)
+            self.assertEqual(ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant",
+                                         "1"]).returncode, 0)
+            ft.on_source(self.src_db, "DELETE FROM reactions WHERE post_id = %d" % post,
+                         "DELETE FROM posts WHERE id = %d" % post)
+            for args in (["sync"], ["follow", "--interval", "1"], ["verify", "--repair"]):
+                cp = ft.run_dst(args + ["--quiet", "--config", self.dst_conf], timeout=60)
+                self.assertEqual(cp.returncode, 2, "%s: %s" % (args, cp.stderr))
+                self.assertIn("this target's cutover was done at", cp.stderr)
+                self.assertIn("it is live", cp.stderr)
+            self.assertEqual(ft.query(self.dst_db, "SELECT body FROM posts WHERE id = %d"
+                                      % post), [("written on the live target",)])
+            cp = ft.run_dst(["verify", "--quiet", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+            cp = self.cutover()
+            self.assertIn("is already done", cp.stdout)
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM posts WHERE id = %d"
+                                      % post), [(1,)])
+            self.cutover("--force")
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM posts WHERE id = %d"
+                                      % post), [(0,)])
+
     def test_cutover_waits_for_the_state_another_run_holds(self):
         """A follow's round holds the state when the cutover has frozen the
         source: the cutover waits for it (60 s at most) instead of stopping
