@@ -692,6 +692,25 @@ class PgCutoverTest(CutoverTest):
             else:
                 self.assertTrue(ok, "refused in team %d: %s: %s" % (team, sql, err))
 
+    def open_transaction(self, url, sql, wrote=False):
+        """psql holding a transaction open on url after sql (BEGIN ...; ...),
+        returned once the source's pg_stat_activity shows it idle in it (with
+        an xid when wrote). End it with .communicate("COMMIT;\n")."""
+        proc = subprocess.Popen(["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        proc.stdin.write(sql + "\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while True:
+            (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity WHERE state = "
+                                 "'idle in transaction'" +
+                                 (" AND backend_xid IS NOT NULL" if wrote else ""))
+            if int(n) > 0:
+                return proc
+            self.assertLess(time.monotonic(), deadline, "the transaction did not open")
+            time.sleep(0.05)
+
     def pg_rows(self, sql):
         ok, out, err = psql(self.src_db, sql)
         self.assertTrue(ok, err)
@@ -839,22 +858,10 @@ class PgCutoverTest(CutoverTest):
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync("--quiet")
-            tx = subprocess.Popen(["psql", self.src_db, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+            tx = self.open_transaction(self.src_db, "BEGIN; UPDATE posts SET body = 'in flight' "
+                                       "WHERE id = (SELECT min(p.id) FROM posts p JOIN channels c "
+                                       "ON c.id = p.channel_id WHERE c.team_id = 2);", wrote=True)
             try:
-                tx.stdin.write("BEGIN; UPDATE posts SET body = 'in flight' WHERE id = (SELECT "
-                               "min(p.id) FROM posts p JOIN channels c ON c.id = p.channel_id "
-                               "WHERE c.team_id = 2);\n")
-                tx.stdin.flush()
-                deadline = time.monotonic() + 30
-                while True:
-                    (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity WHERE state = "
-                                         "'idle in transaction' AND backend_xid IS NOT NULL")
-                    if int(n) > 0:
-                        break
-                    self.assertLess(time.monotonic(), deadline, "the transaction did not open")
-                    time.sleep(0.05)
                 cut = ft.start_dst(["cutover", "--config", self.dst_conf],
                                    self.path("cutover.log"))
                 deadline = time.monotonic() + 30
@@ -892,21 +899,9 @@ class PgCutoverTest(CutoverTest):
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
             self.sync()
-            slow = subprocess.Popen(["psql", self.src_db, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+            slow = self.open_transaction(self.src_db, "BEGIN ISOLATION LEVEL REPEATABLE READ; "
+                                         "SELECT count(*) FROM posts;")
             try:
-                slow.stdin.write("BEGIN ISOLATION LEVEL REPEATABLE READ; "
-                                 "SELECT count(*) FROM posts;\n")
-                slow.stdin.flush()
-                deadline = time.monotonic() + 30
-                while True:
-                    (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity "
-                                         "WHERE state = 'idle in transaction'")
-                    if int(n) > 0:
-                        break
-                    self.assertLess(time.monotonic(), deadline, "the transaction did not open")
-                    time.sleep(0.05)
                 t0 = time.monotonic()
                 cp = ft.run_dst(["cutover", "--config", self.dst_conf], timeout=120)
                 took = time.monotonic() - t0
@@ -934,21 +929,9 @@ class PgCutoverTest(CutoverTest):
             cp = ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant", "1"])
             self.assertEqual(cp.returncode, 0, cp.stderr)
             other = pg_url("freeze_wait_other_%d" % os.getpid())
-            slow = subprocess.Popen(["psql", other, "-X", "-q", "-v", "ON_ERROR_STOP=1"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+            slow = self.open_transaction(other, "BEGIN; CREATE TABLE held(x int); INSERT INTO "
+                                         "held VALUES (1);", wrote=True)
             try:
-                slow.stdin.write("BEGIN; CREATE TABLE held(x int); INSERT INTO held VALUES (1);"
-                                 "\n")
-                slow.stdin.flush()
-                deadline = time.monotonic() + 30
-                while True:
-                    (n,), = self.pg_rows("SELECT count(*) FROM pg_stat_activity WHERE state = "
-                                         "'idle in transaction' AND backend_xid IS NOT NULL")
-                    if int(n) > 0:
-                        break
-                    self.assertLess(time.monotonic(), deadline, "the transaction did not open")
-                    time.sleep(0.05)
                 cp = ft.run_dst(["cutover", "--config", self.dst_conf], timeout=120)
                 self.assertEqual(cp.returncode, 0, cp.stderr)
                 self.assertPgFrozen(1)
