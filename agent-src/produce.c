@@ -1829,19 +1829,30 @@ static int owned_by_key(struct ferry_producer *p, const struct ferry_value *tv, 
     /*
      * On PostgreSQL a key of a type whose equal values can differ in text
      * (numeric 0.10 and 0.1) is found by its text too: the row whose key
-     * became 0.1 has its own change, and 0.10 is gone (a tombstone).
+     * became 0.1 has its own change, and 0.10 is gone (a tombstone). The
+     * text is the key's cast (the change log's form) or its output (what a
+     * copy wrote, so a repair's key; and ferry_capture_key gives char(n)
+     * and inet log keys that form): they differ for char(n) ('a' and
+     * 'a    ') and inet ('10.0.0.1/32' and '10.0.0.1'), and either finds
+     * the row, as the typed equality above holds too.
      */
     for (size_t k = 0; k < npk && !rc && ferry_db_engine(p->db) == FERRY_ENGINE_PG; k++) {
         const struct ferry_column *col = &ti->cols[ferry_table_pkcol(ti, k)];
 
         if (ferry_scope_pg_key_exact(col->type))
             continue;
-        rc = ferry_buf_adds(&sql, " AND \"_ferry_s\".");
+        rc = ferry_buf_adds(&sql, " AND (\"_ferry_s\".");
         if (!rc)
             rc = ferry_buf_add_ident(&sql, col->name);
         if (!rc)
             rc = ferry_buf_adds(&sql, "::pg_catalog.text COLLATE pg_catalog.\"C\" = "
-                                      "?::pg_catalog.text COLLATE pg_catalog.\"C\"");
+                                      "?::pg_catalog.text COLLATE pg_catalog.\"C\" OR "
+                                      "pg_catalog.concat(\"_ferry_s\".");
+        if (!rc)
+            rc = ferry_buf_add_ident(&sql, col->name);
+        if (!rc)
+            rc = ferry_buf_adds(&sql, ") COLLATE pg_catalog.\"C\" = ?::pg_catalog.text COLLATE "
+                                      "pg_catalog.\"C\")");
         if (!rc)
             retext[nretext++] = k;
     }
@@ -1860,9 +1871,10 @@ static int owned_by_key(struct ferry_producer *p, const struct ferry_value *tv, 
         rc = bind_tenant(st, tv, 1, err);
         for (size_t k = 0; k < nk && !rc; k++)
             rc = ferry_stmt_bind(st, 2 + (int)k, &key[k], err);
-        for (size_t j = 0; j < nretext && !rc; j++)
-            rc = retext[j] < nk ? ferry_stmt_bind(st, 2 + (int)(nk + j), &key[retext[j]], err)
-                                : FERRY_OK;
+        for (size_t j = 0; j < 2 * nretext && !rc; j++)
+            rc = retext[j / 2] < nk
+                     ? ferry_stmt_bind(st, 2 + (int)(nk + j), &key[retext[j / 2]], err)
+                     : FERRY_OK;
         if (!rc)
             rc = ferry_stmt_step(st, &row, err);
         if (!rc && row) {

@@ -3223,14 +3223,23 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                              ["1|a", "2|b", "3|c", "10|d"])
             self.assertEqual(psql(self.dst_url, "SELECT k, v FROM words ORDER BY v").split(),
                              ["x|a", "y|b"])
+            # text that looks like numbers orders alike on both sides: equal
+            ft.on_source(self.src_db, "INSERT INTO words VALUES ('20', 1, 'e'), ('100', 1, 'f')")
+            self.sync("--quiet")
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            # numbers do not: equal still, but a difference cannot be found
             ft.on_source(self.src_db, "INSERT INTO words VALUES (2, 1, 'c'), (10, 1, 'd')")
             self.sync("--quiet")
+            cp = ft.run_dst(["verify", "--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+            psql(self.dst_url, "UPDATE words SET v = 'tampered' WHERE k = '10'")
             cp = ft.run_dst(["verify", "--repair", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 5, cp.stdout + cp.stderr)
-            self.assertIn("table words: key column k is untyped on the SQLite source, text on "
-                          "the target, and holds numbers", cp.stderr)
-            self.assertEqual(psql(self.dst_url, "SELECT k, v FROM words ORDER BY v").split(),
-                             ["x|a", "y|b", "2|c", "10|d"])
+            self.assertIn("table words differs, and its key column k is untyped on the SQLite "
+                          "source and holds numbers", cp.stderr)
+            self.assertEqual(psql(self.dst_url, "SELECT k, v FROM words ORDER BY k").split(),
+                             ["10|tampered", "100|f", "2|c", "20|e", "x|a", "y|b"])
 
     # -- PG -> SQLite -------------------------------------------------------
 
@@ -3297,12 +3306,15 @@ INSERT INTO docs VALUES (1, '%(t)s', 'a'), (2, '%(t)s', 'b'),
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
 
-    def test_pg_to_sqlite_char_and_inet_keys_deleted(self):
-        """char(n) and inet keys, PostgreSQL to SQLite: the change log holds
-        a key as its cast to text ('a' for 'a    ', '10.0.0.1/32' for
-        '10.0.0.1'), the copy wrote the type's output; the SQLite target,
-        comparing text, deleted nothing and the sync exited 0 (probe).
-        Oracle: the tenant's rows by SQL on both sides."""
+    def test_char_and_inet_keys(self):
+        """char(n) and inet keys, PostgreSQL to SQLite and to PostgreSQL:
+        the change log holds a key as its cast to text ('a' for 'a    ',
+        '10.0.0.1/32' for '10.0.0.1'), the copy wrote the type's output.
+        The SQLite target, comparing text, deleted nothing (probe); served in
+        the output's form, the source's own look-up of an updated row by its
+        text then missed, and updates and inserts went as deletes to both
+        engines (probe of the fix); a repair of such a row deleted it
+        (probe). Oracle: the tenant's rows by SQL on both sides."""
         self.src_url = createdb("src")
         psql(self.src_url, CONF_TABLES + """
 CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
@@ -3310,37 +3322,66 @@ CREATE TABLE codes (k char(5) PRIMARY KEY, team_id bigint NOT NULL REFERENCES te
 CREATE TABLE hosts (a inet PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id), v text);
 INSERT INTO teams VALUES (1, 'one'), (2, 'two');
 INSERT INTO codes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('ccccc', 1, 'kept'),
-  ('é', 1, 'wide'), ('z', 2, 'other');
+  ('é', 1, 'wide'), ('u', 1, 'updated'), ('z', 2, 'other');
 INSERT INTO hosts VALUES ('10.0.0.1', 1, 'deleted'), ('10.0.0.2', 1, 'moved'),
-  ('10.1.0.0/16', 1, 'net'), ('::1', 1, 'v6'), ('10.0.0.3', 1, 'kept');
+  ('10.1.0.0/16', 1, 'net'), ('::1', 1, 'v6'), ('10.0.0.3', 1, 'kept'),
+  ('10.0.0.4', 1, 'updated');
 """)
         self.write_src(self.src_url)
         self.install()
-        queries = {"codes": "SELECT k, v FROM codes WHERE team_id = 1 ORDER BY k",
+        queries = {"codes": "SELECT k, v FROM codes WHERE team_id = 1 ORDER BY v",
                    "hosts": "SELECT a, v FROM hosts WHERE team_id = 1 ORDER BY v"}
+        padded = "SELECT k::text || repeat(' ', 5 - char_length(k)),"
 
-        def check(when):
+        def check(when, conf, dst):
             for table, q in queries.items():
-                want = [tuple(line.split("|")) for line in psql(self.src_url, q.replace(
-                    "SELECT k,", "SELECT k::text || repeat(' ', 5 - char_length(k)),"))
-                    .splitlines()]
-                got = ft.query(self.dst_db, q.replace(" WHERE team_id = 1", ""))
+                want = [tuple(line.split("|")) for line in
+                        psql(self.src_url, q.replace("SELECT k,", padded)).splitlines()]
+                mine = q.replace(" WHERE team_id = 1", "")
+                if conf.endswith("pg.conf"):
+                    got = [tuple(line.split("|")) for line in
+                           psql(dst, mine.replace("SELECT k,", padded)).splitlines()]
+                else:
+                    got = ft.query(dst, mine)
                 self.assertEqual(sorted(got), sorted(want), "%s %s" % (table, when))
+            cp = ft.run_dst(["verify", "--config", conf])
+            self.assertEqual(cp.returncode, 0, "%s: %s" % (when, cp.stdout + cp.stderr))
 
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
+            lite = self.dst_conf
             self.sync("--quiet")
-            check("after the copy")
+            pg = createdb("dstpg")
+            self.dst_conf = ft.write_dst_conf(self.path("dst-pg.conf"), pg, self.path("state-pg"),
+                                              1, srv.url, identity=ft.test_key("dst-1"),
+                                              public_key=ft.test_key("src") + ".pub")
+            self.sync("--quiet")
+            targets = ((lite, self.dst_db), (self.dst_conf, pg))
+            for conf, dst in targets:
+                check("after the copy", conf, dst)
             psql(self.src_url, "DELETE FROM codes WHERE k IN ('a', 'é'); "
                                "UPDATE codes SET team_id = 2 WHERE k = 'bb'; "
+                               "UPDATE codes SET v = 'updated again' WHERE k = 'u'; "
+                               "INSERT INTO codes VALUES ('new', 1, 'inserted'); "
                                "DELETE FROM hosts WHERE a IN ('10.0.0.1', '::1', '10.1.0.0/16'); "
-                               "UPDATE hosts SET team_id = 2 WHERE a = '10.0.0.2'")
-            self.sync("--quiet")
-            check("after deletes and moves")
-            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM codes"), [(1,)])
-            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM hosts"), [(1,)])
-            cp = ft.run_dst(["verify", "--config", self.dst_conf])
-            self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+                               "UPDATE hosts SET team_id = 2 WHERE a = '10.0.0.2'; "
+                               "UPDATE hosts SET v = 'updated again' WHERE a = '10.0.0.4'; "
+                               "INSERT INTO hosts VALUES ('10.0.0.9', 1, 'inserted')")
+            for conf, dst in targets:
+                self.dst_conf = conf
+                self.sync("--quiet")
+                check("after deletes, moves, updates and inserts", conf, dst)
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM codes"), [(3,)])
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM hosts"), [(3,)])
+            # a row changed behind ferry's back is repaired, not deleted
+            ft.on_source(self.dst_db, "UPDATE codes SET v = 'tampered' WHERE k = 'u    '",
+                         "UPDATE hosts SET v = 'tampered' WHERE a = '10.0.0.3'")
+            psql(pg, "UPDATE codes SET v = 'tampered' WHERE k = 'u'; "
+                     "UPDATE hosts SET v = 'tampered' WHERE a = '10.0.0.3'")
+            for conf, dst in targets:
+                cp = ft.run_dst(["verify", "--repair", "--config", conf])
+                self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+                check("after verify --repair", conf, dst)
 
     def test_pg_to_sqlite_unholdable_key_deleted(self):
         """A float8 NaN key, which SQLite cannot hold: refused (exit 5,
