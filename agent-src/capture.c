@@ -832,27 +832,27 @@ int ferry_capture_sqlite_uniques(struct ferry_db *db, const char *table,
      */
     rc = ferry_db_prepare(
         db,
-        "WITH x(idx, cid, c, coll) AS (SELECT il.name, xi.cid, '\"' || replace(xi.name, '\"', "
-        "'\"\"') || '\"', '\"' || replace(xi.coll, '\"', '\"\"') || '\"' FROM "
-        "pragma_index_list(?1) AS il, pragma_index_xinfo(il.name) AS xi WHERE il.\"unique\" AND "
-        "il.origin <> 'pk' AND xi.key ORDER BY il.name, xi.seqno) SELECT max(cid < 0), "
-        "group_concat('\"_ferry_x\".' || c || ' = NEW.' || c || ' COLLATE ' || coll, ' AND '), "
-        "group_concat('NEW.' || c || ' IS NOT OLD.' || c || ' COLLATE BINARY', ' OR ') FROM x "
-        "GROUP BY idx ORDER BY idx",
+        "WITH x(idx, partial, cid, c, coll) AS (SELECT il.name, il.partial, xi.cid, '\"' || "
+        "replace(xi.name, '\"', '\"\"') || '\"', '\"' || replace(xi.coll, '\"', '\"\"') || "
+        "'\"' FROM pragma_index_list(?1) AS il, pragma_index_xinfo(il.name) AS xi WHERE "
+        "il.\"unique\" AND il.origin <> 'pk' AND xi.key ORDER BY il.name, xi.seqno) SELECT "
+        "max(cid < 0), group_concat('\"_ferry_x\".' || c || ' = NEW.' || c || ' COLLATE ' || "
+        "coll, ' AND '), group_concat('NEW.' || c || ' IS NOT OLD.' || c || ' COLLATE BINARY', "
+        "' OR '), max(partial) FROM x GROUP BY idx ORDER BY idx",
         &st, err);
     if (!rc)
         rc = ferry_stmt_bind(st, 1, &name, err);
     while (!rc && !(rc = ferry_stmt_step(st, &row, err)) && row) {
-        struct ferry_value v[3];
+        struct ferry_value v[4];
 
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             ferry_stmt_column(st, i, &v[i]);
         if (v[0].type != FERRY_INT || v[0].u.i || v[1].type != FERRY_TEXT ||
             v[2].type != FERRY_TEXT) {
             ++*skipped; /* on an expression */
             continue;
         }
-        rc = each(arg, &v[1], &v[2]);
+        rc = each(arg, &v[1], &v[2], v[3].type == FERRY_INT && v[3].u.i);
     }
     ferry_stmt_free(st);
     return rc;
@@ -866,11 +866,12 @@ struct replace_build {
 };
 
 static int replace_index(void *arg, const struct ferry_value *match,
-                         const struct ferry_value *changed)
+                         const struct ferry_value *changed, int partial)
 {
     struct replace_build *rb = arg;
     int rc = add_replace_note(&rb->ins, rb->s, rb->t, match, 0);
 
+    (void)partial; /* as if whole: a note too many only costs a look-up */
     if (!rc)
         rc = add_replace_note(&rb->upd, rb->s, rb->t, match, 1);
     if (!rc)

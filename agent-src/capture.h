@@ -41,10 +41,11 @@ int ferry_capture_drop_triggers(struct ferry_db *db, const char *like, struct fe
  * ferry_capture_sqlite_uniques' callback, per index: match, the condition
  * that a row "_ferry_x" holds NEW's values in the index ("_ferry_x"."c" =
  * NEW."c" COLLATE "coll" AND ...); changed, that an update changed one of
- * its columns (NEW."c" IS NOT OLD."c" OR ...). Both TEXT.
+ * its columns (NEW."c" IS NOT OLD."c" OR ...). Both TEXT. partial: the
+ * index has a WHERE clause.
  */
 typedef int (*ferry_capture_unique_fn)(void *arg, const struct ferry_value *match,
-                                       const struct ferry_value *changed);
+                                       const struct ferry_value *changed, int partial);
 
 /*
  * SQLite: each(arg, ...) for every UNIQUE index of table other than its

@@ -230,7 +230,8 @@ class CutoverTest(ft.FerryTestCase):
 
     def test_freeze_refuses_writes_of_that_tenant_only(self):
         self.make_source(teams=3, posts_per_team=40)
-        ft.on_source(self.src_db, "CREATE UNIQUE INDEX channels_name ON channels(name)")
+        ft.on_source(self.src_db, "CREATE UNIQUE INDEX channels_name ON channels(name)",
+                     "CREATE UNIQUE INDEX posts_pinned ON posts(user_id) WHERE body = 'pinned'")
         self.assertFrozen(1, frozen=False)
         before = ft.tenant_rows(self.src_db, "posts", 1)
         cp = ft.run_src(["freeze", "--config", self.src_conf, "--tenant", "1",
@@ -272,6 +273,16 @@ class CutoverTest(ft.FerryTestCase):
                 self.assertIn("tenant 1 " + FROZEN, msg)
             self.assertEqual(conn.execute("SELECT count(*) FROM tags WHERE name = 'team1-tag0' "
                                           "AND team_ref = 1").fetchone()[0], 1)
+            # a partial UNIQUE index clashes only where its clause holds on
+            # both rows: tenant 2's pinned post by a user of a tenant 1 post
+            # is no clash (it was refused; probe)
+            user = conn.execute("SELECT min(p.user_id) FROM posts p JOIN channels c ON c.id = "
+                                "p.channel_id WHERE c.team_id = 1").fetchone()[0]
+            self.assertIsNotNone(user)
+            ok, msg = try_sql(conn, "INSERT INTO posts(channel_id, user_id, body) VALUES "
+                              "(?, ?, 'pinned')", ch2, user)
+            self.assertTrue(ok, msg)
+            self.assertTrue(try_sql(conn, "UPDATE posts SET score = 1 WHERE body = 'pinned'")[0])
             # the other tenants write as before, the tables out of scope too
             for what, ok, msg in app_writes(conn, 2):
                 self.assertTrue(ok, "%s in team 2 was refused: %s" % (what, msg))
