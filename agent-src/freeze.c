@@ -375,7 +375,7 @@ static int freezer_scope(struct ferry_freezer *f, struct ferry_error *err)
     if (f->scope && !f->stale && ferry_scope_fingerprint(f->db, f->scope, &fp, &e2) == FERRY_OK &&
         fp == f->fingerprint)
         return FERRY_OK;
-    rc = ferry_scope_resolve(f->db, f->cfg, &s, err);
+    rc = ferry_scope_resolve_serving(f->db, f->cfg, &s, err);
     if (!rc)
         rc = ferry_scope_fingerprint(f->db, s, &fp, err);
     if (!rc)

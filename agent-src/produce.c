@@ -295,13 +295,13 @@ static int read_scope(struct ferry_producer *p, struct ferry_error *err)
         struct ferry_scope *s = NULL;
         int64_t fp = 0, again = 0;
 
-        rc = ferry_scope_resolve(p->db, p->cfg, &s, err);
+        rc = ferry_scope_resolve_serving(p->db, p->cfg, &s, err);
         if (!rc)
             rc = ferry_scope_fingerprint(p->db, s, &fp, err);
         ferry_scope_free(p->scope);
         p->scope = s;
         if (!rc)
-            rc = ferry_scope_resolve(p->db, p->cfg, &s, err);
+            rc = ferry_scope_resolve_serving(p->db, p->cfg, &s, err);
         if (!rc) {
             ferry_scope_free(p->scope);
             p->scope = s;

@@ -324,11 +324,26 @@ static int name_in(char **names, size_t n, const char *name)
     return 0;
 }
 
-/* Said once per process (ferry_scope_resolve runs per request). */
+/* Said once per process (ferry_scope_resolve_serving runs per request). */
 static int warned_exclude;
+
+static int resolve(struct ferry_db *db, const struct ferry_config *cfg, int serving,
+                   struct ferry_scope **out, struct ferry_error *err);
 
 int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
                         struct ferry_scope **out, struct ferry_error *err)
+{
+    return resolve(db, cfg, 0, out, err);
+}
+
+int ferry_scope_resolve_serving(struct ferry_db *db, const struct ferry_config *cfg,
+                                struct ferry_scope **out, struct ferry_error *err)
+{
+    return resolve(db, cfg, 1, out, err);
+}
+
+static int resolve(struct ferry_db *db, const struct ferry_config *cfg, int serving,
+                   struct ferry_scope **out, struct ferry_error *err)
 {
     char **names = NULL;
     size_t nnames = 0, ntables = 0;
@@ -340,17 +355,26 @@ int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
     if (rc)
         goto out;
     /*
-     * An excluded table that is not there is said, not refused: a
-     * migration that drops it must not stop every request; a misspelt
-     * name leaves the table meant in the scope, which ferry-src scope shows.
+     * An excluded table that is not there: a misspelt name would leave the
+     * table meant in the scope, so install and scope refuse it; serving, it
+     * is said once, not refused: a migration that drops the table must not
+     * stop every request.
      */
-    for (size_t i = 0; i < cfg->scope.nexclude && !warned_exclude; i++) {
-        if (!name_in(names, nnames, cfg->scope.exclude[i])) {
+    for (size_t i = 0; i < cfg->scope.nexclude; i++) {
+        if (name_in(names, nnames, cfg->scope.exclude[i]))
+            continue;
+        if (!serving) {
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "config %s: [scope] exclude names table %s, which does not "
+                                 "exist (misspelt, or dropped?); fix or remove it",
+                                 cfg->path, cfg->scope.exclude[i]);
+            goto out;
+        }
+        if (!warned_exclude)
             log_warn("config %s: [scope] exclude names table %s, which does not exist "
                      "(dropped, or misspelt?); check ferry-src scope",
                      cfg->path, cfg->scope.exclude[i]);
-            warned_exclude = 1;
-        }
+        warned_exclude = 1;
     }
     for (size_t i = 0; i < cfg->ntables; i++) {
         if (!name_in(names, nnames, cfg->tables[i].name)) {

@@ -53,6 +53,14 @@ int ferry_scope_build(struct ferry_table_info *tables, size_t n, const char *roo
  */
 int ferry_scope_resolve(struct ferry_db *db, const struct ferry_config *cfg,
                         struct ferry_scope **out, struct ferry_error *err);
+
+/*
+ * ferry_scope_resolve for a running ferry-src serve: an [scope] exclude
+ * entry naming a table that does not exist (dropped by a migration) is
+ * warned of once, not refused.
+ */
+int ferry_scope_resolve_serving(struct ferry_db *db, const struct ferry_config *cfg,
+                                struct ferry_scope **out, struct ferry_error *err);
 void ferry_scope_free(struct ferry_scope *s);
 
 /*

@@ -766,8 +766,8 @@ class SyncTest(ft.FerryTestCase):
     def test_excluded_table_dropped(self):
         """The application drops audit_log, which src.conf excludes: every
         request failed (the exclude named a table that does not exist) until
-        the config was edited. Now serve warns once and goes on. Oracle: the
-        source's rows, by SQL."""
+        the config was edited. Now serve warns once and goes on; install
+        and scope refuse it still. Oracle: the source's rows, by SQL."""
         self.make_source(teams=2, posts_per_team=20)
         with self.serve() as srv:
             self.make_target(srv.url, tenant=1)
@@ -784,6 +784,13 @@ class SyncTest(ft.FerryTestCase):
         self.assertEqual(ft.query(self.dst_db, "SELECT body FROM posts WHERE id = ?", post),
                          [("after the drop",)])
         self.assertTenantCopy(self.src_db, self.dst_db, 1, others=(2,))
+        # install and scope, where the operator is, still refuse it: a
+        # misspelt name would leave the table meant in the scope
+        for cmd in (["install"], ["scope", "--tenant", "1"]):
+            cp = ft.run_src(cmd + ["--config", self.src_conf])
+            self.assertEqual(cp.returncode, 2, cp.stderr)
+            self.assertIn("[scope] exclude names table audit_log, which does not exist",
+                          cp.stderr)
 
     def test_table_of_the_scope_dropped(self):
         """The application drops reactions: posts' triggers still name it
