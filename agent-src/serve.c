@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1224,7 +1225,7 @@ static int metrics_refusal(const struct server *sv, struct evhttp_request *req, 
         return 403;
     }
     h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (h && strncmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n &&
+    if (h && strncasecmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n &&
         ferry_ct_equal(h + 7, sv->metrics_token, n))
         return 0;
     evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");

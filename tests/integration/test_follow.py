@@ -537,9 +537,10 @@ class FollowTest(ft.FerryTestCase):
                 status, body = ft.http_get(url, "/metrics", headers=headers)
                 self.assertEqual(status, 401, (headers, body))
                 self.assertNotIn(b"ferry_tenant_head", body)
-            status, body = ft.http_get(url, "/metrics",
-                                       headers={"Authorization": "Bearer " + token})
-            self.assertEqual(status, 200, body)
+            for scheme in ("Bearer ", "bearer "):  # the scheme is case-insensitive (RFC 7235)
+                status, body = ft.http_get(url, "/metrics",
+                                           headers={"Authorization": scheme + token})
+                self.assertEqual(status, 200, body)
             self.assertRegex(body.decode(), r'(?m)^ferry_tenant_head\{tenant="1"\} \d+$')
         self.assertNotIn(token, srv.log())
 
