@@ -4215,6 +4215,55 @@ static int output_form(const char *type, struct ferry_value *v, struct ferry_buf
     return FERRY_OK;
 }
 
+/*
+ * The base type of type when it is a domain (its name as format_type
+ * writes it: a key column's type is the domain's name), else type. Asked
+ * of the server once per name a process meets (ALTER DOMAIN cannot change
+ * a domain's base type); a failed query leaves type.
+ */
+static const char *base_type(struct ferry_db *db, const char *type)
+{
+    static struct {
+        char name[64];
+        char base[64];
+    } seen[32];
+    static size_t nseen;
+    struct ferry_value arg = ferry_value_text(type, strlen(type));
+    struct ferry_stmt *st = NULL;
+    struct ferry_error e;
+    int row = 0;
+    size_t i;
+
+    if (strlen(type) >= sizeof(seen[0].name))
+        return type;
+    for (i = 0; i < nseen; i++)
+        if (strcmp(seen[i].name, type) == 0)
+            return seen[i].base[0] ? seen[i].base : type;
+    if (ferry_db_prepare(db,
+                         "SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod) FROM "
+                         "pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype(?) AND "
+                         "t.typtype = 'd'",
+                         &st, &e) != FERRY_OK)
+        return type;
+    if (ferry_stmt_bind(st, 1, &arg, &e) == FERRY_OK && ferry_stmt_step(st, &row, &e) == FERRY_OK &&
+        nseen < sizeof(seen) / sizeof(seen[0])) {
+        struct ferry_value v;
+
+        i = nseen++;
+        snprintf(seen[i].name, sizeof(seen[i].name), "%s", type);
+        seen[i].base[0] = '\0';
+        if (row) {
+            ferry_stmt_column(st, 0, &v);
+            if (v.type == FERRY_TEXT && v.u.s.n < sizeof(seen[i].base)) {
+                memcpy(seen[i].base, v.u.s.p, v.u.s.n);
+                seen[i].base[v.u.s.n] = '\0';
+            }
+        }
+    }
+    ferry_stmt_free(st);
+    return i < nseen && seen[i].base[0] ? seen[i].base : type;
+}
+
 int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value *v,
                       struct ferry_buf *tmp, struct ferry_error *err)
 {
@@ -4223,6 +4272,12 @@ int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value 
 
     if (ferry_db_engine(db) != FERRY_ENGINE_PG || v->type != FERRY_TEXT || !type)
         return FERRY_OK;
+    /* the types PostgreSQL names itself are not domains: no question for them */
+    if (!ferry_scope_pg_key_exact(type) && strncmp(type, "character", 9) != 0 &&
+        strcmp(type, "inet") != 0 && strncmp(type, "numeric", 7) != 0 &&
+        strcmp(type, "bytea") != 0 && strcmp(type, "boolean") != 0 && strcmp(type, "real") != 0 &&
+        strcmp(type, "double precision") != 0)
+        type = base_type(db, type);
     if (strcmp(type, "bytea") == 0) {
         const char *p = v->u.s.p;
         size_t n = v->u.s.n, at;

@@ -3309,7 +3309,8 @@ INSERT INTO docs VALUES (1, '%(t)s', 'a'), (2, '%(t)s', 'b'),
     def test_char_and_inet_keys(self):
         """char(n) and inet keys, PostgreSQL to SQLite and to PostgreSQL:
         the change log holds a key as its cast to text ('a' for 'a    ',
-        '10.0.0.1/32' for '10.0.0.1'), the copy wrote the type's output.
+        '10.0.0.1/32' for '10.0.0.1'), the copy wrote the type's output (a
+        domain over char(n) too: its key is known by the domain's name).
         The SQLite target, comparing text, deleted nothing (probe); served in
         the output's form, the source's own look-up of an updated row by its
         text then missed, and updates and inserts went as deletes to both
@@ -3326,11 +3327,15 @@ INSERT INTO codes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('ccccc', 1, '
 INSERT INTO hosts VALUES ('10.0.0.1', 1, 'deleted'), ('10.0.0.2', 1, 'moved'),
   ('10.1.0.0/16', 1, 'net'), ('::1', 1, 'v6'), ('10.0.0.3', 1, 'kept'),
   ('10.0.0.4', 1, 'updated');
+CREATE DOMAIN code5 AS char(5);
+CREATE TABLE dcodes (k code5 PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id), v text);
+INSERT INTO dcodes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('u', 1, 'updated');
 """)
         self.write_src(self.src_url)
         self.install()
         queries = {"codes": "SELECT k, v FROM codes WHERE team_id = 1 ORDER BY v",
-                   "hosts": "SELECT a, v FROM hosts WHERE team_id = 1 ORDER BY v"}
+                   "hosts": "SELECT a, v FROM hosts WHERE team_id = 1 ORDER BY v",
+                   "dcodes": "SELECT k, v FROM dcodes WHERE team_id = 1 ORDER BY v"}
         padded = "SELECT k::text || repeat(' ', 5 - char_length(k)),"
 
         def check(when, conf, dst):
@@ -3352,6 +3357,7 @@ INSERT INTO hosts VALUES ('10.0.0.1', 1, 'deleted'), ('10.0.0.2', 1, 'moved'),
             lite = self.dst_conf
             self.sync("--quiet")
             pg = createdb("dstpg")
+            psql(pg, "CREATE DOMAIN code5 AS char(5)")
             self.dst_conf = ft.write_dst_conf(self.path("dst-pg.conf"), pg, self.path("state-pg"),
                                               1, srv.url, identity=ft.test_key("dst-1"),
                                               public_key=ft.test_key("src") + ".pub")
@@ -3366,7 +3372,10 @@ INSERT INTO hosts VALUES ('10.0.0.1', 1, 'deleted'), ('10.0.0.2', 1, 'moved'),
                                "DELETE FROM hosts WHERE a IN ('10.0.0.1', '::1', '10.1.0.0/16'); "
                                "UPDATE hosts SET team_id = 2 WHERE a = '10.0.0.2'; "
                                "UPDATE hosts SET v = 'updated again' WHERE a = '10.0.0.4'; "
-                               "INSERT INTO hosts VALUES ('10.0.0.9', 1, 'inserted')")
+                               "INSERT INTO hosts VALUES ('10.0.0.9', 1, 'inserted'); "
+                               "DELETE FROM dcodes WHERE k = 'a'; "
+                               "UPDATE dcodes SET team_id = 2 WHERE k = 'bb'; "
+                               "UPDATE dcodes SET v = 'updated again' WHERE k = 'u'")
             for conf, dst in targets:
                 self.dst_conf = conf
                 self.sync("--quiet")
