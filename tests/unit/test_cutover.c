@@ -311,7 +311,8 @@ static void test_freeze_sqlite(void)
     ASSERT_EQ(ferry_freeze_get(f, "1", &frozen, NULL, &err), FERRY_OK);
     ASSERT_EQ(frozen, 0);
     ASSERT_EQ(ferry_freeze_set(f, "3", 1, NULL, NULL, &err), FERRY_ENOTFOUND);
-    ASSERT_EQ(ferry_freeze_set(f, "two", 1, NULL, NULL, &err), FERRY_EDATA);
+    ASSERT_EQ(ferry_freeze_set(f, "two", 1, NULL, NULL, &err),
+              FERRY_ECONFIG); /* the operator's input: exit 2 */
 
     /* another connection, as the application */
     ASSERT_EQ(ferry_db_open(url, 0, &appdb, &err), FERRY_OK);
