@@ -1932,6 +1932,17 @@ static int owned_by_list(struct ferry_producer *p, const struct ferry_value *tv,
     *done = 0;
     if (ferry_table_npk(ti) != 1)
         return FERRY_OK;
+    /*
+     * A PostgreSQL boolean key comes as 0 or 1 too (ferry_capture_key), but
+     * the server has no boolean = bigint: owned_by_key binds it as a value.
+     */
+    if (pg) {
+        const char *type = ti->cols[ferry_table_pkcol(ti, 0)].type;
+
+        if (!type || (strncmp(type, "smallint", 8) != 0 && strncmp(type, "integer", 7) != 0 &&
+                      strncmp(type, "bigint", 6) != 0 && strcmp(type, "oid") != 0))
+            return FERRY_OK;
+    }
     at = malloc((n ? n : 1) * sizeof(*at));
     if (!at)
         return ferry_error_set(err, FERRY_ENOMEM, "out of memory");

@@ -3392,6 +3392,30 @@ INSERT INTO dcodes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('u', 1, 'upd
                 self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
                 check("after verify --repair", conf, dst)
 
+    def test_boolean_key(self):
+        """A table keyed by one boolean column: its changed keys come as 0
+        and 1, which the one-statement look-up of integer keys sent to the
+        server as a bigint array (boolean = bigint does not exist), and
+        every delta of the tenant failed (probe). Oracle: the rows by SQL."""
+        self.src_url = createdb("src")
+        psql(self.src_url, CONF_TABLES + """
+CREATE TABLE teams (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE flags (on_ boolean PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id), v text);
+INSERT INTO teams VALUES (1, 'one'), (2, 'two');
+INSERT INTO flags VALUES (true, 1, 'a'), (false, 2, 'b');
+""")
+        self.write_src(self.src_url)
+        self.install()
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            psql(self.src_url, "UPDATE flags SET v = 'a2' WHERE on_")
+            self.sync("--quiet")
+            self.assertEqual(ft.query(self.dst_db, "SELECT on_, v FROM flags"), [(1, "a2")])
+            psql(self.src_url, "UPDATE flags SET team_id = 2 WHERE on_")
+            self.sync("--quiet")
+            self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM flags"), [(0,)])
+
     def test_pg_to_sqlite_unholdable_key_deleted(self):
         """A float8 NaN key, which SQLite cannot hold: refused (exit 5,
         named); once the application deletes that row, the next sync goes
