@@ -4239,10 +4239,16 @@ static const char *base_type(struct ferry_db *db, const char *type)
     for (i = 0; i < nseen; i++)
         if (strcmp(seen[i].name, type) == 0)
             return seen[i].base[0] ? seen[i].base : type;
+    /* down a chain of domains: the last one's base, the nearest typmod given */
     if (ferry_db_prepare(db,
-                         "SELECT pg_catalog.format_type(t.typbasetype, t.typtypmod) FROM "
-                         "pg_catalog.pg_type t WHERE t.oid = pg_catalog.to_regtype(?) AND "
-                         "t.typtype = 'd'",
+                         "WITH RECURSIVE d(base, mod, depth) AS (SELECT t.typbasetype, "
+                         "t.typtypmod, 0 FROM pg_catalog.pg_type t WHERE t.oid = "
+                         "pg_catalog.to_regtype(?) AND t.typtype = 'd' UNION ALL SELECT "
+                         "t.typbasetype, t.typtypmod, d.depth + 1 FROM pg_catalog.pg_type t JOIN "
+                         "d ON t.oid = d.base WHERE t.typtype = 'd' AND d.depth < 32) SELECT "
+                         "pg_catalog.format_type((SELECT base FROM d ORDER BY depth DESC LIMIT "
+                         "1), (SELECT mod FROM d WHERE mod <> -1 ORDER BY depth LIMIT 1)) WHERE "
+                         "EXISTS (SELECT 1 FROM d)",
                          &st, &e) != FERRY_OK)
         return type;
     if (ferry_stmt_bind(st, 1, &arg, &e) == FERRY_OK && ferry_stmt_step(st, &row, &e) == FERRY_OK &&

@@ -3310,7 +3310,8 @@ INSERT INTO docs VALUES (1, '%(t)s', 'a'), (2, '%(t)s', 'b'),
         """char(n) and inet keys, PostgreSQL to SQLite and to PostgreSQL:
         the change log holds a key as its cast to text ('a' for 'a    ',
         '10.0.0.1/32' for '10.0.0.1'), the copy wrote the type's output (a
-        domain over char(n) too: its key is known by the domain's name).
+        domain over a domain over char(n) too: its key is known by the
+        domain's name).
         The SQLite target, comparing text, deleted nothing (probe); served in
         the output's form, the source's own look-up of an updated row by its
         text then missed, and updates and inserts went as deletes to both
@@ -3327,7 +3328,8 @@ INSERT INTO codes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('ccccc', 1, '
 INSERT INTO hosts VALUES ('10.0.0.1', 1, 'deleted'), ('10.0.0.2', 1, 'moved'),
   ('10.1.0.0/16', 1, 'net'), ('::1', 1, 'v6'), ('10.0.0.3', 1, 'kept'),
   ('10.0.0.4', 1, 'updated');
-CREATE DOMAIN code5 AS char(5);
+CREATE DOMAIN code5base AS char(5);
+CREATE DOMAIN code5 AS code5base;
 CREATE TABLE dcodes (k code5 PRIMARY KEY, team_id bigint NOT NULL REFERENCES teams(id), v text);
 INSERT INTO dcodes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('u', 1, 'updated');
 """)
@@ -3357,7 +3359,7 @@ INSERT INTO dcodes VALUES ('a', 1, 'deleted'), ('bb', 1, 'moved'), ('u', 1, 'upd
             lite = self.dst_conf
             self.sync("--quiet")
             pg = createdb("dstpg")
-            psql(pg, "CREATE DOMAIN code5 AS char(5)")
+            psql(pg, "CREATE DOMAIN code5base AS char(5); CREATE DOMAIN code5 AS code5base")
             self.dst_conf = ft.write_dst_conf(self.path("dst-pg.conf"), pg, self.path("state-pg"),
                                               1, srv.url, identity=ft.test_key("dst-1"),
                                               public_key=ft.test_key("src") + ".pub")
