@@ -182,7 +182,7 @@ static int final_delta(const struct ferry_config *cfg, const struct ferry_cutove
     memset(&so, 0, sizeof(so));
     so.quiet = o->quiet;
     so.kind = "cutover-delta"; /* the cutover's own run is recorded at its end */
-    so.cutover = 1;
+    so.cutover = o->force ? 2 : 1;
     so.report = &one;
     /*
      * The manifest is read after the freeze answered, but the source serves
@@ -572,7 +572,29 @@ int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opt
 
     rp.step = STEP_DELTA;
     rc = final_delta(cfg, o, &rp, err);
-    if (rc)
+    /*
+     * Refused because another cutover of this target finished meanwhile
+     * (the target is live: its delta must write nothing): that one stands.
+     */
+    if (rc == FERRY_ECONFIG && !o->force) {
+        struct ferry_error e;
+        struct report seen;
+
+        memset(&seen, 0, sizeof(seen));
+        if (check_state(cfg, o, &seen, &e) == FERRY_OK && seen.already) {
+            ferry_error_clear(err);
+            rc = FERRY_OK;
+            ferry_cutover_release(&rp.rec);
+            rp.rec = seen.rec;
+            rp.already = 1;
+            rp.head = seen.head;
+            rp.delta = seen.delta;
+            rp.step = STEP_CHECK;
+        } else {
+            ferry_cutover_release(&seen.rec);
+        }
+    }
+    if (rc || rp.already)
         goto out;
 
     /* Held from here to the end: no other ferry-dst moves the marks under the record. */

@@ -1215,7 +1215,7 @@ static int open_state(struct run *r, struct ferry_error *err)
                                "state %s belongs to tenant %s, not %s; use another [target] "
                                "state directory",
                                r->cfg->target.state, r->meta.tenant, r->cfg->target.tenant);
-    if (!r->opts->dry_run && !r->opts->cutover)
+    if (!r->opts->dry_run && r->opts->cutover != 2)
         return ferry_state_live(r->state, r->opts->kind ? r->opts->kind : "a sync", err);
     return FERRY_OK;
 }

@@ -35,7 +35,11 @@ struct ferry_sync_opts {
      * pending (follow, after an idle round: no connection every interval).
      */
     int lazy_target;
-    /* the cutover's own final delta: runs after a cutover recorded done (--force) */
+    /*
+     * The cutover's own final delta: 1, refused as a sync is once a
+     * cutover is recorded done (another cutover of the target finished
+     * first); 2 (--force), runs after it too.
+     */
     int cutover;
 };
 

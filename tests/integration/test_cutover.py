@@ -590,6 +590,42 @@ class CutoverTest(ft.FerryTestCase):
             self.assertEqual(ft.query(self.dst_db, "SELECT count(*) FROM posts WHERE id = %d"
                                       % post), [(0,)])
 
+    def test_cutover_started_during_anothers_hooks_writes_nothing(self):
+        """Cutover A runs its hooks (the target is live from then on);
+        meanwhile the application writes a post on the target, the source's
+        operator unfreezes and the post is written on the source too; a
+        cutover B started then ran its final delta before it found A's
+        record, and wrote the source's post over the target's (probe). B's
+        delta is now refused as a sync's would be, and B says the cutover
+        is done. Oracle: the target's row, by SQL."""
+        self.make_source(teams=2, posts_per_team=30)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            started = self.path("hook-started")
+            a = ft.start_dst(["cutover", "--config", self.dst_conf, "--then",
+                              "touch %s; sleep 4" % started], self.path("cut-a.log"))
+            deadline = time.monotonic() + 60
+            while not os.path.exists(started):
+                self.assertIsNone(a.poll(), "cutover A ended before its hook")
+                self.assertLess(time.monotonic(), deadline, "A's hook did not start")
+                time.sleep(0.05)
+            post = ft.query(self.dst_db, "SELECT min(id) FROM posts")[0][0]
+            ft.on_source(self.dst_db, "UPDATE posts SET body = 'the live target' WHERE id = %d"
+                         % post)
+            self.assertEqual(ft.run_src(["unfreeze", "--config", self.src_conf, "--tenant",
+                                         "1"]).returncode, 0)
+            ft.on_source(self.src_db, "UPDATE posts SET body = 'a late source write' WHERE "
+                         "id = %d" % post)
+            b = ft.start_dst(["cutover", "--config", self.dst_conf], self.path("cut-b.log"))
+            codes = [a.wait(timeout=120), b.wait(timeout=120)]
+            with open(self.path("cut-b.log")) as f:
+                blog = f.read()
+            self.assertEqual(codes, [0, 0], blog)
+            self.assertIn("is already done", blog)
+            self.assertEqual(ft.query(self.dst_db, "SELECT body FROM posts WHERE id = %d" % post),
+                             [("the live target",)])
+
     def test_cutover_waits_for_the_state_another_run_holds(self):
         """A follow's round holds the state when the cutover has frozen the
         source: the cutover waits for it (60 s at most) instead of stopping
