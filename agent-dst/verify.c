@@ -81,7 +81,10 @@ struct vrun {
     struct ferry_db *db; /* target, read only, during a comparison */
     struct difflist cur; /* differences of the comparison under way */
     struct ferry_buf keybuf;
-    int recheck_only;      /* after a repair: compare the tables it may have changed */
+    int recheck_only; /* after a repair: compare the tables it may have changed */
+    /* a table that differs and cannot be bisected (check_key_order): said at the end */
+    int unorderable;
+    struct ferry_error order_err;
     unsigned char *coerce; /* the table being compared: NULL, or one code per column */
     size_t ncoerce;
     /*
@@ -698,7 +701,7 @@ static int sqlite_text_affinity(const char *type)
  * rows); an unchanged table needs no order (its totals are equal), so this
  * is asked only of a table that differs.
  */
-static int check_key_order(const struct vrun *r, size_t t, const struct ferry_digest *g,
+static int check_key_order(struct vrun *r, size_t t, const struct ferry_digest *g,
                            struct ferry_error *err)
 {
     const struct ferry_table_info *ti = &r->scope->tables[t].info;
@@ -797,10 +800,16 @@ static int compare_totals(struct vrun *r, size_t t, struct ferry_checksum *cs,
     }
     if (!rc)
         vt->unkeyed = job.g->unkeyed;
-    /* Bisect: from the split that came with the total, else from one asked for now. */
-    if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum))
-        rc = check_key_order(r, t, job.g, err);
-    if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum)) {
+    /*
+     * Bisect: from the split that came with the total, else from one asked
+     * for now. A table that cannot be (check_key_order) is left as its
+     * totals say, and the other tables are compared and repaired still.
+     */
+    if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum) &&
+        check_key_order(r, t, job.g, &r->order_err) != FERRY_OK) {
+        r->unorderable = 1;
+        log_warn("%s", r->order_err.msg);
+    } else if (!rc && (vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum)) {
         if (job.parts > 1 || job.g->nranges == 0)
             rc = compare_split(r, t, cs, job.g, NULL, 0, NULL, 0, 0, err);
         else if (vt->src_rows <= LEAF_ROWS)
@@ -979,7 +988,9 @@ static int compare_table(struct vrun *r, size_t t, struct ferry_error *err)
 
 static int table_differs(const struct ferry_verify_table *vt)
 {
-    return vt->missing + vt->extra + vt->differs + vt->unkeyed != 0;
+    /* the totals too: a table check_key_order kept from bisecting lists no rows */
+    return vt->missing + vt->extra + vt->differs + vt->unkeyed != 0 ||
+           vt->src_rows != vt->dst_rows || vt->src_sum != vt->dst_sum;
 }
 
 /*
@@ -1448,6 +1459,10 @@ static void print_text(const struct vrun *r, int code)
             printf("  %-24s %10" PRId64 " rows on the source, %" PRId64 " on the target: %" PRId64
                    " missing, %" PRId64 " extra, %" PRId64 " differ\n",
                    vt->name, vt->src_rows, vt->dst_rows, vt->missing, vt->extra, vt->differs);
+        else if (!vt->unkeyed && table_differs(vt))
+            printf("  %-24s %10" PRId64 " rows on the source, %" PRId64 " on the target: they "
+                   "differ, rows not found (see the error)\n",
+                   vt->name, vt->src_rows, vt->dst_rows);
         if (vt->unkeyed)
             printf("  %-24s %10" PRId64 " rows on the source with a NULL in their primary key: "
                    "ferry cannot copy them\n",
@@ -1648,10 +1663,11 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
     int rc = vrun_start(r, err);
 
     for (int round = 0; !rc; round++) {
+        r->unorderable = 0;
         rc = compare_all(r, err);
         if (rc)
             break;
-        rep->equal = r->cur.total == 0 && unkeyed_total(rep, NULL) == 0;
+        rep->equal = r->cur.total == 0 && unkeyed_total(rep, NULL) == 0 && !r->unorderable;
         stuck =
             round > 0 && r->cur.total && r->cur.total == (int64_t)r->cur.n && !found_new(r, round);
         /*
@@ -1670,7 +1686,10 @@ static int run_rounds(struct vrun *r, struct ferry_error *err)
         r->recheck_only = 1;
         keep_list(r, round == 0);
     }
-    if (!rc && !rep->equal && stuck)
+    if (!rc && r->unorderable) {
+        *err = r->order_err;
+        rc = r->order_err.code;
+    } else if (!rc && !rep->equal && stuck)
         rc = ferry_error_set(err, FERRY_EMISMATCH,
                              "%" PRId64 " differences remain after repair: the rows it wrote "
                              "differ again (does the target store their values otherwise, a "

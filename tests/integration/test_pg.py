@@ -3234,12 +3234,17 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
             cp = ft.run_dst(["verify", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
             psql(self.dst_url, "UPDATE words SET v = 'tampered' WHERE k = '10'")
+            psql(self.dst_url, "UPDATE items SET v = 'tampered' WHERE k = 3")
             cp = ft.run_dst(["verify", "--repair", "--config", self.dst_conf])
             self.assertEqual(cp.returncode, 5, cp.stdout + cp.stderr)
             self.assertIn("table words differs, and its key column k is untyped on the SQLite "
                           "source and holds numbers", cp.stderr)
             self.assertEqual(psql(self.dst_url, "SELECT k, v FROM words ORDER BY k").split(),
                              ["10|tampered", "100|f", "2|c", "20|e", "x|a", "y|b"])
+            # the other tables are compared and repaired still (probe)
+            self.assertEqual(psql(self.dst_url, "SELECT v FROM items WHERE k = 3").strip(), "c")
+            self.assertRegex(cp.stdout, r"words\s+6 rows on the source, 6 on the target: they "
+                                        r"differ, rows not found")
 
     # -- PG -> SQLite -------------------------------------------------------
 
