@@ -731,6 +731,23 @@ int ferry_config_require_dst(const struct ferry_config *cfg, struct ferry_error 
         rc = require(cfg, cfg->target.tenant, "target", "tenant", err);
     if (!rc)
         rc = require(cfg, cfg->source.url, "source", "url", err);
+    /*
+     * Credentials in the URL would be echoed in errors and kept in the
+     * state (status shows the source): the agents authenticate with keys.
+     */
+    if (!rc) {
+        const char *host = strstr(cfg->source.url, "://");
+        size_t len;
+
+        host = host ? host + 3 : cfg->source.url;
+        len = strcspn(host, "/?#");
+        if (memchr(host, '@', len))
+            rc = ferry_error_set(err, FERRY_ECONFIG,
+                                 "config %s: [source] url holds a user name or password "
+                                 "(user:password@host); remove them: the agents authenticate "
+                                 "with their keys",
+                                 cfg->path ? cfg->path : "C");
+    }
     return rc;
 }
 

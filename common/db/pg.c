@@ -231,6 +231,28 @@ static void one_line(const char *in, char *out, size_t size)
     out[n] = '\0';
 }
 
+/* msg (FERRY_ERRMSG_MAX bytes) in place with each "quoted" piece as "..." */
+static void drop_quoted(char *msg)
+{
+    char out[FERRY_ERRMSG_MAX];
+    size_t n = 0;
+    int quoted = 0;
+
+    for (const char *p = msg; *p && n + 6 < sizeof(out); p++) {
+        if (*p == '"') {
+            if (!quoted) {
+                memcpy(out + n, "\"...\"", 5);
+                n += 5;
+            }
+            quoted = !quoted;
+        } else if (!quoted) {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    memcpy(msg, out, n + 1);
+}
+
 /*
  * A data exception's message (SQLSTATE class 22) in place, without the
  * value it quotes: `invalid input syntax for type date: "<a value>"` (all
@@ -487,7 +509,11 @@ static int pg_open(const char *url, int flags, struct ferry_db **out, struct fer
     if (!opts) {
         one_line(perr ? perr : "out of memory", msg, sizeof(msg));
         PQfreemem(perr);
-        return ferry_error_set(err, FERRY_ECONFIG, "invalid PostgreSQL URL: %s", msg);
+        /* libpq quotes the URL, or a piece of it, which may hold the password */
+        drop_quoted(msg);
+        return ferry_error_set(err, FERRY_ECONFIG,
+                               "invalid PostgreSQL URL (%s); fix the database URL in the config",
+                               msg);
     }
     PQconninfoFree(opts);
 

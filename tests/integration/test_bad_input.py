@@ -233,6 +233,34 @@ class BadInputTest(ft.FerryTestCase):
                     self.assertExit(cp, 5, "is damaged", "restore it from a backup")
             self.assertUnchanged(before, self.dst_db, "the target")
 
+    def test_passwords_in_urls_are_never_echoed(self):
+        """A password in a PostgreSQL URL that libpq cannot parse was echoed
+        whole in the error (libpq quotes the URL); one in [source] url was
+        echoed when the source was out of reach, and kept in the state,
+        where status showed it (probe). Now the first is said without the
+        quoted text, the second refused (exit 2) before anything runs.
+        Oracle: the password, looked for in every output and file."""
+        secret = "hunter2-7c1e"
+        self.make_source(teams=1, posts_per_team=5)
+        for url in ("postgresql://alice:%s@[::1/app" % secret,
+                    "postgresql://alice:%s%%ZZ@127.0.0.1:1/app" % secret):
+            conf = ft.write_src_conf(self.path("bad-src.conf"), url)
+            cp = ft.run_src(["scope", "--config", conf, "--tenant", "1"])
+            self.assertExit(cp, 2, "invalid PostgreSQL URL")
+            self.assertNotIn(secret, cp.stdout + cp.stderr)
+        self.make_target("http://admin:%s@127.0.0.1:1" % secret, tenant=1)
+        for args in (["sync"], ["status"], ["status", "--json"], ["verify"]):
+            cp = ft.run_dst(args + ["--config", self.dst_conf])
+            self.assertEqual(cp.returncode, 2, "%s: %s" % (args, cp.stderr))
+            self.assertIn("[source] url holds a user name or password", cp.stderr)
+            self.assertNotIn(secret, cp.stdout + cp.stderr)
+        for root, _, files in os.walk(self.dir):
+            for name in files:
+                if name.endswith(".conf"):
+                    continue
+                with open(os.path.join(root, name), "rb") as f:
+                    self.assertNotIn(secret.encode(), f.read(), name)
+
     def test_missing_tenant(self):
         conf = self.path("dst.conf")
         with open(conf, "w") as f:
