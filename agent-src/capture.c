@@ -3989,6 +3989,15 @@ int ferry_capture_prune(struct ferry_db *db, int64_t before, int64_t *deleted,
         rc = ferry_capture_pruned(db, &was, err);
     if (rc)
         goto fail;
+    /* no target can have applied past the head: such a SEQ is a mistake that drops everything */
+    if (before > head + 1) {
+        rc = ferry_error_set(err, FERRY_EUSAGE,
+                             "SEQ %" PRId64 " is past the change log's head %" PRId64
+                             ": no target can have applied it; prune below the lowest mark "
+                             "ferry-dst status shows",
+                             before, head);
+        goto fail;
+    }
     if (before > head)
         before = head; /* the newest entry stays */
     if (before <= was) {

@@ -86,8 +86,14 @@ class PruneTest(ft.FerryTestCase):
             self.assertUnchanged(before, self.path("lag.db"), "a sync refused after a prune")
             self.assertEqual(ft.status_json(lag_conf)["hwm"], lag_mark)
 
-        # Pruning past the head keeps the newest entry; seqs keep growing.
-        self.prune(10 ** 12)
+        # A SEQ past the head is a mistake that dropped every change no
+        # target had applied: refused (probe). Pruning up to the head keeps
+        # the newest entry; seqs keep growing.
+        head = log_stats(self.src_db)[2]
+        cp = self.prune(10 ** 12, expect=2)
+        self.assertIn("is past the change log's head %d" % head, cp.stderr)
+        self.assertEqual(log_stats(self.src_db)[2], head)
+        self.prune(head + 1)
         count, low, high2 = log_stats(self.src_db)
         self.assertEqual(count, 1)
         self.assertEqual(low, high2)
