@@ -131,6 +131,25 @@ out:
     return rc;
 }
 
+/*
+ * The target database opens and reads, before the source is frozen: a
+ * typo in [target] database, or a damaged file, froze the tenant (the
+ * application's writes refused) for a cutover that could not go on.
+ */
+static int check_target(const struct ferry_config *cfg, struct ferry_error *err)
+{
+    struct ferry_db *db = NULL;
+    int exists = 0;
+    int rc = ferry_db_open(cfg->target.database, FERRY_DB_READONLY, &db, err);
+
+    if (!rc)
+        rc = ferry_db_table_exists(db, "_ferry_none", &exists, err);
+    ferry_db_close(db);
+    if (rc)
+        ferry_error_prefix(err, "the target database (nothing was frozen)");
+    return rc;
+}
+
 static int freeze_source(const struct ferry_config *cfg, struct report *rp, struct ferry_error *err)
 {
     struct ferry_client *c = NULL;
@@ -557,6 +576,8 @@ int ferry_cutover(const struct ferry_config *cfg, const struct ferry_cutover_opt
         goto out;
     }
     rc = check_state(cfg, o, &rp, err);
+    if (!rc && !rp.already)
+        rc = check_target(cfg, err);
     if (rc || rp.already)
         goto out;
 

@@ -626,6 +626,32 @@ class CutoverTest(ft.FerryTestCase):
             self.assertEqual(ft.query(self.dst_db, "SELECT body FROM posts WHERE id = %d" % post),
                              [("the live target",)])
 
+    def test_cutover_checks_the_target_before_freezing(self):
+        """A typo in [target] database, or a damaged target file: the cutover
+        froze the tenant (the application's writes refused) and then
+        stopped (probe). It now reads the target first and stops before the
+        freeze. Oracle: the application's writes on the source."""
+        self.make_source(teams=2, posts_per_team=20)
+        with self.serve() as srv:
+            self.make_target(srv.url, tenant=1)
+            self.sync("--quiet")
+            with open(self.dst_conf) as f:
+                good = f.read()
+            garbage = self.path("garbage.db")
+            with open(garbage, "wb") as f:
+                f.write(b"not a database at all " * 512)
+            for db in (garbage, self.path("nodir/x.db")):
+                with open(self.dst_conf, "w") as f:
+                    f.write(good.replace(self.dst_db, db))
+                cp = self.cutover(expect=None)
+                self.assertIn(cp.returncode, (2, 5), cp.stderr)
+                self.assertIn("the target database (nothing was frozen)", cp.stderr)
+                self.assertFrozen(1, frozen=False)
+            with open(self.dst_conf, "w") as f:
+                f.write(good)
+            self.cutover()
+            self.assertFrozen(1)
+
     def test_cutover_waits_for_the_state_another_run_holds(self):
         """A follow's round holds the state when the cutover has frozen the
         source: the cutover waits for it (60 s at most) instead of stopping
