@@ -2462,7 +2462,8 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
     def test_prune(self):
         """ferry-src prune on PostgreSQL: the log below the mark is gone, the
         target at the mark keeps converging, and its next changes still
-        come; a prune past the head keeps the newest entry."""
+        come; a prune up to the head keeps the newest entry, one past it is
+        refused."""
         self.pg_source()
         with self.serve() as srv:
             self.pg_target(srv.url)
@@ -2483,8 +2484,13 @@ SELECT count(*) FROM ((SELECT id, _ferry_tenant FROM _ferry_k_pages)
                                "(SELECT id FROM channels WHERE team_id = 1)")
             self.sync()
             self.assertPgCopy(self.src_url, self.dst_url)
+            # past the head: refused (no target can have applied it)
+            cp = ft.run_src(["prune", "--config", self.src_conf, str(10 ** 12)])
+            self.assertEqual(cp.returncode, 2, cp.stderr)
+            self.assertIn("past the change log's head", cp.stderr)
+            newest = int(psql(self.src_url, "SELECT max(seq) FROM _ferry_changes").strip())
             self.assertEqual(ft.run_src(["prune", "--config", self.src_conf,
-                                         str(10 ** 12)]).returncode, 0)
+                                         str(newest + 1)]).returncode, 0)
             self.assertEqual(psql(self.src_url,
                                   "SELECT count(*) FROM _ferry_changes").strip(), "1")
 
