@@ -4288,10 +4288,7 @@ int ferry_capture_key(struct ferry_db *db, const char *type, struct ferry_value 
     if (ferry_db_engine(db) != FERRY_ENGINE_PG || v->type != FERRY_TEXT || !type)
         return FERRY_OK;
     /* the types PostgreSQL names itself are not domains: no question for them */
-    if (!ferry_scope_pg_key_exact(type) && strncmp(type, "character", 9) != 0 &&
-        strcmp(type, "inet") != 0 && strncmp(type, "numeric", 7) != 0 &&
-        strcmp(type, "bytea") != 0 && strcmp(type, "boolean") != 0 && strcmp(type, "real") != 0 &&
-        strcmp(type, "double precision") != 0)
+    if (!ferry_scope_pg_key_exact(type) && !pg_stable_key_type(type) && strcmp(type, "inet") != 0)
         type = base_type(db, type);
     if (strcmp(type, "bytea") == 0) {
         const char *p = v->u.s.p;
